@@ -1,0 +1,201 @@
+//! Adapter choice and device creation.
+//!
+//! Headless callers use [`GpuContext::new`]; a caller that already owns a device (the desktop app
+//! hands in eframe's) uses [`GpuContext::from_device`].
+
+use std::sync::Arc;
+
+use super::pipeline::PipelineCache;
+use super::pool::BufferPool;
+use crate::error::{Error, Result};
+
+/// Optional features the engine uses when the adapter has them.
+pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY);
+
+/// A device, its queue, and the engine state tied to them.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub(crate) pool: Arc<BufferPool>,
+    pub(crate) pipelines: PipelineCache,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+}
+
+impl GpuContext {
+    /// Opens the preferred adapter headlessly.
+    ///
+    /// Honours `WGPU_BACKEND` (vulkan, metal, dx12, gl), `WGPU_ADAPTER_NAME` (a substring of the
+    /// adapter name, case-insensitive) and `WGPU_POWER_PREF` (default: high performance). Requests
+    /// the adapter's real limits and the optional features in [`WANTED_FEATURES`] it has.
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    async fn new_async() -> Result<Self> {
+        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        let backends = desc.backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = choose_adapter(&instance, backends).await?;
+        let info = adapter.get_info();
+        let features = adapter.features() & WANTED_FEATURES;
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tessera"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self::from_device(device, queue, info))
+    }
+
+    /// Wraps a device the caller owns (e.g. eframe's). The engine uses whatever limits and
+    /// features that device was created with.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+        let limits = device.limits();
+        let features = device.features();
+        log::info!(
+            "GPU: {} ({:?}, {:?}), driver {:?} {:?}; features: {:?}",
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver,
+            info.driver_info,
+            features & WANTED_FEATURES,
+        );
+        log::debug!(
+            "limits: max_storage_buffer_binding_size {} B, max_buffer_size {} B, \
+             workgroup storage {} B",
+            limits.max_storage_buffer_binding_size,
+            limits.max_buffer_size,
+            limits.max_compute_workgroup_storage_size,
+        );
+        if is_software_adapter(&info) {
+            log::warn!(
+                "GPU adapter {:?} is a software rasterizer running on the CPU: results are \
+                 correct but slow; install your GPU's Vulkan/Metal/DX12 driver for speed",
+                info.name
+            );
+        }
+        Self {
+            device,
+            queue,
+            info,
+            pool: Arc::new(BufferPool::default()),
+            pipelines: PipelineCache::default(),
+            limits,
+            features,
+        }
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+
+    /// True when shaders may use `enable f16;`.
+    pub fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Bytes currently held by live tensors, and the most ever held at once.
+    pub fn memory_stats(&self) -> (u64, u64) {
+        self.pool.stats()
+    }
+
+    /// Frees every idle pooled buffer.
+    pub fn trim_pool(&self) {
+        self.pool.trim();
+    }
+
+    /// Blocks until all submitted work has finished.
+    pub fn wait_idle(&self) {
+        if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+            log::warn!("device poll failed: {e}");
+        }
+    }
+
+    /// Checks that a buffer of `bytes` can be bound as one storage binding.
+    pub fn check_binding(&self, name: &str, bytes: u64) -> Result<()> {
+        let limit = u64::from(self.limits.max_storage_buffer_binding_size);
+        if bytes > limit {
+            return Err(Error::OverLimit {
+                name: name.to_owned(),
+                bytes,
+                limit_name: "max_storage_buffer_binding_size",
+                limit,
+            });
+        }
+        if bytes > self.limits.max_buffer_size {
+            return Err(Error::OverLimit {
+                name: name.to_owned(),
+                bytes,
+                limit_name: "max_buffer_size",
+                limit: self.limits.max_buffer_size,
+            });
+        }
+        Ok(())
+    }
+}
+
+async fn choose_adapter(
+    instance: &wgpu::Instance,
+    backends: wgpu::Backends,
+) -> Result<wgpu::Adapter> {
+    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+        let adapters = instance.enumerate_adapters(backends).await;
+        let wanted_lower = wanted.to_lowercase();
+        let mut names = Vec::new();
+        for adapter in adapters {
+            let info = adapter.get_info();
+            if info.name.to_lowercase().contains(&wanted_lower) {
+                return Ok(adapter);
+            }
+            names.push(format!("{} ({:?})", info.name, info.backend));
+        }
+        return Err(Error::AdapterNotFound {
+            wanted,
+            available: if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            },
+        });
+    }
+    let power_preference =
+        wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance);
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            apply_limit_buckets: false,
+        })
+        .await
+        .map_err(|_| Error::NoAdapter {
+            backends: format!("backends tried: {backends:?}"),
+        })
+}
+
+/// True for adapters that run on the CPU (lavapipe/llvmpipe, SwiftShader, WARP).
+pub fn is_software_adapter(info: &wgpu::AdapterInfo) -> bool {
+    let name = info.name.to_lowercase();
+    info.device_type == wgpu::DeviceType::Cpu
+        || ["llvmpipe", "lavapipe", "swiftshader", "warp", "basic render"]
+            .iter()
+            .any(|s| name.contains(s))
+}

@@ -1,0 +1,14 @@
+//! GPU runtime: adapter and device choice ([`GpuContext`]), tensors ([`Tensor`]) backed by a
+//! reusing [`pool::BufferPool`], a pipeline cache keyed by shader + override constants, and the
+//! [`Recorder`] that records many dispatches into one command encoder.
+
+mod context;
+mod pipeline;
+pub mod pool;
+mod recorder;
+mod tensor;
+
+pub use context::{GpuContext, is_software_adapter};
+pub use pipeline::PipelineCache;
+pub use recorder::{Binding, Recorder, linear_workgroups};
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,165 @@
+//! A pool of storage buffers that reuses allocations.
+//!
+//! Requests are rounded up to a size class (eight classes per power of two, so at most 12.5 %
+//! is wasted) and served from buffers that earlier tensors released. Release happens when the
+//! last [`PooledBuffer`] handle drops; that is safe for GPU work recorded in program order,
+//! because the engine never writes a reused buffer from the CPU (uploads always make a fresh
+//! buffer, see `Tensor::upload_bytes`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Every pooled buffer has these usages, so any tensor can be read, written, copied and bound.
+pub const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+#[derive(Default)]
+struct PoolState {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    live_bytes: u64,
+    peak_bytes: u64,
+}
+
+#[derive(Default)]
+pub struct BufferPool {
+    state: Mutex<PoolState>,
+}
+
+/// Rounds `bytes` up to its size class (multiple of 4, at least 16).
+pub fn size_class(bytes: u64) -> u64 {
+    let b = bytes.max(16);
+    let p = 63 - b.leading_zeros(); // floor(log2 b)
+    if p < 4 {
+        return b.next_multiple_of(4);
+    }
+    let step = 1u64 << (p - 3);
+    b.next_multiple_of(step)
+}
+
+impl BufferPool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A buffer of at least `bytes`, reused when one of that size class is free.
+    pub fn acquire(self: &Arc<Self>, device: &wgpu::Device, bytes: u64) -> PooledBuffer {
+        let size = size_class(bytes);
+        let reused = {
+            let mut st = self.lock();
+            let b = st.free.get_mut(&size).and_then(Vec::pop);
+            st.live_bytes += size;
+            st.peak_bytes = st.peak_bytes.max(st.live_bytes);
+            b
+        };
+        let buffer = reused.unwrap_or_else(|| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tessera pooled"),
+                size,
+                usage: USAGE,
+                mapped_at_creation: false,
+            })
+        });
+        PooledBuffer {
+            buffer: Some(buffer),
+            size,
+            pool: Arc::clone(self),
+        }
+    }
+
+    /// A fresh buffer holding `data` (padded with zeros to a multiple of 4 bytes).
+    pub fn upload(self: &Arc<Self>, device: &wgpu::Device, label: &str, data: &[u8]) -> PooledBuffer {
+        use wgpu::util::DeviceExt;
+        let padded;
+        let contents = if data.len() % 4 == 0 && !data.is_empty() {
+            data
+        } else {
+            padded = {
+                let mut v = data.to_vec();
+                v.resize(data.len().max(4).next_multiple_of(4), 0);
+                v
+            };
+            &padded
+        };
+        let size = contents.len() as u64;
+        let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: USAGE,
+        });
+        {
+            let mut st = self.lock();
+            st.live_bytes += size;
+            st.peak_bytes = st.peak_bytes.max(st.live_bytes);
+        }
+        PooledBuffer {
+            buffer: Some(buffer),
+            size,
+            pool: Arc::clone(self),
+        }
+    }
+
+    fn release(&self, buffer: wgpu::Buffer, size: u64) {
+        let mut st = self.lock();
+        st.live_bytes = st.live_bytes.saturating_sub(size);
+        st.free.entry(size).or_default().push(buffer);
+    }
+
+    /// (bytes held by live tensors, peak of that since the pool was made or reset).
+    pub fn stats(&self) -> (u64, u64) {
+        let st = self.lock();
+        (st.live_bytes, st.peak_bytes)
+    }
+
+    /// Destroys all idle buffers and resets the peak to the live size.
+    pub fn trim(&self) {
+        let mut st = self.lock();
+        for (_, bufs) in st.free.drain() {
+            for b in bufs {
+                b.destroy();
+            }
+        }
+        st.peak_bytes = st.live_bytes;
+    }
+}
+
+/// A buffer on loan from the pool; goes back when dropped.
+pub struct PooledBuffer {
+    buffer: Option<wgpu::Buffer>,
+    size: u64,
+    pool: Arc<BufferPool>,
+}
+
+impl PooledBuffer {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        // Only `drop` takes the buffer out.
+        self.buffer.as_ref().unwrap_or_else(|| unreachable!())
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.buffer.take() {
+            self.pool.release(b, self.size);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn size_classes_cover_request_with_bounded_waste() {
+        for bytes in [1u64, 4, 15, 16, 17, 100, 1000, 4096, 4097, 1 << 20, 3_000_001] {
+            let c = size_class(bytes);
+            assert!(c >= bytes, "{bytes} -> {c}");
+            assert_eq!(c % 4, 0);
+            assert!(c as f64 <= (bytes.max(16) as f64) * 1.125 + 4.0, "{bytes} -> {c}");
+        }
+    }
+}

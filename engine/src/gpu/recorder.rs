@@ -1,0 +1,154 @@
+//! Records many dispatches into one command encoder (and one compute pass), then submits once.
+
+use wgpu::util::DeviceExt;
+
+use super::context::GpuContext;
+use super::tensor::Tensor;
+use crate::error::{Error, Result};
+use crate::shaders::KernelSpec;
+
+/// A storage binding of a dispatch.
+pub enum Binding<'a> {
+    Tensor(&'a Tensor),
+    /// A tiny placeholder buffer for an optional input that is switched off (e.g. no bias).
+    Unused,
+}
+
+/// Collects dispatches for one submission. Ops take `&mut Recorder` and return their outputs;
+/// nothing runs until [`Recorder::submit`].
+pub struct Recorder<'a> {
+    ctx: &'a GpuContext,
+    encoder: wgpu::CommandEncoder,
+    pass: Option<wgpu::ComputePass<'static>>,
+    dispatches: usize,
+    placeholder: Option<wgpu::Buffer>,
+}
+
+impl GpuContext {
+    pub fn recorder(&self) -> Recorder<'_> {
+        Recorder {
+            ctx: self,
+            encoder: self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("tessera ops"),
+                }),
+            pass: None,
+            dispatches: 0,
+            placeholder: None,
+        }
+    }
+}
+
+impl<'a> Recorder<'a> {
+    pub fn ctx(&self) -> &'a GpuContext {
+        self.ctx
+    }
+
+    /// Number of dispatches recorded so far.
+    pub fn dispatch_count(&self) -> usize {
+        self.dispatches
+    }
+
+    /// Records one dispatch of `spec`. `params` (the module's `#[repr(C)]` Pod `Params` as bytes)
+    /// is bound at binding 0 as a uniform; each `(index, binding)` as storage. The list must name
+    /// exactly the bindings the entry point uses.
+    pub fn dispatch(
+        &mut self,
+        spec: &KernelSpec,
+        params: &[u8],
+        bindings: &[(u32, Binding<'_>)],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        let max = self.ctx.limits().max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > max) {
+            return Err(Error::OverLimit {
+                name: format!("dispatch of {spec} with {workgroups:?} workgroups"),
+                bytes: u64::from(*workgroups.iter().max().unwrap_or(&0)),
+                limit_name: "max_compute_workgroups_per_dimension",
+                limit: u64::from(max),
+            });
+        }
+        if workgroups.contains(&0) {
+            return Ok(());
+        }
+        let device = &self.ctx.device;
+        let pipeline = self.ctx.pipelines.get(device, spec);
+        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("tessera params"),
+            contents: params,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        if self.placeholder.is_none() && bindings.iter().any(|(_, b)| matches!(b, Binding::Unused)) {
+            self.placeholder = Some(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tessera unused binding"),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            }));
+        }
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (index, b) in bindings {
+            let buffer = match b {
+                Binding::Tensor(t) => t.buffer(),
+                Binding::Unused => self.placeholder.as_ref().unwrap_or_else(|| unreachable!()),
+            };
+            entries.push(wgpu::BindGroupEntry {
+                binding: *index,
+                resource: buffer.as_entire_binding(),
+            });
+        }
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let pass = self.pass.get_or_insert_with(|| {
+            self.encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("tessera ops"),
+                    timestamp_writes: None,
+                })
+                .forget_lifetime()
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        self.dispatches += 1;
+        Ok(())
+    }
+
+    /// Records a buffer copy of `src` into `dst` (same byte length).
+    pub fn copy(&mut self, src: &Tensor, dst: &Tensor) -> Result<()> {
+        if src.byte_len() != dst.byte_len() {
+            return Err(Error::shape(
+                "copy",
+                format!("{src:?} and {dst:?} differ in size"),
+            ));
+        }
+        self.pass = None;
+        let len = src.byte_len().next_multiple_of(4);
+        self.encoder
+            .copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, len);
+        Ok(())
+    }
+
+    /// Submits everything recorded.
+    pub fn submit(mut self) -> wgpu::SubmissionIndex {
+        self.pass = None;
+        self.ctx.queue.submit([self.encoder.finish()])
+    }
+}
+
+/// Splits `n` workgroups over x and y so neither exceeds `max` (shaders linearise
+/// `wid.x + wid.y * num_workgroups.x` and skip the overhang).
+pub fn linear_workgroups(n: u32, max: u32) -> [u32; 3] {
+    if n <= max {
+        [n, 1, 1]
+    } else {
+        [max, n.div_ceil(max), 1]
+    }
+}

@@ -1,0 +1,255 @@
+//! GPU tensors: a pooled buffer plus shape, dtype and a name used in error messages.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::context::GpuContext;
+use super::pool::PooledBuffer;
+use crate::error::{Error, Result};
+
+/// Element types a tensor buffer can hold. `F16` is stored packed, two values per 32-bit word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    U32,
+    I32,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F16 => 2,
+            _ => 4,
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::U32 => "u32",
+            DType::I32 => "i32",
+        })
+    }
+}
+
+/// A dense, row-major tensor in a GPU storage buffer. Cloning shares the buffer.
+#[derive(Clone)]
+pub struct Tensor {
+    buf: Arc<PooledBuffer>,
+    shape: Vec<usize>,
+    dtype: DType,
+    name: Arc<str>,
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor({:?}, {}, {:?})", self.name, self.dtype, self.shape)
+    }
+}
+
+pub(crate) fn byte_len(shape: &[usize], dtype: DType) -> u64 {
+    (shape.iter().product::<usize>() * dtype.size()) as u64
+}
+
+impl Tensor {
+    /// Uploads raw bytes (little-endian elements of `dtype`) into a fresh buffer.
+    pub fn upload_bytes(
+        ctx: &GpuContext,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        data: &[u8],
+    ) -> Result<Self> {
+        let want = byte_len(shape, dtype);
+        if data.len() as u64 != want {
+            return Err(Error::shape(
+                "upload",
+                format!(
+                    "tensor {name:?} of shape {shape:?} {dtype} needs {want} bytes, got {}",
+                    data.len()
+                ),
+            ));
+        }
+        ctx.check_binding(name, want)?;
+        let buf = ctx.pool.upload(&ctx.device, name, data);
+        Ok(Self {
+            buf: Arc::new(buf),
+            shape: shape.to_vec(),
+            dtype,
+            name: name.into(),
+        })
+    }
+
+    pub fn from_f32(ctx: &GpuContext, name: &str, shape: &[usize], data: &[f32]) -> Result<Self> {
+        Self::upload_bytes(ctx, name, shape, DType::F32, bytemuck::cast_slice(data))
+    }
+
+    /// Uploads f32 values converted to f16 (stored packed).
+    pub fn from_f32_as_f16(
+        ctx: &GpuContext,
+        name: &str,
+        shape: &[usize],
+        data: &[f32],
+    ) -> Result<Self> {
+        let h: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        Self::upload_bytes(ctx, name, shape, DType::F16, bytemuck::cast_slice(&h))
+    }
+
+    pub fn from_u32(ctx: &GpuContext, name: &str, shape: &[usize], data: &[u32]) -> Result<Self> {
+        Self::upload_bytes(ctx, name, shape, DType::U32, bytemuck::cast_slice(data))
+    }
+
+    pub fn from_i32(ctx: &GpuContext, name: &str, shape: &[usize], data: &[i32]) -> Result<Self> {
+        Self::upload_bytes(ctx, name, shape, DType::I32, bytemuck::cast_slice(data))
+    }
+
+    /// An uninitialised tensor from the pool (its contents are whatever the buffer last held).
+    pub fn empty(ctx: &GpuContext, name: &str, shape: &[usize], dtype: DType) -> Result<Self> {
+        let bytes = byte_len(shape, dtype);
+        ctx.check_binding(name, bytes)?;
+        let buf = ctx.pool.acquire(&ctx.device, bytes);
+        Ok(Self {
+            buf: Arc::new(buf),
+            shape: shape.to_vec(),
+            dtype,
+            name: name.into(),
+        })
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Size of the tensor's data in bytes (the buffer may be larger).
+    pub fn byte_len(&self) -> u64 {
+        byte_len(&self.shape, self.dtype)
+    }
+
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buf.buffer()
+    }
+
+    /// Same buffer, new shape with the same element count.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
+        if shape.iter().product::<usize>() != self.numel() {
+            return Err(Error::shape(
+                "reshape",
+                format!("cannot view {:?} {:?} as {shape:?}", self.name, self.shape),
+            ));
+        }
+        Ok(Self {
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
+    }
+
+    /// Same buffer under another name (for error messages).
+    pub fn renamed(&self, name: &str) -> Self {
+        Self {
+            name: name.into(),
+            ..self.clone()
+        }
+    }
+
+    /// Errors unless the dtype is `want`.
+    pub fn expect_dtype(&self, op: &'static str, want: DType) -> Result<()> {
+        if self.dtype != want {
+            return Err(Error::DType {
+                op,
+                name: self.name.to_string(),
+                got: self.dtype,
+                expected: want.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies the tensor's bytes back to the CPU (waits for all submitted work).
+    pub fn download_bytes(&self, ctx: &GpuContext) -> Result<Vec<u8>> {
+        let len = self.byte_len();
+        let padded = len.max(4).next_multiple_of(4);
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tessera readback"),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("tessera readback"),
+            });
+        enc.copy_buffer_to_buffer(self.buffer(), 0, &staging, 0, padded);
+        let index = ctx.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        let fail = |reason: String| Error::Readback {
+            name: self.name.to_string(),
+            reason,
+        };
+        ctx.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| fail(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let out = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| fail(e.to_string()))?[..len as usize]
+            .to_vec();
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Downloads as f32 (f16 tensors are widened).
+    pub fn to_f32(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        let bytes = self.download_bytes(ctx)?;
+        match self.dtype {
+            DType::F32 => Ok(bytemuck::pod_collect_to_vec(&bytes)),
+            DType::F16 => Ok(bytemuck::pod_collect_to_vec::<u8, half::f16>(&bytes)
+                .into_iter()
+                .map(f32::from)
+                .collect()),
+            _ => Err(Error::DType {
+                op: "to_f32",
+                name: self.name.to_string(),
+                got: self.dtype,
+                expected: "f32 or f16".into(),
+            }),
+        }
+    }
+
+    pub fn to_u32(&self, ctx: &GpuContext) -> Result<Vec<u32>> {
+        if !matches!(self.dtype, DType::U32 | DType::I32) {
+            return Err(Error::DType {
+                op: "to_u32",
+                name: self.name.to_string(),
+                got: self.dtype,
+                expected: "u32 or i32".into(),
+            });
+        }
+        Ok(bytemuck::pod_collect_to_vec(&self.download_bytes(ctx)?))
+    }
+}

@@ -1,0 +1,13 @@
+//! tessera-engine: runs masked generative image transformers (MaskGIT, aMUSEd, Paella) on any GPU
+//! through wgpu and WGSL compute shaders.
+//!
+//! Layers: [`gpu`] (device, tensors, buffer pool, pipeline cache, command recording) and [`ops`]
+//! (one function per kernel family, each checking shapes and computing its dispatch).
+
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod shaders;
+
+pub use error::{Error, Result};
+pub use gpu::{DType, GpuContext, Recorder, Tensor};

@@ -1,0 +1,190 @@
+//! Fused multi-head attention (`shaders/attention.wgsl`) with online softmax: self- and
+//! cross-attention, causal or not.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::to_u32;
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, DType, Recorder, Tensor};
+use crate::shaders::{KernelSpec, Module};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct Params {
+    batch: u32,
+    heads: u32,
+    lq: u32,
+    lk: u32,
+    head_dim: u32,
+    q_stride: u32,
+    k_stride: u32,
+    v_stride: u32,
+    o_stride: u32,
+    q_offset: u32,
+    k_offset: u32,
+    v_offset: u32,
+    q_batch_stride: u32,
+    k_batch_stride: u32,
+    v_batch_stride: u32,
+    o_batch_stride: u32,
+    scale: f32,
+    causal: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+/// Largest head size the kernel holds in registers.
+pub const MAX_HEAD_DIM: usize = 128;
+const QUERIES_PER_GROUP: usize = 64;
+
+fn spec() -> KernelSpec {
+    KernelSpec::new(Module::Attention, "attention")
+}
+
+pub(crate) fn specs() -> Vec<KernelSpec> {
+    vec![spec()]
+}
+
+/// Columns `offset .. offset + heads·head_dim` of a `[batch, len, width]` tensor: lets Q, K and V
+/// be slices of one fused projection.
+#[derive(Clone, Copy)]
+pub struct Columns<'a> {
+    pub tensor: &'a Tensor,
+    pub offset: usize,
+}
+
+impl<'a> From<&'a Tensor> for Columns<'a> {
+    fn from(tensor: &'a Tensor) -> Self {
+        Self { tensor, offset: 0 }
+    }
+}
+
+/// Head layout and masking of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionSpec {
+    pub heads: usize,
+    pub head_dim: usize,
+    /// Query i sees keys j ≤ i + (Lk − Lq) only (CLIP's text encoder).
+    pub causal: bool,
+    /// Score scale; `None` is 1/√head_dim.
+    pub scale: Option<f32>,
+}
+
+impl AttentionSpec {
+    pub fn new(heads: usize, head_dim: usize) -> Self {
+        Self {
+            heads,
+            head_dim,
+            causal: false,
+            scale: None,
+        }
+    }
+
+    pub fn causal(self) -> Self {
+        Self {
+            causal: true,
+            ..self
+        }
+    }
+}
+
+/// `softmax(Q·Kᵀ·scale)·V` per head. q `[B, Lq, H·D]`, k and v `[B, Lk, H·D]` (or column slices
+/// of wider tensors). Result `[B, Lq, H·D]`.
+pub fn attention<'a>(
+    rec: &mut Recorder<'_>,
+    q: impl Into<Columns<'a>>,
+    k: impl Into<Columns<'a>>,
+    v: impl Into<Columns<'a>>,
+    spec_: &AttentionSpec,
+) -> Result<Tensor> {
+    const OP: &str = "attention";
+    let (q, k, v) = (q.into(), k.into(), v.into());
+    let AttentionSpec {
+        heads,
+        head_dim,
+        causal,
+        scale,
+    } = *spec_;
+    if heads == 0 || head_dim == 0 || head_dim > MAX_HEAD_DIM {
+        return Err(Error::shape(
+            OP,
+            format!("heads {heads} × head_dim {head_dim}: need heads ≥ 1 and 1 ≤ head_dim ≤ {MAX_HEAD_DIM}"),
+        ));
+    }
+    let width = heads * head_dim;
+    let dims = |c: &Columns<'_>| -> Result<(usize, usize, usize)> {
+        c.tensor.expect_dtype(OP, DType::F32)?;
+        match *c.tensor.shape() {
+            [b, l, w] if c.offset + width <= w => Ok((b, l, w)),
+            _ => Err(Error::shape(
+                OP,
+                format!(
+                    "tensor {:?} {:?} must be [batch, len, ≥ {}] for columns {}..{}",
+                    c.tensor.name(),
+                    c.tensor.shape(),
+                    c.offset + width,
+                    c.offset,
+                    c.offset + width
+                ),
+            )),
+        }
+    };
+    let (bq, lq, wq) = dims(&q)?;
+    let (bk, lk, wk) = dims(&k)?;
+    let (bv, lv, wv) = dims(&v)?;
+    if bq != bk || bq != bv || lk != lv {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "q {:?}, k {:?}, v {:?}: batch sizes and key/value lengths must match",
+                q.tensor.shape(),
+                k.tensor.shape(),
+                v.tensor.shape()
+            ),
+        ));
+    }
+    if lk == 0 {
+        return Err(Error::shape(OP, "no keys to attend to"));
+    }
+    let out = Tensor::empty(rec.ctx(), "attention.out", &[bq, lq, width], DType::F32)?;
+    let u = |what: &str, v: usize| to_u32(OP, what, v);
+    let params = Params {
+        batch: u("batch", bq)?,
+        heads: u("heads", heads)?,
+        lq: u("lq", lq)?,
+        lk: u("lk", lk)?,
+        head_dim: u("head_dim", head_dim)?,
+        q_stride: u("q width", wq)?,
+        k_stride: u("k width", wk)?,
+        v_stride: u("v width", wv)?,
+        o_stride: u("width", width)?,
+        q_offset: u("q offset", q.offset)?,
+        k_offset: u("k offset", k.offset)?,
+        v_offset: u("v offset", v.offset)?,
+        q_batch_stride: u("q batch stride", lq * wq)?,
+        k_batch_stride: u("k batch stride", lk * wk)?,
+        v_batch_stride: u("v batch stride", lk * wv)?,
+        o_batch_stride: u("out batch stride", lq * width)?,
+        scale: scale.unwrap_or(1.0 / (head_dim as f32).sqrt()),
+        causal: u32::from(causal),
+        _pad0: 0,
+        _pad1: 0,
+    };
+    let groups = [
+        u("query blocks", lq.div_ceil(QUERIES_PER_GROUP))?,
+        params.heads,
+        params.batch,
+    ];
+    rec.dispatch(
+        &spec(),
+        bytemuck::bytes_of(&params),
+        &[
+            (1, Binding::Tensor(q.tensor)),
+            (2, Binding::Tensor(k.tensor)),
+            (3, Binding::Tensor(v.tensor)),
+            (4, Binding::Tensor(&out)),
+        ],
+        groups,
+    )?;
+    Ok(out)
+}

@@ -1,0 +1,250 @@
+//! 2-D convolutions on NCHW f32 tensors (`shaders/conv2d.wgsl`): k×k conv with stride, padding
+//! (asymmetric allowed) and groups (depthwise included), transposed conv, nearest upsample,
+//! zero padding.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{WG, expect_shape, groups_for, to_u32};
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, DType, Recorder, Tensor};
+use crate::shaders::{KernelSpec, Module};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+pub(crate) struct Params {
+    batch: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    oh: u32,
+    ow: u32,
+    groups: u32,
+    kh: u32,
+    kw: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_top: u32,
+    pad_left: u32,
+    has_bias: u32,
+    _pad0: u32,
+}
+
+fn spec(entry: &'static str) -> KernelSpec {
+    KernelSpec::new(Module::Conv2d, entry)
+}
+
+pub(crate) fn specs() -> Vec<KernelSpec> {
+    ["conv2d", "conv_transpose2d", "upsample_nearest", "pad2d"]
+        .into_iter()
+        .map(spec)
+        .collect()
+}
+
+/// Stride, zero padding `[top, bottom, left, right]` and groups of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dSpec {
+    pub stride: [usize; 2],
+    pub padding: [usize; 4],
+    pub groups: usize,
+}
+
+impl Conv2dSpec {
+    /// Stride 1, symmetric padding `pad`, one group.
+    pub fn same(pad: usize) -> Self {
+        Self {
+            stride: [1, 1],
+            padding: [pad; 4],
+            groups: 1,
+        }
+    }
+}
+
+fn nchw(op: &'static str, x: &Tensor) -> Result<[usize; 4]> {
+    x.expect_dtype(op, DType::F32)?;
+    match *x.shape() {
+        [b, c, h, w] => Ok([b, c, h, w]),
+        _ => Err(Error::shape(op, format!("{:?} {:?} is not NCHW", x.name(), x.shape()))),
+    }
+}
+
+fn check_bias(op: &'static str, bias: Option<&Tensor>, cout: usize) -> Result<()> {
+    if let Some(b) = bias {
+        b.expect_dtype(op, DType::F32)?;
+        expect_shape(op, b, &[cout])?;
+    }
+    Ok(())
+}
+
+fn run(
+    rec: &mut Recorder<'_>,
+    entry: &'static str,
+    params: &Params,
+    x: &Tensor,
+    weight_bias: Option<(&Tensor, Option<&Tensor>)>,
+    out: &Tensor,
+) -> Result<()> {
+    let groups = groups_for(rec, out.numel(), WG)?;
+    let mut bindings = vec![(1, Binding::Tensor(x)), (4, Binding::Tensor(out))];
+    if let Some((w, b)) = weight_bias {
+        bindings.push((2, Binding::Tensor(w)));
+        bindings.push((3, b.map_or(Binding::Unused, Binding::Tensor)));
+    }
+    rec.dispatch(&spec(entry), bytemuck::bytes_of(params), &bindings, groups)
+}
+
+/// Convolution; weight `[Cout, Cin/groups, kh, kw]` (PyTorch layout), bias `[Cout]`.
+pub fn conv2d(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    s: &Conv2dSpec,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d";
+    let [b, cin, h, w] = nchw(OP, x)?;
+    let [cout, cin_g, kh, kw] = nchw(OP, weight)?;
+    let g = s.groups;
+    if g == 0 || cin % g != 0 || cout % g != 0 || cin_g != cin / g {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "weight {:?} {:?} does not fit input {:?} with {g} groups",
+                weight.name(),
+                weight.shape(),
+                x.shape()
+            ),
+        ));
+    }
+    check_bias(OP, bias, cout)?;
+    let [st_h, st_w] = s.stride;
+    let [pt, pb, pl, pr] = s.padding;
+    if st_h == 0 || st_w == 0 || h + pt + pb < kh || w + pl + pr < kw {
+        return Err(Error::shape(
+            OP,
+            format!("kernel {kh}×{kw} stride {:?} padding {:?} does not fit {h}×{w}", s.stride, s.padding),
+        ));
+    }
+    let oh = (h + pt + pb - kh) / st_h + 1;
+    let ow = (w + pl + pr - kw) / st_w + 1;
+    let out = Tensor::empty(rec.ctx(), "conv2d.out", &[b, cout, oh, ow], DType::F32)?;
+    let u = |what: &str, v: usize| to_u32(OP, what, v);
+    let params = Params {
+        batch: u("batch", b)?,
+        cin: u("cin", cin)?,
+        h: u("h", h)?,
+        w: u("w", w)?,
+        cout: u("cout", cout)?,
+        oh: u("oh", oh)?,
+        ow: u("ow", ow)?,
+        groups: u("groups", g)?,
+        kh: u("kh", kh)?,
+        kw: u("kw", kw)?,
+        stride_h: u("stride", st_h)?,
+        stride_w: u("stride", st_w)?,
+        pad_top: u("pad", pt)?,
+        pad_left: u("pad", pl)?,
+        has_bias: u32::from(bias.is_some()),
+        _pad0: 0,
+    };
+    run(rec, "conv2d", &params, x, Some((weight, bias)), &out)?;
+    Ok(out)
+}
+
+/// Transposed convolution (one group); weight `[Cin, Cout, kh, kw]` (PyTorch
+/// `ConvTranspose2d` layout); output size (in − 1)·stride − 2·padding + k.
+pub fn conv_transpose2d(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    const OP: &str = "conv_transpose2d";
+    let [b, cin, h, w] = nchw(OP, x)?;
+    let [wcin, cout, kh, kw] = nchw(OP, weight)?;
+    if wcin != cin || stride == 0 {
+        return Err(Error::shape(
+            OP,
+            format!("weight {:?} does not fit input {:?} (stride {stride})", weight.shape(), x.shape()),
+        ));
+    }
+    check_bias(OP, bias, cout)?;
+    let (oh, ow) = ((h - 1) * stride + kh, (w - 1) * stride + kw);
+    if h == 0 || w == 0 || oh <= 2 * padding || ow <= 2 * padding {
+        return Err(Error::shape(OP, format!("padding {padding} leaves no output of {:?}", x.shape())));
+    }
+    let (oh, ow) = (oh - 2 * padding, ow - 2 * padding);
+    let out = Tensor::empty(rec.ctx(), "conv_transpose2d.out", &[b, cout, oh, ow], DType::F32)?;
+    let u = |what: &str, v: usize| to_u32(OP, what, v);
+    let params = Params {
+        batch: u("batch", b)?,
+        cin: u("cin", cin)?,
+        h: u("h", h)?,
+        w: u("w", w)?,
+        cout: u("cout", cout)?,
+        oh: u("oh", oh)?,
+        ow: u("ow", ow)?,
+        groups: 1,
+        kh: u("kh", kh)?,
+        kw: u("kw", kw)?,
+        stride_h: u("stride", stride)?,
+        stride_w: u("stride", stride)?,
+        pad_top: u("pad", padding)?,
+        pad_left: u("pad", padding)?,
+        has_bias: u32::from(bias.is_some()),
+        _pad0: 0,
+    };
+    run(rec, "conv_transpose2d", &params, x, Some((weight, bias)), &out)?;
+    Ok(out)
+}
+
+/// Nearest-neighbour upsampling by an integer factor.
+pub fn upsample_nearest(rec: &mut Recorder<'_>, x: &Tensor, factor: usize) -> Result<Tensor> {
+    const OP: &str = "upsample_nearest";
+    let [b, c, h, w] = nchw(OP, x)?;
+    if factor == 0 {
+        return Err(Error::shape(OP, "factor 0"));
+    }
+    let out = Tensor::empty(rec.ctx(), "upsample.out", &[b, c, h * factor, w * factor], DType::F32)?;
+    let u = |what: &str, v: usize| to_u32(OP, what, v);
+    let params = Params {
+        batch: u("batch", b)?,
+        cin: u("c", c)?,
+        h: u("h", h)?,
+        w: u("w", w)?,
+        cout: u("c", c)?,
+        oh: u("oh", h * factor)?,
+        ow: u("ow", w * factor)?,
+        stride_h: u("factor", factor)?,
+        stride_w: u("factor", factor)?,
+        ..Default::default()
+    };
+    run(rec, "upsample_nearest", &params, x, None, &out)?;
+    Ok(out)
+}
+
+/// Zero padding `[top, bottom, left, right]` (asymmetric allowed).
+pub fn pad2d(rec: &mut Recorder<'_>, x: &Tensor, padding: [usize; 4]) -> Result<Tensor> {
+    const OP: &str = "pad2d";
+    let [b, c, h, w] = nchw(OP, x)?;
+    let [pt, pb, pl, pr] = padding;
+    let (oh, ow) = (h + pt + pb, w + pl + pr);
+    let out = Tensor::empty(rec.ctx(), "pad2d.out", &[b, c, oh, ow], DType::F32)?;
+    let u = |what: &str, v: usize| to_u32(OP, what, v);
+    let params = Params {
+        batch: u("batch", b)?,
+        cin: u("c", c)?,
+        h: u("h", h)?,
+        w: u("w", w)?,
+        cout: u("c", c)?,
+        oh: u("oh", oh)?,
+        ow: u("ow", ow)?,
+        pad_top: u("pad", pt)?,
+        pad_left: u("pad", pl)?,
+        ..Default::default()
+    };
+    run(rec, "pad2d", &params, x, None, &out)?;
+    Ok(out)
+}

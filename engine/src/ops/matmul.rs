@@ -1,0 +1,162 @@
+//! Batched matrix multiply (`shaders/matmul.wgsl`): f32 activations, f32 or f16 weights,
+//! f32 accumulation, optional bias, B plain or transposed.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{expect_rank, to_u32};
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, DType, Recorder, Tensor};
+use crate::shaders::{KernelSpec, Module, WeightFormat};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    a_batch_stride: u32,
+    b_batch_stride: u32,
+    c_batch_stride: u32,
+    has_bias: u32,
+}
+
+const TILE: u32 = 32;
+
+fn spec(format: WeightFormat, trans_b: bool) -> KernelSpec {
+    KernelSpec::new(Module::Matmul(format), "matmul").with("TRANS_B", f64::from(u8::from(trans_b)))
+}
+
+pub(crate) fn specs() -> Vec<KernelSpec> {
+    let mut v = Vec::new();
+    for f in [WeightFormat::F32, WeightFormat::F16, WeightFormat::F16Packed] {
+        for t in [false, true] {
+            v.push(spec(f, t));
+        }
+    }
+    v
+}
+
+/// How B is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BLayout {
+    /// B is `[.., K, N]`.
+    KN,
+    /// B is `[.., N, K]` (PyTorch `Linear.weight`): computes A·Bᵀ.
+    NK,
+}
+
+/// `x · wᵀ (+ bias)` for a PyTorch-layout weight `w` `[out, in]`: x `[.., in]` → `[.., out]`.
+pub fn linear(rec: &mut Recorder<'_>, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    matmul(rec, x, w, bias, BLayout::NK)
+}
+
+/// `A · op(B) (+ bias)`. A is f32 `[batch.., M, K]`; B is f32 or f16, either 2-D (shared by
+/// every batch item) or with the same batch dims as A. Result f32 `[batch.., M, N]`.
+/// f16 weights use native f16 when the device has it, packed f16 otherwise.
+pub fn matmul(
+    rec: &mut Recorder<'_>,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    layout: BLayout,
+) -> Result<Tensor> {
+    let format = match b.dtype() {
+        DType::F16 if rec.ctx().has_f16() => WeightFormat::F16,
+        DType::F16 => WeightFormat::F16Packed,
+        _ => WeightFormat::F32,
+    };
+    matmul_with_format(rec, a, b, bias, layout, format)
+}
+
+/// [`matmul`] with the weight-reading kernel chosen by the caller (tests and benchmarks).
+pub fn matmul_with_format(
+    rec: &mut Recorder<'_>,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    layout: BLayout,
+    format: WeightFormat,
+) -> Result<Tensor> {
+    const OP: &str = "matmul";
+    a.expect_dtype(OP, DType::F32)?;
+    let want_b = match format {
+        WeightFormat::F32 => DType::F32,
+        WeightFormat::F16 | WeightFormat::F16Packed => DType::F16,
+    };
+    b.expect_dtype(OP, want_b)?;
+    if format == WeightFormat::F16 && !rec.ctx().has_f16() {
+        return Err(Error::MissingFeature {
+            op: OP,
+            feature: "SHADER_F16",
+        });
+    }
+    if a.shape().len() < 2 {
+        return Err(Error::shape(OP, format!("A {:?} must be at least 2-D", a.shape())));
+    }
+    expect_rank(OP, b, &[2, a.shape().len()])?;
+    let ar = a.shape().len();
+    let (m, k) = (a.shape()[ar - 2], a.shape()[ar - 1]);
+    let batch_dims = &a.shape()[..ar - 2];
+    let batch: usize = batch_dims.iter().product();
+    let br = b.shape().len();
+    let (bk, n) = match layout {
+        BLayout::KN => (b.shape()[br - 2], b.shape()[br - 1]),
+        BLayout::NK => (b.shape()[br - 1], b.shape()[br - 2]),
+    };
+    if bk != k {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "inner sizes differ: A {:?} {:?} has K = {k}, B {:?} {:?} ({layout:?}) has K = {bk}",
+                a.name(),
+                a.shape(),
+                b.name(),
+                b.shape()
+            ),
+        ));
+    }
+    let b_batched = br == ar && br > 2;
+    if b_batched && &b.shape()[..br - 2] != batch_dims {
+        return Err(Error::shape(
+            OP,
+            format!("batch dims differ: A {:?}, B {:?}", a.shape(), b.shape()),
+        ));
+    }
+    if let Some(bias) = bias {
+        bias.expect_dtype(OP, DType::F32)?;
+        super::expect_shape(OP, bias, &[n])?;
+    }
+    // A shared B lets the batch fold into M: one big GEMM instead of `batch` small ones.
+    let (gm, gbatch) = if b_batched { (m, batch) } else { (m * batch, 1) };
+    let mut out_shape = a.shape()[..ar - 1].to_vec();
+    out_shape.push(n);
+    let out = Tensor::empty(rec.ctx(), "matmul.out", &out_shape, DType::F32)?;
+    let params = Params {
+        m: to_u32(OP, "M", gm)?,
+        n: to_u32(OP, "N", n)?,
+        k: to_u32(OP, "K", k)?,
+        batch: to_u32(OP, "batch", gbatch)?,
+        a_batch_stride: to_u32(OP, "A batch stride", m * k)?,
+        b_batch_stride: if b_batched { to_u32(OP, "B batch stride", n * k)? } else { 0 },
+        c_batch_stride: to_u32(OP, "C batch stride", m * n)?,
+        has_bias: u32::from(bias.is_some()),
+    };
+    let groups = [
+        params.n.div_ceil(TILE),
+        params.m.div_ceil(TILE),
+        params.batch,
+    ];
+    rec.dispatch(
+        &spec(format, layout == BLayout::NK),
+        bytemuck::bytes_of(&params),
+        &[
+            (1, Binding::Tensor(a)),
+            (2, Binding::Tensor(b)),
+            (3, bias.map_or(Binding::Unused, Binding::Tensor)),
+            (4, Binding::Tensor(&out)),
+        ],
+        groups,
+    )?;
+    Ok(out)
+}

@@ -1,0 +1,268 @@
+//! Normalisations (`shaders/norm.wgsl`): layer norm (with or without mean, i.e. RMS norm; with
+//! or without affine), group norm on NCHW with optional fused SiLU, global response norm.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{WG, expect_shape, groups_for, to_u32};
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, DType, Recorder, Tensor};
+use crate::shaders::{KernelSpec, Module};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct Params {
+    rows: u32,
+    cols: u32,
+    inner: u32,
+    outer_stride: u32,
+    elem_stride: u32,
+    flags: u32,
+    eps: f32,
+    groups: u32,
+}
+
+const HAS_WEIGHT: u32 = 1;
+const HAS_BIAS: u32 = 2;
+const SUBTRACT_MEAN: u32 = 4;
+const SILU: u32 = 8;
+
+fn spec(entry: &'static str) -> KernelSpec {
+    KernelSpec::new(Module::Norm, entry)
+}
+
+pub(crate) fn specs() -> Vec<KernelSpec> {
+    ["layer_norm", "group_norm", "grn_stats", "grn_apply"]
+        .into_iter()
+        .map(spec)
+        .collect()
+}
+
+/// Which statistics and affine terms a row norm applies.
+#[derive(Clone, Copy, Debug)]
+pub struct NormSpec<'a> {
+    pub weight: Option<&'a Tensor>,
+    pub bias: Option<&'a Tensor>,
+    pub eps: f32,
+    /// false: RMS norm (x / √(mean x² + eps)).
+    pub subtract_mean: bool,
+}
+
+impl<'a> NormSpec<'a> {
+    /// LayerNorm: (x − mean) / √(var + eps) · weight + bias.
+    pub fn layer(weight: Option<&'a Tensor>, bias: Option<&'a Tensor>, eps: f32) -> Self {
+        Self {
+            weight,
+            bias,
+            eps,
+            subtract_mean: true,
+        }
+    }
+
+    /// RMSNorm: x / √(mean x² + eps) · weight.
+    pub fn rms(weight: Option<&'a Tensor>, eps: f32) -> Self {
+        Self {
+            weight,
+            bias: None,
+            eps,
+            subtract_mean: false,
+        }
+    }
+
+    fn flags(&self) -> u32 {
+        let mut f = 0;
+        if self.weight.is_some() {
+            f |= HAS_WEIGHT;
+        }
+        if self.bias.is_some() {
+            f |= HAS_BIAS;
+        }
+        if self.subtract_mean {
+            f |= SUBTRACT_MEAN;
+        }
+        f
+    }
+
+    fn check(&self, op: &'static str, cols: usize) -> Result<()> {
+        for t in [self.weight, self.bias].into_iter().flatten() {
+            t.expect_dtype(op, DType::F32)?;
+            expect_shape(op, t, &[cols])?;
+        }
+        Ok(())
+    }
+}
+
+/// Normalises over the last dimension of `x` (any rank ≥ 1).
+pub fn layer_norm(rec: &mut Recorder<'_>, x: &Tensor, spec_: &NormSpec<'_>) -> Result<Tensor> {
+    const OP: &str = "layer_norm";
+    let cols = *x
+        .shape()
+        .last()
+        .ok_or_else(|| Error::shape(OP, "scalar input"))?;
+    let rows = x.numel() / cols.max(1);
+    row_norm(rec, OP, x, spec_, rows, cols, 1, cols, 1)
+}
+
+/// Normalises over the channel dimension of an NCHW tensor (channel-wise LayerNorm/RMSNorm, as
+/// aMUSEd's down/upsample and MLM head apply it), without a permute.
+pub fn layer_norm_channels(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    spec_: &NormSpec<'_>,
+) -> Result<Tensor> {
+    const OP: &str = "layer_norm_channels";
+    let [b, c, h, w] = *x.shape() else {
+        return Err(Error::shape(OP, format!("{:?} is not NCHW", x.shape())));
+    };
+    let hw = h * w;
+    row_norm(rec, OP, x, spec_, b * hw, c, hw, c * hw, hw)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row_norm(
+    rec: &mut Recorder<'_>,
+    op: &'static str,
+    x: &Tensor,
+    spec_: &NormSpec<'_>,
+    rows: usize,
+    cols: usize,
+    inner: usize,
+    outer_stride: usize,
+    elem_stride: usize,
+) -> Result<Tensor> {
+    x.expect_dtype(op, DType::F32)?;
+    spec_.check(op, cols)?;
+    let out = Tensor::empty(rec.ctx(), "norm.out", x.shape(), DType::F32)?;
+    let params = Params {
+        rows: to_u32(op, "rows", rows)?,
+        cols: to_u32(op, "cols", cols)?,
+        inner: to_u32(op, "inner", inner.max(1))?,
+        outer_stride: to_u32(op, "outer stride", outer_stride)?,
+        elem_stride: to_u32(op, "element stride", elem_stride)?,
+        flags: spec_.flags(),
+        eps: spec_.eps,
+        groups: 1,
+    };
+    let groups = groups_for(rec, rows, 1)?;
+    rec.dispatch(
+        &spec("layer_norm"),
+        bytemuck::bytes_of(&params),
+        &[
+            (1, Binding::Tensor(x)),
+            (2, spec_.weight.map_or(Binding::Unused, Binding::Tensor)),
+            (3, spec_.bias.map_or(Binding::Unused, Binding::Tensor)),
+            (4, Binding::Tensor(&out)),
+        ],
+        groups,
+    )?;
+    Ok(out)
+}
+
+/// GroupNorm over NCHW `x` with per-channel affine, SiLU fused after when `silu`.
+pub fn group_norm(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    num_groups: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+    silu: bool,
+) -> Result<Tensor> {
+    const OP: &str = "group_norm";
+    x.expect_dtype(OP, DType::F32)?;
+    let [b, c, h, w] = *x.shape() else {
+        return Err(Error::shape(OP, format!("{:?} is not NCHW", x.shape())));
+    };
+    if num_groups == 0 || c % num_groups != 0 {
+        return Err(Error::shape(
+            OP,
+            format!("{c} channels do not split into {num_groups} groups"),
+        ));
+    }
+    let spec_ = NormSpec::layer(weight, bias, eps);
+    spec_.check(OP, c)?;
+    let out = Tensor::empty(rec.ctx(), "group_norm.out", x.shape(), DType::F32)?;
+    let params = Params {
+        rows: to_u32(OP, "batch", b)?,
+        cols: to_u32(OP, "channels", c)?,
+        inner: to_u32(OP, "H·W", h * w)?,
+        outer_stride: 0,
+        elem_stride: 1,
+        flags: spec_.flags() | if silu { SILU } else { 0 },
+        eps,
+        groups: to_u32(OP, "groups", num_groups)?,
+    };
+    let groups = [params.groups, params.rows, 1];
+    rec.dispatch(
+        &spec("group_norm"),
+        bytemuck::bytes_of(&params),
+        &[
+            (1, Binding::Tensor(x)),
+            (2, weight.map_or(Binding::Unused, Binding::Tensor)),
+            (3, bias.map_or(Binding::Unused, Binding::Tensor)),
+            (4, Binding::Tensor(&out)),
+        ],
+        groups,
+    )?;
+    Ok(out)
+}
+
+/// Global response norm (ConvNeXt-V2) on channels-last `x` `[B, H, W, C]` or `[B, L, C]`:
+/// y = gamma·(x·N) + beta + x with N = ‖x‖₂(over H·W) / (mean over C + eps).
+/// gamma and beta hold C values (any shape, e.g. `[1, 1, 1, C]`).
+pub fn global_response_norm(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    const OP: &str = "global_response_norm";
+    x.expect_dtype(OP, DType::F32)?;
+    let s = x.shape();
+    if s.len() < 3 {
+        return Err(Error::shape(OP, format!("{s:?} is not [B, .., C]")));
+    }
+    let (b, c) = (s[0], s[s.len() - 1]);
+    let inner = x.numel() / (b * c).max(1);
+    for t in [gamma, beta] {
+        t.expect_dtype(OP, DType::F32)?;
+        if t.numel() != c {
+            return Err(Error::shape(
+                OP,
+                format!("{:?} {:?} must hold {c} values", t.name(), t.shape()),
+            ));
+        }
+    }
+    let stats = Tensor::empty(rec.ctx(), "grn.stats", &[b, c], DType::F32)?;
+    let out = Tensor::empty(rec.ctx(), "grn.out", s, DType::F32)?;
+    let params = Params {
+        rows: to_u32(OP, "batch", b)?,
+        cols: to_u32(OP, "channels", c)?,
+        inner: to_u32(OP, "positions", inner)?,
+        outer_stride: 0,
+        elem_stride: 1,
+        flags: 0,
+        eps,
+        groups: 1,
+    };
+    rec.dispatch(
+        &spec("grn_stats"),
+        bytemuck::bytes_of(&params),
+        &[(1, Binding::Tensor(x)), (5, Binding::Tensor(&stats))],
+        [params.rows, 1, 1],
+    )?;
+    let groups = groups_for(rec, x.numel(), WG)?;
+    rec.dispatch(
+        &spec("grn_apply"),
+        bytemuck::bytes_of(&params),
+        &[
+            (1, Binding::Tensor(x)),
+            (2, Binding::Tensor(gamma)),
+            (3, Binding::Tensor(beta)),
+            (4, Binding::Tensor(&out)),
+            (5, Binding::Tensor(&stats)),
+        ],
+        groups,
+    )?;
+    Ok(out)
+}

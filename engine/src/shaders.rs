@@ -1,0 +1,146 @@
+//! The WGSL sources (from `shaders/` at the repository root, embedded at build time) and the
+//! kernel configurations the engine can request.
+//!
+//! A [`KernelSpec`] names a module, an entry point and the override constants; it is the
+//! pipeline-cache key. [`all_specs`] lists every configuration any op can ask for, so the naga
+//! translation test covers exactly what the engine runs.
+
+use std::fmt;
+
+const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+const WEIGHTS_F32: &str = include_str!("../../shaders/weights_f32.wgsl");
+const WEIGHTS_F16: &str = include_str!("../../shaders/weights_f16.wgsl");
+const WEIGHTS_F16_PACKED: &str = include_str!("../../shaders/weights_f16_packed.wgsl");
+const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
+const NORM: &str = include_str!("../../shaders/norm.wgsl");
+const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+const LAYOUT: &str = include_str!("../../shaders/layout.wgsl");
+const EMBED: &str = include_str!("../../shaders/embed.wgsl");
+const CONV2D: &str = include_str!("../../shaders/conv2d.wgsl");
+const SAMPLING: &str = include_str!("../../shaders/sampling.wgsl");
+
+/// How matmul reads its B operand (the weights).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightFormat {
+    F32,
+    /// `enable f16;` with `array<f16>` (needs `Features::SHADER_F16`).
+    F16,
+    /// f16 pairs packed in `u32`, widened with `unpack2x16float` (works everywhere).
+    F16Packed,
+}
+
+/// One WGSL module (a kernel family; matmul comes in one module per weight format).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Module {
+    Matmul(WeightFormat),
+    Attention,
+    Norm,
+    Elementwise,
+    Layout,
+    Embed,
+    Conv2d,
+    Sampling,
+}
+
+impl Module {
+    pub const ALL: [Module; 10] = [
+        Module::Matmul(WeightFormat::F32),
+        Module::Matmul(WeightFormat::F16),
+        Module::Matmul(WeightFormat::F16Packed),
+        Module::Attention,
+        Module::Norm,
+        Module::Elementwise,
+        Module::Layout,
+        Module::Embed,
+        Module::Conv2d,
+        Module::Sampling,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Module::Matmul(WeightFormat::F32) => "matmul_f32",
+            Module::Matmul(WeightFormat::F16) => "matmul_f16",
+            Module::Matmul(WeightFormat::F16Packed) => "matmul_f16_packed",
+            Module::Attention => "attention",
+            Module::Norm => "norm",
+            Module::Elementwise => "elementwise",
+            Module::Layout => "layout",
+            Module::Embed => "embed",
+            Module::Conv2d => "conv2d",
+            Module::Sampling => "sampling",
+        }
+    }
+
+    /// The complete WGSL text of the module.
+    pub fn source(self) -> String {
+        match self {
+            Module::Matmul(w) => {
+                let prelude = match w {
+                    WeightFormat::F32 => WEIGHTS_F32,
+                    WeightFormat::F16 => WEIGHTS_F16,
+                    WeightFormat::F16Packed => WEIGHTS_F16_PACKED,
+                };
+                format!("{prelude}\n{MATMUL}")
+            }
+            Module::Attention => ATTENTION.to_owned(),
+            Module::Norm => NORM.to_owned(),
+            Module::Elementwise => ELEMENTWISE.to_owned(),
+            Module::Layout => LAYOUT.to_owned(),
+            Module::Embed => EMBED.to_owned(),
+            Module::Conv2d => CONV2D.to_owned(),
+            Module::Sampling => SAMPLING.to_owned(),
+        }
+    }
+
+    /// Whether the module needs `Features::SHADER_F16`.
+    pub fn needs_f16(self) -> bool {
+        self == Module::Matmul(WeightFormat::F16)
+    }
+}
+
+/// A module + entry point + override constants: everything a compute pipeline depends on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelSpec {
+    pub module: Module,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, f64)>,
+}
+
+impl KernelSpec {
+    pub fn new(module: Module, entry: &'static str) -> Self {
+        Self {
+            module,
+            entry,
+            constants: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, name: &'static str, value: f64) -> Self {
+        self.constants.push((name, value));
+        self
+    }
+}
+
+impl fmt::Display for KernelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}::{}", self.module.name(), self.entry)?;
+        for (k, v) in &self.constants {
+            write!(f, ",{k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every kernel configuration the engine's ops can request.
+pub fn all_specs() -> Vec<KernelSpec> {
+    let mut v = Vec::new();
+    v.extend(crate::ops::matmul::specs());
+    v.extend(crate::ops::attention::specs());
+    v.extend(crate::ops::norm::specs());
+    v.extend(crate::ops::elementwise::specs());
+    v.extend(crate::ops::layout::specs());
+    v.extend(crate::ops::embed::specs());
+    v.extend(crate::ops::conv::specs());
+    v.extend(crate::ops::sampling::specs());
+    v
+}

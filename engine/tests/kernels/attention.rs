@@ -1,0 +1,125 @@
+use tessera_engine::ops::attention::{AttentionSpec, Columns, attention};
+
+use crate::common::*;
+
+/// softmax(q·kᵀ·scale [causal]) v per head, f64. Row r of q starts at r·q_w + q_off.
+#[allow(clippy::too_many_arguments)]
+fn reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    (b, lq, lk): (usize, usize, usize),
+    (h, d): (usize, usize),
+    (q_w, q_off): (usize, usize),
+    (kv_w, k_off, v_off): (usize, usize, usize),
+    causal: bool,
+) -> Vec<f64> {
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut out = vec![0.0; b * lq * h * d];
+    for bi in 0..b {
+        for hi in 0..h {
+            for i in 0..lq {
+                let limit = if causal { (i + lk).saturating_sub(lq) + 1 } else { lk };
+                let limit = limit.min(lk);
+                let qrow = &q[(bi * lq + i) * q_w + q_off + hi * d..][..d];
+                let scores: Vec<f64> = (0..limit)
+                    .map(|j| {
+                        let krow = &k[(bi * lk + j) * kv_w + k_off + hi * d..][..d];
+                        qrow.iter().zip(krow).map(|(&a, &c)| f64::from(a) * f64::from(c)).sum::<f64>() * scale
+                    })
+                    .collect();
+                let mx = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for c in 0..d {
+                    let mut acc = 0.0;
+                    for (j, ej) in e.iter().enumerate() {
+                        acc += ej * f64::from(v[(bi * lk + j) * kv_w + v_off + hi * d + c]);
+                    }
+                    out[((bi * lq + i) * h + hi) * d + c] = acc / z;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check(b: usize, lq: usize, lk: usize, h: usize, d: usize, causal: bool, seed: u64) {
+    let mut r = rng(seed);
+    let w = h * d;
+    let q: Vec<f32> = randn(&mut r, b * lq * w).iter().map(|x| x * 2.0).collect();
+    let k = randn(&mut r, b * lk * w);
+    let v = randn(&mut r, b * lk * w);
+    let (tq, tk, tv) = (
+        upload("q", &[b, lq, w], &q),
+        upload("k", &[b, lk, w], &k),
+        upload("v", &[b, lk, w], &v),
+    );
+    let mut s = AttentionSpec::new(h, d);
+    s.causal = causal;
+    let out = run(|rec| attention(rec, &tq, &tk, &tv, &s));
+    assert_eq!(out.shape(), &[b, lq, w]);
+    let want = reference(&q, &k, &v, (b, lq, lk), (h, d), (w, 0), (w, 0, 0), causal);
+    assert_close(
+        &format!("attention b{b} lq{lq} lk{lk} h{h} d{d} causal={causal}"),
+        &download(&out),
+        &want,
+        2e-5,
+        1e-4,
+    );
+}
+
+#[test]
+fn self_attention_odd_lengths() {
+    check(1, 1, 1, 1, 8, false, 1);
+    check(2, 67, 67, 3, 16, false, 2);
+    check(1, 130, 130, 2, 64, false, 3);
+}
+
+#[test]
+fn cross_attention_different_lengths() {
+    // Image tokens attending to 77 text tokens, the aMUSEd shape in miniature.
+    check(2, 40, 77, 2, 32, false, 4);
+    check(1, 5, 300, 1, 48, false, 5);
+}
+
+#[test]
+fn causal_masking() {
+    check(2, 77, 77, 2, 32, true, 6);
+    check(1, 17, 17, 4, 8, true, 7);
+    // lk > lq: queries aligned to the end of the keys.
+    check(1, 5, 21, 1, 16, true, 8);
+}
+
+#[test]
+fn largest_head_dim() {
+    check(1, 20, 33, 1, 128, false, 9);
+}
+
+#[test]
+fn q_k_v_as_column_slices_of_one_fused_projection() {
+    let mut r = rng(10);
+    let (b, l, h, d) = (2, 9, 2, 8);
+    let w = h * d;
+    let qkv = randn(&mut r, b * l * 3 * w);
+    let t = upload("qkv", &[b, l, 3 * w], &qkv);
+    let out = run(|rec| {
+        attention(
+            rec,
+            Columns { tensor: &t, offset: 0 },
+            Columns { tensor: &t, offset: w },
+            Columns { tensor: &t, offset: 2 * w },
+            &AttentionSpec::new(h, d),
+        )
+    });
+    let want = reference(&qkv, &qkv, &qkv, (b, l, l), (h, d), (3 * w, 0), (3 * w, w, 2 * w), false);
+    assert_close("attention fused qkv", &download(&out), &want, 2e-5, 1e-4);
+}
+
+#[test]
+fn head_dim_above_limit_is_an_error() {
+    let t = upload("q", &[1, 2, 129], &[0.0; 258]);
+    let mut rec = ctx().recorder();
+    let err = attention(&mut rec, &t, &t, &t, &AttentionSpec::new(1, 129)).expect_err("too wide");
+    assert!(err.to_string().contains("head_dim"), "{err}");
+}

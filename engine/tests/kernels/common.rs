@@ -1,0 +1,70 @@
+//! Shared test context, random inputs and comparison helpers.
+
+use std::sync::OnceLock;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tessera_engine::{GpuContext, Tensor};
+
+/// The one device every kernel test shares. No adapter is a failure, not a skip.
+pub fn ctx() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new() {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "GPU tests need a wgpu adapter: {e}\n\
+             On Debian/Ubuntu install the software Vulkan driver: \
+             `apt-get install -y mesa-vulkan-drivers`"
+        ),
+    })
+}
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+pub fn randn(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+pub fn upload(name: &str, shape: &[usize], data: &[f32]) -> Tensor {
+    Tensor::from_f32(ctx(), name, shape, data).expect("upload")
+}
+
+pub fn download(t: &Tensor) -> Vec<f32> {
+    t.to_f32(ctx()).expect("download")
+}
+
+/// Asserts |got − want| ≤ atol + rtol·|want| everywhere, reporting the worst element.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0usize, 0.0f64, 0.0f64);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (f64::from(g) - w).abs();
+        let excess = err - (atol + rtol * w.abs());
+        if !(excess <= 0.0) && (worst.1 == 0.0 || excess > worst.2) {
+            worst = (i, err, excess);
+        }
+        assert!(g.is_finite() || !w.is_finite(), "{what}[{i}]: got {g}, want {w}");
+    }
+    assert!(
+        worst.1 == 0.0,
+        "{what}: element {} off by {:.3e} (got {}, want {}; atol {atol:e}, rtol {rtol:e})",
+        worst.0,
+        worst.1,
+        got[worst.0],
+        want[worst.0]
+    );
+}
+
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+/// Records with `f`, submits, and returns what `f` produced.
+pub fn run<T>(f: impl FnOnce(&mut tessera_engine::Recorder<'_>) -> tessera_engine::Result<T>) -> T {
+    let mut rec = ctx().recorder();
+    let out = f(&mut rec).expect("op");
+    rec.submit();
+    out
+}

@@ -1,0 +1,174 @@
+use tessera_engine::ops::conv::{Conv2dSpec, conv_transpose2d, conv2d, pad2d, upsample_nearest};
+
+use crate::common::*;
+
+#[allow(clippy::too_many_arguments)]
+fn conv_ref(
+    x: &[f32],
+    [b, cin, h, w]: [usize; 4],
+    wt: &[f32],
+    [cout, kh, kw]: [usize; 3],
+    bias: Option<&[f32]>,
+    s: &Conv2dSpec,
+) -> (Vec<f64>, [usize; 4]) {
+    let [sh, sw] = s.stride;
+    let [pt, pb, pl, pr] = s.padding;
+    let oh = (h + pt + pb - kh) / sh + 1;
+    let ow = (w + pl + pr - kw) / sw + 1;
+    let (cin_g, cout_g) = (cin / s.groups, cout / s.groups);
+    let mut out = vec![0.0; b * cout * oh * ow];
+    for bi in 0..b {
+        for co in 0..cout {
+            let g = co / cout_g;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = bias.map_or(0.0, |bb| f64::from(bb[co]));
+                    for ci in 0..cin_g {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * sh + ky) as isize - pt as isize;
+                                let ix = (ox * sw + kx) as isize - pl as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let xv = x[((bi * cin + g * cin_g + ci) * h + iy as usize) * w + ix as usize];
+                                let wv = wt[((co * cin_g + ci) * kh + ky) * kw + kx];
+                                acc += f64::from(xv) * f64::from(wv);
+                            }
+                        }
+                    }
+                    out[((bi * cout + co) * oh + oy) * ow + ox] = acc;
+                }
+            }
+        }
+    }
+    (out, [b, cout, oh, ow])
+}
+
+fn check(xs: [usize; 4], cout: usize, k: [usize; 2], s: Conv2dSpec, bias: bool, seed: u64) {
+    let mut r = rng(seed);
+    let [b, cin, h, w] = xs;
+    let x = randn(&mut r, b * cin * h * w);
+    let wt = randn(&mut r, cout * (cin / s.groups) * k[0] * k[1]);
+    let bs = bias.then(|| randn(&mut r, cout));
+    let tx = upload("x", &xs, &x);
+    let tw = upload("w", &[cout, cin / s.groups, k[0], k[1]], &wt);
+    let tb = bs.as_ref().map(|v| upload("b", &[cout], v));
+    let y = run(|rec| conv2d(rec, &tx, &tw, tb.as_ref(), &s));
+    let (want, shape) = conv_ref(&x, xs, &wt, [cout, k[0], k[1]], bs.as_deref(), &s);
+    assert_eq!(y.shape(), &shape);
+    assert_close(&format!("conv2d {xs:?}→{cout} k{k:?} {s:?}"), &download(&y), &want, 1e-4, 1e-4);
+}
+
+#[test]
+fn conv3x3_same_padding_with_bias() {
+    check([2, 5, 7, 9], 6, [3, 3], Conv2dSpec::same(1), true, 1);
+    check([1, 3, 16, 16], 8, [3, 3], Conv2dSpec::same(1), false, 2);
+}
+
+#[test]
+fn conv1x1_and_strided_and_asymmetric_padding() {
+    check([2, 7, 5, 3], 4, [1, 1], Conv2dSpec::same(0), true, 3);
+    // VQ encoder downsample: pad (0, 1, 0, 1) then 3×3 stride 2.
+    let down = Conv2dSpec { stride: [2, 2], padding: [0, 1, 0, 1], groups: 1 };
+    check([1, 4, 8, 8], 4, [3, 3], down, true, 4);
+    check([1, 4, 7, 9], 3, [3, 3], down, false, 5);
+    // aMUSEd 512 downsample: 2×2 stride 2.
+    check([2, 6, 6, 6], 6, [2, 2], Conv2dSpec { stride: [2, 2], padding: [0; 4], groups: 1 }, false, 6);
+}
+
+#[test]
+fn depthwise_and_grouped() {
+    check([2, 8, 6, 5], 8, [3, 3], Conv2dSpec { groups: 8, ..Conv2dSpec::same(1) }, true, 7);
+    check([1, 6, 5, 5], 9, [3, 3], Conv2dSpec { groups: 3, ..Conv2dSpec::same(1) }, true, 8);
+}
+
+#[test]
+fn conv_rejects_mismatched_weight() {
+    let tx = upload("x", &[1, 4, 3, 3], &[0.0; 36]);
+    let tw = upload("conv.weight", &[2, 3, 3, 3], &[0.0; 54]);
+    let mut rec = ctx().recorder();
+    let err = conv2d(&mut rec, &tx, &tw, None, &Conv2dSpec::same(1)).expect_err("cin");
+    assert!(err.to_string().contains("conv.weight"), "{err}");
+}
+
+fn conv_t_ref(x: &[f32], [b, cin, h, w]: [usize; 4], wt: &[f32], cout: usize, k: usize, s: usize, p: usize, bias: &[f32]) -> Vec<f64> {
+    let (oh, ow) = ((h - 1) * s + k - 2 * p, (w - 1) * s + k - 2 * p);
+    let mut out = vec![0.0; b * cout * oh * ow];
+    for bi in 0..b {
+        for co in 0..cout {
+            for v in out[(bi * cout + co) * oh * ow..][..oh * ow].iter_mut() {
+                *v = f64::from(bias[co]);
+            }
+        }
+        for ci in 0..cin {
+            for iy in 0..h {
+                for ix in 0..w {
+                    let xv = f64::from(x[((bi * cin + ci) * h + iy) * w + ix]);
+                    for co in 0..cout {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let oy = (iy * s + ky) as isize - p as isize;
+                                let ox = (ix * s + kx) as isize - p as isize;
+                                if oy < 0 || ox < 0 || oy >= oh as isize || ox >= ow as isize {
+                                    continue;
+                                }
+                                out[((bi * cout + co) * oh + oy as usize) * ow + ox as usize] +=
+                                    xv * f64::from(wt[((ci * cout + co) * k + ky) * k + kx]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn transposed_conv_k2s2_and_k4s2p1() {
+    let mut r = rng(9);
+    for &(xs, cout, k, s, p) in &[([2, 5, 3, 4], 6, 2, 2, 0), ([1, 3, 5, 5], 2, 4, 2, 1)] {
+        let [b, cin, h, w] = xs;
+        let x = randn(&mut r, b * cin * h * w);
+        let wt = randn(&mut r, cin * cout * k * k);
+        let bs = randn(&mut r, cout);
+        let (tx, tw, tb) = (upload("x", &xs, &x), upload("w", &[cin, cout, k, k], &wt), upload("b", &[cout], &bs));
+        let y = run(|rec| conv_transpose2d(rec, &tx, &tw, Some(&tb), s, p));
+        assert_eq!(y.shape(), &[b, cout, (h - 1) * s + k - 2 * p, (w - 1) * s + k - 2 * p]);
+        let want = conv_t_ref(&x, xs, &wt, cout, k, s, p, &bs);
+        assert_close(&format!("conv_transpose2d k{k} s{s} p{p}"), &download(&y), &want, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn nearest_upsample_and_zero_pad() {
+    let mut r = rng(10);
+    let (b, c, h, w) = (2, 3, 3, 5);
+    let x = randn(&mut r, b * c * h * w);
+    let tx = upload("x", &[b, c, h, w], &x);
+    let up = run(|rec| upsample_nearest(rec, &tx, 2));
+    assert_eq!(up.shape(), &[b, c, 2 * h, 2 * w]);
+    let mut want = Vec::new();
+    for bc in 0..b * c {
+        for y in 0..2 * h {
+            for xx in 0..2 * w {
+                want.push(f64::from(x[(bc * h + y / 2) * w + xx / 2]));
+            }
+        }
+    }
+    assert_close("upsample", &download(&up), &want, 0.0, 0.0);
+    let padded = run(|rec| pad2d(rec, &tx, [0, 1, 2, 1]));
+    let (oh, ow) = (h + 1, w + 3);
+    assert_eq!(padded.shape(), &[b, c, oh, ow]);
+    let mut want = Vec::new();
+    for bc in 0..b * c {
+        for y in 0..oh {
+            for xx in 0..ow {
+                let inside = y < h && (2..2 + w).contains(&xx);
+                want.push(if inside { f64::from(x[(bc * h + y) * w + xx - 2]) } else { 0.0 });
+            }
+        }
+    }
+    assert_close("pad2d", &download(&padded), &want, 0.0, 0.0);
+}

@@ -1,0 +1,64 @@
+use tessera_engine::Tensor;
+use tessera_engine::ops::embed::{Sinusoidal, check_ids, embedding, sinusoidal_embedding};
+
+use crate::common::*;
+
+#[test]
+fn embedding_gathers_rows() {
+    let mut r = rng(1);
+    let (vocab, c) = (54, 33);
+    let table = randn(&mut r, vocab * c);
+    let ids: Vec<u32> = vec![0, 53, 7, 7, 20, 1, 52];
+    let tt = upload("table", &[vocab, c], &table);
+    let ti = Tensor::from_u32(ctx(), "ids", &[1, 7], &ids).expect("ids");
+    let y = run(|rec| embedding(rec, &ti, &tt));
+    assert_eq!(y.shape(), &[1, 7, c]);
+    let want: Vec<f64> = ids
+        .iter()
+        .flat_map(|&i| table[i as usize * c..][..c].iter().map(|&v| f64::from(v)))
+        .collect();
+    assert_close("embedding", &download(&y), &want, 0.0, 0.0);
+}
+
+#[test]
+fn host_ids_outside_vocabulary_are_reported() {
+    assert!(check_ids("tokens", &[1, 2, 3], 4).is_ok());
+    let err = check_ids("tokens", &[1, 9, 3], 4).expect_err("9 ≥ 4");
+    assert!(err.to_string().contains("tokens[1] = 9"), "{err}");
+}
+
+fn timestep_ref(x: f64, o: &Sinusoidal) -> Vec<f64> {
+    let half = o.dim / 2;
+    let mut sin = Vec::new();
+    let mut cos = Vec::new();
+    for j in 0..half {
+        let f = (-(f64::from(o.max_period)).ln() * j as f64 / (half as f64 - f64::from(o.downscale_freq_shift))).exp();
+        let a = f64::from(o.scale) * x * f;
+        sin.push(a.sin());
+        cos.push(a.cos());
+    }
+    let mut v = if o.flip_sin_to_cos { [cos, sin].concat() } else { [sin, cos].concat() };
+    if o.dim % 2 == 1 {
+        v.push(0.0);
+    }
+    v
+}
+
+#[test]
+fn sinusoidal_matches_timestep_embedding() {
+    // aMUSEd micro-conditioning: 256-d, flip_sin_to_cos, shift 0, values like 256 and 6.
+    let vals = [256.0f32, 256.0, 0.0, 0.0, 6.0, 0.37];
+    let tv = upload("micro", &[vals.len()], &vals);
+    for opts in [
+        Sinusoidal { flip_sin_to_cos: true, downscale_freq_shift: 0.0, ..Sinusoidal::new(256) },
+        Sinusoidal { scale: 10000.0, ..Sinusoidal::new(64) },
+        Sinusoidal::new(33),
+    ] {
+        let y = run(|rec| sinusoidal_embedding(rec, &tv, &opts));
+        assert_eq!(y.shape(), &[vals.len(), opts.dim]);
+        let want: Vec<f64> = vals.iter().flat_map(|&v| timestep_ref(f64::from(v), &opts)).collect();
+        // Arguments reach ~1e4 (scale·x); f32 argument rounding bounds the error there.
+        let atol = if opts.scale > 1.0 { 5e-3 } else { 1e-4 };
+        assert_close(&format!("sinusoidal {opts:?}"), &download(&y), &want, atol, 0.0);
+    }
+}

@@ -1,0 +1,166 @@
+use tessera_engine::ops::matmul::{BLayout, linear, matmul, matmul_with_format};
+use tessera_engine::shaders::WeightFormat;
+use tessera_engine::{DType, Error, Tensor};
+
+use crate::common::*;
+
+/// C[b] = A[b]·op(B[b or shared]) + bias, in f64.
+#[allow(clippy::too_many_arguments)]
+fn reference(
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    layout: BLayout,
+    b_batched: bool,
+) -> Vec<f64> {
+    let mut c = vec![0.0f64; batch * m * n];
+    for bi in 0..batch {
+        let bo = if b_batched { bi * n * k } else { 0 };
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = bias.map_or(0.0, |bb| f64::from(bb[j]));
+                for p in 0..k {
+                    let bv = match layout {
+                        BLayout::KN => b[bo + p * n + j],
+                        BLayout::NK => b[bo + j * k + p],
+                    };
+                    s += f64::from(a[bi * m * k + i * k + p]) * f64::from(bv);
+                }
+                c[bi * m * n + i * n + j] = s;
+            }
+        }
+    }
+    c
+}
+
+fn round_f16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    layout: BLayout,
+    b_batched: bool,
+    with_bias: bool,
+    format: WeightFormat,
+    seed: u64,
+) {
+    let mut r = rng(seed);
+    let a = randn(&mut r, batch * m * k);
+    let nb = if b_batched { batch } else { 1 };
+    let mut b = randn(&mut r, nb * n * k);
+    if format != WeightFormat::F32 {
+        b = round_f16(&b);
+    }
+    let bias = with_bias.then(|| randn(&mut r, n));
+    let ta = upload("a", &[batch, m, k], &a);
+    let b_shape: Vec<usize> = match (layout, b_batched) {
+        (BLayout::KN, false) => vec![k, n],
+        (BLayout::NK, false) => vec![n, k],
+        (BLayout::KN, true) => vec![batch, k, n],
+        (BLayout::NK, true) => vec![batch, n, k],
+    };
+    let tb = match format {
+        WeightFormat::F32 => upload("b", &b_shape, &b),
+        _ => Tensor::from_f32_as_f16(ctx(), "b", &b_shape, &b).expect("upload f16"),
+    };
+    let tbias = bias.as_ref().map(|v| upload("bias", &[n], v));
+    let out = run(|rec| matmul_with_format(rec, &ta, &tb, tbias.as_ref(), layout, format));
+    assert_eq!(out.shape(), &[batch, m, n]);
+    let want = reference(&a, &b, bias.as_deref(), batch, m, n, k, layout, b_batched);
+    let atol = 2e-5 * (k as f64).sqrt();
+    assert_close(
+        &format!("matmul {batch}x{m}x{n}x{k} {layout:?} batched={b_batched} {format:?}"),
+        &download(&out),
+        &want,
+        atol,
+        1e-4,
+    );
+}
+
+#[test]
+fn f32_odd_sizes_both_layouts_with_and_without_bias() {
+    let mut seed = 1;
+    for &(m, n, k) in &[(1, 1, 1), (7, 5, 3), (33, 31, 17), (64, 64, 64), (70, 45, 100)] {
+        for layout in [BLayout::KN, BLayout::NK] {
+            for bias in [false, true] {
+                check(1, m, n, k, layout, false, bias, WeightFormat::F32, seed);
+                seed += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn f32_batched_b_and_shared_b() {
+    check(3, 19, 37, 41, BLayout::NK, true, true, WeightFormat::F32, 100);
+    check(3, 19, 37, 41, BLayout::KN, true, false, WeightFormat::F32, 101);
+    check(4, 9, 33, 20, BLayout::NK, false, true, WeightFormat::F32, 102);
+    check(2, 33, 16, 48, BLayout::KN, false, false, WeightFormat::F32, 103);
+}
+
+#[test]
+fn f16_packed_weights() {
+    check(1, 35, 29, 45, BLayout::NK, false, true, WeightFormat::F16Packed, 200);
+    check(2, 17, 30, 33, BLayout::KN, true, false, WeightFormat::F16Packed, 201);
+    // Odd K and N: element pairs straddle rows.
+    check(1, 5, 7, 9, BLayout::NK, false, false, WeightFormat::F16Packed, 202);
+}
+
+#[test]
+fn f16_native_weights() {
+    if !ctx().has_f16() {
+        // The packed path above covers this device; say so loudly rather than pass silently.
+        eprintln!("adapter {:?} lacks SHADER_F16: native f16 matmul not run", ctx().info.name);
+        return;
+    }
+    check(1, 35, 29, 45, BLayout::NK, false, true, WeightFormat::F16, 300);
+    check(2, 17, 30, 33, BLayout::KN, true, false, WeightFormat::F16, 301);
+    check(1, 5, 7, 9, BLayout::NK, false, false, WeightFormat::F16, 302);
+}
+
+#[test]
+fn linear_uses_pytorch_weight_layout_and_keeps_leading_dims() {
+    let mut r = rng(400);
+    let (b, l, inp, out) = (2, 5, 12, 7);
+    let x = randn(&mut r, b * l * inp);
+    let w = randn(&mut r, out * inp);
+    let tx = upload("x", &[b, l, inp], &x);
+    let tw = upload("w", &[out, inp], &w);
+    let y = run(|rec| linear(rec, &tx, &tw, None));
+    assert_eq!(y.shape(), &[b, l, out]);
+    let want = reference(&x, &w, None, 1, b * l, out, inp, BLayout::NK, false);
+    assert_close("linear", &download(&y), &want, 1e-4, 1e-4);
+}
+
+#[test]
+fn dispatch_picks_f16_kernel_for_f16_weights() {
+    let mut r = rng(401);
+    let a = randn(&mut r, 6 * 10);
+    let w = round_f16(&randn(&mut r, 4 * 10));
+    let ta = upload("a", &[6, 10], &a);
+    let tw = Tensor::from_f32_as_f16(ctx(), "w", &[4, 10], &w).expect("upload");
+    assert_eq!(tw.dtype(), DType::F16);
+    let y = run(|rec| matmul(rec, &ta, &tw, None, BLayout::NK));
+    let want = reference(&a, &w, None, 1, 6, 4, 10, BLayout::NK, false);
+    assert_close("matmul f16 auto", &download(&y), &want, 1e-4, 1e-4);
+}
+
+#[test]
+fn mismatched_inner_dims_are_an_error_naming_both_tensors() {
+    let ta = upload("acts", &[4, 8], &[0.0; 32]);
+    let tb = upload("proj.weight", &[3, 9], &[0.0; 27]);
+    let mut rec = ctx().recorder();
+    let err = matmul(&mut rec, &ta, &tb, None, BLayout::NK).expect_err("K mismatch");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Shape { .. }), "{msg}");
+    assert!(msg.contains("acts") && msg.contains("proj.weight"), "{msg}");
+}

@@ -1,0 +1,70 @@
+//! The GPU runtime itself: pool reuse, limits, many dispatches per encoder, caller-owned devices.
+//! These tests make their own context so pool statistics are not shared with other tests.
+
+use tessera_engine::ops::elementwise::{UnaryOp, unary};
+use tessera_engine::{DType, Error, GpuContext, Tensor};
+
+use crate::common::ctx;
+
+fn fresh() -> GpuContext {
+    GpuContext::new().expect("adapter (see common::ctx for the install hint)")
+}
+
+#[test]
+fn pool_reuses_released_buffers() {
+    let c = fresh();
+    let a = Tensor::empty(&c, "a", &[1000], DType::F32).expect("alloc");
+    let (live, peak) = c.memory_stats();
+    assert!(live >= 4000 && peak == live, "{live} {peak}");
+    drop(a);
+    assert_eq!(c.memory_stats().0, 0);
+    // Same size class: served from the pool, so the peak does not grow.
+    let _b = Tensor::empty(&c, "b", &[990], DType::F32).expect("alloc");
+    assert_eq!(c.memory_stats().1, peak);
+    c.trim_pool();
+}
+
+#[test]
+fn tensor_over_binding_limit_is_a_named_error() {
+    let limit = u64::from(ctx().limits().max_storage_buffer_binding_size);
+    let elems = (limit / 4 + 1) as usize;
+    let err = Tensor::empty(ctx(), "transformer.huge.weight", &[elems], DType::F32).expect_err("too big");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::OverLimit { .. }), "{msg}");
+    assert!(msg.contains("transformer.huge.weight") && msg.contains(&limit.to_string()), "{msg}");
+}
+
+#[test]
+fn upload_with_wrong_byte_count_is_an_error() {
+    let err = Tensor::upload_bytes(ctx(), "w", &[2, 3], DType::F32, &[0u8; 20]).expect_err("short");
+    assert!(err.to_string().contains("24 bytes"), "{err}");
+}
+
+#[test]
+fn many_dispatches_in_one_encoder() {
+    let x = Tensor::from_f32(ctx(), "x", &[3], &[1.0, 2.0, 3.0]).expect("x");
+    let mut rec = ctx().recorder();
+    let mut t = x;
+    for _ in 0..40 {
+        t = unary(&mut rec, &t, UnaryOp::AddScalar(0.5)).expect("op");
+    }
+    assert_eq!(rec.dispatch_count(), 40);
+    rec.submit();
+    assert_eq!(t.to_f32(ctx()).expect("read"), vec![21.0, 22.0, 23.0]);
+}
+
+#[test]
+fn engine_runs_on_a_caller_owned_device() {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("adapter");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
+        .expect("device");
+    let c = GpuContext::from_device(device, queue, adapter.get_info());
+    assert!(!c.has_f16(), "default descriptor requests no features");
+    let x = Tensor::from_f32(&c, "x", &[2], &[1.0, -1.0]).expect("x");
+    let mut rec = c.recorder();
+    let y = unary(&mut rec, &x, UnaryOp::Scale(3.0)).expect("op");
+    rec.submit();
+    assert_eq!(y.to_f32(&c).expect("read"), vec![3.0, -3.0]);
+}

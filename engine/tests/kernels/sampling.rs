@@ -1,0 +1,130 @@
+use tessera_engine::Tensor;
+use tessera_engine::ops::sampling::{argmax, categorical, topk};
+
+use crate::common::*;
+
+#[test]
+fn argmax_first_index_on_ties() {
+    let mut r = rng(1);
+    let (rows, cols) = (5, 1000);
+    let mut x = randn(&mut r, rows * cols);
+    x[3 * cols + 17] = 5.0;
+    x[3 * cols + 900] = 5.0; // tie: index 17 wins
+    let tx = upload("logits", &[rows, cols], &x);
+    let (ids, vals) = run(|rec| argmax(rec, &tx));
+    let ids = ids.to_u32(ctx()).expect("ids");
+    for (ri, row) in x.chunks(cols).enumerate() {
+        let mut best = 0;
+        for (j, &v) in row.iter().enumerate() {
+            if v > row[best] {
+                best = j;
+            }
+        }
+        assert_eq!(ids[ri] as usize, best, "row {ri}");
+    }
+    assert_eq!(ids[3], 17);
+    assert_eq!(download(&vals)[3], 5.0);
+}
+
+#[test]
+fn topk_descending_with_index_tiebreak() {
+    let mut r = rng(2);
+    let (rows, cols, k) = (3, 777, 10);
+    let mut x = randn(&mut r, rows * cols);
+    x[5] = 2.0;
+    x[6] = 2.0;
+    let tx = upload("logits", &[rows, cols], &x);
+    let (ids, vals) = run(|rec| topk(rec, &tx, k));
+    assert_eq!(ids.shape(), &[rows, k]);
+    let ids = ids.to_u32(ctx()).expect("ids");
+    let vals = download(&vals);
+    for (ri, row) in x.chunks(cols).enumerate() {
+        let mut order: Vec<usize> = (0..cols).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        for t in 0..k {
+            assert_eq!(ids[ri * k + t] as usize, order[t], "row {ri} rank {t}");
+            assert_eq!(vals[ri * k + t], row[order[t]]);
+        }
+    }
+    assert_eq!(&ids[..2], &[5, 6]);
+}
+
+/// Inverse-CDF pick in f64, plus the distance from the target to the nearest CDF boundary.
+fn cdf_pick(row: &[f32], t: f64, u: f64) -> (usize, f64, f64) {
+    let mx = row.iter().map(|&v| f64::from(v)).fold(f64::MIN, f64::max);
+    let e: Vec<f64> = row.iter().map(|&v| ((f64::from(v) - mx) / t).exp()).collect();
+    let e1: Vec<f64> = row.iter().map(|&v| (f64::from(v) - mx).exp()).collect();
+    let total: f64 = e.iter().sum();
+    let target = u * total;
+    let mut acc = 0.0;
+    for (j, ej) in e.iter().enumerate() {
+        let next = acc + ej;
+        if next > target {
+            let margin = (target - acc).min(next - target) / total;
+            return (j, margin, e1[j] / e1.iter().sum::<f64>());
+        }
+        acc = next;
+    }
+    (row.len() - 1, 0.0, 0.0)
+}
+
+#[test]
+fn categorical_follows_inverse_cdf_of_tempered_softmax() {
+    let mut r = rng(3);
+    for &(rows, cols, temp) in &[(64, 8192, 1.0f32), (50, 300, 0.5), (40, 5, 2.0)] {
+        let x: Vec<f32> = randn(&mut r, rows * cols).iter().map(|v| v * 4.0).collect();
+        let u: Vec<f32> = randn(&mut r, rows).iter().map(|v| (v + 1.0) / 2.0).collect();
+        let (tx, tu) = (upload("logits", &[rows, cols], &x), upload("u", &[rows], &u));
+        let (ids, probs) = run(|rec| categorical(rec, &tx, &tu, temp));
+        let ids = ids.to_u32(ctx()).expect("ids");
+        let probs = download(&probs);
+        let mut checked = 0;
+        for (ri, row) in x.chunks(cols).enumerate() {
+            let (want, margin, p) = cdf_pick(row, f64::from(temp), f64::from(u[ri]));
+            // Float summation order may move a target sitting on a boundary; skip those.
+            if margin > 1e-5 {
+                assert_eq!(ids[ri] as usize, want, "{cols} cols, T={temp}, row {ri}");
+                assert!((f64::from(probs[ri]) - p).abs() < 1e-5 + 1e-4 * p, "prob row {ri}");
+                checked += 1;
+            }
+        }
+        assert!(checked > rows * 9 / 10, "only {checked}/{rows} rows away from boundaries");
+    }
+}
+
+#[test]
+fn categorical_frequencies_match_probabilities() {
+    let logits = [0.0f32, 1.0, -1.0, 2.0, 0.5];
+    let rows = 4000;
+    let x: Vec<f32> = logits.iter().cycle().take(rows * logits.len()).copied().collect();
+    let mut r = rng(4);
+    let u: Vec<f32> = (0..rows).map(|_| rand::RngExt::random::<f32>(&mut r)).collect();
+    let (tx, tu) = (upload("logits", &[rows, 5], &x), upload("u", &[rows], &u));
+    let (ids, _) = run(|rec| categorical(rec, &tx, &tu, 1.0));
+    let ids = ids.to_u32(ctx()).expect("ids");
+    let z: f64 = logits.iter().map(|&v| f64::from(v).exp()).sum();
+    for (j, &l) in logits.iter().enumerate() {
+        let p = f64::from(l).exp() / z;
+        let freq = ids.iter().filter(|&&i| i as usize == j).count() as f64 / rows as f64;
+        let sigma = (p * (1.0 - p) / rows as f64).sqrt();
+        assert!((freq - p).abs() < 5.0 * sigma, "id {j}: freq {freq:.4} vs p {p:.4}");
+    }
+}
+
+#[test]
+fn categorical_extreme_uniforms_stay_in_range() {
+    let x = [0.0f32, -100.0, 3.0, -1e9];
+    let tx = upload("logits", &[2, 4], &[x, x].concat());
+    let tu = Tensor::from_f32(ctx(), "u", &[2], &[0.0, 0.99999994]).expect("u");
+    let (ids, _) = run(|rec| categorical(rec, &tx, &tu, 1.0));
+    let ids = ids.to_u32(ctx()).expect("ids");
+    assert!(ids.iter().all(|&i| i < 3), "{ids:?}");
+}
+
+#[test]
+fn categorical_rejects_zero_temperature() {
+    let tx = upload("logits", &[1, 4], &[0.0; 4]);
+    let tu = upload("u", &[1], &[0.5]);
+    let mut rec = ctx().recorder();
+    assert!(categorical(&mut rec, &tx, &tu, 0.0).is_err());
+}

@@ -1,0 +1,69 @@
+// Embeddings.
+//
+// gather:      out[r, :] = table[ids[r], :] for r < rows; table [vocab, cols] f32, ids u32.
+//              Ids ≥ vocab read row vocab − 1 (the op checks host-side ids beforehand).
+// sinusoidal:  out[r, :] = timestep-style embedding of the scalar t = values[r]·scale:
+//              half = cols / 2, f_j = exp(−ln(max_period)·j / (half − shift)),
+//              [sin(t·f), cos(t·f)] or, with flip = 1, [cos(t·f), sin(t·f)];
+//              an odd column count leaves the last column 0.
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    vocab: u32,
+    flip: u32,
+    shift: f32,
+    max_period: f32,
+    scale: f32,
+    _pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read> table: array<f32>;
+@group(0) @binding(3) var<storage, read> values: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 256u;
+
+@compute @workgroup_size(256, 1, 1)
+fn gather(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = (wid.x + wid.y * nwg.x) * WG + li;
+    if (i >= p.rows * p.cols) {
+        return;
+    }
+    let r = i / p.cols;
+    let c = i % p.cols;
+    let id = min(ids[r], p.vocab - 1u);
+    out[i] = table[id * p.cols + c];
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn sinusoidal(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = (wid.x + wid.y * nwg.x) * WG + li;
+    if (i >= p.rows * p.cols) {
+        return;
+    }
+    let r = i / p.cols;
+    let c = i % p.cols;
+    let half_dim = p.cols / 2u;
+    if (c >= 2u * half_dim) {
+        out[i] = 0.0;
+        return;
+    }
+    let j = c % half_dim;
+    let first = c < half_dim;
+    let freq = exp(-log(p.max_period) * f32(j) / (f32(half_dim) - p.shift));
+    let arg = values[r] * p.scale * freq;
+    // first half is sin unless flipped.
+    let use_sin = first != (p.flip != 0u);
+    out[i] = select(cos(arg), sin(arg), use_sin);
+}

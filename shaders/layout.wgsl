@@ -1,0 +1,55 @@
+// Layout helpers on 32-bit elements (f32, u32, i32 alike): strided copy and fill.
+//
+// copy:  for every index (i0, i1, i2, i3) of `shape`,
+//        dst[out_offset + ⟨idx, out_strides⟩] = src[in_offset + ⟨idx, in_strides⟩].
+//        Covers permute, slicing (split), concat (copy into a slice of the output), broadcast.
+// fill:  dst[out_offset + i] = value for i < n.
+
+struct Params {
+    n: u32,
+    in_offset: u32,
+    out_offset: u32,
+    value: u32,
+    shape: vec4<u32>,
+    in_strides: vec4<u32>,
+    out_strides: vec4<u32>,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<u32>;
+
+const WG: u32 = 256u;
+
+@compute @workgroup_size(256, 1, 1)
+fn copy(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = (wid.x + wid.y * nwg.x) * WG + li;
+    if (i >= p.n) {
+        return;
+    }
+    let i3 = i % p.shape.w;
+    let r2 = i / p.shape.w;
+    let i2 = r2 % p.shape.z;
+    let r1 = r2 / p.shape.z;
+    let i1 = r1 % p.shape.y;
+    let i0 = r1 / p.shape.y;
+    let idx = vec4<u32>(i0, i1, i2, i3);
+    dst[p.out_offset + dot(idx, p.out_strides)] = src[p.in_offset + dot(idx, p.in_strides)];
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn fill(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = (wid.x + wid.y * nwg.x) * WG + li;
+    if (i >= p.n) {
+        return;
+    }
+    dst[p.out_offset + i] = p.value;
+}

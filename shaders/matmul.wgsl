@@ -1,0 +1,132 @@
+// Batched matrix multiply with f32 accumulation.
+//
+//   C[b] = A[b] · op(B[b]) (+ bias)      A: [M, K] f32, C: [M, N] f32, bias: [N] f32
+//   op(B) = B with B stored [K, N]          (TRANS_B = false)
+//         = Bᵀ with B stored [N, K]         (TRANS_B = true: PyTorch Linear weights)
+//
+// B comes from a prelude (weights_*.wgsl) that declares binding 2 and `load_b(i) -> f32`.
+// A batch stride of 0 broadcasts that operand over the batch.
+//
+// Thread mapping: a workgroup of 8×8 invocations owns a 32×32 tile of C; invocation (x, y)
+// owns rows 4y..4y+3 and columns 4x..4x+3, held in four named vec4 accumulators. K is walked
+// in steps of 16 through workgroup-memory tiles; loads outside the matrix read zero, so any
+// M, N, K work.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    a_batch_stride: u32,
+    b_batch_stride: u32,
+    c_batch_stride: u32,
+    has_bias: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a_buf: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
+
+override TRANS_B: bool = true;
+
+const TM: u32 = 32u;
+const TN: u32 = 32u;
+const TK: u32 = 16u;
+const THREADS: u32 = 64u;
+
+// a_tile[k * TM + m], b_tile[k * TN + n]
+var<workgroup> a_tile: array<f32, 512>;
+var<workgroup> b_tile: array<f32, 512>;
+
+fn write_row(c_base: u32, m: u32, col: u32, v: vec4<f32>) {
+    if (m >= p.m) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let n = col + j;
+        if (n < p.n) {
+            var x = v[j];
+            if (p.has_bias != 0u) {
+                x += bias[n];
+            }
+            c_buf[c_base + m * p.n + n] = x;
+        }
+    }
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn matmul(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row0 = wid.y * TM;
+    let col0 = wid.x * TN;
+    let a_base = wid.z * p.a_batch_stride;
+    let b_base = wid.z * p.b_batch_stride;
+
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        for (var i = 0u; i < (TM * TK) / THREADS; i++) {
+            let e = li + i * THREADS;
+            let ml = e / TK;
+            let kl = e % TK;
+            let m = row0 + ml;
+            let k = k0 + kl;
+            var v = 0.0;
+            if (m < p.m && k < p.k) {
+                v = a_buf[a_base + m * p.k + k];
+            }
+            a_tile[kl * TM + ml] = v;
+        }
+        for (var i = 0u; i < (TN * TK) / THREADS; i++) {
+            let e = li + i * THREADS;
+            var kl: u32;
+            var nl: u32;
+            if (TRANS_B) {
+                nl = e / TK;
+                kl = e % TK;
+            } else {
+                kl = e / TN;
+                nl = e % TN;
+            }
+            let n = col0 + nl;
+            let k = k0 + kl;
+            var v = 0.0;
+            if (n < p.n && k < p.k) {
+                if (TRANS_B) {
+                    v = load_b(b_base + n * p.k + k);
+                } else {
+                    v = load_b(b_base + k * p.n + n);
+                }
+            }
+            b_tile[kl * TN + nl] = v;
+        }
+        workgroupBarrier();
+
+        for (var kk = 0u; kk < TK; kk++) {
+            let ai = kk * TM + lid.y * 4u;
+            let a = vec4<f32>(a_tile[ai], a_tile[ai + 1u], a_tile[ai + 2u], a_tile[ai + 3u]);
+            let bi = kk * TN + lid.x * 4u;
+            let b = vec4<f32>(b_tile[bi], b_tile[bi + 1u], b_tile[bi + 2u], b_tile[bi + 3u]);
+            acc0 += a.x * b;
+            acc1 += a.y * b;
+            acc2 += a.z * b;
+            acc3 += a.w * b;
+        }
+        workgroupBarrier();
+    }
+
+    let c_base = wid.z * p.c_batch_stride;
+    let row = row0 + lid.y * 4u;
+    let col = col0 + lid.x * 4u;
+    write_row(c_base, row, col, acc0);
+    write_row(c_base, row + 1u, col, acc1);
+    write_row(c_base, row + 2u, col, acc2);
+    write_row(c_base, row + 3u, col, acc3);
+}

@@ -1,0 +1,170 @@
+// Normalisations. One workgroup of 256 invocations per normalised group; two-pass statistics
+// (mean, then centred variance) reduced in workgroup memory, in f32.
+//
+// layer_norm: rows × cols, element j of row r at
+//     base(r) + j·elem_stride,  base(r) = (r / inner)·outer_stride + r % inner
+//   (channels-last rows: inner = 1, outer_stride = cols, elem_stride = 1;
+//    NCHW channel rows: inner = H·W, outer_stride = C·H·W, elem_stride = H·W).
+//   flags: 1 weight, 2 bias, 4 subtract mean (off = RMS norm), 8 SiLU after.
+// group_norm: x NCHW [rows = batch, cols = C, inner = H·W], `groups` groups of C/groups
+//   channels; per-channel weight/bias (flags 1, 2), optional SiLU (flag 8). Biased variance.
+// grn_stats / grn_apply: global response norm on channels-last [rows = batch, inner = H·W,
+//   cols = C]: G = ‖x‖₂ over H·W per channel, N = G / (mean_c G + eps),
+//   y = weight·(x·N) + bias + x.
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    inner: u32,
+    outer_stride: u32,
+    elem_stride: u32,
+    flags: u32,
+    eps: f32,
+    groups: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read_write> stats: array<f32>;
+
+const WG: u32 = 256u;
+const HAS_WEIGHT: u32 = 1u;
+const HAS_BIAS: u32 = 2u;
+const SUBTRACT_MEAN: u32 = 4u;
+const SILU: u32 = 8u;
+
+var<workgroup> red: array<f32, WG>;
+
+fn reduce_sum(li: u32, v: f32) -> f32 {
+    red[li] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            red[li] += red[li + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn finish(v: f32, c: u32) -> f32 {
+    var o = v;
+    if ((p.flags & HAS_WEIGHT) != 0u) {
+        o *= weight[c];
+    }
+    if ((p.flags & HAS_BIAS) != 0u) {
+        o += bias[c];
+    }
+    if ((p.flags & SILU) != 0u) {
+        o = o / (1.0 + exp(-o));
+    }
+    return o;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn layer_norm(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = (row / p.inner) * p.outer_stride + row % p.inner;
+    let n = f32(p.cols);
+    var mean = 0.0;
+    if ((p.flags & SUBTRACT_MEAN) != 0u) {
+        var s = 0.0;
+        for (var j = li; j < p.cols; j += WG) {
+            s += x[base + j * p.elem_stride];
+        }
+        mean = reduce_sum(li, s) / n;
+    }
+    var ss = 0.0;
+    for (var j = li; j < p.cols; j += WG) {
+        let d = x[base + j * p.elem_stride] - mean;
+        ss += d * d;
+    }
+    let rstd = inverseSqrt(reduce_sum(li, ss) / n + p.eps);
+    for (var j = li; j < p.cols; j += WG) {
+        let i = base + j * p.elem_stride;
+        y[i] = finish((x[i] - mean) * rstd, j);
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn group_norm(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let g = wid.x;
+    let b = wid.y;
+    let cpg = p.cols / p.groups;
+    let count = cpg * p.inner;
+    let base = b * p.cols * p.inner + g * count;
+    let n = f32(count);
+    var s = 0.0;
+    for (var e = li; e < count; e += WG) {
+        s += x[base + e];
+    }
+    let mean = reduce_sum(li, s) / n;
+    var ss = 0.0;
+    for (var e = li; e < count; e += WG) {
+        let d = x[base + e] - mean;
+        ss += d * d;
+    }
+    let rstd = inverseSqrt(reduce_sum(li, ss) / n + p.eps);
+    for (var e = li; e < count; e += WG) {
+        let c = g * cpg + e / p.inner;
+        y[base + e] = finish((x[base + e] - mean) * rstd, c);
+    }
+}
+
+// stats[b·C + c] = G_c / (mean G + eps). One workgroup per batch item.
+@compute @workgroup_size(256, 1, 1)
+fn grn_stats(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let b = wid.x;
+    let c_count = p.cols;
+    let base = b * p.inner * c_count;
+    var total = 0.0;
+    for (var c = li; c < c_count; c += WG) {
+        var ss = 0.0;
+        for (var t = 0u; t < p.inner; t++) {
+            let v = x[base + t * c_count + c];
+            ss += v * v;
+        }
+        let g = sqrt(ss);
+        stats[b * c_count + c] = g;
+        total += g;
+    }
+    let mean = reduce_sum(li, total) / f32(c_count);
+    for (var c = li; c < c_count; c += WG) {
+        stats[b * c_count + c] = stats[b * c_count + c] / (mean + p.eps);
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn grn_apply(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = (wid.x + wid.y * nwg.x) * WG + li;
+    let total = p.rows * p.inner * p.cols;
+    if (i >= total) {
+        return;
+    }
+    let c = i % p.cols;
+    let b = i / (p.inner * p.cols);
+    let v = x[i];
+    y[i] = weight[c] * (v * stats[b * p.cols + c]) + bias[c] + v;
+}

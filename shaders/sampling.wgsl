@@ -1,0 +1,218 @@
+// Row-wise selection over logits [rows, cols] (row r starts at r·row_stride).
+//
+// argmax:       ids[r] = first index of the maximum, vals[r] = the maximum.
+// topk:         ids[r·k + t], vals[r·k + t] = the t-th largest (ties: lower index first).
+// categorical:  draws ids[r] from softmax(logits[r] / temperature) by inverse CDF with the
+//               uniform u = uniforms[r] ∈ [0, 1) supplied by the caller's seeded RNG, and
+//               writes vals[r] = softmax(logits[r])[ids[r]] (the temperature-free probability
+//               MaskGIT and aMUSEd use as confidence).
+//
+// Thread mapping: one workgroup of 256 invocations per row.
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    row_stride: u32,
+    k: u32,
+    temperature: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> uniforms: array<f32>;
+@group(0) @binding(3) var<storage, read_write> ids: array<u32>;
+@group(0) @binding(4) var<storage, read_write> vals: array<f32>;
+
+const WG: u32 = 256u;
+const NEG: f32 = -3.0e38;
+const NONE: u32 = 0xffffffffu;
+
+var<workgroup> red_v: array<f32, WG>;
+var<workgroup> red_i: array<u32, WG>;
+
+// (v, i) beats (w, j) when v > w, or v == w and i < j; NONE never wins.
+fn better(v: f32, i: u32, w: f32, j: u32) -> bool {
+    if (i == NONE) {
+        return false;
+    }
+    if (j == NONE) {
+        return true;
+    }
+    return v > w || (v == w && i < j);
+}
+
+// Workgroup arg-max of (v, i); every invocation gets the winner.
+fn reduce_best(li: u32, v: f32, i: u32) -> vec2<u32> {
+    red_v[li] = v;
+    red_i[li] = i;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s && better(red_v[li + s], red_i[li + s], red_v[li], red_i[li])) {
+            red_v[li] = red_v[li + s];
+            red_i[li] = red_i[li + s];
+        }
+        workgroupBarrier();
+    }
+    let r = vec2<u32>(bitcast<u32>(red_v[0]), red_i[0]);
+    workgroupBarrier();
+    return r;
+}
+
+fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn argmax(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row = row_index(wid, nwg);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.row_stride;
+    var bv = NEG;
+    var bi = NONE;
+    for (var j = li; j < p.cols; j += WG) {
+        let v = logits[base + j];
+        if (better(v, j, bv, bi)) {
+            bv = v;
+            bi = j;
+        }
+    }
+    let best = reduce_best(li, bv, bi);
+    if (li == 0u) {
+        ids[row] = best.y;
+        vals[row] = bitcast<f32>(best.x);
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn topk(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row = row_index(wid, nwg);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.row_stride;
+    var prev_v = 0.0;
+    var prev_i = NONE;
+    for (var t = 0u; t < p.k; t++) {
+        var bv = NEG;
+        var bi = NONE;
+        for (var j = li; j < p.cols; j += WG) {
+            let v = logits[base + j];
+            // Only elements ranked after the previous pick are eligible.
+            let eligible = prev_i == NONE || better(prev_v, prev_i, v, j);
+            if (eligible && better(v, j, bv, bi)) {
+                bv = v;
+                bi = j;
+            }
+        }
+        let best = reduce_best(li, bv, bi);
+        prev_v = bitcast<f32>(best.x);
+        prev_i = best.y;
+        if (li == 0u) {
+            ids[row * p.k + t] = prev_i;
+            vals[row * p.k + t] = prev_v;
+        }
+    }
+}
+
+var<workgroup> scan: array<f32, WG>;
+
+fn reduce_sum(li: u32, v: f32) -> f32 {
+    red_v[li] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            red_v[li] += red_v[li + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red_v[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn categorical(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row = row_index(wid, nwg);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.row_stride;
+    var mx = NEG;
+    for (var j = li; j < p.cols; j += WG) {
+        mx = max(mx, logits[base + j]);
+    }
+    mx = bitcast<f32>(reduce_best(li, mx, li).x);
+
+    // Each invocation owns a contiguous chunk, so a prefix over invocations is a CDF.
+    let chunk = (p.cols + WG - 1u) / WG;
+    let start = min(li * chunk, p.cols);
+    let end = min(start + chunk, p.cols);
+    let inv_t = 1.0 / p.temperature;
+    var part = 0.0;
+    var part1 = 0.0;
+    for (var j = start; j < end; j++) {
+        let l = logits[base + j] - mx;
+        part += exp(l * inv_t);
+        part1 += exp(l);
+    }
+    let total1 = reduce_sum(li, part1);
+
+    // Inclusive Hillis–Steele scan of the chunk sums.
+    scan[li] = part;
+    workgroupBarrier();
+    for (var off = 1u; off < WG; off <<= 1u) {
+        var add = 0.0;
+        if (li >= off) {
+            add = scan[li - off];
+        }
+        workgroupBarrier();
+        scan[li] += add;
+        workgroupBarrier();
+    }
+    let incl = scan[li];
+    var excl = 0.0;
+    if (li > 0u) {
+        excl = scan[li - 1u];
+    }
+    let total = scan[WG - 1u];
+    // Strictly below total, so exactly one chunk owns the goal.
+    let goal = min(uniforms[row] * total, bitcast<f32>(bitcast<u32>(total) - 1u));
+    if (excl <= goal && goal < incl) {
+        var acc = excl;
+        var pick = NONE;
+        var last = start;
+        for (var j = start; j < end; j++) {
+            let e = exp((logits[base + j] - mx) * inv_t);
+            if (e > 0.0) {
+                last = j;
+            }
+            acc += e;
+            if (acc > goal) {
+                pick = j;
+                break;
+            }
+        }
+        if (pick == NONE) {
+            pick = last;
+        }
+        ids[row] = pick;
+        vals[row] = exp(logits[base + pick] - mx) / total1;
+    }
+}
