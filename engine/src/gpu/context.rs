@@ -36,7 +36,9 @@ impl GpuContext {
     }
 
     async fn new_async() -> Result<Self> {
-        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        // Compute needs no GL; probing it only prints display-server noise on headless machines.
+        desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
         let backends = desc.backends;
         let instance = wgpu::Instance::new(desc);
         let adapter = choose_adapter(&instance, backends).await?;

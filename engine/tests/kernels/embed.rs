@@ -49,15 +49,18 @@ fn sinusoidal_matches_timestep_embedding() {
     // aMUSEd micro-conditioning: 256-d, flip_sin_to_cos, shift 0, values like 256 and 6.
     let vals = [256.0f32, 256.0, 0.0, 0.0, 6.0, 0.37];
     let tv = upload("micro", &[vals.len()], &vals);
-    for opts in [
-        Sinusoidal { flip_sin_to_cos: true, downscale_freq_shift: 0.0, ..Sinusoidal::new(256) },
-        Sinusoidal { scale: 10000.0, ..Sinusoidal::new(64) },
-        Sinusoidal::new(33),
+    // Paella: a noise level r ∈ [0, 1] scaled by 10000.
+    let ratios = [0.0f32, 0.37, 1.0];
+    let tr = upload("r", &[ratios.len()], &ratios);
+    for (opts, vals, tv) in [
+        (Sinusoidal { flip_sin_to_cos: true, downscale_freq_shift: 0.0, ..Sinusoidal::new(256) }, &vals[..], &tv),
+        (Sinusoidal { scale: 10000.0, ..Sinusoidal::new(64) }, &ratios[..], &tr),
+        (Sinusoidal::new(33), &vals[..], &tv),
     ] {
-        let y = run(|rec| sinusoidal_embedding(rec, &tv, &opts));
+        let y = run(|rec| sinusoidal_embedding(rec, tv, &opts));
         assert_eq!(y.shape(), &[vals.len(), opts.dim]);
         let want: Vec<f64> = vals.iter().flat_map(|&v| timestep_ref(f64::from(v), &opts)).collect();
-        // Arguments reach ~1e4 (scale·x); f32 argument rounding bounds the error there.
+        // Arguments reach 1e4 (scale·r); f32 rounding of the argument bounds the error there.
         let atol = if opts.scale > 1.0 { 5e-3 } else { 1e-4 };
         assert_close(&format!("sinusoidal {opts:?}"), &download(&y), &want, atol, 0.0);
     }
