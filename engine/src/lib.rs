@@ -4,6 +4,7 @@
 //! Layers: [`gpu`] (device, tensors, buffer pool, pipeline cache, command recording) and [`ops`]
 //! (one function per kernel family, each checking shapes and computing its dispatch).
 
+pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod ops;

@@ -133,7 +133,7 @@ impl GpuContext {
 
     /// Checks that a buffer of `bytes` can be bound as one storage binding.
     pub fn check_binding(&self, name: &str, bytes: u64) -> Result<()> {
-        let limit = u64::from(self.limits.max_storage_buffer_binding_size);
+        let limit = self.limits.max_storage_buffer_binding_size;
         if bytes > limit {
             return Err(Error::OverLimit {
                 name: name.to_owned(),
@@ -197,7 +197,13 @@ async fn choose_adapter(
 pub fn is_software_adapter(info: &wgpu::AdapterInfo) -> bool {
     let name = info.name.to_lowercase();
     info.device_type == wgpu::DeviceType::Cpu
-        || ["llvmpipe", "lavapipe", "swiftshader", "warp", "basic render"]
-            .iter()
-            .any(|s| name.contains(s))
+        || [
+            "llvmpipe",
+            "lavapipe",
+            "swiftshader",
+            "warp",
+            "basic render",
+        ]
+        .iter()
+        .any(|s| name.contains(s))
 }

@@ -36,8 +36,8 @@ impl PipelineCache {
         }
         let module = self.module(device, spec.module);
         log::debug!("compiling pipeline {key}");
-        let pipeline = Arc::new(device.create_compute_pipeline(
-            &wgpu::ComputePipelineDescriptor {
+        let pipeline = Arc::new(
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&key),
                 layout: None,
                 module: &module,
@@ -47,9 +47,12 @@ impl PipelineCache {
                     zero_initialize_workgroup_memory: false,
                 },
                 cache: None,
-            },
-        ));
-        let mut map = self.pipelines.lock().unwrap_or_else(PoisonError::into_inner);
+            }),
+        );
+        let mut map = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         Arc::clone(map.entry(key).or_insert(pipeline))
     }
 

@@ -68,10 +68,15 @@ impl BufferPool {
     }
 
     /// A fresh buffer holding `data` (padded with zeros to a multiple of 4 bytes).
-    pub fn upload(self: &Arc<Self>, device: &wgpu::Device, label: &str, data: &[u8]) -> PooledBuffer {
+    pub fn upload(
+        self: &Arc<Self>,
+        device: &wgpu::Device,
+        label: &str,
+        data: &[u8],
+    ) -> PooledBuffer {
         use wgpu::util::DeviceExt;
         let padded;
-        let contents = if data.len() % 4 == 0 && !data.is_empty() {
+        let contents = if data.len().is_multiple_of(4) && !data.is_empty() {
             data
         } else {
             padded = {
@@ -155,11 +160,26 @@ mod tests {
 
     #[test]
     fn size_classes_cover_request_with_bounded_waste() {
-        for bytes in [1u64, 4, 15, 16, 17, 100, 1000, 4096, 4097, 1 << 20, 3_000_001] {
+        for bytes in [
+            1u64,
+            4,
+            15,
+            16,
+            17,
+            100,
+            1000,
+            4096,
+            4097,
+            1 << 20,
+            3_000_001,
+        ] {
             let c = size_class(bytes);
             assert!(c >= bytes, "{bytes} -> {c}");
             assert_eq!(c % 4, 0);
-            assert!(c as f64 <= (bytes.max(16) as f64) * 1.125 + 4.0, "{bytes} -> {c}");
+            assert!(
+                c as f64 <= (bytes.max(16) as f64) * 1.125 + 4.0,
+                "{bytes} -> {c}"
+            );
         }
     }
 }

@@ -79,7 +79,8 @@ impl<'a> Recorder<'a> {
             contents: params,
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        if self.placeholder.is_none() && bindings.iter().any(|(_, b)| matches!(b, Binding::Unused)) {
+        if self.placeholder.is_none() && bindings.iter().any(|(_, b)| matches!(b, Binding::Unused))
+        {
             self.placeholder = Some(device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("tessera unused binding"),
                 size: 16,

@@ -47,7 +47,11 @@ pub struct Tensor {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor({:?}, {}, {:?})", self.name, self.dtype, self.shape)
+        write!(
+            f,
+            "Tensor({:?}, {}, {:?})",
+            self.name, self.dtype, self.shape
+        )
     }
 }
 

@@ -108,7 +108,9 @@ pub fn attention<'a>(
     if heads == 0 || head_dim == 0 || head_dim > MAX_HEAD_DIM {
         return Err(Error::shape(
             OP,
-            format!("heads {heads} × head_dim {head_dim}: need heads ≥ 1 and 1 ≤ head_dim ≤ {MAX_HEAD_DIM}"),
+            format!(
+                "heads {heads} × head_dim {head_dim}: need heads ≥ 1 and 1 ≤ head_dim ≤ {MAX_HEAD_DIM}"
+            ),
         ));
     }
     let width = heads * head_dim;

@@ -64,7 +64,10 @@ fn nchw(op: &'static str, x: &Tensor) -> Result<[usize; 4]> {
     x.expect_dtype(op, DType::F32)?;
     match *x.shape() {
         [b, c, h, w] => Ok([b, c, h, w]),
-        _ => Err(Error::shape(op, format!("{:?} {:?} is not NCHW", x.name(), x.shape()))),
+        _ => Err(Error::shape(
+            op,
+            format!("{:?} {:?} is not NCHW", x.name(), x.shape()),
+        )),
     }
 }
 
@@ -122,7 +125,10 @@ pub fn conv2d(
     if st_h == 0 || st_w == 0 || h + pt + pb < kh || w + pl + pr < kw {
         return Err(Error::shape(
             OP,
-            format!("kernel {kh}×{kw} stride {:?} padding {:?} does not fit {h}×{w}", s.stride, s.padding),
+            format!(
+                "kernel {kh}×{kw} stride {:?} padding {:?} does not fit {h}×{w}",
+                s.stride, s.padding
+            ),
         ));
     }
     let oh = (h + pt + pb - kh) / st_h + 1;
@@ -167,16 +173,28 @@ pub fn conv_transpose2d(
     if wcin != cin || stride == 0 {
         return Err(Error::shape(
             OP,
-            format!("weight {:?} does not fit input {:?} (stride {stride})", weight.shape(), x.shape()),
+            format!(
+                "weight {:?} does not fit input {:?} (stride {stride})",
+                weight.shape(),
+                x.shape()
+            ),
         ));
     }
     check_bias(OP, bias, cout)?;
     let (oh, ow) = ((h - 1) * stride + kh, (w - 1) * stride + kw);
     if h == 0 || w == 0 || oh <= 2 * padding || ow <= 2 * padding {
-        return Err(Error::shape(OP, format!("padding {padding} leaves no output of {:?}", x.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("padding {padding} leaves no output of {:?}", x.shape()),
+        ));
     }
     let (oh, ow) = (oh - 2 * padding, ow - 2 * padding);
-    let out = Tensor::empty(rec.ctx(), "conv_transpose2d.out", &[b, cout, oh, ow], DType::F32)?;
+    let out = Tensor::empty(
+        rec.ctx(),
+        "conv_transpose2d.out",
+        &[b, cout, oh, ow],
+        DType::F32,
+    )?;
     let u = |what: &str, v: usize| to_u32(OP, what, v);
     let params = Params {
         batch: u("batch", b)?,
@@ -196,7 +214,14 @@ pub fn conv_transpose2d(
         has_bias: u32::from(bias.is_some()),
         _pad0: 0,
     };
-    run(rec, "conv_transpose2d", &params, x, Some((weight, bias)), &out)?;
+    run(
+        rec,
+        "conv_transpose2d",
+        &params,
+        x,
+        Some((weight, bias)),
+        &out,
+    )?;
     Ok(out)
 }
 
@@ -207,7 +232,12 @@ pub fn upsample_nearest(rec: &mut Recorder<'_>, x: &Tensor, factor: usize) -> Re
     if factor == 0 {
         return Err(Error::shape(OP, "factor 0"));
     }
-    let out = Tensor::empty(rec.ctx(), "upsample.out", &[b, c, h * factor, w * factor], DType::F32)?;
+    let out = Tensor::empty(
+        rec.ctx(),
+        "upsample.out",
+        &[b, c, h * factor, w * factor],
+        DType::F32,
+    )?;
     let u = |what: &str, v: usize| to_u32(OP, what, v);
     let params = Params {
         batch: u("batch", b)?,

@@ -138,13 +138,16 @@ pub fn scale(rec: &mut Recorder<'_>, x: &Tensor, alpha: f32) -> Result<Tensor> {
     unary(rec, x, UnaryOp::Scale(alpha))
 }
 
-/// NumPy broadcast of two shapes (rank ≤ 4): the output shape and each operand's strides,
-/// padded to 4 dims, with stride 0 along broadcast dims.
-pub(crate) fn broadcast(
-    op: &'static str,
-    a: &[usize],
-    b: &[usize],
-) -> Result<(Vec<usize>, [u32; 4], [u32; 4], [u32; 4])> {
+/// A broadcast of two operands: output shape, and output shape / operand strides padded to 4 dims.
+struct Broadcast {
+    shape: Vec<usize>,
+    shape4: [u32; 4],
+    a_strides: [u32; 4],
+    b_strides: [u32; 4],
+}
+
+/// NumPy broadcast of two shapes (rank ≤ 4), with stride 0 along broadcast dims.
+fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<Broadcast> {
     let rank = a.len().max(b.len());
     if rank > 4 {
         return Err(Error::shape(op, format!("{a:?} and {b:?}: rank above 4")));
@@ -173,13 +176,21 @@ pub(crate) fn broadcast(
         let mut st = [0u32; 4];
         let mut acc = 1usize;
         for d in (0..4).rev() {
-            st[d] = if p[d] == 1 { 0 } else { to_u32(op, "stride", acc)? };
+            st[d] = if p[d] == 1 {
+                0
+            } else {
+                to_u32(op, "stride", acc)?
+            };
             acc *= p[d];
         }
         Ok(st)
     };
-    let shape32 = out.map(|v| v as u32);
-    Ok((out[4 - rank..].to_vec(), shape32, strides(&pa)?, strides(&pb)?))
+    Ok(Broadcast {
+        shape: out[4 - rank..].to_vec(),
+        shape4: out.map(|v| v as u32),
+        a_strides: strides(&pa)?,
+        b_strides: strides(&pb)?,
+    })
 }
 
 fn binary(
@@ -192,14 +203,19 @@ fn binary(
 ) -> Result<Tensor> {
     const OP: &str = "binary";
     check_f32(OP, &[a, b])?;
-    let (shape, shape32, a_strides, b_strides) = broadcast(OP, a.shape(), b.shape())?;
+    let Broadcast {
+        shape,
+        shape4,
+        a_strides,
+        b_strides,
+    } = broadcast(OP, a.shape(), b.shape())?;
     let n: usize = shape.iter().product();
     let out = Tensor::empty(rec.ctx(), "binary.out", &shape, DType::F32)?;
     let params = Params {
         n: to_u32(OP, "elements", n)?,
         alpha,
         beta,
-        shape: shape32,
+        shape: shape4,
         a_strides,
         b_strides,
         ..Default::default()
@@ -230,7 +246,13 @@ pub fn sub(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// alpha·a + beta·b with broadcasting (classifier-free guidance u + s(c − u) is
 /// `axpby(1 − s, u, s, c)`).
-pub fn axpby(rec: &mut Recorder<'_>, alpha: f32, a: &Tensor, beta: f32, b: &Tensor) -> Result<Tensor> {
+pub fn axpby(
+    rec: &mut Recorder<'_>,
+    alpha: f32,
+    a: &Tensor,
+    beta: f32,
+    b: &Tensor,
+) -> Result<Tensor> {
     binary(rec, a, b, BinaryOp::Axpby, alpha, beta)
 }
 
@@ -258,7 +280,10 @@ pub fn geglu(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
     check_f32(OP, &[x])?;
     let (rows, cols2) = last_dim(OP, x)?;
     if cols2 % 2 != 0 {
-        return Err(Error::shape(OP, format!("last dim of {:?} is odd", x.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("last dim of {:?} is odd", x.shape()),
+        ));
     }
     let cols = cols2 / 2;
     let mut shape = x.shape().to_vec();
@@ -309,14 +334,22 @@ pub fn modulate(rec: &mut Recorder<'_>, x: &Tensor, emb: &Tensor) -> Result<Tens
     const OP: &str = "modulate";
     check_f32(OP, &[x, emb])?;
     let [b, l, c] = *x.shape() else {
-        return Err(Error::shape(OP, format!("x {:?} is not [B, L, C]", x.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("x {:?} is not [B, L, C]", x.shape()),
+        ));
     };
     super::expect_shape(OP, emb, &[b, 2 * c])?;
     let out = Tensor::empty(rec.ctx(), "modulate.out", x.shape(), DType::F32)?;
     let params = Params {
         rows: to_u32(OP, "rows", b * l)?,
         cols: to_u32(OP, "cols", c)?,
-        offsets: [0, to_u32(OP, "C", c)?, to_u32(OP, "2C", 2 * c)?, to_u32(OP, "L", l.max(1))?],
+        offsets: [
+            0,
+            to_u32(OP, "C", c)?,
+            to_u32(OP, "2C", 2 * c)?,
+            to_u32(OP, "L", l.max(1))?,
+        ],
         ..Default::default()
     };
     let groups = groups_for(rec, b * l * c, WG)?;

@@ -44,7 +44,10 @@ pub fn embedding(rec: &mut Recorder<'_>, ids: &Tensor, table: &Tensor) -> Result
     }
     table.expect_dtype(OP, DType::F32)?;
     let [vocab, cols] = *table.shape() else {
-        return Err(Error::shape(OP, format!("table {:?} is not [vocab, C]", table.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("table {:?} is not [vocab, C]", table.shape()),
+        ));
     };
     if vocab == 0 {
         return Err(Error::shape(OP, "empty table"));
@@ -75,7 +78,11 @@ pub fn embedding(rec: &mut Recorder<'_>, ids: &Tensor, table: &Tensor) -> Result
 
 /// Errors naming the first id that is not below `vocab`.
 pub fn check_ids(name: &str, ids: &[u32], vocab: usize) -> Result<()> {
-    if let Some((i, &id)) = ids.iter().enumerate().find(|&(_, &id)| id as usize >= vocab) {
+    if let Some((i, &id)) = ids
+        .iter()
+        .enumerate()
+        .find(|&(_, &id)| id as usize >= vocab)
+    {
         return Err(Error::shape(
             "embedding",
             format!("{name}[{i}] = {id} is outside the vocabulary of {vocab}"),
@@ -108,16 +115,26 @@ impl Sinusoidal {
 }
 
 /// values f32 `[N]` → `[N, dim]` sinusoidal embedding.
-pub fn sinusoidal_embedding(rec: &mut Recorder<'_>, values: &Tensor, opts: &Sinusoidal) -> Result<Tensor> {
+pub fn sinusoidal_embedding(
+    rec: &mut Recorder<'_>,
+    values: &Tensor,
+    opts: &Sinusoidal,
+) -> Result<Tensor> {
     const OP: &str = "sinusoidal_embedding";
     values.expect_dtype(OP, DType::F32)?;
     if values.shape().len() != 1 {
-        return Err(Error::shape(OP, format!("values {:?} must be 1-D", values.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("values {:?} must be 1-D", values.shape()),
+        ));
     }
     if opts.dim < 2 || (opts.dim / 2) as f32 == opts.downscale_freq_shift {
         return Err(Error::shape(
             OP,
-            format!("dim {} with shift {} divides by zero", opts.dim, opts.downscale_freq_shift),
+            format!(
+                "dim {} with shift {} divides by zero",
+                opts.dim, opts.downscale_freq_shift
+            ),
         ));
     }
     let rows = values.numel();

@@ -97,7 +97,11 @@ pub fn permute(rec: &mut Recorder<'_>, x: &Tensor, perm: &[usize]) -> Result<Ten
     check_word(OP, x)?;
     let r = x.shape().len();
     let mut seen = vec![false; r];
-    if perm.len() != r || perm.iter().any(|&p| p >= r || std::mem::replace(&mut seen[p], true)) {
+    if perm.len() != r
+        || perm
+            .iter()
+            .any(|&p| p >= r || std::mem::replace(&mut seen[p], true))
+    {
         return Err(Error::shape(
             OP,
             format!("{perm:?} is not a permutation of {r} dims"),
@@ -107,25 +111,55 @@ pub fn permute(rec: &mut Recorder<'_>, x: &Tensor, perm: &[usize]) -> Result<Ten
     let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
     let strides: Vec<usize> = perm.iter().map(|&p| in_st[p]).collect();
     let out = Tensor::empty(rec.ctx(), "permute.out", &shape, x.dtype())?;
-    copy(rec, OP, x, &out, &shape, &strides, 0, &contiguous_strides(&shape), 0)?;
+    copy(
+        rec,
+        OP,
+        x,
+        &out,
+        &shape,
+        &strides,
+        0,
+        &contiguous_strides(&shape),
+        0,
+    )?;
     Ok(out)
 }
 
 /// `x[.., start .. start + len, ..]` along `dim`.
-pub fn slice(rec: &mut Recorder<'_>, x: &Tensor, dim: usize, start: usize, len: usize) -> Result<Tensor> {
+pub fn slice(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    dim: usize,
+    start: usize,
+    len: usize,
+) -> Result<Tensor> {
     const OP: &str = "slice";
     check_word(OP, x)?;
     if dim >= x.shape().len() || start + len > x.shape()[dim] {
         return Err(Error::shape(
             OP,
-            format!("{start}..{} along dim {dim} of {:?}", start + len, x.shape()),
+            format!(
+                "{start}..{} along dim {dim} of {:?}",
+                start + len,
+                x.shape()
+            ),
         ));
     }
     let st = contiguous_strides(x.shape());
     let mut shape = x.shape().to_vec();
     shape[dim] = len;
     let out = Tensor::empty(rec.ctx(), "slice.out", &shape, x.dtype())?;
-    copy(rec, OP, x, &out, &shape, &st, start * st[dim], &contiguous_strides(&shape), 0)?;
+    copy(
+        rec,
+        OP,
+        x,
+        &out,
+        &shape,
+        &st,
+        start * st[dim],
+        &contiguous_strides(&shape),
+        0,
+    )?;
     Ok(out)
 }
 
@@ -147,7 +181,13 @@ pub fn concat(rec: &mut Recorder<'_>, xs: &[&Tensor], dim: usize) -> Result<Tens
         if !same {
             return Err(Error::shape(
                 OP,
-                format!("{:?} {:?} does not match {:?} {:?} off dim {dim}", t.name(), t.shape(), first.name(), first.shape()),
+                format!(
+                    "{:?} {:?} does not match {:?} {:?} off dim {dim}",
+                    t.name(),
+                    t.shape(),
+                    first.name(),
+                    first.shape()
+                ),
             ));
         }
         shape[dim] += t.shape()[dim];
@@ -157,7 +197,17 @@ pub fn concat(rec: &mut Recorder<'_>, xs: &[&Tensor], dim: usize) -> Result<Tens
     let mut at = 0;
     for t in xs {
         let st = contiguous_strides(t.shape());
-        copy(rec, OP, t, &out, t.shape(), &st, 0, &out_st, at * out_st[dim])?;
+        copy(
+            rec,
+            OP,
+            t,
+            &out,
+            t.shape(),
+            &st,
+            0,
+            &out_st,
+            at * out_st[dim],
+        )?;
         at += t.shape()[dim];
     }
     Ok(out)

@@ -29,7 +29,11 @@ fn spec(format: WeightFormat, trans_b: bool) -> KernelSpec {
 
 pub(crate) fn specs() -> Vec<KernelSpec> {
     let mut v = Vec::new();
-    for f in [WeightFormat::F32, WeightFormat::F16, WeightFormat::F16Packed] {
+    for f in [
+        WeightFormat::F32,
+        WeightFormat::F16,
+        WeightFormat::F16Packed,
+    ] {
         for t in [false, true] {
             v.push(spec(f, t));
         }
@@ -47,7 +51,12 @@ pub enum BLayout {
 }
 
 /// `x · wᵀ (+ bias)` for a PyTorch-layout weight `w` `[out, in]`: x `[.., in]` → `[.., out]`.
-pub fn linear(rec: &mut Recorder<'_>, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+pub fn linear(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
     matmul(rec, x, w, bias, BLayout::NK)
 }
 
@@ -92,7 +101,10 @@ pub fn matmul_with_format(
         });
     }
     if a.shape().len() < 2 {
-        return Err(Error::shape(OP, format!("A {:?} must be at least 2-D", a.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("A {:?} must be at least 2-D", a.shape()),
+        ));
     }
     expect_rank(OP, b, &[2, a.shape().len()])?;
     let ar = a.shape().len();
@@ -128,7 +140,11 @@ pub fn matmul_with_format(
         super::expect_shape(OP, bias, &[n])?;
     }
     // A shared B lets the batch fold into M: one big GEMM instead of `batch` small ones.
-    let (gm, gbatch) = if b_batched { (m, batch) } else { (m * batch, 1) };
+    let (gm, gbatch) = if b_batched {
+        (m, batch)
+    } else {
+        (m * batch, 1)
+    };
     let mut out_shape = a.shape()[..ar - 1].to_vec();
     out_shape.push(n);
     let out = Tensor::empty(rec.ctx(), "matmul.out", &out_shape, DType::F32)?;
@@ -138,7 +154,11 @@ pub fn matmul_with_format(
         k: to_u32(OP, "K", k)?,
         batch: to_u32(OP, "batch", gbatch)?,
         a_batch_stride: to_u32(OP, "A batch stride", m * k)?,
-        b_batch_stride: if b_batched { to_u32(OP, "B batch stride", n * k)? } else { 0 },
+        b_batch_stride: if b_batched {
+            to_u32(OP, "B batch stride", n * k)?
+        } else {
+            0
+        },
         c_batch_stride: to_u32(OP, "C batch stride", m * n)?,
         has_bias: u32::from(bias.is_some()),
     };

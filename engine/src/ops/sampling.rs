@@ -75,7 +75,10 @@ pub fn topk(rec: &mut Recorder<'_>, logits: &Tensor, k: usize) -> Result<(Tensor
     const OP: &str = "topk";
     let (rows, cols) = rows_cols(OP, logits)?;
     if k == 0 || k > cols || k > MAX_K {
-        return Err(Error::shape(OP, format!("k = {k} with {cols} columns (max {MAX_K})")));
+        return Err(Error::shape(
+            OP,
+            format!("k = {k} with {cols} columns (max {MAX_K})"),
+        ));
     }
     let shape = out_shape(logits, Some(k));
     let ids = Tensor::empty(rec.ctx(), "topk.ids", &shape, DType::U32)?;
@@ -106,11 +109,17 @@ pub fn categorical(
     if uniforms.numel() != rows {
         return Err(Error::shape(
             OP,
-            format!("{rows} rows need {rows} uniforms, got {:?}", uniforms.shape()),
+            format!(
+                "{rows} rows need {rows} uniforms, got {:?}",
+                uniforms.shape()
+            ),
         ));
     }
     if !(temperature > 0.0 && temperature.is_finite()) {
-        return Err(Error::shape(OP, format!("temperature {temperature} must be positive (use argmax for 0)")));
+        return Err(Error::shape(
+            OP,
+            format!("temperature {temperature} must be positive (use argmax for 0)"),
+        ));
     }
     let shape = out_shape(logits, None);
     let ids = Tensor::empty(rec.ctx(), "categorical.ids", &shape, DType::U32)?;
@@ -123,7 +132,16 @@ pub fn categorical(
         temperature,
         ..Default::default()
     };
-    dispatch(rec, "categorical", &params, logits, Some(uniforms), &ids, &vals, rows)?;
+    dispatch(
+        rec,
+        "categorical",
+        &params,
+        logits,
+        Some(uniforms),
+        &ids,
+        &vals,
+        rows,
+    )?;
     Ok((ids, vals))
 }
 

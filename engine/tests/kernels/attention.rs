@@ -19,13 +19,21 @@ fn reference(
     for bi in 0..b {
         for hi in 0..h {
             for i in 0..lq {
-                let limit = if causal { (i + lk).saturating_sub(lq) + 1 } else { lk };
+                let limit = if causal {
+                    (i + lk).saturating_sub(lq) + 1
+                } else {
+                    lk
+                };
                 let limit = limit.min(lk);
                 let qrow = &q[(bi * lq + i) * q_w + q_off + hi * d..][..d];
                 let scores: Vec<f64> = (0..limit)
                     .map(|j| {
                         let krow = &k[(bi * lk + j) * kv_w + k_off + hi * d..][..d];
-                        qrow.iter().zip(krow).map(|(&a, &c)| f64::from(a) * f64::from(c)).sum::<f64>() * scale
+                        qrow.iter()
+                            .zip(krow)
+                            .map(|(&a, &c)| f64::from(a) * f64::from(c))
+                            .sum::<f64>()
+                            * scale
                     })
                     .collect();
                 let mx = scores.iter().cloned().fold(f64::MIN, f64::max);
@@ -106,13 +114,31 @@ fn q_k_v_as_column_slices_of_one_fused_projection() {
     let out = run(|rec| {
         attention(
             rec,
-            Columns { tensor: &t, offset: 0 },
-            Columns { tensor: &t, offset: w },
-            Columns { tensor: &t, offset: 2 * w },
+            Columns {
+                tensor: &t,
+                offset: 0,
+            },
+            Columns {
+                tensor: &t,
+                offset: w,
+            },
+            Columns {
+                tensor: &t,
+                offset: 2 * w,
+            },
             &AttentionSpec::new(h, d),
         )
     });
-    let want = reference(&qkv, &qkv, &qkv, (b, l, l), (h, d), (3 * w, 0), (3 * w, w, 2 * w), false);
+    let want = reference(
+        &qkv,
+        &qkv,
+        &qkv,
+        (b, l, l),
+        (h, d),
+        (3 * w, 0),
+        (3 * w, w, 2 * w),
+        false,
+    );
     assert_close("attention fused qkv", &download(&out), &want, 2e-5, 1e-4);
 }
 

@@ -35,26 +35,30 @@ pub fn download(t: &Tensor) -> Vec<f32> {
     t.to_f32(ctx()).expect("download")
 }
 
-/// Asserts |got − want| ≤ atol + rtol·|want| everywhere, reporting the worst element.
+/// Asserts |got − want| ≤ atol + rtol·|want| everywhere (NaN fails), reporting the worst element.
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let mut worst = (0usize, 0.0f64, 0.0f64);
+    let mut worst: Option<(usize, f64)> = None;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (f64::from(g) - w).abs();
-        let excess = err - (atol + rtol * w.abs());
-        if !(excess <= 0.0) && (worst.1 == 0.0 || excess > worst.2) {
-            worst = (i, err, excess);
+        let within = err <= atol + rtol * w.abs();
+        let excess = if err.is_nan() {
+            f64::INFINITY
+        } else {
+            err - atol - rtol * w.abs()
+        };
+        if !within && worst.is_none_or(|(_, e)| excess > e) {
+            worst = Some((i, excess));
         }
-        assert!(g.is_finite() || !w.is_finite(), "{what}[{i}]: got {g}, want {w}");
     }
-    assert!(
-        worst.1 == 0.0,
-        "{what}: element {} off by {:.3e} (got {}, want {}; atol {atol:e}, rtol {rtol:e})",
-        worst.0,
-        worst.1,
-        got[worst.0],
-        want[worst.0]
-    );
+    if let Some((i, _)) = worst {
+        panic!(
+            "{what}: element {i} off by {:.3e} (got {}, want {}; atol {atol:e}, rtol {rtol:e})",
+            (f64::from(got[i]) - want[i]).abs(),
+            got[i],
+            want[i]
+        );
+    }
 }
 
 pub fn to_f64(v: &[f32]) -> Vec<f64> {

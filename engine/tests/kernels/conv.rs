@@ -31,7 +31,8 @@ fn conv_ref(
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                                     continue;
                                 }
-                                let xv = x[((bi * cin + g * cin_g + ci) * h + iy as usize) * w + ix as usize];
+                                let xv = x[((bi * cin + g * cin_g + ci) * h + iy as usize) * w
+                                    + ix as usize];
                                 let wv = wt[((co * cin_g + ci) * kh + ky) * kw + kx];
                                 acc += f64::from(xv) * f64::from(wv);
                             }
@@ -57,7 +58,13 @@ fn check(xs: [usize; 4], cout: usize, k: [usize; 2], s: Conv2dSpec, bias: bool, 
     let y = run(|rec| conv2d(rec, &tx, &tw, tb.as_ref(), &s));
     let (want, shape) = conv_ref(&x, xs, &wt, [cout, k[0], k[1]], bs.as_deref(), &s);
     assert_eq!(y.shape(), &shape);
-    assert_close(&format!("conv2d {xs:?}→{cout} k{k:?} {s:?}"), &download(&y), &want, 1e-4, 1e-4);
+    assert_close(
+        &format!("conv2d {xs:?}→{cout} k{k:?} {s:?}"),
+        &download(&y),
+        &want,
+        1e-4,
+        1e-4,
+    );
 }
 
 #[test]
@@ -70,17 +77,52 @@ fn conv3x3_same_padding_with_bias() {
 fn conv1x1_and_strided_and_asymmetric_padding() {
     check([2, 7, 5, 3], 4, [1, 1], Conv2dSpec::same(0), true, 3);
     // VQ encoder downsample: pad (0, 1, 0, 1) then 3×3 stride 2.
-    let down = Conv2dSpec { stride: [2, 2], padding: [0, 1, 0, 1], groups: 1 };
+    let down = Conv2dSpec {
+        stride: [2, 2],
+        padding: [0, 1, 0, 1],
+        groups: 1,
+    };
     check([1, 4, 8, 8], 4, [3, 3], down, true, 4);
     check([1, 4, 7, 9], 3, [3, 3], down, false, 5);
     // aMUSEd 512 downsample: 2×2 stride 2.
-    check([2, 6, 6, 6], 6, [2, 2], Conv2dSpec { stride: [2, 2], padding: [0; 4], groups: 1 }, false, 6);
+    check(
+        [2, 6, 6, 6],
+        6,
+        [2, 2],
+        Conv2dSpec {
+            stride: [2, 2],
+            padding: [0; 4],
+            groups: 1,
+        },
+        false,
+        6,
+    );
 }
 
 #[test]
 fn depthwise_and_grouped() {
-    check([2, 8, 6, 5], 8, [3, 3], Conv2dSpec { groups: 8, ..Conv2dSpec::same(1) }, true, 7);
-    check([1, 6, 5, 5], 9, [3, 3], Conv2dSpec { groups: 3, ..Conv2dSpec::same(1) }, true, 8);
+    check(
+        [2, 8, 6, 5],
+        8,
+        [3, 3],
+        Conv2dSpec {
+            groups: 8,
+            ..Conv2dSpec::same(1)
+        },
+        true,
+        7,
+    );
+    check(
+        [1, 6, 5, 5],
+        9,
+        [3, 3],
+        Conv2dSpec {
+            groups: 3,
+            ..Conv2dSpec::same(1)
+        },
+        true,
+        8,
+    );
 }
 
 #[test]
@@ -92,7 +134,17 @@ fn conv_rejects_mismatched_weight() {
     assert!(err.to_string().contains("conv.weight"), "{err}");
 }
 
-fn conv_t_ref(x: &[f32], [b, cin, h, w]: [usize; 4], wt: &[f32], cout: usize, k: usize, s: usize, p: usize, bias: &[f32]) -> Vec<f64> {
+#[allow(clippy::too_many_arguments)]
+fn conv_t_ref(
+    x: &[f32],
+    [b, cin, h, w]: [usize; 4],
+    wt: &[f32],
+    cout: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    bias: &[f32],
+) -> Vec<f64> {
     let (oh, ow) = ((h - 1) * s + k - 2 * p, (w - 1) * s + k - 2 * p);
     let mut out = vec![0.0; b * cout * oh * ow];
     for bi in 0..b {
@@ -133,11 +185,24 @@ fn transposed_conv_k2s2_and_k4s2p1() {
         let x = randn(&mut r, b * cin * h * w);
         let wt = randn(&mut r, cin * cout * k * k);
         let bs = randn(&mut r, cout);
-        let (tx, tw, tb) = (upload("x", &xs, &x), upload("w", &[cin, cout, k, k], &wt), upload("b", &[cout], &bs));
+        let (tx, tw, tb) = (
+            upload("x", &xs, &x),
+            upload("w", &[cin, cout, k, k], &wt),
+            upload("b", &[cout], &bs),
+        );
         let y = run(|rec| conv_transpose2d(rec, &tx, &tw, Some(&tb), s, p));
-        assert_eq!(y.shape(), &[b, cout, (h - 1) * s + k - 2 * p, (w - 1) * s + k - 2 * p]);
+        assert_eq!(
+            y.shape(),
+            &[b, cout, (h - 1) * s + k - 2 * p, (w - 1) * s + k - 2 * p]
+        );
         let want = conv_t_ref(&x, xs, &wt, cout, k, s, p, &bs);
-        assert_close(&format!("conv_transpose2d k{k} s{s} p{p}"), &download(&y), &want, 1e-4, 1e-4);
+        assert_close(
+            &format!("conv_transpose2d k{k} s{s} p{p}"),
+            &download(&y),
+            &want,
+            1e-4,
+            1e-4,
+        );
     }
 }
 
@@ -166,7 +231,11 @@ fn nearest_upsample_and_zero_pad() {
         for y in 0..oh {
             for xx in 0..ow {
                 let inside = y < h && (2..2 + w).contains(&xx);
-                want.push(if inside { f64::from(x[(bc * h + y) * w + xx - 2]) } else { 0.0 });
+                want.push(if inside {
+                    f64::from(x[(bc * h + y) * w + xx - 2])
+                } else {
+                    0.0
+                });
             }
         }
     }

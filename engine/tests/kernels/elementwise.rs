@@ -1,4 +1,6 @@
-use tessera_engine::ops::elementwise::{UnaryOp, add, axpby, div, geglu, modulate, mul, softmax, sub, unary};
+use tessera_engine::ops::elementwise::{
+    UnaryOp, add, axpby, div, geglu, modulate, mul, softmax, sub, unary,
+};
 
 use crate::common::*;
 
@@ -17,12 +19,14 @@ fn activations_and_scalar_ops() {
     let mut x: Vec<f32> = randn(&mut r, 1001).iter().map(|v| v * 8.0).collect();
     x.extend([0.0, -30.0, 30.0, 1e-4, -1e-4]);
     let tx = upload("x", &[x.len()], &x);
-    let cases: [(UnaryOp, fn(f64) -> f64); 6] = [
+    type Reference = fn(f64) -> f64;
+    let cases: [(UnaryOp, Reference); 6] = [
         (UnaryOp::Scale(-2.5), |v| -2.5 * v),
         (UnaryOp::AddScalar(0.75), |v| v + 0.75),
         (UnaryOp::GeluErf, gelu_erf),
         (UnaryOp::GeluTanh, |v| {
-            0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
+            0.5 * v
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
         }),
         (UnaryOp::QuickGelu, |v| v * sigmoid(1.702 * v)),
         (UnaryOp::Silu, |v| v * sigmoid(v)),
@@ -113,7 +117,10 @@ fn add_rejects_incompatible_shapes() {
 fn geglu_splits_value_then_gate() {
     let mut r = rng(4);
     let (rows, h) = (7, 45);
-    let x: Vec<f32> = randn(&mut r, rows * 2 * h).iter().map(|v| v * 3.0).collect();
+    let x: Vec<f32> = randn(&mut r, rows * 2 * h)
+        .iter()
+        .map(|v| v * 3.0)
+        .collect();
     let tx = upload("x", &[1, rows, 2 * h], &x);
     let y = run(|rec| geglu(rec, &tx));
     assert_eq!(y.shape(), &[1, rows, h]);
@@ -130,7 +137,10 @@ fn geglu_splits_value_then_gate() {
 fn softmax_rows_with_scale() {
     let mut r = rng(5);
     for &(rows, cols) in &[(1, 1), (3, 77), (2, 8192), (5, 300)] {
-        let x: Vec<f32> = randn(&mut r, rows * cols).iter().map(|v| v * 20.0).collect();
+        let x: Vec<f32> = randn(&mut r, rows * cols)
+            .iter()
+            .map(|v| v * 20.0)
+            .collect();
         let tx = upload("x", &[rows, cols], &x);
         let y = run(|rec| softmax(rec, &tx, 0.5));
         let mut want = Vec::new();
@@ -140,7 +150,13 @@ fn softmax_rows_with_scale() {
             let z: f64 = s.iter().map(|v| (v - mx).exp()).sum();
             want.extend(s.iter().map(|v| (v - mx).exp() / z));
         }
-        assert_close(&format!("softmax {rows}x{cols}"), &download(&y), &want, 1e-6, 1e-4);
+        assert_close(
+            &format!("softmax {rows}x{cols}"),
+            &download(&y),
+            &want,
+            1e-6,
+            1e-4,
+        );
     }
 }
 
@@ -150,7 +166,10 @@ fn modulation_scale_then_shift_per_batch_item() {
     let (b, l, c) = (3, 11, 37);
     let x = randn(&mut r, b * l * c);
     let emb = randn(&mut r, b * 2 * c);
-    let (tx, te) = (upload("x", &[b, l, c], &x), upload("emb", &[b, 2 * c], &emb));
+    let (tx, te) = (
+        upload("x", &[b, l, c], &x),
+        upload("emb", &[b, 2 * c], &emb),
+    );
     let y = run(|rec| modulate(rec, &tx, &te));
     let mut want = Vec::new();
     for bi in 0..b {

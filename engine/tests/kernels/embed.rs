@@ -32,12 +32,18 @@ fn timestep_ref(x: f64, o: &Sinusoidal) -> Vec<f64> {
     let mut sin = Vec::new();
     let mut cos = Vec::new();
     for j in 0..half {
-        let f = (-(f64::from(o.max_period)).ln() * j as f64 / (half as f64 - f64::from(o.downscale_freq_shift))).exp();
+        let f = (-(f64::from(o.max_period)).ln() * j as f64
+            / (half as f64 - f64::from(o.downscale_freq_shift)))
+        .exp();
         let a = f64::from(o.scale) * x * f;
         sin.push(a.sin());
         cos.push(a.cos());
     }
-    let mut v = if o.flip_sin_to_cos { [cos, sin].concat() } else { [sin, cos].concat() };
+    let mut v = if o.flip_sin_to_cos {
+        [cos, sin].concat()
+    } else {
+        [sin, cos].concat()
+    };
     if o.dim % 2 == 1 {
         v.push(0.0);
     }
@@ -53,15 +59,39 @@ fn sinusoidal_matches_timestep_embedding() {
     let ratios = [0.0f32, 0.37, 1.0];
     let tr = upload("r", &[ratios.len()], &ratios);
     for (opts, vals, tv) in [
-        (Sinusoidal { flip_sin_to_cos: true, downscale_freq_shift: 0.0, ..Sinusoidal::new(256) }, &vals[..], &tv),
-        (Sinusoidal { scale: 10000.0, ..Sinusoidal::new(64) }, &ratios[..], &tr),
+        (
+            Sinusoidal {
+                flip_sin_to_cos: true,
+                downscale_freq_shift: 0.0,
+                ..Sinusoidal::new(256)
+            },
+            &vals[..],
+            &tv,
+        ),
+        (
+            Sinusoidal {
+                scale: 10000.0,
+                ..Sinusoidal::new(64)
+            },
+            &ratios[..],
+            &tr,
+        ),
         (Sinusoidal::new(33), &vals[..], &tv),
     ] {
         let y = run(|rec| sinusoidal_embedding(rec, tv, &opts));
         assert_eq!(y.shape(), &[vals.len(), opts.dim]);
-        let want: Vec<f64> = vals.iter().flat_map(|&v| timestep_ref(f64::from(v), &opts)).collect();
+        let want: Vec<f64> = vals
+            .iter()
+            .flat_map(|&v| timestep_ref(f64::from(v), &opts))
+            .collect();
         // Arguments reach 1e4 (scale·r); f32 rounding of the argument bounds the error there.
         let atol = if opts.scale > 1.0 { 5e-3 } else { 1e-4 };
-        assert_close(&format!("sinusoidal {opts:?}"), &download(&y), &want, atol, 0.0);
+        assert_close(
+            &format!("sinusoidal {opts:?}"),
+            &download(&y),
+            &want,
+            atol,
+            0.0,
+        );
     }
 }

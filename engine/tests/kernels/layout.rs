@@ -50,7 +50,13 @@ fn slice_and_concat_round_trip_on_every_dim() {
         assert_eq!(a.shape(), &sa[..]);
         let joined = run(|rec| concat(rec, &[&a, &b], dim));
         assert_eq!(joined.shape(), &shape);
-        assert_close(&format!("concat dim {dim}"), &download(&joined), &to_f64(&x), 0.0, 0.0);
+        assert_close(
+            &format!("concat dim {dim}"),
+            &download(&joined),
+            &to_f64(&x),
+            0.0,
+            0.0,
+        );
     }
     // A middle slice, checked element by element.
     let m = run(|rec| slice(rec, &tx, 2, 1, 3));

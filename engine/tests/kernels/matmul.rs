@@ -89,7 +89,13 @@ fn check(
 #[test]
 fn f32_odd_sizes_both_layouts_with_and_without_bias() {
     let mut seed = 1;
-    for &(m, n, k) in &[(1, 1, 1), (7, 5, 3), (33, 31, 17), (64, 64, 64), (70, 45, 100)] {
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (7, 5, 3),
+        (33, 31, 17),
+        (64, 64, 64),
+        (70, 45, 100),
+    ] {
         for layout in [BLayout::KN, BLayout::NK] {
             for bias in [false, true] {
                 check(1, m, n, k, layout, false, bias, WeightFormat::F32, seed);
@@ -101,30 +107,133 @@ fn f32_odd_sizes_both_layouts_with_and_without_bias() {
 
 #[test]
 fn f32_batched_b_and_shared_b() {
-    check(3, 19, 37, 41, BLayout::NK, true, true, WeightFormat::F32, 100);
-    check(3, 19, 37, 41, BLayout::KN, true, false, WeightFormat::F32, 101);
-    check(4, 9, 33, 20, BLayout::NK, false, true, WeightFormat::F32, 102);
-    check(2, 33, 16, 48, BLayout::KN, false, false, WeightFormat::F32, 103);
+    check(
+        3,
+        19,
+        37,
+        41,
+        BLayout::NK,
+        true,
+        true,
+        WeightFormat::F32,
+        100,
+    );
+    check(
+        3,
+        19,
+        37,
+        41,
+        BLayout::KN,
+        true,
+        false,
+        WeightFormat::F32,
+        101,
+    );
+    check(
+        4,
+        9,
+        33,
+        20,
+        BLayout::NK,
+        false,
+        true,
+        WeightFormat::F32,
+        102,
+    );
+    check(
+        2,
+        33,
+        16,
+        48,
+        BLayout::KN,
+        false,
+        false,
+        WeightFormat::F32,
+        103,
+    );
 }
 
 #[test]
 fn f16_packed_weights() {
-    check(1, 35, 29, 45, BLayout::NK, false, true, WeightFormat::F16Packed, 200);
-    check(2, 17, 30, 33, BLayout::KN, true, false, WeightFormat::F16Packed, 201);
+    check(
+        1,
+        35,
+        29,
+        45,
+        BLayout::NK,
+        false,
+        true,
+        WeightFormat::F16Packed,
+        200,
+    );
+    check(
+        2,
+        17,
+        30,
+        33,
+        BLayout::KN,
+        true,
+        false,
+        WeightFormat::F16Packed,
+        201,
+    );
     // Odd K and N: element pairs straddle rows.
-    check(1, 5, 7, 9, BLayout::NK, false, false, WeightFormat::F16Packed, 202);
+    check(
+        1,
+        5,
+        7,
+        9,
+        BLayout::NK,
+        false,
+        false,
+        WeightFormat::F16Packed,
+        202,
+    );
 }
 
 #[test]
 fn f16_native_weights() {
     if !ctx().has_f16() {
         // The packed path above covers this device; say so loudly rather than pass silently.
-        eprintln!("adapter {:?} lacks SHADER_F16: native f16 matmul not run", ctx().info.name);
+        eprintln!(
+            "adapter {:?} lacks SHADER_F16: native f16 matmul not run",
+            ctx().info.name
+        );
         return;
     }
-    check(1, 35, 29, 45, BLayout::NK, false, true, WeightFormat::F16, 300);
-    check(2, 17, 30, 33, BLayout::KN, true, false, WeightFormat::F16, 301);
-    check(1, 5, 7, 9, BLayout::NK, false, false, WeightFormat::F16, 302);
+    check(
+        1,
+        35,
+        29,
+        45,
+        BLayout::NK,
+        false,
+        true,
+        WeightFormat::F16,
+        300,
+    );
+    check(
+        2,
+        17,
+        30,
+        33,
+        BLayout::KN,
+        true,
+        false,
+        WeightFormat::F16,
+        301,
+    );
+    check(
+        1,
+        5,
+        7,
+        9,
+        BLayout::NK,
+        false,
+        false,
+        WeightFormat::F16,
+        302,
+    );
 }
 
 #[test]

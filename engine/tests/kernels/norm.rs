@@ -1,12 +1,25 @@
-use tessera_engine::ops::norm::{NormSpec, global_response_norm, group_norm, layer_norm, layer_norm_channels};
+use tessera_engine::ops::norm::{
+    NormSpec, global_response_norm, group_norm, layer_norm, layer_norm_channels,
+};
 
 use crate::common::*;
 
-fn norm_rows(x: &[f32], cols: usize, w: Option<&[f32]>, b: Option<&[f32]>, eps: f64, mean: bool) -> Vec<f64> {
+fn norm_rows(
+    x: &[f32],
+    cols: usize,
+    w: Option<&[f32]>,
+    b: Option<&[f32]>,
+    eps: f64,
+    mean: bool,
+) -> Vec<f64> {
     let mut out = Vec::with_capacity(x.len());
     for row in x.chunks(cols) {
         let r = to_f64(row);
-        let mu = if mean { r.iter().sum::<f64>() / cols as f64 } else { 0.0 };
+        let mu = if mean {
+            r.iter().sum::<f64>() / cols as f64
+        } else {
+            0.0
+        };
         let var = r.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / cols as f64;
         let rstd = 1.0 / (var + eps).sqrt();
         for (j, v) in r.iter().enumerate() {
@@ -27,16 +40,41 @@ fn norm_rows(x: &[f32], cols: usize, w: Option<&[f32]>, b: Option<&[f32]>, eps: 
 fn layer_norm_with_and_without_affine() {
     let mut r = rng(1);
     for &(rows, cols) in &[(1, 1), (3, 7), (5, 300), (2, 1000)] {
-        let x: Vec<f32> = randn(&mut r, rows * cols).iter().map(|v| v * 3.0 + 0.5).collect();
+        let x: Vec<f32> = randn(&mut r, rows * cols)
+            .iter()
+            .map(|v| v * 3.0 + 0.5)
+            .collect();
         let w = randn(&mut r, cols);
         let b = randn(&mut r, cols);
-        let (tx, tw, tb) = (upload("x", &[rows, cols], &x), upload("w", &[cols], &w), upload("b", &[cols], &b));
+        let (tx, tw, tb) = (
+            upload("x", &[rows, cols], &x),
+            upload("w", &[cols], &w),
+            upload("b", &[cols], &b),
+        );
         let full = run(|rec| layer_norm(rec, &tx, &NormSpec::layer(Some(&tw), Some(&tb), 1e-5)));
-        assert_close("layer_norm affine", &download(&full), &norm_rows(&x, cols, Some(&w), Some(&b), 1e-5, true), 1e-4, 1e-4);
+        assert_close(
+            "layer_norm affine",
+            &download(&full),
+            &norm_rows(&x, cols, Some(&w), Some(&b), 1e-5, true),
+            1e-4,
+            1e-4,
+        );
         let plain = run(|rec| layer_norm(rec, &tx, &NormSpec::layer(None, None, 1e-6)));
-        assert_close("layer_norm plain", &download(&plain), &norm_rows(&x, cols, None, None, 1e-6, true), 1e-4, 1e-4);
+        assert_close(
+            "layer_norm plain",
+            &download(&plain),
+            &norm_rows(&x, cols, None, None, 1e-6, true),
+            1e-4,
+            1e-4,
+        );
         let wonly = run(|rec| layer_norm(rec, &tx, &NormSpec::layer(Some(&tw), None, 1e-12)));
-        assert_close("layer_norm weight only", &download(&wonly), &norm_rows(&x, cols, Some(&w), None, 1e-12, true), 1e-4, 1e-4);
+        assert_close(
+            "layer_norm weight only",
+            &download(&wonly),
+            &norm_rows(&x, cols, Some(&w), None, 1e-12, true),
+            1e-4,
+            1e-4,
+        );
     }
 }
 
@@ -49,9 +87,21 @@ fn rms_norm_with_and_without_weight() {
     let (tx, tw) = (upload("x", &[2, 3, cols], &x), upload("w", &[cols], &w));
     let y = run(|rec| layer_norm(rec, &tx, &NormSpec::rms(Some(&tw), 1e-6)));
     assert_eq!(y.shape(), &[2, 3, cols]);
-    assert_close("rms_norm", &download(&y), &norm_rows(&x, cols, Some(&w), None, 1e-6, false), 1e-4, 1e-4);
+    assert_close(
+        "rms_norm",
+        &download(&y),
+        &norm_rows(&x, cols, Some(&w), None, 1e-6, false),
+        1e-4,
+        1e-4,
+    );
     let y = run(|rec| layer_norm(rec, &tx, &NormSpec::rms(None, 1e-6)));
-    assert_close("rms_norm plain", &download(&y), &norm_rows(&x, cols, None, None, 1e-6, false), 1e-4, 1e-4);
+    assert_close(
+        "rms_norm plain",
+        &download(&y),
+        &norm_rows(&x, cols, None, None, 1e-6, false),
+        1e-4,
+        1e-4,
+    );
 }
 
 #[test]
@@ -83,7 +133,14 @@ fn channel_norm_on_nchw_matches_permuted_row_norm() {
     assert_close("channel rms_norm", &download(&y), &want, 1e-4, 1e-4);
 }
 
-fn group_norm_ref(x: &[f32], (b, c, hw): (usize, usize, usize), g: usize, w: &[f32], bias: &[f32], silu: bool) -> Vec<f64> {
+fn group_norm_ref(
+    x: &[f32],
+    (b, c, hw): (usize, usize, usize),
+    g: usize,
+    w: &[f32],
+    bias: &[f32],
+    silu: bool,
+) -> Vec<f64> {
     let cpg = c / g;
     let mut out = vec![0.0; x.len()];
     for bi in 0..b {
@@ -109,14 +166,27 @@ fn group_norm_ref(x: &[f32], (b, c, hw): (usize, usize, usize), g: usize, w: &[f
 fn group_norm_nchw_with_fused_silu() {
     let mut r = rng(4);
     for &(b, c, h, w, g) in &[(1, 4, 1, 1, 2), (2, 12, 5, 7, 3), (1, 64, 9, 9, 32)] {
-        let x: Vec<f32> = randn(&mut r, b * c * h * w).iter().map(|v| v * 2.0 - 0.3).collect();
+        let x: Vec<f32> = randn(&mut r, b * c * h * w)
+            .iter()
+            .map(|v| v * 2.0 - 0.3)
+            .collect();
         let wt = randn(&mut r, c);
         let bs = randn(&mut r, c);
-        let (tx, tw, tb) = (upload("x", &[b, c, h, w], &x), upload("w", &[c], &wt), upload("b", &[c], &bs));
+        let (tx, tw, tb) = (
+            upload("x", &[b, c, h, w], &x),
+            upload("w", &[c], &wt),
+            upload("b", &[c], &bs),
+        );
         for silu in [false, true] {
             let y = run(|rec| group_norm(rec, &tx, g, Some(&tw), Some(&tb), 1e-6, silu));
             let want = group_norm_ref(&x, (b, c, h * w), g, &wt, &bs, silu);
-            assert_close(&format!("group_norm {b}x{c}x{h}x{w} g{g} silu={silu}"), &download(&y), &want, 1e-4, 1e-4);
+            assert_close(
+                &format!("group_norm {b}x{c}x{h}x{w} g{g} silu={silu}"),
+                &download(&y),
+                &want,
+                1e-4,
+                1e-4,
+            );
         }
     }
 }
@@ -138,19 +208,28 @@ fn global_response_norm_channels_last() {
     let mut want = vec![0.0; x.len()];
     for bi in 0..b {
         let g: Vec<f64> = (0..c)
-            .map(|ci| (0..h * w).map(|p| f64::from(x[(bi * h * w + p) * c + ci]).powi(2)).sum::<f64>().sqrt())
+            .map(|ci| {
+                (0..h * w)
+                    .map(|p| f64::from(x[(bi * h * w + p) * c + ci]).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
             .collect();
         let mean = g.iter().sum::<f64>() / c as f64;
         for p in 0..h * w {
             for ci in 0..c {
                 let i = (bi * h * w + p) * c + ci;
                 let v = f64::from(x[i]);
-                want[i] = f64::from(gamma[ci]) * (v * g[ci] / (mean + 1e-6)) + f64::from(beta[ci]) + v;
+                want[i] =
+                    f64::from(gamma[ci]) * (v * g[ci] / (mean + 1e-6)) + f64::from(beta[ci]) + v;
             }
         }
     }
     let tx = upload("x", &[b, h, w, c], &x);
-    let (tg, tb) = (upload("gamma", &[1, 1, 1, c], &gamma), upload("beta", &[1, 1, 1, c], &beta));
+    let (tg, tb) = (
+        upload("gamma", &[1, 1, 1, c], &gamma),
+        upload("beta", &[1, 1, 1, c], &beta),
+    );
     let y = run(|rec| global_response_norm(rec, &tx, &tg, &tb, 1e-6));
     assert_close("grn", &download(&y), &want, 1e-4, 1e-4);
 }

@@ -26,12 +26,16 @@ fn pool_reuses_released_buffers() {
 
 #[test]
 fn tensor_over_binding_limit_is_a_named_error() {
-    let limit = u64::from(ctx().limits().max_storage_buffer_binding_size);
+    let limit = ctx().limits().max_storage_buffer_binding_size;
     let elems = (limit / 4 + 1) as usize;
-    let err = Tensor::empty(ctx(), "transformer.huge.weight", &[elems], DType::F32).expect_err("too big");
+    let err =
+        Tensor::empty(ctx(), "transformer.huge.weight", &[elems], DType::F32).expect_err("too big");
     let msg = err.to_string();
     assert!(matches!(err, Error::OverLimit { .. }), "{msg}");
-    assert!(msg.contains("transformer.huge.weight") && msg.contains(&limit.to_string()), "{msg}");
+    assert!(
+        msg.contains("transformer.huge.weight") && msg.contains(&limit.to_string()),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -58,10 +62,12 @@ fn engine_runs_on_a_caller_owned_device() {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
     let instance = wgpu::Instance::new(desc);
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-        .expect("adapter");
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
-        .expect("device");
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .expect("adapter");
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
+            .expect("device");
     let c = GpuContext::from_device(device, queue, adapter.get_info());
     assert!(!c.has_f16(), "default descriptor requests no features");
     let x = Tensor::from_f32(&c, "x", &[2], &[1.0, -1.0]).expect("x");

@@ -52,7 +52,10 @@ fn topk_descending_with_index_tiebreak() {
 /// Inverse-CDF pick in f64, plus the distance from the target to the nearest CDF boundary.
 fn cdf_pick(row: &[f32], t: f64, u: f64) -> (usize, f64, f64) {
     let mx = row.iter().map(|&v| f64::from(v)).fold(f64::MIN, f64::max);
-    let e: Vec<f64> = row.iter().map(|&v| ((f64::from(v) - mx) / t).exp()).collect();
+    let e: Vec<f64> = row
+        .iter()
+        .map(|&v| ((f64::from(v) - mx) / t).exp())
+        .collect();
     let e1: Vec<f64> = row.iter().map(|&v| (f64::from(v) - mx).exp()).collect();
     let total: f64 = e.iter().sum();
     let target = u * total;
@@ -73,8 +76,14 @@ fn categorical_follows_inverse_cdf_of_tempered_softmax() {
     let mut r = rng(3);
     for &(rows, cols, temp) in &[(64, 8192, 1.0f32), (50, 300, 0.5), (40, 5, 2.0)] {
         let x: Vec<f32> = randn(&mut r, rows * cols).iter().map(|v| v * 4.0).collect();
-        let u: Vec<f32> = randn(&mut r, rows).iter().map(|v| (v + 1.0) / 2.0).collect();
-        let (tx, tu) = (upload("logits", &[rows, cols], &x), upload("u", &[rows], &u));
+        let u: Vec<f32> = randn(&mut r, rows)
+            .iter()
+            .map(|v| (v + 1.0) / 2.0)
+            .collect();
+        let (tx, tu) = (
+            upload("logits", &[rows, cols], &x),
+            upload("u", &[rows], &u),
+        );
         let (ids, probs) = run(|rec| categorical(rec, &tx, &tu, temp));
         let ids = ids.to_u32(ctx()).expect("ids");
         let probs = download(&probs);
@@ -84,11 +93,17 @@ fn categorical_follows_inverse_cdf_of_tempered_softmax() {
             // Float summation order may move a target sitting on a boundary; skip those.
             if margin > 1e-5 {
                 assert_eq!(ids[ri] as usize, want, "{cols} cols, T={temp}, row {ri}");
-                assert!((f64::from(probs[ri]) - p).abs() < 1e-5 + 1e-4 * p, "prob row {ri}");
+                assert!(
+                    (f64::from(probs[ri]) - p).abs() < 1e-5 + 1e-4 * p,
+                    "prob row {ri}"
+                );
                 checked += 1;
             }
         }
-        assert!(checked > rows * 9 / 10, "only {checked}/{rows} rows away from boundaries");
+        assert!(
+            checked > rows * 9 / 10,
+            "only {checked}/{rows} rows away from boundaries"
+        );
     }
 }
 
@@ -96,9 +111,16 @@ fn categorical_follows_inverse_cdf_of_tempered_softmax() {
 fn categorical_frequencies_match_probabilities() {
     let logits = [0.0f32, 1.0, -1.0, 2.0, 0.5];
     let rows = 4000;
-    let x: Vec<f32> = logits.iter().cycle().take(rows * logits.len()).copied().collect();
+    let x: Vec<f32> = logits
+        .iter()
+        .cycle()
+        .take(rows * logits.len())
+        .copied()
+        .collect();
     let mut r = rng(4);
-    let u: Vec<f32> = (0..rows).map(|_| rand::RngExt::random::<f32>(&mut r)).collect();
+    let u: Vec<f32> = (0..rows)
+        .map(|_| rand::RngExt::random::<f32>(&mut r))
+        .collect();
     let (tx, tu) = (upload("logits", &[rows, 5], &x), upload("u", &[rows], &u));
     let (ids, _) = run(|rec| categorical(rec, &tx, &tu, 1.0));
     let ids = ids.to_u32(ctx()).expect("ids");
@@ -107,7 +129,10 @@ fn categorical_frequencies_match_probabilities() {
         let p = f64::from(l).exp() / z;
         let freq = ids.iter().filter(|&&i| i as usize == j).count() as f64 / rows as f64;
         let sigma = (p * (1.0 - p) / rows as f64).sqrt();
-        assert!((freq - p).abs() < 5.0 * sigma, "id {j}: freq {freq:.4} vs p {p:.4}");
+        assert!(
+            (freq - p).abs() < 5.0 * sigma,
+            "id {j}: freq {freq:.4} vs p {p:.4}"
+        );
     }
 }
 
