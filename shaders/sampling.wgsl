@@ -6,6 +6,7 @@
 //               uniform u = uniforms[r] ∈ [0, 1) supplied by the caller's seeded RNG, and
 //               writes vals[r] = softmax(logits[r])[ids[r]] (the temperature-free probability
 //               MaskGIT and aMUSEd use as confidence).
+// nearest_code: vector quantisation (below).
 //
 // Thread mapping: one workgroup of 256 invocations per row.
 
@@ -214,5 +215,40 @@ fn categorical(
         }
         ids[row] = pick;
         vals[row] = exp(logits[base + pick] - mx) / total1;
+    }
+}
+
+// nearest_code: ids[r] = argmin_j ‖z_r − codebook_j‖² over k codes of `cols` dims (first on
+// ties), vals[r] = that squared distance. z rows come in through `logits`.
+@group(0) @binding(5) var<storage, read> codebook: array<f32>;
+
+@compute @workgroup_size(256, 1, 1)
+fn nearest_code(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row = row_index(wid, nwg);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.row_stride;
+    var bv = NEG;
+    var bi = NONE;
+    for (var j = li; j < p.k; j += WG) {
+        var d = 0.0;
+        for (var c = 0u; c < p.cols; c++) {
+            let diff = logits[base + c] - codebook[j * p.cols + c];
+            d += diff * diff;
+        }
+        if (better(-d, j, bv, bi)) {
+            bv = -d;
+            bi = j;
+        }
+    }
+    let best = reduce_best(li, bv, bi);
+    if (li == 0u) {
+        ids[row] = best.y;
+        vals[row] = -bitcast<f32>(best.x);
     }
 }

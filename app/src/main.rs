@@ -1,6 +1,8 @@
 //! `tessera`: masked generative image transformers on any GPU.
 
 mod bench;
+mod files;
+mod inspect;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -19,6 +21,14 @@ enum Command {
     Info,
     /// Measure kernel speed on this machine's adapter.
     Bench(bench::BenchArgs),
+    /// Tokenize and encode a prompt with the model's text encoder.
+    EmbedText(inspect::EmbedTextArgs),
+    /// Run the transformer once on given tokens (conditional logits, no guidance).
+    Forward(inspect::ForwardArgs),
+    /// Decode codebook tokens to an image with the model's VQ decoder.
+    Decode(inspect::DecodeArgs),
+    /// Encode an image to codebook tokens with the model's VQ encoder.
+    Encode(inspect::EncodeArgs),
 }
 
 fn run() -> Result<()> {
@@ -26,6 +36,10 @@ fn run() -> Result<()> {
     match cli.command {
         Some(Command::Info) => info(),
         Some(Command::Bench(args)) => bench::run(&args),
+        Some(Command::EmbedText(a)) => inspect::embed_text(&a),
+        Some(Command::Forward(a)) => inspect::forward(&a),
+        Some(Command::Decode(a)) => inspect::decode(&a),
+        Some(Command::Encode(a)) => inspect::encode(&a),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;
@@ -54,7 +68,22 @@ fn info() -> Result<()> {
     Ok(())
 }
 
+/// Headless Linux: without XDG_RUNTIME_DIR, the Vulkan driver's Wayland probe prints an
+/// "error:" line to stderr on every start, although compute needs no display. Point it at the
+/// temp dir so the probe fails quietly.
+fn quiet_headless_wsi_probe() {
+    if cfg!(target_os = "linux") && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: called first thing in `main`, before any other thread exists, so nothing can
+        // read the environment concurrently.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+        }
+    }
+}
+
 fn main() {
+    quiet_headless_wsi_probe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     if let Err(e) = run() {
         eprintln!("Error: {e:#}");

@@ -50,9 +50,59 @@ pub enum Error {
 
     #[error("reading back tensor {name:?} from the GPU failed: {reason}")]
     Readback { name: String, reason: String },
+
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+
+    #[error("{file}: tensor {name:?} is missing")]
+    MissingTensor { name: String, file: String },
+
+    #[error("{file}: tensor {name:?} has shape {got:?}, expected {expected:?}")]
+    TensorShape {
+        name: String,
+        file: String,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+
+    #[error("{file}: tensor {name:?} has dtype {dtype}, expected F32, F16 or BF16")]
+    TensorDType {
+        name: String,
+        file: String,
+        dtype: String,
+    },
+
+    #[error("{file}: config key {key:?}: {message}")]
+    Config {
+        file: String,
+        key: String,
+        message: String,
+    },
+
+    #[error("tokenizer {path}: {message}")]
+    Tokenizer { path: String, message: String },
 }
 
 impl Error {
+    pub(crate) fn file(path: impl AsRef<std::path::Path>, message: impl std::fmt::Display) -> Self {
+        Error::File {
+            path: path.as_ref().display().to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn config(
+        file: impl AsRef<std::path::Path>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Config {
+            file: file.as_ref().display().to_string(),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
     pub(crate) fn shape(op: &'static str, message: impl Into<String>) -> Self {
         Error::Shape {
             op,

@@ -7,6 +7,8 @@
 pub mod bench;
 pub mod error;
 pub mod gpu;
+pub mod io;
+pub mod models;
 pub mod ops;
 pub mod shaders;
 

@@ -124,6 +124,17 @@ impl Tensor {
         })
     }
 
+    /// A stand-in carrying only shape and dtype over a tiny buffer: used while a model's weights
+    /// are checked before anything is uploaded. Never bind it.
+    pub(crate) fn placeholder(ctx: &GpuContext, name: &str, shape: &[usize], dtype: DType) -> Self {
+        Self {
+            buf: Arc::new(ctx.pool.acquire(&ctx.device, 16)),
+            shape: shape.to_vec(),
+            dtype,
+            name: name.into(),
+        }
+    }
+
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }

@@ -105,12 +105,10 @@ pub fn attention<'a>(
         causal,
         scale,
     } = *spec_;
-    if heads == 0 || head_dim == 0 || head_dim > MAX_HEAD_DIM {
+    if heads == 0 || head_dim == 0 {
         return Err(Error::shape(
             OP,
-            format!(
-                "heads {heads} × head_dim {head_dim}: need heads ≥ 1 and 1 ≤ head_dim ≤ {MAX_HEAD_DIM}"
-            ),
+            format!("heads {heads} × head_dim {head_dim}"),
         ));
     }
     let width = heads * head_dim;
@@ -147,6 +145,9 @@ pub fn attention<'a>(
     }
     if lk == 0 {
         return Err(Error::shape(OP, "no keys to attend to"));
+    }
+    if head_dim > MAX_HEAD_DIM {
+        return unfused(rec, q, k, v, spec_);
     }
     let out = Tensor::empty(rec.ctx(), "attention.out", &[bq, lq, width], DType::F32)?;
     let u = |what: &str, v: usize| to_u32(OP, what, v);
@@ -189,4 +190,52 @@ pub fn attention<'a>(
         groups,
     )?;
     Ok(out)
+}
+
+/// Heads wider than the fused kernel holds (e.g. a VQ mid-block's single 512-wide head):
+/// Q·Kᵀ and P·V as batched matmuls around a row softmax, materialising the scores.
+fn unfused(
+    rec: &mut Recorder<'_>,
+    q: Columns<'_>,
+    k: Columns<'_>,
+    v: Columns<'_>,
+    spec_: &AttentionSpec,
+) -> Result<Tensor> {
+    use super::{elementwise, layout, matmul};
+    const OP: &str = "attention";
+    if spec_.causal {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "causal attention needs head_dim ≤ {MAX_HEAD_DIM}, got {}",
+                spec_.head_dim
+            ),
+        ));
+    }
+    let (h, d) = (spec_.heads, spec_.head_dim);
+    // [B, L, W] columns → [B·H, L, D].
+    let split = |rec: &mut Recorder<'_>, c: Columns<'_>| -> Result<Tensor> {
+        let [b, l, w] = *c.tensor.shape() else {
+            return Err(Error::shape(
+                OP,
+                format!("{:?} is not [batch, len, width]", c.tensor.shape()),
+            ));
+        };
+        let t = if c.offset == 0 && w == h * d {
+            c.tensor.clone()
+        } else {
+            layout::slice(rec, c.tensor, 2, c.offset, h * d)?
+        };
+        let t = layout::permute(rec, &t.reshape(&[b, l, h, d])?, &[0, 2, 1, 3])?;
+        t.reshape(&[b * h, l, d])
+    };
+    let b = q.tensor.shape()[0];
+    let lq = q.tensor.shape()[1];
+    let (qh, kh, vh) = (split(rec, q)?, split(rec, k)?, split(rec, v)?);
+    let scores = matmul::matmul(rec, &qh, &kh, None, matmul::BLayout::NK)?;
+    let scale = spec_.scale.unwrap_or(1.0 / (d as f32).sqrt());
+    let probs = elementwise::softmax(rec, &scores, scale)?;
+    let o = matmul::matmul(rec, &probs, &vh, None, matmul::BLayout::KN)?;
+    let o = layout::permute(rec, &o.reshape(&[b, h, lq, d])?, &[0, 2, 1, 3])?;
+    o.reshape(&[b, lq, h * d])
 }

@@ -29,7 +29,12 @@ fn spec(entry: &'static str) -> KernelSpec {
 }
 
 pub(crate) fn specs() -> Vec<KernelSpec> {
-    vec![spec("argmax"), spec("topk"), spec("categorical")]
+    vec![
+        spec("argmax"),
+        spec("topk"),
+        spec("categorical"),
+        spec("nearest_code"),
+    ]
 }
 
 fn rows_cols(op: &'static str, logits: &Tensor) -> Result<(usize, usize)> {
@@ -143,6 +148,57 @@ pub fn categorical(
         rows,
     )?;
     Ok((ids, vals))
+}
+
+/// Vector quantisation: for each row of z `[rows, dim]`, the index (u32) of the nearest row of
+/// `codebook` `[codes, dim]` in Euclidean distance (first on ties), and that squared distance.
+pub fn nearest_code(
+    rec: &mut Recorder<'_>,
+    z: &Tensor,
+    codebook: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "nearest_code";
+    let (rows, dim) = rows_cols(OP, z)?;
+    codebook.expect_dtype(OP, DType::F32)?;
+    let [codes, cdim] = *codebook.shape() else {
+        return Err(Error::shape(
+            OP,
+            format!("codebook {:?} is not [codes, dim]", codebook.shape()),
+        ));
+    };
+    if cdim != dim || codes == 0 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "z {:?} and codebook {:?} differ in dim",
+                z.shape(),
+                codebook.shape()
+            ),
+        ));
+    }
+    let shape = out_shape(z, None);
+    let ids = Tensor::empty(rec.ctx(), "nearest_code.ids", &shape, DType::U32)?;
+    let dist = Tensor::empty(rec.ctx(), "nearest_code.dist", &shape, DType::F32)?;
+    let params = Params {
+        rows: to_u32(OP, "rows", rows)?,
+        cols: to_u32(OP, "dim", dim)?,
+        row_stride: to_u32(OP, "dim", dim)?,
+        k: to_u32(OP, "codes", codes)?,
+        ..Default::default()
+    };
+    let groups = groups_for(rec, rows, 1)?;
+    rec.dispatch(
+        &spec("nearest_code"),
+        bytemuck::bytes_of(&params),
+        &[
+            (1, Binding::Tensor(z)),
+            (3, Binding::Tensor(&ids)),
+            (4, Binding::Tensor(&dist)),
+            (5, Binding::Tensor(codebook)),
+        ],
+        groups,
+    )?;
+    Ok((ids, dist))
 }
 
 #[allow(clippy::too_many_arguments)]

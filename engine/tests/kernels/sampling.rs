@@ -153,3 +153,37 @@ fn categorical_rejects_zero_temperature() {
     let mut rec = ctx().recorder();
     assert!(categorical(&mut rec, &tx, &tu, 0.0).is_err());
 }
+
+#[test]
+fn nearest_code_is_argmin_of_euclidean_distance() {
+    let mut r = rng(5);
+    let (rows, dim, codes) = (37, 5, 300);
+    let z = randn(&mut r, rows * dim);
+    let mut book = randn(&mut r, codes * dim);
+    // A duplicated code: the first copy must win.
+    let dup = book[7 * dim..8 * dim].to_vec();
+    book[200 * dim..201 * dim].copy_from_slice(&dup);
+    let z0: Vec<f32> = dup.iter().map(|v| v + 1e-3).collect();
+    let z = [z0, z].concat();
+    let (tz, tb) = (
+        upload("z", &[rows + 1, dim], &z),
+        upload("codebook", &[codes, dim], &book),
+    );
+    let (ids, dist) = run(|rec| tessera_engine::ops::sampling::nearest_code(rec, &tz, &tb));
+    let ids = ids.to_u32(ctx()).expect("ids");
+    let dist = download(&dist);
+    for (ri, row) in z.chunks(dim).enumerate() {
+        let d = |j: usize| -> f64 {
+            row.iter()
+                .zip(&book[j * dim..][..dim])
+                .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+                .sum()
+        };
+        let best = (0..codes)
+            .min_by(|&a, &b| d(a).total_cmp(&d(b)).then(a.cmp(&b)))
+            .unwrap_or(0);
+        assert_eq!(ids[ri] as usize, best, "row {ri}");
+        assert!((f64::from(dist[ri]) - d(best)).abs() < 1e-5);
+    }
+    assert_eq!(ids[0], 7);
+}

@@ -1,0 +1,142 @@
+//! Files in and out: safetensors tensors, PNG images, and writes that leave nothing behind on
+//! failure.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+/// Writes `bytes` to `path` through a temporary sibling and a rename, so a failure never leaves
+/// a partial file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::anyhow!("writing {}: {e}", path.display())
+    })
+}
+
+/// A named tensor to write.
+pub enum Out<'a> {
+    F32(&'a str, Vec<usize>, &'a [f32]),
+    I64(&'a str, Vec<usize>, Vec<i64>),
+}
+
+/// Serialises tensors into a safetensors file.
+pub fn write_tensors(path: &Path, tensors: &[Out<'_>]) -> Result<()> {
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for t in tensors {
+        match t {
+            Out::F32(n, s, v) => owned.push((
+                (*n).into(),
+                Dtype::F32,
+                s.clone(),
+                bytemuck::cast_slice(v).to_vec(),
+            )),
+            Out::I64(n, s, v) => owned.push((
+                (*n).into(),
+                Dtype::I64,
+                s.clone(),
+                bytemuck::cast_slice(v).to_vec(),
+            )),
+        }
+    }
+    let views: Vec<(String, TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
+        .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    let bytes = safetensors::serialize(views, None)?;
+    write_atomically(path, &bytes)
+}
+
+/// Reads integer token ids (i64 or i32) named `name` from a safetensors file, as u32 with their
+/// shape. Negative or oversized ids are an error.
+pub fn read_tokens(path: &Path, name: &str) -> Result<(Vec<u32>, Vec<usize>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
+    let t = st
+        .tensor(name)
+        .with_context(|| format!("{}: no tensor {name:?}", path.display()))?;
+    let vals: Vec<i64> = match t.dtype() {
+        Dtype::I64 => bytemuck::pod_collect_to_vec::<u8, i64>(t.data()),
+        Dtype::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(t.data())
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        d => bail!(
+            "{}: tensor {name:?} has dtype {d:?}, expected I64 or I32",
+            path.display()
+        ),
+    };
+    let ids = vals
+        .iter()
+        .map(|&v| {
+            u32::try_from(v).with_context(|| format!("{}: {name} holds id {v}", path.display()))
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    Ok((ids, t.shape().to_vec()))
+}
+
+/// Reads an image as RGB f32 NCHW `[1, 3, H, W]` with values in [0, 1] (alpha dropped).
+pub fn read_image(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    let img = image::open(path)
+        .with_context(|| format!("{}: cannot read image", path.display()))?
+        .to_rgb8();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut out = vec![0.0f32; 3 * h * w];
+    for (x, y, px) in img.enumerate_pixels() {
+        for c in 0..3 {
+            out[(c * h + y as usize) * w + x as usize] = f32::from(px[c]) / 255.0;
+        }
+    }
+    Ok((out, w, h))
+}
+
+/// Encodes NCHW values (clipped to [0, 1]) of one image as PNG bytes, with optional text chunks.
+pub fn png_bytes(
+    chw: &[f32],
+    w: usize,
+    h: usize,
+    text: &HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut rgb = vec![0u8; 3 * w * h];
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                let v = chw[(c * h + y) * w + x].clamp(0.0, 1.0);
+                rgb[(y * w + x) * 3 + c] = (v * 255.0).round() as u8;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let mut enc = png_encoder(&mut out, w, h)?;
+        for (k, v) in text {
+            enc.add_text_chunk(k.clone(), v.clone())?;
+        }
+        let mut writer = enc.write_header()?;
+        writer.write_image_data(&rgb)?;
+    }
+    Ok(out)
+}
+
+fn png_encoder(out: &mut Vec<u8>, w: usize, h: usize) -> Result<png::Encoder<'_, &mut Vec<u8>>> {
+    let mut enc = png::Encoder::new(out, u32::try_from(w)?, u32::try_from(h)?);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    Ok(enc)
+}

@@ -1,0 +1,186 @@
+//! Inspection subcommands: run one model component on tensors from files and write the result,
+//! so every stage can be compared with the reference implementation.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tessera_engine::io::resolve_model;
+use tessera_engine::models::amused::{TextStack, micro_conds};
+use tessera_engine::models::uvit2d::{Conditioning, UVit2DModel};
+use tessera_engine::models::vq::VqModel;
+use tessera_engine::{GpuContext, Tensor};
+
+use crate::files::{Out, png_bytes, read_image, read_tokens, write_atomically, write_tensors};
+
+#[derive(Args)]
+pub struct EmbedTextArgs {
+    /// Model folder or hub id (resolved from the local Hugging Face cache).
+    #[arg(long, value_name = "DIR|ID")]
+    model: String,
+    /// Text to encode.
+    #[arg(long)]
+    prompt: String,
+    /// Output safetensors file: input_ids (i64), pooled (f32), hidden (f32, penultimate layer).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ForwardArgs {
+    /// Model folder or hub id.
+    #[arg(long, value_name = "DIR|ID")]
+    model: String,
+    /// safetensors file holding `tokens` (i64 or i32, [1, h, w]; the mask id is allowed).
+    #[arg(long, value_name = "FILE")]
+    tokens: PathBuf,
+    /// Prompt for the conditional branch.
+    #[arg(long, default_value = "")]
+    prompt: String,
+    /// Output safetensors file: logits (f32 [1, h·w, codebook]).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DecodeArgs {
+    /// Model folder or hub id.
+    #[arg(long, value_name = "DIR|ID")]
+    model: String,
+    /// safetensors file holding `tokens` (i64 or i32, [1, h, w], codebook ids).
+    #[arg(long, value_name = "FILE")]
+    tokens: PathBuf,
+    /// Output PNG (the decoded image clipped to [0, 1]).
+    #[arg(long, value_name = "IMAGE.png")]
+    out: PathBuf,
+    /// Also write the unclipped decoder output as `image` (f32 [1, 3, H, W]).
+    #[arg(long, value_name = "FILE")]
+    raw: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct EncodeArgs {
+    /// Model folder or hub id.
+    #[arg(long, value_name = "DIR|ID")]
+    model: String,
+    /// Input image (RGB; read as values in [0, 1]); sides must be multiples of the VQ's scale.
+    #[arg(long, value_name = "IMAGE")]
+    image: PathBuf,
+    /// Output safetensors file: tokens (i64 [1, h, w]).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+fn token_grid(ids: &[u32], shape: &[usize], limit: usize, what: &str) -> Result<[usize; 3]> {
+    let [1, h, w] = *shape else {
+        bail!("tokens have shape {shape:?}, expected [1, h, w]");
+    };
+    if let Some((i, &id)) = ids
+        .iter()
+        .enumerate()
+        .find(|&(_, &id)| id as usize >= limit)
+    {
+        bail!("tokens[{i}] = {id} is outside {what} (ids must be below {limit})");
+    }
+    Ok([1, h, w])
+}
+
+pub fn embed_text(a: &EmbedTextArgs) -> Result<()> {
+    let ctx = GpuContext::new()?;
+    let folder = resolve_model(&a.model)?;
+    let text = TextStack::load(&ctx, &folder)?;
+    let mut rec = ctx.recorder();
+    let (ids, emb) = text.embed(&mut rec, &[&a.prompt])?;
+    rec.submit();
+    let pooled = emb.pooled.to_f32(&ctx)?;
+    let hidden = emb.penultimate.to_f32(&ctx)?;
+    write_tensors(
+        &a.out,
+        &[
+            Out::I64(
+                "input_ids",
+                vec![1, ids.len()],
+                ids.iter().map(|&v| i64::from(v)).collect(),
+            ),
+            Out::F32("pooled", emb.pooled.shape().to_vec(), &pooled),
+            Out::F32("hidden", emb.penultimate.shape().to_vec(), &hidden),
+        ],
+    )
+}
+
+pub fn forward(a: &ForwardArgs) -> Result<()> {
+    let ctx = GpuContext::new()?;
+    let folder = resolve_model(&a.model)?;
+    let (ids, shape) = read_tokens(&a.tokens, "tokens")?;
+    let transformer = UVit2DModel::load(&ctx, &folder.component("transformer")?)?;
+    let c = &transformer.config;
+    let grid = token_grid(&ids, &shape, c.vocab_size, "the transformer's vocabulary")?;
+    let vq_cfg: tessera_engine::models::vq::Config =
+        tessera_engine::io::read_config(&folder.component("vqvae")?.join("config.json"))?;
+    let size = c.sample_size * vq_cfg.scale_factor();
+    let text = TextStack::load(&ctx, &folder)?;
+    let mut rec = ctx.recorder();
+    let (_, emb) = text.embed(&mut rec, &[&a.prompt])?;
+    let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
+    let micro = micro_conds(&ctx, 1, (size, size), (0.0, 0.0), 6.0)?;
+    let logits = transformer.forward(
+        &mut rec,
+        &tokens,
+        &Conditioning {
+            pooled: &emb.pooled,
+            hidden: &emb.penultimate,
+            micro_conds: &micro,
+        },
+    )?;
+    rec.submit();
+    let v = logits.to_f32(&ctx)?;
+    write_tensors(&a.out, &[Out::F32("logits", logits.shape().to_vec(), &v)])
+}
+
+pub fn decode(a: &DecodeArgs) -> Result<()> {
+    let ctx = GpuContext::new()?;
+    let folder = resolve_model(&a.model)?;
+    let (ids, shape) = read_tokens(&a.tokens, "tokens")?;
+    let vq = VqModel::load(&ctx, &folder.component("vqvae")?)?;
+    let grid = token_grid(&ids, &shape, vq.config.num_vq_embeddings, "the VQ codebook")?;
+    let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
+    let mut rec = ctx.recorder();
+    let image = vq.decode(&mut rec, &tokens)?;
+    rec.submit();
+    let v = image.to_f32(&ctx)?;
+    let (h, w) = (image.shape()[2], image.shape()[3]);
+    if image.shape()[1] != 3 {
+        bail!(
+            "the VQ decodes {} channels; a PNG needs 3",
+            image.shape()[1]
+        );
+    }
+    let png = png_bytes(&v, w, h, &HashMap::new())?;
+    if let Some(raw) = &a.raw {
+        write_tensors(raw, &[Out::F32("image", image.shape().to_vec(), &v)])?;
+    }
+    write_atomically(&a.out, &png)
+}
+
+pub fn encode(a: &EncodeArgs) -> Result<()> {
+    let ctx = GpuContext::new()?;
+    let folder = resolve_model(&a.model)?;
+    let (pixels, w, h) = read_image(&a.image)?;
+    let vq = VqModel::load(&ctx, &folder.component("vqvae")?)?;
+    let f = vq.config.scale_factor();
+    if w % f != 0 || h % f != 0 || w == 0 || h == 0 {
+        bail!(
+            "{}: image is {w}×{h}; this model needs sides that are multiples of {f}",
+            a.image.display()
+        );
+    }
+    let image =
+        Tensor::from_f32(&ctx, "image", &[1, 3, h, w], &pixels).context("uploading image")?;
+    let mut rec = ctx.recorder();
+    let ids = vq.encode(&mut rec, &image)?;
+    rec.submit();
+    let shape = ids.shape().to_vec();
+    let v: Vec<i64> = ids.to_u32(&ctx)?.into_iter().map(i64::from).collect();
+    write_tensors(&a.out, &[Out::I64("tokens", shape, v)])
+}

@@ -1,0 +1,187 @@
+//! safetensors files: headers indexed at open, tensors converted to f32 (or kept f16) on demand.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+struct Entry {
+    file: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    range: Range<usize>,
+}
+
+/// One or more safetensors files (shards) read into memory, with every tensor indexed by name.
+pub struct Checkpoint {
+    files: Vec<(PathBuf, Vec<u8>)>,
+    index: BTreeMap<String, Entry>,
+}
+
+/// A tensor's values as stored: f32, or f16 kept as raw halves.
+pub enum Values {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
+impl Checkpoint {
+    /// Opens the given files (shards of one checkpoint).
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut files = Vec::new();
+        let mut index = BTreeMap::new();
+        for (fi, path) in paths.iter().enumerate() {
+            let bytes = std::fs::read(path).map_err(|e| Error::file(path, e))?;
+            let (n, meta) = SafeTensors::read_metadata(&bytes)
+                .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
+            let data_start = 8 + n;
+            for (name, info) in meta.tensors() {
+                let (a, b) = info.data_offsets;
+                let range = data_start + a..data_start + b;
+                if range.end > bytes.len() {
+                    return Err(Error::file(
+                        path,
+                        format!("tensor {name:?} runs past the end of the file"),
+                    ));
+                }
+                index.insert(
+                    name,
+                    Entry {
+                        file: fi,
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        range,
+                    },
+                );
+            }
+            files.push((path.clone(), bytes));
+        }
+        Ok(Self { files, index })
+    }
+
+    /// Where to say a tensor was looked for.
+    pub fn describe(&self) -> String {
+        match self.files.as_slice() {
+            [(p, _)] => p.display().to_string(),
+            _ => self
+                .files
+                .iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    fn file_of(&self, name: &str) -> String {
+        self.index.get(name).map_or_else(
+            || self.describe(),
+            |e| self.files[e.file].0.display().to_string(),
+        )
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.index.get(name).map(|e| e.shape.as_slice())
+    }
+
+    /// Checks presence, shape and dtype of `name` without converting anything.
+    pub fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
+        let e = self.index.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_owned(),
+            file: self.describe(),
+        })?;
+        if e.shape != shape {
+            return Err(Error::TensorShape {
+                name: name.to_owned(),
+                file: self.file_of(name),
+                got: e.shape.clone(),
+                expected: shape.to_vec(),
+            });
+        }
+        if !matches!(e.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(Error::TensorDType {
+                name: name.to_owned(),
+                file: self.file_of(name),
+                dtype: format!("{:?}", e.dtype),
+            });
+        }
+        Ok(())
+    }
+
+    /// The tensor's values: f16 stays f16 when `keep_f16`, everything else becomes f32.
+    pub fn values(&self, name: &str, shape: &[usize], keep_f16: bool) -> Result<Values> {
+        self.check(name, shape)?;
+        let e = &self.index[name];
+        let bytes = &self.files[e.file].1[e.range.clone()];
+        Ok(match e.dtype {
+            Dtype::F16 if keep_f16 => Values::F16(bytemuck::pod_collect_to_vec(bytes)),
+            Dtype::F16 => Values::F32(
+                bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes)
+                    .into_iter()
+                    .map(f32::from)
+                    .collect(),
+            ),
+            Dtype::BF16 => Values::F32(
+                bytemuck::pod_collect_to_vec::<u8, half::bf16>(bytes)
+                    .into_iter()
+                    .map(f32::from)
+                    .collect(),
+            ),
+            _ => Values::F32(bytemuck::pod_collect_to_vec(bytes)),
+        })
+    }
+
+    /// The tensor as f32 values.
+    pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        match self.values(name, shape, false)? {
+            Values::F32(v) => Ok(v),
+            Values::F16(_) => unreachable!("keep_f16 is false"),
+        }
+    }
+}
+
+/// The safetensors files of one model component in `dir`: a sharded index if present, else the
+/// single file, preferring full precision over the `.fp16` variant.
+pub fn component_files(dir: &Path, stems: &[&str]) -> Result<Vec<PathBuf>> {
+    for stem in stems {
+        for variant in ["", ".fp16"] {
+            let idx = dir.join(format!("{stem}{variant}.safetensors.index.json"));
+            if idx.is_file() {
+                return shard_files(&idx);
+            }
+            let single = dir.join(format!("{stem}{variant}.safetensors"));
+            if single.is_file() {
+                return Ok(vec![single]);
+            }
+        }
+    }
+    Err(Error::file(
+        dir,
+        format!(
+            "no weights found (looked for {}.safetensors, .fp16.safetensors and sharded index files)",
+            stems.join(".safetensors / ")
+        ),
+    ))
+}
+
+fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let idx: Index = super::read_config(index)?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = idx.weight_map.values().map(|f| dir.join(f)).collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}

@@ -1,0 +1,123 @@
+//! Builds model structs from a checkpoint: every tensor is first checked (presence, shape,
+//! dtype) with nothing uploaded, then the same constructor runs again and uploads.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::fmt::Display;
+use std::rc::Rc;
+
+use super::checkpoint::{Checkpoint, Values};
+use crate::error::Result;
+use crate::gpu::{DType, GpuContext, Tensor};
+
+/// Hands tensors to model constructors under a dotted path prefix (`vb.pp("layers").pp(3)`).
+#[derive(Clone)]
+pub struct Loader<'a> {
+    ctx: &'a GpuContext,
+    ckpt: &'a Checkpoint,
+    prefix: String,
+    check_only: bool,
+    keep_f16: bool,
+    used: Rc<RefCell<BTreeSet<String>>>,
+}
+
+impl<'a> Loader<'a> {
+    /// Runs `build` once to check every tensor it asks for, then again to upload them.
+    /// `keep_f16`: matrix weights stored as f16 stay f16 on the GPU (half the memory).
+    /// Tensors in the checkpoint that `build` never asked for are logged.
+    pub fn load<T>(
+        ctx: &'a GpuContext,
+        ckpt: &'a Checkpoint,
+        keep_f16: bool,
+        build: impl Fn(&Loader<'a>) -> Result<T>,
+    ) -> Result<T> {
+        let mut l = Loader {
+            ctx,
+            ckpt,
+            prefix: String::new(),
+            check_only: true,
+            keep_f16,
+            used: Rc::new(RefCell::new(BTreeSet::new())),
+        };
+        build(&l)?;
+        l.check_only = false;
+        let model = build(&l)?;
+        let used = l.used.borrow();
+        let unused: Vec<&str> = ckpt.names().filter(|n| !used.contains(*n)).collect();
+        if !unused.is_empty() {
+            log::warn!(
+                "{}: {} tensors unused, e.g. {:?}",
+                ckpt.describe(),
+                unused.len(),
+                &unused[..unused.len().min(5)]
+            );
+        }
+        Ok(model)
+    }
+
+    /// A loader one level down: `pp("attn1")` under `transformer_layers.3` reads
+    /// `transformer_layers.3.attn1.*`.
+    pub fn pp(&self, part: impl Display) -> Loader<'a> {
+        let prefix = if self.prefix.is_empty() {
+            part.to_string()
+        } else {
+            format!("{}.{part}", self.prefix)
+        };
+        Loader {
+            prefix,
+            used: Rc::clone(&self.used),
+            ..*self
+        }
+    }
+
+    pub fn ctx(&self) -> &'a GpuContext {
+        self.ctx
+    }
+
+    fn path(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// True when the checkpoint holds `name` under this prefix.
+    pub fn contains(&self, name: &str) -> bool {
+        self.ckpt.contains(&self.path(name))
+    }
+
+    fn get(&self, name: &str, shape: &[usize], allow_f16: bool) -> Result<Tensor> {
+        let path = self.path(name);
+        self.ckpt.check(&path, shape)?;
+        self.used.borrow_mut().insert(path.clone());
+        if self.check_only {
+            return Ok(Tensor::placeholder(self.ctx, &path, shape, DType::F32));
+        }
+        match self.ckpt.values(&path, shape, allow_f16 && self.keep_f16)? {
+            Values::F32(v) => Tensor::from_f32(self.ctx, &path, shape, &v),
+            Values::F16(v) => {
+                Tensor::upload_bytes(self.ctx, &path, shape, DType::F16, bytemuck::cast_slice(&v))
+            }
+        }
+    }
+
+    /// An f32 tensor of exactly `shape`.
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.get(name, shape, false)
+    }
+
+    /// A matrix weight (matmul B operand): f16 in the file stays f16 when the loader keeps f16.
+    pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.get(name, shape, true)
+    }
+
+    /// `tensor` when present, `None` when the checkpoint lacks it.
+    pub fn optional(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+        if self.contains(name) {
+            self.tensor(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}

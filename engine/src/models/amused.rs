@@ -1,0 +1,173 @@
+//! An aMUSEd pipeline folder (diffusers `AmusedPipeline`): tokenizer, CLIP text encoder,
+//! UVit2D transformer, VQ model and scheduler settings, with the conditioning the reference
+//! pipeline feeds them.
+
+use serde::Deserialize;
+
+use super::clip_text::{ClipTextModel, TextEmbeddings};
+use super::clip_tokenizer::ClipTokenizer;
+use super::uvit2d::{Conditioning, UVit2DModel};
+use super::vq::VqModel;
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, Recorder, Tensor};
+use crate::io::{ModelFolder, read_config};
+
+/// `scheduler/scheduler_config.json` of an `AmusedScheduler`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SchedulerConfig {
+    pub mask_token_id: u32,
+    #[serde(default = "cosine")]
+    pub masking_schedule: String,
+}
+
+fn cosine() -> String {
+    "cosine".into()
+}
+
+/// Prompt → token ids → text embeddings.
+pub struct TextStack {
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel,
+}
+
+impl TextStack {
+    pub fn load(ctx: &GpuContext, folder: &ModelFolder) -> Result<Self> {
+        Ok(Self {
+            tokenizer: ClipTokenizer::from_dir(&folder.component("tokenizer")?)?,
+            text_encoder: ClipTextModel::load(ctx, &folder.component("text_encoder")?)?,
+        })
+    }
+
+    /// Token ids (padded to the tokenizer's max length) and embeddings for each prompt.
+    pub fn embed(
+        &self,
+        rec: &mut Recorder<'_>,
+        prompts: &[&str],
+    ) -> Result<(Vec<u32>, TextEmbeddings)> {
+        let mut ids = Vec::new();
+        for p in prompts {
+            ids.extend(self.tokenizer.encode(p)?);
+        }
+        let emb = self.text_encoder.forward(rec, &ids, prompts.len())?;
+        Ok((ids, emb))
+    }
+}
+
+/// Every component of an aMUSEd folder.
+pub struct AmusedPipeline {
+    pub folder: ModelFolder,
+    pub text: TextStack,
+    pub transformer: UVit2DModel,
+    pub vqvae: VqModel,
+    pub scheduler: SchedulerConfig,
+}
+
+impl AmusedPipeline {
+    pub fn load(ctx: &GpuContext, folder: &ModelFolder) -> Result<Self> {
+        let text = TextStack::load(ctx, folder)?;
+        let transformer = UVit2DModel::load(ctx, &folder.component("transformer")?)?;
+        let vqvae = VqModel::load(ctx, &folder.component("vqvae")?)?;
+        let sched_path = folder.component("scheduler")?.join("scheduler_config.json");
+        let scheduler: SchedulerConfig = read_config(&sched_path)?;
+        check_compatible(&text, &transformer, &vqvae, &scheduler, folder)?;
+        Ok(Self {
+            folder: folder.clone(),
+            text,
+            transformer,
+            vqvae,
+            scheduler,
+        })
+    }
+
+    /// The image size the pipeline generates by default (the transformer's sample size in
+    /// tokens times the VQ's scale factor), as (width, height).
+    pub fn output_size(&self) -> (usize, usize) {
+        let s = self.transformer.config.sample_size * self.vqvae.config.scale_factor();
+        (s, s)
+    }
+
+    /// Conditional logits `[B, h·w, codebook]` for `tokens` `[B, h, w]`, no guidance.
+    pub fn forward(
+        &self,
+        rec: &mut Recorder<'_>,
+        tokens: &Tensor,
+        text: &TextEmbeddings,
+        micro_conds: &Tensor,
+    ) -> Result<Tensor> {
+        self.transformer.forward(
+            rec,
+            tokens,
+            &Conditioning {
+                pooled: &text.pooled,
+                hidden: &text.penultimate,
+                micro_conds,
+            },
+        )
+    }
+}
+
+/// `[B, 5]` micro-conditioning: width, height, crop top, crop left, aesthetic score (the
+/// pipeline's defaults are crop (0, 0) and score 6).
+pub fn micro_conds(
+    ctx: &GpuContext,
+    batch: usize,
+    (width, height): (usize, usize),
+    crop: (f32, f32),
+    score: f32,
+) -> Result<Tensor> {
+    let row = [width as f32, height as f32, crop.0, crop.1, score];
+    let data: Vec<f32> = row.iter().copied().cycle().take(5 * batch).collect();
+    Tensor::from_f32(ctx, "micro_conds", &[batch, 5], &data)
+}
+
+fn check_compatible(
+    text: &TextStack,
+    t: &UVit2DModel,
+    vq: &VqModel,
+    s: &SchedulerConfig,
+    folder: &ModelFolder,
+) -> Result<()> {
+    let tc = &t.config;
+    let file = |c: &str| folder.root.join(c).join("config.json");
+    if text.text_encoder.config.projection_dim != tc.cond_embed_dim {
+        return Err(Error::config(
+            file("transformer"),
+            "cond_embed_dim",
+            format!(
+                "{} ≠ text encoder projection_dim {}",
+                tc.cond_embed_dim, text.text_encoder.config.projection_dim
+            ),
+        ));
+    }
+    if text.text_encoder.config.hidden_size != tc.encoder_hidden_size {
+        return Err(Error::config(
+            file("transformer"),
+            "encoder_hidden_size",
+            format!(
+                "{} ≠ text encoder hidden_size {}",
+                tc.encoder_hidden_size, text.text_encoder.config.hidden_size
+            ),
+        ));
+    }
+    if vq.config.num_vq_embeddings != tc.codebook_size {
+        return Err(Error::config(
+            file("vqvae"),
+            "num_vq_embeddings",
+            format!(
+                "{} ≠ transformer codebook_size {}",
+                vq.config.num_vq_embeddings, tc.codebook_size
+            ),
+        ));
+    }
+    if s.mask_token_id as usize >= tc.vocab_size || (s.mask_token_id as usize) < tc.codebook_size {
+        return Err(Error::config(
+            folder.root.join("scheduler/scheduler_config.json"),
+            "mask_token_id",
+            format!(
+                "{} is not a non-code id below vocab_size {}",
+                s.mask_token_id, tc.vocab_size
+            ),
+        ));
+    }
+    Ok(())
+}
