@@ -15,12 +15,11 @@ fn fixtures() -> PathBuf {
 }
 
 fn tessera(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(args)
         .env("RUST_LOG", "error")
         .output()
-        .expect("run tessera");
-    out
+        .expect("run tessera")
 }
 
 fn ok(args: &[&str]) {

@@ -3,6 +3,7 @@
 mod bench;
 mod files;
 mod inspect;
+mod render;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -10,9 +11,12 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "tessera", version, about, max_term_width = 100)]
 #[command(help_expected = true)]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    render: render::RenderArgs,
 }
 
 #[derive(Subcommand)]
@@ -40,11 +44,14 @@ fn run() -> Result<()> {
         Some(Command::Forward(a)) => inspect::forward(&a),
         Some(Command::Decode(a)) => inspect::decode(&a),
         Some(Command::Encode(a)) => inspect::encode(&a),
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            Ok(())
-        }
+        None => match &cli.render.render {
+            Some(out) => render::run(&cli.render, out),
+            None => {
+                use clap::CommandFactory;
+                Cli::command().print_help()?;
+                Ok(())
+            }
+        },
     }
 }
 

@@ -10,6 +10,8 @@ pub mod gpu;
 pub mod io;
 pub mod models;
 pub mod ops;
+pub mod pipeline;
+pub mod sampling;
 pub mod shaders;
 
 pub use error::{Error, Result};

@@ -151,7 +151,11 @@ impl ClipTextModel {
         let cfg_path = dir.join("config.json");
         let config: Config = read_config(&cfg_path)?;
         let activation = config.activation(&cfg_path)?;
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
             return Err(Error::config(
                 &cfg_path,
                 "num_attention_heads",
@@ -214,7 +218,7 @@ impl ClipTextModel {
         batch: usize,
     ) -> Result<TextEmbeddings> {
         let c = &self.config;
-        if batch == 0 || ids.len() % batch != 0 {
+        if batch == 0 || !ids.len().is_multiple_of(batch) {
             return Err(Error::shape(
                 "clip_text",
                 format!("{} ids do not split into {batch} rows", ids.len()),

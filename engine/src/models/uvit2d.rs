@@ -91,7 +91,7 @@ impl Config {
 
     fn validate(&self, file: &Path) -> Result<()> {
         let div = |key: &str, a: usize, b: usize| {
-            if b == 0 || a % b != 0 {
+            if b == 0 || !a.is_multiple_of(b) {
                 Err(Error::config(file, key, format!("{b} must divide {a}")))
             } else {
                 Ok(())

@@ -1,0 +1,457 @@
+//! `tessera --render OUT.png`: headless generation with any sampler and schedule, inpainting,
+//! img2img, PNGs with their settings, token dumps, and animations of the decoding.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use tessera_engine::GpuContext;
+use tessera_engine::io::{ModelFolder, resolve_model};
+use tessera_engine::models::amused::AmusedPipeline;
+use tessera_engine::pipeline::{self, Request, Start};
+use tessera_engine::sampling::{SamplerKind, SamplerOptions, Schedule, StepEvent};
+
+use crate::files::{Out, png_bytes, read_image, write_atomically, write_tensors};
+
+#[derive(Args, Clone)]
+pub struct RenderArgs {
+    /// Render headlessly to this PNG (with --batch N > 1: OUT-1.png … OUT-N.png).
+    #[arg(long, value_name = "OUT.png")]
+    pub render: Option<PathBuf>,
+    /// Model folder or hub id (default: the embedded model in assets/models/emoji).
+    #[arg(long, value_name = "DIR|ID")]
+    pub model: Option<String>,
+    /// What to draw.
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+    /// What to steer away from (classifier-free guidance's unconditional branch).
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// Random seed (default: a fresh one, printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Decoding steps (default: the pipeline's, 12 for aMUSEd).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Decoding rule: maskgit, amused or paella (default: amused).
+    #[arg(long, value_name = "NAME")]
+    pub sampler: Option<SamplerKind>,
+    /// Mask schedule: cosine, linear, square, cubic, sqrt, pow:P, log, exp (default: the
+    /// model's scheduler setting; linear when inpainting, as the reference inpaint pipeline).
+    #[arg(long, value_name = "NAME")]
+    pub schedule: Option<Schedule>,
+    /// Classifier-free guidance scale (default 10; ≤ 1 turns guidance off).
+    #[arg(long, value_name = "S")]
+    pub guidance: Option<f32>,
+    /// Re-masking (choice) temperature T0[:T1] (default: 2:0 for amused, 4.5 for maskgit).
+    #[arg(long, value_name = "T0[:T1]")]
+    pub choice_temperature: Option<String>,
+    /// Paella's sampling temperature T0[:T1] (default 1:0.2).
+    #[arg(long, value_name = "T0[:T1]")]
+    pub softmax_temperature: Option<String>,
+    /// Start from this image: img2img, or inpainting with --mask.
+    #[arg(long, value_name = "IN.png")]
+    pub image: Option<PathBuf>,
+    /// Inpainting mask, same size as --image: white = repaint.
+    #[arg(long, value_name = "MASK.png", requires = "image")]
+    pub mask: Option<PathBuf>,
+    /// img2img strength in (0, 1]: the fraction of the schedule re-run (default 0.5).
+    #[arg(long, value_name = "F")]
+    pub strength: Option<f64>,
+    /// Images per prompt.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub batch: usize,
+    /// Also write the final tokens (i64 [B, h, w]) to this safetensors file.
+    #[arg(long, value_name = "F.safetensors")]
+    pub tokens_out: Option<PathBuf>,
+    /// Also write an animated GIF of the decoding (token grid | decoded preview, per step).
+    #[arg(long, value_name = "STEPS.gif")]
+    pub gif: Option<PathBuf>,
+    /// Also write one PNG per step into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub frames: Option<PathBuf>,
+}
+
+/// The embedded default model's folder, when it exists.
+pub fn default_model() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/emoji");
+    p.join("model_index.json").is_file().then_some(p)
+}
+
+pub fn open_model(arg: Option<&str>) -> Result<ModelFolder> {
+    match arg {
+        Some(m) => Ok(resolve_model(m)?),
+        None => {
+            let dir = default_model().context(
+                "no --model given and the embedded default model (assets/models/emoji) is not built yet; \
+                 pass --model DIR (a diffusers aMUSEd folder) or a hub id from the local cache",
+            )?;
+            Ok(ModelFolder::open(&dir)?)
+        }
+    }
+}
+
+fn temperature_pair(s: &str, what: &str) -> Result<(f32, f32)> {
+    let parse = |v: &str| -> Result<f32> {
+        v.trim()
+            .parse::<f32>()
+            .ok()
+            .filter(|x| x.is_finite() && *x >= 0.0)
+            .with_context(|| {
+                format!("--{what} {s:?}: expected T0 or T0:T1 with non-negative numbers")
+            })
+    };
+    match s.split_once(':') {
+        Some((a, b)) => Ok((parse(a)?, parse(b)?)),
+        None => {
+            let t = parse(s)?;
+            Ok((t, t))
+        }
+    }
+}
+
+/// Settings resolved against the model's defaults, checked before any output is written.
+pub struct Plan {
+    pub opts: SamplerOptions,
+    pub guidance: f32,
+    pub start: Start,
+}
+
+pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            % 1_000_000_000
+    });
+    let kind = a.sampler.unwrap_or(SamplerKind::Amused);
+    let mut opts = match kind {
+        SamplerKind::MaskGit => SamplerOptions::maskgit(seed),
+        SamplerKind::Amused => SamplerOptions::amused(seed),
+        SamplerKind::Paella => SamplerOptions::paella(seed),
+    };
+    opts.steps = 12;
+    let inpainting = a.mask.is_some();
+    opts.schedule = match a.schedule {
+        Some(s) => s,
+        None if inpainting => Schedule::Linear,
+        None => pipe
+            .scheduler
+            .masking_schedule
+            .parse()
+            .map_err(anyhow::Error::msg)?,
+    };
+    if let Some(steps) = a.steps {
+        if steps == 0 {
+            bail!("--steps must be at least 1");
+        }
+        opts.steps = steps;
+    }
+    if let Some(t) = &a.choice_temperature {
+        let (t0, t1) = temperature_pair(t, "choice-temperature")?;
+        opts.choice_temperature = if t.contains(':') {
+            (t0, t1)
+        } else {
+            (
+                t0,
+                if kind == SamplerKind::Amused {
+                    0.01
+                } else {
+                    t0
+                },
+            )
+        };
+    }
+    if let Some(t) = &a.softmax_temperature {
+        opts.softmax_temperature = temperature_pair(t, "softmax-temperature")?;
+        if opts.softmax_temperature.0 <= 0.0 || opts.softmax_temperature.1 <= 0.0 {
+            bail!("--softmax-temperature must be positive");
+        }
+    }
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let guidance = a.guidance.unwrap_or(10.0);
+    if !guidance.is_finite() {
+        bail!("--guidance must be a number");
+    }
+    let f = pipe.vqvae.config.scale_factor();
+    let start = match (&a.image, &a.mask) {
+        (None, _) => {
+            if a.strength.is_some() {
+                bail!("--strength needs --image");
+            }
+            let s = pipe.transformer.config.sample_size;
+            Start::Blank((s, s))
+        }
+        (Some(img), mask) => {
+            let (pixels, w, h) = read_image(img)?;
+            if w % f != 0 || h % f != 0 {
+                bail!(
+                    "{}: image is {w}×{h}; this model needs sides that are multiples of {f}",
+                    img.display()
+                );
+            }
+            match mask {
+                Some(m) => {
+                    if a.strength.is_some_and(|s| s != 1.0) {
+                        bail!(
+                            "--strength applies to img2img; inpainting always regenerates the masked tokens"
+                        );
+                    }
+                    let grid = read_mask(m, (w, h), (w / f, h / f))?;
+                    Start::Inpaint {
+                        image: pixels,
+                        size: (w, h),
+                        mask: grid,
+                    }
+                }
+                None => {
+                    let strength = a.strength.unwrap_or(0.5);
+                    if !(strength > 0.0 && strength <= 1.0) {
+                        bail!("--strength {strength} must be in (0, 1]");
+                    }
+                    Start::Img2Img {
+                        image: pixels,
+                        size: (w, h),
+                        strength,
+                    }
+                }
+            }
+        }
+    };
+    Ok(Plan {
+        opts,
+        guidance,
+        start,
+    })
+}
+
+/// The mask image as a token grid: grayscale, resized to the grid with Lanczos, ≥ 0.5 = repaint.
+fn read_mask(path: &Path, image_size: (usize, usize), grid: (usize, usize)) -> Result<Vec<bool>> {
+    let img =
+        image::open(path).with_context(|| format!("{}: cannot read mask image", path.display()))?;
+    if (img.width() as usize, img.height() as usize) != image_size {
+        bail!(
+            "{}: mask is {}×{}, the image {}×{}; they must match",
+            path.display(),
+            img.width(),
+            img.height(),
+            image_size.0,
+            image_size.1
+        );
+    }
+    let gray = img.to_luma32f();
+    let small = image::imageops::resize(
+        &gray,
+        grid.0 as u32,
+        grid.1 as u32,
+        image::imageops::FilterType::Lanczos3,
+    );
+    Ok(small.pixels().map(|p| p[0] >= 0.5).collect())
+}
+
+fn output_path(out: &Path, i: usize, batch: usize) -> PathBuf {
+    if batch == 1 {
+        return out.to_path_buf();
+    }
+    let stem = out
+        .file_stem()
+        .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+    let ext = out
+        .extension()
+        .map_or_else(|| "png".into(), |s| s.to_string_lossy().into_owned());
+    out.with_file_name(format!("{stem}-{}.{ext}", i + 1))
+}
+
+/// One animation frame: the token grid (masked cells dark, fixed cells showing the decoded
+/// preview, cells fixed this step outlined) beside the decoded preview.
+fn frame(
+    preview: &[f32],
+    (w, h): (usize, usize),
+    grid: (usize, usize),
+    ev: &StepEvent<'_>,
+    mask_id: u32,
+) -> image::RgbaImage {
+    let (gh, gw) = grid;
+    let mut img = image::RgbaImage::new((2 * w + 4) as u32, h as u32);
+    let px = |x: usize, y: usize| -> [u8; 3] {
+        std::array::from_fn(|c| {
+            (preview[(c * h + y) * w + x].clamp(0.0, 1.0) * 255.0).round() as u8
+        })
+    };
+    for y in 0..h {
+        for x in 0..w {
+            let (ty, tx) = (y * gh / h, x * gw / w);
+            let t = ty * gw + tx;
+            let (cy0, cx0) = (ty * h / gh, tx * w / gw);
+            let (cy1, cx1) = ((ty + 1) * h / gh - 1, (tx + 1) * w / gw - 1);
+            let edge = y == cy0 || y == cy1 || x == cx0 || x == cx1;
+            let c = if ev.tokens[t] == mask_id {
+                if edge { [70, 70, 78] } else { [40, 40, 46] }
+            } else if ev.newly_fixed[t] && edge {
+                [255, 214, 10]
+            } else {
+                px(x, y)
+            };
+            img.put_pixel(x as u32, y as u32, image::Rgba([c[0], c[1], c[2], 255]));
+            let p = px(x, y);
+            img.put_pixel(
+                (w + 4 + x) as u32,
+                y as u32,
+                image::Rgba([p[0], p[1], p[2], 255]),
+            );
+        }
+    }
+    img
+}
+
+pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
+    let ctx = GpuContext::new()?;
+    let folder = open_model(a.model.as_deref())?;
+    let pipe = AmusedPipeline::load(&ctx, &folder)?;
+    let plan = plan(a, &pipe)?;
+    if let Some(d) = &a.frames {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let opts = &plan.opts;
+    eprintln!(
+        "seed {} · {} sampler · {} schedule · {} steps · guidance {}",
+        opts.seed, opts.kind, opts.schedule, opts.steps, plan.guidance
+    );
+    let req = Request {
+        prompt: &a.prompt,
+        negative_prompt: &a.negative_prompt,
+        batch: a.batch,
+        guidance: plan.guidance,
+        sampler: opts.clone(),
+        start: plan.start,
+    };
+    let bar = ProgressBar::new(opts.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg}")
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let animate = a.gif.is_some() || a.frames.is_some();
+    let mut frames: Vec<image::RgbaImage> = Vec::new();
+    let mut preview_err: Option<anyhow::Error> = None;
+    let mask_id = pipe.scheduler.mask_token_id;
+    let mut fixed_per_step: Vec<usize> = Vec::new();
+    let generated = pipeline::generate(&ctx, &pipe, &req, &mut |ev| {
+        fixed_per_step.push(ev.newly_fixed.iter().filter(|f| **f).count());
+        bar.set_position(ev.step as u64 + 1);
+        bar.set_message(format!("{:.0} ms/step", ev.ms));
+        if animate && preview_err.is_none() {
+            let l = ev.tokens.len() / a.batch;
+            let grid_side = pipe_grid(&req, &pipe);
+            let first = &ev.predicted[..l];
+            match pipeline::decode(&ctx, &pipe, first, 1, grid_side) {
+                Ok((img, size)) => {
+                    let one = StepEvent {
+                        step: ev.step,
+                        steps: ev.steps,
+                        tokens: &ev.tokens[..l],
+                        predicted: first,
+                        newly_fixed: &ev.newly_fixed[..l],
+                        confidence: &ev.confidence[..l],
+                        ms: ev.ms,
+                    };
+                    let f = frame(&img, size, grid_side, &one, mask_id);
+                    let k = 256u32.div_ceil(f.height()).max(1);
+                    frames.push(image::imageops::resize(
+                        &f,
+                        f.width() * k,
+                        f.height() * k,
+                        image::imageops::FilterType::Nearest,
+                    ));
+                }
+                Err(e) => preview_err = Some(e.into()),
+            }
+        }
+    })?;
+    bar.finish_and_clear();
+    let counts: Vec<String> = fixed_per_step.iter().map(usize::to_string).collect();
+    eprintln!("tokens fixed per step: {}", counts.join(" "));
+    if let Some(e) = preview_err {
+        return Err(e.context("decoding a preview frame"));
+    }
+    let (images, (w, h)) = pipeline::decode(
+        &ctx,
+        &pipe,
+        &generated.tokens,
+        generated.batch,
+        generated.grid,
+    )?;
+    let model_name = folder.root.file_name().map_or_else(
+        || folder.root.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let params = format!(
+        "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, Schedule: {}, CFG scale: {}, Seed: {}, Size: {w}x{h}, Model: {model_name}",
+        a.prompt, a.negative_prompt, opts.steps, opts.kind, opts.schedule, plan.guidance, opts.seed
+    );
+    let text = HashMap::from([("parameters".to_owned(), params)]);
+    let per = 3 * w * h;
+    let mut pngs = Vec::new();
+    for i in 0..generated.batch {
+        pngs.push((
+            output_path(out, i, generated.batch),
+            png_bytes(&images[i * per..(i + 1) * per], w, h, &text)?,
+        ));
+    }
+    if let Some(t) = &a.tokens_out {
+        let (gh, gw) = generated.grid;
+        write_tensors(
+            t,
+            &[Out::I64(
+                "tokens",
+                vec![generated.batch, gh, gw],
+                generated.tokens.iter().map(|&v| i64::from(v)).collect(),
+            )],
+        )?;
+    }
+    if let Some(g) = &a.gif {
+        write_atomically(g, &gif_bytes(&frames)?)?;
+    }
+    if let Some(d) = &a.frames {
+        for (i, f) in frames.iter().enumerate() {
+            let mut bytes = Vec::new();
+            f.write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )?;
+            write_atomically(&d.join(format!("step-{:02}.png", i + 1)), &bytes)?;
+        }
+    }
+    for (path, bytes) in &pngs {
+        write_atomically(path, bytes)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn pipe_grid(req: &Request<'_>, pipe: &AmusedPipeline) -> (usize, usize) {
+    let f = pipe.vqvae.config.scale_factor();
+    match &req.start {
+        Start::Blank(g) => *g,
+        Start::Inpaint { size, .. } | Start::Img2Img { size, .. } => (size.1 / f, size.0 / f),
+    }
+}
+
+fn gif_bytes(frames: &[image::RgbaImage]) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    {
+        let mut enc = image::codecs::gif::GifEncoder::new_with_speed(&mut bytes, 10);
+        enc.set_repeat(image::codecs::gif::Repeat::Infinite)?;
+        let n = frames.len();
+        for (i, f) in frames.iter().enumerate() {
+            // Hold the last frame longer.
+            let ms = if i + 1 == n { 1500 } else { 400 };
+            let delay = image::Delay::from_numer_denom_ms(ms, 1);
+            enc.encode_frame(image::Frame::from_parts(f.clone(), 0, 0, delay))?;
+        }
+    }
+    Ok(bytes)
+}

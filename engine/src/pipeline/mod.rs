@@ -1,0 +1,264 @@
+//! Text-to-image, inpainting and img2img with an aMUSEd pipeline: ties the text encoder,
+//! transformer (with classifier-free guidance) and VQ model to a sampler. The CLI's `--render`
+//! and the desktop app both call these.
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, GpuContext, Recorder, Tensor};
+use crate::models::amused::{AmusedPipeline, micro_conds};
+use crate::models::uvit2d::Conditioning;
+use crate::ops;
+use crate::sampling::{self, SamplerOptions, StepEvent, TokenModel};
+
+/// The transformer with fixed conditioning: `[uncond; cond]` text for guidance > 1 (as
+/// diffusers batches it), the conditional text alone otherwise.
+pub struct GuidedTransformer<'a> {
+    pipe: &'a AmusedPipeline,
+    pooled: Tensor,
+    hidden: Tensor,
+    micro: Tensor,
+    guidance: f32,
+    grid: (usize, usize),
+}
+
+/// Repeats each of the `rows` rows of `t` (`[rows, ..]`) `times` times: `[r0 × times, r1 × times, ..]`.
+fn repeat_rows(rec: &mut Recorder<'_>, t: &Tensor, times: usize) -> Result<Tensor> {
+    let rows = t.shape()[0];
+    let inner: usize = t.shape()[1..].iter().product();
+    let idx: Vec<u32> = (0..rows as u32)
+        .flat_map(|r| std::iter::repeat_n(r, times))
+        .collect();
+    let ti = Tensor::from_u32(rec.ctx(), "repeat_rows", &[idx.len()], &idx)?;
+    let out = ops::embed::embedding(rec, &ti, &t.reshape(&[rows, inner])?)?;
+    let mut shape = t.shape().to_vec();
+    shape[0] = rows * times;
+    out.reshape(&shape)
+}
+
+impl<'a> GuidedTransformer<'a> {
+    /// Encodes the prompts and prepares conditioning for `batch` images of `grid` tokens.
+    pub fn new(
+        ctx: &GpuContext,
+        pipe: &'a AmusedPipeline,
+        prompt: &str,
+        negative_prompt: &str,
+        batch: usize,
+        guidance: f32,
+        grid: (usize, usize),
+    ) -> Result<Self> {
+        if batch == 0 {
+            return Err(Error::shape("generate", "batch must be at least 1"));
+        }
+        let guided = guidance > 1.0;
+        let mut rec = ctx.recorder();
+        let prompts: Vec<&str> = if guided {
+            vec![negative_prompt, prompt]
+        } else {
+            vec![prompt]
+        };
+        let (_, emb) = pipe.text.embed(&mut rec, &prompts)?;
+        let pooled = repeat_rows(&mut rec, &emb.pooled, batch)?;
+        let hidden = repeat_rows(&mut rec, &emb.penultimate, batch)?;
+        rec.submit();
+        let f = pipe.vqvae.config.scale_factor();
+        let rows = if guided { 2 * batch } else { batch };
+        let micro = micro_conds(ctx, rows, (grid.1 * f, grid.0 * f), (0.0, 0.0), 6.0)?;
+        Ok(Self {
+            pipe,
+            pooled,
+            hidden,
+            micro,
+            guidance,
+            grid,
+        })
+    }
+}
+
+impl TokenModel for GuidedTransformer<'_> {
+    fn grid(&self) -> (usize, usize) {
+        self.grid
+    }
+
+    fn codebook_size(&self) -> usize {
+        self.pipe.transformer.config.codebook_size
+    }
+
+    fn mask_id(&self) -> u32 {
+        self.pipe.scheduler.mask_token_id
+    }
+
+    fn logits(&self, rec: &mut Recorder<'_>, tokens: &Tensor) -> Result<Tensor> {
+        let guided = self.guidance > 1.0;
+        let b = tokens.shape()[0];
+        let input = if guided {
+            ops::layout::concat(rec, &[tokens, tokens], 0)?
+        } else {
+            tokens.clone()
+        };
+        let logits = self.pipe.transformer.forward(
+            rec,
+            &input,
+            &Conditioning {
+                pooled: &self.pooled,
+                hidden: &self.hidden,
+                micro_conds: &self.micro,
+            },
+        )?;
+        if !guided {
+            return Ok(logits);
+        }
+        let uncond = ops::layout::slice(rec, &logits, 0, 0, b)?;
+        let cond = ops::layout::slice(rec, &logits, 0, b, b)?;
+        let s = self.guidance;
+        ops::elementwise::axpby(rec, 1.0 - s, &uncond, s, &cond)
+    }
+}
+
+/// Where generation starts.
+pub enum Start {
+    /// An all-[MASK] grid of this many tokens (height, width).
+    Blank((usize, usize)),
+    /// An image `[1, 3, H, W]` in [0, 1] and a token-grid mask (true = regenerate).
+    Inpaint {
+        image: Vec<f32>,
+        size: (usize, usize),
+        mask: Vec<bool>,
+    },
+    /// An image `[1, 3, H, W]` in [0, 1], partly re-masked by `strength` ∈ (0, 1].
+    Img2Img {
+        image: Vec<f32>,
+        size: (usize, usize),
+        strength: f64,
+    },
+}
+
+/// What a generation request asks for.
+pub struct Request<'a> {
+    pub prompt: &'a str,
+    pub negative_prompt: &'a str,
+    pub batch: usize,
+    pub guidance: f32,
+    pub sampler: SamplerOptions,
+    pub start: Start,
+}
+
+/// Final tokens of every image and the grid they fill.
+pub struct Generated {
+    pub tokens: Vec<u32>,
+    pub grid: (usize, usize),
+    pub batch: usize,
+}
+
+/// Encodes an image (`size` = (width, height) in pixels) to code ids.
+pub fn encode_image(
+    ctx: &GpuContext,
+    pipe: &AmusedPipeline,
+    image: &[f32],
+    size: (usize, usize),
+) -> Result<(Vec<u32>, (usize, usize))> {
+    let (w, h) = size;
+    let f = pipe.vqvae.config.scale_factor();
+    if w % f != 0 || h % f != 0 || w == 0 || h == 0 {
+        return Err(Error::shape(
+            "encode",
+            format!("image is {w}×{h}; this model needs sides that are multiples of {f}"),
+        ));
+    }
+    let t = Tensor::from_f32(ctx, "image", &[1, 3, h, w], image)?;
+    let mut rec = ctx.recorder();
+    let ids = pipe.vqvae.encode(&mut rec, &t)?;
+    rec.submit();
+    Ok((ids.to_u32(ctx)?, (h / f, w / f)))
+}
+
+/// Runs the request; `on_step` sees every decoding step.
+pub fn generate(
+    ctx: &GpuContext,
+    pipe: &AmusedPipeline,
+    req: &Request<'_>,
+    on_step: &mut dyn FnMut(&StepEvent<'_>),
+) -> Result<Generated> {
+    let mask = pipe.scheduler.mask_token_id;
+    let mut opts = req.sampler.clone();
+    let b = req.batch;
+    let (init, grid) = match &req.start {
+        Start::Blank(grid) => (vec![mask; b * grid.0 * grid.1], *grid),
+        Start::Inpaint {
+            image,
+            size,
+            mask: region,
+        } => {
+            let (ids, grid) = encode_image(ctx, pipe, image, *size)?;
+            if region.len() != ids.len() {
+                return Err(Error::shape(
+                    "inpaint",
+                    format!(
+                        "mask has {} cells, the token grid {}",
+                        region.len(),
+                        ids.len()
+                    ),
+                ));
+            }
+            let masked = region.iter().filter(|m| **m).count();
+            if masked == 0 {
+                return Err(Error::shape(
+                    "inpaint",
+                    "the mask selects no token (white = repaint)",
+                ));
+            }
+            opts.starting_mask_ratio = masked as f64 / ids.len() as f64;
+            let one: Vec<u32> = ids
+                .iter()
+                .zip(region)
+                .map(|(&t, &m)| if m { mask } else { t })
+                .collect();
+            (one.repeat(b), grid)
+        }
+        Start::Img2Img {
+            image,
+            size,
+            strength,
+        } => {
+            let (ids, grid) = encode_image(ctx, pipe, image, *size)?;
+            let (masked, start) = sampling::img2img_start(&ids.repeat(b), mask, &opts, *strength)?;
+            opts.start_step = start;
+            (masked, grid)
+        }
+    };
+    let model = GuidedTransformer::new(
+        ctx,
+        pipe,
+        req.prompt,
+        req.negative_prompt,
+        b,
+        req.guidance,
+        grid,
+    )?;
+    let tokens = sampling::generate(ctx, &model, b, &init, &opts, on_step)?;
+    Ok(Generated {
+        tokens,
+        grid,
+        batch: b,
+    })
+}
+
+/// Decodes `batch` token grids to images `[B, 3, H, W]`, clipped to [0, 1].
+pub fn decode(
+    ctx: &GpuContext,
+    pipe: &AmusedPipeline,
+    tokens: &[u32],
+    batch: usize,
+    grid: (usize, usize),
+) -> Result<(Vec<f32>, (usize, usize))> {
+    let t = Tensor::from_u32(ctx, "tokens", &[batch, grid.0, grid.1], tokens)?;
+    let mut rec = ctx.recorder();
+    let img = pipe.vqvae.decode(&mut rec, &t)?;
+    rec.submit();
+    debug_assert_eq!(img.dtype(), DType::F32);
+    let (h, w) = (img.shape()[2], img.shape()[3]);
+    let v = img
+        .to_f32(ctx)?
+        .into_iter()
+        .map(|x| x.clamp(0.0, 1.0))
+        .collect();
+    Ok((v, (w, h)))
+}

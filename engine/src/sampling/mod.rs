@@ -1,0 +1,400 @@
+//! Iterative parallel decoding of token grids, independent of the model: MaskGIT
+//! (confidence-based re-masking from the initial unknown count), aMUSEd (diffusers'
+//! `AmusedScheduler`) and Paella (re-noising to the initial random tokens).
+//!
+//! Randomness comes from one ChaCha8 stream seeded by the caller and drawn on the host in a
+//! fixed order (categorical uniforms, then Gumbel uniforms, then re-noise uniforms), so a seed
+//! fixes every draw whatever the GPU.
+
+pub mod schedule;
+
+use std::time::Instant;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub use schedule::Schedule;
+
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, Recorder, Tensor};
+use crate::ops;
+
+/// A model the samplers can drive: guided logits for a batch of token grids.
+pub trait TokenModel {
+    /// Token grid (height, width).
+    fn grid(&self) -> (usize, usize);
+    /// Number of real codes (logit columns).
+    fn codebook_size(&self) -> usize;
+    /// The [MASK] id.
+    fn mask_id(&self) -> u32;
+    /// Guided logits `[B, h·w, codebook]` for tokens u32 `[B, h, w]`.
+    fn logits(&self, rec: &mut Recorder<'_>, tokens: &Tensor) -> Result<Tensor>;
+}
+
+/// Which decoding rule fills the grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplerKind {
+    MaskGit,
+    Amused,
+    Paella,
+}
+
+impl std::str::FromStr for SamplerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "maskgit" => Ok(SamplerKind::MaskGit),
+            "amused" | "muse" => Ok(SamplerKind::Amused),
+            "paella" => Ok(SamplerKind::Paella),
+            _ => Err(format!("unknown sampler {s:?} (maskgit, amused, paella)")),
+        }
+    }
+}
+
+impl std::fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SamplerKind::MaskGit => "maskgit",
+            SamplerKind::Amused => "amused",
+            SamplerKind::Paella => "paella",
+        })
+    }
+}
+
+/// Settings of one decoding run.
+#[derive(Clone, Debug)]
+pub struct SamplerOptions {
+    pub kind: SamplerKind,
+    pub schedule: Schedule,
+    /// Total steps of the full schedule.
+    pub steps: usize,
+    /// First step to run (img2img / editing start part-way through the schedule).
+    pub start_step: usize,
+    /// Choice temperature for re-masking: MaskGIT uses `.0·(1 − r)`, aMUSEd
+    /// `linspace(.0, .1, steps)`.
+    pub choice_temperature: (f32, f32),
+    /// Paella's sampling temperature, annealed `linspace(.0, .1, steps)`.
+    pub softmax_temperature: (f32, f32),
+    /// aMUSEd inpainting: the masked fraction scales the schedule.
+    pub starting_mask_ratio: f64,
+    pub seed: u64,
+}
+
+impl SamplerOptions {
+    /// diffusers AmusedPipeline defaults: 12 steps, cosine, choice temperature 2 → 0.
+    pub fn amused(seed: u64) -> Self {
+        Self {
+            kind: SamplerKind::Amused,
+            schedule: Schedule::Cosine,
+            steps: 12,
+            start_step: 0,
+            choice_temperature: (2.0, 0.0),
+            softmax_temperature: (1.0, 0.2),
+            starting_mask_ratio: 1.0,
+            seed,
+        }
+    }
+
+    /// MaskGIT's class-conditional settings: 8 steps at 256 px, cosine, τ₀ 4.5.
+    pub fn maskgit(seed: u64) -> Self {
+        Self {
+            kind: SamplerKind::MaskGit,
+            steps: 8,
+            choice_temperature: (4.5, 0.0),
+            ..Self::amused(seed)
+        }
+    }
+
+    /// Paella v3 defaults: 12 steps, temperature 1.0 → 0.2.
+    pub fn paella(seed: u64) -> Self {
+        Self {
+            kind: SamplerKind::Paella,
+            ..Self::amused(seed)
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.steps == 0 || self.start_step >= self.steps {
+            return Err(Error::shape(
+                "sampler",
+                format!(
+                    "steps {} with start step {}: need 0 ≤ start < steps",
+                    self.steps, self.start_step
+                ),
+            ));
+        }
+        let (t0, t1) = self.softmax_temperature;
+        if self.kind == SamplerKind::Paella && !(t0 > 0.0 && t1 > 0.0) {
+            return Err(Error::shape(
+                "sampler",
+                "Paella temperatures must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one decoding step did; the CLI prints progress from it, the app animates it.
+pub struct StepEvent<'a> {
+    /// Index of this step within the full schedule.
+    pub step: usize,
+    pub steps: usize,
+    /// Grid state after the step, `[B, h, w]` flattened (mask id where still masked).
+    pub tokens: &'a [u32],
+    /// The model's prediction for every position this step (a full grid, for previews).
+    pub predicted: &'a [u32],
+    /// Positions that became fixed in this step.
+    pub newly_fixed: &'a [bool],
+    /// Probability of each position's predicted token (temperature-free softmax).
+    pub confidence: &'a [f32],
+    /// Wall time of the step in milliseconds.
+    pub ms: f64,
+}
+
+fn linspace(a: f32, b: f32, n: usize, i: usize) -> f32 {
+    if n <= 1 {
+        a
+    } else {
+        a + (b - a) * i as f32 / (n - 1) as f32
+    }
+}
+
+/// Gumbel(0, 1) from a uniform, with aMUSEd's clamps.
+fn gumbel(u: f32) -> f32 {
+    -(-(u.max(1e-20)).ln()).max(1e-20).ln()
+}
+
+/// The `mask_len` lowest noisy confidences of one sample: positions with noisy confidence
+/// strictly below the `mask_len`-th smallest (so infinitely confident positions never qualify).
+fn remask(noisy: &[f32], mask_len: usize) -> Vec<bool> {
+    let mut sorted = noisy.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let cutoff = sorted[mask_len.min(sorted.len() - 1)];
+    noisy.iter().map(|&v| v < cutoff).collect()
+}
+
+/// Runs the decoding loop from `init` (u32 `[B·h·w]`, mask id where unknown) and returns the
+/// final tokens (no mask ids left).
+pub fn generate(
+    ctx: &GpuContext,
+    model: &dyn TokenModel,
+    batch: usize,
+    init: &[u32],
+    opts: &SamplerOptions,
+    on_step: &mut dyn FnMut(&StepEvent<'_>),
+) -> Result<Vec<u32>> {
+    opts.validate()?;
+    let (h, w) = model.grid();
+    let l = h * w;
+    let mask = model.mask_id();
+    let codebook = model.codebook_size();
+    if init.len() != batch * l {
+        return Err(Error::shape(
+            "sampler",
+            format!("{} initial tokens for batch {batch} of {h}×{w}", init.len()),
+        ));
+    }
+    if let Some(&bad) = init.iter().find(|&&t| t != mask && t as usize >= codebook) {
+        return Err(Error::shape(
+            "sampler",
+            format!("initial token {bad} is neither a code nor the mask id"),
+        ));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let known: Vec<bool> = init.iter().map(|&t| t != mask).collect();
+    let mut cur = init.to_vec();
+    // Paella starts unknown positions from random codes and re-noises back to them.
+    let noise: Vec<u32> = (0..batch * l)
+        .map(|_| rng.random_range(0..codebook as u32))
+        .collect();
+    if opts.kind == SamplerKind::Paella {
+        for (i, t) in cur.iter_mut().enumerate() {
+            if !known[i] {
+                *t = noise[i];
+            }
+        }
+    }
+    let n0: Vec<usize> = (0..batch)
+        .map(|b| known[b * l..(b + 1) * l].iter().filter(|k| !**k).count())
+        .collect();
+    let mut final_tokens = cur.clone();
+    // Paella: positions not re-noised in the previous step.
+    let mut settled = known.clone();
+    for step in opts.start_step..opts.steps {
+        let t_start = Instant::now();
+        let last = step + 1 == opts.steps;
+        let temperature = match opts.kind {
+            SamplerKind::Paella => linspace(
+                opts.softmax_temperature.0,
+                opts.softmax_temperature.1,
+                opts.steps,
+                step,
+            ),
+            _ => 1.0,
+        };
+        let uniforms: Vec<f32> = (0..batch * l).map(|_| rng.random::<f32>()).collect();
+        let (ids, probs) = {
+            let tokens = Tensor::from_u32(ctx, "tokens", &[batch, h, w], &cur)?;
+            let mut rec = ctx.recorder();
+            let logits = model.logits(&mut rec, &tokens)?;
+            if logits.shape() != [batch, l, codebook] {
+                return Err(Error::shape(
+                    "sampler",
+                    format!(
+                        "model returned logits {:?}, expected [{batch}, {l}, {codebook}]",
+                        logits.shape()
+                    ),
+                ));
+            }
+            let tu = Tensor::from_f32(ctx, "uniforms", &[batch * l], &uniforms)?;
+            let (ids, probs) = ops::sampling::categorical(
+                &mut rec,
+                &logits.reshape(&[batch * l, codebook])?,
+                &tu,
+                temperature,
+            )?;
+            rec.submit();
+            (ids.to_u32(ctx)?, probs.to_f32(ctx)?)
+        };
+        let was_masked: Vec<bool> = cur.iter().map(|&t| t == mask).collect();
+        let mut newly_fixed = vec![false; batch * l];
+        let predicted: Vec<u32>;
+        match opts.kind {
+            SamplerKind::MaskGit | SamplerKind::Amused => {
+                let sampled: Vec<u32> = (0..batch * l)
+                    .map(|i| if was_masked[i] { ids[i] } else { cur[i] })
+                    .collect();
+                let r = (step + 1) as f64 / opts.steps as f64;
+                let gumbels: Vec<f32> = (0..batch * l)
+                    .map(|_| gumbel(rng.random::<f32>()))
+                    .collect();
+                let mut next = sampled.clone();
+                let amused_last = opts.kind == SamplerKind::Amused && last;
+                if !amused_last {
+                    for b in 0..batch {
+                        let range = b * l..(b + 1) * l;
+                        let unknown = was_masked[range.clone()].iter().filter(|m| **m).count();
+                        let (target, tau) = match opts.kind {
+                            SamplerKind::MaskGit => (
+                                (n0[b] as f64 * opts.schedule.mask_ratio(r, n0[b])).floor(),
+                                opts.choice_temperature.0 * (1.0 - r as f32),
+                            ),
+                            _ => (
+                                (l as f64
+                                    * opts.schedule.mask_ratio(r, l)
+                                    * opts.starting_mask_ratio)
+                                    .floor(),
+                                linspace(
+                                    opts.choice_temperature.0,
+                                    opts.choice_temperature.1,
+                                    opts.steps,
+                                    step,
+                                ),
+                            ),
+                        };
+                        let mask_len = (target as i64).min(unknown as i64 - 1).max(1) as usize;
+                        let noisy: Vec<f32> = range
+                            .clone()
+                            .map(|i| {
+                                let conf = if was_masked[i] {
+                                    probs[i]
+                                } else {
+                                    f32::INFINITY
+                                };
+                                conf.max(1e-20).ln() + tau * gumbels[i]
+                            })
+                            .collect();
+                        for (j, m) in remask(&noisy, mask_len).into_iter().enumerate() {
+                            if m {
+                                next[b * l + j] = mask;
+                            }
+                        }
+                    }
+                }
+                final_tokens = sampled.clone();
+                // MaskGIT returns the last step's samples before re-masking.
+                if opts.kind == SamplerKind::MaskGit && last {
+                    next = sampled.clone();
+                }
+                predicted = sampled;
+                cur = next;
+            }
+            SamplerKind::Paella => {
+                let mut x: Vec<u32> = (0..batch * l)
+                    .map(|i| if known[i] { init[i] } else { ids[i] })
+                    .collect();
+                final_tokens = x.clone();
+                predicted = x.clone();
+                let t_next = 1.0 - (step + 1) as f32 / opts.steps as f32;
+                for i in 0..batch * l {
+                    let renoise = !last && !known[i] && rng.random::<f32>() < t_next;
+                    if renoise {
+                        x[i] = noise[i];
+                    }
+                    newly_fixed[i] = !renoise && !settled[i];
+                    settled[i] = !renoise;
+                }
+                cur = x;
+            }
+        }
+        if opts.kind != SamplerKind::Paella {
+            for i in 0..batch * l {
+                newly_fixed[i] = was_masked[i] && (cur[i] != mask || last);
+            }
+        }
+        let shown = if last { &final_tokens } else { &cur };
+        on_step(&StepEvent {
+            step,
+            steps: opts.steps,
+            tokens: shown,
+            predicted: &predicted,
+            newly_fixed: &newly_fixed,
+            confidence: &probs,
+            ms: t_start.elapsed().as_secs_f64() * 1e3,
+        });
+    }
+    Ok(final_tokens)
+}
+
+/// img2img start: from `tokens` (all known), run the last ⌊steps·strength⌋ steps, first
+/// masking each token independently with the schedule's ratio at that point (diffusers
+/// `add_noise`). Returns (tokens, start step).
+pub fn img2img_start(
+    tokens: &[u32],
+    mask: u32,
+    opts: &SamplerOptions,
+    strength: f64,
+) -> Result<(Vec<u32>, usize)> {
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(Error::shape(
+            "img2img",
+            format!("strength {strength} must be in (0, 1]"),
+        ));
+    }
+    let run = ((opts.steps as f64) * strength) as usize;
+    if run == 0 {
+        return Err(Error::shape(
+            "img2img",
+            format!("strength {strength} × {} steps runs no step", opts.steps),
+        ));
+    }
+    let start = opts.steps - run;
+    // Mask as the schedule has it when step `start` begins: γ(start / steps). diffusers reads
+    // the same value except at strength 1, where its index wraps to the last step and masks
+    // nothing; here strength 1 masks everything, i.e. regenerates the image.
+    let p = opts
+        .schedule
+        .mask_ratio(start as f64 / opts.steps as f64, tokens.len());
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x1316_2a2a);
+    let out = tokens
+        .iter()
+        .map(|&t| {
+            if f64::from(rng.random::<f32>()) < p {
+                mask
+            } else {
+                t
+            }
+        })
+        .collect();
+    Ok((out, start))
+}

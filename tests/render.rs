@@ -1,0 +1,291 @@
+//! `tessera --render` end to end on the committed tiny fixture pipelines, and classifier-free
+//! guidance against separate conditional/unconditional passes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tessera_engine::GpuContext;
+use tessera_engine::Tensor;
+use tessera_engine::io::ModelFolder;
+use tessera_engine::models::amused::AmusedPipeline;
+use tessera_engine::pipeline::GuidedTransformer;
+use tessera_engine::sampling::TokenModel;
+
+fn fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/amused")
+        .join(case)
+}
+
+fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run tessera")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tessera-render-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    dir.join(name)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = tessera(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "tessera {args:?}:\n{err}");
+    err
+}
+
+fn png_text(path: &Path) -> String {
+    let dec = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(path).expect("open"),
+    ));
+    let reader = dec.read_info().expect("png");
+    reader
+        .info()
+        .uncompressed_latin1_text
+        .iter()
+        .find(|t| t.keyword == "parameters")
+        .map(|t| t.text.clone())
+        .expect("parameters chunk")
+}
+
+fn tokens(path: &Path) -> (Vec<usize>, Vec<i64>) {
+    let bytes = std::fs::read(path).expect("read");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("st");
+    let t = st.tensor("tokens").expect("tokens");
+    (t.shape().to_vec(), bytemuck::pod_collect_to_vec(t.data()))
+}
+
+#[test]
+fn render_writes_png_tokens_and_gif_deterministically() {
+    let model = fixture("tiny-b").join("model");
+    let (png1, png2, tok, gif) = (
+        tmp("a.png"),
+        tmp("b.png"),
+        tmp("t.safetensors"),
+        tmp("d.gif"),
+    );
+    let err = ok(&[
+        "--render",
+        s(&png1),
+        "--model",
+        s(&model),
+        "--prompt",
+        "blue heart",
+        "--seed",
+        "42",
+        "--tokens-out",
+        s(&tok),
+        "--gif",
+        s(&gif),
+    ]);
+    assert!(err.contains("seed 42"), "{err}");
+    let text = png_text(&png1);
+    for want in [
+        "blue heart",
+        "Seed: 42",
+        "Steps: 12",
+        "Sampler: amused",
+        "Schedule: cosine",
+        "CFG scale: 10",
+    ] {
+        assert!(text.contains(want), "parameters {text:?} lack {want:?}");
+    }
+    let (shape, ids) = tokens(&tok);
+    assert_eq!(shape, vec![1, 8, 8]);
+    assert!(ids.iter().all(|&t| (0..30).contains(&t)), "{ids:?}");
+    let gif_bytes = std::fs::read(&gif).expect("gif");
+    assert!(gif_bytes.starts_with(b"GIF89a"));
+    ok(&[
+        "--render",
+        s(&png2),
+        "--model",
+        s(&model),
+        "--prompt",
+        "blue heart",
+        "--seed",
+        "42",
+    ]);
+    assert_eq!(
+        std::fs::read(&png1).expect("a"),
+        std::fs::read(&png2).expect("b"),
+        "same seed, same bytes"
+    );
+}
+
+#[test]
+fn every_sampler_and_schedule_renders() {
+    let model = fixture("tiny-a").join("model");
+    for (sampler, schedule) in [
+        ("maskgit", "cubic"),
+        ("amused", "pow:1.5"),
+        ("paella", "cosine"),
+        ("amused", "log"),
+        ("maskgit", "exp"),
+    ] {
+        let out = tmp(&format!("{sampler}-{schedule}.png"));
+        let err = ok(&[
+            "--render",
+            s(&out),
+            "--model",
+            s(&model),
+            "--prompt",
+            "a red apple",
+            "--seed",
+            "1",
+            "--sampler",
+            sampler,
+            "--schedule",
+            schedule,
+            "--steps",
+            "6",
+            "--batch",
+            "2",
+        ]);
+        assert!(err.contains("tokens fixed per step"), "{err}");
+        let (o1, o2) = (
+            out.with_file_name(format!("{sampler}-{schedule}-1.png")),
+            out.with_file_name(format!("{sampler}-{schedule}-2.png")),
+        );
+        assert!(
+            o1.is_file() && o2.is_file(),
+            "batch outputs for {sampler}/{schedule}"
+        );
+    }
+}
+
+#[test]
+fn inpainting_keeps_tokens_outside_the_mask() {
+    let dir = fixture("tiny-b");
+    let model = dir.join("model");
+    // Left half white = repaint; the image is 32×32, the grid 8×8.
+    let mask = tmp("mask.png");
+    let mut m = image::GrayImage::new(32, 32);
+    for (x, _, p) in m.enumerate_pixels_mut() {
+        p[0] = if x < 16 { 255 } else { 0 };
+    }
+    m.save(&mask).expect("save mask");
+    let (out, tok) = (tmp("inpaint.png"), tmp("inpaint.safetensors"));
+    ok(&[
+        "--render",
+        s(&out),
+        "--model",
+        s(&model),
+        "--prompt",
+        "blue heart",
+        "--seed",
+        "3",
+        "--image",
+        s(&dir.join("encode_input.png")),
+        "--mask",
+        s(&mask),
+        "--tokens-out",
+        s(&tok),
+    ]);
+    let (_, got) = tokens(&tok);
+    let (_, orig) = tokens(&dir.join("encode.safetensors"));
+    for i in 0..64 {
+        if i % 8 >= 4 {
+            assert_eq!(got[i], orig[i], "token {i} outside the mask changed");
+        }
+    }
+    assert!(
+        png_text(&out).contains("Schedule: linear"),
+        "inpainting uses the linear schedule"
+    );
+    // img2img at low strength runs too.
+    let out2 = tmp("img2img.png");
+    ok(&[
+        "--render",
+        s(&out2),
+        "--model",
+        s(&model),
+        "--prompt",
+        "blue heart",
+        "--seed",
+        "3",
+        "--image",
+        s(&dir.join("encode_input.png")),
+        "--strength",
+        "0.3",
+    ]);
+    assert!(out2.is_file());
+}
+
+#[test]
+fn bad_render_arguments_fail_without_writing() {
+    let dir = fixture("tiny-b");
+    let model = dir.join("model");
+    let out = tmp("never.png");
+    let wrong_mask = tmp("wrong_mask.png");
+    image::GrayImage::new(16, 16)
+        .save(&wrong_mask)
+        .expect("save");
+    let input = dir.join("encode_input.png");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--schedule", "wobbly"], "unknown schedule"),
+        (vec!["--steps", "0"], "--steps"),
+        (vec!["--image", s(&input), "--strength", "1.5"], "strength"),
+        (
+            vec!["--image", s(&input), "--mask", s(&wrong_mask)],
+            "must match",
+        ),
+        (vec!["--sampler", "nope"], "unknown sampler"),
+        (vec!["--choice-temperature", "hot"], "choice-temperature"),
+    ];
+    for (extra, expect) in cases {
+        let _ = std::fs::remove_file(&out);
+        let mut args = vec!["--render", s(&out), "--model", s(&model), "--prompt", "x"];
+        args.extend(extra.iter().copied());
+        let o = tessera(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        assert!(
+            (first.starts_with("Error: ") || first.starts_with("error: ")) && err.contains(expect),
+            "{args:?}: {err}"
+        );
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+}
+
+#[test]
+fn guidance_is_uncond_plus_scale_times_difference() {
+    let ctx = GpuContext::new().expect("adapter (apt-get install mesa-vulkan-drivers)");
+    let folder = ModelFolder::open(&fixture("tiny-a").join("model")).expect("folder");
+    let pipe = AmusedPipeline::load(&ctx, &folder).expect("load");
+    let grid = (4, 4);
+    let ids: Vec<u32> = (0..16)
+        .map(|i| if i % 3 == 0 { 31 } else { i % 30 })
+        .collect();
+    let tokens = Tensor::from_u32(&ctx, "tokens", &[1, 4, 4], &ids).expect("tokens");
+    let logits = |prompt: &str, negative: &str, s: f32| -> Vec<f32> {
+        let m = GuidedTransformer::new(&ctx, &pipe, prompt, negative, 1, s, grid).expect("model");
+        let mut rec = ctx.recorder();
+        let l = m.logits(&mut rec, &tokens).expect("logits");
+        rec.submit();
+        l.to_f32(&ctx).expect("read")
+    };
+    let cond = logits("a red apple", "", 1.0);
+    let uncond = logits("", "", 1.0);
+    let guided = logits("a red apple", "", 3.0);
+    let scale = cond.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for i in 0..cond.len() {
+        let want = uncond[i] + 3.0 * (cond[i] - uncond[i]);
+        assert!(
+            (guided[i] - want).abs() <= 1e-5 * scale * 3.0,
+            "{i}: {} vs {want}",
+            guided[i]
+        );
+    }
+    // s = 1 is the conditional branch alone.
+    let again = logits("a red apple", "some negative", 1.0);
+    assert_eq!(again, cond);
+}

@@ -1,0 +1,184 @@
+"""Shared helpers for the emoji training recipe (paths, captions, seeding, logging,
+checkpoints). Imported by the other scripts in tools/train/; not run on its own."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+DATA_DIR = HERE / "data"
+RUNS_DIR = HERE / "runs"
+
+DATASET_NPZ = "emoji64.npz"
+CAPTIONS_JSON = "captions.json"
+
+BOS = "<|startoftext|>"
+EOS = "<|endoftext|>"
+MAX_LEN = 77
+
+# Extra words naming the art style of each source package.
+STYLE_WORDS = {"google": "noto", "twitter": "twemoji"}
+
+# Micro-conditioning used for every training image (64 px, uncropped, aesthetic 6), the
+# same vector AmusedPipeline builds for a 64x64 request with default arguments.
+MICRO_CONDS = (64.0, 64.0, 0.0, 0.0, 6.0)
+
+
+# --------------------------------------------------------------------------------------
+# Captions
+# --------------------------------------------------------------------------------------
+
+
+def caption_variants(rec: dict) -> list[str]:
+    """Every caption text a record can produce (used to train the tokenizer)."""
+    base = rec["caption"]
+    style = STYLE_WORDS[rec["style"]]
+    out = [base, f"{base} {style}"]
+    for sn in rec["short_names"]:
+        out.append(f"{base} {sn}")
+        out.append(f"{base} {sn} {style}")
+    return out
+
+
+def sample_caption(rec: dict, rng: random.Random, p_short: float = 0.25, p_style: float = 0.3) -> str:
+    """Training caption: the lower-cased emoji.json name, sometimes followed by a short
+    name and/or the style word. The plain name is always the first part, so a plain
+    emoji name works as a prompt."""
+    parts = [rec["caption"]]
+    if rec["short_names"] and rng.random() < p_short:
+        parts.append(rng.choice(rec["short_names"]))
+    if rng.random() < p_style:
+        parts.append(STYLE_WORDS[rec["style"]])
+    return " ".join(parts)
+
+
+def load_dataset(data_dir: Path = DATA_DIR):
+    """Returns (images uint8 [N,64,64,3], records list, heldout bool [N])."""
+    npz = np.load(data_dir / DATASET_NPZ)
+    records = json.loads((data_dir / CAPTIONS_JSON).read_text(encoding="utf-8"))["records"]
+    images = npz["images"]
+    heldout = npz["heldout"].astype(bool)
+    assert len(records) == images.shape[0] == heldout.shape[0]
+    return images, records, heldout
+
+
+# --------------------------------------------------------------------------------------
+# Reproducibility, logging, checkpoints
+# --------------------------------------------------------------------------------------
+
+
+def setup_torch(seed: int):
+    threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
+    torch.set_num_threads(max(1, threads))
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state(py_rng: random.Random | None = None) -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if py_rng is not None:
+        st["py_rng"] = py_rng.getstate()
+    return st
+
+
+def set_rng_state(st: dict, py_rng: random.Random | None = None):
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if py_rng is not None and "py_rng" in st:
+        py_rng.setstate(st["py_rng"])
+
+
+def save_checkpoint(path: Path, state: dict):
+    """Atomic save (write to a temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int, final_frac: float = 0.05) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def fmt_secs(s: float) -> str:
+    s = int(max(0, s))
+    h, r = divmod(s, 3600)
+    m, sec = divmod(r, 60)
+    return f"{h:d}:{m:02d}:{sec:02d}"
+
+
+class Progress:
+    """Prints step, smoothed s/step and ETA; also appends every line to a log file."""
+
+    def __init__(self, total_steps: int, start_step: int, log_path: Path | None = None):
+        self.total = total_steps
+        self.start_step = start_step
+        self.t0 = time.time()
+        self.last = self.t0
+        self.ema = None
+        self.log_path = log_path
+
+    def tick(self, step: int) -> float:
+        """Call once per finished step; returns the seconds this step took."""
+        now = time.time()
+        dt = now - self.last
+        self.last = now
+        self.ema = dt if self.ema is None else 0.9 * self.ema + 0.1 * dt
+        return dt
+
+    def eta(self, step: int) -> float:
+        done = step - self.start_step
+        if done <= 0:
+            return float("nan")
+        avg = (time.time() - self.t0) / done
+        return avg * (self.total - step)
+
+    def line(self, step: int, msg: str):
+        avg = (time.time() - self.t0) / max(1, step - self.start_step)
+        txt = (
+            f"[{time.strftime('%H:%M:%S')}] step {step}/{self.total} {msg} | "
+            f"{avg:.2f} s/step | elapsed {fmt_secs(time.time() - self.t0)} | eta {fmt_secs(self.eta(step))}"
+        )
+        log(txt, self.log_path)
+
+
+def log(msg: str, log_path: Path | None = None):
+    print(msg, flush=True)
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(msg + "\n")
+
+
+def write_json(path: Path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB for images in [0, 1], shape [B, C, H, W]."""
+    mse = ((a.clamp(0, 1) - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(1.0 / mse)
+
+
+def die(msg: str):
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(1)
