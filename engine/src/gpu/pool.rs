@@ -29,11 +29,8 @@ pub struct BufferPool {
 /// Rounds `bytes` up to its size class (multiple of 4, at least 16).
 pub fn size_class(bytes: u64) -> u64 {
     let b = bytes.max(16);
-    let p = 63 - b.leading_zeros(); // floor(log2 b)
-    if p < 4 {
-        return b.next_multiple_of(4);
-    }
-    let step = 1u64 << (p - 3);
+    let p = 63 - b.leading_zeros(); // floor(log2 b) ≥ 4
+    let step = (1u64 << (p - 3)).max(4);
     b.next_multiple_of(step)
 }
 
