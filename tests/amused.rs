@@ -455,3 +455,112 @@ fn copy_dir(src: &Path, dst: &Path) {
         }
     }
 }
+
+#[test]
+fn hub_ids_resolve_from_the_local_cache() {
+    let home = tmp("hf-home");
+    let _ = std::fs::remove_dir_all(&home);
+    let repo = home.join("hub/models--tess--tiny-a");
+    copy_dir(
+        &fixtures().join("tiny-a/model"),
+        &repo.join("snapshots/0123abc"),
+    );
+    std::fs::create_dir_all(repo.join("refs")).expect("refs");
+    std::fs::write(repo.join("refs/main"), "0123abc\n").expect("ref");
+    let out = tmp("hub-embed.safetensors");
+    let o = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "embed-text",
+            "--model",
+            "tess/tiny-a",
+            "--prompt",
+            "a red apple",
+            "--out",
+            s(&out),
+        ])
+        .env("HF_HOME", &home)
+        .env_remove("HF_HUB_CACHE")
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = read(&fixtures().join("tiny-a/embed_text.safetensors"));
+    assert_eq!(read(&out)["input_ids"], want["input_ids"]);
+    // An id that is not cached is a clear error.
+    let o = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "embed-text",
+            "--model",
+            "tess/absent",
+            "--prompt",
+            "x",
+            "--out",
+            s(&out),
+        ])
+        .env("HF_HOME", &home)
+        .env_remove("HF_HUB_CACHE")
+        .output()
+        .expect("run");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Hugging Face cache"));
+}
+
+#[test]
+fn sharded_and_variant_weight_files_load() {
+    let dst = tmp("sharded-model");
+    let _ = std::fs::remove_dir_all(&dst);
+    copy_dir(&fixtures().join("tiny-a/model"), &dst);
+    // Transformer: two shards plus an index, as save_pretrained(max_shard_size=…) writes them.
+    let tdir = dst.join("transformer");
+    let single = tdir.join("diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&single).expect("read");
+    let st = SafeTensors::deserialize(&bytes).expect("st");
+    let mut all = st.tensors();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let half = all.len() / 2;
+    let mut map = serde_json::Map::new();
+    for (i, part) in [&all[..half], &all[half..]].into_iter().enumerate() {
+        let name = format!("diffusion_pytorch_model-0000{}-of-00002.safetensors", i + 1);
+        for (n, _) in part {
+            map.insert(n.clone(), serde_json::Value::String(name.clone()));
+        }
+        std::fs::write(
+            tdir.join(&name),
+            safetensors::serialize(part.to_vec(), None).expect("ser"),
+        )
+        .expect("write");
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+    std::fs::write(
+        tdir.join("diffusion_pytorch_model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .expect("index");
+    std::fs::remove_file(&single).expect("rm");
+    // Text encoder: only the `.fp16` variant file present.
+    let te = dst.join("text_encoder");
+    std::fs::rename(
+        te.join("model.safetensors"),
+        te.join("model.fp16.safetensors"),
+    )
+    .expect("rename");
+    let out = tmp("sharded-logits.safetensors");
+    ok(&[
+        "forward",
+        "--model",
+        s(&dst),
+        "--tokens",
+        s(&fixtures().join("tiny-a/tokens_masked.safetensors")),
+        "--prompt",
+        "a red apple",
+        "--out",
+        s(&out),
+    ]);
+    compare(
+        "tiny-a",
+        "forward (sharded)",
+        &read(&out),
+        &read(&fixtures().join("tiny-a/forward.safetensors")),
+        "logits",
+        1e-3,
+    );
+}
