@@ -200,6 +200,35 @@ fn inpainting_keeps_tokens_outside_the_mask() {
         png_text(&out).contains("Schedule: linear"),
         "inpainting uses the linear schedule"
     );
+    // Outpainting: 8 px (two tokens) added on the left; the old image's tokens stay.
+    let (out3, tok3) = (tmp("outpaint.png"), tmp("outpaint.safetensors"));
+    ok(&[
+        "--render",
+        s(&out3),
+        "--model",
+        s(&model),
+        "--prompt",
+        "blue heart",
+        "--seed",
+        "3",
+        "--image",
+        s(&dir.join("encode_input.png")),
+        "--outpaint",
+        "8,0,0,0",
+        "--tokens-out",
+        s(&tok3),
+    ]);
+    let (shape, got) = tokens(&tok3);
+    assert_eq!(shape, vec![1, 8, 10]);
+    for y in 0..8 {
+        for x in 0..8 {
+            assert_eq!(
+                got[y * 10 + x + 2],
+                orig[y * 8 + x],
+                "outpaint changed old token ({y}, {x})"
+            );
+        }
+    }
     // img2img at low strength runs too.
     let out2 = tmp("img2img.png");
     ok(&[

@@ -57,6 +57,15 @@ pub struct RenderArgs {
     /// Inpainting mask, same size as --image: white = repaint.
     #[arg(long, value_name = "MASK.png", requires = "image")]
     pub mask: Option<PathBuf>,
+    /// Outpainting: extend the --image canvas by LEFT,TOP,RIGHT,BOTTOM pixels (multiples of the
+    /// VQ scale, e.g. 16) and generate only the new area.
+    #[arg(
+        long,
+        value_name = "L,T,R,B",
+        requires = "image",
+        conflicts_with = "mask"
+    )]
+    pub outpaint: Option<String>,
     /// img2img strength in (0, 1]: the fraction of the schedule re-run (default 0.5).
     #[arg(long, value_name = "F")]
     pub strength: Option<f64>,
@@ -133,7 +142,7 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
         SamplerKind::Paella => SamplerOptions::paella(seed),
     };
     opts.steps = 12;
-    let inpainting = a.mask.is_some();
+    let inpainting = a.mask.is_some() || a.outpaint.is_some();
     opts.schedule = match a.schedule {
         Some(s) => s,
         None if inpainting => Schedule::Linear,
@@ -194,6 +203,22 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
                     img.display()
                 );
             }
+            if let Some(spec) = &a.outpaint {
+                if a.strength.is_some() {
+                    bail!("--strength applies to img2img, not outpainting");
+                }
+                let grow = outpaint_grow(spec, f)?;
+                let start = Start::Outpaint {
+                    image: pixels,
+                    size: (w, h),
+                    grow,
+                };
+                return Ok(Plan {
+                    opts,
+                    guidance,
+                    start,
+                });
+            }
             match mask {
                 Some(m) => {
                     if a.strength.is_some_and(|s| s != 1.0) {
@@ -227,6 +252,25 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
         guidance,
         start,
     })
+}
+
+/// `--outpaint L,T,R,B` in pixels → token counts to grow the grid by.
+fn outpaint_grow(spec: &str, f: usize) -> Result<[usize; 4]> {
+    let sides: Vec<usize> = spec
+        .split(',')
+        .map(|v| v.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .ok()
+        .filter(|v: &Vec<usize>| v.len() == 4)
+        .with_context(|| {
+            format!("--outpaint {spec:?}: expected four pixel counts LEFT,TOP,RIGHT,BOTTOM")
+        })?;
+    if sides.iter().any(|v| v % f != 0) || sides.iter().sum::<usize>() == 0 {
+        bail!(
+            "--outpaint {spec:?}: each side must be a multiple of {f} pixels and at least one non-zero"
+        );
+    }
+    Ok([sides[0] / f, sides[1] / f, sides[2] / f, sides[3] / f])
 }
 
 /// The mask image as a token grid: grayscale, resized to the grid with Lanczos, ≥ 0.5 = repaint.
@@ -437,6 +481,10 @@ fn pipe_grid(req: &Request<'_>, pipe: &AmusedPipeline) -> (usize, usize) {
     match &req.start {
         Start::Blank(g) => *g,
         Start::Inpaint { size, .. } | Start::Img2Img { size, .. } => (size.1 / f, size.0 / f),
+        Start::Outpaint { size, grow, .. } => (
+            size.1 / f + grow[1] + grow[3],
+            size.0 / f + grow[0] + grow[2],
+        ),
     }
 }
 

@@ -123,6 +123,13 @@ pub enum Start {
         size: (usize, usize),
         mask: Vec<bool>,
     },
+    /// Outpainting: the image's own tokens placed in a grid grown by `[left, top, right,
+    /// bottom]` tokens; only the new cells are generated.
+    Outpaint {
+        image: Vec<f32>,
+        size: (usize, usize),
+        grow: [usize; 4],
+    },
     /// An image `[1, 3, H, W]` in [0, 1], partly re-masked by `strength` ∈ (0, 1].
     Img2Img {
         image: Vec<f32>,
@@ -212,6 +219,17 @@ pub fn generate(
                 .map(|(&t, &m)| if m { mask } else { t })
                 .collect();
             (one.repeat(b), grid)
+        }
+        Start::Outpaint { image, size, grow } => {
+            let (ids, (gh, gw)) = encode_image(ctx, pipe, image, *size)?;
+            let [l, t, r, bottom] = *grow;
+            let (h, w) = (gh + t + bottom, gw + l + r);
+            let mut one = vec![mask; h * w];
+            for y in 0..gh {
+                one[(y + t) * w + l..][..gw].copy_from_slice(&ids[y * gw..][..gw]);
+            }
+            opts.starting_mask_ratio = (h * w - gh * gw) as f64 / (h * w) as f64;
+            (one.repeat(b), (h, w))
         }
         Start::Img2Img {
             image,
