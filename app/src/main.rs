@@ -2,6 +2,7 @@
 
 mod bench;
 mod files;
+mod gui;
 mod inspect;
 mod render;
 
@@ -17,6 +18,8 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     render: render::RenderArgs,
+    #[command(flatten)]
+    screenshot: gui::ScreenshotArgs,
 }
 
 #[derive(Subcommand)]
@@ -46,11 +49,7 @@ fn run() -> Result<()> {
         Some(Command::Encode(a)) => inspect::encode(&a),
         None => match &cli.render.render {
             Some(out) => render::run(&cli.render, out),
-            None => {
-                use clap::CommandFactory;
-                Cli::command().print_help()?;
-                Ok(())
-            }
+            None => gui::run(&cli.render, &cli.screenshot),
         },
     }
 }

@@ -287,14 +287,22 @@ fn read_mask(path: &Path, image_size: (usize, usize), grid: (usize, usize)) -> R
             image_size.1
         );
     }
-    let gray = img.to_luma32f();
+    Ok(mask_to_grid(&img.to_luma32f(), grid))
+}
+
+/// A grayscale mask (1 = repaint) resized to the token grid (width, height) with Lanczos and
+/// binarised at 0.5, as the reference inpainting pipeline does.
+pub fn mask_to_grid(
+    gray: &image::ImageBuffer<image::Luma<f32>, Vec<f32>>,
+    grid: (usize, usize),
+) -> Vec<bool> {
     let small = image::imageops::resize(
-        &gray,
+        gray,
         grid.0 as u32,
         grid.1 as u32,
         image::imageops::FilterType::Lanczos3,
     );
-    Ok(small.pixels().map(|p| p[0] >= 0.5).collect())
+    small.pixels().map(|p| p[0] >= 0.5).collect()
 }
 
 fn output_path(out: &Path, i: usize, batch: usize) -> PathBuf {
@@ -312,7 +320,7 @@ fn output_path(out: &Path, i: usize, batch: usize) -> PathBuf {
 
 /// One animation frame: the token grid (masked cells dark, fixed cells showing the decoded
 /// preview, cells fixed this step outlined) beside the decoded preview.
-fn frame(
+pub fn frame(
     preview: &[f32],
     (w, h): (usize, usize),
     grid: (usize, usize),
@@ -388,14 +396,15 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
         bar.set_position(ev.step as u64 + 1);
         bar.set_message(format!("{:.0} ms/step", ev.ms));
         if animate && preview_err.is_none() {
-            let l = ev.tokens.len() / a.batch;
-            let grid_side = pipe_grid(&req, &pipe);
+            let grid_side = ev.grid;
+            let l = grid_side.0 * grid_side.1;
             let first = &ev.predicted[..l];
             match pipeline::decode(&ctx, &pipe, first, 1, grid_side) {
                 Ok((img, size)) => {
                     let one = StepEvent {
                         step: ev.step,
                         steps: ev.steps,
+                        grid: ev.grid,
                         tokens: &ev.tokens[..l],
                         predicted: first,
                         newly_fixed: &ev.newly_fixed[..l],
@@ -476,19 +485,7 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn pipe_grid(req: &Request<'_>, pipe: &AmusedPipeline) -> (usize, usize) {
-    let f = pipe.vqvae.config.scale_factor();
-    match &req.start {
-        Start::Blank(g) => *g,
-        Start::Inpaint { size, .. } | Start::Img2Img { size, .. } => (size.1 / f, size.0 / f),
-        Start::Outpaint { size, grow, .. } => (
-            size.1 / f + grow[1] + grow[3],
-            size.0 / f + grow[0] + grow[2],
-        ),
-    }
-}
-
-fn gif_bytes(frames: &[image::RgbaImage]) -> Result<Vec<u8>> {
+pub fn gif_bytes(frames: &[image::RgbaImage]) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     {
         let mut enc = image::codecs::gif::GifEncoder::new_with_speed(&mut bytes, 10);

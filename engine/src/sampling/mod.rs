@@ -139,6 +139,8 @@ pub struct StepEvent<'a> {
     /// Index of this step within the full schedule.
     pub step: usize,
     pub steps: usize,
+    /// Token grid (height, width) of each image.
+    pub grid: (usize, usize),
     /// Grid state after the step, `[B, h, w]` flattened (mask id where still masked).
     pub tokens: &'a [u32],
     /// The model's prediction for every position this step (a full grid, for previews).
@@ -346,6 +348,7 @@ pub fn generate(
         on_step(&StepEvent {
             step,
             steps: opts.steps,
+            grid: (h, w),
             tokens: shown,
             predicted: &predicted,
             newly_fixed: &newly_fixed,

@@ -1,0 +1,127 @@
+//! Drawing the token grid (masked, fixed, newly fixed; step and confidence overlays) and
+//! painting inpainting masks.
+
+use egui::{Color32, Pos2, Rect, Stroke, StrokeKind, Vec2};
+
+/// What to draw over the grid.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Overlay {
+    None,
+    /// Colour each token by the step it was fixed at.
+    FixedStep,
+    /// Heatmap of the model's confidence in each token's prediction.
+    Confidence,
+}
+
+/// A perceptual-ish ramp from dark blue through green to yellow, t ∈ [0, 1].
+pub fn ramp(t: f32) -> Color32 {
+    let t = t.clamp(0.0, 1.0);
+    let r = (255.0 * (1.5 * t - 0.4).clamp(0.0, 1.0)) as u8;
+    let g = (255.0 * (1.2 * t).clamp(0.0, 1.0).powf(0.8)) as u8;
+    let b = (255.0 * (0.8 - t).clamp(0.0, 1.0)) as u8;
+    Color32::from_rgb(r, g, b)
+}
+
+/// One step's grid state to draw.
+pub struct GridView<'a> {
+    pub grid: (usize, usize),
+    pub tokens: &'a [u32],
+    pub newly_fixed: &'a [bool],
+    pub confidence: &'a [f32],
+    /// Step at which each token was fixed (None: still masked at this step).
+    pub fixed_at: &'a [Option<usize>],
+    pub steps: usize,
+    pub mask_id: u32,
+}
+
+/// Draws the preview texture in `rect`, then the grid on top: masked cells dark, cells fixed
+/// this step outlined, optional overlay.
+pub fn draw_grid(
+    painter: &egui::Painter,
+    rect: Rect,
+    preview: Option<&egui::TextureHandle>,
+    v: &GridView<'_>,
+    overlay: Overlay,
+) {
+    if let Some(tex) = preview {
+        painter.image(
+            tex.id(),
+            rect,
+            Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
+            Color32::WHITE,
+        );
+    } else {
+        painter.rect_filled(rect, 0.0, Color32::from_gray(30));
+    }
+    let (gh, gw) = v.grid;
+    if gh == 0 || gw == 0 || v.tokens.len() < gh * gw {
+        return;
+    }
+    let cell = Vec2::new(rect.width() / gw as f32, rect.height() / gh as f32);
+    let thin = cell.x.min(cell.y) < 6.0;
+    for y in 0..gh {
+        for x in 0..gw {
+            let i = y * gw + x;
+            let r = Rect::from_min_size(
+                rect.min + Vec2::new(x as f32 * cell.x, y as f32 * cell.y),
+                cell,
+            );
+            if v.tokens[i] == v.mask_id {
+                painter.rect_filled(r, 0.0, Color32::from_gray(38));
+                if !thin {
+                    painter.rect_stroke(
+                        r.shrink(0.5),
+                        0.0,
+                        Stroke::new(1.0, Color32::from_gray(60)),
+                        StrokeKind::Inside,
+                    );
+                }
+                continue;
+            }
+            match overlay {
+                Overlay::None => {}
+                Overlay::FixedStep => {
+                    if let Some(s) = v.fixed_at[i] {
+                        let t = s as f32 / (v.steps.max(2) - 1) as f32;
+                        painter.rect_filled(r, 0.0, ramp(t).gamma_multiply(0.75));
+                    }
+                }
+                Overlay::Confidence => {
+                    painter.rect_filled(r, 0.0, ramp(v.confidence[i]).gamma_multiply(0.75));
+                }
+            }
+            if v.newly_fixed[i] {
+                painter.rect_stroke(
+                    r,
+                    0.0,
+                    Stroke::new(
+                        if thin { 1.0 } else { 2.0 },
+                        Color32::from_rgb(255, 214, 10),
+                    ),
+                    StrokeKind::Inside,
+                );
+            }
+        }
+    }
+}
+
+/// Paints a disc of `radius` image pixels at `pos` (image pixel coordinates) into `mask`
+/// (1 = repaint), or erases it.
+pub fn paint(mask: &mut [f32], (w, h): (usize, usize), pos: Pos2, radius: f32, erase: bool) {
+    let (x0, x1) = (
+        (pos.x - radius).floor().max(0.0) as usize,
+        ((pos.x + radius).ceil() as usize).min(w),
+    );
+    let (y0, y1) = (
+        (pos.y - radius).floor().max(0.0) as usize,
+        ((pos.y + radius).ceil() as usize).min(h),
+    );
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let d = Vec2::new(x as f32 + 0.5 - pos.x, y as f32 + 0.5 - pos.y).length();
+            if d <= radius {
+                mask[y * w + x] = if erase { 0.0 } else { 1.0 };
+            }
+        }
+    }
+}
