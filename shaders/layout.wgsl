@@ -53,3 +53,26 @@ fn fill(
     }
     dst[p.out_offset + i] = p.value;
 }
+
+// to_rgba8: the first image of an NCHW f32 batch (values clipped to [0, 1]) → RGBA8 pixels
+// packed in u32 (red in the low byte, alpha 255), rows `value` words apart so the buffer can be
+// copied straight into a texture. Reuses Params: n = H·W, shape.x = H, shape.y = W,
+// shape.z = H·W (channel plane), value = row pitch in pixels.
+@compute @workgroup_size(256, 1, 1)
+fn to_rgba8(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = (wid.x + wid.y * nwg.x) * WG + li;
+    if (i >= p.n) {
+        return;
+    }
+    let y = i / p.shape.y;
+    let x = i % p.shape.y;
+    let plane = p.shape.z;
+    let r = bitcast<f32>(src[p.in_offset + i]);
+    let g = bitcast<f32>(src[p.in_offset + plane + i]);
+    let b = bitcast<f32>(src[p.in_offset + 2u * plane + i]);
+    dst[y * p.value + x] = pack4x8unorm(vec4<f32>(r, g, b, 1.0));
+}

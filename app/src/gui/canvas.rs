@@ -39,13 +39,13 @@ pub struct GridView<'a> {
 pub fn draw_grid(
     painter: &egui::Painter,
     rect: Rect,
-    preview: Option<&egui::TextureHandle>,
+    preview: Option<egui::TextureId>,
     v: &GridView<'_>,
     overlay: Overlay,
 ) {
     if let Some(tex) = preview {
         painter.image(
-            tex.id(),
+            tex,
             rect,
             Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
             Color32::WHITE,

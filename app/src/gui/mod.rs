@@ -81,9 +81,8 @@ struct Frame {
     tokens: Vec<u32>,
     newly_fixed: Vec<bool>,
     confidence: Vec<f32>,
-    preview: TextureHandle,
-    rgba: Vec<u8>,
-    size: (usize, usize),
+    predicted: Vec<u32>,
+    preview: egui::TextureId,
     grid: (usize, usize),
     ms: f64,
     fixed_total: usize,
@@ -94,7 +93,8 @@ struct Lane {
     settings: Settings,
     frames: Vec<Frame>,
     steps: usize,
-    result: Option<(TextureHandle, Vec<u8>, (usize, usize))>,
+    /// Final image texture, tokens and grid.
+    result: Option<(egui::TextureId, Vec<u32>, (usize, usize))>,
     error: Option<String>,
     running: bool,
 }
@@ -138,6 +138,7 @@ struct EditImage {
 
 pub struct App {
     gpu: Option<Arc<GpuContext>>,
+    render_state: Option<egui_wgpu::RenderState>,
     pipe: Option<Arc<AmusedPipeline>>,
     model_arg: String,
     settings: Settings,
@@ -183,6 +184,7 @@ impl App {
         let (tx, rx) = channel();
         let mut app = Self {
             gpu: None,
+            render_state: cc.wgpu_render_state.clone(),
             pipe: None,
             model_arg: args.model.clone().unwrap_or_default(),
             settings: Settings::from_args(args, None),
@@ -267,11 +269,26 @@ impl App {
 
     /// Starts one lane per settings entry.
     fn start(&mut self, ctx: &egui::Context, lanes: Vec<Settings>, start: Option<Start>) {
-        let (Some(gpu), Some(pipe)) = (self.gpu.clone(), self.pipe.clone()) else {
+        let (Some(gpu), Some(pipe), Some(rs)) = (
+            self.gpu.clone(),
+            self.pipe.clone(),
+            self.render_state.clone(),
+        ) else {
             self.message = Some("open a model first".into());
             return;
         };
-        self.lanes.clear();
+        // Give the old runs' textures back.
+        {
+            let mut r = rs.renderer.write();
+            for l in self.lanes.drain(..) {
+                for f in &l.frames {
+                    r.free_texture(&f.preview);
+                }
+                if let Some((id, _, _)) = l.result {
+                    r.free_texture(&id);
+                }
+            }
+        }
         self.replay = None;
         let side = pipe.transformer.config.sample_size;
         for (i, s) in lanes.into_iter().enumerate() {
@@ -303,34 +320,39 @@ impl App {
                 start,
             };
             self.lanes.push(Lane::new(s));
-            worker::spawn(gpu.clone(), pipe.clone(), job, self.tx.clone(), ctx.clone());
+            worker::spawn(
+                gpu.clone(),
+                pipe.clone(),
+                rs.clone(),
+                job,
+                self.tx.clone(),
+                ctx.clone(),
+            );
         }
     }
 
-    fn receive(&mut self, ctx: &egui::Context) {
+    fn receive(&mut self) {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
                 Msg::Step(lane, m) => {
                     if let Some(l) = self.lanes.get_mut(lane) {
-                        let preview = texture(ctx, "preview", &m.preview, m.size);
                         l.steps = m.steps;
                         l.frames.push(Frame {
                             step: m.step,
                             tokens: m.tokens,
                             newly_fixed: m.newly_fixed,
                             confidence: m.confidence,
-                            preview,
-                            rgba: m.preview,
-                            size: m.size,
+                            predicted: m.predicted,
+                            preview: m.preview,
                             grid: m.grid,
                             ms: m.ms,
                             fixed_total: m.fixed_total,
                         });
                     }
                 }
-                Msg::Done(lane, rgba, size) => {
+                Msg::Done(lane, id, tokens, grid) => {
                     if let Some(l) = self.lanes.get_mut(lane) {
-                        l.result = Some((texture(ctx, "result", &rgba, size), rgba, size));
+                        l.result = Some((id, tokens, grid));
                         l.running = false;
                     }
                 }
@@ -441,14 +463,16 @@ impl App {
                 steps: l.steps,
                 mask_id,
             };
-            canvas::draw_grid(ui.painter(), rect, Some(&f.preview), &view, overlay);
+            canvas::draw_grid(ui.painter(), rect, Some(f.preview), &view, overlay);
             let shown = if replay.is_none() && !l.running {
-                l.result.as_ref().map(|r| &r.0)
+                l.result.as_ref().map(|r| r.0)
             } else {
                 None
             };
-            let tex = shown.unwrap_or(&f.preview);
-            ui.add(egui::Image::new((tex.id(), Vec2::splat(size))));
+            ui.add(egui::Image::new((
+                shown.unwrap_or(f.preview),
+                Vec2::splat(size),
+            )));
         });
         let status = if l.running {
             "running"
@@ -497,39 +521,95 @@ impl App {
 
     fn save_buttons(&mut self, ui: &mut egui::Ui) {
         let Some(l) = self.lanes.first() else { return };
-        if l.running {
+        if l.running || l.result.is_none() {
             return;
         }
-        ui.horizontal(|ui| {
-            if let Some((_, rgba, (w, h))) = &l.result
-                && ui.button("Save PNG").clicked()
-            {
-                let s = &l.settings;
-                let text = std::collections::HashMap::from([(
-                    "parameters".to_owned(),
-                    format!(
-                        "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, Schedule: {}, CFG scale: {}, Seed: {}, Size: {w}x{h}, Model: {}",
-                        s.prompt, s.negative_prompt, s.steps, s.sampler, s.schedule, s.guidance, s.seed, self.model_arg
-                    ),
-                )]);
-                let chw: Vec<f32> = (0..3)
-                    .flat_map(|c| (0..w * h).map(move |i| (c, i)))
-                    .map(|(c, i)| f32::from(rgba[i * 4 + c]) / 255.0)
-                    .collect();
-                let path = PathBuf::from(format!("tessera-{}.png", s.seed));
-                self.message = Some(match crate::files::png_bytes(&chw, *w, *h, &text).and_then(|b| crate::files::write_atomically(&path, &b)) {
-                    Ok(()) => format!("saved {}", path.display()),
-                    Err(e) => format!("{e:#}"),
-                });
-            }
-            if ui.button("Save GIF").clicked() {
-                let path = PathBuf::from(format!("tessera-{}.gif", l.settings.seed));
-                self.message = Some(match save_gif(l, self.pipe.as_ref().map_or(0, |p| p.scheduler.mask_token_id), &path) {
-                    Ok(()) => format!("saved {}", path.display()),
-                    Err(e) => format!("{e:#}"),
-                });
-            }
-        });
+        let (save_png, save_gif) = ui
+            .horizontal(|ui| {
+                (
+                    ui.button("Save PNG").clicked(),
+                    ui.button("Save GIF").clicked(),
+                )
+            })
+            .inner;
+        if save_png {
+            let path = PathBuf::from(format!("tessera-{}.png", l.settings.seed));
+            self.message = Some(match self.save_png(&path) {
+                Ok(()) => format!("saved {}", path.display()),
+                Err(e) => format!("{e:#}"),
+            });
+        }
+        if save_gif {
+            let path = PathBuf::from(format!("tessera-{}.gif", l.settings.seed));
+            self.message = Some(match self.save_gif(&path) {
+                Ok(()) => format!("saved {}", path.display()),
+                Err(e) => format!("{e:#}"),
+            });
+        }
+    }
+
+    /// Decodes tokens on the engine's device and reads the pixels back (for files only).
+    fn decode_cpu(
+        &self,
+        tokens: &[u32],
+        grid: (usize, usize),
+    ) -> Result<(Vec<f32>, (usize, usize))> {
+        let (Some(gpu), Some(pipe)) = (&self.gpu, &self.pipe) else {
+            anyhow::bail!("no model loaded")
+        };
+        Ok(tessera_engine::pipeline::decode(
+            gpu, pipe, tokens, 1, grid,
+        )?)
+    }
+
+    fn save_png(&self, path: &std::path::Path) -> Result<()> {
+        let l = self.lanes.first().context("nothing generated")?;
+        let (_, tokens, grid) = l.result.as_ref().context("still running")?;
+        let (chw, (w, h)) = self.decode_cpu(tokens, *grid)?;
+        let s = &l.settings;
+        let text = std::collections::HashMap::from([(
+            "parameters".to_owned(),
+            format!(
+                "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, Schedule: {}, CFG scale: {}, Seed: {}, Size: {w}x{h}, Model: {}",
+                s.prompt,
+                s.negative_prompt,
+                s.steps,
+                s.sampler,
+                s.schedule,
+                s.guidance,
+                s.seed,
+                self.model_arg
+            ),
+        )]);
+        crate::files::write_atomically(path, &crate::files::png_bytes(&chw, w, h, &text)?)
+    }
+
+    fn save_gif(&self, path: &std::path::Path) -> Result<()> {
+        let l = self.lanes.first().context("nothing generated")?;
+        let mask_id = self.pipe.as_ref().map_or(0, |p| p.scheduler.mask_token_id);
+        let mut frames = Vec::new();
+        for f in &l.frames {
+            let (chw, size) = self.decode_cpu(&f.predicted, f.grid)?;
+            let ev = tessera_engine::sampling::StepEvent {
+                step: f.step,
+                steps: l.steps,
+                grid: f.grid,
+                tokens: &f.tokens,
+                predicted: &f.predicted,
+                newly_fixed: &f.newly_fixed,
+                confidence: &f.confidence,
+                ms: f.ms,
+            };
+            let fr = crate::render::frame(&chw, size, f.grid, &ev, mask_id);
+            let k = 256u32.div_ceil(fr.height()).max(1);
+            frames.push(image::imageops::resize(
+                &fr,
+                fr.width() * k,
+                fr.height() * k,
+                image::imageops::FilterType::Nearest,
+            ));
+        }
+        crate::files::write_atomically(path, &crate::render::gif_bytes(&frames)?)
     }
 
     fn inpaint_ui(&mut self, ui: &mut egui::Ui) {
@@ -610,16 +690,19 @@ impl App {
     }
 
     fn use_last_result(&mut self, ctx: &egui::Context) {
-        let Some((_, rgba, (w, h))) = self.lanes.first().and_then(|l| l.result.as_ref()) else {
+        let last = self
+            .lanes
+            .first()
+            .and_then(|l| l.result.as_ref())
+            .map(|(_, t, g)| (t.clone(), *g));
+        let Some((tokens, grid)) = last else {
             self.message = Some("no result yet".into());
             return;
         };
-        let (w, h) = (*w, *h);
-        let pixels: Vec<f32> = (0..3)
-            .flat_map(|c| (0..w * h).map(move |i| (c, i)))
-            .map(|(c, i)| f32::from(rgba[i * 4 + c]) / 255.0)
-            .collect();
-        self.set_edit(ctx, pixels, (w, h));
+        match self.decode_cpu(&tokens, grid) {
+            Ok((pixels, size)) => self.set_edit(ctx, pixels, size),
+            Err(e) => self.message = Some(format!("{e:#}")),
+        }
     }
 
     fn set_edit(&mut self, ctx: &egui::Context, pixels: Vec<f32>, size: (usize, usize)) {
@@ -816,42 +899,9 @@ fn schedule_picker(
     }
 }
 
-fn save_gif(l: &Lane, mask_id: u32, path: &std::path::Path) -> Result<()> {
-    let frames: Vec<image::RgbaImage> = l
-        .frames
-        .iter()
-        .map(|f| {
-            let (w, h) = f.size;
-            let chw: Vec<f32> = (0..3)
-                .flat_map(|c| (0..w * h).map(move |i| (c, i)))
-                .map(|(c, i)| f32::from(f.rgba[i * 4 + c]) / 255.0)
-                .collect();
-            let ev = tessera_engine::sampling::StepEvent {
-                step: f.step,
-                steps: l.steps,
-                grid: f.grid,
-                tokens: &f.tokens,
-                predicted: &f.tokens,
-                newly_fixed: &f.newly_fixed,
-                confidence: &f.confidence,
-                ms: f.ms,
-            };
-            let fr = crate::render::frame(&chw, f.size, f.grid, &ev, mask_id);
-            let k = 256u32.div_ceil(fr.height()).max(1);
-            image::imageops::resize(
-                &fr,
-                fr.width() * k,
-                fr.height() * k,
-                image::imageops::FilterType::Nearest,
-            )
-        })
-        .collect();
-    crate::files::write_atomically(path, &crate::render::gif_bytes(&frames)?)
-}
-
 impl eframe::App for App {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
-        self.receive(ctx);
+        self.receive();
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw
                 .dropped_files

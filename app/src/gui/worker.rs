@@ -1,24 +1,25 @@
 //! Generation off the UI thread: a job runs the engine's pipeline (the same code path as
-//! `--render`) and streams each step to the UI over a channel.
+//! `--render`) and streams each step to the UI over a channel. Previews are decoded, packed
+//! to RGBA8 and copied into textures on the GPU, then registered with egui-wgpu, so pixels
+//! never travel through the CPU.
 
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 
-use tessera_engine::GpuContext;
 use tessera_engine::models::amused::AmusedPipeline;
 use tessera_engine::pipeline::{self, Request, Start};
 use tessera_engine::sampling::SamplerOptions;
+use tessera_engine::{GpuContext, Tensor, ops};
 
 /// One step of one lane, ready to show.
 pub struct StepMsg {
     pub step: usize,
     pub steps: usize,
     pub tokens: Vec<u32>,
+    pub predicted: Vec<u32>,
     pub newly_fixed: Vec<bool>,
     pub confidence: Vec<f32>,
-    /// RGBA8 of the decoded prediction.
-    pub preview: Vec<u8>,
-    pub size: (usize, usize),
+    pub preview: egui::TextureId,
     pub grid: (usize, usize),
     pub ms: f64,
     /// Tokens settled after the step (not masked and equal to their prediction, i.e. not
@@ -28,7 +29,7 @@ pub struct StepMsg {
 
 pub enum Msg {
     Step(usize, Box<StepMsg>),
-    Done(usize, Vec<u8>, (usize, usize)),
+    Done(usize, egui::TextureId, Vec<u32>, (usize, usize)),
     Failed(usize, String),
 }
 
@@ -42,7 +43,7 @@ pub struct Job {
     pub start: Start,
 }
 
-/// NCHW [0, 1] floats of the first image → RGBA8.
+/// NCHW [0, 1] floats of the first image → RGBA8 (for images that come from files).
 pub fn rgba(chw: &[f32], (w, h): (usize, usize)) -> Vec<u8> {
     let mut out = vec![255u8; 4 * w * h];
     for y in 0..h {
@@ -56,9 +57,46 @@ pub fn rgba(chw: &[f32], (w, h): (usize, usize)) -> Vec<u8> {
     out
 }
 
+/// Decodes one token grid into a new texture registered with egui, all on the GPU.
+pub fn decode_to_texture(
+    gpu: &GpuContext,
+    pipe: &AmusedPipeline,
+    rs: &egui_wgpu::RenderState,
+    tokens: &[u32],
+    grid: (usize, usize),
+) -> tessera_engine::Result<egui::TextureId> {
+    let t = Tensor::from_u32(gpu, "tokens", &[1, grid.0, grid.1], tokens)?;
+    let mut rec = gpu.recorder();
+    let img = pipe.vqvae.decode(&mut rec, &t)?;
+    let (h, w) = (img.shape()[2], img.shape()[3]);
+    let packed = ops::layout::to_rgba8(&mut rec, &img, 0)?;
+    let texture = rs.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some("tessera preview"),
+        size: wgpu::Extent3d {
+            width: w as u32,
+            height: h as u32,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba8Unorm,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    rec.copy_to_texture(&packed, &texture)?;
+    rec.submit();
+    let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+    Ok(rs
+        .renderer
+        .write()
+        .register_native_texture(&rs.device, &view, wgpu::FilterMode::Nearest))
+}
+
 pub fn spawn(
     gpu: Arc<GpuContext>,
     pipe: Arc<AmusedPipeline>,
+    rs: egui_wgpu::RenderState,
     job: Job,
     tx: Sender<Msg>,
     repaint: egui::Context,
@@ -75,10 +113,8 @@ pub fn spawn(
         };
         let mask_id = pipe.scheduler.mask_token_id;
         let result = pipeline::generate(&gpu, &pipe, &req, &mut |ev| {
-            let grid = ev.grid;
-            let decoded = pipeline::decode(&gpu, &pipe, ev.predicted, 1, grid);
-            let (preview, size) = match decoded {
-                Ok((img, size)) => (rgba(&img, size), size),
+            let preview = match decode_to_texture(&gpu, &pipe, &rs, ev.predicted, ev.grid) {
+                Ok(id) => id,
                 Err(e) => {
                     let _ = tx.send(Msg::Failed(lane, format!("preview: {e}")));
                     return;
@@ -90,11 +126,11 @@ pub fn spawn(
                     step: ev.step,
                     steps: ev.steps,
                     tokens: ev.tokens.to_vec(),
+                    predicted: ev.predicted.to_vec(),
                     newly_fixed: ev.newly_fixed.to_vec(),
                     confidence: ev.confidence.to_vec(),
                     preview,
-                    size,
-                    grid,
+                    grid: ev.grid,
                     ms: ev.ms,
                     fixed_total: ev
                         .tokens
@@ -107,10 +143,13 @@ pub fn spawn(
             repaint.request_repaint();
         });
         let msg = match result.and_then(|g| {
-            let (img, size) = pipeline::decode(&gpu, &pipe, &g.tokens, 1, g.grid)?;
-            Ok((rgba(&img, size), size))
+            Ok((
+                decode_to_texture(&gpu, &pipe, &rs, &g.tokens, g.grid)?,
+                g.tokens,
+                g.grid,
+            ))
         }) {
-            Ok((img, size)) => Msg::Done(lane, img, size),
+            Ok((id, tokens, grid)) => Msg::Done(lane, id, tokens, grid),
             Err(e) => Msg::Failed(lane, e.to_string()),
         };
         let _ = tx.send(msg);

@@ -137,6 +137,48 @@ impl<'a> Recorder<'a> {
         Ok(())
     }
 
+    /// Records a copy of packed RGBA8 rows (`[H, row pitch]` u32, from
+    /// [`ops::layout::to_rgba8`](crate::ops::layout::to_rgba8)) into an `Rgba8Unorm` texture of
+    /// the same width and height.
+    pub fn copy_to_texture(&mut self, rgba: &Tensor, texture: &wgpu::Texture) -> Result<()> {
+        let [h, pitch] = *rgba.shape() else {
+            return Err(Error::shape(
+                "copy_to_texture",
+                format!("{:?} is not [H, pitch]", rgba.shape()),
+            ));
+        };
+        let size = texture.size();
+        if size.height as usize != h || (size.width as usize) > pitch || (pitch * 4) % 256 != 0 {
+            return Err(Error::shape(
+                "copy_to_texture",
+                format!(
+                    "rows {:?} do not fit a {}×{} texture",
+                    rgba.shape(),
+                    size.width,
+                    size.height
+                ),
+            ));
+        }
+        self.pass = None;
+        self.encoder.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: rgba.buffer(),
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some((pitch * 4) as u32),
+                    rows_per_image: Some(h as u32),
+                },
+            },
+            texture.as_image_copy(),
+            wgpu::Extent3d {
+                width: size.width,
+                height: size.height,
+                depth_or_array_layers: 1,
+            },
+        );
+        Ok(())
+    }
+
     /// Submits everything recorded.
     pub fn submit(mut self) -> wgpu::SubmissionIndex {
         self.pass = None;

@@ -25,7 +25,7 @@ fn spec(entry: &'static str) -> KernelSpec {
 }
 
 pub(crate) fn specs() -> Vec<KernelSpec> {
-    vec![spec("copy"), spec("fill")]
+    vec![spec("copy"), spec("fill"), spec("to_rgba8")]
 }
 
 fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
@@ -243,4 +243,50 @@ pub fn fill(rec: &mut Recorder<'_>, shape: &[usize], dtype: DType, bits: u32) ->
 /// An f32 tensor of zeros.
 pub fn zeros(rec: &mut Recorder<'_>, shape: &[usize]) -> Result<Tensor> {
     fill(rec, shape, DType::F32, 0)
+}
+
+/// Row pitch (in pixels) that makes a row a multiple of 256 bytes, as texture copies need.
+pub fn rgba8_row_pitch(width: usize) -> usize {
+    (width * 4).next_multiple_of(256) / 4
+}
+
+/// Image `index` of an NCHW f32 batch `[B, 3, H, W]` as RGBA8 pixels packed in u32
+/// `[H, row pitch]` (values clipped to [0, 1], alpha 255), ready for
+/// [`Recorder::copy_to_texture`](crate::gpu::Recorder::copy_to_texture).
+pub fn to_rgba8(rec: &mut Recorder<'_>, images: &Tensor, index: usize) -> Result<Tensor> {
+    const OP: &str = "to_rgba8";
+    images.expect_dtype(OP, DType::F32)?;
+    let [b, 3, h, w] = *images.shape() else {
+        return Err(Error::shape(
+            OP,
+            format!("{:?} is not [B, 3, H, W]", images.shape()),
+        ));
+    };
+    if index >= b {
+        return Err(Error::shape(OP, format!("image {index} of a batch of {b}")));
+    }
+    let pitch = rgba8_row_pitch(w);
+    let out = Tensor::empty(rec.ctx(), "rgba8", &[h, pitch], DType::U32)?;
+    let params = Params {
+        n: to_u32(OP, "pixels", h * w)?,
+        in_offset: to_u32(OP, "offset", index * 3 * h * w)?,
+        out_offset: 0,
+        value: to_u32(OP, "pitch", pitch)?,
+        shape: [
+            to_u32(OP, "H", h)?,
+            to_u32(OP, "W", w)?,
+            to_u32(OP, "H·W", h * w)?,
+            1,
+        ],
+        in_strides: [0; 4],
+        out_strides: [0; 4],
+    };
+    let groups = groups_for(rec, h * w, WG)?;
+    rec.dispatch(
+        &spec("to_rgba8"),
+        bytemuck::bytes_of(&params),
+        &[(1, Binding::Tensor(images)), (2, Binding::Tensor(&out))],
+        groups,
+    )?;
+    Ok(out)
 }

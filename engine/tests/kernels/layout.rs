@@ -76,3 +76,34 @@ fn fill_and_integer_copy() {
     let tr = run(|rec| permute(rec, &ids, &[1, 0]));
     assert_eq!(tr.to_u32(ctx()).expect("ids"), vec![1, 4, 2, 5, 3, 6]);
 }
+
+#[test]
+fn rgba8_packing_clips_rounds_and_pads_rows() {
+    let (b, h, w) = (2, 3, 70);
+    let mut r = rng(8);
+    let x: Vec<f32> = randn(&mut r, b * 3 * h * w)
+        .iter()
+        .map(|v| v * 0.8 + 0.5)
+        .collect();
+    let t = upload("images", &[b, 3, h, w], &x);
+    let packed = run(|rec| tessera_engine::ops::layout::to_rgba8(rec, &t, 1));
+    let pitch = tessera_engine::ops::layout::rgba8_row_pitch(w);
+    assert_eq!(packed.shape(), &[h, pitch]);
+    assert_eq!((pitch * 4) % 256, 0);
+    let words = packed.to_u32(ctx()).expect("read");
+    for y in 0..h {
+        for xx in 0..w {
+            let px = words[y * pitch + xx].to_le_bytes();
+            for c in 0..3 {
+                let v = x[((3 + c) * h + y) * w + xx];
+                let want = (v.clamp(0.0, 1.0) * 255.0 + 0.5).floor() as i32;
+                assert!(
+                    (i32::from(px[c]) - want).abs() <= 1,
+                    "({y},{xx}) c{c}: {} vs {want}",
+                    px[c]
+                );
+            }
+            assert_eq!(px[3], 255);
+        }
+    }
+}
