@@ -318,3 +318,31 @@ fn guidance_is_uncond_plus_scale_times_difference() {
     let again = logits("a red apple", "some negative", 1.0);
     assert_eq!(again, cond);
 }
+
+#[test]
+fn bench_json_has_the_documented_fields() {
+    let o = tessera(&[
+        "bench", "--json", "--sizes", "32", "--budget", "0", "--steps", "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("one JSON object on stdout");
+    assert!(v["adapter"]["name"].is_string() && v["adapter"]["backend"].is_string());
+    let kernels = v["kernels"].as_array().expect("kernels");
+    assert!(kernels.iter().any(|k| k["name"] == "matmul"
+        && k["shape"] == serde_json::json!([32, 32, 32])
+        && k["dtype"] == "f16"));
+    for k in kernels {
+        assert!(
+            k["ms"].as_f64().is_some_and(|x| x > 0.0)
+                && k["gflops"].as_f64().is_some_and(|x| x > 0.0),
+            "{k}"
+        );
+    }
+    let e = &v["end_to_end"];
+    assert_eq!(e["steps"], 2);
+    for key in ["text_ms", "step_ms", "decode_ms", "total_ms"] {
+        assert!(e[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {e}");
+    }
+    assert!(e["peak_bytes"].as_u64().is_some_and(|x| x > 0));
+}

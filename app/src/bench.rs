@@ -18,6 +18,71 @@ pub struct BenchArgs {
     /// Seconds to spend repeating each kernel (each runs at least once after a warm-up).
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     budget: f64,
+    /// End-to-end model: a folder or hub id, `default` (the embedded model, else the largest
+    /// test fixture), or `amused-256-random` / `amused-512-random` (published configurations,
+    /// synthetic weights).
+    #[arg(long, default_value = "default", value_name = "DIR|NAME")]
+    model: String,
+    /// Decoding steps of the end-to-end run.
+    #[arg(long, default_value_t = 12, value_name = "N")]
+    steps: usize,
+    /// Images per run (the transformer sees twice as many rows with guidance).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    batch: usize,
+    /// Skip the kernel figures.
+    #[arg(long)]
+    no_kernels: bool,
+    /// Skip the end-to-end run.
+    #[arg(long)]
+    no_end_to_end: bool,
+}
+
+fn end_to_end(ctx: &GpuContext, a: &BenchArgs) -> Result<bench::EndToEnd> {
+    use tessera_engine::io::{Checkpoint, Loader};
+    use tessera_engine::models::{clip_text::ClipTextModel, uvit2d, vq};
+    if a.steps == 0 || a.batch == 0 {
+        anyhow::bail!("--steps and --batch must be at least 1");
+    }
+    let random = match a.model.as_str() {
+        "amused-256-random" => Some(uvit2d::Config::amused_256()),
+        "amused-512-random" => Some(uvit2d::Config::amused_512()),
+        _ => None,
+    };
+    if let Some(tc) = random {
+        let ckpt = Checkpoint::synthetic(1);
+        let text = Loader::load(ctx, &ckpt, true, |l| {
+            ClipTextModel::from_loader(l, &ClipTextModel::clip_l_config())
+        })?;
+        let transformer = Loader::load(ctx, &ckpt, true, |l| uvit2d::UVit2DModel::new(l, &tc))?;
+        let vqm = Loader::load(ctx, &ckpt, false, |l| {
+            vq::VqModel::new(l, &vq::Config::amused())
+        })?;
+        let c = bench::Components {
+            text: &text,
+            transformer: &transformer,
+            vq: &vqm,
+        };
+        return Ok(bench::end_to_end(ctx, &a.model, &c, a.steps, a.batch)?);
+    }
+    let folder = if a.model == "default" {
+        match crate::render::default_model() {
+            Some(p) => tessera_engine::io::ModelFolder::open(&p)?,
+            None => tessera_engine::io::ModelFolder::open(
+                &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../tests/fixtures/amused/tiny-b/model"),
+            )?,
+        }
+    } else {
+        tessera_engine::io::resolve_model(&a.model)?
+    };
+    let pipe = tessera_engine::models::amused::AmusedPipeline::load(ctx, &folder)?;
+    let name = folder.root.display().to_string();
+    let c = bench::Components {
+        text: &pipe.text.text_encoder,
+        transformer: &pipe.transformer,
+        vq: &pipe.vqvae,
+    };
+    Ok(bench::end_to_end(ctx, &name, &c, a.steps, a.batch)?)
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -46,16 +111,36 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         timings.push(t);
     };
-    for &n in &args.sizes {
-        emit(bench::matmul(&ctx, n, false, budget)?);
-        emit(bench::matmul(&ctx, n, true, budget)?);
+    if !args.no_kernels {
+        for &n in &args.sizes {
+            emit(bench::matmul(&ctx, n, false, budget)?);
+            emit(bench::matmul(&ctx, n, true, budget)?);
+        }
+        // aMUSEd-256 shapes: 16 heads × 64 over 256 image tokens, self and cross (77 text tokens).
+        emit(bench::attention(&ctx, [1, 16, 256, 256, 64], budget)?);
+        emit(bench::attention(&ctx, [1, 16, 256, 77, 64], budget)?);
+        // VQ decoder's widest 3×3 conv at 16×16 and its 128-channel conv at 64×64.
+        emit(bench::conv3x3(&ctx, [768, 768, 16], budget)?);
+        emit(bench::conv3x3(&ctx, [128, 128, 64], budget)?);
     }
-    // aMUSEd-256 shapes: 16 heads × 64 over 256 image tokens, self and cross (77 text tokens).
-    emit(bench::attention(&ctx, [1, 16, 256, 256, 64], budget)?);
-    emit(bench::attention(&ctx, [1, 16, 256, 77, 64], budget)?);
-    // VQ decoder's widest 3×3 conv at 16×16 and its 128-channel conv at 64×64.
-    emit(bench::conv3x3(&ctx, [768, 768, 16], budget)?);
-    emit(bench::conv3x3(&ctx, [128, 128, 64], budget)?);
+    let e2e = if args.no_end_to_end {
+        None
+    } else {
+        Some(end_to_end(&ctx, args)?)
+    };
+    if let (Some(e), false) = (&e2e, args.json) {
+        println!(
+            "end to end ({}, {} steps, batch {}): text {:.1} ms, {:.1} ms/step, decode {:.1} ms, total {:.1} ms, peak {:.1} MiB",
+            e.model,
+            e.steps,
+            e.batch,
+            e.text_ms,
+            e.step_ms,
+            e.decode_ms,
+            e.total_ms,
+            e.peak_bytes as f64 / 1048576.0
+        );
+    }
     if args.json {
         let kernels: Vec<_> = timings
             .iter()
@@ -65,9 +150,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 })
             })
             .collect();
+        let end_to_end = e2e.map(|e| {
+            serde_json::json!({
+                "model": e.model, "steps": e.steps, "batch": e.batch, "text_ms": e.text_ms,
+                "step_ms": e.step_ms, "decode_ms": e.decode_ms, "total_ms": e.total_ms,
+                "peak_bytes": e.peak_bytes
+            })
+        });
         let out = serde_json::json!({
             "adapter": { "name": ctx.info.name, "backend": format!("{:?}", ctx.info.backend) },
             "kernels": kernels,
+            "end_to_end": end_to_end,
         });
         println!("{out}");
     }

@@ -150,3 +150,131 @@ pub fn conv3x3(
         gflops: flops / (ms * 1e6),
     })
 }
+
+/// End-to-end figures of one text-to-image run (milliseconds, bytes).
+#[derive(Clone, Debug)]
+pub struct EndToEnd {
+    pub model: String,
+    pub steps: usize,
+    pub batch: usize,
+    pub text_ms: f64,
+    pub step_ms: f64,
+    pub decode_ms: f64,
+    pub total_ms: f64,
+    pub peak_bytes: u64,
+}
+
+/// The three networks of an aMUSEd pipeline.
+pub struct Components<'a> {
+    pub text: &'a crate::models::clip_text::ClipTextModel,
+    pub transformer: &'a crate::models::uvit2d::UVit2DModel,
+    pub vq: &'a crate::models::vq::VqModel,
+}
+
+/// Times a guided text-to-image run the way the pipeline does it: text for [uncond; cond],
+/// `steps` transformer passes on a batch of 2·`batch` with guidance and sampling (reading back
+/// only ids and confidences), then the VQ decode.
+pub fn end_to_end(
+    ctx: &GpuContext,
+    name: &str,
+    c: &Components<'_>,
+    steps: usize,
+    batch: usize,
+) -> Result<EndToEnd> {
+    use crate::models::uvit2d::Conditioning;
+    ctx.trim_pool();
+    let t0 = Instant::now();
+    let tc = &c.transformer.config;
+    let len = c.text.config.max_position_embeddings;
+    // Two rows of token ids (an empty and a short prompt), the shape the tokenizer produces.
+    let mut ids = vec![
+        c.text
+            .config
+            .eos_token_id
+            .min(c.text.config.vocab_size as u32 - 1);
+        2 * len
+    ];
+    for (i, id) in ids.iter_mut().enumerate().skip(len).take(5) {
+        *id = (i as u32 * 97) % c.text.config.vocab_size as u32;
+    }
+    let mut rec = ctx.recorder();
+    let emb = c.text.forward(&mut rec, &ids, 2)?;
+    rec.submit();
+    let pooled = emb.pooled.to_f32(ctx)?;
+    let text_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let repeat = |v: &[f32], per: usize| -> Vec<f32> {
+        let (u, cnd) = v.split_at(per);
+        let mut out = Vec::with_capacity(2 * batch * per);
+        for _ in 0..batch {
+            out.extend_from_slice(u);
+        }
+        for _ in 0..batch {
+            out.extend_from_slice(cnd);
+        }
+        out
+    };
+    let hidden_v = emb.penultimate.to_f32(ctx)?;
+    let (pd, hd) = (pooled.len() / 2, hidden_v.len() / 2);
+    let pooled = Tensor::from_f32(ctx, "pooled", &[2 * batch, pd], &repeat(&pooled, pd))?;
+    let hidden = Tensor::from_f32(
+        ctx,
+        "hidden",
+        &[2 * batch, len, hd / len],
+        &repeat(&hidden_v, hd),
+    )?;
+    let f = c.vq.config.scale_factor();
+    let side = tc.sample_size;
+    let micro_row = [(side * f) as f32, (side * f) as f32, 0.0, 0.0, 6.0];
+    let micro = Tensor::from_f32(ctx, "micro", &[2 * batch, 5], &micro_row.repeat(2 * batch))?;
+    let l = side * side;
+    let mut tokens = vec![tc.mask_token_id(); batch * l];
+    let t1 = Instant::now();
+    for step in 0..steps {
+        let both: Vec<u32> = tokens.iter().chain(tokens.iter()).copied().collect();
+        let tt = Tensor::from_u32(ctx, "tokens", &[2 * batch, side, side], &both)?;
+        let mut rec = ctx.recorder();
+        let logits = c.transformer.forward(
+            &mut rec,
+            &tt,
+            &Conditioning {
+                pooled: &pooled,
+                hidden: &hidden,
+                micro_conds: &micro,
+            },
+        )?;
+        let u = ops::layout::slice(&mut rec, &logits, 0, 0, batch)?;
+        let cnd = ops::layout::slice(&mut rec, &logits, 0, batch, batch)?;
+        let guided = ops::elementwise::axpby(&mut rec, -9.0, &u, 10.0, &cnd)?;
+        let uni: Vec<f32> = (0..batch * l)
+            .map(|i| ((i * 7919 + step * 104_729) % 1000) as f32 / 1000.0)
+            .collect();
+        let tu = Tensor::from_f32(ctx, "uniforms", &[batch * l], &uni)?;
+        let (ids, probs) = ops::sampling::categorical(
+            &mut rec,
+            &guided.reshape(&[batch * l, tc.codebook_size])?,
+            &tu,
+            1.0,
+        )?;
+        rec.submit();
+        tokens = ids.to_u32(ctx)?;
+        let _ = probs.to_f32(ctx)?;
+    }
+    let step_ms = t1.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64;
+    let t2 = Instant::now();
+    let tt = Tensor::from_u32(ctx, "tokens", &[batch, side, side], &tokens)?;
+    let mut rec = ctx.recorder();
+    let img = c.vq.decode(&mut rec, &tt)?;
+    rec.submit();
+    let _ = img.to_f32(ctx)?;
+    let decode_ms = t2.elapsed().as_secs_f64() * 1e3;
+    Ok(EndToEnd {
+        model: name.to_owned(),
+        steps,
+        batch,
+        text_ms,
+        step_ms,
+        decode_ms,
+        total_ms: t0.elapsed().as_secs_f64() * 1e3,
+        peak_bytes: ctx.memory_stats().1,
+    })
+}

@@ -167,6 +167,28 @@ impl ClipTextModel {
         Loader::load(ctx, &ckpt, true, |l| Self::new(l, &config, activation))
     }
 
+    /// Builds the model from any loader (e.g. synthetic weights for benchmarks).
+    pub fn from_loader(l: &Loader<'_>, c: &Config) -> Result<Self> {
+        let activation = c.activation(Path::new("<config>"))?;
+        Self::new(l, c, activation)
+    }
+
+    /// CLIP ViT-L/14's text tower with projection, as aMUSEd uses it.
+    pub fn clip_l_config() -> Config {
+        Config {
+            vocab_size: 49408,
+            hidden_size: 768,
+            intermediate_size: 3072,
+            projection_dim: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            max_position_embeddings: 77,
+            hidden_act: "quick_gelu".into(),
+            layer_norm_eps: 1e-5,
+            eos_token_id: 49407,
+        }
+    }
+
     fn new(l: &Loader<'_>, c: &Config, activation: UnaryOp) -> Result<Self> {
         let t = l.pp("text_model");
         let d = c.hidden_size;
