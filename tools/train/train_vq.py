@@ -317,9 +317,10 @@ def train_stage(args, stage: str):
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             checkpoint()
             last_ckpt = time.time()
-        if args.max_minutes and time.time() - t_start > args.max_minutes * 60 and step < args.steps:
+        stop_now = args.stop_after and step - prog.start_step >= args.stop_after
+        if (stop_now or (args.max_minutes and time.time() - t_start > args.max_minutes * 60)) and step < args.steps:
             checkpoint()
-            log(f"stopping after --max-minutes {args.max_minutes} at step {step}; rerun with --resume", log_path)
+            log(f"stopping early at step {step} (--max-minutes / --stop-after); rerun with --resume", log_path)
             sys.exit(EXIT_STOPPED_EARLY)
 
     checkpoint()
@@ -341,8 +342,9 @@ def cache_stage(args):
 
     setup_torch(args.seed)
     out_path = args.out / "tokens.npz"
-    if out_path.exists() and not args.force:
-        log(f"{out_path} exists; nothing to do")
+    stage1_weights = args.out / "stage1" / "diffusion_pytorch_model.safetensors"
+    if out_path.exists() and not args.force and out_path.stat().st_mtime >= stage1_weights.stat().st_mtime:
+        log(f"{out_path} exists and is newer than the stage-1 weights; nothing to do")
         return
     images, records, heldout = load_dataset()
     model = VQModel.from_pretrained(str(args.out / "stage1")).eval()
@@ -384,6 +386,7 @@ def main():
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--max-minutes", type=float, default=0.0, help="stop (with a checkpoint) after this long; 0 = no limit")
+    ap.add_argument("--stop-after", type=int, default=0, help="stop (with a checkpoint) after this many steps in this invocation (for testing resume)")
     ap.add_argument("--resume", action="store_true", help="continue from the stage checkpoint if there is one")
     ap.add_argument("--force", action="store_true", help="cache: rebuild even if tokens.npz exists")
     args = ap.parse_args()

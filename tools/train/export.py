@@ -1,0 +1,212 @@
+"""Assemble the final aMUSEd pipeline folder (AmusedPipeline.save_pretrained layout) with
+fp16 safetensors weights, plus MODEL_CARD.md, and verify it:
+
+  OUT/model_index.json
+  OUT/scheduler/scheduler_config.json          AmusedScheduler(mask_token_id = vocab_size - 1)
+  OUT/text_encoder/{config.json,model.safetensors}
+  OUT/tokenizer/{vocab.json,merges.txt,tokenizer.json,tokenizer_config.json,special_tokens_map.json}
+  OUT/transformer/{config.json,diffusion_pytorch_model.safetensors}
+  OUT/vqvae/{config.json,diffusion_pytorch_model.safetensors}
+  OUT/MODEL_CARD.md
+
+Checks: AmusedPipeline.from_pretrained(OUT) loads; the fp16 weights give the same
+transformer logits as the fp32 training weights (up to fp16 rounding); the tokenizer gives
+identical ids to the trained one; total size <= --max-mb; one image generates.
+
+Usage: python export.py --out ../../assets/models/emoji
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import DATA_DIR, MAX_LEN, MICRO_CONDS, RUNS_DIR, log
+
+TOKENIZER_FILES = ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+@torch.no_grad()
+def cond_logits(pipe, prompt: str, tokens: torch.Tensor) -> torch.Tensor:
+    ids = pipe.tokenizer([prompt], padding="max_length", max_length=MAX_LEN, truncation=True, return_tensors="pt").input_ids
+    out = pipe.text_encoder(ids, return_dict=True, output_hidden_states=True)
+    micro = torch.tensor([MICRO_CONDS], dtype=torch.float32)
+    return pipe.transformer(tokens, micro_conds=micro, pooled_text_emb=out.text_embeds, encoder_hidden_states=out.hidden_states[-2])
+
+
+def model_card(out: Path, pipe, sizes: dict, args) -> str:
+    te, tr, vq = pipe.text_encoder, pipe.transformer, pipe.vqvae
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    vq_res = read_json(args.vq_dir.parent / "result_decoder.json") or {}
+    vq1_res = read_json(args.vq_dir.parent / "result_vq.json") or {}
+    tr_res = read_json(args.transformer_dir.parent / "result.json") or {}
+    sources = (DATA_DIR / "SOURCES.md").read_text(encoding="utf-8") if (DATA_DIR / "SOURCES.md").exists() else ""
+    sources = sources.replace("# Training data: sources and licences", "## Training data: sources and licences")
+    sources = sources.replace("\n## ", "\n### ").replace("\n### Training data", "\n## Training data")
+    gflop = tr_res.get("transformer_forward_gflop")
+    tc, uc, vc = te.config, tr.config, vq.config
+    lines = [
+        "# tessera emoji model",
+        "",
+        "A small text-to-image aMUSEd pipeline (diffusers `AmusedPipeline` layout) trained from scratch",
+        "on emoji artwork: type an emoji name (`blue heart`, `grinning face`, `green apple`) and it",
+        "draws a 64x64 emoji-like image in 12 parallel decoding steps. It is tessera's embedded default",
+        "model, trained from scratch on a 2-core CPU with `tools/train/run_all.sh`.",
+        "",
+        "Contains material derived from Twemoji graphics (Copyright 2019 Twitter, Inc and other",
+        "contributors, CC-BY 4.0) and Noto Emoji graphics (Copyright Google Inc., Apache-2.0); see",
+        "\"Training data\" below.",
+        "",
+        "## Components",
+        "",
+        "| component | class | parameters | key config |",
+        "|---|---|---|---|",
+        f"| tokenizer | CLIPTokenizer (byte-level BPE) | - | vocab {len(pipe.tokenizer)}, max length {pipe.tokenizer.model_max_length} |",
+        f"| text_encoder | CLIPTextModelWithProjection | {n(te) / 1e6:.2f}M | hidden {tc.hidden_size}, {tc.num_hidden_layers} layers, {tc.num_attention_heads} heads, projection {tc.projection_dim}, {tc.hidden_act} |",
+        f"| transformer | UVit2DModel | {n(tr) / 1e6:.2f}M | hidden {uc.hidden_size}, {uc.num_hidden_layers} layers, {uc.num_attention_heads} heads, blocks {uc.block_out_channels} ch (down/upsample {uc.downsample}), codebook {uc.codebook_size}, vocab {uc.vocab_size} (mask id {uc.vocab_size - 1}) |",
+        f"| vqvae | VQModel | {n(vq) / 1e6:.2f}M | channels {list(vc.block_out_channels)}, latent {vc.latent_channels}, codebook {vc.num_vq_embeddings}, 64 px <-> 16x16 tokens |",
+        f"| scheduler | AmusedScheduler | - | cosine, mask_token_id {pipe.scheduler.config.mask_token_id} |",
+        "",
+        f"Weights: fp16 safetensors, {sizes['total'] / 1e6:.1f} MB in all."
+        + (f" One conditional transformer forward costs {gflop:.2f} GFLOP at 16x16 tokens." if gflop else ""),
+        "",
+        "Use: `AmusedPipeline.from_pretrained(DIR, dtype=torch.float32)(\"blue heart\", num_inference_steps=12,",
+        "guidance_scale=4.0)` (64x64 output).",
+        "",
+        "## Training",
+        "",
+        "Recipe and exact command lines: `tools/train/` (README.md, run_all.sh).",
+        "",
+        "1. VQ stage 1: encoder + codebook + decoder, L1 + MSE + image-gradient loss, codebook and",
+        "   commitment losses, dead-code re-seeding."
+        + (f" Held-out PSNR {vq1_res['heldout_psnr_db']:.2f} dB." if "heldout_psnr_db" in vq1_res else ""),
+        "2. VQ stage 2: encoder and codebook frozen, decoder fine-tuned."
+        + (f" Held-out PSNR {vq_res['heldout_psnr_db']:.2f} dB." if "heldout_psnr_db" in vq_res else ""),
+        "3. Text encoder + transformer trained together from scratch with the masked-token objective",
+        "   (cosine masking ratio, 10 % empty-caption dropout for classifier-free guidance, 20 % of",
+        "   samples corrupted with random tokens Paella-style), EMA weights exported.",
+    ]
+    if "heldout_ema" in tr_res:
+        h = tr_res["heldout_ema"]
+        lines.append(
+            f"   Held-out (unseen emoji) masked-token accuracy: {h['acc@0.5'] * 100:.1f} % at 50 % masking, "
+            f"{h['acc@0.9'] * 100:.1f} % at 90 % masking."
+        )
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "- 64x64 only; tiny model, trained for minutes: shapes and colours follow the prompt loosely,",
+        "  fine detail (faces, text on flags) is often wrong.",
+        "- Knows emoji names (Unicode / emoji-data names, lower-cased) and little else.",
+        "- Outputs imitate Noto Emoji and Twemoji artwork; see the attribution below.",
+        "",
+        sources.strip(),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--vq-dir", type=Path, default=RUNS_DIR / "vq" / "final")
+    ap.add_argument("--transformer-dir", type=Path, default=RUNS_DIR / "transformer" / "final")
+    ap.add_argument("--tokenizer-dir", type=Path, default=RUNS_DIR / "tokenizer")
+    ap.add_argument("--max-mb", type=float, default=32.0)
+    ap.add_argument("--no-card", action="store_true", help="do not write MODEL_CARD.md")
+    args = ap.parse_args()
+
+    from diffusers import AmusedPipeline, AmusedScheduler, UVit2DModel, VQModel
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.set_num_threads(2)
+    vq = VQModel.from_pretrained(str(args.vq_dir)).eval()
+    te = CLIPTextModelWithProjection.from_pretrained(str(args.transformer_dir / "text_encoder"), dtype=torch.float32).eval()
+    tr = UVit2DModel.from_pretrained(str(args.transformer_dir / "transformer")).eval()
+    tok = CLIPTokenizer.from_pretrained(str(args.tokenizer_dir))
+    assert tok.model_max_length == MAX_LEN
+    assert te.config.eos_token_id == tok.eos_token_id and te.config.pad_token_id == tok.eos_token_id
+    assert te.config.max_position_embeddings == MAX_LEN
+    assert tr.config.codebook_size == vq.config.num_vq_embeddings < tr.config.vocab_size
+    mask_id = tr.config.vocab_size - 1
+    sched = AmusedScheduler(mask_token_id=mask_id, masking_schedule="cosine")
+    ref_pipe = AmusedPipeline(vqvae=vq, tokenizer=tok, text_encoder=te, transformer=tr, scheduler=sched)
+
+    g = torch.Generator().manual_seed(0)
+    hw = tr.config.sample_size
+    probe = torch.randint(0, tr.config.codebook_size, (1, hw, hw), generator=g)
+    probe[torch.rand(1, hw, hw, generator=g) < 0.6] = mask_id
+    ref_logits = cond_logits(ref_pipe, "blue heart", probe)
+
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    pipe16 = AmusedPipeline(
+        vqvae=vq.to(torch.float16), tokenizer=tok, text_encoder=te.to(torch.float16),
+        transformer=tr.to(torch.float16), scheduler=sched,
+    )
+    pipe16.save_pretrained(str(args.out), safe_serialization=True)
+    # Tokenizer: ship exactly the trained files (vocab.json + merges.txt + tokenizer.json + configs).
+    tok_out = args.out / "tokenizer"
+    shutil.rmtree(tok_out)
+    tok_out.mkdir()
+    for f in TOKENIZER_FILES:
+        shutil.copy2(args.tokenizer_dir / f, tok_out / f)
+    for f in args.out.rglob("*"):
+        if f.is_file() and f.suffix in (".bin", ".pt", ".pth", ".ckpt"):
+            sys.exit(f"unexpected non-safetensors weight file {f}")
+
+    # Reload with diffusers and verify.
+    pipe = AmusedPipeline.from_pretrained(str(args.out), dtype=torch.float32)
+    for comp in (pipe.text_encoder, pipe.transformer, pipe.vqvae):
+        comp.eval()
+    from safetensors import safe_open
+
+    for f in args.out.rglob("*.safetensors"):
+        with safe_open(str(f), "pt") as st:
+            dts = {st.get_slice(k).get_dtype() for k in st.keys()}
+        assert dts <= {"F16", "I64"}, f"{f}: {dts}"
+    new_logits = cond_logits(pipe, "blue heart", probe)
+    diff = (new_logits - ref_logits).abs().max().item()
+    scale = ref_logits.abs().max().item()
+    agree = (new_logits.argmax(1) == ref_logits.argmax(1)).float().mean().item()
+    log(f"fp16 export vs fp32 training weights: max |logit diff| {diff:.4f} (max |logit| {scale:.2f}), argmax agreement {agree * 100:.1f} %")
+    if agree < 0.95:
+        log("WARNING: fp16 rounding changed more than 5 % of the argmax predictions on the probe")
+    for text in ["", "blue heart", "côte d’ivoire flag", "thumbs up sign: dark skin tone"]:
+        a = tok(text, padding="max_length", max_length=MAX_LEN, truncation=True).input_ids
+        b = pipe.tokenizer(text, padding="max_length", max_length=MAX_LEN, truncation=True).input_ids
+        assert a == b, text
+    assert pipe.scheduler.config.mask_token_id == mask_id
+    img = pipe("blue heart", num_inference_steps=12, guidance_scale=4.0, generator=torch.Generator().manual_seed(0)).images[0]
+    assert img.size == (hw * 4, hw * 4), img.size
+    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    img.save(RUNS_DIR / "export_probe.png")
+
+    sizes = {p.name: folder_size(p) for p in args.out.iterdir() if p.is_dir()}
+    if not args.no_card:
+        sizes["total"] = folder_size(args.out)
+        (args.out / "MODEL_CARD.md").write_text(model_card(args.out, pipe, sizes, args), encoding="utf-8")
+    sizes["total"] = folder_size(args.out)
+    log("sizes: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()))
+    if sizes["total"] > args.max_mb * 1e6:
+        sys.exit(f"export is {sizes['total'] / 1e6:.1f} MB > {args.max_mb} MB")
+    log(f"exported {args.out} ({sizes['total'] / 1e6:.1f} MB); AmusedPipeline.from_pretrained OK")
+
+
+if __name__ == "__main__":
+    main()

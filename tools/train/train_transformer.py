@@ -1,0 +1,413 @@
+"""Train the text encoder (CLIPTextModelWithProjection) and the token transformer
+(UVit2DModel) together with aMUSEd's masked-token objective, on the cached VQ tokens.
+
+Per sample:
+  * caption: emoji name (sometimes + short name / style word); replaced by "" with
+    probability --caption-dropout (10 %) so classifier-free guidance works;
+  * masking ratio r = cos(pi/2 * u), u ~ U(0,1); ceil(r * 256) random positions (>= 1) are
+    corrupted. With probability --paella (20 %) the corrupted positions get random codebook
+    tokens instead of [MASK] (Paella-style), and the loss then covers every position (the
+    model has to tell noise from image), so a renoise sampler also works. Otherwise the loss
+    is cross-entropy over the masked positions only;
+  * conditioning exactly as AmusedPipeline does it: pooled = text_embeds (projection of the
+    final-layer EOS state), encoder_hidden_states = hidden_states[-2], micro_conds
+    [64, 64, 0, 0, 6].
+
+AdamW, linear warm-up + cosine decay, grad clip 1.0, EMA of the weights (the EMA weights
+are what gets exported). Logs training loss/accuracy and held-out token accuracy; saves a
+checkpoint (models, EMA, optimiser, step, RNG) every few minutes; --resume continues.
+
+Output: runs/transformer/final/{text_encoder,transformer}/ (save_pretrained, fp32, EMA).
+
+Example: python train_transformer.py --steps 2000 --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common import (
+    MAX_LEN,
+    MICRO_CONDS,
+    RUNS_DIR,
+    Progress,
+    cosine_lr,
+    load_checkpoint,
+    load_dataset,
+    log,
+    rng_state,
+    sample_caption,
+    save_checkpoint,
+    set_rng_state,
+    setup_torch,
+    write_json,
+)
+
+EXIT_STOPPED_EARLY = 3
+
+
+# --------------------------------------------------------------------------------------
+# Model configs
+# --------------------------------------------------------------------------------------
+
+
+def text_config(args, tokenizer) -> dict:
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=args.text_hidden,
+        intermediate_size=args.text_hidden * 4,
+        num_hidden_layers=args.text_layers,
+        num_attention_heads=args.text_heads,
+        max_position_embeddings=MAX_LEN,
+        projection_dim=args.text_proj,
+        hidden_act="quick_gelu",
+        attention_dropout=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+    )
+
+
+def uvit_config(args, codebook_size: int, token_hw: int) -> dict:
+    vocab = ((codebook_size + 1 + 7) // 8) * 8  # codebook + [MASK], rounded up to 8
+    cfg = dict(
+        hidden_size=args.hidden,
+        use_bias=False,
+        hidden_dropout=0.0,
+        cond_embed_dim=args.text_proj,
+        micro_cond_encode_dim=args.micro_dim,
+        micro_cond_embed_dim=5 * args.micro_dim,
+        encoder_hidden_size=args.text_hidden,
+        vocab_size=vocab,
+        codebook_size=codebook_size,
+        in_channels=args.in_channels,
+        block_out_channels=args.block_channels,
+        num_res_blocks=1,
+        downsample=args.downsample,
+        upsample=args.downsample,
+        block_num_heads=args.block_heads,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        attention_dropout=0.0,
+        intermediate_size=args.intermediate,
+        layer_norm_eps=1e-6,
+        ln_elementwise_affine=True,
+        sample_size=token_hw,
+    )
+    assert cfg["block_out_channels"] % cfg["block_num_heads"] == 0
+    assert cfg["hidden_size"] % cfg["num_attention_heads"] == 0
+    assert cfg["vocab_size"] > cfg["codebook_size"]
+    return cfg
+
+
+def make_models(tcfg: dict, ucfg: dict, seed: int):
+    from diffusers import UVit2DModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    te = CLIPTextModelWithProjection(CLIPTextConfig(**tcfg))
+    tr = UVit2DModel(**ucfg)
+    return te, tr
+
+
+def uvit_flops(tr, text_hidden: int, text_proj: int, token_hw: int) -> int:
+    """FLOPs (2 x multiply-adds, as torch's FlopCounterMode counts) of one conditional
+    transformer forward for one image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ids = torch.zeros(1, token_hw, token_hw, dtype=torch.long)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        tr(ids, torch.zeros(1, MAX_LEN, text_hidden), torch.zeros(1, text_proj), torch.tensor([MICRO_CONDS]))
+    return fc.get_total_flops()
+
+
+# --------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------
+
+
+class Sampler:
+    """Deterministic epoch-wise shuffling: the batch of step s depends only on (seed, s)."""
+
+    def __init__(self, indices: np.ndarray, batch: int, seed: int):
+        self.indices, self.batch, self.seed, self._perms = indices, batch, seed, {}
+
+    def batch_indices(self, step: int) -> np.ndarray:
+        n = len(self.indices)
+        out = []
+        for k in range(step * self.batch, (step + 1) * self.batch):
+            e = k // n
+            if e not in self._perms:
+                self._perms = {e: np.random.default_rng([self.seed, e]).permutation(n)}
+            out.append(self.indices[self._perms[e][k % n]])
+        return np.array(out)
+
+
+def corrupt(tokens: torch.Tensor, g: torch.Generator, mask_id: int, codebook: int, p_paella: float):
+    """tokens [B, L] -> (input ids [B, L], loss weights [B, L])."""
+    b, n = tokens.shape
+    u = torch.rand(b, generator=g)
+    ratio = torch.cos(u * math.pi / 2)
+    n_corrupt = (ratio * n).ceil().clamp(1, n).long()
+    ranks = torch.rand(b, n, generator=g).argsort(1).argsort(1)
+    sel = ranks < n_corrupt[:, None]
+    paella = torch.rand(b, generator=g) < p_paella
+    rand_tok = torch.randint(0, codebook, (b, n), generator=g)
+    fill = torch.where(paella[:, None], rand_tok, torch.full_like(tokens, mask_id))
+    inp = torch.where(sel, fill, tokens)
+    weights = torch.where(paella[:, None], torch.ones_like(sel, dtype=torch.float32), sel.float())
+    return inp, weights
+
+
+def encode_text(te, input_ids: torch.Tensor):
+    out = te(input_ids, return_dict=True, output_hidden_states=True)
+    return out.text_embeds, out.hidden_states[-2]
+
+
+def forward(te, tr, tokenizer, captions: list[str], inp: torch.Tensor, hw: int):
+    ids = tokenizer(captions, padding="max_length", max_length=MAX_LEN, truncation=True, return_tensors="pt").input_ids
+    pooled, hidden = encode_text(te, ids)
+    micro = torch.tensor([MICRO_CONDS], dtype=hidden.dtype).expand(inp.shape[0], -1)
+    logits = tr(inp.view(-1, hw, hw), micro_conds=micro, pooled_text_emb=pooled, encoder_hidden_states=hidden)
+    b, c = logits.shape[:2]
+    return logits.reshape(b, c, -1).permute(0, 2, 1)  # [B, L, codebook]
+
+
+@torch.no_grad()
+def evaluate(te, tr, tokenizer, tokens, records, idx, hw, mask_id, ratios=(0.5, 0.9), batch=64, seed=999):
+    """Masked-token accuracy / CE on the given images (captions: plain names), fixed masks."""
+    te.eval(), tr.eval()
+    res = {}
+    for r in ratios:
+        g = torch.Generator().manual_seed(seed)
+        correct = total = 0
+        ce = 0.0
+        for i in range(0, len(idx), batch):
+            j = idx[i : i + batch]
+            tok = torch.from_numpy(tokens[j].astype(np.int64)).reshape(len(j), -1)
+            n = tok.shape[1]
+            k = max(1, math.ceil(r * n))
+            sel = torch.rand(len(j), n, generator=g).argsort(1).argsort(1) < k
+            inp = torch.where(sel, torch.full_like(tok, mask_id), tok)
+            logits = forward(te, tr, tokenizer, [records[t]["caption"] for t in j], inp, hw)
+            correct += (logits.argmax(-1) == tok)[sel].sum().item()
+            total += sel.sum().item()
+            ce += F.cross_entropy(logits[sel], tok[sel], reduction="sum").item()
+        res[f"acc@{r}"] = correct / total
+        res[f"ce@{r}"] = ce / total
+    te.train(), tr.train()
+    return res
+
+
+def ema_update(ema_models, models, decay: float):
+    with torch.no_grad():
+        for em, m in zip(ema_models, models):
+            for pe, p in zip(em.parameters(), m.parameters()):
+                pe.lerp_(p, 1.0 - decay)
+
+
+# --------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=RUNS_DIR / "transformer")
+    ap.add_argument("--tokens", type=Path, default=RUNS_DIR / "vq" / "tokens.npz")
+    ap.add_argument("--tokenizer", type=Path, default=RUNS_DIR / "tokenizer")
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=6e-4)
+    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--ema", type=float, default=0.998, help="max EMA decay (warmed up as (1+s)/(10+s))")
+    ap.add_argument("--caption-dropout", type=float, default=0.1)
+    ap.add_argument("--paella", type=float, default=0.2, help="fraction of samples corrupted with random tokens")
+    # text encoder
+    ap.add_argument("--text-hidden", type=int, default=128)
+    ap.add_argument("--text-layers", type=int, default=3)
+    ap.add_argument("--text-heads", type=int, default=2)
+    ap.add_argument("--text-proj", type=int, default=128)
+    # UVit2D
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--intermediate", type=int, default=512)
+    ap.add_argument("--in-channels", type=int, default=64)
+    ap.add_argument("--block-channels", type=int, default=128)
+    ap.add_argument("--block-heads", type=int, default=2)
+    ap.add_argument("--micro-dim", type=int, default=16)
+    ap.add_argument("--downsample", type=int, default=1, help="1: transformer layers at half token resolution")
+    ap.add_argument("--seed", type=int, default=4321)
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--eval-train-n", type=int, default=320, help="train images also scored at eval (overfit check)")
+    ap.add_argument("--ckpt-minutes", type=float, default=5.0)
+    ap.add_argument("--max-minutes", type=float, default=0.0)
+    ap.add_argument("--stop-after", type=int, default=0, help="stop (with a checkpoint) after this many steps in this invocation (for testing resume)")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--info", action="store_true", help="print configs, params and FLOPs, then exit")
+    args = ap.parse_args()
+    args.downsample = bool(args.downsample)
+
+    from transformers import CLIPTokenizer
+
+    setup_torch(args.seed)
+    tokenizer = CLIPTokenizer.from_pretrained(str(args.tokenizer))
+    cache = np.load(args.tokens)
+    tokens = cache["tokens"]
+    codebook = int(cache["codebook_size"])
+    hw = tokens.shape[1]
+    tcfg = text_config(args, tokenizer)
+    ucfg = uvit_config(args, codebook, hw)
+    mask_id = ucfg["vocab_size"] - 1
+    te, tr = make_models(tcfg, ucfg, args.seed)
+    n_te = sum(p.numel() for p in te.parameters())
+    n_tr = sum(p.numel() for p in tr.parameters())
+    flops = uvit_flops(tr, args.text_hidden, args.text_proj, hw)
+    info = (
+        f"text encoder {n_te / 1e6:.3f}M params, transformer {n_tr / 1e6:.3f}M params, "
+        f"transformer forward {flops / 1e9:.3f} GFLOP at {hw}x{hw} tokens, mask id {mask_id}"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_path = args.out / "log.txt"
+    if args.info:
+        print(info)
+        print(json.dumps({"text": tcfg, "uvit": ucfg}, indent=1))
+        return
+
+    _, records, heldout = load_dataset()
+    assert len(records) == tokens.shape[0]
+    train_idx = np.nonzero(~heldout)[0]
+    held_idx = np.nonzero(heldout)[0]
+    train_eval_idx = train_idx[np.linspace(0, len(train_idx) - 1, min(args.eval_train_n, len(train_idx))).astype(int)]
+
+    ema_te, ema_tr = copy.deepcopy(te).eval(), copy.deepcopy(tr).eval()
+    for p in list(ema_te.parameters()) + list(ema_tr.parameters()):
+        p.requires_grad_(False)
+    params = list(te.parameters()) + list(tr.parameters())
+    decay, no_decay = [], []
+    for m in (te, tr):
+        for n, p in m.named_parameters():
+            (decay if p.ndim >= 2 and "embedding" not in n else no_decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+    )
+    ckpt_path = args.out / "ckpt.pt"
+    step = 0
+    py_rng = random.Random(args.seed)
+    if args.resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        te.load_state_dict(ck["te"]), tr.load_state_dict(ck["tr"])
+        ema_te.load_state_dict(ck["ema_te"]), ema_tr.load_state_dict(ck["ema_tr"])
+        opt.load_state_dict(ck["opt"])
+        step = ck["step"]
+        set_rng_state(ck["rng"], py_rng)
+        log(f"resumed from {ckpt_path} at step {step}", log_path)
+    log(info, log_path)
+    log(
+        f"configs: {json.dumps({'text': tcfg, 'uvit': ucfg})}\n"
+        f"batch {args.batch}, steps {args.steps}, lr {args.lr}, caption dropout {args.caption_dropout}, "
+        f"paella {args.paella}, train {len(train_idx)} / held-out {len(held_idx)} images",
+        log_path,
+    )
+
+    def checkpoint():
+        save_checkpoint(
+            ckpt_path,
+            {
+                "te": te.state_dict(), "tr": tr.state_dict(), "ema_te": ema_te.state_dict(),
+                "ema_tr": ema_tr.state_dict(), "opt": opt.state_dict(), "step": step,
+                "rng": rng_state(py_rng), "configs": {"text": tcfg, "uvit": ucfg},
+            },
+        )
+
+    sampler = Sampler(train_idx, args.batch, args.seed)
+    prog = Progress(args.steps, step, log_path)
+    t_start = last_ckpt = time.time()
+    acc = {"loss": 0.0, "acc": 0.0, "n": 0}
+    te.train(), tr.train()
+    while step < args.steps:
+        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        bidx = sampler.batch_indices(step)
+        cap_rng = random.Random(args.seed * 7919 + step)
+        captions = [
+            "" if cap_rng.random() < args.caption_dropout else sample_caption(records[i], cap_rng) for i in bidx
+        ]
+        tok = torch.from_numpy(tokens[bidx].astype(np.int64)).reshape(len(bidx), -1)
+        inp, w = corrupt(tok, g, mask_id, codebook, args.paella)
+        lr = cosine_lr(step, args.steps, args.lr, args.warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+        logits = forward(te, tr, tokenizer, captions, inp, hw)
+        ce = F.cross_entropy(logits.reshape(-1, codebook), tok.reshape(-1), reduction="none").view_as(w)
+        loss = (ce * w).sum() / w.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        ema_update((ema_te, ema_tr), (te, tr), min(args.ema, (1 + step) / (10 + step)))
+        prog.tick(step)
+        with torch.no_grad():
+            m = w > 0
+            acc["acc"] += (logits.argmax(-1) == tok)[m].float().mean().item()
+        acc["loss"] += loss.item()
+        acc["n"] += 1
+
+        if step % args.log_every == 0 or step == args.steps:
+            n = acc.pop("n")
+            prog.line(step, f"lr {lr:.2e} loss {acc['loss'] / n:.4f} acc {acc['acc'] / n:.3f}")
+            acc = {"loss": 0.0, "acc": 0.0, "n": 0}
+        if step % args.eval_every == 0 or step == args.steps:
+            t0 = time.time()
+            held = evaluate(ema_te, ema_tr, tokenizer, tokens, records, held_idx, hw, mask_id)
+            trn = evaluate(ema_te, ema_tr, tokenizer, tokens, records, train_eval_idx, hw, mask_id)
+            log(
+                "  eval (EMA) step %d: held-out %s | train %s (%.0fs)"
+                % (
+                    step,
+                    " ".join(f"{k} {v:.3f}" for k, v in held.items()),
+                    " ".join(f"{k} {v:.3f}" for k, v in trn.items()),
+                    time.time() - t0,
+                ),
+                log_path,
+            )
+        if time.time() - last_ckpt > args.ckpt_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+        stop_now = args.stop_after and step - prog.start_step >= args.stop_after
+        if (stop_now or (args.max_minutes and time.time() - t_start > args.max_minutes * 60)) and step < args.steps:
+            checkpoint()
+            log(f"stopping early at step {step} (--max-minutes / --stop-after); rerun with --resume", log_path)
+            sys.exit(EXIT_STOPPED_EARLY)
+
+    checkpoint()
+    final = args.out / "final"
+    ema_te.save_pretrained(str(final / "text_encoder"), safe_serialization=True)
+    ema_tr.save_pretrained(str(final / "transformer"), safe_serialization=True)
+    held = evaluate(ema_te, ema_tr, tokenizer, tokens, records, held_idx, hw, mask_id)
+    raw = evaluate(te, tr, tokenizer, tokens, records, held_idx, hw, mask_id)
+    write_json(
+        args.out / "result.json",
+        {"steps": step, "heldout_ema": held, "heldout_raw": raw, "params_text": n_te, "params_transformer": n_tr,
+         "transformer_forward_gflop": flops / 1e9},
+    )
+    log(f"done: saved EMA weights to {final}; held-out EMA {held}, raw {raw}", log_path)
+
+
+if __name__ == "__main__":
+    main()
