@@ -38,6 +38,9 @@ pub struct ForwardArgs {
     /// Prompt for the conditional branch.
     #[arg(long, default_value = "")]
     prompt: String,
+    /// Class label (class-conditional MaskGIT models).
+    #[arg(long, value_name = "N")]
+    class: Option<u32>,
     /// Output safetensors file: logits (f32 [1, h·w, codebook]).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -109,8 +112,43 @@ pub fn embed_text(a: &EmbedTextArgs) -> Result<()> {
     )
 }
 
+fn maskgit(ctx: &GpuContext, model: &str) -> Result<tessera_engine::models::maskgit::MaskGit> {
+    Ok(tessera_engine::models::maskgit::MaskGit::load(
+        ctx,
+        std::path::Path::new(model),
+    )?)
+}
+
 pub fn forward(a: &ForwardArgs) -> Result<()> {
     let ctx = GpuContext::new()?;
+    if crate::render::is_maskgit(Some(&a.model)) {
+        let mg = maskgit(&ctx, &a.model)?;
+        let class = a
+            .class
+            .context("this is a class-conditional MaskGIT model: pass --class N")?;
+        let (ids, shape) = read_tokens(&a.tokens, "tokens")?;
+        let grid = token_grid(
+            &ids,
+            &shape,
+            mg.mask_id() as usize + 1,
+            "the transformer's vocabulary",
+        )?;
+        if (grid[1], grid[2]) != mg.grid() {
+            bail!(
+                "tokens are {}×{}; this model's grid is {}×{}",
+                grid[1],
+                grid[2],
+                mg.grid().0,
+                mg.grid().1
+            );
+        }
+        let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
+        let mut rec = ctx.recorder();
+        let logits = mg.logits(&mut rec, &tokens, &[class])?;
+        rec.submit();
+        let v = logits.to_f32(&ctx)?;
+        return write_tensors(&a.out, &[Out::F32("logits", logits.shape().to_vec(), &v)]);
+    }
     let folder = resolve_model(&a.model)?;
     let (ids, shape) = read_tokens(&a.tokens, "tokens")?;
     let transformer = UVit2DModel::load(&ctx, &folder.component("transformer")?)?;
@@ -140,14 +178,25 @@ pub fn forward(a: &ForwardArgs) -> Result<()> {
 
 pub fn decode(a: &DecodeArgs) -> Result<()> {
     let ctx = GpuContext::new()?;
-    let folder = resolve_model(&a.model)?;
     let (ids, shape) = read_tokens(&a.tokens, "tokens")?;
-    let vq = VqModel::load(&ctx, &folder.component("vqvae")?)?;
-    let grid = token_grid(&ids, &shape, vq.config.num_vq_embeddings, "the VQ codebook")?;
-    let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
-    let mut rec = ctx.recorder();
-    let image = vq.decode(&mut rec, &tokens)?;
-    rec.submit();
+    let image = if crate::render::is_maskgit(Some(&a.model)) {
+        let mg = maskgit(&ctx, &a.model)?;
+        let grid = token_grid(&ids, &shape, mg.codebook_size(), "the VQ codebook")?;
+        let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
+        let mut rec = ctx.recorder();
+        let image = mg.decode(&mut rec, &tokens)?;
+        rec.submit();
+        image
+    } else {
+        let folder = resolve_model(&a.model)?;
+        let vq = VqModel::load(&ctx, &folder.component("vqvae")?)?;
+        let grid = token_grid(&ids, &shape, vq.config.num_vq_embeddings, "the VQ codebook")?;
+        let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
+        let mut rec = ctx.recorder();
+        let image = vq.decode(&mut rec, &tokens)?;
+        rec.submit();
+        image
+    };
     let v = image.to_f32(&ctx)?;
     let (h, w) = (image.shape()[2], image.shape()[3]);
     if image.shape()[1] != 3 {
@@ -165,8 +214,25 @@ pub fn decode(a: &DecodeArgs) -> Result<()> {
 
 pub fn encode(a: &EncodeArgs) -> Result<()> {
     let ctx = GpuContext::new()?;
-    let folder = resolve_model(&a.model)?;
     let (pixels, w, h) = read_image(&a.image)?;
+    if crate::render::is_maskgit(Some(&a.model)) {
+        let mg = maskgit(&ctx, &a.model)?;
+        let s = mg.image_size();
+        if (w, h) != (s, s) {
+            bail!(
+                "{}: image is {w}×{h}; this MaskGIT model works on {s}×{s}",
+                a.image.display()
+            );
+        }
+        let image = Tensor::from_f32(&ctx, "image", &[1, 3, h, w], &pixels)?;
+        let mut rec = ctx.recorder();
+        let ids = mg.encode(&mut rec, &image)?;
+        rec.submit();
+        let shape = ids.shape().to_vec();
+        let v: Vec<i64> = ids.to_u32(&ctx)?.into_iter().map(i64::from).collect();
+        return write_tensors(&a.out, &[Out::I64("tokens", shape, v)]);
+    }
+    let folder = resolve_model(&a.model)?;
     let vq = VqModel::load(&ctx, &folder.component("vqvae")?)?;
     let f = vq.config.scale_factor();
     if w % f != 0 || h % f != 0 || w == 0 || h == 0 {

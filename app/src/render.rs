@@ -26,6 +26,9 @@ pub struct RenderArgs {
     /// What to draw.
     #[arg(long, default_value = "")]
     pub prompt: String,
+    /// Class label for class-conditional models (MaskGIT's ImageNet checkpoints: 0–999).
+    #[arg(long, value_name = "N")]
+    pub class: Option<u32>,
     /// What to steer away from (classifier-free guidance's unconditional branch).
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
@@ -360,7 +363,164 @@ pub fn frame(
     img
 }
 
+/// True when `arg` names MaskGIT Flax checkpoints rather than a diffusers folder.
+pub fn is_maskgit(arg: Option<&str>) -> bool {
+    arg.is_some_and(|m| {
+        let p = Path::new(m);
+        !p.join("model_index.json").is_file()
+            && tessera_engine::models::maskgit::checkpoint_files(p).is_ok()
+    })
+}
+
+/// Class-conditional generation with MaskGIT's released checkpoints.
+fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
+    use tessera_engine::models::maskgit::MaskGit;
+    let ctx = GpuContext::new()?;
+    let mg = MaskGit::load(&ctx, path)?;
+    let class = a.class.with_context(|| {
+        format!(
+            "this is a class-conditional MaskGIT model: pass --class N (0..{})",
+            mg.num_classes()
+        )
+    })?;
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    if a.outpaint.is_some() {
+        bail!(
+            "--outpaint needs a model without fixed positions; MaskGIT's grid is fixed at {}×{}",
+            mg.grid().0,
+            mg.grid().1
+        );
+    }
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            % 1_000_000_000
+    });
+    let mut opts = match a.sampler.unwrap_or(SamplerKind::MaskGit) {
+        SamplerKind::MaskGit => SamplerOptions::maskgit(seed),
+        SamplerKind::Amused => SamplerOptions::amused(seed),
+        SamplerKind::Paella => SamplerOptions::paella(seed),
+    };
+    // The paper's 8 steps at 256 px, 12 at 512.
+    opts.steps = a
+        .steps
+        .unwrap_or(if mg.image_size() > 256 { 12 } else { 8 });
+    if opts.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    opts.schedule = a.schedule.unwrap_or(Schedule::Cosine);
+    if let Some(t) = &a.choice_temperature {
+        opts.choice_temperature = temperature_pair(t, "choice-temperature")?;
+    }
+    if let Some(t) = &a.softmax_temperature {
+        opts.softmax_temperature = temperature_pair(t, "softmax-temperature")?;
+    }
+    let grid = mg.grid();
+    let b = a.batch;
+    let mask = mg.mask_id();
+    let init = match &a.image {
+        None => vec![mask; b * grid.0 * grid.1],
+        Some(img) => {
+            let (pixels, w, h) = read_image(img)?;
+            let s = mg.image_size();
+            if (w, h) != (s, s) {
+                bail!(
+                    "{}: image is {w}×{h}; this MaskGIT model works on {s}×{s}",
+                    img.display()
+                );
+            }
+            let t = tessera_engine::Tensor::from_f32(&ctx, "image", &[1, 3, h, w], &pixels)?;
+            let mut rec = ctx.recorder();
+            let ids = mg.encode(&mut rec, &t)?;
+            rec.submit();
+            let ids = ids.to_u32(&ctx)?;
+            match &a.mask {
+                Some(m) => {
+                    let region = read_mask(m, (w, h), (grid.1, grid.0))?;
+                    if !region.iter().any(|r| *r) {
+                        bail!(
+                            "{}: the mask selects no token (white = repaint)",
+                            m.display()
+                        );
+                    }
+                    let one: Vec<u32> = ids
+                        .iter()
+                        .zip(&region)
+                        .map(|(&t, &r)| if r { mask } else { t })
+                        .collect();
+                    one.repeat(b)
+                }
+                None => {
+                    let (masked, start) = tessera_engine::sampling::img2img_start(
+                        &ids.repeat(b),
+                        mask,
+                        &opts,
+                        a.strength.unwrap_or(0.5),
+                    )?;
+                    opts.start_step = start;
+                    masked
+                }
+            }
+        }
+    };
+    eprintln!(
+        "seed {} · {} sampler · {} schedule · {} steps · class {class}",
+        seed, opts.kind, opts.schedule, opts.steps
+    );
+    let model = mg.class_conditional(&vec![class; b])?;
+    let bar = ProgressBar::new(opts.steps as u64);
+    let tokens = tessera_engine::sampling::generate(&ctx, &model, b, &init, &opts, &mut |ev| {
+        bar.set_position(ev.step as u64 + 1);
+        bar.set_message(format!("{:.0} ms/step", ev.ms));
+    })?;
+    bar.finish_and_clear();
+    let t = tessera_engine::Tensor::from_u32(&ctx, "tokens", &[b, grid.0, grid.1], &tokens)?;
+    let mut rec = ctx.recorder();
+    let img = mg.decode(&mut rec, &t)?;
+    rec.submit();
+    let (h, w) = (img.shape()[2], img.shape()[3]);
+    let images = img.to_f32(&ctx)?;
+    let params = format!(
+        "class {class}\nSteps: {}, Sampler: {}, Schedule: {}, Choice temperature: {}, Seed: {seed}, Size: {w}x{h}, Model: {}",
+        opts.steps,
+        opts.kind,
+        opts.schedule,
+        opts.choice_temperature.0,
+        path.display()
+    );
+    let text = HashMap::from([("parameters".to_owned(), params)]);
+    let per = 3 * w * h;
+    let mut pngs = Vec::new();
+    for i in 0..b {
+        pngs.push((
+            output_path(out, i, b),
+            png_bytes(&images[i * per..(i + 1) * per], w, h, &text)?,
+        ));
+    }
+    if let Some(tp) = &a.tokens_out {
+        write_tensors(
+            tp,
+            &[Out::I64(
+                "tokens",
+                vec![b, grid.0, grid.1],
+                tokens.iter().map(|&v| i64::from(v)).collect(),
+            )],
+        )?;
+    }
+    for (path, bytes) in &pngs {
+        write_atomically(path, bytes)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
+    if is_maskgit(a.model.as_deref()) {
+        return run_maskgit(a, out, Path::new(a.model.as_deref().unwrap_or_default()));
+    }
     let ctx = GpuContext::new()?;
     let folder = open_model(a.model.as_deref())?;
     let pipe = AmusedPipeline::load(&ctx, &folder)?;

@@ -2,6 +2,7 @@
 //! folders and the Hugging Face cache, typed configs.
 
 pub mod checkpoint;
+pub mod flax;
 pub mod folder;
 pub mod loader;
 

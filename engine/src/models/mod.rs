@@ -4,6 +4,7 @@
 pub mod amused;
 pub mod clip_text;
 pub mod clip_tokenizer;
+pub mod maskgit;
 pub mod nn;
 pub mod uvit2d;
 pub mod vq;

@@ -1,0 +1,208 @@
+//! MaskGIT's Flax checkpoints through the CLI: the inspection commands reproduce the reference
+//! outputs of the committed fixtures (tests/fixtures/maskgit, made by
+//! tools/fixtures/make_maskgit_fixtures.py, whose NumPy reference was first checked against the
+//! official code's outputs), and `--render --class N` generates.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use safetensors::{Dtype, SafeTensors};
+
+const CASES: [&str; 2] = ["mg-l4", "mg-2rb"];
+
+fn fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/maskgit")
+        .join(case)
+}
+
+fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = tessera(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "tessera {args:?}:\n{err}");
+    err
+}
+
+fn read(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+    st.tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            let v: Vec<f64> = match t.dtype() {
+                Dtype::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(t.data())
+                    .into_iter()
+                    .map(f64::from)
+                    .collect(),
+                Dtype::I64 => bytemuck::pod_collect_to_vec::<u8, i64>(t.data())
+                    .into_iter()
+                    .map(|x| x as f64)
+                    .collect(),
+                Dtype::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(t.data())
+                    .into_iter()
+                    .map(f64::from)
+                    .collect(),
+                d => panic!("{n}: {d:?}"),
+            };
+            (n, (t.shape().to_vec(), v))
+        })
+        .collect()
+}
+
+fn rel_err(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .fold(0.0f64, |m, (g, w)| m.max((g - w).abs()))
+        / scale
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tessera-maskgit-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("tmp");
+    d.join(name)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8")
+}
+
+fn class(case: &str) -> String {
+    let text = std::fs::read_to_string(fixture(case).join("case.json")).expect("case.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    v["class"].as_u64().expect("class").to_string()
+}
+
+#[test]
+fn inspection_commands_match_the_reference() {
+    for case in CASES {
+        let dir = fixture(case);
+        let model = dir.join("model");
+        let cls = class(case);
+        let out = tmp(&format!("{case}-logits.safetensors"));
+        ok(&[
+            "forward",
+            "--model",
+            s(&model),
+            "--tokens",
+            s(&dir.join("tokens_masked.safetensors")),
+            "--class",
+            &cls,
+            "--out",
+            s(&out),
+        ]);
+        let (got, want) = (read(&out), read(&dir.join("expect_logits.safetensors")));
+        assert_eq!(got["logits"].0, want["logits"].0, "{case}: logits shape");
+        let e = rel_err(&got["logits"].1, &want["logits"].1);
+        eprintln!("{case} forward: logits relative error {e:.2e}");
+        assert!(e <= 1e-3, "{case}: logits off by {e:e}");
+
+        let (png, raw) = (
+            tmp(&format!("{case}.png")),
+            tmp(&format!("{case}-image.safetensors")),
+        );
+        ok(&[
+            "decode",
+            "--model",
+            s(&model),
+            "--tokens",
+            s(&dir.join("tokens_full.safetensors")),
+            "--out",
+            s(&png),
+            "--raw",
+            s(&raw),
+        ]);
+        let (got, want) = (read(&raw), read(&dir.join("expect_image.safetensors")));
+        let e = rel_err(&got["image"].1, &want["image"].1);
+        eprintln!("{case} decode: image relative error {e:.2e}");
+        assert!(e <= 1e-3, "{case}: image off by {e:e}");
+
+        let enc = tmp(&format!("{case}-encode.safetensors"));
+        ok(&[
+            "encode",
+            "--model",
+            s(&model),
+            "--image",
+            s(&dir.join("encode_input.png")),
+            "--out",
+            s(&enc),
+        ]);
+        assert_eq!(
+            read(&enc)["tokens"].1,
+            read(&dir.join("expect_encode.safetensors"))["tokens"].1,
+            "{case}: tokens"
+        );
+    }
+}
+
+#[test]
+fn render_generates_by_class_and_needs_one() {
+    let dir = fixture("mg-l4");
+    let model = dir.join("model");
+    let (out, tok) = (tmp("render.png"), tmp("render.safetensors"));
+    let err = ok(&[
+        "--render",
+        s(&out),
+        "--model",
+        s(&model),
+        "--class",
+        "3",
+        "--seed",
+        "1",
+        "--tokens-out",
+        s(&tok),
+    ]);
+    assert!(err.contains("8 steps") && err.contains("class 3"), "{err}");
+    let t = read(&tok);
+    assert_eq!(t["tokens"].0, vec![1, 4, 4]);
+    assert!(t["tokens"].1.iter().all(|&v| (0.0..40.0).contains(&v)));
+    assert!(out.is_file());
+    // Inpainting keeps the unmasked tokens of the encoded image.
+    let mask = tmp("mask.png");
+    let mut m = image::GrayImage::new(32, 32);
+    for (x, _, p) in m.enumerate_pixels_mut() {
+        p[0] = if x < 16 { 255 } else { 0 };
+    }
+    m.save(&mask).expect("mask");
+    ok(&[
+        "--render",
+        s(&out),
+        "--model",
+        s(&model),
+        "--class",
+        "3",
+        "--seed",
+        "1",
+        "--image",
+        s(&dir.join("encode_input.png")),
+        "--mask",
+        s(&mask),
+        "--tokens-out",
+        s(&tok),
+    ]);
+    let got = read(&tok)["tokens"].1.clone();
+    let orig = read(&dir.join("expect_encode.safetensors"))["tokens"]
+        .1
+        .clone();
+    for i in 0..16 {
+        if i % 4 >= 2 {
+            assert_eq!(got[i], orig[i], "token {i} outside the mask changed");
+        }
+    }
+    // No class: one clear error, nothing written.
+    let missing = tmp("never.png");
+    let o = tessera(&["--render", s(&missing), "--model", s(&model)]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--class"));
+    assert!(!missing.exists());
+}
