@@ -6,7 +6,13 @@ use std::path::Path;
 use std::process::Command;
 
 fn run_screenshot(out: &Path, extra: &[&str]) {
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/amused/tiny-b/model");
+    run_screenshot_with(out, "amused/tiny-b/model", extra);
+}
+
+fn run_screenshot_with(out: &Path, fixture: &str, extra: &[&str]) {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(fixture);
     let have_xvfb = Command::new("xvfb-run").arg("--help").output().is_ok();
     assert!(
         have_xvfb,
@@ -89,5 +95,18 @@ fn compare_mode_screenshot_runs_every_lane() {
     assert!(
         distinct_colors(&img, 300, 120, 1270, 300) > 200,
         "compare lanes missing"
+    );
+}
+
+#[test]
+fn maskgit_checkpoints_open_with_a_class_picker() {
+    let dir = std::env::temp_dir().join(format!("tessera-app-mg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let out = dir.join("maskgit.png");
+    run_screenshot_with(&out, "maskgit/mg-l4/model", &["--class", "7"]);
+    let img = image::open(&out).expect("png").to_rgba8();
+    assert!(
+        distinct_colors(&img, 300, 90, 1270, 500) > 200,
+        "no generated image"
     );
 }

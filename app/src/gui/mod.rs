@@ -140,6 +140,9 @@ pub struct App {
     gpu: Option<Arc<GpuContext>>,
     render_state: Option<egui_wgpu::RenderState>,
     pipe: Option<Arc<AmusedPipeline>>,
+    /// A class-conditional MaskGIT model, when one is open instead of an aMUSEd pipeline.
+    maskgit: Option<Arc<tessera_engine::models::maskgit::MaskGit>>,
+    class: u32,
     model_arg: String,
     settings: Settings,
     mode: Mode,
@@ -186,6 +189,8 @@ impl App {
             gpu: None,
             render_state: cc.wgpu_render_state.clone(),
             pipe: None,
+            maskgit: None,
+            class: args.class.unwrap_or(0),
             model_arg: args.model.clone().unwrap_or_default(),
             settings: Settings::from_args(args, None),
             mode: Mode::Generate,
@@ -253,6 +258,26 @@ impl App {
     fn load_model(&mut self) {
         let Some(gpu) = self.gpu.clone() else { return };
         let arg = (!self.model_arg.trim().is_empty()).then(|| self.model_arg.trim().to_owned());
+        self.maskgit = None;
+        if crate::render::is_maskgit(arg.as_deref()) {
+            let path = std::path::PathBuf::from(arg.unwrap_or_default());
+            match tessera_engine::models::maskgit::MaskGit::load(&gpu, &path) {
+                Ok(m) => {
+                    self.pipe = None;
+                    self.settings.sampler = SamplerKind::MaskGit;
+                    self.settings.steps = if m.image_size() > 256 { 12 } else { 8 };
+                    self.settings.choice_t = (4.5, 0.0);
+                    self.class = self.class.min(m.num_classes().saturating_sub(1) as u32);
+                    self.maskgit = Some(Arc::new(m));
+                    self.message = None;
+                }
+                Err(e) => {
+                    self.pipe = None;
+                    self.message = Some(format!("{e}"));
+                }
+            }
+            return;
+        }
         let loaded =
             open_model(arg.as_deref()).and_then(|folder| Ok(AmusedPipeline::load(&gpu, &folder)?));
         match loaded {
@@ -267,8 +292,54 @@ impl App {
         }
     }
 
+    fn mask_id(&self) -> Option<u32> {
+        match (&self.pipe, &self.maskgit) {
+            (Some(p), _) => Some(p.scheduler.mask_token_id),
+            (None, Some(m)) => Some(m.mask_id()),
+            _ => None,
+        }
+    }
+
+    fn free_lanes(&mut self) {
+        let Some(rs) = &self.render_state else { return };
+        let mut r = rs.renderer.write();
+        for l in self.lanes.drain(..) {
+            for f in &l.frames {
+                r.free_texture(&f.preview);
+            }
+            if let Some((id, _, _)) = l.result {
+                r.free_texture(&id);
+            }
+        }
+    }
+
     /// Starts one lane per settings entry.
     fn start(&mut self, ctx: &egui::Context, lanes: Vec<Settings>, start: Option<Start>) {
+        if let (Some(mg), Some(gpu), Some(rs)) = (
+            self.maskgit.clone(),
+            self.gpu.clone(),
+            self.render_state.clone(),
+        ) {
+            if start.is_some() {
+                self.message = Some("inpainting in the app needs an aMUSEd model; for MaskGIT use --render --image --mask".into());
+                return;
+            }
+            self.free_lanes();
+            self.replay = None;
+            for (i, s) in lanes.into_iter().enumerate() {
+                let job = (i, self.class, s.sampler_options());
+                self.lanes.push(Lane::new(s));
+                worker::spawn_maskgit(
+                    gpu.clone(),
+                    mg.clone(),
+                    rs.clone(),
+                    job,
+                    self.tx.clone(),
+                    ctx.clone(),
+                );
+            }
+            return;
+        }
         let (Some(gpu), Some(pipe), Some(rs)) = (
             self.gpu.clone(),
             self.pipe.clone(),
@@ -278,17 +349,7 @@ impl App {
             return;
         };
         // Give the old runs' textures back.
-        {
-            let mut r = rs.renderer.write();
-            for l in self.lanes.drain(..) {
-                for f in &l.frames {
-                    r.free_texture(&f.preview);
-                }
-                if let Some((id, _, _)) = l.result {
-                    r.free_texture(&id);
-                }
-            }
-        }
+        self.free_lanes();
         self.replay = None;
         let side = pipe.transformer.config.sample_size;
         for (i, s) in lanes.into_iter().enumerate() {
@@ -370,6 +431,19 @@ impl App {
     }
 
     fn settings_panel(&mut self, ui: &mut egui::Ui) {
+        if let Some(mg) = &self.maskgit {
+            ui.heading("Class");
+            ui.label(format!(
+                "class-conditional MaskGIT, {} classes",
+                mg.num_classes()
+            ));
+            ui.add(
+                egui::DragValue::new(&mut self.class)
+                    .range(0..=mg.num_classes().saturating_sub(1) as u32),
+            );
+            ui.separator();
+        }
+        let class_model = self.maskgit.is_some();
         let Settings {
             prompt,
             negative_prompt,
@@ -381,14 +455,16 @@ impl App {
             choice_t,
             softmax_t,
         } = &mut self.settings;
-        ui.heading("Prompt");
-        ui.add(
-            egui::TextEdit::multiline(prompt)
-                .desired_rows(2)
-                .hint_text("blue heart"),
-        );
-        ui.label("Negative prompt");
-        ui.add(egui::TextEdit::singleline(negative_prompt));
+        if !class_model {
+            ui.heading("Prompt");
+            ui.add(
+                egui::TextEdit::multiline(prompt)
+                    .desired_rows(2)
+                    .hint_text("blue heart"),
+            );
+            ui.label("Negative prompt");
+            ui.add(egui::TextEdit::singleline(negative_prompt));
+        }
         ui.horizontal(|ui| {
             ui.label("Seed");
             ui.add(egui::DragValue::new(seed));
@@ -429,7 +505,7 @@ impl App {
     fn current_lane_view(&mut self, ui: &mut egui::Ui, lane: usize, size: f32) {
         let overlay = self.overlay;
         let replay = self.replay;
-        let Some(mask_id) = self.pipe.as_ref().map(|p| p.scheduler.mask_token_id) else {
+        let Some(mask_id) = self.mask_id() else {
             return;
         };
         let Some(l) = self.lanes.get(lane) else {
@@ -554,7 +630,23 @@ impl App {
         tokens: &[u32],
         grid: (usize, usize),
     ) -> Result<(Vec<f32>, (usize, usize))> {
-        let (Some(gpu), Some(pipe)) = (&self.gpu, &self.pipe) else {
+        let Some(gpu) = &self.gpu else {
+            anyhow::bail!("no GPU device")
+        };
+        if let Some(mg) = &self.maskgit {
+            let t = tessera_engine::Tensor::from_u32(gpu, "tokens", &[1, grid.0, grid.1], tokens)?;
+            let mut rec = gpu.recorder();
+            let img = mg.decode(&mut rec, &t)?;
+            rec.submit();
+            let size = (img.shape()[3], img.shape()[2]);
+            let v = img
+                .to_f32(gpu)?
+                .into_iter()
+                .map(|x| x.clamp(0.0, 1.0))
+                .collect();
+            return Ok((v, size));
+        }
+        let Some(pipe) = &self.pipe else {
             anyhow::bail!("no model loaded")
         };
         Ok(tessera_engine::pipeline::decode(
@@ -586,7 +678,7 @@ impl App {
 
     fn save_gif(&self, path: &std::path::Path) -> Result<()> {
         let l = self.lanes.first().context("nothing generated")?;
-        let mask_id = self.pipe.as_ref().map_or(0, |p| p.scheduler.mask_token_id);
+        let mask_id = self.mask_id().unwrap_or(0);
         let mut frames = Vec::new();
         for f in &l.frames {
             let (chw, size) = self.decode_cpu(&f.predicted, f.grid)?;
@@ -963,7 +1055,7 @@ impl eframe::App for App {
                 Mode::Generate => {
                     if ui
                         .add_enabled(
-                            self.pipe.is_some(),
+                            self.pipe.is_some() || self.maskgit.is_some(),
                             egui::Button::new("Generate  (Ctrl+Enter)"),
                         )
                         .clicked()

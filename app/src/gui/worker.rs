@@ -57,17 +57,21 @@ pub fn rgba(chw: &[f32], (w, h): (usize, usize)) -> Vec<u8> {
     out
 }
 
+/// A VQ decoder: token ids `[B, h, w]` → image `[B, 3, H, W]`.
+pub type Decoder<'a> =
+    &'a dyn Fn(&mut tessera_engine::Recorder<'_>, &Tensor) -> tessera_engine::Result<Tensor>;
+
 /// Decodes one token grid into a new texture registered with egui, all on the GPU.
 pub fn decode_to_texture(
     gpu: &GpuContext,
-    pipe: &AmusedPipeline,
+    decode: Decoder<'_>,
     rs: &egui_wgpu::RenderState,
     tokens: &[u32],
     grid: (usize, usize),
 ) -> tessera_engine::Result<egui::TextureId> {
     let t = Tensor::from_u32(gpu, "tokens", &[1, grid.0, grid.1], tokens)?;
     let mut rec = gpu.recorder();
-    let img = pipe.vqvae.decode(&mut rec, &t)?;
+    let img = decode(&mut rec, &t)?;
     let (h, w) = (img.shape()[2], img.shape()[3]);
     let packed = ops::layout::to_rgba8(&mut rec, &img, 0)?;
     let texture = rs.device.create_texture(&wgpu::TextureDescriptor {
@@ -112,8 +116,9 @@ pub fn spawn(
             start: job.start,
         };
         let mask_id = pipe.scheduler.mask_token_id;
+        let decode = |rec: &mut tessera_engine::Recorder<'_>, t: &Tensor| pipe.vqvae.decode(rec, t);
         let result = pipeline::generate(&gpu, &pipe, &req, &mut |ev| {
-            let preview = match decode_to_texture(&gpu, &pipe, &rs, ev.predicted, ev.grid) {
+            let preview = match decode_to_texture(&gpu, &decode, &rs, ev.predicted, ev.grid) {
                 Ok(id) => id,
                 Err(e) => {
                     let _ = tx.send(Msg::Failed(lane, format!("preview: {e}")));
@@ -144,12 +149,72 @@ pub fn spawn(
         });
         let msg = match result.and_then(|g| {
             Ok((
-                decode_to_texture(&gpu, &pipe, &rs, &g.tokens, g.grid)?,
+                decode_to_texture(&gpu, &decode, &rs, &g.tokens, g.grid)?,
                 g.tokens,
                 g.grid,
             ))
         }) {
             Ok((id, tokens, grid)) => Msg::Done(lane, id, tokens, grid),
+            Err(e) => Msg::Failed(lane, e.to_string()),
+        };
+        let _ = tx.send(msg);
+        repaint.request_repaint();
+    });
+}
+
+/// A class-conditional MaskGIT run.
+pub fn spawn_maskgit(
+    gpu: Arc<GpuContext>,
+    mg: Arc<tessera_engine::models::maskgit::MaskGit>,
+    rs: egui_wgpu::RenderState,
+    (lane, class, sampler): (usize, u32, SamplerOptions),
+    tx: Sender<Msg>,
+    repaint: egui::Context,
+) {
+    std::thread::spawn(move || {
+        let decode = |rec: &mut tessera_engine::Recorder<'_>, t: &Tensor| mg.decode(rec, t);
+        let mask_id = mg.mask_id();
+        let grid = mg.grid();
+        let result = mg.class_conditional(&[class]).and_then(|model| {
+            let init = vec![mask_id; grid.0 * grid.1];
+            tessera_engine::sampling::generate(&gpu, &model, 1, &init, &sampler, &mut |ev| {
+                let preview = match decode_to_texture(&gpu, &decode, &rs, ev.predicted, ev.grid) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        let _ = tx.send(Msg::Failed(lane, format!("preview: {e}")));
+                        return;
+                    }
+                };
+                let _ = tx.send(Msg::Step(
+                    lane,
+                    Box::new(StepMsg {
+                        step: ev.step,
+                        steps: ev.steps,
+                        tokens: ev.tokens.to_vec(),
+                        predicted: ev.predicted.to_vec(),
+                        newly_fixed: ev.newly_fixed.to_vec(),
+                        confidence: ev.confidence.to_vec(),
+                        preview,
+                        grid: ev.grid,
+                        ms: ev.ms,
+                        fixed_total: ev
+                            .tokens
+                            .iter()
+                            .zip(ev.predicted)
+                            .filter(|(t, p)| t == p && **t != mask_id)
+                            .count(),
+                    }),
+                ));
+                repaint.request_repaint();
+            })
+        });
+        let msg = match result.and_then(|tokens| {
+            Ok((
+                decode_to_texture(&gpu, &decode, &rs, &tokens, grid)?,
+                tokens,
+            ))
+        }) {
+            Ok((id, tokens)) => Msg::Done(lane, id, tokens, grid),
             Err(e) => Msg::Failed(lane, e.to_string()),
         };
         let _ = tx.send(msg);
