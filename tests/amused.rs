@@ -2,9 +2,13 @@
 //! (tests/fixtures/amused, made by tools/fixtures/make_amused_fixtures.py with diffusers and
 //! transformers) must reproduce the reference outputs, and bad input must fail cleanly.
 
+mod common;
+
+use common::*;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use safetensors::{Dtype, SafeTensors};
 
@@ -12,57 +16,6 @@ const CASES: [&str; 2] = ["tiny-a", "tiny-b"];
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/amused")
-}
-
-fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run tessera")
-}
-
-fn ok(args: &[&str]) {
-    let out = tessera(args);
-    assert!(
-        out.status.success(),
-        "tessera {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Every tensor of a safetensors file as f64 (ints included).
-fn read(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
-    st.tensors()
-        .into_iter()
-        .map(|(name, t)| {
-            let v: Vec<f64> = match t.dtype() {
-                Dtype::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(t.data())
-                    .into_iter()
-                    .map(f64::from)
-                    .collect(),
-                Dtype::I64 => bytemuck::pod_collect_to_vec::<u8, i64>(t.data())
-                    .into_iter()
-                    .map(|x| x as f64)
-                    .collect(),
-                d => panic!("{name}: unexpected dtype {d:?}"),
-            };
-            (name, (t.shape().to_vec(), v))
-        })
-        .collect()
-}
-
-/// max |got − want| / max |want|.
-fn rel_err(got: &[f64], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(want)
-        .fold(0.0f64, |m, (g, w)| m.max((g - w).abs()));
-    err / scale
 }
 
 fn compare(
@@ -82,16 +35,6 @@ fn compare(
         e <= tol,
         "{case} {what}: {name} relative error {e:.2e} > {tol:e}"
     );
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tessera-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    dir.join(name)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 fn case_json(case: &str) -> serde_json::Value {

@@ -3,11 +3,11 @@
 //! tools/fixtures/make_maskgit_fixtures.py, whose NumPy reference was first checked against the
 //! official code's outputs), and `--render --class N` generates.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use safetensors::{Dtype, SafeTensors};
+use common::*;
+
+use std::path::{Path, PathBuf};
 
 const CASES: [&str; 2] = ["mg-l4", "mg-2rb"];
 
@@ -15,66 +15,6 @@ fn fixture(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures/maskgit")
         .join(case)
-}
-
-fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = tessera(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "tessera {args:?}:\n{err}");
-    err
-}
-
-fn read(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
-    st.tensors()
-        .into_iter()
-        .map(|(n, t)| {
-            let v: Vec<f64> = match t.dtype() {
-                Dtype::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(t.data())
-                    .into_iter()
-                    .map(f64::from)
-                    .collect(),
-                Dtype::I64 => bytemuck::pod_collect_to_vec::<u8, i64>(t.data())
-                    .into_iter()
-                    .map(|x| x as f64)
-                    .collect(),
-                Dtype::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(t.data())
-                    .into_iter()
-                    .map(f64::from)
-                    .collect(),
-                d => panic!("{n}: {d:?}"),
-            };
-            (n, (t.shape().to_vec(), v))
-        })
-        .collect()
-}
-
-fn rel_err(got: &[f64], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    got.iter()
-        .zip(want)
-        .fold(0.0f64, |m, (g, w)| m.max((g - w).abs()))
-        / scale
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tessera-maskgit-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("tmp");
-    d.join(name)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8")
 }
 
 fn class(case: &str) -> String {

@@ -1,8 +1,11 @@
 //! `tessera --render` end to end on the committed tiny fixture pipelines, and classifier-free
 //! guidance against separate conditional/unconditional passes.
 
+mod common;
+
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use tessera_engine::GpuContext;
 use tessera_engine::Tensor;
@@ -15,31 +18,6 @@ fn fixture(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures/amused")
         .join(case)
-}
-
-fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run tessera")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tessera-render-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
-    dir.join(name)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = tessera(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "tessera {args:?}:\n{err}");
-    err
 }
 
 fn png_text(path: &Path) -> String {

@@ -97,6 +97,70 @@ pub fn decode_to_texture(
         .register_native_texture(&rs.device, &view, wgpu::FilterMode::Nearest))
 }
 
+/// Where a worker sends its steps: decodes each step's prediction into a texture and posts it.
+struct Streamer<'a> {
+    gpu: &'a GpuContext,
+    rs: &'a egui_wgpu::RenderState,
+    decode: Decoder<'a>,
+    tx: &'a Sender<Msg>,
+    repaint: &'a egui::Context,
+    lane: usize,
+    mask_id: u32,
+}
+
+impl Streamer<'_> {
+    fn step(&self, ev: &tessera_engine::sampling::StepEvent<'_>) {
+        let preview = match decode_to_texture(self.gpu, self.decode, self.rs, ev.predicted, ev.grid)
+        {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = self
+                    .tx
+                    .send(Msg::Failed(self.lane, format!("preview: {e}")));
+                return;
+            }
+        };
+        let fixed_total = ev
+            .tokens
+            .iter()
+            .zip(ev.predicted)
+            .filter(|(t, p)| t == p && **t != self.mask_id)
+            .count();
+        let _ = self.tx.send(Msg::Step(
+            self.lane,
+            Box::new(StepMsg {
+                step: ev.step,
+                steps: ev.steps,
+                tokens: ev.tokens.to_vec(),
+                predicted: ev.predicted.to_vec(),
+                newly_fixed: ev.newly_fixed.to_vec(),
+                confidence: ev.confidence.to_vec(),
+                preview,
+                grid: ev.grid,
+                ms: ev.ms,
+                fixed_total,
+            }),
+        ));
+        self.repaint.request_repaint();
+    }
+
+    /// Posts the final image (or the failure) of the run.
+    fn finish(&self, result: tessera_engine::Result<(Vec<u32>, (usize, usize))>) {
+        let msg = match result.and_then(|(tokens, grid)| {
+            Ok((
+                decode_to_texture(self.gpu, self.decode, self.rs, &tokens, grid)?,
+                tokens,
+                grid,
+            ))
+        }) {
+            Ok((id, tokens, grid)) => Msg::Done(self.lane, id, tokens, grid),
+            Err(e) => Msg::Failed(self.lane, e.to_string()),
+        };
+        let _ = self.tx.send(msg);
+        self.repaint.request_repaint();
+    }
+}
+
 pub fn spawn(
     gpu: Arc<GpuContext>,
     pipe: Arc<AmusedPipeline>,
@@ -115,50 +179,18 @@ pub fn spawn(
             sampler: job.sampler.clone(),
             start: job.start,
         };
-        let mask_id = pipe.scheduler.mask_token_id;
         let decode = |rec: &mut tessera_engine::Recorder<'_>, t: &Tensor| pipe.vqvae.decode(rec, t);
-        let result = pipeline::generate(&gpu, &pipe, &req, &mut |ev| {
-            let preview = match decode_to_texture(&gpu, &decode, &rs, ev.predicted, ev.grid) {
-                Ok(id) => id,
-                Err(e) => {
-                    let _ = tx.send(Msg::Failed(lane, format!("preview: {e}")));
-                    return;
-                }
-            };
-            let _ = tx.send(Msg::Step(
-                lane,
-                Box::new(StepMsg {
-                    step: ev.step,
-                    steps: ev.steps,
-                    tokens: ev.tokens.to_vec(),
-                    predicted: ev.predicted.to_vec(),
-                    newly_fixed: ev.newly_fixed.to_vec(),
-                    confidence: ev.confidence.to_vec(),
-                    preview,
-                    grid: ev.grid,
-                    ms: ev.ms,
-                    fixed_total: ev
-                        .tokens
-                        .iter()
-                        .zip(ev.predicted)
-                        .filter(|(t, p)| t == p && **t != mask_id)
-                        .count(),
-                }),
-            ));
-            repaint.request_repaint();
-        });
-        let msg = match result.and_then(|g| {
-            Ok((
-                decode_to_texture(&gpu, &decode, &rs, &g.tokens, g.grid)?,
-                g.tokens,
-                g.grid,
-            ))
-        }) {
-            Ok((id, tokens, grid)) => Msg::Done(lane, id, tokens, grid),
-            Err(e) => Msg::Failed(lane, e.to_string()),
+        let out = Streamer {
+            gpu: &gpu,
+            rs: &rs,
+            decode: &decode,
+            tx: &tx,
+            repaint: &repaint,
+            lane,
+            mask_id: pipe.scheduler.mask_token_id,
         };
-        let _ = tx.send(msg);
-        repaint.request_repaint();
+        let result = pipeline::generate(&gpu, &pipe, &req, &mut |ev| out.step(ev));
+        out.finish(result.map(|g| (g.tokens, g.grid)));
     });
 }
 
@@ -173,51 +205,22 @@ pub fn spawn_maskgit(
 ) {
     std::thread::spawn(move || {
         let decode = |rec: &mut tessera_engine::Recorder<'_>, t: &Tensor| mg.decode(rec, t);
-        let mask_id = mg.mask_id();
         let grid = mg.grid();
+        let out = Streamer {
+            gpu: &gpu,
+            rs: &rs,
+            decode: &decode,
+            tx: &tx,
+            repaint: &repaint,
+            lane,
+            mask_id: mg.mask_id(),
+        };
         let result = mg.class_conditional(&[class]).and_then(|model| {
-            let init = vec![mask_id; grid.0 * grid.1];
+            let init = vec![mg.mask_id(); grid.0 * grid.1];
             tessera_engine::sampling::generate(&gpu, &model, 1, &init, &sampler, &mut |ev| {
-                let preview = match decode_to_texture(&gpu, &decode, &rs, ev.predicted, ev.grid) {
-                    Ok(id) => id,
-                    Err(e) => {
-                        let _ = tx.send(Msg::Failed(lane, format!("preview: {e}")));
-                        return;
-                    }
-                };
-                let _ = tx.send(Msg::Step(
-                    lane,
-                    Box::new(StepMsg {
-                        step: ev.step,
-                        steps: ev.steps,
-                        tokens: ev.tokens.to_vec(),
-                        predicted: ev.predicted.to_vec(),
-                        newly_fixed: ev.newly_fixed.to_vec(),
-                        confidence: ev.confidence.to_vec(),
-                        preview,
-                        grid: ev.grid,
-                        ms: ev.ms,
-                        fixed_total: ev
-                            .tokens
-                            .iter()
-                            .zip(ev.predicted)
-                            .filter(|(t, p)| t == p && **t != mask_id)
-                            .count(),
-                    }),
-                ));
-                repaint.request_repaint();
+                out.step(ev)
             })
         });
-        let msg = match result.and_then(|tokens| {
-            Ok((
-                decode_to_texture(&gpu, &decode, &rs, &tokens, grid)?,
-                tokens,
-            ))
-        }) {
-            Ok((id, tokens)) => Msg::Done(lane, id, tokens, grid),
-            Err(e) => Msg::Failed(lane, e.to_string()),
-        };
-        let _ = tx.send(msg);
-        repaint.request_repaint();
+        out.finish(result.map(|tokens| (tokens, grid)));
     });
 }

@@ -1,0 +1,74 @@
+//! Helpers shared by the end-to-end tests: running the `tessera` binary, reading safetensors,
+//! comparing with references.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use safetensors::{Dtype, SafeTensors};
+
+/// Runs the binary under test with quiet logging.
+pub fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run tessera")
+}
+
+/// Runs and asserts success; returns stderr.
+pub fn ok(args: &[&str]) -> String {
+    let o = tessera(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "tessera {args:?} failed:\n{err}");
+    err
+}
+
+/// Every tensor of a safetensors file as f64 (integers included), with its shape.
+pub fn read(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+    st.tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let v: Vec<f64> = match t.dtype() {
+                Dtype::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(t.data())
+                    .into_iter()
+                    .map(f64::from)
+                    .collect(),
+                Dtype::I64 => bytemuck::pod_collect_to_vec::<u8, i64>(t.data())
+                    .into_iter()
+                    .map(|x| x as f64)
+                    .collect(),
+                Dtype::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(t.data())
+                    .into_iter()
+                    .map(f64::from)
+                    .collect(),
+                d => panic!("{name}: unexpected dtype {d:?}"),
+            };
+            (name, (t.shape().to_vec(), v))
+        })
+        .collect()
+}
+
+/// max |got − want| / max |want|.
+pub fn rel_err(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .fold(0.0f64, |m, (g, w)| m.max((g - w).abs()))
+        / scale
+}
+
+/// A path in this test process's scratch folder.
+pub fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tessera-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    dir.join(name)
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
