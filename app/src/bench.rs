@@ -18,9 +18,9 @@ pub struct BenchArgs {
     /// Seconds to spend repeating each kernel (each runs at least once after a warm-up).
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     budget: f64,
-    /// End-to-end model: a folder or hub id, `default` (the embedded model, else the largest
-    /// test fixture), or `amused-256-random` / `amused-512-random` (published configurations,
-    /// synthetic weights).
+    /// End-to-end model: a folder or hub id (aMUSEd or MaskGIT checkpoints), `default` (the
+    /// embedded model, else the largest test fixture), or `amused-256-random` /
+    /// `amused-512-random` / `maskgit-256-random` (published configurations, synthetic weights).
     #[arg(long, default_value = "default", value_name = "DIR|NAME")]
     model: String,
     /// Decoding steps of the end-to-end run.
@@ -42,6 +42,22 @@ fn end_to_end(ctx: &GpuContext, a: &BenchArgs) -> Result<bench::EndToEnd> {
     use tessera_engine::models::{clip_text::ClipTextModel, uvit2d, vq};
     if a.steps == 0 || a.batch == 0 {
         anyhow::bail!("--steps and --batch must be at least 1");
+    }
+    if a.model == "maskgit-256-random" || crate::render::is_maskgit(Some(&a.model)) {
+        use tessera_engine::models::maskgit::{MaskGit, transformer, vqgan};
+        let mg = if a.model == "maskgit-256-random" {
+            MaskGit::synthetic(
+                ctx,
+                &transformer::Config::imagenet_256(),
+                &vqgan::Config::imagenet(),
+                1,
+            )?
+        } else {
+            MaskGit::load(ctx, std::path::Path::new(&a.model))?
+        };
+        return Ok(bench::maskgit_end_to_end(
+            ctx, &a.model, &mg, a.steps, a.batch,
+        )?);
     }
     let random = match a.model.as_str() {
         "amused-256-random" => Some(uvit2d::Config::amused_256()),

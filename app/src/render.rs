@@ -363,6 +363,16 @@ pub fn frame(
     img
 }
 
+/// ImageNet-1k class names in label order (assets/imagenet_classes.txt).
+pub const IMAGENET_CLASSES: &str = include_str!("../../assets/imagenet_classes.txt");
+
+/// The name of `class` when the model has the 1000 ImageNet classes.
+pub fn class_name(class: u32, num_classes: usize) -> Option<&'static str> {
+    (num_classes == 1000)
+        .then(|| IMAGENET_CLASSES.lines().nth(class as usize))
+        .flatten()
+}
+
 /// True when `arg` names MaskGIT Flax checkpoints rather than a diffusers folder.
 pub fn is_maskgit(arg: Option<&str>) -> bool {
     arg.is_some_and(|m| {
@@ -466,8 +476,10 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
             }
         }
     };
+    let label = class_name(class, mg.num_classes())
+        .map_or_else(|| class.to_string(), |n| format!("{class} ({n})"));
     eprintln!(
-        "seed {} · {} sampler · {} schedule · {} steps · class {class}",
+        "seed {} · {} sampler · {} schedule · {} steps · class {label}",
         seed, opts.kind, opts.schedule, opts.steps
     );
     let model = mg.class_conditional(&vec![class; b])?;
@@ -484,7 +496,7 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
     let (h, w) = (img.shape()[2], img.shape()[3]);
     let images = img.to_f32(&ctx)?;
     let params = format!(
-        "class {class}\nSteps: {}, Sampler: {}, Schedule: {}, Choice temperature: {}, Seed: {seed}, Size: {w}x{h}, Model: {}",
+        "class {label}\nSteps: {}, Sampler: {}, Schedule: {}, Choice temperature: {}, Seed: {seed}, Size: {w}x{h}, Model: {}",
         opts.steps,
         opts.kind,
         opts.schedule,

@@ -278,3 +278,58 @@ pub fn end_to_end(
         peak_bytes: ctx.memory_stats().1,
     })
 }
+
+/// End-to-end figures of a class-conditional MaskGIT run: `steps` transformer passes with
+/// sampling (reading back ids and confidences), then the VQGAN decode. `text_ms` is 0.
+pub fn maskgit_end_to_end(
+    ctx: &GpuContext,
+    name: &str,
+    mg: &crate::models::maskgit::MaskGit,
+    steps: usize,
+    batch: usize,
+) -> Result<EndToEnd> {
+    ctx.trim_pool();
+    let t0 = Instant::now();
+    let (gh, gw) = mg.grid();
+    let l = gh * gw;
+    let labels: Vec<u32> = (0..batch as u32)
+        .map(|b| b % mg.num_classes() as u32)
+        .collect();
+    let mut tokens = vec![mg.mask_id(); batch * l];
+    for step in 0..steps {
+        let tt = Tensor::from_u32(ctx, "tokens", &[batch, gh, gw], &tokens)?;
+        let mut rec = ctx.recorder();
+        let logits = mg.logits(&mut rec, &tt, &labels)?;
+        let uni: Vec<f32> = (0..batch * l)
+            .map(|i| ((i * 7919 + step * 104_729) % 1000) as f32 / 1000.0)
+            .collect();
+        let tu = Tensor::from_f32(ctx, "uniforms", &[batch * l], &uni)?;
+        let (ids, probs) = ops::sampling::categorical(
+            &mut rec,
+            &logits.reshape(&[batch * l, mg.codebook_size()])?,
+            &tu,
+            1.0,
+        )?;
+        rec.submit();
+        tokens = ids.to_u32(ctx)?;
+        let _ = probs.to_f32(ctx)?;
+    }
+    let step_ms = t0.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64;
+    let t1 = Instant::now();
+    let tt = Tensor::from_u32(ctx, "tokens", &[batch, gh, gw], &tokens)?;
+    let mut rec = ctx.recorder();
+    let img = mg.decode(&mut rec, &tt)?;
+    rec.submit();
+    let _ = img.to_f32(ctx)?;
+    let decode_ms = t1.elapsed().as_secs_f64() * 1e3;
+    Ok(EndToEnd {
+        model: name.to_owned(),
+        steps,
+        batch,
+        text_ms: 0.0,
+        step_ms,
+        decode_ms,
+        total_ms: t0.elapsed().as_secs_f64() * 1e3,
+        peak_bytes: ctx.memory_stats().1,
+    })
+}

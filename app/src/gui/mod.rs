@@ -143,6 +143,7 @@ pub struct App {
     /// A class-conditional MaskGIT model, when one is open instead of an aMUSEd pipeline.
     maskgit: Option<Arc<tessera_engine::models::maskgit::MaskGit>>,
     class: u32,
+    class_search: String,
     model_arg: String,
     settings: Settings,
     mode: Mode,
@@ -191,6 +192,7 @@ impl App {
             pipe: None,
             maskgit: None,
             class: args.class.unwrap_or(0),
+            class_search: String::new(),
             model_arg: args.model.clone().unwrap_or_default(),
             settings: Settings::from_args(args, None),
             mode: Mode::Generate,
@@ -437,10 +439,28 @@ impl App {
                 "class-conditional MaskGIT, {} classes",
                 mg.num_classes()
             ));
-            ui.add(
-                egui::DragValue::new(&mut self.class)
-                    .range(0..=mg.num_classes().saturating_sub(1) as u32),
-            );
+            let n = mg.num_classes();
+            ui.horizontal(|ui| {
+                ui.add(egui::DragValue::new(&mut self.class).range(0..=n.saturating_sub(1) as u32));
+                if let Some(name) = crate::render::class_name(self.class, n) {
+                    ui.label(name);
+                }
+            });
+            if n == 1000 {
+                let search = ui.add(
+                    egui::TextEdit::singleline(&mut self.class_search)
+                        .hint_text("find a class, e.g. retriever"),
+                );
+                if search.changed() && !self.class_search.trim().is_empty() {
+                    let q = self.class_search.trim().to_lowercase();
+                    if let Some(i) = crate::render::IMAGENET_CLASSES
+                        .lines()
+                        .position(|l| l.to_lowercase().contains(&q))
+                    {
+                        self.class = i as u32;
+                    }
+                }
+            }
             ui.separator();
         }
         let class_model = self.maskgit.is_some();

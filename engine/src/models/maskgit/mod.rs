@@ -24,6 +24,8 @@ use crate::sampling::TokenModel;
 pub use transformer::Transformer;
 pub use vqgan::Vqgan;
 
+pub mod synthetic;
+
 const TRANSFORMER_PREFIX: &str = "maskgit_";
 const TOKENIZER_PREFIX: &str = "tokenizer_";
 const SUFFIX: &str = "_checkpoint";
