@@ -151,6 +151,23 @@ pub fn conv3x3(
     })
 }
 
+/// One sampling draw per position of `logits` `[B, L, V]` (fixed pseudo-uniforms), submitted
+/// with everything recorded before it; reads back ids and confidences as the samplers do.
+fn sample_and_read(mut rec: Recorder<'_>, logits: &Tensor, step: usize) -> Result<Vec<u32>> {
+    let ctx = rec.ctx();
+    let v = logits.shape()[2];
+    let rows = logits.numel() / v;
+    let uni: Vec<f32> = (0..rows)
+        .map(|i| ((i * 7919 + step * 104_729) % 1000) as f32 / 1000.0)
+        .collect();
+    let tu = Tensor::from_f32(ctx, "uniforms", &[rows], &uni)?;
+    let (ids, probs) =
+        ops::sampling::categorical(&mut rec, &logits.reshape(&[rows, v])?, &tu, 1.0)?;
+    rec.submit();
+    let _ = probs.to_f32(ctx)?;
+    ids.to_u32(ctx)
+}
+
 /// End-to-end figures of one text-to-image run (milliseconds, bytes).
 #[derive(Clone, Debug)]
 pub struct EndToEnd {
@@ -245,19 +262,7 @@ pub fn end_to_end(
         let u = ops::layout::slice(&mut rec, &logits, 0, 0, batch)?;
         let cnd = ops::layout::slice(&mut rec, &logits, 0, batch, batch)?;
         let guided = ops::elementwise::axpby(&mut rec, -9.0, &u, 10.0, &cnd)?;
-        let uni: Vec<f32> = (0..batch * l)
-            .map(|i| ((i * 7919 + step * 104_729) % 1000) as f32 / 1000.0)
-            .collect();
-        let tu = Tensor::from_f32(ctx, "uniforms", &[batch * l], &uni)?;
-        let (ids, probs) = ops::sampling::categorical(
-            &mut rec,
-            &guided.reshape(&[batch * l, tc.codebook_size])?,
-            &tu,
-            1.0,
-        )?;
-        rec.submit();
-        tokens = ids.to_u32(ctx)?;
-        let _ = probs.to_f32(ctx)?;
+        tokens = sample_and_read(rec, &guided, step)?;
     }
     let step_ms = t1.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64;
     let t2 = Instant::now();
@@ -300,19 +305,7 @@ pub fn maskgit_end_to_end(
         let tt = Tensor::from_u32(ctx, "tokens", &[batch, gh, gw], &tokens)?;
         let mut rec = ctx.recorder();
         let logits = mg.logits(&mut rec, &tt, &labels)?;
-        let uni: Vec<f32> = (0..batch * l)
-            .map(|i| ((i * 7919 + step * 104_729) % 1000) as f32 / 1000.0)
-            .collect();
-        let tu = Tensor::from_f32(ctx, "uniforms", &[batch * l], &uni)?;
-        let (ids, probs) = ops::sampling::categorical(
-            &mut rec,
-            &logits.reshape(&[batch * l, mg.codebook_size()])?,
-            &tu,
-            1.0,
-        )?;
-        rec.submit();
-        tokens = ids.to_u32(ctx)?;
-        let _ = probs.to_f32(ctx)?;
+        tokens = sample_and_read(rec, &logits, step)?;
     }
     let step_ms = t0.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64;
     let t1 = Instant::now();
