@@ -1167,7 +1167,9 @@ pub fn run(args: &RenderArgs, shot: &ScreenshotArgs) -> Result<()> {
             Ok(Box::new(app))
         }),
     )
-    .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))?;
+    .map_err(|e| {
+        anyhow::anyhow!("could not open the window: {e} (without a display, render headlessly with --render OUT.png)")
+    })?;
     if failed.load(std::sync::atomic::Ordering::Relaxed) {
         anyhow::bail!("generation failed in the app (see the message above)");
     }
