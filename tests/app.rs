@@ -9,7 +9,14 @@ fn run_screenshot(out: &Path, extra: &[&str]) {
     run_screenshot_with(out, "amused/tiny-b/model", extra);
 }
 
+/// `xvfb-run -a` can pick the same display number for two servers started at once; the app
+/// tests take turns.
+static XVFB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run_screenshot_with(out: &Path, fixture: &str, extra: &[&str]) {
+    let _turn = XVFB
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let model = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures")
         .join(fixture);
