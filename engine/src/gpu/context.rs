@@ -21,6 +21,9 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     pub(crate) pool: Arc<BufferPool>,
     pub(crate) pipelines: PipelineCache,
+    /// The first GPU error wgpu reported asynchronously (validation, out of memory), taken by
+    /// the next readback.
+    device_error: Arc<std::sync::Mutex<Option<String>>>,
     limits: wgpu::Limits,
     features: wgpu::Features,
 }
@@ -83,6 +86,15 @@ impl GpuContext {
             limits.max_buffer_size,
             limits.max_compute_workgroup_storage_size,
         );
+        // wgpu's default handler panics; report through the next readback instead.
+        let device_error = Arc::new(std::sync::Mutex::new(None::<String>));
+        let slot = Arc::clone(&device_error);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            log::error!("GPU error: {e}");
+            if let Ok(mut s) = slot.lock() {
+                s.get_or_insert_with(|| e.to_string());
+            }
+        }));
         if is_software_adapter(&info) {
             log::warn!(
                 "GPU adapter {:?} is a software rasterizer running on the CPU: results are \
@@ -96,9 +108,15 @@ impl GpuContext {
             info,
             pool: Arc::new(BufferPool::default()),
             pipelines: PipelineCache::default(),
+            device_error,
             limits,
             features,
         }
+    }
+
+    /// The first asynchronous GPU error since the last call, if any.
+    pub fn take_device_error(&self) -> Option<String> {
+        self.device_error.lock().ok().and_then(|mut s| s.take())
     }
 
     pub fn limits(&self) -> &wgpu::Limits {

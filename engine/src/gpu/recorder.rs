@@ -88,6 +88,7 @@ impl<'a> Recorder<'a> {
                 mapped_at_creation: false,
             }));
         }
+        let max_binding = self.ctx.limits().max_storage_buffer_binding_size;
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: uniform.as_entire_binding(),
@@ -97,9 +98,17 @@ impl<'a> Recorder<'a> {
                 Binding::Tensor(t) => t.buffer(),
                 Binding::Unused => self.placeholder.as_ref().unwrap_or_else(|| unreachable!()),
             };
+            // Pooled buffers are rounded up to a size class, which may pass the binding limit
+            // even though the tensor inside does not (tensors are checked at creation): bind
+            // at most the limit.
+            let size = buffer.size().min(max_binding);
             entries.push(wgpu::BindGroupEntry {
                 binding: *index,
-                resource: buffer.as_entire_binding(),
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(size),
+                }),
             });
         }
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {

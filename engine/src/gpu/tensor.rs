@@ -229,6 +229,9 @@ impl Tensor {
         rx.recv()
             .map_err(|e| fail(e.to_string()))?
             .map_err(|e| fail(e.to_string()))?;
+        if let Some(e) = ctx.take_device_error() {
+            return Err(fail(format!("the GPU reported an error: {e}")));
+        }
         let out = staging
             .slice(..)
             .get_mapped_range()

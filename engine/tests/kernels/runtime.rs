@@ -76,3 +76,23 @@ fn engine_runs_on_a_caller_owned_device() {
     rec.submit();
     assert_eq!(y.to_f32(&c).expect("read"), vec![3.0, -3.0]);
 }
+
+#[test]
+fn asynchronous_gpu_errors_are_reported_not_panicked() {
+    let c = fresh();
+    // MAP_READ may only pair with COPY_DST: wgpu reports a validation error asynchronously,
+    // which by default would panic.
+    let _bad = c.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("invalid usage"),
+        size: 16,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let x = Tensor::from_f32(&c, "x", &[2], &[1.0, 2.0]).expect("x");
+    let err = x
+        .to_f32(&c)
+        .expect_err("the pending GPU error surfaces at readback");
+    assert!(err.to_string().contains("GPU reported an error"), "{err}");
+    assert!(c.take_device_error().is_none(), "taken once");
+    assert_eq!(x.to_f32(&c).expect("later readbacks work"), vec![1.0, 2.0]);
+}
