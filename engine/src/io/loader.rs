@@ -55,6 +55,20 @@ impl<'a> Loader<'a> {
         Ok(model)
     }
 
+    /// Reads the safetensors weights of a component folder (`stems` as in
+    /// [`component_files`](super::checkpoint::component_files)) and builds the model with
+    /// [`Loader::load`].
+    pub fn load_component<T>(
+        ctx: &GpuContext,
+        dir: &std::path::Path,
+        stems: &[&str],
+        keep_f16: bool,
+        build: impl for<'b> Fn(&Loader<'b>) -> Result<T>,
+    ) -> Result<T> {
+        let ckpt = Checkpoint::open(&super::checkpoint::component_files(dir, stems)?)?;
+        Loader::load(ctx, &ckpt, keep_f16, |l| build(l))
+    }
+
     /// A loader one level down: `pp("attn1")` under `transformer_layers.3` reads
     /// `transformer_layers.3.attn1.*`.
     pub fn pp(&self, part: impl Display) -> Loader<'a> {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::nn::{Linear, Norm};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Recorder, Tensor};
-use crate::io::{Checkpoint, Loader, read_config};
+use crate::io::{Loader, read_config};
 use crate::ops;
 use crate::ops::attention::AttentionSpec;
 use crate::ops::elementwise::UnaryOp;
@@ -162,9 +162,9 @@ impl ClipTextModel {
                 "must divide hidden_size",
             ));
         }
-        let files = crate::io::checkpoint::component_files(dir, &["model"])?;
-        let ckpt = Checkpoint::open(&files)?;
-        Loader::load(ctx, &ckpt, true, |l| Self::new(l, &config, activation))
+        Loader::load_component(ctx, dir, &["model"], true, |l| {
+            Self::new(l, &config, activation)
+        })
     }
 
     /// Builds the model from any loader (e.g. synthetic weights for benchmarks).

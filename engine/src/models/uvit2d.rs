@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::nn::{Attention, Linear, Norm};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Recorder, Tensor};
-use crate::io::{Checkpoint, Loader, read_config};
+use crate::io::{Loader, read_config};
 use crate::ops;
 use crate::ops::conv::Conv2dSpec;
 use crate::ops::embed::Sinusoidal;
@@ -487,10 +487,9 @@ impl UVit2DModel {
         let cfg_path = dir.join("config.json");
         let config: Config = read_config(&cfg_path)?;
         config.validate(&cfg_path)?;
-        let files =
-            crate::io::checkpoint::component_files(dir, &["diffusion_pytorch_model", "model"])?;
-        let ckpt = Checkpoint::open(&files)?;
-        Loader::load(ctx, &ckpt, true, |l| Self::new(l, &config))
+        Loader::load_component(ctx, dir, &["diffusion_pytorch_model", "model"], true, |l| {
+            Self::new(l, &config)
+        })
     }
 
     /// Builds the model from any loader (e.g. a checkpoint made in memory for benchmarks).

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::nn::{Attention, Linear};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Recorder, Tensor};
-use crate::io::{Checkpoint, Loader, read_config};
+use crate::io::{Loader, read_config};
 use crate::ops;
 use crate::ops::conv::Conv2dSpec;
 
@@ -322,11 +322,14 @@ impl VqModel {
         let cfg_path = dir.join("config.json");
         let config: Config = read_config(&cfg_path)?;
         config.validate(&cfg_path)?;
-        let files =
-            crate::io::checkpoint::component_files(dir, &["diffusion_pytorch_model", "model"])?;
-        let ckpt = Checkpoint::open(&files)?;
         // The reference runs the VQ in f32 (force_upcast), so weights are widened on load.
-        Loader::load(ctx, &ckpt, false, |l| Self::new(l, &config))
+        Loader::load_component(
+            ctx,
+            dir,
+            &["diffusion_pytorch_model", "model"],
+            false,
+            |l| Self::new(l, &config),
+        )
     }
 
     pub fn new(l: &Loader<'_>, c: &Config) -> Result<Self> {
