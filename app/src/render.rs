@@ -504,29 +504,7 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
         path.display()
     );
     let text = HashMap::from([("parameters".to_owned(), params)]);
-    let per = 3 * w * h;
-    let mut pngs = Vec::new();
-    for i in 0..b {
-        pngs.push((
-            output_path(out, i, b),
-            png_bytes(&images[i * per..(i + 1) * per], w, h, &text)?,
-        ));
-    }
-    if let Some(tp) = &a.tokens_out {
-        write_tensors(
-            tp,
-            &[Out::I64(
-                "tokens",
-                vec![b, grid.0, grid.1],
-                tokens.iter().map(|&v| i64::from(v)).collect(),
-            )],
-        )?;
-    }
-    for (path, bytes) in &pngs {
-        write_atomically(path, bytes)?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
+    write_outputs(a, out, &images, (w, h), &text, &tokens, (b, grid), None)
 }
 
 pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
@@ -618,36 +596,57 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
         a.prompt, a.negative_prompt, opts.steps, opts.kind, opts.schedule, plan.guidance, opts.seed
     );
     let text = HashMap::from([("parameters".to_owned(), params)]);
+    write_outputs(
+        a,
+        out,
+        &images,
+        (w, h),
+        &text,
+        &generated.tokens,
+        (generated.batch, generated.grid),
+        Some(&frames),
+    )
+}
+
+/// Writes everything a render produced: the PNGs (with `text` chunks), `--tokens-out`, and for
+/// runs that recorded animation frames `--gif` / `--frames`. Everything is encoded first and
+/// the image files are written last, each atomically.
+#[allow(clippy::too_many_arguments)]
+fn write_outputs(
+    a: &RenderArgs,
+    out: &Path,
+    images: &[f32],
+    (w, h): (usize, usize),
+    text: &HashMap<String, String>,
+    tokens: &[u32],
+    (batch, grid): (usize, (usize, usize)),
+    frames: Option<&[image::RgbaImage]>,
+) -> Result<()> {
     let per = 3 * w * h;
     let mut pngs = Vec::new();
-    for i in 0..generated.batch {
+    for i in 0..batch {
         pngs.push((
-            output_path(out, i, generated.batch),
-            png_bytes(&images[i * per..(i + 1) * per], w, h, &text)?,
+            output_path(out, i, batch),
+            png_bytes(&images[i * per..(i + 1) * per], w, h, text)?,
         ));
     }
     if let Some(t) = &a.tokens_out {
-        let (gh, gw) = generated.grid;
-        write_tensors(
-            t,
-            &[Out::I64(
-                "tokens",
-                vec![generated.batch, gh, gw],
-                generated.tokens.iter().map(|&v| i64::from(v)).collect(),
-            )],
-        )?;
+        let ids = tokens.iter().map(|&v| i64::from(v)).collect();
+        write_tensors(t, &[Out::I64("tokens", vec![batch, grid.0, grid.1], ids)])?;
     }
-    if let Some(g) = &a.gif {
-        write_atomically(g, &gif_bytes(&frames)?)?;
-    }
-    if let Some(d) = &a.frames {
-        for (i, f) in frames.iter().enumerate() {
-            let mut bytes = Vec::new();
-            f.write_to(
-                &mut std::io::Cursor::new(&mut bytes),
-                image::ImageFormat::Png,
-            )?;
-            write_atomically(&d.join(format!("step-{:02}.png", i + 1)), &bytes)?;
+    if let Some(frames) = frames {
+        if let Some(g) = &a.gif {
+            write_atomically(g, &gif_bytes(frames)?)?;
+        }
+        if let Some(d) = &a.frames {
+            for (i, f) in frames.iter().enumerate() {
+                let mut bytes = Vec::new();
+                f.write_to(
+                    &mut std::io::Cursor::new(&mut bytes),
+                    image::ImageFormat::Png,
+                )?;
+                write_atomically(&d.join(format!("step-{:02}.png", i + 1)), &bytes)?;
+            }
         }
     }
     for (path, bytes) in &pngs {
