@@ -11,6 +11,10 @@ const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 const WEIGHTS_F32: &str = include_str!("../../shaders/weights_f32.wgsl");
 const WEIGHTS_F16: &str = include_str!("../../shaders/weights_f16.wgsl");
 const WEIGHTS_F16_PACKED: &str = include_str!("../../shaders/weights_f16_packed.wgsl");
+const MATMUL_ROWS: &str = include_str!("../../shaders/matmul_rows.wgsl");
+const WEIGHTS4_F32: &str = include_str!("../../shaders/weights4_f32.wgsl");
+const WEIGHTS4_F16: &str = include_str!("../../shaders/weights4_f16.wgsl");
+const WEIGHTS4_F16_PACKED: &str = include_str!("../../shaders/weights4_f16_packed.wgsl");
 const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
 const NORM: &str = include_str!("../../shaders/norm.wgsl");
 const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
@@ -33,6 +37,8 @@ pub enum WeightFormat {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Module {
     Matmul(WeightFormat),
+    /// The register-blocked matmul for CPU adapters (`matmul_rows.wgsl`).
+    MatmulRows(WeightFormat),
     Attention,
     Norm,
     Elementwise,
@@ -43,10 +49,13 @@ pub enum Module {
 }
 
 impl Module {
-    pub const ALL: [Module; 10] = [
+    pub const ALL: [Module; 13] = [
         Module::Matmul(WeightFormat::F32),
         Module::Matmul(WeightFormat::F16),
         Module::Matmul(WeightFormat::F16Packed),
+        Module::MatmulRows(WeightFormat::F32),
+        Module::MatmulRows(WeightFormat::F16),
+        Module::MatmulRows(WeightFormat::F16Packed),
         Module::Attention,
         Module::Norm,
         Module::Elementwise,
@@ -61,6 +70,9 @@ impl Module {
             Module::Matmul(WeightFormat::F32) => "matmul_f32",
             Module::Matmul(WeightFormat::F16) => "matmul_f16",
             Module::Matmul(WeightFormat::F16Packed) => "matmul_f16_packed",
+            Module::MatmulRows(WeightFormat::F32) => "matmul_rows_f32",
+            Module::MatmulRows(WeightFormat::F16) => "matmul_rows_f16",
+            Module::MatmulRows(WeightFormat::F16Packed) => "matmul_rows_f16_packed",
             Module::Attention => "attention",
             Module::Norm => "norm",
             Module::Elementwise => "elementwise",
@@ -82,6 +94,14 @@ impl Module {
                 };
                 format!("{prelude}\n{MATMUL}")
             }
+            Module::MatmulRows(w) => {
+                let prelude = match w {
+                    WeightFormat::F32 => WEIGHTS4_F32,
+                    WeightFormat::F16 => WEIGHTS4_F16,
+                    WeightFormat::F16Packed => WEIGHTS4_F16_PACKED,
+                };
+                format!("{prelude}\n{MATMUL_ROWS}")
+            }
             Module::Attention => ATTENTION.to_owned(),
             Module::Norm => NORM.to_owned(),
             Module::Elementwise => ELEMENTWISE.to_owned(),
@@ -94,7 +114,10 @@ impl Module {
 
     /// Whether the module needs `Features::SHADER_F16`.
     pub fn needs_f16(self) -> bool {
-        self == Module::Matmul(WeightFormat::F16)
+        matches!(
+            self,
+            Module::Matmul(WeightFormat::F16) | Module::MatmulRows(WeightFormat::F16)
+        )
     }
 }
 

@@ -26,6 +26,36 @@ pub struct GpuContext {
     device_error: Arc<std::sync::Mutex<Option<String>>>,
     limits: wgpu::Limits,
     features: wgpu::Features,
+    kernels: KernelFamily,
+}
+
+/// Which family of kernel variants suits the adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFamily {
+    /// Workgroup-memory tiles (GPUs).
+    Tiled,
+    /// Register-blocked kernels without workgroup memory (adapters that run on the CPU).
+    Cpu,
+}
+
+impl KernelFamily {
+    /// `TESSERA_KERNELS=tiled|cpu` overrides the choice made from the adapter type.
+    fn choose(info: &wgpu::AdapterInfo) -> Self {
+        match std::env::var("TESSERA_KERNELS").ok().as_deref() {
+            Some("tiled") => KernelFamily::Tiled,
+            Some("cpu") => KernelFamily::Cpu,
+            other => {
+                if let Some(v) = other {
+                    log::warn!("TESSERA_KERNELS={v:?} is not tiled or cpu; choosing by adapter");
+                }
+                if is_software_adapter(info) {
+                    KernelFamily::Cpu
+                } else {
+                    KernelFamily::Tiled
+                }
+            }
+        }
+    }
 }
 
 impl GpuContext {
@@ -102,7 +132,10 @@ impl GpuContext {
                 info.name
             );
         }
+        let kernels = KernelFamily::choose(&info);
+        log::info!("kernel family: {kernels:?}");
         Self {
+            kernels,
             device,
             queue,
             info,
@@ -125,6 +158,11 @@ impl GpuContext {
 
     pub fn features(&self) -> wgpu::Features {
         self.features
+    }
+
+    /// The kernel variants the ops pick on this adapter.
+    pub fn kernel_family(&self) -> KernelFamily {
+        self.kernels
     }
 
     /// True when shaders may use `enable f16;`.

@@ -8,7 +8,7 @@ pub mod pool;
 mod recorder;
 mod tensor;
 
-pub use context::{GpuContext, WANTED_FEATURES, is_software_adapter};
+pub use context::{GpuContext, KernelFamily, WANTED_FEATURES, is_software_adapter};
 pub use pipeline::PipelineCache;
 pub use recorder::{Binding, Recorder, linear_workgroups};
 pub use tensor::{DType, Tensor};

@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{expect_rank, to_u32};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, DType, Recorder, Tensor};
+use crate::gpu::{Binding, DType, KernelFamily, Recorder, Tensor};
 use crate::shaders::{KernelSpec, Module, WeightFormat};
 
 #[repr(C)]
@@ -22,9 +22,33 @@ pub(crate) struct Params {
 }
 
 const TILE: u32 = 32;
+/// Rows and columns of C per workgroup in `matmul_rows.wgsl`.
+const ROWS_TILE_M: u32 = 64;
+const ROWS_TILE_N: u32 = 128;
 
 fn spec(format: WeightFormat, trans_b: bool) -> KernelSpec {
     KernelSpec::new(Module::Matmul(format), "matmul").with("TRANS_B", f64::from(u8::from(trans_b)))
+}
+
+fn rows_spec(format: WeightFormat) -> KernelSpec {
+    KernelSpec::new(Module::MatmulRows(format), "matmul_rows")
+}
+
+/// Which matmul kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulKernel {
+    /// The adapter's kernel family decides ([`crate::gpu::KernelFamily`]).
+    Auto,
+    /// Workgroup-memory tiles (`matmul.wgsl`): any shape.
+    Tiled,
+    /// Register blocks without workgroup memory (`matmul_rows.wgsl`), fastest on CPU adapters;
+    /// used where [`rows_supported`], otherwise the tiled kernel runs.
+    Rows,
+}
+
+/// Whether `matmul_rows.wgsl` handles this problem: B in `[N, K]` layout and K a multiple of 4.
+pub fn rows_supported(layout: BLayout, k: usize) -> bool {
+    layout == BLayout::NK && k.is_multiple_of(4)
 }
 
 pub(crate) fn specs() -> Vec<KernelSpec> {
@@ -37,6 +61,7 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
         for t in [false, true] {
             v.push(spec(f, t));
         }
+        v.push(rows_spec(f));
     }
     v
 }
@@ -62,7 +87,8 @@ pub fn linear(
 
 /// `A · op(B) (+ bias)`. A is f32 `[batch.., M, K]`; B is f32 or f16, either 2-D (shared by
 /// every batch item) or with the same batch dims as A. Result f32 `[batch.., M, N]`.
-/// f16 weights use native f16 when the device has it, packed f16 otherwise.
+/// f16 weights use native f16 when the device has it, packed f16 otherwise; on CPU adapters
+/// packed f16 (measured faster there) and the register-blocked kernel.
 pub fn matmul(
     rec: &mut Recorder<'_>,
     a: &Tensor,
@@ -70,12 +96,13 @@ pub fn matmul(
     bias: Option<&Tensor>,
     layout: BLayout,
 ) -> Result<Tensor> {
+    let cpu = rec.ctx().kernel_family() == KernelFamily::Cpu;
     let format = match b.dtype() {
-        DType::F16 if rec.ctx().has_f16() => WeightFormat::F16,
+        DType::F16 if rec.ctx().has_f16() && !cpu => WeightFormat::F16,
         DType::F16 => WeightFormat::F16Packed,
         _ => WeightFormat::F32,
     };
-    matmul_with_format(rec, a, b, bias, layout, format)
+    matmul_with(rec, a, b, bias, layout, format, MatmulKernel::Auto)
 }
 
 /// [`matmul`] with the weight-reading kernel chosen by the caller (tests and benchmarks).
@@ -86,6 +113,19 @@ pub fn matmul_with_format(
     bias: Option<&Tensor>,
     layout: BLayout,
     format: WeightFormat,
+) -> Result<Tensor> {
+    matmul_with(rec, a, b, bias, layout, format, MatmulKernel::Auto)
+}
+
+/// [`matmul`] with weight format and kernel chosen by the caller (tests and benchmarks).
+pub fn matmul_with(
+    rec: &mut Recorder<'_>,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    layout: BLayout,
+    format: WeightFormat,
+    kernel: MatmulKernel,
 ) -> Result<Tensor> {
     const OP: &str = "matmul";
     a.expect_dtype(OP, DType::F32)?;
@@ -162,13 +202,28 @@ pub fn matmul_with_format(
         c_batch_stride: to_u32(OP, "C batch stride", m * n)?,
         has_bias: u32::from(bias.is_some()),
     };
-    let groups = [
-        params.n.div_ceil(TILE),
-        params.m.div_ceil(TILE),
-        params.batch,
-    ];
+    let rows = match kernel {
+        MatmulKernel::Auto => rec.ctx().kernel_family() == KernelFamily::Cpu,
+        MatmulKernel::Tiled => false,
+        MatmulKernel::Rows => true,
+    } && rows_supported(layout, k);
+    let (kernel_spec, groups) = if rows {
+        let groups = [
+            params.n.div_ceil(ROWS_TILE_N),
+            params.m.div_ceil(ROWS_TILE_M),
+            params.batch,
+        ];
+        (rows_spec(format), groups)
+    } else {
+        let groups = [
+            params.n.div_ceil(TILE),
+            params.m.div_ceil(TILE),
+            params.batch,
+        ];
+        (spec(format, layout == BLayout::NK), groups)
+    };
     rec.dispatch(
-        &spec(format, layout == BLayout::NK),
+        &kernel_spec,
         bytemuck::bytes_of(&params),
         &[
             (1, Binding::Tensor(a)),

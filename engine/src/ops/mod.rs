@@ -76,7 +76,7 @@ pub(crate) fn expect_shape(op: &'static str, t: &Tensor, shape: &[usize]) -> Res
 /// WGSL layout by the shader tests).
 pub fn params_size(module: Module) -> usize {
     match module {
-        Module::Matmul(_) => size_of::<matmul::Params>(),
+        Module::Matmul(_) | Module::MatmulRows(_) => size_of::<matmul::Params>(),
         Module::Attention => size_of::<attention::Params>(),
         Module::Norm => size_of::<norm::Params>(),
         Module::Elementwise => size_of::<elementwise::Params>(),

@@ -1,4 +1,6 @@
-use tessera_engine::ops::matmul::{BLayout, linear, matmul, matmul_with_format};
+use tessera_engine::ops::matmul::{
+    BLayout, MatmulKernel, linear, matmul, matmul_with, rows_supported,
+};
 use tessera_engine::shaders::WeightFormat;
 use tessera_engine::{DType, Error, Tensor};
 
@@ -73,17 +75,60 @@ fn check(
         _ => Tensor::from_f32_as_f16(ctx(), "b", &b_shape, &b).expect("upload f16"),
     };
     let tbias = bias.as_ref().map(|v| upload("bias", &[n], v));
-    let out = run(|rec| matmul_with_format(rec, &ta, &tb, tbias.as_ref(), layout, format));
-    assert_eq!(out.shape(), &[batch, m, n]);
     let want = reference(&a, &b, bias.as_deref(), batch, m, n, k, layout, b_batched);
     let atol = 2e-5 * (k as f64).sqrt();
-    assert_close(
-        &format!("matmul {batch}x{m}x{n}x{k} {layout:?} batched={b_batched} {format:?}"),
-        &download(&out),
-        &want,
-        atol,
-        1e-4,
-    );
+    // Both kernels, whatever the adapter would pick (the register-blocked one only where it
+    // applies; elsewhere it falls back to the tiled one).
+    let kernels: &[MatmulKernel] = if rows_supported(layout, k) {
+        &[MatmulKernel::Tiled, MatmulKernel::Rows]
+    } else {
+        &[MatmulKernel::Tiled]
+    };
+    for &kernel in kernels {
+        let out = run(|rec| matmul_with(rec, &ta, &tb, tbias.as_ref(), layout, format, kernel));
+        assert_eq!(out.shape(), &[batch, m, n]);
+        assert_close(
+            &format!(
+                "matmul {batch}x{m}x{n}x{k} {layout:?} batched={b_batched} {format:?} {kernel:?}"
+            ),
+            &download(&out),
+            &want,
+            atol,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn register_blocked_kernel_edges_batches_and_formats() {
+    // Its block is 64 rows × 128 columns: sizes below, across and not multiples of it.
+    let mut seed = 500;
+    for &(batch, m, n, k, b_batched) in &[
+        (1, 1, 1, 4, false),
+        (1, 130, 260, 36, false),
+        (2, 65, 129, 8, true),
+        (3, 64, 128, 64, false),
+        (1, 7, 300, 100, false),
+    ] {
+        let mut formats = vec![WeightFormat::F32, WeightFormat::F16Packed];
+        if ctx().has_f16() {
+            formats.push(WeightFormat::F16);
+        }
+        for format in formats {
+            check(
+                batch,
+                m,
+                n,
+                k,
+                BLayout::NK,
+                b_batched,
+                seed % 2 == 0,
+                format,
+                seed,
+            );
+            seed += 1;
+        }
+    }
 }
 
 #[test]

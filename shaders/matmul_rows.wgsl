@@ -1,0 +1,149 @@
+// Register-blocked matrix multiply for adapters that run on the CPU (lavapipe/llvmpipe, WARP,
+// SwiftShader), where workgroup memory and barriers buy nothing (the CPU caches do the tiling)
+// and what counts is arithmetic per load and vector-typed loads.
+//
+//   C[b] = A[b] · B[b]ᵀ (+ bias)      A: [M, K] f32, B: [N, K] (PyTorch Linear layout), C: [M, N]
+//
+// Needs K % 4 == 0: A and B are read as vec4 along K. B comes from a prelude (weights4_*.wgsl)
+// that declares binding 2 and `load_b4(i) -> vec4<f32>` (i counts vec4s). Batch strides are in
+// scalars; a B batch stride of 0 shares B over the batch.
+//
+// Thread mapping: a workgroup of 8×8 invocations owns a 64×128 block of C. Invocation (x, y)
+// owns the 8 rows 8·(8·wid.y + y) + 0..7 and the 16 columns 128·wid.x + x + 8·j (j = 0..15):
+// the eight lanes that a CPU runs as one SIMD vector read the same A rows (uniform loads) and
+// neighbouring B rows. Per vec4 step of K it loads 8 A vec4s and 16 B vec4s and does 128 dot
+// products, in 32 named vec4 accumulators (acc<row><quad>; component j of quad q is column
+// x + 32·q + 8·j). Out-of-range rows and columns are clamped for loading and skipped when
+// storing, so any M and N work.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    a_batch_stride: u32,
+    b_batch_stride: u32,
+    c_batch_stride: u32,
+    has_bias: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a_buf: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
+
+// Four B rows (columns of C: col, col + 8, col + 16, col + 24) at vec4 step kk, as the columns
+// of a matrix, so `a * quad` gives the four dot products at once.
+fn b_quad(base: u32, col: u32, kk: u32, k4: u32) -> mat4x4<f32> {
+    let last = p.n - 1u;
+    return mat4x4<f32>(
+        load_b4(base + min(col, last) * k4 + kk),
+        load_b4(base + min(col + 8u, last) * k4 + kk),
+        load_b4(base + min(col + 16u, last) * k4 + kk),
+        load_b4(base + min(col + 24u, last) * k4 + kk),
+    );
+}
+
+fn store(c_base: u32, row: u32, col: u32, v: vec4<f32>) {
+    if (row >= p.m) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let n = col + 8u * j;
+        if (n < p.n) {
+            var x = v[j];
+            if (p.has_bias != 0u) {
+                x += bias[n];
+            }
+            c_buf[c_base + row * p.n + n] = x;
+        }
+    }
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn matmul_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let k4 = p.k / 4u;
+    let row0 = (wid.y * 8u + lid.y) * 8u;
+    let col0 = wid.x * 128u + lid.x;
+    let a_base = wid.z * (p.a_batch_stride / 4u);
+    let b_base = wid.z * (p.b_batch_stride / 4u);
+    let last_row = p.m - 1u;
+
+    let a_row0 = a_base + min(row0 + 0u, last_row) * k4;
+    let a_row1 = a_base + min(row0 + 1u, last_row) * k4;
+    let a_row2 = a_base + min(row0 + 2u, last_row) * k4;
+    let a_row3 = a_base + min(row0 + 3u, last_row) * k4;
+    let a_row4 = a_base + min(row0 + 4u, last_row) * k4;
+    let a_row5 = a_base + min(row0 + 5u, last_row) * k4;
+    let a_row6 = a_base + min(row0 + 6u, last_row) * k4;
+    let a_row7 = a_base + min(row0 + 7u, last_row) * k4;
+
+    var acc00 = vec4<f32>(0.0); var acc01 = vec4<f32>(0.0); var acc02 = vec4<f32>(0.0); var acc03 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0); var acc11 = vec4<f32>(0.0); var acc12 = vec4<f32>(0.0); var acc13 = vec4<f32>(0.0);
+    var acc20 = vec4<f32>(0.0); var acc21 = vec4<f32>(0.0); var acc22 = vec4<f32>(0.0); var acc23 = vec4<f32>(0.0);
+    var acc30 = vec4<f32>(0.0); var acc31 = vec4<f32>(0.0); var acc32 = vec4<f32>(0.0); var acc33 = vec4<f32>(0.0);
+    var acc40 = vec4<f32>(0.0); var acc41 = vec4<f32>(0.0); var acc42 = vec4<f32>(0.0); var acc43 = vec4<f32>(0.0);
+    var acc50 = vec4<f32>(0.0); var acc51 = vec4<f32>(0.0); var acc52 = vec4<f32>(0.0); var acc53 = vec4<f32>(0.0);
+    var acc60 = vec4<f32>(0.0); var acc61 = vec4<f32>(0.0); var acc62 = vec4<f32>(0.0); var acc63 = vec4<f32>(0.0);
+    var acc70 = vec4<f32>(0.0); var acc71 = vec4<f32>(0.0); var acc72 = vec4<f32>(0.0); var acc73 = vec4<f32>(0.0);
+
+    for (var kk = 0u; kk < k4; kk++) {
+        let b0 = b_quad(b_base, col0 + 0u, kk, k4);
+        let b1 = b_quad(b_base, col0 + 32u, kk, k4);
+        let b2 = b_quad(b_base, col0 + 64u, kk, k4);
+        let b3 = b_quad(b_base, col0 + 96u, kk, k4);
+        let a0 = a_buf[a_row0 + kk];
+        acc00 += a0 * b0; acc01 += a0 * b1; acc02 += a0 * b2; acc03 += a0 * b3;
+        let a1 = a_buf[a_row1 + kk];
+        acc10 += a1 * b0; acc11 += a1 * b1; acc12 += a1 * b2; acc13 += a1 * b3;
+        let a2 = a_buf[a_row2 + kk];
+        acc20 += a2 * b0; acc21 += a2 * b1; acc22 += a2 * b2; acc23 += a2 * b3;
+        let a3 = a_buf[a_row3 + kk];
+        acc30 += a3 * b0; acc31 += a3 * b1; acc32 += a3 * b2; acc33 += a3 * b3;
+        let a4 = a_buf[a_row4 + kk];
+        acc40 += a4 * b0; acc41 += a4 * b1; acc42 += a4 * b2; acc43 += a4 * b3;
+        let a5 = a_buf[a_row5 + kk];
+        acc50 += a5 * b0; acc51 += a5 * b1; acc52 += a5 * b2; acc53 += a5 * b3;
+        let a6 = a_buf[a_row6 + kk];
+        acc60 += a6 * b0; acc61 += a6 * b1; acc62 += a6 * b2; acc63 += a6 * b3;
+        let a7 = a_buf[a_row7 + kk];
+        acc70 += a7 * b0; acc71 += a7 * b1; acc72 += a7 * b2; acc73 += a7 * b3;
+    }
+
+    let c_base = wid.z * p.c_batch_stride;
+    store(c_base, row0 + 0u, col0 + 0u, acc00);
+    store(c_base, row0 + 0u, col0 + 32u, acc01);
+    store(c_base, row0 + 0u, col0 + 64u, acc02);
+    store(c_base, row0 + 0u, col0 + 96u, acc03);
+    store(c_base, row0 + 1u, col0 + 0u, acc10);
+    store(c_base, row0 + 1u, col0 + 32u, acc11);
+    store(c_base, row0 + 1u, col0 + 64u, acc12);
+    store(c_base, row0 + 1u, col0 + 96u, acc13);
+    store(c_base, row0 + 2u, col0 + 0u, acc20);
+    store(c_base, row0 + 2u, col0 + 32u, acc21);
+    store(c_base, row0 + 2u, col0 + 64u, acc22);
+    store(c_base, row0 + 2u, col0 + 96u, acc23);
+    store(c_base, row0 + 3u, col0 + 0u, acc30);
+    store(c_base, row0 + 3u, col0 + 32u, acc31);
+    store(c_base, row0 + 3u, col0 + 64u, acc32);
+    store(c_base, row0 + 3u, col0 + 96u, acc33);
+    store(c_base, row0 + 4u, col0 + 0u, acc40);
+    store(c_base, row0 + 4u, col0 + 32u, acc41);
+    store(c_base, row0 + 4u, col0 + 64u, acc42);
+    store(c_base, row0 + 4u, col0 + 96u, acc43);
+    store(c_base, row0 + 5u, col0 + 0u, acc50);
+    store(c_base, row0 + 5u, col0 + 32u, acc51);
+    store(c_base, row0 + 5u, col0 + 64u, acc52);
+    store(c_base, row0 + 5u, col0 + 96u, acc53);
+    store(c_base, row0 + 6u, col0 + 0u, acc60);
+    store(c_base, row0 + 6u, col0 + 32u, acc61);
+    store(c_base, row0 + 6u, col0 + 64u, acc62);
+    store(c_base, row0 + 6u, col0 + 96u, acc63);
+    store(c_base, row0 + 7u, col0 + 0u, acc70);
+    store(c_base, row0 + 7u, col0 + 32u, acc71);
+    store(c_base, row0 + 7u, col0 + 64u, acc72);
+    store(c_base, row0 + 7u, col0 + 96u, acc73);
+}
