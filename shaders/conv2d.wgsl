@@ -165,3 +165,132 @@ fn pad2d(
     }
     out[i] = v;
 }
+
+// conv2d_rows: conv2d (groups = 1) for adapters that run on the CPU; same bindings and result.
+// Register-blocked like matmul_rows.wgsl: invocation (x, y) of workgroup (wx, wy, b) computes 8
+// output channels co = 32·wy + 8·y + 0..7 at 8 output pixels (flattened over oh·ow)
+// 64·wx + x + 8·j (j = 0..7), in 16 named vec4 accumulators (acc<channel><a|b>: pixels j 0..3 and
+// 4..7). Per kernel tap it loads 8 input values (neighbouring addresses across the 8 lanes a CPU
+// runs together) and 8 weights (the same for every lane) for 64 multiply-adds.
+
+// Input values at rows iy, columns ix of channel plane `base`; zero outside the image.
+fn conv_tap4(base: i32, iy: vec4<i32>, ix: vec4<i32>) -> vec4<f32> {
+    let ok = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(i32(p.h))) & (ix >= vec4<i32>(0))
+        & (ix < vec4<i32>(i32(p.w)));
+    let idx = vec4<u32>(select(vec4<i32>(0), vec4<i32>(base) + iy * i32(p.w) + ix, ok));
+    let v = vec4<f32>(x[idx.x], x[idx.y], x[idx.z], x[idx.w]);
+    return select(vec4<f32>(0.0), v, ok);
+}
+
+fn conv_store(b: u32, co: u32, pix: vec4<u32>, v: vec4<f32>) {
+    let npix = p.oh * p.ow;
+    if (co >= p.cout) {
+        return;
+    }
+    var bv = 0.0;
+    if (p.has_bias != 0u) {
+        bv = bias[co];
+    }
+    let base = (b * p.cout + co) * npix;
+    for (var j = 0u; j < 4u; j++) {
+        if (pix[j] < npix) {
+            out[base + pix[j]] = v[j] + bv;
+        }
+    }
+}
+
+@compute @workgroup_size(8, 4, 1)
+fn conv2d_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let b = wid.z;
+    let co0 = wid.y * 32u + lid.y * 8u;
+    let pix_a = vec4<u32>(0u, 8u, 16u, 24u) + (wid.x * 64u + lid.x);
+    let pix_b = pix_a + 32u;
+    let oy_a = pix_a / p.ow;
+    let oy_b = pix_b / p.ow;
+    let iy0_a = vec4<i32>(oy_a * p.stride_h) - i32(p.pad_top);
+    let iy0_b = vec4<i32>(oy_b * p.stride_h) - i32(p.pad_top);
+    let ix0_a = vec4<i32>((pix_a - oy_a * p.ow) * p.stride_w) - i32(p.pad_left);
+    let ix0_b = vec4<i32>((pix_b - oy_b * p.ow) * p.stride_w) - i32(p.pad_left);
+    let taps = p.kh * p.kw;
+    let w_row = p.cin * taps;
+    let last_co = p.cout - 1u;
+    let w0_base = min(co0 + 0u, last_co) * w_row;
+    let w1_base = min(co0 + 1u, last_co) * w_row;
+    let w2_base = min(co0 + 2u, last_co) * w_row;
+    let w3_base = min(co0 + 3u, last_co) * w_row;
+    let w4_base = min(co0 + 4u, last_co) * w_row;
+    let w5_base = min(co0 + 5u, last_co) * w_row;
+    let w6_base = min(co0 + 6u, last_co) * w_row;
+    let w7_base = min(co0 + 7u, last_co) * w_row;
+    var acc0a = vec4<f32>(0.0);
+    var acc0b = vec4<f32>(0.0);
+    var acc1a = vec4<f32>(0.0);
+    var acc1b = vec4<f32>(0.0);
+    var acc2a = vec4<f32>(0.0);
+    var acc2b = vec4<f32>(0.0);
+    var acc3a = vec4<f32>(0.0);
+    var acc3b = vec4<f32>(0.0);
+    var acc4a = vec4<f32>(0.0);
+    var acc4b = vec4<f32>(0.0);
+    var acc5a = vec4<f32>(0.0);
+    var acc5b = vec4<f32>(0.0);
+    var acc6a = vec4<f32>(0.0);
+    var acc6b = vec4<f32>(0.0);
+    var acc7a = vec4<f32>(0.0);
+    var acc7b = vec4<f32>(0.0);
+    for (var ci = 0u; ci < p.cin; ci++) {
+        let plane = i32((b * p.cin + ci) * p.h * p.w);
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let iy_a = iy0_a + i32(ky);
+            let iy_b = iy0_b + i32(ky);
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let xa = conv_tap4(plane, iy_a, ix0_a + i32(kx));
+                let xb = conv_tap4(plane, iy_b, ix0_b + i32(kx));
+                let t = ci * taps + ky * p.kw + kx;
+                let w0 = weight[w0_base + t];
+                acc0a += w0 * xa;
+                acc0b += w0 * xb;
+                let w1 = weight[w1_base + t];
+                acc1a += w1 * xa;
+                acc1b += w1 * xb;
+                let w2 = weight[w2_base + t];
+                acc2a += w2 * xa;
+                acc2b += w2 * xb;
+                let w3 = weight[w3_base + t];
+                acc3a += w3 * xa;
+                acc3b += w3 * xb;
+                let w4 = weight[w4_base + t];
+                acc4a += w4 * xa;
+                acc4b += w4 * xb;
+                let w5 = weight[w5_base + t];
+                acc5a += w5 * xa;
+                acc5b += w5 * xb;
+                let w6 = weight[w6_base + t];
+                acc6a += w6 * xa;
+                acc6b += w6 * xb;
+                let w7 = weight[w7_base + t];
+                acc7a += w7 * xa;
+                acc7b += w7 * xb;
+            }
+        }
+    }
+    conv_store(b, co0 + 0u, pix_a, acc0a);
+    conv_store(b, co0 + 0u, pix_b, acc0b);
+    conv_store(b, co0 + 1u, pix_a, acc1a);
+    conv_store(b, co0 + 1u, pix_b, acc1b);
+    conv_store(b, co0 + 2u, pix_a, acc2a);
+    conv_store(b, co0 + 2u, pix_b, acc2b);
+    conv_store(b, co0 + 3u, pix_a, acc3a);
+    conv_store(b, co0 + 3u, pix_b, acc3b);
+    conv_store(b, co0 + 4u, pix_a, acc4a);
+    conv_store(b, co0 + 4u, pix_b, acc4b);
+    conv_store(b, co0 + 5u, pix_a, acc5a);
+    conv_store(b, co0 + 5u, pix_b, acc5b);
+    conv_store(b, co0 + 6u, pix_a, acc6a);
+    conv_store(b, co0 + 6u, pix_b, acc6b);
+    conv_store(b, co0 + 7u, pix_a, acc7a);
+    conv_store(b, co0 + 7u, pix_b, acc7b);
+}

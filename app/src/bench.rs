@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// Skip the end-to-end run.
     #[arg(long)]
     no_end_to_end: bool,
+    /// After the end-to-end run, run it again with per-kernel timing (GPU timestamp queries
+    /// where the adapter has them, else wall clock per dispatch) and print the breakdown.
+    #[arg(long)]
+    profile: bool,
 }
 
 fn end_to_end(ctx: &GpuContext, a: &BenchArgs) -> Result<bench::EndToEnd> {
@@ -144,6 +148,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     } else {
         Some(end_to_end(&ctx, args)?)
     };
+    // The breakdown comes from a second run: per-dispatch timing slows the run it measures.
+    let profiled = if args.profile && !args.no_end_to_end {
+        ctx.start_profile();
+        let p = end_to_end(&ctx, args)?;
+        let _ = ctx.take_profile();
+        Some(p)
+    } else {
+        None
+    };
     if let (Some(e), false) = (&e2e, args.json) {
         println!(
             "end to end ({}, {} steps, batch {}): text {:.1} ms, {:.1} ms/step, decode {:.1} ms, total {:.1} ms, peak {:.1} MiB",
@@ -157,7 +170,41 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             e.peak_bytes as f64 / 1048576.0
         );
     }
+    if let (Some(p), false) = (&profiled, args.json) {
+        for (phase, prof) in &p.phases {
+            let total = prof.total_ms();
+            println!(
+                "profile {phase} ({}, {:.1} ms in kernels):",
+                prof.clock.name(),
+                total
+            );
+            for op in prof.ops.iter().take(12) {
+                println!(
+                    "  {:<44} {:>6} calls {:>10.2} ms {:>5.1} %",
+                    op.name,
+                    op.calls,
+                    op.ms,
+                    100.0 * op.ms / total.max(1e-9)
+                );
+            }
+        }
+    }
     if args.json {
+        let profile = profiled.map(|p| {
+            let phases: Vec<_> = p
+                .phases
+                .iter()
+                .map(|(phase, prof)| {
+                    let ops: Vec<_> = prof
+                        .ops
+                        .iter()
+                        .map(|o| serde_json::json!({"name": o.name, "calls": o.calls, "ms": o.ms}))
+                        .collect();
+                    serde_json::json!({"phase": phase, "clock": prof.clock.name(), "ops": ops})
+                })
+                .collect();
+            serde_json::Value::Array(phases)
+        });
         let kernels: Vec<_> = timings
             .iter()
             .map(|t| {
@@ -177,6 +224,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "adapter": { "name": ctx.info.name, "backend": format!("{:?}", ctx.info.backend) },
             "kernels": kernels,
             "end_to_end": end_to_end,
+            "profile": profile,
         });
         println!("{out}");
     }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::gpu::{GpuContext, Recorder, Tensor};
+use crate::gpu::{GpuContext, Profile, Recorder, Tensor};
 use crate::ops;
 use crate::ops::attention::AttentionSpec;
 use crate::ops::conv::Conv2dSpec;
@@ -179,6 +179,17 @@ pub struct EndToEnd {
     pub decode_ms: f64,
     pub total_ms: f64,
     pub peak_bytes: u64,
+    /// Per-kernel breakdown of each phase ("text", "steps", "decode") when the context was
+    /// profiling ([`GpuContext::start_profile`]); empty otherwise.
+    pub phases: Vec<(&'static str, Profile)>,
+}
+
+/// Ends a profiled phase: stores its breakdown and starts the next one.
+fn end_phase(ctx: &GpuContext, phases: &mut Vec<(&'static str, Profile)>, name: &'static str) {
+    if let Some(p) = ctx.take_profile() {
+        phases.push((name, p));
+        ctx.start_profile();
+    }
 }
 
 /// The three networks of an aMUSEd pipeline.
@@ -219,6 +230,8 @@ pub fn end_to_end(
     rec.submit();
     let pooled = emb.pooled.to_f32(ctx)?;
     let text_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let mut phases = Vec::new();
+    end_phase(ctx, &mut phases, "text");
     let repeat = |v: &[f32], per: usize| -> Vec<f32> {
         let (u, cnd) = v.split_at(per);
         let mut out = Vec::with_capacity(2 * batch * per);
@@ -265,6 +278,7 @@ pub fn end_to_end(
         tokens = sample_and_read(rec, &guided, step)?;
     }
     let step_ms = t1.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64;
+    end_phase(ctx, &mut phases, "steps");
     let t2 = Instant::now();
     let tt = Tensor::from_u32(ctx, "tokens", &[batch, side, side], &tokens)?;
     let mut rec = ctx.recorder();
@@ -272,7 +286,9 @@ pub fn end_to_end(
     rec.submit();
     let _ = img.to_f32(ctx)?;
     let decode_ms = t2.elapsed().as_secs_f64() * 1e3;
+    end_phase(ctx, &mut phases, "decode");
     Ok(EndToEnd {
+        phases,
         model: name.to_owned(),
         steps,
         batch,
@@ -308,6 +324,8 @@ pub fn maskgit_end_to_end(
         tokens = sample_and_read(rec, &logits, step)?;
     }
     let step_ms = t0.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64;
+    let mut phases = Vec::new();
+    end_phase(ctx, &mut phases, "steps");
     let t1 = Instant::now();
     let tt = Tensor::from_u32(ctx, "tokens", &[batch, gh, gw], &tokens)?;
     let mut rec = ctx.recorder();
@@ -315,7 +333,9 @@ pub fn maskgit_end_to_end(
     rec.submit();
     let _ = img.to_f32(ctx)?;
     let decode_ms = t1.elapsed().as_secs_f64() * 1e3;
+    end_phase(ctx, &mut phases, "decode");
     Ok(EndToEnd {
+        phases,
         model: name.to_owned(),
         steps,
         batch,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::pipeline::PipelineCache;
 use super::pool::BufferPool;
+use super::profile::{Profile, ProfileClock, ProfileState};
 use crate::error::{Error, Result};
 
 /// Optional features the engine uses when the adapter has them.
@@ -27,6 +28,7 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     features: wgpu::Features,
     kernels: KernelFamily,
+    profile: std::sync::Mutex<Option<ProfileState>>,
 }
 
 /// Which family of kernel variants suits the adapter.
@@ -136,6 +138,7 @@ impl GpuContext {
         log::info!("kernel family: {kernels:?}");
         Self {
             kernels,
+            profile: std::sync::Mutex::new(None),
             device,
             queue,
             info,
@@ -158,6 +161,44 @@ impl GpuContext {
 
     pub fn features(&self) -> wgpu::Features {
         self.features
+    }
+
+    /// Starts (or restarts) collecting a per-kernel time breakdown of every recorder created
+    /// from now on; returns how times will be measured.
+    pub fn start_profile(&self) -> ProfileClock {
+        let clock = if self.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            ProfileClock::GpuTimestamps
+        } else {
+            ProfileClock::WallClock
+        };
+        if let Ok(mut p) = self.profile.lock() {
+            *p = Some(ProfileState::new(clock));
+        }
+        clock
+    }
+
+    /// Stops profiling and returns what was collected since [`Self::start_profile`].
+    pub fn take_profile(&self) -> Option<Profile> {
+        self.profile
+            .lock()
+            .ok()
+            .and_then(|mut p| p.take())
+            .map(ProfileState::finish)
+    }
+
+    pub(crate) fn profile_clock(&self) -> Option<ProfileClock> {
+        self.profile
+            .lock()
+            .ok()
+            .and_then(|p| p.as_ref().map(|s| s.clock))
+    }
+
+    pub(crate) fn add_profile_time(&self, name: &str, ms: f64) {
+        if let Ok(mut p) = self.profile.lock()
+            && let Some(s) = p.as_mut()
+        {
+            s.add(name, ms);
+        }
     }
 
     /// The kernel variants the ops pick on this adapter.

@@ -5,10 +5,12 @@
 mod context;
 mod pipeline;
 pub mod pool;
+pub mod profile;
 mod recorder;
 mod tensor;
 
 pub use context::{GpuContext, KernelFamily, WANTED_FEATURES, is_software_adapter};
 pub use pipeline::PipelineCache;
+pub use profile::{OpTime, Profile, ProfileClock};
 pub use recorder::{Binding, Recorder, linear_workgroups};
 pub use tensor::{DType, Tensor};

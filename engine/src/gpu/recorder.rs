@@ -3,6 +3,7 @@
 use wgpu::util::DeviceExt;
 
 use super::context::GpuContext;
+use super::profile::ProfileClock;
 use super::tensor::Tensor;
 use crate::error::{Error, Result};
 use crate::shaders::KernelSpec;
@@ -22,6 +23,17 @@ pub struct Recorder<'a> {
     pass: Option<wgpu::ComputePass<'static>>,
     dispatches: usize,
     placeholder: Option<wgpu::Buffer>,
+    profile: Option<RecorderProfile>,
+}
+
+/// Dispatches (pairs of timestamps) per query set.
+const PROFILE_SET: usize = 512;
+
+/// A recorder's share of a profile: query sets and the kernel of each timed dispatch.
+struct RecorderProfile {
+    clock: ProfileClock,
+    sets: Vec<wgpu::QuerySet>,
+    labels: Vec<String>,
 }
 
 impl GpuContext {
@@ -36,6 +48,11 @@ impl GpuContext {
             pass: None,
             dispatches: 0,
             placeholder: None,
+            profile: self.profile_clock().map(|clock| RecorderProfile {
+                clock,
+                sets: Vec::new(),
+                labels: Vec::new(),
+            }),
         }
     }
 }
@@ -116,18 +133,72 @@ impl<'a> Recorder<'a> {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        let pass = self.pass.get_or_insert_with(|| {
-            self.encoder
-                .begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("tessera ops"),
-                    timestamp_writes: None,
-                })
-                .forget_lifetime()
-        });
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
         self.dispatches += 1;
+        let Some(profile) = self.profile.as_mut() else {
+            let pass = self.pass.get_or_insert_with(|| {
+                self.encoder
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("tessera ops"),
+                        timestamp_writes: None,
+                    })
+                    .forget_lifetime()
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+            return Ok(());
+        };
+        // Profiling: one pass per dispatch, timed by GPU timestamps or by a submit-and-wait.
+        self.pass = None;
+        let label = format!("{}::{}", spec.module.name(), spec.entry);
+        let i = profile.labels.len();
+        let timestamps = match profile.clock {
+            ProfileClock::GpuTimestamps => {
+                if i % PROFILE_SET == 0 {
+                    profile
+                        .sets
+                        .push(device.create_query_set(&wgpu::QuerySetDescriptor {
+                            label: Some("tessera profile"),
+                            ty: wgpu::QueryType::Timestamp,
+                            count: (2 * PROFILE_SET) as u32,
+                        }));
+                }
+                let slot = (2 * (i % PROFILE_SET)) as u32;
+                Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &profile.sets[i / PROFILE_SET],
+                    beginning_of_pass_write_index: Some(slot),
+                    end_of_pass_write_index: Some(slot + 1),
+                })
+            }
+            ProfileClock::WallClock => None,
+        };
+        {
+            let mut pass = self
+                .encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("tessera profiled op"),
+                    timestamp_writes: timestamps,
+                });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        }
+        if profile.clock == ProfileClock::WallClock {
+            // Everything recorded so far, this dispatch last, in one submission.
+            let encoder = std::mem::replace(
+                &mut self.encoder,
+                device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("tessera ops"),
+                }),
+            );
+            let t = std::time::Instant::now();
+            self.ctx.queue.submit([encoder.finish()]);
+            self.ctx.wait_idle();
+            self.ctx
+                .add_profile_time(&label, t.elapsed().as_secs_f64() * 1e3);
+        } else {
+            profile.labels.push(label);
+        }
         Ok(())
     }
 
@@ -191,7 +262,53 @@ impl<'a> Recorder<'a> {
     /// Submits everything recorded.
     pub fn submit(mut self) -> wgpu::SubmissionIndex {
         self.pass = None;
-        self.ctx.queue.submit([self.encoder.finish()])
+        match self.profile.take() {
+            Some(p) if !p.labels.is_empty() => self.submit_timed(p),
+            _ => self.ctx.queue.submit([self.encoder.finish()]),
+        }
+    }
+
+    /// Submits with the timestamp queries resolved and read back (waits for the GPU), adding
+    /// each dispatch's time to the context's profile.
+    fn submit_timed(mut self, p: RecorderProfile) -> wgpu::SubmissionIndex {
+        let device = &self.ctx.device;
+        let bytes = (p.sets.len() * PROFILE_SET * 2 * 8) as u64;
+        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tessera profile resolve"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let readback = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tessera profile readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        for (j, set) in p.sets.iter().enumerate() {
+            let used = (p.labels.len() - j * PROFILE_SET).min(PROFILE_SET);
+            let offset = (j * PROFILE_SET * 2 * 8) as u64;
+            self.encoder
+                .resolve_query_set(set, 0..(2 * used) as u32, &resolve, offset);
+        }
+        self.encoder
+            .copy_buffer_to_buffer(&resolve, 0, &readback, 0, bytes);
+        let index = self.ctx.queue.submit([self.encoder.finish()]);
+        let slice = readback.slice(..);
+        slice.map_async(wgpu::MapMode::Read, |_| {});
+        self.ctx.wait_idle();
+        let period_ms = f64::from(self.ctx.queue.get_timestamp_period()) * 1e-6;
+        match slice.get_mapped_range() {
+            Ok(view) => {
+                let ticks: &[u64] = bytemuck::cast_slice(&view);
+                for (i, label) in p.labels.iter().enumerate() {
+                    let d = ticks[2 * i + 1].saturating_sub(ticks[2 * i]);
+                    self.ctx.add_profile_time(label, d as f64 * period_ms);
+                }
+            }
+            Err(e) => log::warn!("profile timestamps unreadable: {e}"),
+        }
+        index
     }
 }
 

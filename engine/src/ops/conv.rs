@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{WG, expect_shape, groups_for, to_u32};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, DType, Recorder, Tensor};
+use crate::gpu::{Binding, DType, KernelFamily, Recorder, Tensor};
 use crate::shaders::{KernelSpec, Module};
 
 #[repr(C)]
@@ -35,10 +35,16 @@ fn spec(entry: &'static str) -> KernelSpec {
 }
 
 pub(crate) fn specs() -> Vec<KernelSpec> {
-    ["conv2d", "conv_transpose2d", "upsample_nearest", "pad2d"]
-        .into_iter()
-        .map(spec)
-        .collect()
+    [
+        "conv2d",
+        "conv2d_rows",
+        "conv_transpose2d",
+        "upsample_nearest",
+        "pad2d",
+    ]
+    .into_iter()
+    .map(spec)
+    .collect()
 }
 
 /// Stride, zero padding `[top, bottom, left, right]` and groups of a convolution.
@@ -96,6 +102,18 @@ fn run(
     rec.dispatch(&spec(entry), bytemuck::bytes_of(params), &bindings, groups)
 }
 
+/// Which conv2d kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// The adapter's kernel family decides ([`crate::gpu::KernelFamily`]).
+    Auto,
+    /// One invocation per output element: any groups.
+    Direct,
+    /// Register blocks of 8 channels × 8 pixels (`conv2d_rows`), fastest on CPU adapters; used
+    /// for one group, otherwise the direct kernel runs.
+    Rows,
+}
+
 /// Convolution; weight `[Cout, Cin/groups, kh, kw]` (PyTorch layout), bias `[Cout]`.
 pub fn conv2d(
     rec: &mut Recorder<'_>,
@@ -103,6 +121,18 @@ pub fn conv2d(
     weight: &Tensor,
     bias: Option<&Tensor>,
     s: &Conv2dSpec,
+) -> Result<Tensor> {
+    conv2d_with(rec, x, weight, bias, s, ConvKernel::Auto)
+}
+
+/// [`conv2d`] with the kernel chosen by the caller (tests and benchmarks).
+pub fn conv2d_with(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    s: &Conv2dSpec,
+    kernel: ConvKernel,
 ) -> Result<Tensor> {
     const OP: &str = "conv2d";
     let [b, cin, h, w] = nchw(OP, x)?;
@@ -153,7 +183,32 @@ pub fn conv2d(
         has_bias: u32::from(bias.is_some()),
         _pad0: 0,
     };
-    run(rec, "conv2d", &params, x, Some((weight, bias)), &out)?;
+    let rows = match kernel {
+        ConvKernel::Auto => rec.ctx().kernel_family() == KernelFamily::Cpu,
+        ConvKernel::Direct => false,
+        ConvKernel::Rows => true,
+    } && g == 1;
+    let max = rec.ctx().limits().max_compute_workgroups_per_dimension;
+    let groups = [
+        u32::try_from((oh * ow).div_ceil(64)).unwrap_or(u32::MAX),
+        u32::try_from(cout.div_ceil(32)).unwrap_or(u32::MAX),
+        params.batch,
+    ];
+    if rows && groups.iter().all(|&n| n <= max) {
+        rec.dispatch(
+            &spec("conv2d_rows"),
+            bytemuck::bytes_of(&params),
+            &[
+                (1, Binding::Tensor(x)),
+                (2, Binding::Tensor(weight)),
+                (3, bias.map_or(Binding::Unused, Binding::Tensor)),
+                (4, Binding::Tensor(&out)),
+            ],
+            groups,
+        )?;
+    } else {
+        run(rec, "conv2d", &params, x, Some((weight, bias)), &out)?;
+    }
     Ok(out)
 }
 

@@ -1,4 +1,6 @@
-use tessera_engine::ops::conv::{Conv2dSpec, conv_transpose2d, conv2d, pad2d, upsample_nearest};
+use tessera_engine::ops::conv::{
+    Conv2dSpec, ConvKernel, conv_transpose2d, conv2d, conv2d_with, pad2d, upsample_nearest,
+};
 
 use crate::common::*;
 
@@ -55,16 +57,28 @@ fn check(xs: [usize; 4], cout: usize, k: [usize; 2], s: Conv2dSpec, bias: bool, 
     let tx = upload("x", &xs, &x);
     let tw = upload("w", &[cout, cin / s.groups, k[0], k[1]], &wt);
     let tb = bs.as_ref().map(|v| upload("b", &[cout], v));
-    let y = run(|rec| conv2d(rec, &tx, &tw, tb.as_ref(), &s));
     let (want, shape) = conv_ref(&x, xs, &wt, [cout, k[0], k[1]], bs.as_deref(), &s);
-    assert_eq!(y.shape(), &shape);
-    assert_close(
-        &format!("conv2d {xs:?}→{cout} k{k:?} {s:?}"),
-        &download(&y),
-        &want,
-        1e-4,
-        1e-4,
-    );
+    // Both kernels whatever the adapter would pick (the register-blocked one falls back to the
+    // direct one for grouped convolutions).
+    for kernel in [ConvKernel::Direct, ConvKernel::Rows] {
+        let y = run(|rec| conv2d_with(rec, &tx, &tw, tb.as_ref(), &s, kernel));
+        assert_eq!(y.shape(), &shape);
+        assert_close(
+            &format!("conv2d {xs:?}→{cout} k{k:?} {s:?} {kernel:?}"),
+            &download(&y),
+            &want,
+            1e-4,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn register_blocked_conv_edges() {
+    // Blocks of 32 channels × 64 pixels per workgroup: sizes across and not multiples of them.
+    check([1, 3, 9, 11], 35, [3, 3], Conv2dSpec::same(1), true, 40);
+    check([2, 33, 8, 8], 7, [3, 3], Conv2dSpec::same(1), false, 41);
+    check([1, 4, 13, 5], 64, [1, 1], Conv2dSpec::same(0), true, 42);
 }
 
 #[test]
