@@ -168,3 +168,38 @@ fn grn_apply(
     let v = x[i];
     y[i] = weight[c] * (v * stats[b * p.cols + c]) + bias[c] + v;
 }
+
+// layer_norm_rows: layer_norm for adapters that run on the CPU; same bindings and result. One
+// invocation per row walks it serially (no workgroup memory, no barriers); neighbouring lanes
+// take neighbouring rows, which for NCHW channel rows are neighbouring addresses.
+@compute @workgroup_size(64, 1, 1)
+fn layer_norm_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row = (wid.x + wid.y * nwg.x) * 64u + li;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = (row / p.inner) * p.outer_stride + row % p.inner;
+    let n = f32(p.cols);
+    var mean = 0.0;
+    if ((p.flags & SUBTRACT_MEAN) != 0u) {
+        var s = 0.0;
+        for (var j = 0u; j < p.cols; j++) {
+            s += x[base + j * p.elem_stride];
+        }
+        mean = s / n;
+    }
+    var ss = 0.0;
+    for (var j = 0u; j < p.cols; j++) {
+        let d = x[base + j * p.elem_stride] - mean;
+        ss += d * d;
+    }
+    let rstd = inverseSqrt(ss / n + p.eps);
+    for (var j = 0u; j < p.cols; j++) {
+        let i = base + j * p.elem_stride;
+        y[i] = finish((x[i] - mean) * rstd, j);
+    }
+}

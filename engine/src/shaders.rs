@@ -16,6 +16,7 @@ const WEIGHTS4_F32: &str = include_str!("../../shaders/weights4_f32.wgsl");
 const WEIGHTS4_F16: &str = include_str!("../../shaders/weights4_f16.wgsl");
 const WEIGHTS4_F16_PACKED: &str = include_str!("../../shaders/weights4_f16_packed.wgsl");
 const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
+const ATTENTION_ROWS: &str = include_str!("../../shaders/attention_rows.wgsl");
 const NORM: &str = include_str!("../../shaders/norm.wgsl");
 const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
 const LAYOUT: &str = include_str!("../../shaders/layout.wgsl");
@@ -40,6 +41,8 @@ pub enum Module {
     /// The register-blocked matmul for CPU adapters (`matmul_rows.wgsl`).
     MatmulRows(WeightFormat),
     Attention,
+    /// Attention for CPU adapters (`attention_rows.wgsl`).
+    AttentionRows,
     Norm,
     Elementwise,
     Layout,
@@ -49,7 +52,7 @@ pub enum Module {
 }
 
 impl Module {
-    pub const ALL: [Module; 13] = [
+    pub const ALL: [Module; 14] = [
         Module::Matmul(WeightFormat::F32),
         Module::Matmul(WeightFormat::F16),
         Module::Matmul(WeightFormat::F16Packed),
@@ -57,6 +60,7 @@ impl Module {
         Module::MatmulRows(WeightFormat::F16),
         Module::MatmulRows(WeightFormat::F16Packed),
         Module::Attention,
+        Module::AttentionRows,
         Module::Norm,
         Module::Elementwise,
         Module::Layout,
@@ -74,6 +78,7 @@ impl Module {
             Module::MatmulRows(WeightFormat::F16) => "matmul_rows_f16",
             Module::MatmulRows(WeightFormat::F16Packed) => "matmul_rows_f16_packed",
             Module::Attention => "attention",
+            Module::AttentionRows => "attention_rows",
             Module::Norm => "norm",
             Module::Elementwise => "elementwise",
             Module::Layout => "layout",
@@ -103,6 +108,7 @@ impl Module {
                 format!("{prelude}\n{MATMUL_ROWS}")
             }
             Module::Attention => ATTENTION.to_owned(),
+            Module::AttentionRows => ATTENTION_ROWS.to_owned(),
             Module::Norm => NORM.to_owned(),
             Module::Elementwise => ELEMENTWISE.to_owned(),
             Module::Layout => LAYOUT.to_owned(),

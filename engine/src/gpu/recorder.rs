@@ -2,7 +2,7 @@
 
 use wgpu::util::DeviceExt;
 
-use super::context::GpuContext;
+use super::context::{GpuContext, KernelFamily};
 use super::profile::ProfileClock;
 use super::tensor::Tensor;
 use crate::error::{Error, Result};
@@ -24,6 +24,7 @@ pub struct Recorder<'a> {
     dispatches: usize,
     placeholder: Option<wgpu::Buffer>,
     profile: Option<RecorderProfile>,
+    family: KernelFamily,
 }
 
 /// Dispatches (pairs of timestamps) per query set.
@@ -48,6 +49,7 @@ impl GpuContext {
             pass: None,
             dispatches: 0,
             placeholder: None,
+            family: self.kernel_family(),
             profile: self.profile_clock().map(|clock| RecorderProfile {
                 clock,
                 sets: Vec::new(),
@@ -60,6 +62,16 @@ impl GpuContext {
 impl<'a> Recorder<'a> {
     pub fn ctx(&self) -> &'a GpuContext {
         self.ctx
+    }
+
+    /// The kernel variants ops recorded here pick (the context's, unless set).
+    pub fn kernel_family(&self) -> KernelFamily {
+        self.family
+    }
+
+    /// Makes the ops recorded from now on pick `family`'s kernels (tests compare both).
+    pub fn set_kernel_family(&mut self, family: KernelFamily) {
+        self.family = family;
     }
 
     /// Number of dispatches recorded so far.

@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::to_u32;
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, DType, Recorder, Tensor};
+use crate::gpu::{Binding, DType, KernelFamily, Recorder, Tensor};
 use crate::shaders::{KernelSpec, Module};
 
 #[repr(C)]
@@ -41,8 +41,30 @@ fn spec() -> KernelSpec {
     KernelSpec::new(Module::Attention, "attention")
 }
 
+/// Queries per workgroup of `attention_rows.wgsl`.
+const ROWS_QUERIES_PER_GROUP: usize = 16;
+
+fn rows_spec(head_dim: usize) -> KernelSpec {
+    KernelSpec::new(Module::AttentionRows, "attention_rows").with("D4", (head_dim / 4) as f64)
+}
+
 pub(crate) fn specs() -> Vec<KernelSpec> {
-    vec![spec()]
+    let mut v = vec![spec()];
+    v.extend((4..=MAX_HEAD_DIM).step_by(4).map(rows_spec));
+    v
+}
+
+/// Which attention kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// The adapter's kernel family decides ([`crate::gpu::KernelFamily`]).
+    Auto,
+    /// Keys staged in workgroup memory (`attention.wgsl`).
+    Tiled,
+    /// No workgroup memory, head size specialised (`attention_rows.wgsl`), fastest on CPU
+    /// adapters; used where head size, strides and offsets are multiples of 4, otherwise the
+    /// tiled kernel runs.
+    Rows,
 }
 
 /// Columns `offset .. offset + heads·head_dim` of a `[batch, len, width]` tensor: lets Q, K and V
@@ -96,6 +118,18 @@ pub fn attention<'a>(
     k: impl Into<Columns<'a>>,
     v: impl Into<Columns<'a>>,
     spec_: &AttentionSpec,
+) -> Result<Tensor> {
+    attention_with(rec, q, k, v, spec_, AttentionKernel::Auto)
+}
+
+/// [`attention`] with the kernel chosen by the caller (tests and benchmarks).
+pub fn attention_with<'a>(
+    rec: &mut Recorder<'_>,
+    q: impl Into<Columns<'a>>,
+    k: impl Into<Columns<'a>>,
+    v: impl Into<Columns<'a>>,
+    spec_: &AttentionSpec,
+    kernel: AttentionKernel,
 ) -> Result<Tensor> {
     const OP: &str = "attention";
     let (q, k, v) = (q.into(), k.into(), v.into());
@@ -173,13 +207,25 @@ pub fn attention<'a>(
         _pad0: 0,
         _pad1: 0,
     };
+    let rows = match kernel {
+        AttentionKernel::Auto => rec.kernel_family() == KernelFamily::Cpu,
+        AttentionKernel::Tiled => false,
+        AttentionKernel::Rows => true,
+    } && [head_dim, wq, wk, wv, q.offset, k.offset, v.offset]
+        .iter()
+        .all(|x| x % 4 == 0);
+    let (kernel_spec, per_group) = if rows {
+        (rows_spec(head_dim), ROWS_QUERIES_PER_GROUP)
+    } else {
+        (spec(), QUERIES_PER_GROUP)
+    };
     let groups = [
-        u("query blocks", lq.div_ceil(QUERIES_PER_GROUP))?,
+        u("query blocks", lq.div_ceil(per_group))?,
         params.heads,
         params.batch,
     ];
     rec.dispatch(
-        &spec(),
+        &kernel_spec,
         bytemuck::bytes_of(&params),
         &[
             (1, Binding::Tensor(q.tensor)),

@@ -184,7 +184,7 @@ pub fn conv2d_with(
         _pad0: 0,
     };
     let rows = match kernel {
-        ConvKernel::Auto => rec.ctx().kernel_family() == KernelFamily::Cpu,
+        ConvKernel::Auto => rec.kernel_family() == KernelFamily::Cpu,
         ConvKernel::Direct => false,
         ConvKernel::Rows => true,
     } && g == 1;

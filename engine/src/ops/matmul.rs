@@ -96,7 +96,7 @@ pub fn matmul(
     bias: Option<&Tensor>,
     layout: BLayout,
 ) -> Result<Tensor> {
-    let cpu = rec.ctx().kernel_family() == KernelFamily::Cpu;
+    let cpu = rec.kernel_family() == KernelFamily::Cpu;
     let format = match b.dtype() {
         DType::F16 if rec.ctx().has_f16() && !cpu => WeightFormat::F16,
         DType::F16 => WeightFormat::F16Packed,
@@ -203,7 +203,7 @@ pub fn matmul_with(
         has_bias: u32::from(bias.is_some()),
     };
     let rows = match kernel {
-        MatmulKernel::Auto => rec.ctx().kernel_family() == KernelFamily::Cpu,
+        MatmulKernel::Auto => rec.kernel_family() == KernelFamily::Cpu,
         MatmulKernel::Tiled => false,
         MatmulKernel::Rows => true,
     } && rows_supported(layout, k);

@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{WG, expect_shape, groups_for, to_u32};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, DType, Recorder, Tensor};
+use crate::gpu::{Binding, DType, KernelFamily, Recorder, Tensor};
 use crate::shaders::{KernelSpec, Module};
 
 #[repr(C)]
@@ -31,10 +31,16 @@ fn spec(entry: &'static str) -> KernelSpec {
 }
 
 pub(crate) fn specs() -> Vec<KernelSpec> {
-    ["layer_norm", "group_norm", "grn_stats", "grn_apply"]
-        .into_iter()
-        .map(spec)
-        .collect()
+    [
+        "layer_norm",
+        "layer_norm_rows",
+        "group_norm",
+        "grn_stats",
+        "grn_apply",
+    ]
+    .into_iter()
+    .map(spec)
+    .collect()
 }
 
 /// Which statistics and affine terms a row norm applies.
@@ -142,9 +148,15 @@ fn row_norm(
         eps: spec_.eps,
         groups: 1,
     };
-    let groups = groups_for(rec, rows, 1)?;
+    // CPU adapters: a row per invocation; GPUs: a workgroup per row.
+    let (entry, per_group) = if rec.kernel_family() == KernelFamily::Cpu {
+        ("layer_norm_rows", 64)
+    } else {
+        ("layer_norm", 1)
+    };
+    let groups = groups_for(rec, rows, per_group)?;
     rec.dispatch(
-        &spec("layer_norm"),
+        &spec(entry),
         bytemuck::bytes_of(&params),
         &[
             (1, Binding::Tensor(x)),

@@ -1,4 +1,6 @@
-use tessera_engine::ops::attention::{AttentionSpec, Columns, attention};
+use tessera_engine::ops::attention::{
+    AttentionKernel, AttentionSpec, Columns, attention, attention_with,
+};
 
 use crate::common::*;
 
@@ -19,12 +21,16 @@ fn reference(
     for bi in 0..b {
         for hi in 0..h {
             for i in 0..lq {
+                // Causal: keys j ≤ i + lk − lq; a query that sees none outputs zeros.
                 let limit = if causal {
-                    (i + lk).saturating_sub(lq) + 1
+                    (i + 1 + lk).saturating_sub(lq)
                 } else {
                     lk
                 };
                 let limit = limit.min(lk);
+                if limit == 0 {
+                    continue;
+                }
                 let qrow = &q[(bi * lq + i) * q_w + q_off + hi * d..][..d];
                 let scores: Vec<f64> = (0..limit)
                     .map(|j| {
@@ -65,16 +71,27 @@ fn check(b: usize, lq: usize, lk: usize, h: usize, d: usize, causal: bool, seed:
     );
     let mut s = AttentionSpec::new(h, d);
     s.causal = causal;
-    let out = run(|rec| attention(rec, &tq, &tk, &tv, &s));
-    assert_eq!(out.shape(), &[b, lq, w]);
     let want = reference(&q, &k, &v, (b, lq, lk), (h, d), (w, 0), (w, 0, 0), causal);
-    assert_close(
-        &format!("attention b{b} lq{lq} lk{lk} h{h} d{d} causal={causal}"),
-        &download(&out),
-        &want,
-        2e-5,
-        1e-4,
-    );
+    // Both kernels whatever the adapter would pick (the CPU one falls back to the tiled one for
+    // head sizes that are not multiples of 4).
+    for kernel in [AttentionKernel::Tiled, AttentionKernel::Rows] {
+        let out = run(|rec| attention_with(rec, &tq, &tk, &tv, &s, kernel));
+        assert_eq!(out.shape(), &[b, lq, w]);
+        assert_close(
+            &format!("attention b{b} lq{lq} lk{lk} h{h} d{d} causal={causal} {kernel:?}"),
+            &download(&out),
+            &want,
+            2e-5,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn head_sizes_not_multiples_of_four_and_few_keys() {
+    check(2, 19, 3, 3, 6, false, 20);
+    check(1, 33, 2, 2, 4, true, 21);
+    check(1, 16, 5, 1, 12, false, 22);
 }
 
 #[test]
@@ -112,7 +129,7 @@ fn q_k_v_as_column_slices_of_one_fused_projection() {
     let qkv = randn(&mut r, b * l * 3 * w);
     let t = upload("qkv", &[b, l, 3 * w], &qkv);
     let out = run(|rec| {
-        attention(
+        attention_with(
             rec,
             Columns {
                 tensor: &t,
@@ -127,6 +144,7 @@ fn q_k_v_as_column_slices_of_one_fused_projection() {
                 offset: 2 * w,
             },
             &AttentionSpec::new(h, d),
+            AttentionKernel::Rows,
         )
     });
     let want = reference(

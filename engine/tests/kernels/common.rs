@@ -66,6 +66,24 @@ pub fn to_f64(v: &[f32]) -> Vec<f64> {
 }
 
 /// Records with `f`, submits, and returns what `f` produced.
+/// Both kernel families, whatever this adapter would pick.
+pub const FAMILIES: [tessera_engine::gpu::KernelFamily; 2] = [
+    tessera_engine::gpu::KernelFamily::Tiled,
+    tessera_engine::gpu::KernelFamily::Cpu,
+];
+
+/// [`run`] with the ops picking `family`'s kernels.
+pub fn run_in<T>(
+    family: tessera_engine::gpu::KernelFamily,
+    f: impl FnOnce(&mut tessera_engine::Recorder<'_>) -> tessera_engine::Result<T>,
+) -> T {
+    let mut rec = ctx().recorder();
+    rec.set_kernel_family(family);
+    let out = f(&mut rec).expect("op");
+    rec.submit();
+    out
+}
+
 pub fn run<T>(f: impl FnOnce(&mut tessera_engine::Recorder<'_>) -> tessera_engine::Result<T>) -> T {
     let mut rec = ctx().recorder();
     let out = f(&mut rec).expect("op");

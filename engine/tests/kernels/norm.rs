@@ -38,8 +38,14 @@ fn norm_rows(
 
 #[test]
 fn layer_norm_with_and_without_affine() {
+    for family in FAMILIES {
+        layer_norm_with_and_without_affine_in(family);
+    }
+}
+
+fn layer_norm_with_and_without_affine_in(family: tessera_engine::gpu::KernelFamily) {
     let mut r = rng(1);
-    for &(rows, cols) in &[(1, 1), (3, 7), (5, 300), (2, 1000)] {
+    for &(rows, cols) in &[(1, 1), (3, 7), (5, 300), (2, 1000), (130, 33)] {
         let x: Vec<f32> = randn(&mut r, rows * cols)
             .iter()
             .map(|v| v * 3.0 + 0.5)
@@ -51,25 +57,31 @@ fn layer_norm_with_and_without_affine() {
             upload("w", &[cols], &w),
             upload("b", &[cols], &b),
         );
-        let full = run(|rec| layer_norm(rec, &tx, &NormSpec::layer(Some(&tw), Some(&tb), 1e-5)));
+        let full = run_in(family, |rec| {
+            layer_norm(rec, &tx, &NormSpec::layer(Some(&tw), Some(&tb), 1e-5))
+        });
         assert_close(
-            "layer_norm affine",
+            &format!("layer_norm affine {family:?}"),
             &download(&full),
             &norm_rows(&x, cols, Some(&w), Some(&b), 1e-5, true),
             1e-4,
             1e-4,
         );
-        let plain = run(|rec| layer_norm(rec, &tx, &NormSpec::layer(None, None, 1e-6)));
+        let plain = run_in(family, |rec| {
+            layer_norm(rec, &tx, &NormSpec::layer(None, None, 1e-6))
+        });
         assert_close(
-            "layer_norm plain",
+            &format!("layer_norm plain {family:?}"),
             &download(&plain),
             &norm_rows(&x, cols, None, None, 1e-6, true),
             1e-4,
             1e-4,
         );
-        let wonly = run(|rec| layer_norm(rec, &tx, &NormSpec::layer(Some(&tw), None, 1e-12)));
+        let wonly = run_in(family, |rec| {
+            layer_norm(rec, &tx, &NormSpec::layer(Some(&tw), None, 1e-12))
+        });
         assert_close(
-            "layer_norm weight only",
+            &format!("layer_norm weight only {family:?}"),
             &download(&wonly),
             &norm_rows(&x, cols, Some(&w), None, 1e-12, true),
             1e-4,
@@ -80,23 +92,33 @@ fn layer_norm_with_and_without_affine() {
 
 #[test]
 fn rms_norm_with_and_without_weight() {
+    for family in FAMILIES {
+        rms_norm_with_and_without_weight_in(family);
+    }
+}
+
+fn rms_norm_with_and_without_weight_in(family: tessera_engine::gpu::KernelFamily) {
     let mut r = rng(2);
     let (rows, cols) = (6, 257);
     let x = randn(&mut r, rows * cols);
     let w = randn(&mut r, cols);
     let (tx, tw) = (upload("x", &[2, 3, cols], &x), upload("w", &[cols], &w));
-    let y = run(|rec| layer_norm(rec, &tx, &NormSpec::rms(Some(&tw), 1e-6)));
+    let y = run_in(family, |rec| {
+        layer_norm(rec, &tx, &NormSpec::rms(Some(&tw), 1e-6))
+    });
     assert_eq!(y.shape(), &[2, 3, cols]);
     assert_close(
-        "rms_norm",
+        &format!("rms_norm {family:?}"),
         &download(&y),
         &norm_rows(&x, cols, Some(&w), None, 1e-6, false),
         1e-4,
         1e-4,
     );
-    let y = run(|rec| layer_norm(rec, &tx, &NormSpec::rms(None, 1e-6)));
+    let y = run_in(family, |rec| {
+        layer_norm(rec, &tx, &NormSpec::rms(None, 1e-6))
+    });
     assert_close(
-        "rms_norm plain",
+        &format!("rms_norm plain {family:?}"),
         &download(&y),
         &norm_rows(&x, cols, None, None, 1e-6, false),
         1e-4,
@@ -106,6 +128,12 @@ fn rms_norm_with_and_without_weight() {
 
 #[test]
 fn channel_norm_on_nchw_matches_permuted_row_norm() {
+    for family in FAMILIES {
+        channel_norm_on_nchw_matches_permuted_row_norm_in(family);
+    }
+}
+
+fn channel_norm_on_nchw_matches_permuted_row_norm_in(family: tessera_engine::gpu::KernelFamily) {
     let mut r = rng(3);
     let (b, c, h, w) = (2, 13, 3, 5);
     let x = randn(&mut r, b * c * h * w);
@@ -129,8 +157,16 @@ fn channel_norm_on_nchw_matches_permuted_row_norm() {
         }
     }
     let (tx, tw) = (upload("x", &[b, c, h, w], &x), upload("w", &[c], &wt));
-    let y = run(|rec| layer_norm_channels(rec, &tx, &NormSpec::rms(Some(&tw), 1e-6)));
-    assert_close("channel rms_norm", &download(&y), &want, 1e-4, 1e-4);
+    let y = run_in(family, |rec| {
+        layer_norm_channels(rec, &tx, &NormSpec::rms(Some(&tw), 1e-6))
+    });
+    assert_close(
+        &format!("channel rms_norm {family:?}"),
+        &download(&y),
+        &want,
+        1e-4,
+        1e-4,
+    );
 }
 
 fn group_norm_ref(
