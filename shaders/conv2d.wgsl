@@ -294,3 +294,116 @@ fn conv2d_rows(
     conv_store(b, co0 + 7u, pix_a, acc7a);
     conv_store(b, co0 + 7u, pix_b, acc7b);
 }
+
+// conv_transpose2d_rows: conv_transpose2d when stride = kernel size and padding 0 (patches that
+// do not overlap, as aMUSEd's 2×2 upsampling), for adapters that run on the CPU. Workgroup
+// (wx, wy, z) with z = b·kh·kw + tap: invocation (x, y) computes 8 output channels
+// co = 32·wy + 8·y + 0..7 of kernel tap (ky, kx) for 8 input pixels 64·wx + x + 8·j; each
+// output element is written exactly once. Per input channel: 8 input values, 8 weights (the
+// same for every lane), 64 multiply-adds.
+fn convt_store(b: u32, co: u32, pix: vec4<u32>, ky: u32, kx: u32, v: vec4<f32>) {
+    if (co >= p.cout) {
+        return;
+    }
+    var bv = 0.0;
+    if (p.has_bias != 0u) {
+        bv = bias[co];
+    }
+    let base = (b * p.cout + co) * p.oh * p.ow;
+    for (var j = 0u; j < 4u; j++) {
+        if (pix[j] < p.h * p.w) {
+            let iy = pix[j] / p.w;
+            let ix = pix[j] - iy * p.w;
+            out[base + (iy * p.kh + ky) * p.ow + ix * p.kw + kx] = v[j] + bv;
+        }
+    }
+}
+
+@compute @workgroup_size(8, 4, 1)
+fn conv_transpose2d_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let taps = p.kh * p.kw;
+    let b = wid.z / taps;
+    let tap = wid.z % taps;
+    let ky = tap / p.kw;
+    let kx = tap % p.kw;
+    let co0 = wid.y * 32u + lid.y * 8u;
+    let npix = p.h * p.w;
+    let pix_a = vec4<u32>(0u, 8u, 16u, 24u) + (wid.x * 64u + lid.x);
+    let pix_b = pix_a + 32u;
+    let xa_i = min(pix_a, vec4<u32>(npix - 1u));
+    let xb_i = min(pix_b, vec4<u32>(npix - 1u));
+    let last_co = p.cout - 1u;
+    let w0_off = min(co0 + 0u, last_co) * taps + tap;
+    let w1_off = min(co0 + 1u, last_co) * taps + tap;
+    let w2_off = min(co0 + 2u, last_co) * taps + tap;
+    let w3_off = min(co0 + 3u, last_co) * taps + tap;
+    let w4_off = min(co0 + 4u, last_co) * taps + tap;
+    let w5_off = min(co0 + 5u, last_co) * taps + tap;
+    let w6_off = min(co0 + 6u, last_co) * taps + tap;
+    let w7_off = min(co0 + 7u, last_co) * taps + tap;
+    var acc0a = vec4<f32>(0.0);
+    var acc0b = vec4<f32>(0.0);
+    var acc1a = vec4<f32>(0.0);
+    var acc1b = vec4<f32>(0.0);
+    var acc2a = vec4<f32>(0.0);
+    var acc2b = vec4<f32>(0.0);
+    var acc3a = vec4<f32>(0.0);
+    var acc3b = vec4<f32>(0.0);
+    var acc4a = vec4<f32>(0.0);
+    var acc4b = vec4<f32>(0.0);
+    var acc5a = vec4<f32>(0.0);
+    var acc5b = vec4<f32>(0.0);
+    var acc6a = vec4<f32>(0.0);
+    var acc6b = vec4<f32>(0.0);
+    var acc7a = vec4<f32>(0.0);
+    var acc7b = vec4<f32>(0.0);
+    for (var ci = 0u; ci < p.cin; ci++) {
+        let plane = (b * p.cin + ci) * npix;
+        let xa = vec4<f32>(x[plane + xa_i.x], x[plane + xa_i.y], x[plane + xa_i.z], x[plane + xa_i.w]);
+        let xb = vec4<f32>(x[plane + xb_i.x], x[plane + xb_i.y], x[plane + xb_i.z], x[plane + xb_i.w]);
+        let w_ci = ci * p.cout * taps;
+        let w0 = weight[w_ci + w0_off];
+        acc0a += w0 * xa;
+        acc0b += w0 * xb;
+        let w1 = weight[w_ci + w1_off];
+        acc1a += w1 * xa;
+        acc1b += w1 * xb;
+        let w2 = weight[w_ci + w2_off];
+        acc2a += w2 * xa;
+        acc2b += w2 * xb;
+        let w3 = weight[w_ci + w3_off];
+        acc3a += w3 * xa;
+        acc3b += w3 * xb;
+        let w4 = weight[w_ci + w4_off];
+        acc4a += w4 * xa;
+        acc4b += w4 * xb;
+        let w5 = weight[w_ci + w5_off];
+        acc5a += w5 * xa;
+        acc5b += w5 * xb;
+        let w6 = weight[w_ci + w6_off];
+        acc6a += w6 * xa;
+        acc6b += w6 * xb;
+        let w7 = weight[w_ci + w7_off];
+        acc7a += w7 * xa;
+        acc7b += w7 * xb;
+    }
+    convt_store(b, co0 + 0u, pix_a, ky, kx, acc0a);
+    convt_store(b, co0 + 0u, pix_b, ky, kx, acc0b);
+    convt_store(b, co0 + 1u, pix_a, ky, kx, acc1a);
+    convt_store(b, co0 + 1u, pix_b, ky, kx, acc1b);
+    convt_store(b, co0 + 2u, pix_a, ky, kx, acc2a);
+    convt_store(b, co0 + 2u, pix_b, ky, kx, acc2b);
+    convt_store(b, co0 + 3u, pix_a, ky, kx, acc3a);
+    convt_store(b, co0 + 3u, pix_b, ky, kx, acc3b);
+    convt_store(b, co0 + 4u, pix_a, ky, kx, acc4a);
+    convt_store(b, co0 + 4u, pix_b, ky, kx, acc4b);
+    convt_store(b, co0 + 5u, pix_a, ky, kx, acc5a);
+    convt_store(b, co0 + 5u, pix_b, ky, kx, acc5b);
+    convt_store(b, co0 + 6u, pix_a, ky, kx, acc6a);
+    convt_store(b, co0 + 6u, pix_b, ky, kx, acc6b);
+    convt_store(b, co0 + 7u, pix_a, ky, kx, acc7a);
+    convt_store(b, co0 + 7u, pix_b, ky, kx, acc7b);
+}

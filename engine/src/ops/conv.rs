@@ -39,6 +39,7 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
         "conv2d",
         "conv2d_rows",
         "conv_transpose2d",
+        "conv_transpose2d_rows",
         "upsample_nearest",
         "pad2d",
     ]
@@ -269,14 +270,40 @@ pub fn conv_transpose2d(
         has_bias: u32::from(bias.is_some()),
         _pad0: 0,
     };
-    run(
-        rec,
-        "conv_transpose2d",
-        &params,
-        x,
-        Some((weight, bias)),
-        &out,
-    )?;
+    // Patches that do not overlap (stride = kernel, no padding): the CPU adapters' kernel.
+    let max = rec.ctx().limits().max_compute_workgroups_per_dimension;
+    let groups = [
+        u32::try_from((h * w).div_ceil(64)).unwrap_or(u32::MAX),
+        u32::try_from(cout.div_ceil(32)).unwrap_or(u32::MAX),
+        u32::try_from(b * kh * kw).unwrap_or(u32::MAX),
+    ];
+    if rec.kernel_family() == KernelFamily::Cpu
+        && kh == stride
+        && kw == stride
+        && padding == 0
+        && groups.iter().all(|&n| n <= max)
+    {
+        rec.dispatch(
+            &spec("conv_transpose2d_rows"),
+            bytemuck::bytes_of(&params),
+            &[
+                (1, Binding::Tensor(x)),
+                (2, Binding::Tensor(weight)),
+                (3, bias.map_or(Binding::Unused, Binding::Tensor)),
+                (4, Binding::Tensor(&out)),
+            ],
+            groups,
+        )?;
+    } else {
+        run(
+            rec,
+            "conv_transpose2d",
+            &params,
+            x,
+            Some((weight, bias)),
+            &out,
+        )?;
+    }
     Ok(out)
 }
 

@@ -194,29 +194,43 @@ fn conv_t_ref(
 #[test]
 fn transposed_conv_k2s2_and_k4s2p1() {
     let mut r = rng(9);
-    for &(xs, cout, k, s, p) in &[([2, 5, 3, 4], 6, 2, 2, 0), ([1, 3, 5, 5], 2, 4, 2, 1)] {
+    // The last two have more pixels and channels than one register block (64 × 32).
+    for &(xs, cout, k, s, p, with_bias) in &[
+        ([2, 5, 3, 4], 6, 2, 2, 0, true),
+        ([1, 3, 5, 5], 2, 4, 2, 1, true),
+        ([2, 7, 9, 11], 35, 2, 2, 0, false),
+        ([1, 4, 3, 5], 9, 3, 3, 0, true),
+    ] {
         let [b, cin, h, w] = xs;
         let x = randn(&mut r, b * cin * h * w);
         let wt = randn(&mut r, cin * cout * k * k);
-        let bs = randn(&mut r, cout);
+        let bs = if with_bias {
+            randn(&mut r, cout)
+        } else {
+            vec![0.0; cout]
+        };
         let (tx, tw, tb) = (
             upload("x", &xs, &x),
             upload("w", &[cin, cout, k, k], &wt),
             upload("b", &[cout], &bs),
         );
-        let y = run(|rec| conv_transpose2d(rec, &tx, &tw, Some(&tb), s, p));
-        assert_eq!(
-            y.shape(),
-            &[b, cout, (h - 1) * s + k - 2 * p, (w - 1) * s + k - 2 * p]
-        );
         let want = conv_t_ref(&x, xs, &wt, cout, k, s, p, &bs);
-        assert_close(
-            &format!("conv_transpose2d k{k} s{s} p{p}"),
-            &download(&y),
-            &want,
-            1e-4,
-            1e-4,
-        );
+        for family in FAMILIES {
+            let y = run_in(family, |rec| {
+                conv_transpose2d(rec, &tx, &tw, with_bias.then_some(&tb), s, p)
+            });
+            assert_eq!(
+                y.shape(),
+                &[b, cout, (h - 1) * s + k - 2 * p, (w - 1) * s + k - 2 * p]
+            );
+            assert_close(
+                &format!("conv_transpose2d k{k} s{s} p{p} {family:?}"),
+                &download(&y),
+                &want,
+                1e-4,
+                1e-4,
+            );
+        }
     }
 }
 
