@@ -1,7 +1,10 @@
 // Embeddings.
 //
 // gather:      out[r, :] = table[ids[r], :] for r < rows; table [vocab, cols] f32, ids u32.
-//              Ids ≥ vocab read row vocab − 1 (the op checks host-side ids beforehand).
+//              Ids ≥ total read row total − 1 (the op checks host-side ids beforehand). A table
+//              too big for one binding comes in row blocks: this dispatch's binding holds rows
+//              first .. first + vocab of the whole table and writes only the rows whose ids fall
+//              there (one dispatch per block fills the output).
 // sinusoidal:  out[r, :] = timestep-style embedding of the scalar t = values[r]·scale:
 //              half = cols / 2, f_j = exp(−ln(max_period)·j / (half − shift)),
 //              [sin(t·f), cos(t·f)] or, with flip = 1, [cos(t·f), sin(t·f)];
@@ -15,7 +18,11 @@ struct Params {
     shift: f32,
     max_period: f32,
     scale: f32,
+    first: u32,
+    total: u32,
     _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -38,8 +45,11 @@ fn gather(
     }
     let r = i / p.cols;
     let c = i % p.cols;
-    let id = min(ids[r], p.vocab - 1u);
-    out[i] = table[id * p.cols + c];
+    let id = min(ids[r], p.total - 1u);
+    if (id < p.first || id - p.first >= p.vocab) {
+        return;
+    }
+    out[i] = table[(id - p.first) * p.cols + c];
 }
 
 @compute @workgroup_size(256, 1, 1)

@@ -121,6 +121,24 @@ impl<'a> Loader<'a> {
         self.get(name, shape, false)
     }
 
+    /// An embedding table `[vocab, C]`, split into row blocks when it is over the binding limit.
+    pub fn table(&self, name: &str, shape: &[usize]) -> Result<crate::ops::embed::Table> {
+        use crate::ops::embed::Table;
+        let path = self.path(name);
+        self.ckpt.check(&path, shape)?;
+        self.used.borrow_mut().insert(path.clone());
+        if self.check_only {
+            return Table::whole(Tensor::placeholder(self.ctx, &path, shape, DType::F32));
+        }
+        match self.ckpt.values(&path, shape, false)? {
+            Values::F32(v) => Table::from_f32(self.ctx, &path, shape, &v),
+            Values::F16(v) => {
+                let v: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
+                Table::from_f32(self.ctx, &path, shape, &v)
+            }
+        }
+    }
+
     /// A matrix weight (matmul B operand): f16 in the file stays f16 when the loader keeps f16.
     pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.get(name, shape, true)

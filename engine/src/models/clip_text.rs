@@ -137,7 +137,7 @@ pub struct TextEmbeddings {
 
 pub struct ClipTextModel {
     pub config: Config,
-    token_embedding: Tensor,
+    token_embedding: ops::embed::Table,
     position_embedding: Tensor,
     layers: Vec<EncoderLayer>,
     final_layer_norm: Norm,
@@ -194,7 +194,7 @@ impl ClipTextModel {
         let d = c.hidden_size;
         Ok(Self {
             config: c.clone(),
-            token_embedding: t.tensor("embeddings.token_embedding.weight", &[c.vocab_size, d])?,
+            token_embedding: t.table("embeddings.token_embedding.weight", &[c.vocab_size, d])?,
             position_embedding: t.tensor(
                 "embeddings.position_embedding.weight",
                 &[c.max_position_embeddings, d],
@@ -259,7 +259,7 @@ impl ClipTextModel {
         ops::embed::check_ids("input_ids", ids, c.vocab_size)?;
         let ctx = rec.ctx();
         let tids = Tensor::from_u32(ctx, "input_ids", &[batch, len], ids)?;
-        let tok = ops::embed::embedding(rec, &tids, &self.token_embedding)?;
+        let tok = ops::embed::embedding_table(rec, &tids, &self.token_embedding)?;
         let pos = if len == c.max_position_embeddings {
             self.position_embedding.clone()
         } else {

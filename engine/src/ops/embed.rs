@@ -4,7 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{WG, groups_for, to_u32};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, DType, Recorder, Tensor};
+use crate::gpu::{Binding, DType, GpuContext, Recorder, Tensor};
 use crate::shaders::{KernelSpec, Module};
 
 #[repr(C)]
@@ -17,7 +17,11 @@ pub(crate) struct Params {
     shift: f32,
     max_period: f32,
     scale: f32,
+    first: u32,
+    total: u32,
     _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 fn spec(entry: &'static str) -> KernelSpec {
@@ -28,11 +32,100 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
     vec![spec("gather"), spec("sinusoidal")]
 }
 
+/// An embedding table `[vocab, C]` f32, held as row blocks that each fit one storage binding
+/// (CLIP-L's 49408 × 768 f32 token table is 152 MB, over the 128 MiB many adapters allow).
+pub struct Table {
+    parts: Vec<Tensor>,
+    rows_per_part: usize,
+    vocab: usize,
+    cols: usize,
+}
+
+impl Table {
+    /// Uploads `data` (`[vocab, cols]` row-major) in as few blocks as the binding limit allows.
+    pub fn from_f32(ctx: &GpuContext, name: &str, shape: &[usize], data: &[f32]) -> Result<Self> {
+        let cols = shape.get(1).copied().unwrap_or(1).max(1);
+        let limit = ctx.limits().max_storage_buffer_binding_size as usize;
+        Self::from_f32_in_blocks(ctx, name, shape, data, (limit / (4 * cols)).max(1))
+    }
+
+    /// [`Table::from_f32`] with at most `rows_per_part` rows per block (tests use small blocks).
+    pub fn from_f32_in_blocks(
+        ctx: &GpuContext,
+        name: &str,
+        shape: &[usize],
+        data: &[f32],
+        rows_per_part: usize,
+    ) -> Result<Self> {
+        let [vocab, cols] = *shape else {
+            return Err(Error::shape(
+                "embedding",
+                format!("table {name:?} {shape:?} is not [vocab, C]"),
+            ));
+        };
+        if vocab == 0 || cols == 0 || data.len() != vocab * cols || rows_per_part == 0 {
+            return Err(Error::shape(
+                "embedding",
+                format!("table {name:?} {shape:?} holds {} values", data.len()),
+            ));
+        }
+        let parts = data
+            .chunks(rows_per_part * cols)
+            .enumerate()
+            .map(|(k, block)| {
+                let label = if vocab > rows_per_part {
+                    format!("{name}[rows {}..]", k * rows_per_part)
+                } else {
+                    name.to_owned()
+                };
+                Tensor::from_f32(ctx, &label, &[block.len() / cols, cols], block)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            parts,
+            rows_per_part,
+            vocab,
+            cols,
+        })
+    }
+
+    /// A table in one tensor.
+    pub fn whole(tensor: Tensor) -> Result<Self> {
+        let [vocab, cols] = *tensor.shape() else {
+            return Err(Error::shape(
+                "embedding",
+                format!("table {:?} is not [vocab, C]", tensor.shape()),
+            ));
+        };
+        Ok(Self {
+            parts: vec![tensor],
+            rows_per_part: vocab.max(1),
+            vocab,
+            cols,
+        })
+    }
+
+    pub fn shape(&self) -> [usize; 2] {
+        [self.vocab, self.cols]
+    }
+
+    /// Number of row blocks.
+    pub fn blocks(&self) -> usize {
+        self.parts.len()
+    }
+}
+
 /// `table[ids]`: ids u32/i32 of any shape, table f32 `[vocab, C]` → `[ids.., C]`.
 ///
 /// Ids must be below `vocab`; ids computed on the GPU are clamped there, ids from the host should
 /// be checked with [`check_ids`] first.
 pub fn embedding(rec: &mut Recorder<'_>, ids: &Tensor, table: &Tensor) -> Result<Tensor> {
+    table.expect_dtype("embedding", DType::F32)?;
+    embedding_table(rec, ids, &Table::whole(table.clone())?)
+}
+
+/// [`embedding`] from a [`Table`] (one dispatch per row block).
+pub fn embedding_table(rec: &mut Recorder<'_>, ids: &Tensor, table: &Table) -> Result<Tensor> {
     const OP: &str = "embedding";
     if !matches!(ids.dtype(), DType::U32 | DType::I32) {
         return Err(Error::DType {
@@ -42,13 +135,7 @@ pub fn embedding(rec: &mut Recorder<'_>, ids: &Tensor, table: &Tensor) -> Result
             expected: "u32 or i32".into(),
         });
     }
-    table.expect_dtype(OP, DType::F32)?;
-    let [vocab, cols] = *table.shape() else {
-        return Err(Error::shape(
-            OP,
-            format!("table {:?} is not [vocab, C]", table.shape()),
-        ));
-    };
+    let [vocab, cols] = table.shape();
     if vocab == 0 {
         return Err(Error::shape(OP, "empty table"));
     }
@@ -56,23 +143,28 @@ pub fn embedding(rec: &mut Recorder<'_>, ids: &Tensor, table: &Tensor) -> Result
     shape.push(cols);
     let out = Tensor::empty(rec.ctx(), "embedding.out", &shape, DType::F32)?;
     let rows = ids.numel();
-    let params = Params {
-        rows: to_u32(OP, "ids", rows)?,
-        cols: to_u32(OP, "cols", cols)?,
-        vocab: to_u32(OP, "vocab", vocab)?,
-        ..Default::default()
-    };
     let groups = groups_for(rec, rows * cols, WG)?;
-    rec.dispatch(
-        &spec("gather"),
-        bytemuck::bytes_of(&params),
-        &[
-            (1, Binding::Tensor(ids)),
-            (2, Binding::Tensor(table)),
-            (4, Binding::Tensor(&out)),
-        ],
-        groups,
-    )?;
+    for (k, part) in table.parts.iter().enumerate() {
+        part.expect_dtype(OP, DType::F32)?;
+        let params = Params {
+            rows: to_u32(OP, "ids", rows)?,
+            cols: to_u32(OP, "cols", cols)?,
+            vocab: to_u32(OP, "vocab", part.shape()[0])?,
+            first: to_u32(OP, "first row", k * table.rows_per_part)?,
+            total: to_u32(OP, "vocab", vocab)?,
+            ..Default::default()
+        };
+        rec.dispatch(
+            &spec("gather"),
+            bytemuck::bytes_of(&params),
+            &[
+                (1, Binding::Tensor(ids)),
+                (2, Binding::Tensor(part)),
+                (4, Binding::Tensor(&out)),
+            ],
+            groups,
+        )?;
+    }
     Ok(out)
 }
 
@@ -147,7 +239,7 @@ pub fn sinusoidal_embedding(
         shift: opts.downscale_freq_shift,
         max_period: opts.max_period,
         scale: opts.scale,
-        _pad0: 0,
+        ..Default::default()
     };
     let groups = groups_for(rec, rows * opts.dim, WG)?;
     rec.dispatch(

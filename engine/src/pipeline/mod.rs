@@ -260,6 +260,10 @@ pub fn generate(
 }
 
 /// Decodes `batch` token grids to images `[B, 3, H, W]`, clipped to [0, 1].
+///
+/// One image per submission: the decoder's full-resolution activations are its largest
+/// tensors, and decoding images one at a time keeps each within the binding limit whenever one
+/// image's are (and the peak memory that of one image).
 pub fn decode(
     ctx: &GpuContext,
     pipe: &AmusedPipeline,
@@ -267,16 +271,28 @@ pub fn decode(
     batch: usize,
     grid: (usize, usize),
 ) -> Result<(Vec<f32>, (usize, usize))> {
-    let t = Tensor::from_u32(ctx, "tokens", &[batch, grid.0, grid.1], tokens)?;
-    let mut rec = ctx.recorder();
-    let img = pipe.vqvae.decode(&mut rec, &t)?;
-    rec.submit();
-    debug_assert_eq!(img.dtype(), DType::F32);
-    let (h, w) = (img.shape()[2], img.shape()[3]);
-    let v = img
-        .to_f32(ctx)?
-        .into_iter()
-        .map(|x| x.clamp(0.0, 1.0))
-        .collect();
-    Ok((v, (w, h)))
+    let per = grid.0 * grid.1;
+    if tokens.len() != batch * per {
+        return Err(crate::Error::shape(
+            "decode",
+            format!(
+                "{} tokens for {batch} grids of {}×{}",
+                tokens.len(),
+                grid.0,
+                grid.1
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    let mut size = (0, 0);
+    for one in tokens.chunks(per.max(1)) {
+        let t = Tensor::from_u32(ctx, "tokens", &[1, grid.0, grid.1], one)?;
+        let mut rec = ctx.recorder();
+        let img = pipe.vqvae.decode(&mut rec, &t)?;
+        rec.submit();
+        debug_assert_eq!(img.dtype(), DType::F32);
+        size = (img.shape()[3], img.shape()[2]);
+        out.extend(img.to_f32(ctx)?.into_iter().map(|x| x.clamp(0.0, 1.0)));
+    }
+    Ok((out, size))
 }

@@ -1,5 +1,7 @@
 use tessera_engine::Tensor;
-use tessera_engine::ops::embed::{Sinusoidal, check_ids, embedding, sinusoidal_embedding};
+use tessera_engine::ops::embed::{
+    Sinusoidal, Table, check_ids, embedding, embedding_table, sinusoidal_embedding,
+};
 
 use crate::common::*;
 
@@ -18,6 +20,29 @@ fn embedding_gathers_rows() {
         .flat_map(|&i| table[i as usize * c..][..c].iter().map(|&v| f64::from(v)))
         .collect();
     assert_close("embedding", &download(&y), &want, 0.0, 0.0);
+}
+
+#[test]
+fn a_table_split_into_row_blocks_gathers_like_one_table() {
+    // What a table over the binding limit becomes: 54 rows in blocks of 20, 20, 14; ids from
+    // every block, and GPU-side ids past the vocabulary clamped to the last row as before.
+    let mut r = rng(2);
+    let (vocab, c) = (54, 9);
+    let table = randn(&mut r, vocab * c);
+    let ids: Vec<u32> = vec![0, 53, 19, 20, 39, 40, 7, 99];
+    let split = Table::from_f32_in_blocks(ctx(), "table", &[vocab, c], &table, 20).expect("split");
+    assert_eq!(split.blocks(), 3);
+    let ti = Tensor::from_u32(ctx(), "ids", &[2, 4], &ids).expect("ids");
+    let y = run(|rec| embedding_table(rec, &ti, &split));
+    assert_eq!(y.shape(), &[2, 4, c]);
+    let want: Vec<f64> = ids
+        .iter()
+        .flat_map(|&i| {
+            let i = (i as usize).min(vocab - 1);
+            table[i * c..][..c].iter().map(|&v| f64::from(v))
+        })
+        .collect();
+    assert_close("split embedding", &download(&y), &want, 0.0, 0.0);
 }
 
 #[test]
