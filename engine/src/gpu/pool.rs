@@ -2,9 +2,11 @@
 //!
 //! Requests are rounded up to a size class (eight classes per power of two, so at most 12.5 %
 //! is wasted) and served from buffers that earlier tensors released. Release happens when the
-//! last [`PooledBuffer`] handle drops; that is safe for GPU work recorded in program order,
-//! because the engine never writes a reused buffer from the CPU (uploads always make a fresh
-//! buffer, see `Tensor::upload_bytes`).
+//! last [`PooledBuffer`] handle drops. A [`Recorder`](super::Recorder) holds a handle to every
+//! buffer its commands use until it is submitted, so a buffer only returns to the pool once the
+//! work using it is on the queue, and any later user (any thread) is queued after it. The engine
+//! never writes a reused buffer from the CPU (uploads always make a fresh buffer, see
+//! `Tensor::upload_bytes`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

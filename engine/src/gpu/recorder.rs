@@ -2,7 +2,10 @@
 
 use wgpu::util::DeviceExt;
 
+use std::sync::Arc;
+
 use super::context::{GpuContext, KernelFamily};
+use super::pool::PooledBuffer;
 use super::profile::ProfileClock;
 use super::tensor::Tensor;
 use crate::error::{Error, Result};
@@ -25,6 +28,10 @@ pub struct Recorder<'a> {
     placeholder: Option<wgpu::Buffer>,
     profile: Option<RecorderProfile>,
     family: KernelFamily,
+    /// Every buffer a recorded command uses, kept out of the pool until the commands are
+    /// submitted: an op's intermediate tensors drop before submission, and another thread
+    /// sharing the context must not get their buffers and submit writes to them first.
+    held: Vec<Arc<PooledBuffer>>,
 }
 
 /// Dispatches (pairs of timestamps) per query set.
@@ -50,6 +57,7 @@ impl GpuContext {
             dispatches: 0,
             placeholder: None,
             family: self.kernel_family(),
+            held: Vec::new(),
             profile: self.profile_clock().map(|clock| RecorderProfile {
                 clock,
                 sets: Vec::new(),
@@ -124,7 +132,10 @@ impl<'a> Recorder<'a> {
         }];
         for (index, b) in bindings {
             let buffer = match b {
-                Binding::Tensor(t) => t.buffer(),
+                Binding::Tensor(t) => {
+                    self.held.push(t.hold());
+                    t.buffer()
+                }
                 Binding::Unused => self.placeholder.as_ref().unwrap_or_else(|| unreachable!()),
             };
             // Pooled buffers are rounded up to a size class, which may pass the binding limit
@@ -223,6 +234,8 @@ impl<'a> Recorder<'a> {
             ));
         }
         self.pass = None;
+        self.held.push(src.hold());
+        self.held.push(dst.hold());
         let len = src.byte_len().next_multiple_of(4);
         self.encoder
             .copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, len);
@@ -252,6 +265,7 @@ impl<'a> Recorder<'a> {
             ));
         }
         self.pass = None;
+        self.held.push(rgba.hold());
         self.encoder.copy_buffer_to_texture(
             wgpu::TexelCopyBufferInfo {
                 buffer: rgba.buffer(),

@@ -160,6 +160,11 @@ impl Tensor {
         self.buf.buffer()
     }
 
+    /// A handle that keeps the tensor's pooled buffer out of the pool while it lives.
+    pub(crate) fn hold(&self) -> Arc<PooledBuffer> {
+        Arc::clone(&self.buf)
+    }
+
     /// Same buffer, new shape with the same element count.
     pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
         if shape.iter().product::<usize>() != self.numel() {

@@ -96,3 +96,27 @@ fn asynchronous_gpu_errors_are_reported_not_panicked() {
     assert!(c.take_device_error().is_none(), "taken once");
     assert_eq!(x.to_f32(&c).expect("later readbacks work"), vec![1.0, 2.0]);
 }
+
+#[test]
+fn buffers_of_dropped_intermediates_stay_out_of_the_pool_until_their_recorder_is_submitted() {
+    // Recorder A computes out = 3·(2·x) and drops the intermediate 2·x before submitting.
+    // Recorder B, submitted first (as another thread sharing the context might), allocates a
+    // tensor of the same size and fills it. If A's intermediate buffer went back to the pool
+    // at the drop, B would get it and A would read B's fill.
+    let c = fresh();
+    let x: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+    let tx = Tensor::from_f32(&c, "x", &[1000], &x).expect("upload");
+    let mut a = c.recorder();
+    let mid = unary(&mut a, &tx, UnaryOp::Scale(2.0)).expect("scale");
+    let out = unary(&mut a, &mid, UnaryOp::Scale(3.0)).expect("scale");
+    drop(mid);
+    let mut b = c.recorder();
+    let other = tessera_engine::ops::layout::fill(&mut b, &[1000], DType::F32, 7.0f32.to_bits())
+        .expect("fill");
+    b.submit();
+    a.submit();
+    let got = out.to_f32(&c).expect("read");
+    let want: Vec<f32> = x.iter().map(|v| 6.0 * v).collect();
+    assert_eq!(got, want);
+    assert!(other.to_f32(&c).expect("read").iter().all(|&v| v == 7.0));
+}
