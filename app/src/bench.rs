@@ -19,7 +19,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     budget: f64,
     /// End-to-end model: a folder or hub id (aMUSEd or MaskGIT checkpoints), `default` (the
-    /// embedded model, else the largest test fixture), or `amused-256-random` /
+    /// embedded model), or `amused-256-random` /
     /// `amused-512-random` / `maskgit-256-random` (published configurations, synthetic weights).
     #[arg(long, default_value = "default", value_name = "DIR|NAME")]
     model: String,
@@ -85,13 +85,7 @@ fn end_to_end(ctx: &GpuContext, a: &BenchArgs) -> Result<bench::EndToEnd> {
         return Ok(bench::end_to_end(ctx, &a.model, &c, a.steps, a.batch)?);
     }
     let folder = if a.model == "default" {
-        match crate::render::default_model() {
-            Some(p) => tessera_engine::io::ModelFolder::open(&p)?,
-            None => tessera_engine::io::ModelFolder::open(
-                &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../tests/fixtures/amused/tiny-b/model"),
-            )?,
-        }
+        tessera_engine::io::ModelFolder::open(&crate::render::default_model()?)?
     } else {
         tessera_engine::io::resolve_model(&a.model)?
     };

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use tessera_engine::io::resolve_model;
 use tessera_engine::models::amused::{TextStack, micro_conds};
 use tessera_engine::models::uvit2d::{Conditioning, UVit2DModel};
 use tessera_engine::models::vq::VqModel;
@@ -16,9 +15,10 @@ use crate::files::{Out, png_bytes, read_image, read_tokens, write_atomically, wr
 
 #[derive(Args)]
 pub struct EmbedTextArgs {
-    /// Model folder or hub id (resolved from the local Hugging Face cache).
+    /// Model folder or hub id (resolved from the local Hugging Face cache); default: the
+    /// embedded model.
     #[arg(long, value_name = "DIR|ID")]
-    model: String,
+    model: Option<String>,
     /// Text to encode.
     #[arg(long)]
     prompt: String,
@@ -29,9 +29,9 @@ pub struct EmbedTextArgs {
 
 #[derive(Args)]
 pub struct ForwardArgs {
-    /// Model folder or hub id.
+    /// Model folder or hub id (default: the embedded model).
     #[arg(long, value_name = "DIR|ID")]
-    model: String,
+    model: Option<String>,
     /// safetensors file holding `tokens` (i64 or i32, [1, h, w]; the mask id is allowed).
     #[arg(long, value_name = "FILE")]
     tokens: PathBuf,
@@ -48,9 +48,9 @@ pub struct ForwardArgs {
 
 #[derive(Args)]
 pub struct DecodeArgs {
-    /// Model folder or hub id.
+    /// Model folder or hub id (default: the embedded model).
     #[arg(long, value_name = "DIR|ID")]
-    model: String,
+    model: Option<String>,
     /// safetensors file holding `tokens` (i64 or i32, [1, h, w], codebook ids).
     #[arg(long, value_name = "FILE")]
     tokens: PathBuf,
@@ -64,9 +64,9 @@ pub struct DecodeArgs {
 
 #[derive(Args)]
 pub struct EncodeArgs {
-    /// Model folder or hub id.
+    /// Model folder or hub id (default: the embedded model).
     #[arg(long, value_name = "DIR|ID")]
-    model: String,
+    model: Option<String>,
     /// Input image (RGB; read as values in [0, 1]); sides must be multiples of the VQ's scale.
     #[arg(long, value_name = "IMAGE")]
     image: PathBuf,
@@ -91,7 +91,7 @@ fn token_grid(ids: &[u32], shape: &[usize], limit: usize, what: &str) -> Result<
 
 pub fn embed_text(a: &EmbedTextArgs) -> Result<()> {
     let ctx = GpuContext::new()?;
-    let folder = resolve_model(&a.model)?;
+    let folder = crate::render::open_model(a.model.as_deref())?;
     let text = TextStack::load(&ctx, &folder)?;
     let mut rec = ctx.recorder();
     let (ids, emb) = text.embed(&mut rec, &[&a.prompt])?;
@@ -121,8 +121,8 @@ fn maskgit(ctx: &GpuContext, model: &str) -> Result<tessera_engine::models::mask
 
 pub fn forward(a: &ForwardArgs) -> Result<()> {
     let ctx = GpuContext::new()?;
-    if crate::render::is_maskgit(Some(&a.model)) {
-        let mg = maskgit(&ctx, &a.model)?;
+    if crate::render::is_maskgit(a.model.as_deref()) {
+        let mg = maskgit(&ctx, a.model.as_deref().unwrap_or_default())?;
         let class = a
             .class
             .context("this is a class-conditional MaskGIT model: pass --class N")?;
@@ -149,7 +149,7 @@ pub fn forward(a: &ForwardArgs) -> Result<()> {
         let v = logits.to_f32(&ctx)?;
         return write_tensors(&a.out, &[Out::F32("logits", logits.shape().to_vec(), &v)]);
     }
-    let folder = resolve_model(&a.model)?;
+    let folder = crate::render::open_model(a.model.as_deref())?;
     let (ids, shape) = read_tokens(&a.tokens, "tokens")?;
     let transformer = UVit2DModel::load(&ctx, &folder.component("transformer")?)?;
     let c = &transformer.config;
@@ -179,8 +179,8 @@ pub fn forward(a: &ForwardArgs) -> Result<()> {
 pub fn decode(a: &DecodeArgs) -> Result<()> {
     let ctx = GpuContext::new()?;
     let (ids, shape) = read_tokens(&a.tokens, "tokens")?;
-    let image = if crate::render::is_maskgit(Some(&a.model)) {
-        let mg = maskgit(&ctx, &a.model)?;
+    let image = if crate::render::is_maskgit(a.model.as_deref()) {
+        let mg = maskgit(&ctx, a.model.as_deref().unwrap_or_default())?;
         let grid = token_grid(&ids, &shape, mg.codebook_size(), "the VQ codebook")?;
         let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
         let mut rec = ctx.recorder();
@@ -188,7 +188,7 @@ pub fn decode(a: &DecodeArgs) -> Result<()> {
         rec.submit();
         image
     } else {
-        let folder = resolve_model(&a.model)?;
+        let folder = crate::render::open_model(a.model.as_deref())?;
         let vq = VqModel::load(&ctx, &folder.component("vqvae")?)?;
         let grid = token_grid(&ids, &shape, vq.config.num_vq_embeddings, "the VQ codebook")?;
         let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
@@ -215,8 +215,8 @@ pub fn decode(a: &DecodeArgs) -> Result<()> {
 pub fn encode(a: &EncodeArgs) -> Result<()> {
     let ctx = GpuContext::new()?;
     let (pixels, w, h) = read_image(&a.image)?;
-    if crate::render::is_maskgit(Some(&a.model)) {
-        let mg = maskgit(&ctx, &a.model)?;
+    if crate::render::is_maskgit(a.model.as_deref()) {
+        let mg = maskgit(&ctx, a.model.as_deref().unwrap_or_default())?;
         let s = mg.image_size();
         if (w, h) != (s, s) {
             bail!(
@@ -232,7 +232,7 @@ pub fn encode(a: &EncodeArgs) -> Result<()> {
         let v: Vec<i64> = ids.to_u32(&ctx)?.into_iter().map(i64::from).collect();
         return write_tensors(&a.out, &[Out::I64("tokens", shape, v)]);
     }
-    let folder = resolve_model(&a.model)?;
+    let folder = crate::render::open_model(a.model.as_deref())?;
     let vq = VqModel::load(&ctx, &folder.component("vqvae")?)?;
     let f = vq.config.scale_factor();
     if w % f != 0 || h % f != 0 || w == 0 || h == 0 {

@@ -1,6 +1,7 @@
 //! `tessera`: masked generative image transformers on any GPU.
 
 mod bench;
+mod embedded;
 mod files;
 mod gui;
 mod inspect;

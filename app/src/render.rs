@@ -86,22 +86,15 @@ pub struct RenderArgs {
     pub frames: Option<PathBuf>,
 }
 
-/// The embedded default model's folder, when it exists.
-pub fn default_model() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/emoji");
-    p.join("model_index.json").is_file().then_some(p)
+/// The embedded default model's folder (see [`crate::embedded`]).
+pub fn default_model() -> Result<PathBuf> {
+    crate::embedded::default_model()
 }
 
 pub fn open_model(arg: Option<&str>) -> Result<ModelFolder> {
     match arg {
         Some(m) => Ok(resolve_model(m)?),
-        None => {
-            let dir = default_model().context(
-                "no --model given and the embedded default model (assets/models/emoji) is not built yet; \
-                 pass --model DIR (a diffusers aMUSEd folder) or a hub id from the local cache",
-            )?;
-            Ok(ModelFolder::open(&dir)?)
-        }
+        None => Ok(ModelFolder::open(&default_model()?)?),
     }
 }
 

@@ -1,0 +1,120 @@
+//! The default model, compiled into the binary (`assets/models/emoji`, trained by `tools/train`),
+//! so `tessera` renders with no `--model` from any directory.
+//!
+//! Inside the source tree the folder is used in place; anywhere else (an installed binary) the
+//! embedded files are written once to the user's cache directory
+//! (`$XDG_CACHE_HOME/tessera/models/emoji-<hash>`, else `~/.cache/…`, else the temp dir) and the
+//! model loads from there like any diffusers folder.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+macro_rules! model_file {
+    ($p:literal) => {
+        (
+            $p,
+            include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../assets/models/emoji/",
+                $p
+            )) as &[u8],
+        )
+    };
+}
+
+/// Every file of the pipeline folder, by path inside it.
+const FILES: &[(&str, &[u8])] = &[
+    model_file!("model_index.json"),
+    model_file!("MODEL_CARD.md"),
+    model_file!("scheduler/scheduler_config.json"),
+    model_file!("text_encoder/config.json"),
+    model_file!("text_encoder/model.safetensors"),
+    model_file!("tokenizer/merges.txt"),
+    model_file!("tokenizer/special_tokens_map.json"),
+    model_file!("tokenizer/tokenizer.json"),
+    model_file!("tokenizer/tokenizer_config.json"),
+    model_file!("tokenizer/vocab.json"),
+    model_file!("transformer/config.json"),
+    model_file!("transformer/diffusion_pytorch_model.safetensors"),
+    model_file!("vqvae/config.json"),
+    model_file!("vqvae/diffusion_pytorch_model.safetensors"),
+];
+
+/// The folder in the source tree this binary was built from, when it is still there and holds
+/// exactly the embedded files.
+fn source_folder() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/emoji");
+    let same = FILES.iter().all(|(name, bytes)| {
+        std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == bytes.len() as u64)
+    });
+    same.then_some(dir)
+}
+
+/// FNV-1a over every file's name and bytes: names the cache folder, so a different build's
+/// model never mixes with this one.
+fn fingerprint() -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, bytes) in FILES {
+        for b in name.bytes().chain(bytes.iter().copied()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn cache_root() -> PathBuf {
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home.map(|h| PathBuf::from(h).join(".cache")))
+        .or_else(|| std::env::var_os("LOCALAPPDATA").map(PathBuf::from))
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Writes the embedded files into `dir` (through a sibling temporary folder renamed into place,
+/// so a crash never leaves a half-written model that looks complete).
+fn unpack(dir: &Path) -> Result<()> {
+    let parent = dir.parent().context("cache folder has no parent")?;
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let tmp = parent.join(format!(
+        ".{}.partial-{}",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("model"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    for (name, bytes) in FILES {
+        let path = tmp.join(name);
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).with_context(|| format!("cannot create {}", p.display()))?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    match std::fs::rename(&tmp, dir) {
+        Ok(()) => Ok(()),
+        // Another process unpacked it first.
+        Err(_) if dir.join("model_index.json").is_file() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot move the model into {}", dir.display())),
+    }
+}
+
+/// The default model's folder: the source tree's copy, else the unpacked embedded copy.
+pub fn default_model() -> Result<PathBuf> {
+    if let Some(dir) = source_folder() {
+        return Ok(dir);
+    }
+    let dir = cache_root()
+        .join("tessera/models")
+        .join(format!("emoji-{:016x}", fingerprint()));
+    if !dir.join("model_index.json").is_file() {
+        log::info!("unpacking the embedded default model to {}", dir.display());
+        unpack(&dir)?;
+    }
+    Ok(dir)
+}
