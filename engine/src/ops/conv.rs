@@ -95,6 +95,19 @@ fn run(
     out: &Tensor,
 ) -> Result<()> {
     let groups = groups_for(rec, out.numel(), WG)?;
+    run_in(rec, entry, params, x, weight_bias, out, groups)
+}
+
+/// [`run`] with the workgroup grid given (the register-blocked kernels).
+fn run_in(
+    rec: &mut Recorder<'_>,
+    entry: &'static str,
+    params: &Params,
+    x: &Tensor,
+    weight_bias: Option<(&Tensor, Option<&Tensor>)>,
+    out: &Tensor,
+    groups: [u32; 3],
+) -> Result<()> {
     let mut bindings = vec![(1, Binding::Tensor(x)), (4, Binding::Tensor(out))];
     if let Some((w, b)) = weight_bias {
         bindings.push((2, Binding::Tensor(w)));
@@ -196,15 +209,13 @@ pub fn conv2d_with(
         params.batch,
     ];
     if rows && groups.iter().all(|&n| n <= max) {
-        rec.dispatch(
-            &spec("conv2d_rows"),
-            bytemuck::bytes_of(&params),
-            &[
-                (1, Binding::Tensor(x)),
-                (2, Binding::Tensor(weight)),
-                (3, bias.map_or(Binding::Unused, Binding::Tensor)),
-                (4, Binding::Tensor(&out)),
-            ],
+        run_in(
+            rec,
+            "conv2d_rows",
+            &params,
+            x,
+            Some((weight, bias)),
+            &out,
             groups,
         )?;
     } else {
@@ -283,15 +294,13 @@ pub fn conv_transpose2d(
         && padding == 0
         && groups.iter().all(|&n| n <= max)
     {
-        rec.dispatch(
-            &spec("conv_transpose2d_rows"),
-            bytemuck::bytes_of(&params),
-            &[
-                (1, Binding::Tensor(x)),
-                (2, Binding::Tensor(weight)),
-                (3, bias.map_or(Binding::Unused, Binding::Tensor)),
-                (4, Binding::Tensor(&out)),
-            ],
+        run_in(
+            rec,
+            "conv_transpose2d_rows",
+            &params,
+            x,
+            Some((weight, bias)),
+            &out,
             groups,
         )?;
     } else {
