@@ -285,6 +285,27 @@ impl<'a> Recorder<'a> {
         Ok(())
     }
 
+    /// Submits what has been recorded so far and goes on recording into a fresh encoder. The
+    /// buffers those commands held go back to the pool, so a long chain of large activations
+    /// (a VQ decoder) reuses memory between flushes. A profiling recorder resolves its
+    /// timestamps once, at [`Recorder::submit`], so there this does nothing.
+    pub fn flush(&mut self) {
+        if self.profile.is_some() {
+            return;
+        }
+        self.pass = None;
+        let encoder = std::mem::replace(
+            &mut self.encoder,
+            self.ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("tessera ops"),
+                }),
+        );
+        self.ctx.queue.submit([encoder.finish()]);
+        self.held.clear();
+    }
+
     /// Submits everything recorded.
     pub fn submit(mut self) -> wgpu::SubmissionIndex {
         self.pass = None;

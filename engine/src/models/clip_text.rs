@@ -275,6 +275,8 @@ impl ClipTextModel {
                 penultimate = x.clone();
             }
             x = layer.forward(rec, &x, &spec, self.activation)?;
+            // The layer's intermediates go back to the pool for the next layer.
+            rec.flush();
         }
         let last = self.final_layer_norm.forward(rec, &x)?;
         let rows: Vec<u32> = self

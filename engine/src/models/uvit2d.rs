@@ -581,6 +581,8 @@ impl UVit2DModel {
         let mut x = self.project_to_hidden.forward(rec, &x)?;
         for layer in &self.transformer_layers {
             x = layer.forward(rec, &x, &text, &silu_cond)?;
+            // The layer's intermediates go back to the pool for the next layer.
+            rec.flush();
         }
         let x = self.project_from_hidden_norm.forward(rec, &x)?;
         let x = self.project_from_hidden.forward(rec, &x)?;

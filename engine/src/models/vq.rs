@@ -437,6 +437,8 @@ impl VqModel {
                 x = ops::conv::upsample_nearest(rec, &x, 2)?;
                 x = up.forward(rec, &x)?;
             }
+            // Lets the next block reuse this one's activations (they grow 4× per block).
+            rec.flush();
         }
         let x = self.decoder_norm_out.forward(rec, &x, true)?;
         self.decoder_conv_out.forward(rec, &x)

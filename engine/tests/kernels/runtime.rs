@@ -120,3 +120,22 @@ fn buffers_of_dropped_intermediates_stay_out_of_the_pool_until_their_recorder_is
     assert_eq!(got, want);
     assert!(other.to_f32(&c).expect("read").iter().all(|&v| v == 7.0));
 }
+
+#[test]
+fn flush_submits_what_is_recorded_and_releases_its_buffers() {
+    let c = fresh();
+    let x: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+    let tx = Tensor::from_f32(&c, "x", &[1000], &x).expect("upload");
+    let mut rec = c.recorder();
+    let mid = unary(&mut rec, &tx, UnaryOp::Scale(2.0)).expect("scale");
+    let out = unary(&mut rec, &mid, UnaryOp::Scale(3.0)).expect("scale");
+    drop(mid);
+    let live = c.memory_stats().0;
+    rec.flush();
+    // The intermediate's buffer is back in the pool once its commands are on the queue.
+    assert!(c.memory_stats().0 < live);
+    let out2 = unary(&mut rec, &out, UnaryOp::Scale(0.5)).expect("scale");
+    rec.submit();
+    let want: Vec<f32> = x.iter().map(|v| 3.0 * v).collect();
+    assert_eq!(out2.to_f32(&c).expect("read"), want);
+}

@@ -294,6 +294,8 @@ impl Transformer {
         let mut x = e.embeddings_ln.forward(rec, &x)?;
         for layer in &self.transformer_layers {
             x = layer.forward(rec, &x)?;
+            // The layer's intermediates go back to the pool for the next layer.
+            rec.flush();
         }
         let m = &self.mlm_layer_0;
         let h = m.mlm_dense.forward(rec, &x)?;

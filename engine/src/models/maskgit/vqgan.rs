@@ -388,6 +388,8 @@ impl Vqgan {
                 x = ops::conv::upsample_nearest(rec, &x, 2)?;
                 x = next_conv()?.forward(rec, &x)?;
             }
+            // Lets the next level reuse this one's activations.
+            rec.flush();
         }
         let x = d.group_norm_0.forward_swish(rec, &x)?;
         next_conv()?.forward(rec, &x)
