@@ -173,6 +173,14 @@ fn pad2d(
 // 4..7). Per kernel tap it loads 8 input values (neighbouring addresses across the 8 lanes a CPU
 // runs together) and 8 weights (the same for every lane) for 64 multiply-adds.
 
+// Output channel co's bias, 0 without one.
+fn bias_of(co: u32) -> f32 {
+    if (p.has_bias != 0u) {
+        return bias[co];
+    }
+    return 0.0;
+}
+
 // Input values at rows iy, columns ix of channel plane `base`; zero outside the image.
 fn conv_tap4(base: i32, iy: vec4<i32>, ix: vec4<i32>) -> vec4<f32> {
     let ok = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(i32(p.h))) & (ix >= vec4<i32>(0))
@@ -187,10 +195,7 @@ fn conv_store(b: u32, co: u32, pix: vec4<u32>, v: vec4<f32>) {
     if (co >= p.cout) {
         return;
     }
-    var bv = 0.0;
-    if (p.has_bias != 0u) {
-        bv = bias[co];
-    }
+    let bv = bias_of(co);
     let base = (b * p.cout + co) * npix;
     for (var j = 0u; j < 4u; j++) {
         if (pix[j] < npix) {
@@ -305,10 +310,7 @@ fn convt_store(b: u32, co: u32, pix: vec4<u32>, ky: u32, kx: u32, v: vec4<f32>) 
     if (co >= p.cout) {
         return;
     }
-    var bv = 0.0;
-    if (p.has_bias != 0u) {
-        bv = bias[co];
-    }
+    let bv = bias_of(co);
     let base = (b * p.cout + co) * p.oh * p.ow;
     for (var j = 0u; j < 4u; j++) {
         if (pix[j] < p.h * p.w) {

@@ -208,14 +208,8 @@ impl<'a> Recorder<'a> {
         }
         if profile.clock == ProfileClock::WallClock {
             // Everything recorded so far, this dispatch last, in one submission.
-            let encoder = std::mem::replace(
-                &mut self.encoder,
-                device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("tessera ops"),
-                }),
-            );
             let t = std::time::Instant::now();
-            self.ctx.queue.submit([encoder.finish()]);
+            self.submit_recorded();
             self.ctx.wait_idle();
             self.ctx
                 .add_profile_time(&label, t.elapsed().as_secs_f64() * 1e3);
@@ -290,9 +284,14 @@ impl<'a> Recorder<'a> {
     /// (a VQ decoder) reuses memory between flushes. A profiling recorder resolves its
     /// timestamps once, at [`Recorder::submit`], so there this does nothing.
     pub fn flush(&mut self) {
-        if self.profile.is_some() {
-            return;
+        if self.profile.is_none() {
+            self.submit_recorded();
         }
+    }
+
+    /// Submits the commands recorded so far, continues in a fresh encoder and releases the
+    /// buffers those commands held (they are on the queue now).
+    fn submit_recorded(&mut self) {
         self.pass = None;
         let encoder = std::mem::replace(
             &mut self.encoder,

@@ -29,6 +29,16 @@ pub enum Values {
     F16(Vec<half::f16>),
 }
 
+impl Values {
+    /// The values as f32 (f16 widened).
+    pub fn into_f32(self) -> Vec<f32> {
+        match self {
+            Values::F32(v) => v,
+            Values::F16(v) => v.into_iter().map(f32::from).collect(),
+        }
+    }
+}
+
 impl Checkpoint {
     /// Opens the given files (shards of one checkpoint).
     pub fn open(paths: &[PathBuf]) -> Result<Self> {

@@ -101,10 +101,16 @@ impl<'a> Loader<'a> {
         self.ckpt.contains(&self.path(name))
     }
 
-    fn get(&self, name: &str, shape: &[usize], allow_f16: bool) -> Result<Tensor> {
+    /// The full path of `name`, checked against `shape` and marked used.
+    fn claim(&self, name: &str, shape: &[usize]) -> Result<String> {
         let path = self.path(name);
         self.ckpt.check(&path, shape)?;
         self.used.borrow_mut().insert(path.clone());
+        Ok(path)
+    }
+
+    fn get(&self, name: &str, shape: &[usize], allow_f16: bool) -> Result<Tensor> {
+        let path = self.claim(name, shape)?;
         if self.check_only {
             return Ok(Tensor::placeholder(self.ctx, &path, shape, DType::F32));
         }
@@ -124,19 +130,12 @@ impl<'a> Loader<'a> {
     /// An embedding table `[vocab, C]`, split into row blocks when it is over the binding limit.
     pub fn table(&self, name: &str, shape: &[usize]) -> Result<crate::ops::embed::Table> {
         use crate::ops::embed::Table;
-        let path = self.path(name);
-        self.ckpt.check(&path, shape)?;
-        self.used.borrow_mut().insert(path.clone());
+        let path = self.claim(name, shape)?;
         if self.check_only {
             return Table::whole(Tensor::placeholder(self.ctx, &path, shape, DType::F32));
         }
-        match self.ckpt.values(&path, shape, false)? {
-            Values::F32(v) => Table::from_f32(self.ctx, &path, shape, &v),
-            Values::F16(v) => {
-                let v: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
-                Table::from_f32(self.ctx, &path, shape, &v)
-            }
-        }
+        let v = self.ckpt.values(&path, shape, false)?.into_f32();
+        Table::from_f32(self.ctx, &path, shape, &v)
     }
 
     /// A matrix weight (matmul B operand): f16 in the file stays f16 when the loader keeps f16.
