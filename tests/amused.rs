@@ -386,19 +386,6 @@ fn broken_weights_name_the_tensor_and_file() {
     );
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).expect("mkdir");
-    for e in std::fs::read_dir(src).expect("read_dir") {
-        let e = e.expect("entry");
-        let to = dst.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), to).expect("copy");
-        }
-    }
-}
-
 #[test]
 fn hub_ids_resolve_from_the_local_cache() {
     let home = tmp("hf-home");

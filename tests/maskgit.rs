@@ -89,7 +89,12 @@ fn inspection_commands_match_the_reference() {
 fn render_generates_by_class_and_needs_one() {
     let dir = fixture("mg-l4");
     let model = dir.join("model");
-    let (out, tok) = (tmp("render.png"), tmp("render.safetensors"));
+    let (out, tok, gif, frames) = (
+        tmp("render.png"),
+        tmp("render.safetensors"),
+        tmp("render.gif"),
+        tmp("render-frames"),
+    );
     let err = ok(&[
         "--render",
         s(&out),
@@ -101,8 +106,27 @@ fn render_generates_by_class_and_needs_one() {
         "1",
         "--tokens-out",
         s(&tok),
+        "--gif",
+        s(&gif),
+        "--frames",
+        s(&frames),
     ]);
     assert!(err.contains("8 steps") && err.contains("class 3"), "{err}");
+    // One animation frame per step: token grid beside the decoded preview.
+    let gif_frames = {
+        use image::AnimationDecoder;
+        let f = std::io::BufReader::new(std::fs::File::open(&gif).expect("gif"));
+        image::codecs::gif::GifDecoder::new(f)
+            .expect("gif")
+            .into_frames()
+            .count()
+    };
+    assert_eq!(gif_frames, 8);
+    for i in 1..=8 {
+        let f = frames.join(format!("step-{i:02}.png"));
+        let img = image::open(&f).expect("frame png");
+        assert!(img.width() > img.height(), "{}", f.display());
+    }
     let t = read(&tok);
     assert_eq!(t["tokens"].0, vec![1, 4, 4]);
     assert!(t["tokens"].1.iter().all(|&v| (0.0..40.0).contains(&v)));

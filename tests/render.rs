@@ -42,6 +42,66 @@ fn tokens(path: &Path) -> (Vec<usize>, Vec<i64>) {
 }
 
 #[test]
+fn model_folder_defaults_apply_unless_flags_override() {
+    let model = tmp("defaults-model");
+    let _ = std::fs::remove_dir_all(&model);
+    copy_dir(&fixture("tiny-b").join("model"), &model);
+    let settings = model.join("tessera.json");
+    std::fs::write(
+        &settings,
+        r#"{ "guidance_scale": 3.5, "steps": 4, "choice_temperature": [0.5, 0.0] }"#,
+    )
+    .expect("write");
+    let png = tmp("defaults.png");
+    let render = |extra: &[&str]| {
+        let mut args = vec![
+            "--render",
+            s(&png),
+            "--model",
+            s(&model),
+            "--prompt",
+            "blue heart",
+            "--seed",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let run = |extra: &[&str]| {
+        let args = render(extra);
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        png_text(&png)
+    };
+    let text = run(&[]);
+    for want in ["Steps: 4", "CFG scale: 3.5", "Choice temperature: 0.5:0"] {
+        assert!(text.contains(want), "parameters {text:?} lack {want:?}");
+    }
+    let text = run(&[
+        "--steps",
+        "3",
+        "--guidance",
+        "2",
+        "--choice-temperature",
+        "1:0",
+    ]);
+    for want in ["Steps: 3", "CFG scale: 2", "Choice temperature: 1:0"] {
+        assert!(text.contains(want), "parameters {text:?} lack {want:?}");
+    }
+    // A misspelt key is one error naming the file, and nothing is written.
+    std::fs::write(&settings, r#"{ "guidance": 3 }"#).expect("write");
+    let _ = std::fs::remove_file(&png);
+    let args = render(&[]);
+    let o = tessera(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a bad tessera.json was accepted");
+    assert!(
+        err.contains("tessera.json") && err.contains("guidance"),
+        "{err}"
+    );
+    assert!(!png.exists(), "left {}", png.display());
+}
+
+#[test]
 fn render_writes_png_tokens_and_gif_deterministically() {
     let model = fixture("tiny-b").join("model");
     let (png1, png2, tok, gif) = (

@@ -27,6 +27,7 @@ macro_rules! model_file {
 const FILES: &[(&str, &[u8])] = &[
     model_file!("model_index.json"),
     model_file!("MODEL_CARD.md"),
+    model_file!("tessera.json"),
     model_file!("scheduler/scheduler_config.json"),
     model_file!("text_encoder/config.json"),
     model_file!("text_encoder/model.safetensors"),

@@ -35,7 +35,7 @@ pub struct RenderArgs {
     /// Random seed (default: a fresh one, printed).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Decoding steps (default: the pipeline's, 12 for aMUSEd).
+    /// Decoding steps (default: the model folder's tessera.json, else 12).
     #[arg(long)]
     pub steps: Option<usize>,
     /// Decoding rule: maskgit, amused or paella (default: amused).
@@ -45,10 +45,12 @@ pub struct RenderArgs {
     /// model's scheduler setting; linear when inpainting, as the reference inpaint pipeline).
     #[arg(long, value_name = "NAME")]
     pub schedule: Option<Schedule>,
-    /// Classifier-free guidance scale (default 10; ≤ 1 turns guidance off).
+    /// Classifier-free guidance scale (default: the model folder's tessera.json, else 10; ≤ 1
+    /// turns guidance off).
     #[arg(long, value_name = "S")]
     pub guidance: Option<f32>,
-    /// Re-masking (choice) temperature T0[:T1] (default: 2:0 for amused, 4.5 for maskgit).
+    /// Re-masking (choice) temperature T0[:T1] (default: 2:0 for amused, or the model folder's
+    /// tessera.json; 4.5 for maskgit).
     #[arg(long, value_name = "T0[:T1]")]
     pub choice_temperature: Option<String>,
     /// Paella's sampling temperature T0[:T1] (default 1:0.2).
@@ -137,7 +139,10 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
         SamplerKind::Amused => SamplerOptions::amused(seed),
         SamplerKind::Paella => SamplerOptions::paella(seed),
     };
-    opts.steps = 12;
+    opts.steps = pipe.defaults.steps.unwrap_or(12);
+    if let (SamplerKind::Amused, Some([t0, t1])) = (kind, pipe.defaults.choice_temperature) {
+        opts.choice_temperature = (t0, t1);
+    }
     let inpainting = a.mask.is_some() || a.outpaint.is_some();
     opts.schedule = match a.schedule {
         Some(s) => s,
@@ -178,7 +183,7 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let guidance = a.guidance.unwrap_or(10.0);
+    let guidance = a.guidance.or(pipe.defaults.guidance_scale).unwrap_or(10.0);
     if !guidance.is_finite() {
         bail!("--guidance must be a number");
     }
@@ -356,6 +361,36 @@ pub fn frame(
     img
 }
 
+/// The animation frame for the first image of a step: its preview is decoded by `decode` from
+/// the predicted tokens, then the frame is scaled up to at least 256 px high.
+fn step_frame(
+    ev: &StepEvent<'_>,
+    mask_id: u32,
+    decode: impl FnOnce(&[u32]) -> Result<(Vec<f32>, (usize, usize))>,
+) -> Result<image::RgbaImage> {
+    let l = ev.grid.0 * ev.grid.1;
+    let first = &ev.predicted[..l];
+    let (img, size) = decode(first)?;
+    let one = StepEvent {
+        step: ev.step,
+        steps: ev.steps,
+        grid: ev.grid,
+        tokens: &ev.tokens[..l],
+        predicted: first,
+        newly_fixed: &ev.newly_fixed[..l],
+        confidence: &ev.confidence[..l],
+        ms: ev.ms,
+    };
+    let f = frame(&img, size, ev.grid, &one, mask_id);
+    let k = 256u32.div_ceil(f.height()).max(1);
+    Ok(image::imageops::resize(
+        &f,
+        f.width() * k,
+        f.height() * k,
+        image::imageops::FilterType::Nearest,
+    ))
+}
+
 /// ImageNet-1k class names in label order (assets/imagenet_classes.txt).
 pub const IMAGENET_CLASSES: &str = include_str!("../../assets/imagenet_classes.txt");
 
@@ -475,13 +510,37 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
         "seed {} · {} sampler · {} schedule · {} steps · class {label}",
         seed, opts.kind, opts.schedule, opts.steps
     );
+    if let Some(d) = &a.frames {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
     let model = mg.class_conditional(&vec![class; b])?;
     let bar = ProgressBar::new(opts.steps as u64);
+    let animate = a.gif.is_some() || a.frames.is_some();
+    let mut frames: Vec<image::RgbaImage> = Vec::new();
+    let mut preview_err: Option<anyhow::Error> = None;
     let tokens = tessera_engine::sampling::generate(&ctx, &model, b, &init, &opts, &mut |ev| {
         bar.set_position(ev.step as u64 + 1);
         bar.set_message(format!("{:.0} ms/step", ev.ms));
+        if animate && preview_err.is_none() {
+            let decoded = step_frame(ev, mask, |first| {
+                let t =
+                    tessera_engine::Tensor::from_u32(&ctx, "preview", &[1, grid.0, grid.1], first)?;
+                let mut rec = ctx.recorder();
+                let img = mg.decode(&mut rec, &t)?;
+                rec.submit();
+                let size = (img.shape()[3], img.shape()[2]);
+                Ok((img.to_f32(&ctx)?, size))
+            });
+            match decoded {
+                Ok(f) => frames.push(f),
+                Err(e) => preview_err = Some(e),
+            }
+        }
     })?;
     bar.finish_and_clear();
+    if let Some(e) = preview_err {
+        return Err(e.context("decoding a preview frame"));
+    }
     let t = tessera_engine::Tensor::from_u32(&ctx, "tokens", &[b, grid.0, grid.1], &tokens)?;
     let mut rec = ctx.recorder();
     let img = mg.decode(&mut rec, &t)?;
@@ -497,7 +556,16 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
         path.display()
     );
     let text = HashMap::from([("parameters".to_owned(), params)]);
-    write_outputs(a, out, &images, (w, h), &text, &tokens, (b, grid), None)
+    write_outputs(
+        a,
+        out,
+        &images,
+        (w, h),
+        &text,
+        &tokens,
+        (b, grid),
+        Some(&frames),
+    )
 }
 
 pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
@@ -539,31 +607,12 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
         bar.set_position(ev.step as u64 + 1);
         bar.set_message(format!("{:.0} ms/step", ev.ms));
         if animate && preview_err.is_none() {
-            let grid_side = ev.grid;
-            let l = grid_side.0 * grid_side.1;
-            let first = &ev.predicted[..l];
-            match pipeline::decode(&ctx, &pipe, first, 1, grid_side) {
-                Ok((img, size)) => {
-                    let one = StepEvent {
-                        step: ev.step,
-                        steps: ev.steps,
-                        grid: ev.grid,
-                        tokens: &ev.tokens[..l],
-                        predicted: first,
-                        newly_fixed: &ev.newly_fixed[..l],
-                        confidence: &ev.confidence[..l],
-                        ms: ev.ms,
-                    };
-                    let f = frame(&img, size, grid_side, &one, mask_id);
-                    let k = 256u32.div_ceil(f.height()).max(1);
-                    frames.push(image::imageops::resize(
-                        &f,
-                        f.width() * k,
-                        f.height() * k,
-                        image::imageops::FilterType::Nearest,
-                    ));
-                }
-                Err(e) => preview_err = Some(e.into()),
+            let decoded = step_frame(ev, mask_id, |first| {
+                Ok(pipeline::decode(&ctx, &pipe, first, 1, ev.grid)?)
+            });
+            match decoded {
+                Ok(f) => frames.push(f),
+                Err(e) => preview_err = Some(e),
             }
         }
     })?;
@@ -585,8 +634,16 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
         |n| n.to_string_lossy().into_owned(),
     );
     let params = format!(
-        "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, Schedule: {}, CFG scale: {}, Seed: {}, Size: {w}x{h}, Model: {model_name}",
-        a.prompt, a.negative_prompt, opts.steps, opts.kind, opts.schedule, plan.guidance, opts.seed
+        "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, Schedule: {}, CFG scale: {}, Choice temperature: {}:{}, Seed: {}, Size: {w}x{h}, Model: {model_name}",
+        a.prompt,
+        a.negative_prompt,
+        opts.steps,
+        opts.kind,
+        opts.schedule,
+        plan.guidance,
+        opts.choice_temperature.0,
+        opts.choice_temperature.1,
+        opts.seed
     );
     let text = HashMap::from([("parameters".to_owned(), params)]);
     write_outputs(

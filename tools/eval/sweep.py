@@ -54,7 +54,7 @@ from fid import DEFAULT_EPS, extract, frechet_distance, load_pngs, real_features
 
 ALL_SCHEDULES = ["cosine", "linear", "square", "cubic", "sqrt", "log", "exp"]
 # Settings that must match between runs sharing an --out folder (images are reused).
-RENDER_KEYS = ("model", "sampler", "steps", "guidance", "per_prompt", "prompts")
+RENDER_KEYS = ("model", "sampler", "steps", "guidance", "choice_temperature", "per_prompt", "prompts")
 
 
 # --------------------------------------------------------------------------------------
@@ -115,6 +115,8 @@ def render_prompt(args, cfg: dict, schedule: str, p: dict, sdir: Path) -> float:
     ]  # fmt: skip
     if cfg["guidance"] is not None:
         cmd += ["--guidance", str(cfg["guidance"])]
+    if cfg.get("choice_temperature") is not None:
+        cmd += ["--choice-temperature", cfg["choice_temperature"]]
     env = dict(os.environ)
     env.setdefault("WGPU_BACKEND", "vulkan")
     env.setdefault("XDG_RUNTIME_DIR", "/tmp")
@@ -228,8 +230,9 @@ def markdown_table(rows: list[dict], cfg: dict) -> str:
             f"{fmt(r['agreement_train'], 3)} / {fmt(r['agreement_heldout'], 3)} | "
             f"{fmt(r.get('render_s'), 0)} | {fmt(per_img, 1)} |"
         )
-    g = "default" if cfg["guidance"] is None else cfg["guidance"]
-    title = (f"{cfg['sampler']} sampler, {cfg['steps']} steps, guidance {g}, "
+    g = "the model's default" if cfg["guidance"] is None else cfg["guidance"]
+    t = cfg.get("choice_temperature") or "the model's default"
+    title = (f"{cfg['sampler']} sampler, {cfg['steps']} steps, guidance {g}, choice temperature {t}, "
              f"{len(cfg['prompts'])} prompts x {cfg['per_prompt']} images\n\n")
     return title + head + "\n".join(lines) + "\n"
 
@@ -249,7 +252,10 @@ def main():
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--schedules", default=",".join(ALL_SCHEDULES), help="comma-separated")
     ap.add_argument("--sampler", default="amused")
-    ap.add_argument("--guidance", type=float, default=None, help="default: tessera's (10)")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="default: the model's (its tessera.json, else 10)")
+    ap.add_argument("--choice-temperature", default=None, metavar="T0[:T1]",
+                    help="tessera --choice-temperature (default: the model's)")
     ap.add_argument("--seed", type=int, default=0, help="prompt choice and render seeds")
     ap.add_argument("--out", type=Path, default=RUNS_DIR / "sweep.json",
                     help="result JSON; images go to the folder of the same name without .json")
@@ -279,6 +285,7 @@ def main():
         "sampler": args.sampler,
         "steps": args.steps,
         "guidance": args.guidance,
+        "choice_temperature": args.choice_temperature,
         "per_prompt": args.per_prompt,
         "prompts": prompts,
     }

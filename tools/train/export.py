@@ -8,6 +8,7 @@ fp16 safetensors weights, plus MODEL_CARD.md, and verify it:
   OUT/transformer/{config.json,diffusion_pytorch_model.safetensors}
   OUT/vqvae/{config.json,diffusion_pytorch_model.safetensors}
   OUT/MODEL_CARD.md
+  OUT/tessera.json                             tessera's defaults for this model (diffusers ignores it)
 
 Checks: AmusedPipeline.from_pretrained(OUT) loads; the fp16 weights give the same
 transformer logits as the fp32 training weights (up to fp16 rounding); the tokenizer gives
@@ -129,6 +130,10 @@ def main():
     ap.add_argument("--tokenizer-dir", type=Path, default=RUNS_DIR / "tokenizer")
     ap.add_argument("--max-mb", type=float, default=32.0)
     ap.add_argument("--no-card", action="store_true", help="do not write MODEL_CARD.md")
+    ap.add_argument("--guidance-scale", type=float, default=3.0,
+                    help="tessera.json: the guidance scale tessera uses when none is given (chosen by tools/eval/sweep.py --guidance)")
+    ap.add_argument("--choice-temperature", type=float, nargs=2, default=[0.0, 0.0], metavar=("T0", "T1"),
+                    help="tessera.json: the aMUSEd sampler's re-masking temperature, start and end")
     args = ap.parse_args()
 
     from diffusers import AmusedPipeline, AmusedScheduler, UVit2DModel, VQModel
@@ -196,6 +201,9 @@ def main():
     assert img.size == (hw * 4, hw * 4), img.size
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
     img.save(RUNS_DIR / "export_probe.png")
+
+    defaults = {"guidance_scale": args.guidance_scale, "choice_temperature": args.choice_temperature}
+    (args.out / "tessera.json").write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
 
     sizes = {p.name: folder_size(p) for p in args.out.iterdir() if p.is_dir()}
     if not args.no_card:

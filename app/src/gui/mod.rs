@@ -40,19 +40,21 @@ impl Settings {
         let default_schedule = pipe
             .and_then(|p| p.scheduler.masking_schedule.parse().ok())
             .unwrap_or(Schedule::Cosine);
+        let defaults = pipe.map(|p| p.defaults.clone()).unwrap_or_default();
+        let choice_t = match (sampler, defaults.choice_temperature) {
+            (SamplerKind::MaskGit, _) => (4.5, 0.0),
+            (_, Some([t0, t1])) => (t0, t1),
+            _ => (2.0, 0.0),
+        };
         Self {
             prompt: a.prompt.clone(),
             negative_prompt: a.negative_prompt.clone(),
             seed: a.seed.unwrap_or(42),
             sampler,
             schedule: a.schedule.unwrap_or(default_schedule),
-            steps: a.steps.unwrap_or(12),
-            guidance: a.guidance.unwrap_or(10.0),
-            choice_t: if sampler == SamplerKind::MaskGit {
-                (4.5, 0.0)
-            } else {
-                (2.0, 0.0)
-            },
+            steps: a.steps.or(defaults.steps).unwrap_or(12),
+            guidance: a.guidance.or(defaults.guidance_scale).unwrap_or(10.0),
+            choice_t,
             softmax_t: (1.0, 0.2),
         }
     }

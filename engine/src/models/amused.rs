@@ -24,6 +24,51 @@ fn cosine() -> String {
     "cosine".into()
 }
 
+/// The optional `tessera.json` beside `model_index.json`: generation settings the model was
+/// tuned for, used where the user gives none. diffusers ignores the file. Every key is optional;
+/// an absent file or key keeps the aMUSEd pipeline's defaults (guidance 10, 12 steps, choice
+/// temperature 2 → 0).
+///
+/// ```json
+/// { "guidance_scale": 4.0, "steps": 12, "choice_temperature": [1.0, 0.0] }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationDefaults {
+    /// Classifier-free guidance scale.
+    pub guidance_scale: Option<f32>,
+    /// Decoding steps.
+    pub steps: Option<usize>,
+    /// The aMUSEd sampler's re-masking temperature, start and end of the linear anneal.
+    pub choice_temperature: Option<[f32; 2]>,
+}
+
+impl GenerationDefaults {
+    pub const FILE: &'static str = "tessera.json";
+
+    /// Reads `<root>/tessera.json`; `Default` when the file is absent.
+    pub fn read(folder: &ModelFolder) -> Result<Self> {
+        let path = folder.root.join(Self::FILE);
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        let d: Self = read_config(&path)?;
+        let bad = |what: &str| Err(Error::file(&path, what));
+        if d.guidance_scale.is_some_and(|g| !g.is_finite()) {
+            return bad("guidance_scale must be a finite number");
+        }
+        if d.steps == Some(0) {
+            return bad("steps must be at least 1");
+        }
+        if d.choice_temperature
+            .is_some_and(|t| t.iter().any(|v| !v.is_finite() || *v < 0.0))
+        {
+            return bad("choice_temperature must be two non-negative numbers");
+        }
+        Ok(d)
+    }
+}
+
 /// Prompt → token ids → text embeddings.
 pub struct TextStack {
     pub tokenizer: ClipTokenizer,
@@ -60,6 +105,8 @@ pub struct AmusedPipeline {
     pub transformer: UVit2DModel,
     pub vqvae: VqModel,
     pub scheduler: SchedulerConfig,
+    /// Settings from the folder's optional `tessera.json`.
+    pub defaults: GenerationDefaults,
 }
 
 impl AmusedPipeline {
@@ -70,12 +117,14 @@ impl AmusedPipeline {
         let sched_path = folder.component("scheduler")?.join("scheduler_config.json");
         let scheduler: SchedulerConfig = read_config(&sched_path)?;
         check_compatible(&text, &transformer, &vqvae, &scheduler, folder)?;
+        let defaults = GenerationDefaults::read(folder)?;
         Ok(Self {
             folder: folder.clone(),
             text,
             transformer,
             vqvae,
             scheduler,
+            defaults,
         })
     }
 
