@@ -54,19 +54,6 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
     v
 }
 
-/// Which attention kernel runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttentionKernel {
-    /// The adapter's kernel family decides ([`crate::gpu::KernelFamily`]).
-    Auto,
-    /// Keys staged in workgroup memory (`attention.wgsl`).
-    Tiled,
-    /// No workgroup memory, head size specialised (`attention_rows.wgsl`), fastest on CPU
-    /// adapters; used where head size, strides and offsets are multiples of 4, otherwise the
-    /// tiled kernel runs.
-    Rows,
-}
-
 /// Columns `offset .. offset + heads·head_dim` of a `[batch, len, width]` tensor: lets Q, K and V
 /// be slices of one fused projection.
 #[derive(Clone, Copy)]
@@ -112,24 +99,16 @@ impl AttentionSpec {
 
 /// `softmax(Q·Kᵀ·scale)·V` per head. q `[B, Lq, H·D]`, k and v `[B, Lk, H·D]` (or column slices
 /// of wider tensors). Result `[B, Lq, H·D]`.
+///
+/// The recorder's kernel family picks the kernel: the CPU family's (`attention_rows.wgsl`: no
+/// workgroup memory, head size specialised) where head size, strides and offsets are multiples
+/// of 4, else keys staged in workgroup memory (`attention.wgsl`).
 pub fn attention<'a>(
     rec: &mut Recorder<'_>,
     q: impl Into<Columns<'a>>,
     k: impl Into<Columns<'a>>,
     v: impl Into<Columns<'a>>,
     spec_: &AttentionSpec,
-) -> Result<Tensor> {
-    attention_with(rec, q, k, v, spec_, AttentionKernel::Auto)
-}
-
-/// [`attention`] with the kernel chosen by the caller (tests and benchmarks).
-pub fn attention_with<'a>(
-    rec: &mut Recorder<'_>,
-    q: impl Into<Columns<'a>>,
-    k: impl Into<Columns<'a>>,
-    v: impl Into<Columns<'a>>,
-    spec_: &AttentionSpec,
-    kernel: AttentionKernel,
 ) -> Result<Tensor> {
     const OP: &str = "attention";
     let (q, k, v) = (q.into(), k.into(), v.into());
@@ -207,13 +186,10 @@ pub fn attention_with<'a>(
         _pad0: 0,
         _pad1: 0,
     };
-    let rows = match kernel {
-        AttentionKernel::Auto => rec.kernel_family() == KernelFamily::Cpu,
-        AttentionKernel::Tiled => false,
-        AttentionKernel::Rows => true,
-    } && [head_dim, wq, wk, wv, q.offset, k.offset, v.offset]
-        .iter()
-        .all(|x| x % 4 == 0);
+    let rows = rec.kernel_family() == KernelFamily::Cpu
+        && [head_dim, wq, wk, wv, q.offset, k.offset, v.offset]
+            .iter()
+            .all(|x| x % 4 == 0);
     let (kernel_spec, per_group) = if rows {
         (rows_spec(head_dim), ROWS_QUERIES_PER_GROUP)
     } else {

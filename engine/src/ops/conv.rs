@@ -116,37 +116,16 @@ fn run_in(
     rec.dispatch(&spec(entry), bytemuck::bytes_of(params), &bindings, groups)
 }
 
-/// Which conv2d kernel runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConvKernel {
-    /// The adapter's kernel family decides ([`crate::gpu::KernelFamily`]).
-    Auto,
-    /// One invocation per output element: any groups.
-    Direct,
-    /// Register blocks of 8 channels × 8 pixels (`conv2d_rows`), fastest on CPU adapters; used
-    /// for one group, otherwise the direct kernel runs.
-    Rows,
-}
-
 /// Convolution; weight `[Cout, Cin/groups, kh, kw]` (PyTorch layout), bias `[Cout]`.
+///
+/// The recorder's kernel family picks the kernel: the CPU family's register blocks of 8
+/// channels × 8 pixels (`conv2d_rows`) for one group, else one invocation per output element.
 pub fn conv2d(
     rec: &mut Recorder<'_>,
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     s: &Conv2dSpec,
-) -> Result<Tensor> {
-    conv2d_with(rec, x, weight, bias, s, ConvKernel::Auto)
-}
-
-/// [`conv2d`] with the kernel chosen by the caller (tests and benchmarks).
-pub fn conv2d_with(
-    rec: &mut Recorder<'_>,
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    s: &Conv2dSpec,
-    kernel: ConvKernel,
 ) -> Result<Tensor> {
     const OP: &str = "conv2d";
     let [b, cin, h, w] = nchw(OP, x)?;
@@ -197,11 +176,7 @@ pub fn conv2d_with(
         has_bias: u32::from(bias.is_some()),
         _pad0: 0,
     };
-    let rows = match kernel {
-        ConvKernel::Auto => rec.kernel_family() == KernelFamily::Cpu,
-        ConvKernel::Direct => false,
-        ConvKernel::Rows => true,
-    } && g == 1;
+    let rows = rec.kernel_family() == KernelFamily::Cpu && g == 1;
     let max = rec.ctx().limits().max_compute_workgroups_per_dimension;
     let groups = [
         u32::try_from((oh * ow).div_ceil(64)).unwrap_or(u32::MAX),

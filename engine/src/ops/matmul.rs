@@ -34,18 +34,6 @@ fn rows_spec(format: WeightFormat) -> KernelSpec {
     KernelSpec::new(Module::MatmulRows(format), "matmul_rows")
 }
 
-/// Which matmul kernel runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatmulKernel {
-    /// The adapter's kernel family decides ([`crate::gpu::KernelFamily`]).
-    Auto,
-    /// Workgroup-memory tiles (`matmul.wgsl`): any shape.
-    Tiled,
-    /// Register blocks without workgroup memory (`matmul_rows.wgsl`), fastest on CPU adapters;
-    /// used where [`rows_supported`], otherwise the tiled kernel runs.
-    Rows,
-}
-
 /// Whether `matmul_rows.wgsl` handles this problem: B in `[N, K]` layout and K a multiple of 4.
 pub fn rows_supported(layout: BLayout, k: usize) -> bool {
     layout == BLayout::NK && k.is_multiple_of(4)
@@ -102,10 +90,12 @@ pub fn matmul(
         DType::F16 => WeightFormat::F16Packed,
         _ => WeightFormat::F32,
     };
-    matmul_with(rec, a, b, bias, layout, format, MatmulKernel::Auto)
+    matmul_with_format(rec, a, b, bias, layout, format)
 }
 
-/// [`matmul`] with the weight-reading kernel chosen by the caller (tests and benchmarks).
+/// [`matmul`] with the weight-reading kernel chosen by the caller (tests and benchmarks). The
+/// recorder's kernel family picks the kernel: the CPU family's register-blocked one
+/// (`matmul_rows.wgsl`) where [`rows_supported`], else the workgroup-tiled one (`matmul.wgsl`).
 pub fn matmul_with_format(
     rec: &mut Recorder<'_>,
     a: &Tensor,
@@ -113,19 +103,6 @@ pub fn matmul_with_format(
     bias: Option<&Tensor>,
     layout: BLayout,
     format: WeightFormat,
-) -> Result<Tensor> {
-    matmul_with(rec, a, b, bias, layout, format, MatmulKernel::Auto)
-}
-
-/// [`matmul`] with weight format and kernel chosen by the caller (tests and benchmarks).
-pub fn matmul_with(
-    rec: &mut Recorder<'_>,
-    a: &Tensor,
-    b: &Tensor,
-    bias: Option<&Tensor>,
-    layout: BLayout,
-    format: WeightFormat,
-    kernel: MatmulKernel,
 ) -> Result<Tensor> {
     const OP: &str = "matmul";
     a.expect_dtype(OP, DType::F32)?;
@@ -202,11 +179,7 @@ pub fn matmul_with(
         c_batch_stride: to_u32(OP, "C batch stride", m * n)?,
         has_bias: u32::from(bias.is_some()),
     };
-    let rows = match kernel {
-        MatmulKernel::Auto => rec.kernel_family() == KernelFamily::Cpu,
-        MatmulKernel::Tiled => false,
-        MatmulKernel::Rows => true,
-    } && rows_supported(layout, k);
+    let rows = rec.kernel_family() == KernelFamily::Cpu && rows_supported(layout, k);
     let (kernel_spec, groups) = if rows {
         let groups = [
             params.n.div_ceil(ROWS_TILE_N),

@@ -1,6 +1,6 @@
-use tessera_engine::ops::attention::{
-    AttentionKernel, AttentionSpec, Columns, attention, attention_with,
-};
+use tessera_engine::ops::attention::{AttentionSpec, Columns, attention};
+
+use tessera_engine::gpu::KernelFamily;
 
 use crate::common::*;
 
@@ -72,13 +72,13 @@ fn check(b: usize, lq: usize, lk: usize, h: usize, d: usize, causal: bool, seed:
     let mut s = AttentionSpec::new(h, d);
     s.causal = causal;
     let want = reference(&q, &k, &v, (b, lq, lk), (h, d), (w, 0), (w, 0, 0), causal);
-    // Both kernels whatever the adapter would pick (the CPU one falls back to the tiled one for
-    // head sizes that are not multiples of 4).
-    for kernel in [AttentionKernel::Tiled, AttentionKernel::Rows] {
-        let out = run(|rec| attention_with(rec, &tq, &tk, &tv, &s, kernel));
+    // Both families' kernels whatever the adapter would pick (the CPU family falls back to the
+    // tiled kernel for head sizes that are not multiples of 4).
+    for family in FAMILIES {
+        let out = run_in(family, |rec| attention(rec, &tq, &tk, &tv, &s));
         assert_eq!(out.shape(), &[b, lq, w]);
         assert_close(
-            &format!("attention b{b} lq{lq} lk{lk} h{h} d{d} causal={causal} {kernel:?}"),
+            &format!("attention b{b} lq{lq} lk{lk} h{h} d{d} causal={causal} {family:?}"),
             &download(&out),
             &want,
             2e-5,
@@ -128,8 +128,8 @@ fn q_k_v_as_column_slices_of_one_fused_projection() {
     let w = h * d;
     let qkv = randn(&mut r, b * l * 3 * w);
     let t = upload("qkv", &[b, l, 3 * w], &qkv);
-    let out = run(|rec| {
-        attention_with(
+    let out = run_in(KernelFamily::Cpu, |rec| {
+        attention(
             rec,
             Columns {
                 tensor: &t,
@@ -144,7 +144,6 @@ fn q_k_v_as_column_slices_of_one_fused_projection() {
                 offset: 2 * w,
             },
             &AttentionSpec::new(h, d),
-            AttentionKernel::Rows,
         )
     });
     let want = reference(

@@ -1,6 +1,4 @@
-use tessera_engine::ops::conv::{
-    Conv2dSpec, ConvKernel, conv_transpose2d, conv2d, conv2d_with, pad2d, upsample_nearest,
-};
+use tessera_engine::ops::conv::{Conv2dSpec, conv_transpose2d, conv2d, pad2d, upsample_nearest};
 
 use crate::common::*;
 
@@ -58,13 +56,13 @@ fn check(xs: [usize; 4], cout: usize, k: [usize; 2], s: Conv2dSpec, bias: bool, 
     let tw = upload("w", &[cout, cin / s.groups, k[0], k[1]], &wt);
     let tb = bs.as_ref().map(|v| upload("b", &[cout], v));
     let (want, shape) = conv_ref(&x, xs, &wt, [cout, k[0], k[1]], bs.as_deref(), &s);
-    // Both kernels whatever the adapter would pick (the register-blocked one falls back to the
-    // direct one for grouped convolutions).
-    for kernel in [ConvKernel::Direct, ConvKernel::Rows] {
-        let y = run(|rec| conv2d_with(rec, &tx, &tw, tb.as_ref(), &s, kernel));
+    // Both families' kernels whatever the adapter would pick (the CPU family's register-blocked
+    // kernel falls back to the direct one for grouped convolutions).
+    for family in FAMILIES {
+        let y = run_in(family, |rec| conv2d(rec, &tx, &tw, tb.as_ref(), &s));
         assert_eq!(y.shape(), &shape);
         assert_close(
-            &format!("conv2d {xs:?}→{cout} k{k:?} {s:?} {kernel:?}"),
+            &format!("conv2d {xs:?}→{cout} k{k:?} {s:?} {family:?}"),
             &download(&y),
             &want,
             1e-4,

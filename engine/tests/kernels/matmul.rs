@@ -1,6 +1,4 @@
-use tessera_engine::ops::matmul::{
-    BLayout, MatmulKernel, linear, matmul, matmul_with, rows_supported,
-};
+use tessera_engine::ops::matmul::{BLayout, linear, matmul, matmul_with_format, rows_supported};
 use tessera_engine::shaders::WeightFormat;
 use tessera_engine::{DType, Error, Tensor};
 
@@ -77,19 +75,21 @@ fn check(
     let tbias = bias.as_ref().map(|v| upload("bias", &[n], v));
     let want = reference(&a, &b, bias.as_deref(), batch, m, n, k, layout, b_batched);
     let atol = 2e-5 * (k as f64).sqrt();
-    // Both kernels, whatever the adapter would pick (the register-blocked one only where it
-    // applies; elsewhere it falls back to the tiled one).
-    let kernels: &[MatmulKernel] = if rows_supported(layout, k) {
-        &[MatmulKernel::Tiled, MatmulKernel::Rows]
+    // Both families' kernels, whatever the adapter would pick (the register-blocked one only
+    // where it applies; elsewhere the CPU family falls back to the tiled one).
+    let families = if rows_supported(layout, k) {
+        &FAMILIES[..]
     } else {
-        &[MatmulKernel::Tiled]
+        &FAMILIES[..1]
     };
-    for &kernel in kernels {
-        let out = run(|rec| matmul_with(rec, &ta, &tb, tbias.as_ref(), layout, format, kernel));
+    for &family in families {
+        let out = run_in(family, |rec| {
+            matmul_with_format(rec, &ta, &tb, tbias.as_ref(), layout, format)
+        });
         assert_eq!(out.shape(), &[batch, m, n]);
         assert_close(
             &format!(
-                "matmul {batch}x{m}x{n}x{k} {layout:?} batched={b_batched} {format:?} {kernel:?}"
+                "matmul {batch}x{m}x{n}x{k} {layout:?} batched={b_batched} {format:?} {family:?}"
             ),
             &download(&out),
             &want,
