@@ -3,7 +3,8 @@
     python tools/eval/grid.py --tessera target/release/tessera --out docs/emoji-samples.png
 
 Renders each prompt with `tessera --render` (default model unless --model; fixed seeds; the
-pipeline's defaults: amused sampler, 12 steps, guidance 10), then tiles the images, each scaled
+model's defaults: amused sampler, 12 steps, its tessera.json's guidance and choice temperature,
+else guidance 10), then tiles the images, each scaled
 up ×2 with nearest neighbour, with its prompt written underneath.
 """
 

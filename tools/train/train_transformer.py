@@ -154,6 +154,35 @@ class Sampler:
         return np.array(out)
 
 
+class GroupSampler(Sampler):
+    """Like Sampler, but each epoch takes at most `per_group` images of every emoji group (an
+    emoji with all its skin-tone variants and styles), drawn afresh per epoch, so emoji with
+    dozens of skin-tone variants (couples, hands) weigh no more than any other emoji."""
+
+    def __init__(self, indices: np.ndarray, groups: list[str], batch: int, seed: int, per_group: int):
+        super().__init__(indices, batch, seed)
+        members: dict[str, list[int]] = {}
+        for i in indices:
+            members.setdefault(groups[i], []).append(int(i))
+        self.members = [np.array(v) for _, v in sorted(members.items())]
+        self.per_group = per_group
+        self.epoch_len = sum(min(per_group, len(m)) for m in self.members)
+
+    def _epoch(self, e: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 7, e])
+        picked = np.concatenate([rng.permutation(m)[: self.per_group] for m in self.members])
+        return picked[rng.permutation(len(picked))]
+
+    def batch_indices(self, step: int) -> np.ndarray:
+        out = []
+        for k in range(step * self.batch, (step + 1) * self.batch):
+            e = k // self.epoch_len
+            if e not in self._perms:
+                self._perms = {e: self._epoch(e)}
+            out.append(self._perms[e][k % self.epoch_len])
+        return np.array(out)
+
+
 def corrupt(tokens: torch.Tensor, g: torch.Generator, mask_id: int, codebook: int, p_paella: float):
     """tokens [B, L] -> (input ids [B, L], loss weights [B, L])."""
     b, n = tokens.shape
@@ -232,6 +261,12 @@ def main():
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--ema", type=float, default=0.998, help="max EMA decay (warmed up as (1+s)/(10+s))")
     ap.add_argument("--caption-dropout", type=float, default=0.1)
+    ap.add_argument("--per-group", type=int, default=0,
+                    help="balance emoji: each epoch takes at most N images per emoji group (skin-tone "
+                         "variants share their emoji's group); 0: every image once per epoch")
+    ap.add_argument("--schedule-from", type=int, default=0,
+                    help="warm restart: the warm-up + cosine learning-rate schedule starts at this step "
+                         "(for continuing a finished run with --resume and a larger --steps)")
     ap.add_argument("--paella", type=float, default=0.2, help="fraction of samples corrupted with random tokens")
     # text encoder
     ap.add_argument("--text-hidden", type=int, default=128)
@@ -334,7 +369,11 @@ def main():
             },
         )
 
-    sampler = Sampler(train_idx, args.batch, args.seed)
+    if args.per_group > 0:
+        sampler = GroupSampler(train_idx, [r["group"] for r in records], args.batch, args.seed, args.per_group)
+        log(f"balanced sampling: {sampler.epoch_len} images per epoch (at most {args.per_group} per emoji)", log_path)
+    else:
+        sampler = Sampler(train_idx, args.batch, args.seed)
     prog = Progress(args.steps, step, log_path)
     t_start = last_ckpt = time.time()
     acc = {"loss": 0.0, "acc": 0.0, "n": 0}
@@ -348,7 +387,8 @@ def main():
         ]
         tok = torch.from_numpy(tokens[bidx].astype(np.int64)).reshape(len(bidx), -1)
         inp, w = corrupt(tok, g, mask_id, codebook, args.paella)
-        lr = cosine_lr(step, args.steps, args.lr, args.warmup)
+        s0 = min(args.schedule_from, step)
+        lr = cosine_lr(step - s0, args.steps - s0, args.lr, args.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
 

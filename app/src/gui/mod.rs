@@ -684,13 +684,15 @@ impl App {
         let text = std::collections::HashMap::from([(
             "parameters".to_owned(),
             format!(
-                "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, Schedule: {}, CFG scale: {}, Seed: {}, Size: {w}x{h}, Model: {}",
+                "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, Schedule: {}, CFG scale: {}, Choice temperature: {}:{}, Seed: {}, Size: {w}x{h}, Model: {}",
                 s.prompt,
                 s.negative_prompt,
                 s.steps,
                 s.sampler,
                 s.schedule,
                 s.guidance,
+                s.choice_t.0,
+                s.choice_t.1,
                 s.seed,
                 self.model_arg
             ),
