@@ -27,6 +27,15 @@ fn field(path: &Path, key: &str) -> (Vec<usize>, Vec<f64>) {
         .unwrap_or_else(|| panic!("{} has no {key}", path.display()))
 }
 
+/// `key` of `out` has the shape of the fixture's and is within 1e-4 relative error of it.
+fn assert_matches_fixture(out: &Path, fixture_file: &str, key: &str) {
+    let (gs, got) = field(out, key);
+    let (ws, want) = field(&fixture(fixture_file), key);
+    assert_eq!(gs, ws, "{key}: shape");
+    let e = rel_err(&got, &want);
+    assert!(e < 1e-4, "{key}: relative error {e:.2e}");
+}
+
 #[test]
 fn forward_matches_diffusers() {
     let out = tmp("default-forward.safetensors");
@@ -39,11 +48,7 @@ fn forward_matches_diffusers() {
         "--out",
         s(&out),
     ]);
-    let (gs, got) = field(&out, "logits");
-    let (ws, want) = field(&fixture("forward.safetensors"), "logits");
-    assert_eq!(gs, ws);
-    let e = rel_err(&got, &want);
-    assert!(e < 1e-4, "logits: relative error {e:.2e}");
+    assert_matches_fixture(&out, "forward.safetensors", "logits");
 }
 
 #[test]
@@ -58,11 +63,7 @@ fn decode_and_encode_match_diffusers() {
         "--raw",
         s(&raw),
     ]);
-    let (gs, got) = field(&raw, "image");
-    let (ws, want) = field(&fixture("decode.safetensors"), "image");
-    assert_eq!(gs, ws);
-    let e = rel_err(&got, &want);
-    assert!(e < 1e-4, "decoded image: relative error {e:.2e}");
+    assert_matches_fixture(&raw, "decode.safetensors", "image");
 
     let enc = tmp("default-encode.safetensors");
     ok(&[

@@ -84,11 +84,7 @@ fn end_to_end(ctx: &GpuContext, a: &BenchArgs) -> Result<bench::EndToEnd> {
         };
         return Ok(bench::end_to_end(ctx, &a.model, &c, a.steps, a.batch)?);
     }
-    let folder = if a.model == "default" {
-        tessera_engine::io::ModelFolder::open(&crate::render::default_model()?)?
-    } else {
-        tessera_engine::io::resolve_model(&a.model)?
-    };
+    let folder = crate::render::open_model((a.model != "default").then_some(a.model.as_str()))?;
     let pipe = tessera_engine::models::amused::AmusedPipeline::load(ctx, &folder)?;
     let name = folder.root.display().to_string();
     let c = bench::Components {

@@ -88,15 +88,11 @@ pub struct RenderArgs {
     pub frames: Option<PathBuf>,
 }
 
-/// The embedded default model's folder (see [`crate::embedded`]).
-pub fn default_model() -> Result<PathBuf> {
-    crate::embedded::default_model()
-}
-
+/// `--model`'s folder, or without one the embedded default model's (see [`crate::embedded`]).
 pub fn open_model(arg: Option<&str>) -> Result<ModelFolder> {
     match arg {
         Some(m) => Ok(resolve_model(m)?),
-        None => Ok(ModelFolder::open(&default_model()?)?),
+        None => Ok(ModelFolder::open(&crate::embedded::default_model()?)?),
     }
 }
 
@@ -134,15 +130,7 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
             % 1_000_000_000
     });
     let kind = a.sampler.unwrap_or(SamplerKind::Amused);
-    let mut opts = match kind {
-        SamplerKind::MaskGit => SamplerOptions::maskgit(seed),
-        SamplerKind::Amused => SamplerOptions::amused(seed),
-        SamplerKind::Paella => SamplerOptions::paella(seed),
-    };
-    opts.steps = pipe.defaults.steps.unwrap_or(12);
-    if let (SamplerKind::Amused, Some([t0, t1])) = (kind, pipe.defaults.choice_temperature) {
-        opts.choice_temperature = (t0, t1);
-    }
+    let mut opts = pipe.defaults.sampler_options(kind, seed);
     let inpainting = a.mask.is_some() || a.outpaint.is_some();
     opts.schedule = match a.schedule {
         Some(s) => s,
@@ -183,7 +171,7 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let guidance = a.guidance.or(pipe.defaults.guidance_scale).unwrap_or(10.0);
+    let guidance = a.guidance.unwrap_or_else(|| pipe.defaults.guidance());
     if !guidance.is_finite() {
         bail!("--guidance must be a number");
     }
@@ -361,34 +349,74 @@ pub fn frame(
     img
 }
 
-/// The animation frame for the first image of a step: its preview is decoded by `decode` from
-/// the predicted tokens, then the frame is scaled up to at least 256 px high.
-fn step_frame(
-    ev: &StepEvent<'_>,
-    mask_id: u32,
-    decode: impl FnOnce(&[u32]) -> Result<(Vec<f32>, (usize, usize))>,
-) -> Result<image::RgbaImage> {
-    let l = ev.grid.0 * ev.grid.1;
-    let first = &ev.predicted[..l];
-    let (img, size) = decode(first)?;
-    let one = StepEvent {
-        step: ev.step,
-        steps: ev.steps,
-        grid: ev.grid,
-        tokens: &ev.tokens[..l],
-        predicted: first,
-        newly_fixed: &ev.newly_fixed[..l],
-        confidence: &ev.confidence[..l],
-        ms: ev.ms,
-    };
-    let f = frame(&img, size, ev.grid, &one, mask_id);
-    let k = 256u32.div_ceil(f.height()).max(1);
-    Ok(image::imageops::resize(
-        &f,
-        f.width() * k,
-        f.height() * k,
-        image::imageops::FilterType::Nearest,
-    ))
+/// `--gif` / `--frames`: one frame per step, of the first image of the batch.
+struct Animation {
+    on: bool,
+    frames: Vec<image::RgbaImage>,
+    error: Option<anyhow::Error>,
+}
+
+impl Animation {
+    /// Creates the `--frames` folder up front, so a bad path fails before any generation.
+    fn new(a: &RenderArgs) -> Result<Self> {
+        if let Some(d) = &a.frames {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        Ok(Self {
+            on: a.gif.is_some() || a.frames.is_some(),
+            frames: Vec::new(),
+            error: None,
+        })
+    }
+
+    /// Adds step `ev`'s frame: the token grid beside the preview `decode` makes from the
+    /// predicted tokens, scaled up to at least 256 px high. After a failed decode it records
+    /// nothing more; [`Self::finish`] reports the failure.
+    fn record(
+        &mut self,
+        ev: &StepEvent<'_>,
+        mask_id: u32,
+        decode: impl FnOnce(&[u32]) -> Result<(Vec<f32>, (usize, usize))>,
+    ) {
+        if !self.on || self.error.is_some() {
+            return;
+        }
+        let l = ev.grid.0 * ev.grid.1;
+        let first = &ev.predicted[..l];
+        let (img, size) = match decode(first) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error = Some(e);
+                return;
+            }
+        };
+        let one = StepEvent {
+            step: ev.step,
+            steps: ev.steps,
+            grid: ev.grid,
+            tokens: &ev.tokens[..l],
+            predicted: first,
+            newly_fixed: &ev.newly_fixed[..l],
+            confidence: &ev.confidence[..l],
+            ms: ev.ms,
+        };
+        let f = frame(&img, size, ev.grid, &one, mask_id);
+        let k = 256u32.div_ceil(f.height()).max(1);
+        self.frames.push(image::imageops::resize(
+            &f,
+            f.width() * k,
+            f.height() * k,
+            image::imageops::FilterType::Nearest,
+        ));
+    }
+
+    /// The frames, or the error of the preview decode that failed.
+    fn finish(self) -> Result<Vec<image::RgbaImage>> {
+        match self.error {
+            Some(e) => Err(e.context("decoding a preview frame")),
+            None => Ok(self.frames),
+        }
+    }
 }
 
 /// ImageNet-1k class names in label order (assets/imagenet_classes.txt).
@@ -437,11 +465,7 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
             .map_or(0, |d| d.as_nanos() as u64)
             % 1_000_000_000
     });
-    let mut opts = match a.sampler.unwrap_or(SamplerKind::MaskGit) {
-        SamplerKind::MaskGit => SamplerOptions::maskgit(seed),
-        SamplerKind::Amused => SamplerOptions::amused(seed),
-        SamplerKind::Paella => SamplerOptions::paella(seed),
-    };
+    let mut opts = SamplerOptions::for_kind(a.sampler.unwrap_or(SamplerKind::MaskGit), seed);
     // The paper's 8 steps at 256 px, 12 at 512.
     opts.steps = a
         .steps
@@ -510,43 +534,26 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
         "seed {} · {} sampler · {} schedule · {} steps · class {label}",
         seed, opts.kind, opts.schedule, opts.steps
     );
-    if let Some(d) = &a.frames {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
+    let mut animation = Animation::new(a)?;
+    // `n` token grids → pixels [n, 3, H, W] and (W, H).
+    let decode = |ids: &[u32], n: usize| -> Result<(Vec<f32>, (usize, usize))> {
+        let t = tessera_engine::Tensor::from_u32(&ctx, "tokens", &[n, grid.0, grid.1], ids)?;
+        let mut rec = ctx.recorder();
+        let img = mg.decode(&mut rec, &t)?;
+        rec.submit();
+        let size = (img.shape()[3], img.shape()[2]);
+        Ok((img.to_f32(&ctx)?, size))
+    };
     let model = mg.class_conditional(&vec![class; b])?;
     let bar = ProgressBar::new(opts.steps as u64);
-    let animate = a.gif.is_some() || a.frames.is_some();
-    let mut frames: Vec<image::RgbaImage> = Vec::new();
-    let mut preview_err: Option<anyhow::Error> = None;
     let tokens = tessera_engine::sampling::generate(&ctx, &model, b, &init, &opts, &mut |ev| {
         bar.set_position(ev.step as u64 + 1);
         bar.set_message(format!("{:.0} ms/step", ev.ms));
-        if animate && preview_err.is_none() {
-            let decoded = step_frame(ev, mask, |first| {
-                let t =
-                    tessera_engine::Tensor::from_u32(&ctx, "preview", &[1, grid.0, grid.1], first)?;
-                let mut rec = ctx.recorder();
-                let img = mg.decode(&mut rec, &t)?;
-                rec.submit();
-                let size = (img.shape()[3], img.shape()[2]);
-                Ok((img.to_f32(&ctx)?, size))
-            });
-            match decoded {
-                Ok(f) => frames.push(f),
-                Err(e) => preview_err = Some(e),
-            }
-        }
+        animation.record(ev, mask, |first| decode(first, 1));
     })?;
     bar.finish_and_clear();
-    if let Some(e) = preview_err {
-        return Err(e.context("decoding a preview frame"));
-    }
-    let t = tessera_engine::Tensor::from_u32(&ctx, "tokens", &[b, grid.0, grid.1], &tokens)?;
-    let mut rec = ctx.recorder();
-    let img = mg.decode(&mut rec, &t)?;
-    rec.submit();
-    let (h, w) = (img.shape()[2], img.shape()[3]);
-    let images = img.to_f32(&ctx)?;
+    let frames = animation.finish()?;
+    let (images, (w, h)) = decode(&tokens, b)?;
     let params = format!(
         "class {label}\nSteps: {}, Sampler: {}, Schedule: {}, Choice temperature: {}, Seed: {seed}, Size: {w}x{h}, Model: {}",
         opts.steps,
@@ -556,16 +563,7 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
         path.display()
     );
     let text = HashMap::from([("parameters".to_owned(), params)]);
-    write_outputs(
-        a,
-        out,
-        &images,
-        (w, h),
-        &text,
-        &tokens,
-        (b, grid),
-        Some(&frames),
-    )
+    write_outputs(a, out, &images, (w, h), &text, &tokens, (b, grid), &frames)
 }
 
 pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
@@ -576,9 +574,7 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
     let folder = open_model(a.model.as_deref())?;
     let pipe = AmusedPipeline::load(&ctx, &folder)?;
     let plan = plan(a, &pipe)?;
-    if let Some(d) = &a.frames {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
+    let mut animation = Animation::new(a)?;
     let opts = &plan.opts;
     eprintln!(
         "seed {} · {} sampler · {} schedule · {} steps · guidance {}",
@@ -597,31 +593,20 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
         ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg}")
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
-    let animate = a.gif.is_some() || a.frames.is_some();
-    let mut frames: Vec<image::RgbaImage> = Vec::new();
-    let mut preview_err: Option<anyhow::Error> = None;
     let mask_id = pipe.scheduler.mask_token_id;
     let mut fixed_per_step: Vec<usize> = Vec::new();
     let generated = pipeline::generate(&ctx, &pipe, &req, &mut |ev| {
         fixed_per_step.push(ev.newly_fixed.iter().filter(|f| **f).count());
         bar.set_position(ev.step as u64 + 1);
         bar.set_message(format!("{:.0} ms/step", ev.ms));
-        if animate && preview_err.is_none() {
-            let decoded = step_frame(ev, mask_id, |first| {
-                Ok(pipeline::decode(&ctx, &pipe, first, 1, ev.grid)?)
-            });
-            match decoded {
-                Ok(f) => frames.push(f),
-                Err(e) => preview_err = Some(e),
-            }
-        }
+        animation.record(ev, mask_id, |first| {
+            Ok(pipeline::decode(&ctx, &pipe, first, 1, ev.grid)?)
+        });
     })?;
     bar.finish_and_clear();
     let counts: Vec<String> = fixed_per_step.iter().map(usize::to_string).collect();
     eprintln!("tokens fixed per step: {}", counts.join(" "));
-    if let Some(e) = preview_err {
-        return Err(e.context("decoding a preview frame"));
-    }
+    let frames = animation.finish()?;
     let (images, (w, h)) = pipeline::decode(
         &ctx,
         &pipe,
@@ -654,12 +639,12 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
         &text,
         &generated.tokens,
         (generated.batch, generated.grid),
-        Some(&frames),
+        &frames,
     )
 }
 
-/// Writes everything a render produced: the PNGs (with `text` chunks), `--tokens-out`, and for
-/// runs that recorded animation frames `--gif` / `--frames`. Everything is encoded first and
+/// Writes everything a render produced: the PNGs (with `text` chunks), `--tokens-out`, and the
+/// animation `frames` to `--gif` / `--frames` (recorded when either is given). Everything is encoded first and
 /// the image files are written last, each atomically.
 #[allow(clippy::too_many_arguments)]
 fn write_outputs(
@@ -670,7 +655,7 @@ fn write_outputs(
     text: &HashMap<String, String>,
     tokens: &[u32],
     (batch, grid): (usize, (usize, usize)),
-    frames: Option<&[image::RgbaImage]>,
+    frames: &[image::RgbaImage],
 ) -> Result<()> {
     let per = 3 * w * h;
     let mut pngs = Vec::new();
@@ -684,19 +669,17 @@ fn write_outputs(
         let ids = tokens.iter().map(|&v| i64::from(v)).collect();
         write_tensors(t, &[Out::I64("tokens", vec![batch, grid.0, grid.1], ids)])?;
     }
-    if let Some(frames) = frames {
-        if let Some(g) = &a.gif {
-            write_atomically(g, &gif_bytes(frames)?)?;
-        }
-        if let Some(d) = &a.frames {
-            for (i, f) in frames.iter().enumerate() {
-                let mut bytes = Vec::new();
-                f.write_to(
-                    &mut std::io::Cursor::new(&mut bytes),
-                    image::ImageFormat::Png,
-                )?;
-                write_atomically(&d.join(format!("step-{:02}.png", i + 1)), &bytes)?;
-            }
+    if let Some(g) = &a.gif {
+        write_atomically(g, &gif_bytes(frames)?)?;
+    }
+    if let Some(d) = &a.frames {
+        for (i, f) in frames.iter().enumerate() {
+            let mut bytes = Vec::new();
+            f.write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )?;
+            write_atomically(&d.join(format!("step-{:02}.png", i + 1)), &bytes)?;
         }
     }
     for (path, bytes) in &pngs {

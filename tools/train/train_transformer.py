@@ -142,15 +142,19 @@ class Sampler:
 
     def __init__(self, indices: np.ndarray, batch: int, seed: int):
         self.indices, self.batch, self.seed, self._perms = indices, batch, seed, {}
+        self.epoch_len = len(indices)
+
+    def _epoch(self, e: int) -> np.ndarray:
+        """The dataset indices of epoch e, in order (epoch_len of them)."""
+        return self.indices[np.random.default_rng([self.seed, e]).permutation(len(self.indices))]
 
     def batch_indices(self, step: int) -> np.ndarray:
-        n = len(self.indices)
         out = []
         for k in range(step * self.batch, (step + 1) * self.batch):
-            e = k // n
+            e = k // self.epoch_len
             if e not in self._perms:
-                self._perms = {e: np.random.default_rng([self.seed, e]).permutation(n)}
-            out.append(self.indices[self._perms[e][k % n]])
+                self._perms = {e: self._epoch(e)}
+            out.append(self._perms[e][k % self.epoch_len])
         return np.array(out)
 
 
@@ -172,15 +176,6 @@ class GroupSampler(Sampler):
         rng = np.random.default_rng([self.seed, 7, e])
         picked = np.concatenate([rng.permutation(m)[: self.per_group] for m in self.members])
         return picked[rng.permutation(len(picked))]
-
-    def batch_indices(self, step: int) -> np.ndarray:
-        out = []
-        for k in range(step * self.batch, (step + 1) * self.batch):
-            e = k // self.epoch_len
-            if e not in self._perms:
-                self._perms = {e: self._epoch(e)}
-            out.append(self._perms[e][k % self.epoch_len])
-        return np.array(out)
 
 
 def corrupt(tokens: torch.Tensor, g: torch.Generator, mask_id: int, codebook: int, p_paella: float):

@@ -41,30 +41,22 @@ impl Settings {
             .and_then(|p| p.scheduler.masking_schedule.parse().ok())
             .unwrap_or(Schedule::Cosine);
         let defaults = pipe.map(|p| p.defaults.clone()).unwrap_or_default();
-        let choice_t = match (sampler, defaults.choice_temperature) {
-            (SamplerKind::MaskGit, _) => (4.5, 0.0),
-            (_, Some([t0, t1])) => (t0, t1),
-            _ => (2.0, 0.0),
-        };
+        let model_opts = defaults.sampler_options(sampler, 0);
         Self {
             prompt: a.prompt.clone(),
             negative_prompt: a.negative_prompt.clone(),
             seed: a.seed.unwrap_or(42),
             sampler,
             schedule: a.schedule.unwrap_or(default_schedule),
-            steps: a.steps.or(defaults.steps).unwrap_or(12),
-            guidance: a.guidance.or(defaults.guidance_scale).unwrap_or(10.0),
-            choice_t,
-            softmax_t: (1.0, 0.2),
+            steps: a.steps.unwrap_or(model_opts.steps),
+            guidance: a.guidance.unwrap_or_else(|| defaults.guidance()),
+            choice_t: model_opts.choice_temperature,
+            softmax_t: model_opts.softmax_temperature,
         }
     }
 
     fn sampler_options(&self) -> SamplerOptions {
-        let mut o = match self.sampler {
-            SamplerKind::MaskGit => SamplerOptions::maskgit(self.seed),
-            SamplerKind::Amused => SamplerOptions::amused(self.seed),
-            SamplerKind::Paella => SamplerOptions::paella(self.seed),
-        };
+        let mut o = SamplerOptions::for_kind(self.sampler, self.seed);
         o.schedule = self.schedule;
         o.steps = self.steps;
         o.choice_temperature = self.choice_t;

@@ -11,6 +11,7 @@ use super::vq::VqModel;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Recorder, Tensor};
 use crate::io::{ModelFolder, read_config};
+use crate::sampling::{SamplerKind, SamplerOptions};
 
 /// `scheduler/scheduler_config.json` of an `AmusedScheduler`.
 #[derive(Clone, Debug, Deserialize)]
@@ -45,6 +46,26 @@ pub struct GenerationDefaults {
 
 impl GenerationDefaults {
     pub const FILE: &'static str = "tessera.json";
+
+    /// The aMUSEd pipeline's guidance scale, used without a file or key.
+    pub const PIPELINE_GUIDANCE: f32 = 10.0;
+
+    /// Guidance scale: the file's, else the pipeline's 10.
+    pub fn guidance(&self) -> f32 {
+        self.guidance_scale.unwrap_or(Self::PIPELINE_GUIDANCE)
+    }
+
+    /// Sampler settings for `kind` on this model: `kind`'s own defaults, with the file's steps
+    /// (else the aMUSEd pipeline's 12, whatever the sampler) and, for the aMUSEd sampler, the
+    /// file's choice temperature.
+    pub fn sampler_options(&self, kind: SamplerKind, seed: u64) -> SamplerOptions {
+        let mut o = SamplerOptions::for_kind(kind, seed);
+        o.steps = self.steps.unwrap_or(SamplerOptions::amused(seed).steps);
+        if let (SamplerKind::Amused, Some([t0, t1])) = (kind, self.choice_temperature) {
+            o.choice_temperature = (t0, t1);
+        }
+        o
+    }
 
     /// Reads `<root>/tessera.json`; `Default` when the file is absent.
     pub fn read(folder: &ModelFolder) -> Result<Self> {

@@ -81,6 +81,15 @@ pub struct SamplerOptions {
 }
 
 impl SamplerOptions {
+    /// `kind`'s own defaults ([`Self::maskgit`], [`Self::amused`] or [`Self::paella`]).
+    pub fn for_kind(kind: SamplerKind, seed: u64) -> Self {
+        match kind {
+            SamplerKind::MaskGit => Self::maskgit(seed),
+            SamplerKind::Amused => Self::amused(seed),
+            SamplerKind::Paella => Self::paella(seed),
+        }
+    }
+
     /// diffusers AmusedPipeline defaults: 12 steps, cosine, choice temperature 2 → 0.
     pub fn amused(seed: u64) -> Self {
         Self {

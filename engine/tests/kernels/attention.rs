@@ -1,6 +1,5 @@
-use tessera_engine::ops::attention::{AttentionSpec, Columns, attention};
-
 use tessera_engine::gpu::KernelFamily;
+use tessera_engine::ops::attention::{AttentionSpec, Columns, attention};
 
 use crate::common::*;
 

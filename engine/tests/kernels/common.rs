@@ -65,7 +65,6 @@ pub fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x)).collect()
 }
 
-/// Records with `f`, submits, and returns what `f` produced.
 /// Both kernel families, whatever this adapter would pick.
 pub const FAMILIES: [tessera_engine::gpu::KernelFamily; 2] = [
     tessera_engine::gpu::KernelFamily::Tiled,
@@ -77,13 +76,13 @@ pub fn run_in<T>(
     family: tessera_engine::gpu::KernelFamily,
     f: impl FnOnce(&mut tessera_engine::Recorder<'_>) -> tessera_engine::Result<T>,
 ) -> T {
-    let mut rec = ctx().recorder();
-    rec.set_kernel_family(family);
-    let out = f(&mut rec).expect("op");
-    rec.submit();
-    out
+    run(|rec| {
+        rec.set_kernel_family(family);
+        f(rec)
+    })
 }
 
+/// Records with `f`, submits, and returns what `f` produced.
 pub fn run<T>(f: impl FnOnce(&mut tessera_engine::Recorder<'_>) -> tessera_engine::Result<T>) -> T {
     let mut rec = ctx().recorder();
     let out = f(&mut rec).expect("op");
