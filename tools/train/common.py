@@ -71,6 +71,13 @@ def load_dataset(data_dir: Path = DATA_DIR):
     return images, records, heldout
 
 
+def load_records(data_dir: Path = DATA_DIR):
+    """Returns (records list, heldout bool [N]) from captions.json alone (what the transformer
+    stage needs besides the token cache; the image array stays on disk)."""
+    records = json.loads((data_dir / CAPTIONS_JSON).read_text(encoding="utf-8"))["records"]
+    return records, np.array([bool(r["heldout"]) for r in records])
+
+
 # --------------------------------------------------------------------------------------
 # Reproducibility, logging, checkpoints
 # --------------------------------------------------------------------------------------
@@ -107,8 +114,8 @@ def save_checkpoint(path: Path, state: dict):
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=False)
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int, final_frac: float = 0.05) -> float:

@@ -9,7 +9,9 @@
 #   cd tools/train && nohup nice -n 19 env OMP_NUM_THREADS=2 bash run_all.sh > runs/run_all.log 2>&1 &
 #
 # Environment knobs: PYTHON (default /work/pyenv/bin/python), RUNS (output folder, default
-# runs), VQ_STEPS / DEC_STEPS / TR_STEPS (training steps), TESSERA (a tessera binary: also
+# runs), VQ_STEPS / DEC_STEPS / TR_STEPS (training steps), TR_DEVICE=cuda (or cuda:N: train the text
+# encoder + transformer on a CUDA GPU the way the shipped model was: batch 512, bf16, balanced
+# emoji, 3986 steps, then 2504 more from those weights; see README.md), TESSERA (a tessera binary: also
 # compare its logits with diffusers' in the final check), SMOKE=1 (tiny models and a few steps,
 # outputs in runs/smoke: checks the whole chain in a few minutes).
 set -euo pipefail
@@ -56,14 +58,32 @@ if [ ! -f "$RUNS/vq/final/config.json" ]; then
   $PY train_vq.py --stage decoder --out "$RUNS/vq" --steps "$DEC_STEPS" --batch 32 --lr 3e-4 --warmup 50 $EVAL --resume
 else stamp "5/8 VQ decoder: done"; fi
 
-if [ ! -f "$RUNS/transformer/final/transformer/config.json" ]; then
-  stamp "6/8 text encoder + transformer ($TR_STEPS steps)"
-  $PY train_transformer.py --out "$RUNS/transformer" --tokens "$RUNS/vq/tokens.npz" --tokenizer "$RUNS/tokenizer" \
-    --steps "$TR_STEPS" --batch 32 --lr 6e-4 --warmup 200 $TR_SIZE $EVAL --resume
-else stamp "6/8 transformer: done"; fi
+TR_DATA=(--tokens "$RUNS/vq/tokens.npz" --tokenizer "$RUNS/tokenizer")
+if [ "${TR_DEVICE:-cpu}" != cpu ]; then
+  # The shipped model's transformer stage (two phases; GPU runs are not bit-reproducible).
+  TR_OUT="$RUNS/transformer_gpu"
+  GPU_ARGS=(--device "$TR_DEVICE" --bf16 --batch 512 --per-group 2 --save-fp16 --eval-every 2000 --log-every 250)
+  if [ ! -f "$RUNS/transformer_gpu_a/final/transformer/config.json" ]; then
+    stamp "6/8 text encoder + transformer on $TR_DEVICE, phase 1 (${TR_GPU_STEPS1:-3986} steps, batch 512)"
+    $PY train_transformer.py --out "$RUNS/transformer_gpu_a" "${TR_DATA[@]}" "${GPU_ARGS[@]}" \
+      --steps "${TR_GPU_STEPS1:-3986}" --lr 1e-3 --warmup 500 $TR_SIZE $EVAL --resume
+  fi
+  if [ ! -f "$TR_OUT/final/transformer/config.json" ]; then
+    stamp "6/8 text encoder + transformer on $TR_DEVICE, phase 2 (${TR_GPU_STEPS2:-2504} steps from phase 1's weights)"
+    $PY train_transformer.py --out "$TR_OUT" "${TR_DATA[@]}" "${GPU_ARGS[@]}" --init-from "$RUNS/transformer_gpu_a/final" \
+      --steps "${TR_GPU_STEPS2:-2504}" --lr 5e-4 --warmup 100 --seed 4322 $TR_SIZE $EVAL --resume
+  else stamp "6/8 transformer ($TR_DEVICE): done"; fi
+else
+  TR_OUT="$RUNS/transformer"
+  if [ ! -f "$TR_OUT/final/transformer/config.json" ]; then
+    stamp "6/8 text encoder + transformer ($TR_STEPS steps)"
+    $PY train_transformer.py --out "$TR_OUT" "${TR_DATA[@]}" \
+      --steps "$TR_STEPS" --batch 32 --lr 6e-4 --warmup 200 $TR_SIZE $EVAL --resume
+  else stamp "6/8 transformer: done"; fi
+fi
 
 stamp "7/8 export (fp16 AmusedPipeline folder)"
-$PY export.py --out "$RUNS/export/emoji" --vq-dir "$RUNS/vq/final" --transformer-dir "$RUNS/transformer/final" \
+$PY export.py --out "$RUNS/export/emoji" --vq-dir "$RUNS/vq/final" --transformer-dir "$TR_OUT/final" \
   --tokenizer-dir "$RUNS/tokenizer"
 
 stamp "8/8 check (image grid${TESSERA:+, tessera logits})"

@@ -17,7 +17,11 @@ AdamW, linear warm-up + cosine decay, grad clip 1.0, EMA of the weights (the EMA
 are what gets exported). Logs training loss/accuracy and held-out token accuracy; saves a
 checkpoint (models, EMA, optimiser, step, RNG) every few minutes; --resume continues.
 
-Output: runs/transformer/final/{text_encoder,transformer}/ (save_pretrained, fp32, EMA).
+Runs on the CPU by default; `--device cuda --bf16` trains on a GPU (see README.md: that is how
+the shipped model was trained), `--init-from DIR` starts from a finished run's weights.
+
+Output: runs/transformer/final/{text_encoder,transformer}/ (save_pretrained, EMA; fp32, or
+fp16 with --save-fp16).
 
 Example: python train_transformer.py --steps 2000 --resume
 """
@@ -39,12 +43,13 @@ import torch.nn.functional as F
 
 from common import (
     MAX_LEN,
+    DATA_DIR,
     MICRO_CONDS,
     RUNS_DIR,
     Progress,
     cosine_lr,
     load_checkpoint,
-    load_dataset,
+    load_records,
     log,
     rng_state,
     sample_caption,
@@ -199,17 +204,31 @@ def encode_text(te, input_ids: torch.Tensor):
     return out.text_embeds, out.hidden_states[-2]
 
 
-def forward(te, tr, tokenizer, captions: list[str], inp: torch.Tensor, hw: int):
-    ids = tokenizer(captions, padding="max_length", max_length=MAX_LEN, truncation=True, return_tensors="pt").input_ids
+class CaptionIds:
+    """Tokenizes captions once: caption text -> padded id row (the captions repeat a lot)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.cache = tokenizer, {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        missing = [c for c in dict.fromkeys(captions) if c not in self.cache]
+        if missing:
+            ids = self.tokenizer(missing, padding="max_length", max_length=MAX_LEN, truncation=True).input_ids
+            self.cache.update((c, np.array(i, dtype=np.int64)) for c, i in zip(missing, ids))
+        return torch.from_numpy(np.stack([self.cache[c] for c in captions]))
+
+
+def forward(te, tr, caption_ids: CaptionIds, captions: list[str], inp: torch.Tensor, hw: int):
+    ids = caption_ids(captions).to(inp.device)
     pooled, hidden = encode_text(te, ids)
-    micro = torch.tensor([MICRO_CONDS], dtype=hidden.dtype).expand(inp.shape[0], -1)
+    micro = torch.tensor([MICRO_CONDS], dtype=hidden.dtype, device=inp.device).expand(inp.shape[0], -1)
     logits = tr(inp.view(-1, hw, hw), micro_conds=micro, pooled_text_emb=pooled, encoder_hidden_states=hidden)
     b, c = logits.shape[:2]
     return logits.reshape(b, c, -1).permute(0, 2, 1)  # [B, L, codebook]
 
 
 @torch.no_grad()
-def evaluate(te, tr, tokenizer, tokens, records, idx, hw, mask_id, ratios=(0.5, 0.9), batch=64, seed=999):
+def evaluate(te, tr, caption_ids, tokens, records, idx, hw, mask_id, ratios=(0.5, 0.9), batch=64, seed=999, amp=None):
     """Masked-token accuracy / CE on the given images (captions: plain names), fixed masks."""
     te.eval(), tr.eval()
     res = {}
@@ -224,7 +243,10 @@ def evaluate(te, tr, tokenizer, tokens, records, idx, hw, mask_id, ratios=(0.5, 
             k = max(1, math.ceil(r * n))
             sel = torch.rand(len(j), n, generator=g).argsort(1).argsort(1) < k
             inp = torch.where(sel, torch.full_like(tok, mask_id), tok)
-            logits = forward(te, tr, tokenizer, [records[t]["caption"] for t in j], inp, hw)
+            dev = next(tr.parameters()).device
+            with amp_context(amp, dev):
+                logits = forward(te, tr, caption_ids, [records[t]["caption"] for t in j], inp.to(dev), hw)
+            logits = logits.float().cpu()
             correct += (logits.argmax(-1) == tok)[sel].sum().item()
             total += sel.sum().item()
             ce += F.cross_entropy(logits[sel], tok[sel], reduction="sum").item()
@@ -237,8 +259,16 @@ def evaluate(te, tr, tokenizer, tokens, records, idx, hw, mask_id, ratios=(0.5, 
 def ema_update(ema_models, models, decay: float):
     with torch.no_grad():
         for em, m in zip(ema_models, models):
-            for pe, p in zip(em.parameters(), m.parameters()):
-                pe.lerp_(p, 1.0 - decay)
+            torch._foreach_lerp_(list(em.parameters()), list(m.parameters()), 1.0 - decay)
+
+
+def amp_context(amp: str | None, device: torch.device):
+    """bf16 autocast on CUDA when asked (--bf16); a no-op otherwise."""
+    import contextlib
+
+    if amp == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------------------
@@ -249,6 +279,7 @@ def main():
     ap.add_argument("--out", type=Path, default=RUNS_DIR / "transformer")
     ap.add_argument("--tokens", type=Path, default=RUNS_DIR / "vq" / "tokens.npz")
     ap.add_argument("--tokenizer", type=Path, default=RUNS_DIR / "tokenizer")
+    ap.add_argument("--data-dir", type=Path, default=DATA_DIR, help="folder holding captions.json")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=6e-4)
@@ -286,6 +317,16 @@ def main():
     ap.add_argument("--max-minutes", type=float, default=0.0)
     ap.add_argument("--stop-after", type=int, default=0, help="stop (with a checkpoint) after this many steps in this invocation (for testing resume)")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--device", default="cpu", help="torch device: cpu (the recipe's default) or cuda")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only; weights and optimiser stay fp32)")
+    ap.add_argument("--budget-minutes", type=float, default=0.0,
+                    help="set --steps from the measured speed: time steps 20-60 of this run, then train for "
+                         "as many steps as fit in this many minutes (the log prints the number, so the run "
+                         "can be repeated with that --steps); the LR warm-up must outlast the measurement")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="start from the weights of a finished run (a folder with text_encoder/ and transformer/, "
+                         "as final/ holds) with a fresh optimiser, instead of from random weights")
+    ap.add_argument("--save-fp16", action="store_true", help="save the final EMA weights in fp16 (what export writes anyway)")
     ap.add_argument("--info", action="store_true", help="print configs, params and FLOPs, then exit")
     args = ap.parse_args()
     args.downsample = bool(args.downsample)
@@ -302,6 +343,7 @@ def main():
     ucfg = uvit_config(args, codebook, hw)
     mask_id = ucfg["vocab_size"] - 1
     te, tr = make_models(tcfg, ucfg, args.seed)
+    caption_ids = CaptionIds(tokenizer)
     n_te = sum(p.numel() for p in te.parameters())
     n_tr = sum(p.numel() for p in tr.parameters())
     flops = uvit_flops(tr, args.text_hidden, args.text_proj, hw)
@@ -316,12 +358,25 @@ def main():
         print(json.dumps({"text": tcfg, "uvit": ucfg}, indent=1))
         return
 
-    _, records, heldout = load_dataset()
+    records, heldout = load_records(args.data_dir)
     assert len(records) == tokens.shape[0]
     train_idx = np.nonzero(~heldout)[0]
     held_idx = np.nonzero(heldout)[0]
     train_eval_idx = train_idx[np.linspace(0, len(train_idx) - 1, min(args.eval_train_n, len(train_idx))).astype(int)]
 
+    if args.init_from is not None and not (args.resume and (args.out / "ckpt.pt").exists()):
+        from diffusers import UVit2DModel
+        from transformers import CLIPTextModelWithProjection
+
+        te.load_state_dict(CLIPTextModelWithProjection.from_pretrained(str(args.init_from / "text_encoder")).float().state_dict())
+        tr.load_state_dict(UVit2DModel.from_pretrained(str(args.init_from / "transformer")).float().state_dict())
+        log(f"initialised from {args.init_from}", log_path)
+    device = torch.device(args.device)
+    amp = "bf16" if args.bf16 else None
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    te, tr = te.to(device), tr.to(device)
     ema_te, ema_tr = copy.deepcopy(te).eval(), copy.deepcopy(tr).eval()
     for p in list(ema_te.parameters()) + list(ema_tr.parameters()):
         p.requires_grad_(False)
@@ -334,12 +389,13 @@ def main():
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr,
         betas=(0.9, 0.98),
+        **({"fused": True} if device.type == "cuda" else {}),
     )
     ckpt_path = args.out / "ckpt.pt"
     step = 0
     py_rng = random.Random(args.seed)
     if args.resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
+        ck = load_checkpoint(ckpt_path, map_location=device)
         te.load_state_dict(ck["te"]), tr.load_state_dict(ck["tr"])
         ema_te.load_state_dict(ck["ema_te"]), ema_tr.load_state_dict(ck["ema_tr"])
         opt.load_state_dict(ck["opt"])
@@ -350,7 +406,8 @@ def main():
     log(
         f"configs: {json.dumps({'text': tcfg, 'uvit': ucfg})}\n"
         f"batch {args.batch}, steps {args.steps}, lr {args.lr}, caption dropout {args.caption_dropout}, "
-        f"paella {args.paella}, train {len(train_idx)} / held-out {len(held_idx)} images",
+        f"paella {args.paella}, train {len(train_idx)} / held-out {len(held_idx)} images, device {device}"
+        f"{' (bf16 autocast)' if amp and device.type == 'cuda' else ''}",
         log_path,
     )
 
@@ -382,13 +439,15 @@ def main():
         ]
         tok = torch.from_numpy(tokens[bidx].astype(np.int64)).reshape(len(bidx), -1)
         inp, w = corrupt(tok, g, mask_id, codebook, args.paella)
+        tok, inp, w = tok.to(device), inp.to(device), w.to(device)
         s0 = min(args.schedule_from, step)
         lr = cosine_lr(step - s0, args.steps - s0, args.lr, args.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
 
-        logits = forward(te, tr, tokenizer, captions, inp, hw)
-        ce = F.cross_entropy(logits.reshape(-1, codebook), tok.reshape(-1), reduction="none").view_as(w)
+        with amp_context(amp, device):
+            logits = forward(te, tr, caption_ids, captions, inp, hw)
+        ce = F.cross_entropy(logits.float().reshape(-1, codebook), tok.reshape(-1), reduction="none").view_as(w)
         loss = (ce * w).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -397,6 +456,13 @@ def main():
         step += 1
         ema_update((ema_te, ema_tr), (te, tr), min(args.ema, (1 + step) / (10 + step)))
         prog.tick(step)
+        if args.budget_minutes and step - prog.start_step == 20:
+            t_probe = time.time()
+        if args.budget_minutes and step - prog.start_step == 60:
+            per_step = (time.time() - t_probe) / 40
+            args.steps = step + max(1, int((args.budget_minutes * 60 - (time.time() - t_start)) / per_step))
+            prog.total = args.steps
+            log(f"--budget-minutes {args.budget_minutes}: {per_step * 1000:.1f} ms/step -> --steps {args.steps}", log_path)
         with torch.no_grad():
             m = w > 0
             acc["acc"] += (logits.argmax(-1) == tok)[m].float().mean().item()
@@ -409,8 +475,8 @@ def main():
             acc = {"loss": 0.0, "acc": 0.0, "n": 0}
         if step % args.eval_every == 0 or step == args.steps:
             t0 = time.time()
-            held = evaluate(ema_te, ema_tr, tokenizer, tokens, records, held_idx, hw, mask_id)
-            trn = evaluate(ema_te, ema_tr, tokenizer, tokens, records, train_eval_idx, hw, mask_id)
+            held = evaluate(ema_te, ema_tr, caption_ids, tokens, records, held_idx, hw, mask_id, amp=amp)
+            trn = evaluate(ema_te, ema_tr, caption_ids, tokens, records, train_eval_idx, hw, mask_id, amp=amp)
             log(
                 "  eval (EMA) step %d: held-out %s | train %s (%.0fs)"
                 % (
@@ -432,10 +498,11 @@ def main():
 
     checkpoint()
     final = args.out / "final"
-    ema_te.save_pretrained(str(final / "text_encoder"), safe_serialization=True)
-    ema_tr.save_pretrained(str(final / "transformer"), safe_serialization=True)
-    held = evaluate(ema_te, ema_tr, tokenizer, tokens, records, held_idx, hw, mask_id)
-    raw = evaluate(te, tr, tokenizer, tokens, records, held_idx, hw, mask_id)
+    for name, m in (("text_encoder", ema_te), ("transformer", ema_tr)):
+        m = copy.deepcopy(m).cpu()
+        (m.half() if args.save_fp16 else m).save_pretrained(str(final / name), safe_serialization=True)
+    held = evaluate(ema_te, ema_tr, caption_ids, tokens, records, held_idx, hw, mask_id, amp=amp)
+    raw = evaluate(te, tr, caption_ids, tokens, records, held_idx, hw, mask_id, amp=amp)
     write_json(
         args.out / "result.json",
         {"steps": step, "heldout_ema": held, "heldout_raw": raw, "params_text": n_te, "params_transformer": n_tr,
