@@ -130,9 +130,9 @@ def main():
     ap.add_argument("--tokenizer-dir", type=Path, default=RUNS_DIR / "tokenizer")
     ap.add_argument("--max-mb", type=float, default=32.0)
     ap.add_argument("--no-card", action="store_true", help="do not write MODEL_CARD.md")
-    ap.add_argument("--guidance-scale", type=float, default=3.0,
+    ap.add_argument("--guidance-scale", type=float, default=1.0,
                     help="tessera.json: the guidance scale tessera uses when none is given (chosen by tools/eval/sweep.py --guidance)")
-    ap.add_argument("--choice-temperature", type=float, nargs=2, default=[0.0, 0.0], metavar=("T0", "T1"),
+    ap.add_argument("--choice-temperature", type=float, nargs=2, default=[2.0, 0.0], metavar=("T0", "T1"),
                     help="tessera.json: the aMUSEd sampler's re-masking temperature, start and end")
     args = ap.parse_args()
 
@@ -142,7 +142,7 @@ def main():
     torch.set_num_threads(2)
     vq = VQModel.from_pretrained(str(args.vq_dir)).eval()
     te = CLIPTextModelWithProjection.from_pretrained(str(args.transformer_dir / "text_encoder"), dtype=torch.float32).eval()
-    tr = UVit2DModel.from_pretrained(str(args.transformer_dir / "transformer")).eval()
+    tr = UVit2DModel.from_pretrained(str(args.transformer_dir / "transformer")).float().eval()
     tok = CLIPTokenizer.from_pretrained(str(args.tokenizer_dir))
     assert tok.model_max_length == MAX_LEN
     assert te.config.eos_token_id == tok.eos_token_id and te.config.pad_token_id == tok.eos_token_id
