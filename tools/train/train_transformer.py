@@ -154,13 +154,10 @@ class Sampler:
         return self.indices[np.random.default_rng([self.seed, e]).permutation(len(self.indices))]
 
     def batch_indices(self, step: int) -> np.ndarray:
-        out = []
-        for k in range(step * self.batch, (step + 1) * self.batch):
-            e = k // self.epoch_len
-            if e not in self._perms:
-                self._perms = {e: self._epoch(e)}
-            out.append(self._perms[e][k % self.epoch_len])
-        return np.array(out)
+        k = np.arange(step * self.batch, (step + 1) * self.batch)
+        epochs = k // self.epoch_len  # non-decreasing: a batch spans at most a few epochs
+        self._perms = {int(e): self._perms[e] if e in self._perms else self._epoch(int(e)) for e in np.unique(epochs)}
+        return np.concatenate([self._perms[int(e)][k[epochs == e] % self.epoch_len] for e in np.unique(epochs)])
 
 
 class GroupSampler(Sampler):
@@ -218,8 +215,15 @@ class CaptionIds:
         return torch.from_numpy(np.stack([self.cache[c] for c in captions]))
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device copy that does not wait for the GPU (pinned memory, non-blocking)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def forward(te, tr, caption_ids: CaptionIds, captions: list[str], inp: torch.Tensor, hw: int):
-    ids = caption_ids(captions).to(inp.device)
+    ids = to_device(caption_ids(captions), inp.device)
     pooled, hidden = encode_text(te, ids)
     micro = torch.tensor([MICRO_CONDS], dtype=hidden.dtype, device=inp.device).expand(inp.shape[0], -1)
     logits = tr(inp.view(-1, hw, hw), micro_conds=micro, pooled_text_emb=pooled, encoder_hidden_states=hidden)
@@ -439,7 +443,7 @@ def main():
         ]
         tok = torch.from_numpy(tokens[bidx].astype(np.int64)).reshape(len(bidx), -1)
         inp, w = corrupt(tok, g, mask_id, codebook, args.paella)
-        tok, inp, w = tok.to(device), inp.to(device), w.to(device)
+        tok, inp, w = (to_device(t, device) for t in (tok, inp, w))
         s0 = min(args.schedule_from, step)
         lr = cosine_lr(step - s0, args.steps - s0, args.lr, args.warmup)
         for group in opt.param_groups:
@@ -456,6 +460,8 @@ def main():
         step += 1
         ema_update((ema_te, ema_tr), (te, tr), min(args.ema, (1 + step) / (10 + step)))
         prog.tick(step)
+        if args.budget_minutes and step - prog.start_step in (20, 60) and device.type == "cuda":
+            torch.cuda.synchronize()  # steps are queued ahead of the GPU: time finished work
         if args.budget_minutes and step - prog.start_step == 20:
             t_probe = time.time()
         if args.budget_minutes and step - prog.start_step == 60:
@@ -465,13 +471,14 @@ def main():
             log(f"--budget-minutes {args.budget_minutes}: {per_step * 1000:.1f} ms/step -> --steps {args.steps}", log_path)
         with torch.no_grad():
             m = w > 0
-            acc["acc"] += (logits.argmax(-1) == tok)[m].float().mean().item()
-        acc["loss"] += loss.item()
+            # summed on the device, read at log time: no GPU sync per step
+            acc["acc"] += (logits.argmax(-1) == tok)[m].float().mean()
+        acc["loss"] += loss.detach()
         acc["n"] += 1
 
         if step % args.log_every == 0 or step == args.steps:
             n = acc.pop("n")
-            prog.line(step, f"lr {lr:.2e} loss {acc['loss'] / n:.4f} acc {acc['acc'] / n:.3f}")
+            prog.line(step, f"lr {lr:.2e} loss {float(acc['loss']) / n:.4f} acc {float(acc['acc']) / n:.3f}")
             acc = {"loss": 0.0, "acc": 0.0, "n": 0}
         if step % args.eval_every == 0 or step == args.steps:
             t0 = time.time()
