@@ -29,6 +29,7 @@ Example: python train_transformer.py --steps 2000 --resume
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -268,8 +269,6 @@ def ema_update(ema_models, models, decay: float):
 
 def amp_context(amp: str | None, device: torch.device):
     """bf16 autocast on CUDA when asked (--bf16); a no-op otherwise."""
-    import contextlib
-
     if amp == "bf16" and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
