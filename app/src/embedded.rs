@@ -4,12 +4,15 @@
 //! Inside the source tree the folder is used in place; anywhere else (an installed binary) the
 //! embedded files are written once to the user's cache directory
 //! (`$XDG_CACHE_HOME/tessera/models/emoji-<hash>`, else `~/.cache/…`, else the temp dir) and the
-//! model loads from there like any diffusers folder.
+//! model loads from there like any diffusers folder. A build without the `embed-model` feature
+//! (`cargo build --release --no-default-features -p tessera`) carries no model files and reads
+//! `assets/models/emoji` from disk.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+#[cfg(feature = "embed-model")]
 macro_rules! model_file {
     ($p:literal) => {
         (
@@ -24,6 +27,7 @@ macro_rules! model_file {
 }
 
 /// Every file of the pipeline folder, by path inside it.
+#[cfg(feature = "embed-model")]
 const FILES: &[(&str, &[u8])] = &[
     model_file!("model_index.json"),
     model_file!("MODEL_CARD.md"),
@@ -41,6 +45,10 @@ const FILES: &[(&str, &[u8])] = &[
     model_file!("vqvae/config.json"),
     model_file!("vqvae/diffusion_pytorch_model.safetensors"),
 ];
+
+/// A build without the `embed-model` feature carries no model files.
+#[cfg(not(feature = "embed-model"))]
+const FILES: &[(&str, &[u8])] = &[];
 
 /// The folder in the source tree this binary was built from, when it is still there and holds
 /// exactly the embedded files.
@@ -105,8 +113,27 @@ fn unpack(dir: &Path) -> Result<()> {
     }
 }
 
+/// Without the embedded files (`--no-default-features`, a binary ~25 MB smaller): the source
+/// tree's folder, else `assets/models/emoji` under the working directory.
+fn folder_on_disk() -> Result<PathBuf> {
+    let candidates = [
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/emoji"),
+        PathBuf::from("assets/models/emoji"),
+    ];
+    candidates
+        .into_iter()
+        .find(|d| d.join("model_index.json").is_file())
+        .context(
+            "this tessera was built without the embedded default model (cargo feature \
+             `embed-model` off) and there is no assets/models/emoji here; pass --model DIR",
+        )
+}
+
 /// The default model's folder: the source tree's copy, else the unpacked embedded copy.
 pub fn default_model() -> Result<PathBuf> {
+    if FILES.is_empty() {
+        return folder_on_disk();
+    }
     if let Some(dir) = source_folder() {
         return Ok(dir);
     }
