@@ -157,8 +157,12 @@ class Sampler:
     def batch_indices(self, step: int) -> np.ndarray:
         k = np.arange(step * self.batch, (step + 1) * self.batch)
         epochs = k // self.epoch_len  # non-decreasing: a batch spans at most a few epochs
-        self._perms = {int(e): self._perms[e] if e in self._perms else self._epoch(int(e)) for e in np.unique(epochs)}
-        return np.concatenate([self._perms[int(e)][k[epochs == e] % self.epoch_len] for e in np.unique(epochs)])
+        perms, out = {}, []
+        for e in np.unique(epochs).tolist():
+            perms[e] = self._perms[e] if e in self._perms else self._epoch(e)
+            out.append(perms[e][k[epochs == e] % self.epoch_len])
+        self._perms = perms  # keep only the epochs the latest batch touched
+        return np.concatenate(out)
 
 
 class GroupSampler(Sampler):
@@ -236,6 +240,7 @@ def forward(te, tr, caption_ids: CaptionIds, captions: list[str], inp: torch.Ten
 def evaluate(te, tr, caption_ids, tokens, records, idx, hw, mask_id, ratios=(0.5, 0.9), batch=64, seed=999, amp=None):
     """Masked-token accuracy / CE on the given images (captions: plain names), fixed masks."""
     te.eval(), tr.eval()
+    dev = next(tr.parameters()).device
     res = {}
     for r in ratios:
         g = torch.Generator().manual_seed(seed)
@@ -248,7 +253,6 @@ def evaluate(te, tr, caption_ids, tokens, records, idx, hw, mask_id, ratios=(0.5
             k = max(1, math.ceil(r * n))
             sel = torch.rand(len(j), n, generator=g).argsort(1).argsort(1) < k
             inp = torch.where(sel, torch.full_like(tok, mask_id), tok)
-            dev = next(tr.parameters()).device
             with amp_context(amp, dev):
                 logits = forward(te, tr, caption_ids, [records[t]["caption"] for t in j], inp.to(dev), hw)
             logits = logits.float().cpu()
