@@ -86,8 +86,8 @@ fn ink_colour(path: &Path) -> [f64; 3] {
     let img = image::open(path).expect("png").to_rgb8();
     let mut sum = [0.0f64; 3];
     let mut n = 0.0;
-    for p in img.pixels() {
-        if p.0.iter().any(|&c| c < 200) {
+    for (p, ink) in img.pixels().zip(ink_mask(&img, 200)) {
+        if ink {
             for (s, &c) in sum.iter_mut().zip(&p.0) {
                 *s += f64::from(c);
             }

@@ -35,11 +35,15 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "tools" / "train"))
 from common import load_dataset  # noqa: E402
 
+# Emoji with distinct outlines (one apple only: red and green share a shape). The emoji
+# fixtures' silhouettes.png (tools/fixtures/make_emoji_fixtures.py) holds the same set.
 PROMPTS = ["blue heart", "red apple", "thumbs up sign", "fire", "rainbow", "deciduous tree",
            "cat face", "grinning face", "rocket"]
+INK_BELOW = 200
 
 
-def ink(img: np.ndarray, below: int) -> np.ndarray:
+def ink(img: np.ndarray, below: int = INK_BELOW) -> np.ndarray:
+    """Pixels that are ink: any colour channel below `below` (the background is white)."""
     return img[..., :3].min(axis=-1) < below
 
 
@@ -69,7 +73,7 @@ def main():
     ap.add_argument("--prompts", nargs="+", default=PROMPTS)
     ap.add_argument("--per-prompt", type=int, default=4, help="images per prompt (one tessera --batch)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ink-below", type=int, default=200)
+    ap.add_argument("--ink-below", type=int, default=INK_BELOW)
     ap.add_argument("--extra", default="", help="more tessera options, e.g. \"--guidance 3\"")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--keep", type=Path, default=None, help="keep the renders in this folder")
