@@ -1,10 +1,11 @@
-// Elementwise and row-wise ops on f32 tensors.
+// Elementwise and row-wise ops on f32 tensors (after the activation.wgsl prelude).
 //
 // unary:    out[i] = f(a[i]), f chosen by the override UNARY:
 //           0 scale (alpha·x), 1 GELU exact (erf), 2 GELU tanh approximation,
 //           3 quick-GELU x·σ(1.702x), 4 SiLU, 5 add scalar (x + alpha)
 // binary:   out = alpha·a + beta·b (BINARY 0), a·b (1), a / b (2), with NumPy broadcasting over
-//           up to 4 dims: out shape `shape`, operand strides a_strides / b_strides (0 = broadcast).
+//           up to 4 dims: out shape `shape`, operand strides a_strides / b_strides (0 = broadcast),
+//           operands starting at a[offsets.x] and b[offsets.y].
 // geglu:    a [rows, 2·cols] → out [rows, cols] = a[:, :cols] · GELU(a[:, cols:])
 // softmax:  row-wise softmax(alpha·a) over rows × cols (one workgroup per row)
 // modulate: adaptive modulation out = a·(1 + scale) + shift over a [rows, cols], where row r
@@ -38,37 +39,11 @@ override BINARY: u32 = 0u;
 
 const WG: u32 = 256u;
 
-// erf with |error| < 1.2e-7 (W. J. Cody-style rational fit by Numerical Recipes' erfc).
-fn erf_approx(x: f32) -> f32 {
-    let z = abs(x);
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418
-        + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587
-        + t * (-0.82215223 + t * 0.17087277)))))))));
-    return select(r - 1.0, 1.0 - r, x >= 0.0);
-}
-
-fn gelu_erf(x: f32) -> f32 {
-    return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752));
-}
-
-fn gelu_tanh(x: f32) -> f32 {
-    let inner = clamp(0.79788456080286536 * (x + 0.044715 * x * x * x), -15.0, 15.0);
-    return 0.5 * x * (1.0 + tanh(inner));
-}
-
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
-}
-
 fn apply_unary(x: f32) -> f32 {
     switch UNARY {
-        case 1u: { return gelu_erf(x); }
-        case 2u: { return gelu_tanh(x); }
-        case 3u: { return x * sigmoid(1.702 * x); }
-        case 4u: { return x * sigmoid(x); }
+        case 0u: { return p.alpha * x; }
         case 5u: { return x + p.alpha; }
-        default: { return p.alpha * x; }
+        default: { return activation(UNARY, x); }
     }
 }
 
@@ -107,8 +82,8 @@ fn binary(
     let i1 = r1 % p.shape.y;
     let i0 = r1 / p.shape.y;
     let idx = vec4<u32>(i0, i1, i2, i3);
-    let ia = dot(idx, p.a_strides);
-    let ib = dot(idx, p.b_strides);
+    let ia = dot(idx, p.a_strides) + p.offsets.x;
+    let ib = dot(idx, p.b_strides) + p.offsets.y;
     let x = a[ia];
     let z = b[ib];
     switch BINARY {

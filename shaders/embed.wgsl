@@ -1,6 +1,7 @@
 // Embeddings.
 //
-// gather:      out[r, :] = table[ids[r], :] for r < rows; table [vocab, cols] f32, ids u32.
+// gather:      out[r, :] = table[ids[r mod id_rows], :] for r < rows; table [vocab, cols] f32,
+//              ids u32 (id_rows = 0: every row has its own id).
 //              Ids ≥ total read row total − 1 (the op checks host-side ids beforehand). A table
 //              too big for one binding comes in row blocks: this dispatch's binding holds rows
 //              first .. first + vocab of the whole table and writes only the rows whose ids fall
@@ -20,7 +21,7 @@ struct Params {
     scale: f32,
     first: u32,
     total: u32,
-    _pad0: u32,
+    id_rows: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -45,7 +46,8 @@ fn gather(
     }
     let r = i / p.cols;
     let c = i % p.cols;
-    let id = min(ids[r], p.total - 1u);
+    let id_row = select(r, r % p.id_rows, p.id_rows != 0u);
+    let id = min(ids[id_row], p.total - 1u);
     if (id < p.first || id - p.first >= p.vocab) {
         return;
     }

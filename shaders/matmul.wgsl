@@ -1,6 +1,7 @@
 // Batched matrix multiply with f32 accumulation.
 //
-//   C[b] = A[b] · op(B[b]) (+ bias)      A: [M, K] f32, C: [M, N] f32, bias: [N] f32
+//   C[b] = act(A[b] · op(B[b]) (+ bias)) (+ residual[b])
+//   A: [M, K] f32, C and residual: [M, N] f32, bias: [N] f32
 //   op(B) = B with B stored [K, N]          (TRANS_B = false)
 //         = Bᵀ with B stored [N, K]         (TRANS_B = true: PyTorch Linear weights)
 //
@@ -20,15 +21,52 @@ struct Params {
     a_batch_stride: u32,
     b_batch_stride: u32,
     c_batch_stride: u32,
-    has_bias: u32,
+    // 1: + bias[n]; 2: + residual (same layout as C); bits 2..4: activation code
+    // (activation.wgsl), applied after the bias and before the residual.
+    flags: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a_buf: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+
+// The gated epilogue: (value + bias) · act(gate + gate bias) + residual.
+fn epilogue_gated(i: u32, n: u32, value: f32, gate: f32) -> f32 {
+    var v = value;
+    var g = gate;
+    if ((p.flags & 1u) != 0u) {
+        v += bias[n];
+        g += bias[p.n + n];
+    }
+    var x = v * activation((p.flags >> 2u) & 7u, g);
+    if ((p.flags & 2u) != 0u) {
+        x += residual[i];
+    }
+    return x;
+}
+
+// The epilogue: bias, activation, residual (per flags) on the accumulated value of C[i].
+fn epilogue(i: u32, n: u32, acc: f32) -> f32 {
+    var x = acc;
+    if ((p.flags & 1u) != 0u) {
+        x += bias[n];
+    }
+    x = activation((p.flags >> 2u) & 7u, x);
+    if ((p.flags & 2u) != 0u) {
+        x += residual[i];
+    }
+    return x;
+}
 
 override TRANS_B: bool = true;
+// Gated linear unit (GEGLU with the erf GELU as activation): B holds 2N rows, values then
+// gates, and C[m, n] = (v + bias[n]) · act(g + bias[N + n]) (+ residual) with v, g the products
+// with B rows n and N + n (TRANS_B only). A workgroup then covers 16 outputs: its 32 B rows are
+// taken so that invocation x holds the values of outputs 2x, 2x + 1 in accumulator lanes 0, 1
+// and their gates in lanes 2, 3.
+override GATED: bool = false;
 
 const TM: u32 = 32u;
 const TN: u32 = 32u;
@@ -43,14 +81,21 @@ fn write_row(c_base: u32, m: u32, col: u32, v: vec4<f32>) {
     if (m >= p.m) {
         return;
     }
+    if (GATED) {
+        for (var j = 0u; j < 2u; j++) {
+            let n = col + j;
+            if (n < p.n) {
+                let i = c_base + m * p.n + n;
+                c_buf[i] = epilogue_gated(i, n, v[j], v[j + 2u]);
+            }
+        }
+        return;
+    }
     for (var j = 0u; j < 4u; j++) {
         let n = col + j;
         if (n < p.n) {
-            var x = v[j];
-            if (p.has_bias != 0u) {
-                x += bias[n];
-            }
-            c_buf[c_base + m * p.n + n] = x;
+            let i = c_base + m * p.n + n;
+            c_buf[i] = epilogue(i, n, v[j]);
         }
     }
 }
@@ -95,10 +140,16 @@ fn matmul(
                 kl = e / TN;
                 nl = e % TN;
             }
-            let n = col0 + nl;
+            var n = col0 + nl;
+            var valid = n < p.n;
+            if (GATED) {
+                let out_n = wid.x * (TN / 2u) + (nl / 4u) * 2u + nl % 2u;
+                valid = out_n < p.n;
+                n = out_n + select(0u, p.n, nl % 4u >= 2u);
+            }
             let k = k0 + kl;
             var v = 0.0;
-            if (n < p.n && k < p.k) {
+            if (valid && k < p.k) {
                 if (TRANS_B) {
                     v = load_b(b_base + n * p.k + k);
                 } else {
@@ -124,7 +175,10 @@ fn matmul(
 
     let c_base = wid.z * p.c_batch_stride;
     let row = row0 + lid.y * 4u;
-    let col = col0 + lid.x * 4u;
+    var col = col0 + lid.x * 4u;
+    if (GATED) {
+        col = wid.x * (TN / 2u) + lid.x * 2u;
+    }
     write_row(c_base, row, col, acc0);
     write_row(c_base, row + 1u, col, acc1);
     write_row(c_base, row + 2u, col, acc2);

@@ -2,7 +2,8 @@
 // SwiftShader), where workgroup memory and barriers buy nothing (the CPU caches do the tiling)
 // and what counts is arithmetic per load and vector-typed loads.
 //
-//   C[b] = A[b] · B[b]ᵀ (+ bias)      A: [M, K] f32, B: [N, K] (PyTorch Linear layout), C: [M, N]
+//   C[b] = act(A[b] · B[b]ᵀ (+ bias)) (+ residual[b])
+//   A: [M, K] f32, B: [N, K] (PyTorch Linear layout), C and residual: [M, N]
 //
 // Needs K % 4 == 0: A and B are read as vec4 along K. B comes from a prelude (weights4_*.wgsl)
 // that declares binding 2 and `load_b4(i) -> vec4<f32>` (i counts vec4s). Batch strides are in
@@ -16,6 +17,12 @@
 // x + 32·q + 8·j). Out-of-range rows and columns are clamped for loading and skipped when
 // storing, so any M and N work.
 
+// Gated linear unit (GEGLU with the erf GELU as activation): B holds 2N rows, values then
+// gates, and C[m, n] = (v + bias[n]) · act(g + bias[N + n]) (+ residual) with v, g the products
+// with B rows n and N + n. A workgroup then covers 64 outputs: quads 0, 1 of an invocation read
+// value rows and quads 2, 3 the gate rows of the same outputs.
+override GATED: bool = false;
+
 struct Params {
     m: u32,
     n: u32,
@@ -24,24 +31,81 @@ struct Params {
     a_batch_stride: u32,
     b_batch_stride: u32,
     c_batch_stride: u32,
-    has_bias: u32,
+    // 1: + bias[n]; 2: + residual (same layout as C); bits 2..4: activation code
+    // (activation.wgsl), applied after the bias and before the residual.
+    flags: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a_buf: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+
+// The epilogue: bias, activation, residual (per flags) on the accumulated value of C[i].
+fn epilogue(i: u32, n: u32, acc: f32) -> f32 {
+    var x = acc;
+    if ((p.flags & 1u) != 0u) {
+        x += bias[n];
+    }
+    x = activation((p.flags >> 2u) & 7u, x);
+    if ((p.flags & 2u) != 0u) {
+        x += residual[i];
+    }
+    return x;
+}
 
 // Four B rows (columns of C: col, col + 8, col + 16, col + 24) at vec4 step kk, as the columns
 // of a matrix, so `a * quad` gives the four dot products at once.
-fn b_quad(base: u32, col: u32, kk: u32, k4: u32) -> mat4x4<f32> {
-    let last = p.n - 1u;
+fn b_quad(base: u32, col: u32, kk: u32, k4: u32, last: u32) -> mat4x4<f32> {
     return mat4x4<f32>(
         load_b4(base + min(col, last) * k4 + kk),
         load_b4(base + min(col + 8u, last) * k4 + kk),
         load_b4(base + min(col + 16u, last) * k4 + kk),
         load_b4(base + min(col + 24u, last) * k4 + kk),
     );
+}
+
+// The gated epilogue: (value + bias) · act(gate + gate bias) + residual.
+fn epilogue_gated(i: u32, n: u32, value: f32, gate: f32) -> f32 {
+    var v = value;
+    var g = gate;
+    if ((p.flags & 1u) != 0u) {
+        v += bias[n];
+        g += bias[p.n + n];
+    }
+    var x = v * activation((p.flags >> 2u) & 7u, g);
+    if ((p.flags & 2u) != 0u) {
+        x += residual[i];
+    }
+    return x;
+}
+
+fn store_gated(c_base: u32, row: u32, col: u32, v: vec4<f32>, g: vec4<f32>) {
+    if (row >= p.m) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let n = col + 8u * j;
+        if (n < p.n) {
+            let i = c_base + row * p.n + n;
+            c_buf[i] = epilogue_gated(i, n, v[j], g[j]);
+        }
+    }
+}
+
+// Row `row` of the invocation's block: quads q = 0..3 hold columns col + 32·q + 8·j, or in
+// GATED mode values (q = 0, 1) and gates (q = 2, 3) of outputs col + 32·q + 8·j.
+fn store_row(c_base: u32, row: u32, col: u32, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>) {
+    if (GATED) {
+        store_gated(c_base, row, col, a0, a2);
+        store_gated(c_base, row, col + 32u, a1, a3);
+    } else {
+        store(c_base, row, col, a0);
+        store(c_base, row, col + 32u, a1);
+        store(c_base, row, col + 64u, a2);
+        store(c_base, row, col + 96u, a3);
+    }
 }
 
 fn store(c_base: u32, row: u32, col: u32, v: vec4<f32>) {
@@ -51,11 +115,8 @@ fn store(c_base: u32, row: u32, col: u32, v: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         let n = col + 8u * j;
         if (n < p.n) {
-            var x = v[j];
-            if (p.has_bias != 0u) {
-                x += bias[n];
-            }
-            c_buf[c_base + row * p.n + n] = x;
+            let i = c_base + row * p.n + n;
+            c_buf[i] = epilogue(i, n, v[j]);
         }
     }
 }
@@ -67,7 +128,15 @@ fn matmul_rows(
 ) {
     let k4 = p.k / 4u;
     let row0 = (wid.y * 8u + lid.y) * 8u;
-    let col0 = wid.x * 128u + lid.x;
+    // B rows of the four quads, and the last row each may read (loads clamp to it).
+    var col0 = wid.x * 128u + lid.x;
+    var qcol = vec4<u32>(col0, col0 + 32u, col0 + 64u, col0 + 96u);
+    var qlast = vec4<u32>(p.n - 1u);
+    if (GATED) {
+        col0 = wid.x * 64u + lid.x;
+        qcol = vec4<u32>(col0, col0 + 32u, p.n + col0, p.n + col0 + 32u);
+        qlast = vec4<u32>(p.n - 1u, p.n - 1u, 2u * p.n - 1u, 2u * p.n - 1u);
+    }
     let a_base = wid.z * (p.a_batch_stride / 4u);
     let b_base = wid.z * (p.b_batch_stride / 4u);
     let last_row = p.m - 1u;
@@ -91,10 +160,10 @@ fn matmul_rows(
     var acc70 = vec4<f32>(0.0); var acc71 = vec4<f32>(0.0); var acc72 = vec4<f32>(0.0); var acc73 = vec4<f32>(0.0);
 
     for (var kk = 0u; kk < k4; kk++) {
-        let b0 = b_quad(b_base, col0 + 0u, kk, k4);
-        let b1 = b_quad(b_base, col0 + 32u, kk, k4);
-        let b2 = b_quad(b_base, col0 + 64u, kk, k4);
-        let b3 = b_quad(b_base, col0 + 96u, kk, k4);
+        let b0 = b_quad(b_base, qcol.x, kk, k4, qlast.x);
+        let b1 = b_quad(b_base, qcol.y, kk, k4, qlast.y);
+        let b2 = b_quad(b_base, qcol.z, kk, k4, qlast.z);
+        let b3 = b_quad(b_base, qcol.w, kk, k4, qlast.w);
         let a0 = a_buf[a_row0 + kk];
         acc00 += a0 * b0; acc01 += a0 * b1; acc02 += a0 * b2; acc03 += a0 * b3;
         let a1 = a_buf[a_row1 + kk];
@@ -114,36 +183,12 @@ fn matmul_rows(
     }
 
     let c_base = wid.z * p.c_batch_stride;
-    store(c_base, row0 + 0u, col0 + 0u, acc00);
-    store(c_base, row0 + 0u, col0 + 32u, acc01);
-    store(c_base, row0 + 0u, col0 + 64u, acc02);
-    store(c_base, row0 + 0u, col0 + 96u, acc03);
-    store(c_base, row0 + 1u, col0 + 0u, acc10);
-    store(c_base, row0 + 1u, col0 + 32u, acc11);
-    store(c_base, row0 + 1u, col0 + 64u, acc12);
-    store(c_base, row0 + 1u, col0 + 96u, acc13);
-    store(c_base, row0 + 2u, col0 + 0u, acc20);
-    store(c_base, row0 + 2u, col0 + 32u, acc21);
-    store(c_base, row0 + 2u, col0 + 64u, acc22);
-    store(c_base, row0 + 2u, col0 + 96u, acc23);
-    store(c_base, row0 + 3u, col0 + 0u, acc30);
-    store(c_base, row0 + 3u, col0 + 32u, acc31);
-    store(c_base, row0 + 3u, col0 + 64u, acc32);
-    store(c_base, row0 + 3u, col0 + 96u, acc33);
-    store(c_base, row0 + 4u, col0 + 0u, acc40);
-    store(c_base, row0 + 4u, col0 + 32u, acc41);
-    store(c_base, row0 + 4u, col0 + 64u, acc42);
-    store(c_base, row0 + 4u, col0 + 96u, acc43);
-    store(c_base, row0 + 5u, col0 + 0u, acc50);
-    store(c_base, row0 + 5u, col0 + 32u, acc51);
-    store(c_base, row0 + 5u, col0 + 64u, acc52);
-    store(c_base, row0 + 5u, col0 + 96u, acc53);
-    store(c_base, row0 + 6u, col0 + 0u, acc60);
-    store(c_base, row0 + 6u, col0 + 32u, acc61);
-    store(c_base, row0 + 6u, col0 + 64u, acc62);
-    store(c_base, row0 + 6u, col0 + 96u, acc63);
-    store(c_base, row0 + 7u, col0 + 0u, acc70);
-    store(c_base, row0 + 7u, col0 + 32u, acc71);
-    store(c_base, row0 + 7u, col0 + 64u, acc72);
-    store(c_base, row0 + 7u, col0 + 96u, acc73);
+    store_row(c_base, row0 + 0u, col0, acc00, acc01, acc02, acc03);
+    store_row(c_base, row0 + 1u, col0, acc10, acc11, acc12, acc13);
+    store_row(c_base, row0 + 2u, col0, acc20, acc21, acc22, acc23);
+    store_row(c_base, row0 + 3u, col0, acc30, acc31, acc32, acc33);
+    store_row(c_base, row0 + 4u, col0, acc40, acc41, acc42, acc43);
+    store_row(c_base, row0 + 5u, col0, acc50, acc51, acc52, acc53);
+    store_row(c_base, row0 + 6u, col0, acc60, acc61, acc62, acc63);
+    store_row(c_base, row0 + 7u, col0, acc70, acc71, acc72, acc73);
 }

@@ -5,7 +5,9 @@
 //     base(r) + j·elem_stride,  base(r) = (r / inner)·outer_stride + r % inner
 //   (channels-last rows: inner = 1, outer_stride = cols, elem_stride = 1;
 //    NCHW channel rows: inner = H·W, outer_stride = C·H·W, elem_stride = H·W).
-//   flags: 1 weight, 2 bias, 4 subtract mean (off = RMS norm), 8 SiLU after.
+//   flags: 1 weight, 2 bias, 4 subtract mean (off = RMS norm), 8 SiLU after, 16 adaptive
+//   modulation after the affine terms: y·(1 + scale) + shift with row r's [scale | shift] at
+//   emb[(r / mod_rows)·2·cols ..] (diffusers' AdaLayerNormContinuous / scale-shift split).
 // group_norm: x NCHW [rows = batch, cols = C, inner = H·W], `groups` groups of C/groups
 //   channels; per-channel weight/bias (flags 1, 2), optional SiLU (flag 8). Biased variance.
 // grn_stats / grn_apply: global response norm on channels-last [rows = batch, inner = H·W,
@@ -21,6 +23,10 @@ struct Params {
     flags: u32,
     eps: f32,
     groups: u32,
+    mod_rows: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -29,12 +35,14 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(6) var<storage, read> emb: array<f32>;
 
 const WG: u32 = 256u;
 const HAS_WEIGHT: u32 = 1u;
 const HAS_BIAS: u32 = 2u;
 const SUBTRACT_MEAN: u32 = 4u;
 const SILU: u32 = 8u;
+const MODULATE: u32 = 16u;
 
 var<workgroup> red: array<f32, WG>;
 
@@ -52,13 +60,17 @@ fn reduce_sum(li: u32, v: f32) -> f32 {
     return r;
 }
 
-fn finish(v: f32, c: u32) -> f32 {
+fn finish(v: f32, c: u32, row: u32) -> f32 {
     var o = v;
     if ((p.flags & HAS_WEIGHT) != 0u) {
         o *= weight[c];
     }
     if ((p.flags & HAS_BIAS) != 0u) {
         o += bias[c];
+    }
+    if ((p.flags & MODULATE) != 0u) {
+        let m = (row / p.mod_rows) * 2u * p.cols;
+        o = o * (1.0 + emb[m + c]) + emb[m + p.cols + c];
     }
     if ((p.flags & SILU) != 0u) {
         o = o / (1.0 + exp(-o));
@@ -94,7 +106,7 @@ fn layer_norm(
     let rstd = inverseSqrt(reduce_sum(li, ss) / n + p.eps);
     for (var j = li; j < p.cols; j += WG) {
         let i = base + j * p.elem_stride;
-        y[i] = finish((x[i] - mean) * rstd, j);
+        y[i] = finish((x[i] - mean) * rstd, j, row);
     }
 }
 
@@ -122,7 +134,7 @@ fn group_norm(
     let rstd = inverseSqrt(reduce_sum(li, ss) / n + p.eps);
     for (var e = li; e < count; e += WG) {
         let c = g * cpg + e / p.inner;
-        y[base + e] = finish((x[base + e] - mean) * rstd, c);
+        y[base + e] = finish((x[base + e] - mean) * rstd, c, 0u);
     }
 }
 
@@ -200,6 +212,6 @@ fn layer_norm_rows(
     let rstd = inverseSqrt(ss / n + p.eps);
     for (var j = 0u; j < p.cols; j++) {
         let i = base + j * p.elem_stride;
-        y[i] = finish((x[i] - mean) * rstd, j);
+        y[i] = finish((x[i] - mean) * rstd, j, row);
     }
 }

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+const ACTIVATION: &str = include_str!("../../shaders/activation.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 const WEIGHTS_F32: &str = include_str!("../../shaders/weights_f32.wgsl");
 const WEIGHTS_F16: &str = include_str!("../../shaders/weights_f16.wgsl");
@@ -16,6 +17,7 @@ const WEIGHTS4_F32: &str = include_str!("../../shaders/weights4_f32.wgsl");
 const WEIGHTS4_F16: &str = include_str!("../../shaders/weights4_f16.wgsl");
 const WEIGHTS4_F16_PACKED: &str = include_str!("../../shaders/weights4_f16_packed.wgsl");
 const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
+const ATTENTION_FLASH: &str = include_str!("../../shaders/attention_flash.wgsl");
 const ATTENTION_ROWS: &str = include_str!("../../shaders/attention_rows.wgsl");
 const NORM: &str = include_str!("../../shaders/norm.wgsl");
 const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
@@ -41,6 +43,8 @@ pub enum Module {
     /// The register-blocked matmul for CPU adapters (`matmul_rows.wgsl`).
     MatmulRows(WeightFormat),
     Attention,
+    /// Flash attention for GPUs (`attention_flash.wgsl`): four invocations per query.
+    AttentionFlash,
     /// Attention for CPU adapters (`attention_rows.wgsl`).
     AttentionRows,
     Norm,
@@ -52,7 +56,7 @@ pub enum Module {
 }
 
 impl Module {
-    pub const ALL: [Module; 14] = [
+    pub const ALL: [Module; 15] = [
         Module::Matmul(WeightFormat::F32),
         Module::Matmul(WeightFormat::F16),
         Module::Matmul(WeightFormat::F16Packed),
@@ -60,6 +64,7 @@ impl Module {
         Module::MatmulRows(WeightFormat::F16),
         Module::MatmulRows(WeightFormat::F16Packed),
         Module::Attention,
+        Module::AttentionFlash,
         Module::AttentionRows,
         Module::Norm,
         Module::Elementwise,
@@ -78,6 +83,7 @@ impl Module {
             Module::MatmulRows(WeightFormat::F16) => "matmul_rows_f16",
             Module::MatmulRows(WeightFormat::F16Packed) => "matmul_rows_f16_packed",
             Module::Attention => "attention",
+            Module::AttentionFlash => "attention_flash",
             Module::AttentionRows => "attention_rows",
             Module::Norm => "norm",
             Module::Elementwise => "elementwise",
@@ -97,7 +103,7 @@ impl Module {
                     WeightFormat::F16 => WEIGHTS_F16,
                     WeightFormat::F16Packed => WEIGHTS_F16_PACKED,
                 };
-                format!("{prelude}\n{MATMUL}")
+                format!("{prelude}\n{ACTIVATION}\n{MATMUL}")
             }
             Module::MatmulRows(w) => {
                 let prelude = match w {
@@ -105,12 +111,13 @@ impl Module {
                     WeightFormat::F16 => WEIGHTS4_F16,
                     WeightFormat::F16Packed => WEIGHTS4_F16_PACKED,
                 };
-                format!("{prelude}\n{MATMUL_ROWS}")
+                format!("{prelude}\n{ACTIVATION}\n{MATMUL_ROWS}")
             }
             Module::Attention => ATTENTION.to_owned(),
+            Module::AttentionFlash => ATTENTION_FLASH.to_owned(),
             Module::AttentionRows => ATTENTION_ROWS.to_owned(),
             Module::Norm => NORM.to_owned(),
-            Module::Elementwise => ELEMENTWISE.to_owned(),
+            Module::Elementwise => format!("{ACTIVATION}\n{ELEMENTWISE}"),
             Module::Layout => LAYOUT.to_owned(),
             Module::Embed => EMBED.to_owned(),
             Module::Conv2d => CONV2D.to_owned(),

@@ -256,6 +256,47 @@ pub fn axpby(
     binary(rec, a, b, BinaryOp::Axpby, alpha, beta)
 }
 
+/// Classifier-free guidance on a batch stacked as `[uncond; cond]`: x `[2B, ..]` →
+/// `uncond + s·(cond − uncond)` = `(1 − s)·uncond + s·cond` `[B, ..]`, one dispatch.
+pub fn guidance(rec: &mut Recorder<'_>, x: &Tensor, s: f32) -> Result<Tensor> {
+    const OP: &str = "guidance";
+    check_f32(OP, &[x])?;
+    let rows = x.shape().first().copied().unwrap_or(0);
+    if rows == 0 || rows % 2 != 0 {
+        return Err(Error::shape(
+            OP,
+            format!("{:?} is not a stacked [uncond; cond] batch", x.shape()),
+        ));
+    }
+    let half = x.numel() / 2;
+    let mut shape = x.shape().to_vec();
+    shape[0] = rows / 2;
+    let out = Tensor::empty(rec.ctx(), "guidance.out", &shape, DType::F32)?;
+    let n = to_u32(OP, "elements", half)?;
+    let params = Params {
+        n,
+        alpha: 1.0 - s,
+        beta: s,
+        shape: [1, 1, 1, n],
+        a_strides: [0, 0, 0, 1],
+        b_strides: [0, 0, 0, 1],
+        offsets: [0, n, 0, 0],
+        ..Default::default()
+    };
+    let groups = groups_for(rec, half, WG)?;
+    rec.dispatch(
+        &binary_spec(BinaryOp::Axpby),
+        bytemuck::bytes_of(&params),
+        &[
+            (1, Binding::Tensor(x)),
+            (2, Binding::Tensor(x)),
+            (3, Binding::Tensor(&out)),
+        ],
+        groups,
+    )?;
+    Ok(out)
+}
+
 /// a · b with broadcasting.
 pub fn mul(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(rec, a, b, BinaryOp::Mul, 0.0, 0.0)

@@ -19,7 +19,7 @@ pub(crate) struct Params {
     scale: f32,
     first: u32,
     total: u32,
-    _pad0: u32,
+    id_rows: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -126,6 +126,22 @@ pub fn embedding(rec: &mut Recorder<'_>, ids: &Tensor, table: &Tensor) -> Result
 
 /// [`embedding`] from a [`Table`] (one dispatch per row block).
 pub fn embedding_table(rec: &mut Recorder<'_>, ids: &Tensor, table: &Table) -> Result<Tensor> {
+    gather(rec, ids, table, 1)
+}
+
+/// `table[ids]` for ids `[B, ..]` repeated `times` times along dim 0: `[times·B, .., C]`, row
+/// `r` looking up the ids of row `r mod B` (one token grid for both halves of a guided batch).
+pub fn embedding_repeated(
+    rec: &mut Recorder<'_>,
+    ids: &Tensor,
+    table: &Tensor,
+    times: usize,
+) -> Result<Tensor> {
+    table.expect_dtype("embedding", DType::F32)?;
+    gather(rec, ids, &Table::whole(table.clone())?, times)
+}
+
+fn gather(rec: &mut Recorder<'_>, ids: &Tensor, table: &Table, times: usize) -> Result<Tensor> {
     const OP: &str = "embedding";
     if !matches!(ids.dtype(), DType::U32 | DType::I32) {
         return Err(Error::DType {
@@ -140,9 +156,18 @@ pub fn embedding_table(rec: &mut Recorder<'_>, ids: &Tensor, table: &Table) -> R
         return Err(Error::shape(OP, "empty table"));
     }
     let mut shape = ids.shape().to_vec();
+    if times == 0 || shape.is_empty() {
+        return Err(Error::shape(
+            OP,
+            format!("ids {:?} repeated {times} times", ids.shape()),
+        ));
+    }
+    shape[0] = shape[0]
+        .checked_mul(times)
+        .ok_or_else(|| Error::shape(OP, format!("ids {:?} repeated {times} times", ids.shape())))?;
     shape.push(cols);
     let out = Tensor::empty(rec.ctx(), "embedding.out", &shape, DType::F32)?;
-    let rows = ids.numel();
+    let rows = ids.numel() * times;
     let groups = groups_for(rec, rows * cols, WG)?;
     for (k, part) in table.parts.iter().enumerate() {
         part.expect_dtype(OP, DType::F32)?;
@@ -152,6 +177,7 @@ pub fn embedding_table(rec: &mut Recorder<'_>, ids: &Tensor, table: &Table) -> R
             vocab: to_u32(OP, "vocab", part.shape()[0])?,
             first: to_u32(OP, "first row", k * table.rows_per_part)?,
             total: to_u32(OP, "vocab", vocab)?,
+            id_rows: to_u32(OP, "ids", ids.numel())?,
             ..Default::default()
         };
         rec.dispatch(

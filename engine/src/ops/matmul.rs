@@ -1,5 +1,6 @@
 //! Batched matrix multiply (`shaders/matmul.wgsl`): f32 activations, f32 or f16 weights,
-//! f32 accumulation, optional bias, B plain or transposed.
+//! f32 accumulation, B plain or transposed, and a fused epilogue (bias, activation, residual
+//! add) so that a linear layer with its activation or its skip connection is one dispatch.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -18,7 +19,7 @@ pub(crate) struct Params {
     a_batch_stride: u32,
     b_batch_stride: u32,
     c_batch_stride: u32,
-    has_bias: u32,
+    flags: u32,
 }
 
 const TILE: u32 = 32;
@@ -26,12 +27,15 @@ const TILE: u32 = 32;
 const ROWS_TILE_M: u32 = 64;
 const ROWS_TILE_N: u32 = 128;
 
-fn spec(format: WeightFormat, trans_b: bool) -> KernelSpec {
-    KernelSpec::new(Module::Matmul(format), "matmul").with("TRANS_B", f64::from(u8::from(trans_b)))
+fn spec(format: WeightFormat, trans_b: bool, gated: bool) -> KernelSpec {
+    KernelSpec::new(Module::Matmul(format), "matmul")
+        .with("TRANS_B", f64::from(u8::from(trans_b)))
+        .with("GATED", f64::from(u8::from(gated)))
 }
 
-fn rows_spec(format: WeightFormat) -> KernelSpec {
+fn rows_spec(format: WeightFormat, gated: bool) -> KernelSpec {
     KernelSpec::new(Module::MatmulRows(format), "matmul_rows")
+        .with("GATED", f64::from(u8::from(gated)))
 }
 
 /// Whether `matmul_rows.wgsl` handles this problem: B in `[N, K]` layout and K a multiple of 4.
@@ -47,11 +51,68 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
         WeightFormat::F16Packed,
     ] {
         for t in [false, true] {
-            v.push(spec(f, t));
+            v.push(spec(f, t, false));
         }
-        v.push(rows_spec(f));
+        v.push(spec(f, true, true));
+        v.push(rows_spec(f, false));
+        v.push(rows_spec(f, true));
     }
     v
+}
+
+/// An activation the matmul epilogue applies (codes as in `shaders/activation.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// 0.5·x·(1 + erf(x/√2)) (PyTorch `gelu`, approximate="none").
+    GeluErf,
+    /// PyTorch `gelu(approximate="tanh")`.
+    GeluTanh,
+    /// x·σ(1.702x) (OpenAI CLIP).
+    QuickGelu,
+    /// x·σ(x).
+    Silu,
+}
+
+impl Activation {
+    fn code(self) -> u32 {
+        match self {
+            Activation::GeluErf => 1,
+            Activation::GeluTanh => 2,
+            Activation::QuickGelu => 3,
+            Activation::Silu => 4,
+        }
+    }
+}
+
+/// What the matmul kernels do to each accumulated element of C before storing it, in this
+/// order: `+ bias[n]` (f32 `[N]`), the activation, `+ residual[.., m, n]` (f32, C's shape).
+///
+/// `gated`: a gated linear unit (diffusers `GEGLU` with [`Activation::GeluErf`]): B `[2N, K]`
+/// holds the value rows then the gate rows (bias `[2N]` likewise, as `proj(x).chunk(2)` splits
+/// them), and `C[.., n] = (value + bias[n]) · act(gate + bias[N + n]) + residual`, `[.., N]`.
+/// B must be in [`BLayout::NK`] layout.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a Tensor>,
+    pub activation: Option<Activation>,
+    pub residual: Option<&'a Tensor>,
+    pub gated: bool,
+}
+
+impl<'a> Epilogue<'a> {
+    /// Just the bias (or nothing).
+    pub fn bias(bias: Option<&'a Tensor>) -> Self {
+        Self {
+            bias,
+            ..Self::default()
+        }
+    }
+
+    fn flags(&self) -> u32 {
+        u32::from(self.bias.is_some())
+            | (u32::from(self.residual.is_some()) << 1)
+            | (self.activation.map_or(0, Activation::code) << 2)
+    }
 }
 
 /// How B is laid out.
@@ -73,6 +134,16 @@ pub fn linear(
     matmul(rec, x, w, bias, BLayout::NK)
 }
 
+/// [`linear`] with a fused epilogue: `act(x · wᵀ + bias) + residual`.
+pub fn linear_fused(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Tensor,
+    epilogue: &Epilogue<'_>,
+) -> Result<Tensor> {
+    matmul_fused(rec, x, w, BLayout::NK, epilogue)
+}
+
 /// `A · op(B) (+ bias)`. A is f32 `[batch.., M, K]`; B is f32 or f16, either 2-D (shared by
 /// every batch item) or with the same batch dims as A. Result f32 `[batch.., M, N]`.
 /// f16 weights use native f16 when the device has it, packed f16 otherwise; on CPU adapters
@@ -84,13 +155,24 @@ pub fn matmul(
     bias: Option<&Tensor>,
     layout: BLayout,
 ) -> Result<Tensor> {
+    matmul_fused(rec, a, b, layout, &Epilogue::bias(bias))
+}
+
+/// [`matmul`] with a fused epilogue ([`Epilogue`]).
+pub fn matmul_fused(
+    rec: &mut Recorder<'_>,
+    a: &Tensor,
+    b: &Tensor,
+    layout: BLayout,
+    epilogue: &Epilogue<'_>,
+) -> Result<Tensor> {
     let cpu = rec.kernel_family() == KernelFamily::Cpu;
     let format = match b.dtype() {
         DType::F16 if rec.ctx().has_f16() && !cpu => WeightFormat::F16,
         DType::F16 => WeightFormat::F16Packed,
         _ => WeightFormat::F32,
     };
-    matmul_with_format(rec, a, b, bias, layout, format)
+    matmul_with_format(rec, a, b, epilogue, layout, format)
 }
 
 /// [`matmul`] with the weight-reading kernel chosen by the caller (tests and benchmarks). The
@@ -100,7 +182,7 @@ pub fn matmul_with_format(
     rec: &mut Recorder<'_>,
     a: &Tensor,
     b: &Tensor,
-    bias: Option<&Tensor>,
+    epilogue: &Epilogue<'_>,
     layout: BLayout,
     format: WeightFormat,
 ) -> Result<Tensor> {
@@ -129,9 +211,24 @@ pub fn matmul_with_format(
     let batch_dims = &a.shape()[..ar - 2];
     let batch: usize = batch_dims.iter().product();
     let br = b.shape().len();
-    let (bk, n) = match layout {
+    let (bk, b_rows) = match layout {
         BLayout::KN => (b.shape()[br - 2], b.shape()[br - 1]),
         BLayout::NK => (b.shape()[br - 1], b.shape()[br - 2]),
+    };
+    // Output columns: B's, or half of them for a gated unit.
+    let n = if epilogue.gated {
+        if layout != BLayout::NK || b_rows % 2 != 0 {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "a gated product needs B [2N, K] (NK layout), got {:?} ({layout:?})",
+                    b.shape()
+                ),
+            ));
+        }
+        b_rows / 2
+    } else {
+        b_rows
     };
     if bk != k {
         return Err(Error::shape(
@@ -152,9 +249,9 @@ pub fn matmul_with_format(
             format!("batch dims differ: A {:?}, B {:?}", a.shape(), b.shape()),
         ));
     }
-    if let Some(bias) = bias {
+    if let Some(bias) = epilogue.bias {
         bias.expect_dtype(OP, DType::F32)?;
-        super::expect_shape(OP, bias, &[n])?;
+        super::expect_shape(OP, bias, &[b_rows])?;
     }
     // A shared B lets the batch fold into M: one big GEMM instead of `batch` small ones.
     let (gm, gbatch) = if b_batched {
@@ -164,6 +261,19 @@ pub fn matmul_with_format(
     };
     let mut out_shape = a.shape()[..ar - 1].to_vec();
     out_shape.push(n);
+    if let Some(r) = epilogue.residual {
+        r.expect_dtype(OP, DType::F32)?;
+        if r.numel() != out_shape.iter().product::<usize>() || r.shape().last() != Some(&n) {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "residual {:?} {:?} does not match the product's shape {out_shape:?}",
+                    r.name(),
+                    r.shape()
+                ),
+            ));
+        }
+    }
     let out = Tensor::empty(rec.ctx(), "matmul.out", &out_shape, DType::F32)?;
     let params = Params {
         m: to_u32(OP, "M", gm)?,
@@ -172,28 +282,35 @@ pub fn matmul_with_format(
         batch: to_u32(OP, "batch", gbatch)?,
         a_batch_stride: to_u32(OP, "A batch stride", m * k)?,
         b_batch_stride: if b_batched {
-            to_u32(OP, "B batch stride", n * k)?
+            to_u32(OP, "B batch stride", b_rows * k)?
         } else {
             0
         },
         c_batch_stride: to_u32(OP, "C batch stride", m * n)?,
-        has_bias: u32::from(bias.is_some()),
+        flags: epilogue.flags(),
     };
     let rows = rec.kernel_family() == KernelFamily::Cpu && rows_supported(layout, k);
     let (kernel_spec, groups) = if rows {
+        // A gated workgroup spends half its columns on gates.
+        let per_group = if epilogue.gated {
+            ROWS_TILE_N / 2
+        } else {
+            ROWS_TILE_N
+        };
         let groups = [
-            params.n.div_ceil(ROWS_TILE_N),
+            params.n.div_ceil(per_group),
             params.m.div_ceil(ROWS_TILE_M),
             params.batch,
         ];
-        (rows_spec(format), groups)
+        (rows_spec(format, epilogue.gated), groups)
     } else {
+        let per_group = if epilogue.gated { TILE / 2 } else { TILE };
         let groups = [
-            params.n.div_ceil(TILE),
+            params.n.div_ceil(per_group),
             params.m.div_ceil(TILE),
             params.batch,
         ];
-        (spec(format, layout == BLayout::NK), groups)
+        (spec(format, layout == BLayout::NK, epilogue.gated), groups)
     };
     rec.dispatch(
         &kernel_spec,
@@ -201,8 +318,12 @@ pub fn matmul_with_format(
         &[
             (1, Binding::Tensor(a)),
             (2, Binding::Tensor(b)),
-            (3, bias.map_or(Binding::Unused, Binding::Tensor)),
+            (3, epilogue.bias.map_or(Binding::Unused, Binding::Tensor)),
             (4, Binding::Tensor(&out)),
+            (
+                5,
+                epilogue.residual.map_or(Binding::Unused, Binding::Tensor),
+            ),
         ],
         groups,
     )?;

@@ -19,12 +19,15 @@ pub(crate) struct Params {
     flags: u32,
     eps: f32,
     groups: u32,
+    mod_rows: u32,
+    _pad: [u32; 3],
 }
 
 const HAS_WEIGHT: u32 = 1;
 const HAS_BIAS: u32 = 2;
 const SUBTRACT_MEAN: u32 = 4;
 const SILU: u32 = 8;
+const MODULATE: u32 = 16;
 
 fn spec(entry: &'static str) -> KernelSpec {
     KernelSpec::new(Module::Norm, entry)
@@ -105,7 +108,28 @@ pub fn layer_norm(rec: &mut Recorder<'_>, x: &Tensor, spec_: &NormSpec<'_>) -> R
         .last()
         .ok_or_else(|| Error::shape(OP, "scalar input"))?;
     let rows = x.numel() / cols.max(1);
-    row_norm(rec, OP, x, spec_, rows, cols, 1, cols, 1)
+    row_norm(rec, OP, x, spec_, None, [rows, cols, 1, cols, 1])
+}
+
+/// [`layer_norm`] followed by adaptive modulation in the same dispatch:
+/// `norm(x)·(1 + scale) + shift` for x `[B, L, C]` and `emb` `[B, 2C]` = `[scale | shift]` per
+/// batch item (diffusers `AdaLayerNormContinuous` with its linear applied beforehand).
+pub fn layer_norm_modulated(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    spec_: &NormSpec<'_>,
+    emb: &Tensor,
+) -> Result<Tensor> {
+    const OP: &str = "layer_norm_modulated";
+    let [b, l, c] = *x.shape() else {
+        return Err(Error::shape(
+            OP,
+            format!("x {:?} is not [B, L, C]", x.shape()),
+        ));
+    };
+    emb.expect_dtype(OP, DType::F32)?;
+    expect_shape(OP, emb, &[b, 2 * c])?;
+    row_norm(rec, OP, x, spec_, Some((emb, l)), [b * l, c, 1, c, 1])
 }
 
 /// Normalises over the channel dimension of an NCHW tensor (channel-wise LayerNorm/RMSNorm, as
@@ -120,20 +144,18 @@ pub fn layer_norm_channels(
         return Err(Error::shape(OP, format!("{:?} is not NCHW", x.shape())));
     };
     let hw = h * w;
-    row_norm(rec, OP, x, spec_, b * hw, c, hw, c * hw, hw)
+    row_norm(rec, OP, x, spec_, None, [b * hw, c, hw, c * hw, hw])
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Row norm over `[rows, cols, inner, outer_stride, elem_stride]` (see `shaders/norm.wgsl`),
+/// modulated by `(emb, rows per batch item)` when given.
 fn row_norm(
     rec: &mut Recorder<'_>,
     op: &'static str,
     x: &Tensor,
     spec_: &NormSpec<'_>,
-    rows: usize,
-    cols: usize,
-    inner: usize,
-    outer_stride: usize,
-    elem_stride: usize,
+    modulation: Option<(&Tensor, usize)>,
+    [rows, cols, inner, outer_stride, elem_stride]: [usize; 5],
 ) -> Result<Tensor> {
     x.expect_dtype(op, DType::F32)?;
     spec_.check(op, cols)?;
@@ -144,9 +166,15 @@ fn row_norm(
         inner: to_u32(op, "inner", inner.max(1))?,
         outer_stride: to_u32(op, "outer stride", outer_stride)?,
         elem_stride: to_u32(op, "element stride", elem_stride)?,
-        flags: spec_.flags(),
+        flags: spec_.flags() | if modulation.is_some() { MODULATE } else { 0 },
         eps: spec_.eps,
         groups: 1,
+        mod_rows: to_u32(
+            op,
+            "rows per batch item",
+            modulation.map_or(1, |m| m.1.max(1)),
+        )?,
+        _pad: [0; 3],
     };
     // CPU adapters: a row per invocation; GPUs: a workgroup per row.
     let (entry, per_group) = if rec.kernel_family() == KernelFamily::Cpu {
@@ -163,6 +191,10 @@ fn row_norm(
             (2, spec_.weight.map_or(Binding::Unused, Binding::Tensor)),
             (3, spec_.bias.map_or(Binding::Unused, Binding::Tensor)),
             (4, Binding::Tensor(&out)),
+            (
+                6,
+                modulation.map_or(Binding::Unused, |m| Binding::Tensor(m.0)),
+            ),
         ],
         groups,
     )?;
@@ -202,6 +234,8 @@ pub fn group_norm(
         flags: spec_.flags() | if silu { SILU } else { 0 },
         eps,
         groups: to_u32(OP, "groups", num_groups)?,
+        mod_rows: 1,
+        _pad: [0; 3],
     };
     let groups = [params.groups, params.rows, 1];
     rec.dispatch(
@@ -212,6 +246,7 @@ pub fn group_norm(
             (2, weight.map_or(Binding::Unused, Binding::Tensor)),
             (3, bias.map_or(Binding::Unused, Binding::Tensor)),
             (4, Binding::Tensor(&out)),
+            (6, Binding::Unused),
         ],
         groups,
     )?;
@@ -256,6 +291,8 @@ pub fn global_response_norm(
         flags: 0,
         eps,
         groups: 1,
+        mod_rows: 1,
+        _pad: [0; 3],
     };
     rec.dispatch(
         &spec("grn_stats"),

@@ -1,5 +1,5 @@
 use tessera_engine::ops::elementwise::{
-    UnaryOp, add, axpby, div, geglu, modulate, mul, softmax, sub, unary,
+    UnaryOp, add, axpby, div, geglu, guidance, modulate, mul, softmax, sub, unary,
 };
 
 use crate::common::*;
@@ -183,4 +183,29 @@ fn modulation_scale_then_shift_per_batch_item() {
         }
     }
     assert_close("modulate", &download(&y), &want, 1e-6, 1e-6);
+}
+
+/// Guidance on a stacked [uncond; cond] batch, one dispatch: `u + s·(c − u)` per element, odd
+/// sizes, and a batch that is not stacked pairs is refused.
+#[test]
+fn guidance_on_stacked_batch() {
+    let mut r = rng(31);
+    for &(b, l, v) in &[(1, 1, 1), (2, 7, 33), (3, 5, 257)] {
+        let x = randn(&mut r, 2 * b * l * v);
+        let tx = upload("x", &[2 * b, l, v], &x);
+        let s = 7.5f32;
+        let out = run(|rec| guidance(rec, &tx, s));
+        assert_eq!(out.shape(), &[b, l, v]);
+        let half = b * l * v;
+        let want: Vec<f64> = (0..half)
+            .map(|i| {
+                let (u, c) = (f64::from(x[i]), f64::from(x[half + i]));
+                u + f64::from(s) * (c - u)
+            })
+            .collect();
+        assert_close("guidance", &download(&out), &want, 1e-5, 1e-5);
+    }
+    let odd = upload("x", &[3, 2], &[0.0; 6]);
+    let mut rec = ctx().recorder();
+    assert!(guidance(&mut rec, &odd, 2.0).is_err());
 }

@@ -1,6 +1,7 @@
 use tessera_engine::Tensor;
 use tessera_engine::ops::embed::{
-    Sinusoidal, Table, check_ids, embedding, embedding_table, sinusoidal_embedding,
+    Sinusoidal, Table, check_ids, embedding, embedding_repeated, embedding_table,
+    sinusoidal_embedding,
 };
 
 use crate::common::*;
@@ -119,4 +120,26 @@ fn sinusoidal_matches_timestep_embedding() {
             0.0,
         );
     }
+}
+
+/// Ids `[B, L]` repeated along the batch: row r of `[k·B, L, C]` looks up row `r mod B`.
+#[test]
+fn repeated_ids_gather_each_batch_row_again() {
+    let mut r = rng(5);
+    let (vocab, c) = (19, 7);
+    let table = randn(&mut r, vocab * c);
+    let ids: Vec<u32> = vec![3, 18, 0, 5, 5, 11];
+    let tt = upload("table", &[vocab, c], &table);
+    let ti = Tensor::from_u32(ctx(), "ids", &[2, 3], &ids).expect("ids");
+    for times in [1, 2, 3] {
+        let y = run(|rec| embedding_repeated(rec, &ti, &tt, times));
+        assert_eq!(y.shape(), &[2 * times, 3, c]);
+        let want: Vec<f64> = (0..times)
+            .flat_map(|_| ids.iter())
+            .flat_map(|&i| table[i as usize * c..][..c].iter().map(|&v| f64::from(v)))
+            .collect();
+        assert_close("repeated embedding", &download(&y), &want, 0.0, 0.0);
+    }
+    let mut rec = ctx().recorder();
+    assert!(embedding_repeated(&mut rec, &ti, &tt, 0).is_err());
 }

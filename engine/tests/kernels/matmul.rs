@@ -1,4 +1,6 @@
-use tessera_engine::ops::matmul::{BLayout, linear, matmul, matmul_with_format, rows_supported};
+use tessera_engine::ops::matmul::{
+    Activation, BLayout, Epilogue, linear, matmul, matmul_with_format, rows_supported,
+};
 use tessera_engine::shaders::WeightFormat;
 use tessera_engine::{DType, Error, Tensor};
 
@@ -84,7 +86,14 @@ fn check(
     };
     for &family in families {
         let out = run_in(family, |rec| {
-            matmul_with_format(rec, &ta, &tb, tbias.as_ref(), layout, format)
+            matmul_with_format(
+                rec,
+                &ta,
+                &tb,
+                &Epilogue::bias(tbias.as_ref()),
+                layout,
+                format,
+            )
         });
         assert_eq!(out.shape(), &[batch, m, n]);
         assert_close(
@@ -317,4 +326,129 @@ fn mismatched_inner_dims_are_an_error_naming_both_tensors() {
     let msg = err.to_string();
     assert!(matches!(err, Error::Shape { .. }), "{msg}");
     assert!(msg.contains("acts") && msg.contains("proj.weight"), "{msg}");
+}
+
+fn activate(act: Option<Activation>, x: f64) -> f64 {
+    let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+    match act {
+        None => x,
+        Some(Activation::GeluErf) => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
+        Some(Activation::GeluTanh) => {
+            0.5 * x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+        }
+        Some(Activation::QuickGelu) => x * sigmoid(1.702 * x),
+        Some(Activation::Silu) => x * sigmoid(x),
+    }
+}
+
+/// The fused epilogue (bias, activation, residual; gated units) on both kernel families,
+/// against `act(A·Bᵀ + bias) + residual` computed in f64 — and for gated units
+/// `(v + bias_v)·act(g + bias_g) + residual` with v, g the products with B's two halves.
+#[test]
+fn epilogue_bias_activation_residual_and_gated_units() {
+    let acts = [
+        None,
+        Some(Activation::GeluErf),
+        Some(Activation::GeluTanh),
+        Some(Activation::QuickGelu),
+        Some(Activation::Silu),
+    ];
+    let mut seed = 900;
+    // Sizes off both kernels' tiles (32×32; 64×128 and 64 gated outputs), one batch of 2.
+    for &(batch, m, n, k) in &[(1, 5, 7, 12), (2, 70, 130, 36), (1, 33, 65, 20)] {
+        for gated in [false, true] {
+            for (ai, &act) in acts.iter().enumerate() {
+                for format in [WeightFormat::F32, WeightFormat::F16Packed] {
+                    seed += 1;
+                    let with_bias = (seed + ai as u64).is_multiple_of(2);
+                    let with_residual = seed % 3 != 0;
+                    let mut r = rng(seed);
+                    let b_rows = if gated { 2 * n } else { n };
+                    let a = randn(&mut r, batch * m * k);
+                    let mut b = randn(&mut r, b_rows * k);
+                    if format != WeightFormat::F32 {
+                        b = round_f16(&b);
+                    }
+                    let bias = with_bias.then(|| randn(&mut r, b_rows));
+                    let res = with_residual.then(|| randn(&mut r, batch * m * n));
+                    let prod = reference(
+                        &a,
+                        &b,
+                        bias.as_deref(),
+                        1,
+                        batch * m,
+                        b_rows,
+                        k,
+                        BLayout::NK,
+                        false,
+                    );
+                    let want: Vec<f64> = (0..batch * m * n)
+                        .map(|i| {
+                            let (row, col) = (i / n, i % n);
+                            let v = if gated {
+                                prod[row * b_rows + col]
+                                    * activate(act, prod[row * b_rows + n + col])
+                            } else {
+                                activate(act, prod[row * b_rows + col])
+                            };
+                            v + res.as_ref().map_or(0.0, |r| f64::from(r[i]))
+                        })
+                        .collect();
+                    let ta = upload("a", &[batch, m, k], &a);
+                    let tb = match format {
+                        WeightFormat::F32 => upload("b", &[b_rows, k], &b),
+                        _ => Tensor::from_f32_as_f16(ctx(), "b", &[b_rows, k], &b).expect("f16"),
+                    };
+                    let tbias = bias.as_ref().map(|v| upload("bias", &[b_rows], v));
+                    let tres = res.as_ref().map(|v| upload("res", &[batch, m, n], v));
+                    let epilogue = Epilogue {
+                        bias: tbias.as_ref(),
+                        activation: act,
+                        residual: tres.as_ref(),
+                        gated,
+                    };
+                    for family in FAMILIES {
+                        let out = run_in(family, |rec| {
+                            matmul_with_format(rec, &ta, &tb, &epilogue, BLayout::NK, format)
+                        });
+                        assert_eq!(out.shape(), &[batch, m, n]);
+                        assert_close(
+                            &format!(
+                                "epilogue {batch}x{m}x{n}x{k} gated={gated} {act:?} bias={with_bias} residual={with_residual} {format:?} {family:?}"
+                            ),
+                            &download(&out),
+                            &want,
+                            5e-5 * (k as f64).sqrt(),
+                            1e-4,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn epilogue_shapes_are_checked() {
+    let a = upload("a", &[2, 3, 4], &[0.5; 24]);
+    let b = upload("b", &[5, 4], &[0.5; 20]);
+    let wrong = upload("res", &[2, 3, 4], &[0.0; 24]);
+    let mut rec = ctx().recorder();
+    let residual = Epilogue {
+        residual: Some(&wrong),
+        ..Epilogue::default()
+    };
+    let err = matmul_with_format(&mut rec, &a, &b, &residual, BLayout::NK, WeightFormat::F32);
+    assert!(
+        matches!(err, Err(Error::Shape { .. })),
+        "residual of the wrong shape"
+    );
+    // Gated units need an even number of B rows.
+    let gated = Epilogue {
+        gated: true,
+        ..Epilogue::default()
+    };
+    let err = matmul_with_format(&mut rec, &a, &b, &gated, BLayout::NK, WeightFormat::F32);
+    assert!(matches!(err, Err(Error::Shape { .. })), "odd gated B");
 }

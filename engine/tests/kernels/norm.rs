@@ -1,5 +1,6 @@
 use tessera_engine::ops::norm::{
     NormSpec, global_response_norm, group_norm, layer_norm, layer_norm_channels,
+    layer_norm_modulated,
 };
 
 use crate::common::*;
@@ -268,4 +269,65 @@ fn global_response_norm_channels_last() {
     );
     let y = run(|rec| global_response_norm(rec, &tx, &tg, &tb, 1e-6));
     assert_close("grn", &download(&y), &want, 1e-4, 1e-4);
+}
+
+/// Norm + adaptive modulation in one dispatch against the f64 norm followed by
+/// `·(1 + scale) + shift` with each batch item's own [scale | shift], both families, LayerNorm
+/// with affine terms and RMS norm, sizes off the 256-wide workgroup.
+#[test]
+fn norm_with_modulation_per_batch_item() {
+    let mut r = rng(77);
+    for family in FAMILIES {
+        for &(b, l, c, mean) in &[(1, 1, 5, true), (2, 7, 300, false), (3, 33, 70, true)] {
+            let x: Vec<f32> = randn(&mut r, b * l * c)
+                .iter()
+                .map(|v| v * 2.0 + 0.3)
+                .collect();
+            let w = randn(&mut r, c);
+            let bias = randn(&mut r, c);
+            let emb = randn(&mut r, b * 2 * c);
+            let (tx, tw, tb, te) = (
+                upload("x", &[b, l, c], &x),
+                upload("w", &[c], &w),
+                upload("b", &[c], &bias),
+                upload("emb", &[b, 2 * c], &emb),
+            );
+            let spec = if mean {
+                NormSpec::layer(Some(&tw), Some(&tb), 1e-5)
+            } else {
+                NormSpec::rms(Some(&tw), 1e-6)
+            };
+            let out = run_in(family, |rec| layer_norm_modulated(rec, &tx, &spec, &te));
+            let n = norm_rows(
+                &x,
+                c,
+                Some(&w),
+                mean.then_some(&bias[..]),
+                if mean { 1e-5 } else { 1e-6 },
+                mean,
+            );
+            let want: Vec<f64> = n
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let (bi, j) = (i / (l * c), i % c);
+                    let scale = f64::from(emb[bi * 2 * c + j]);
+                    let shift = f64::from(emb[bi * 2 * c + c + j]);
+                    v * (1.0 + scale) + shift
+                })
+                .collect();
+            assert_close(
+                &format!("modulated norm {b}x{l}x{c} mean={mean} {family:?}"),
+                &download(&out),
+                &want,
+                2e-5,
+                2e-5,
+            );
+        }
+    }
+    // emb must be [B, 2C].
+    let tx = upload("x", &[2, 3, 4], &[1.0; 24]);
+    let te = upload("emb", &[2, 4], &[0.0; 8]);
+    let mut rec = ctx().recorder();
+    assert!(layer_norm_modulated(&mut rec, &tx, &NormSpec::rms(None, 1e-6), &te).is_err());
 }
