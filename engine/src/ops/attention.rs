@@ -48,10 +48,48 @@ fn rows_spec(head_dim: usize) -> KernelSpec {
     KernelSpec::new(Module::AttentionRows, "attention_rows").with("D4", (head_dim / 4) as f64)
 }
 
+/// Queries per workgroup of `attention_flash.wgsl`, and the workgroup memory it needs.
+const FLASH_QUERIES_PER_GROUP: usize = 32;
+const FLASH_WORKGROUP_BYTES: u32 = 24 * 1024;
+
+fn flash_spec(head_dim: usize) -> KernelSpec {
+    KernelSpec::new(Module::AttentionFlash, "attention_flash").with("D4", (head_dim / 4) as f64)
+}
+
 pub(crate) fn specs() -> Vec<KernelSpec> {
     let mut v = vec![spec()];
     v.extend((4..=MAX_HEAD_DIM).step_by(4).map(rows_spec));
+    v.extend((4..=MAX_HEAD_DIM).step_by(4).map(flash_spec));
     v
+}
+
+/// The attention kernels, chosen per call by [`attention`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// `attention_rows.wgsl`: a query per invocation, no workgroup memory (CPU adapters).
+    Rows,
+    /// `attention_flash.wgsl`: 32 queries × 4 lanes per workgroup, keys and values staged in
+    /// workgroup memory (GPUs with ≥ 24 KiB of it).
+    Flash,
+    /// `attention.wgsl`: a query per invocation, keys staged in workgroup memory; any head
+    /// size, stride and offset (the fallback).
+    Staged,
+}
+
+/// The kernel [`attention`] uses for this family, adapter and layout: vec4-aligned heads and
+/// slices get the family's fast kernel, anything else the staged one.
+pub fn choose_kernel(
+    family: KernelFamily,
+    workgroup_storage: u32,
+    aligned: bool,
+) -> AttentionKernel {
+    match family {
+        KernelFamily::Cpu if aligned => AttentionKernel::Rows,
+        KernelFamily::Tiled if aligned && workgroup_storage >= FLASH_WORKGROUP_BYTES => {
+            AttentionKernel::Flash
+        }
+        _ => AttentionKernel::Staged,
+    }
 }
 
 /// Columns `offset .. offset + heads·head_dim` of a `[batch, len, width]` tensor: lets Q, K and V
@@ -100,9 +138,8 @@ impl AttentionSpec {
 /// `softmax(Q·Kᵀ·scale)·V` per head. q `[B, Lq, H·D]`, k and v `[B, Lk, H·D]` (or column slices
 /// of wider tensors). Result `[B, Lq, H·D]`.
 ///
-/// The recorder's kernel family picks the kernel: the CPU family's (`attention_rows.wgsl`: no
-/// workgroup memory, head size specialised) where head size, strides and offsets are multiples
-/// of 4, else keys staged in workgroup memory (`attention.wgsl`).
+/// [`choose_kernel`] picks the kernel from the recorder's family, the adapter's workgroup
+/// memory and whether head size, strides and offsets are multiples of 4.
 pub fn attention<'a>(
     rec: &mut Recorder<'_>,
     q: impl Into<Columns<'a>>,
@@ -186,14 +223,18 @@ pub fn attention<'a>(
         _pad0: 0,
         _pad1: 0,
     };
-    let rows = rec.kernel_family() == KernelFamily::Cpu
-        && [head_dim, wq, wk, wv, q.offset, k.offset, v.offset]
-            .iter()
-            .all(|x| x % 4 == 0);
-    let (kernel_spec, per_group) = if rows {
-        (rows_spec(head_dim), ROWS_QUERIES_PER_GROUP)
-    } else {
-        (spec(), QUERIES_PER_GROUP)
+    let aligned = [head_dim, wq, wk, wv, q.offset, k.offset, v.offset]
+        .iter()
+        .all(|x| x % 4 == 0);
+    let kernel = choose_kernel(
+        rec.kernel_family(),
+        rec.ctx().limits().max_compute_workgroup_storage_size,
+        aligned,
+    );
+    let (kernel_spec, per_group) = match kernel {
+        AttentionKernel::Rows => (rows_spec(head_dim), ROWS_QUERIES_PER_GROUP),
+        AttentionKernel::Flash => (flash_spec(head_dim), FLASH_QUERIES_PER_GROUP),
+        AttentionKernel::Staged => (spec(), QUERIES_PER_GROUP),
     };
     let groups = [
         u("query blocks", lq.div_ceil(per_group))?,

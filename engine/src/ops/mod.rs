@@ -77,7 +77,9 @@ pub(crate) fn expect_shape(op: &'static str, t: &Tensor, shape: &[usize]) -> Res
 pub fn params_size(module: Module) -> usize {
     match module {
         Module::Matmul(_) | Module::MatmulRows(_) => size_of::<matmul::Params>(),
-        Module::Attention | Module::AttentionRows => size_of::<attention::Params>(),
+        Module::Attention | Module::AttentionFlash | Module::AttentionRows => {
+            size_of::<attention::Params>()
+        }
         Module::Norm => size_of::<norm::Params>(),
         Module::Elementwise => size_of::<elementwise::Params>(),
         Module::Layout => size_of::<layout::Params>(),

@@ -121,41 +121,84 @@ fn largest_head_dim() {
 }
 
 #[test]
+fn head_size_80_and_query_tiles_off_the_flash_tile() {
+    // Paella's head size; 70 queries = two full 32-query tiles and a partial one; 77 keys end
+    // inside a 16-key tile; causal rows that see few keys.
+    check(2, 70, 77, 2, 80, false, 13);
+    check(1, 45, 45, 2, 80, true, 14);
+    check(1, 3, 40, 3, 36, true, 15);
+}
+
+#[test]
+fn kernel_choice_follows_family_alignment_and_workgroup_memory() {
+    use tessera_engine::ops::attention::{AttentionKernel, choose_kernel};
+    assert_eq!(
+        choose_kernel(KernelFamily::Cpu, 0, true),
+        AttentionKernel::Rows
+    );
+    assert_eq!(
+        choose_kernel(KernelFamily::Cpu, 1 << 15, false),
+        AttentionKernel::Staged
+    );
+    assert_eq!(
+        choose_kernel(KernelFamily::Tiled, 1 << 15, true),
+        AttentionKernel::Flash
+    );
+    // The WebGPU default of 16 KiB is too little for the flash kernel's tiles.
+    assert_eq!(
+        choose_kernel(KernelFamily::Tiled, 1 << 14, true),
+        AttentionKernel::Staged
+    );
+    assert_eq!(
+        choose_kernel(KernelFamily::Tiled, 1 << 15, false),
+        AttentionKernel::Staged
+    );
+}
+
+#[test]
 fn q_k_v_as_column_slices_of_one_fused_projection() {
     let mut r = rng(10);
     let (b, l, h, d) = (2, 9, 2, 8);
     let w = h * d;
     let qkv = randn(&mut r, b * l * 3 * w);
     let t = upload("qkv", &[b, l, 3 * w], &qkv);
-    let out = run_in(KernelFamily::Cpu, |rec| {
-        attention(
-            rec,
-            Columns {
-                tensor: &t,
-                offset: 0,
-            },
-            Columns {
-                tensor: &t,
-                offset: w,
-            },
-            Columns {
-                tensor: &t,
-                offset: 2 * w,
-            },
-            &AttentionSpec::new(h, d),
-        )
-    });
-    let want = reference(
-        &qkv,
-        &qkv,
-        &qkv,
-        (b, l, l),
-        (h, d),
-        (3 * w, 0),
-        (3 * w, w, 2 * w),
-        false,
-    );
-    assert_close("attention fused qkv", &download(&out), &want, 2e-5, 1e-4);
+    for family in FAMILIES {
+        let out = run_in(family, |rec| {
+            attention(
+                rec,
+                Columns {
+                    tensor: &t,
+                    offset: 0,
+                },
+                Columns {
+                    tensor: &t,
+                    offset: w,
+                },
+                Columns {
+                    tensor: &t,
+                    offset: 2 * w,
+                },
+                &AttentionSpec::new(h, d),
+            )
+        });
+        let want = reference(
+            &qkv,
+            &qkv,
+            &qkv,
+            (b, l, l),
+            (h, d),
+            (3 * w, 0),
+            (3 * w, w, 2 * w),
+            false,
+        );
+        assert_close(
+            &format!("attention fused qkv {family:?}"),
+            &download(&out),
+            &want,
+            2e-5,
+            1e-4,
+        );
+    }
 }
 
 #[test]
