@@ -399,6 +399,7 @@ impl Animation {
             newly_fixed: &ev.newly_fixed[..l],
             confidence: &ev.confidence[..l],
             ms: ev.ms,
+            work: ev.work,
         };
         let f = frame(&img, size, ev.grid, &one, mask_id);
         let k = 256u32.div_ceil(f.height()).max(1);

@@ -4,11 +4,14 @@
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::gpu::{GpuContext, Profile, Recorder, Tensor};
+use crate::gpu::{GpuContext, Profile, Recorder, Tensor, WorkCounts};
+use crate::models::amused::{AmusedPipeline, GenerationDefaults};
 use crate::ops;
 use crate::ops::attention::AttentionSpec;
 use crate::ops::conv::Conv2dSpec;
 use crate::ops::matmul::BLayout;
+use crate::pipeline;
+use crate::sampling::SamplerOptions;
 
 /// One measured kernel configuration.
 #[derive(Clone, Debug)]
@@ -168,17 +171,22 @@ fn sample_and_read(mut rec: Recorder<'_>, logits: &Tensor, step: usize) -> Resul
     ids.to_u32(ctx)
 }
 
-/// End-to-end figures of one text-to-image run (milliseconds, bytes).
+/// End-to-end figures of one text-to-image run (milliseconds, bytes, GPU work).
 #[derive(Clone, Debug)]
 pub struct EndToEnd {
     pub model: String,
     pub steps: usize,
     pub batch: usize,
+    /// Prompt embedding and the step-invariant conditioning (0 for class-conditional models).
     pub text_ms: f64,
     pub step_ms: f64,
     pub decode_ms: f64,
     pub total_ms: f64,
     pub peak_bytes: u64,
+    /// Compute dispatches and queue submissions per decoding step (sampling and readback
+    /// included), averaged over the steps.
+    pub dispatches_per_step: f64,
+    pub submits_per_step: f64,
     /// Per-kernel breakdown of each phase ("text", "steps", "decode") when the context was
     /// profiling ([`GpuContext::start_profile`]); empty otherwise.
     pub phases: Vec<(&'static str, Profile)>,
@@ -192,99 +200,45 @@ fn end_phase(ctx: &GpuContext, phases: &mut Vec<(&'static str, Profile)>, name: 
     }
 }
 
-/// The three networks of an aMUSEd pipeline.
-pub struct Components<'a> {
-    pub text: &'a crate::models::clip_text::ClipTextModel,
-    pub transformer: &'a crate::models::uvit2d::UVit2DModel,
-    pub vq: &'a crate::models::vq::VqModel,
-}
-
-/// Times a guided text-to-image run the way the pipeline does it: text for [uncond; cond],
-/// `steps` transformer passes on a batch of 2·`batch` with guidance and sampling (reading back
-/// only ids and confidences), then the VQ decode.
+/// Times a guided text-to-image run through the same pipeline code as `--render`
+/// ([`pipeline::plan`], [`pipeline::Plan::run`], [`pipeline::decode`]): a short prompt against the
+/// empty prompt at guidance 10 (the pipeline's default), `steps` steps of the aMUSEd sampler,
+/// then the VQ decode of every image.
 pub fn end_to_end(
     ctx: &GpuContext,
     name: &str,
-    c: &Components<'_>,
+    pipe: &AmusedPipeline,
     steps: usize,
     batch: usize,
 ) -> Result<EndToEnd> {
-    use crate::models::uvit2d::Conditioning;
     ctx.trim_pool();
     let t0 = Instant::now();
-    let tc = &c.transformer.config;
-    let len = c.text.config.max_position_embeddings;
-    // Two rows of token ids (an empty and a short prompt), the shape the tokenizer produces.
-    let mut ids = vec![
-        c.text
-            .config
-            .eos_token_id
-            .min(c.text.config.vocab_size as u32 - 1);
-        2 * len
-    ];
-    for (i, id) in ids.iter_mut().enumerate().skip(len).take(5) {
-        *id = (i as u32 * 97) % c.text.config.vocab_size as u32;
-    }
-    let mut rec = ctx.recorder();
-    let emb = c.text.forward(&mut rec, &ids, 2)?;
-    rec.submit();
-    let pooled = emb.pooled.to_f32(ctx)?;
+    let mut sampler = SamplerOptions::amused(0);
+    sampler.steps = steps;
+    let side = pipe.transformer.config.sample_size;
+    let req = pipeline::Request {
+        prompt: "a red apple",
+        negative_prompt: "",
+        batch,
+        guidance: GenerationDefaults::PIPELINE_GUIDANCE,
+        sampler,
+        start: pipeline::Start::Blank((side, side)),
+    };
+    let plan = pipeline::plan(ctx, pipe, &req)?;
+    ctx.wait_idle();
     let text_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut phases = Vec::new();
     end_phase(ctx, &mut phases, "text");
-    let repeat = |v: &[f32], per: usize| -> Vec<f32> {
-        let (u, cnd) = v.split_at(per);
-        let mut out = Vec::with_capacity(2 * batch * per);
-        for _ in 0..batch {
-            out.extend_from_slice(u);
-        }
-        for _ in 0..batch {
-            out.extend_from_slice(cnd);
-        }
-        out
-    };
-    let hidden_v = emb.penultimate.to_f32(ctx)?;
-    let (pd, hd) = (pooled.len() / 2, hidden_v.len() / 2);
-    let pooled = Tensor::from_f32(ctx, "pooled", &[2 * batch, pd], &repeat(&pooled, pd))?;
-    let hidden = Tensor::from_f32(
-        ctx,
-        "hidden",
-        &[2 * batch, len, hd / len],
-        &repeat(&hidden_v, hd),
-    )?;
-    let f = c.vq.config.scale_factor();
-    let side = tc.sample_size;
-    let micro_row = [(side * f) as f32, (side * f) as f32, 0.0, 0.0, 6.0];
-    let micro = Tensor::from_f32(ctx, "micro", &[2 * batch, 5], &micro_row.repeat(2 * batch))?;
-    let l = side * side;
-    let mut tokens = vec![tc.mask_token_id(); batch * l];
     let t1 = Instant::now();
-    for step in 0..steps {
-        let both: Vec<u32> = tokens.iter().chain(tokens.iter()).copied().collect();
-        let tt = Tensor::from_u32(ctx, "tokens", &[2 * batch, side, side], &both)?;
-        let mut rec = ctx.recorder();
-        let logits = c.transformer.forward(
-            &mut rec,
-            &tt,
-            &Conditioning {
-                pooled: &pooled,
-                hidden: &hidden,
-                micro_conds: &micro,
-            },
-        )?;
-        let u = ops::layout::slice(&mut rec, &logits, 0, 0, batch)?;
-        let cnd = ops::layout::slice(&mut rec, &logits, 0, batch, batch)?;
-        let guided = ops::elementwise::axpby(&mut rec, -9.0, &u, 10.0, &cnd)?;
-        tokens = sample_and_read(rec, &guided, step)?;
-    }
+    let mut work = WorkCounts::default();
+    let generated = plan.run(ctx, &mut |e| {
+        work.dispatches += e.work.dispatches;
+        work.submits += e.work.submits;
+    })?;
     let step_ms = t1.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64;
     end_phase(ctx, &mut phases, "steps");
     let t2 = Instant::now();
-    let tt = Tensor::from_u32(ctx, "tokens", &[batch, side, side], &tokens)?;
-    let mut rec = ctx.recorder();
-    let img = c.vq.decode(&mut rec, &tt)?;
-    rec.submit();
-    let _ = img.to_f32(ctx)?;
+    let _ = pipeline::decode(ctx, pipe, &generated.tokens, batch, generated.grid)?;
     let decode_ms = t2.elapsed().as_secs_f64() * 1e3;
     end_phase(ctx, &mut phases, "decode");
     Ok(EndToEnd {
@@ -297,6 +251,8 @@ pub fn end_to_end(
         decode_ms,
         total_ms: t0.elapsed().as_secs_f64() * 1e3,
         peak_bytes: ctx.memory_stats().1,
+        dispatches_per_step: work.dispatches as f64 / steps.max(1) as f64,
+        submits_per_step: work.submits as f64 / steps.max(1) as f64,
     })
 }
 
@@ -317,12 +273,14 @@ pub fn maskgit_end_to_end(
         .map(|b| b % mg.num_classes() as u32)
         .collect();
     let mut tokens = vec![mg.mask_id(); batch * l];
+    let w0 = ctx.work_counts();
     for step in 0..steps {
         let tt = Tensor::from_u32(ctx, "tokens", &[batch, gh, gw], &tokens)?;
         let mut rec = ctx.recorder();
         let logits = mg.logits(&mut rec, &tt, &labels)?;
         tokens = sample_and_read(rec, &logits, step)?;
     }
+    let work = ctx.work_counts() - w0;
     let step_ms = t0.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64;
     let mut phases = Vec::new();
     end_phase(ctx, &mut phases, "steps");
@@ -344,5 +302,7 @@ pub fn maskgit_end_to_end(
         decode_ms,
         total_ms: t0.elapsed().as_secs_f64() * 1e3,
         peak_bytes: ctx.memory_stats().1,
+        dispatches_per_step: work.dispatches as f64 / steps.max(1) as f64,
+        submits_per_step: work.submits as f64 / steps.max(1) as f64,
     })
 }

@@ -707,6 +707,7 @@ impl App {
                 newly_fixed: &f.newly_fixed,
                 confidence: &f.confidence,
                 ms: f.ms,
+                work: Default::default(),
             };
             let fr = crate::render::frame(&chw, size, f.grid, &ev, mask_id);
             let k = 256u32.div_ceil(fr.height()).max(1);

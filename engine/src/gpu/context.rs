@@ -29,6 +29,27 @@ pub struct GpuContext {
     features: wgpu::Features,
     kernels: KernelFamily,
     profile: std::sync::Mutex<Option<ProfileState>>,
+    /// Dispatches recorded and queue submissions made so far ([`GpuContext::work_counts`]).
+    dispatches: std::sync::atomic::AtomicU64,
+    submits: std::sync::atomic::AtomicU64,
+}
+
+/// Work issued to the GPU through a context: compute dispatches recorded and command-buffer
+/// submissions (including readbacks), counted from its creation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkCounts {
+    pub dispatches: u64,
+    pub submits: u64,
+}
+
+impl std::ops::Sub for WorkCounts {
+    type Output = WorkCounts;
+    fn sub(self, rhs: WorkCounts) -> WorkCounts {
+        WorkCounts {
+            dispatches: self.dispatches.saturating_sub(rhs.dispatches),
+            submits: self.submits.saturating_sub(rhs.submits),
+        }
+    }
 }
 
 /// Which family of kernel variants suits the adapter.
@@ -139,6 +160,8 @@ impl GpuContext {
         Self {
             kernels,
             profile: std::sync::Mutex::new(None),
+            dispatches: Default::default(),
+            submits: Default::default(),
             device,
             queue,
             info,
@@ -209,6 +232,30 @@ impl GpuContext {
     /// True when shaders may use `enable f16;`.
     pub fn has_f16(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Dispatches and submissions so far; the difference of two readings is the work between.
+    pub fn work_counts(&self) -> WorkCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        WorkCounts {
+            dispatches: self.dispatches.load(Relaxed),
+            submits: self.submits.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn count_dispatch(&self) {
+        self.dispatches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Submits command buffers to the queue, counted in [`GpuContext::work_counts`].
+    pub(crate) fn submit_commands(
+        &self,
+        commands: impl IntoIterator<Item = wgpu::CommandBuffer>,
+    ) -> wgpu::SubmissionIndex {
+        self.submits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.queue.submit(commands)
     }
 
     /// Bytes currently held by live tensors, and the most ever held at once.

@@ -9,7 +9,7 @@ pub mod profile;
 mod recorder;
 mod tensor;
 
-pub use context::{GpuContext, KernelFamily, WANTED_FEATURES, is_software_adapter};
+pub use context::{GpuContext, KernelFamily, WANTED_FEATURES, WorkCounts, is_software_adapter};
 pub use pipeline::PipelineCache;
 pub use profile::{OpTime, Profile, ProfileClock};
 pub use recorder::{Binding, Recorder, linear_workgroups};

@@ -157,6 +157,7 @@ impl<'a> Recorder<'a> {
             entries: &entries,
         });
         self.dispatches += 1;
+        self.ctx.count_dispatch();
         let Some(profile) = self.profile.as_mut() else {
             let pass = self.pass.get_or_insert_with(|| {
                 self.encoder
@@ -301,7 +302,7 @@ impl<'a> Recorder<'a> {
                     label: Some("tessera ops"),
                 }),
         );
-        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.submit_commands([encoder.finish()]);
         self.held.clear();
     }
 
@@ -310,7 +311,7 @@ impl<'a> Recorder<'a> {
         self.pass = None;
         match self.profile.take() {
             Some(p) if !p.labels.is_empty() => self.submit_timed(p),
-            _ => self.ctx.queue.submit([self.encoder.finish()]),
+            _ => self.ctx.submit_commands([self.encoder.finish()]),
         }
     }
 
@@ -339,7 +340,7 @@ impl<'a> Recorder<'a> {
         }
         self.encoder
             .copy_buffer_to_buffer(&resolve, 0, &readback, 0, bytes);
-        let index = self.ctx.queue.submit([self.encoder.finish()]);
+        let index = self.ctx.submit_commands([self.encoder.finish()]);
         let slice = readback.slice(..);
         slice.map_async(wgpu::MapMode::Read, |_| {});
         self.ctx.wait_idle();

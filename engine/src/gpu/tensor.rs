@@ -216,7 +216,7 @@ impl Tensor {
                 label: Some("tessera readback"),
             });
         enc.copy_buffer_to_buffer(self.buffer(), 0, &staging, 0, padded);
-        let index = ctx.queue.submit([enc.finish()]);
+        let index = ctx.submit_commands([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);

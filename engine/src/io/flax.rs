@@ -561,6 +561,50 @@ impl<'a> FlaxLoader<'a> {
         }
     }
 
+    /// Arrays `names` of equal `shape`, each reordered as by [`FlaxLoader::permuted`], stacked
+    /// along the output's dim 0 (e.g. query, key and value kernels as one matmul weight).
+    pub fn permuted_stacked(
+        &self,
+        names: &[&str],
+        shape: &[usize],
+        perm: &[usize],
+    ) -> Result<Tensor> {
+        let mut sorted = perm.to_vec();
+        sorted.sort_unstable();
+        if perm.len() != shape.len() || sorted.iter().enumerate().any(|(i, &p)| i != p) {
+            return Err(Error::shape(
+                "flax permute",
+                format!("{perm:?} is not a permutation of {} dims", shape.len()),
+            ));
+        }
+        let mut out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        out_shape[0] *= names.len();
+        let label = names
+            .iter()
+            .map(|n| self.path(n))
+            .collect::<Vec<_>>()
+            .join("+");
+        let parts = names
+            .iter()
+            .map(|n| self.get(n, shape))
+            .collect::<Result<Vec<_>>>()?;
+        if self.check_only {
+            return Ok(Tensor::placeholder(
+                self.ctx,
+                &label,
+                &out_shape,
+                DType::F32,
+            ));
+        }
+        let mut data = Vec::new();
+        for (_, t) in parts.into_iter() {
+            if let Some(t) = t {
+                data.extend(permute_host(&t.data, shape, perm));
+            }
+        }
+        Tensor::from_f32(self.ctx, &label, &out_shape, &data)
+    }
+
     /// The array of `shape` with its dimensions reordered (output dim i is stored dim
     /// `perm[i]`), e.g. `[1, 0]` turns a Dense kernel `[in, out]` into a Linear weight
     /// `[out, in]` and `[3, 2, 0, 1]` a conv kernel HWIO into OIHW.

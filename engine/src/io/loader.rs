@@ -88,6 +88,12 @@ impl<'a> Loader<'a> {
         self.ctx
     }
 
+    /// True during the first pass of [`Loader::load`], when tensors are placeholders that
+    /// must not be computed with.
+    pub fn checking(&self) -> bool {
+        self.check_only
+    }
+
     fn path(&self, name: &str) -> String {
         if self.prefix.is_empty() {
             name.to_owned()
@@ -141,6 +147,60 @@ impl<'a> Loader<'a> {
     /// A matrix weight (matmul B operand): f16 in the file stays f16 when the loader keeps f16.
     pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.get(name, shape, true)
+    }
+
+    /// Several tensors `[rows_i, ..]` with equal trailing dims, stacked along dim 0 into one
+    /// `[Σ rows_i, ..]` tensor, so that e.g. the Q, K and V projections of an attention run as
+    /// one matmul. `matrix`: f16 in the file stays f16 (as [`Loader::matrix`]) when every part
+    /// is f16 and the loader keeps f16.
+    pub fn stacked(&self, names: &[&str], shapes: &[&[usize]], matrix: bool) -> Result<Tensor> {
+        let (Some(first), true) = (shapes.first(), names.len() == shapes.len()) else {
+            return Err(crate::Error::shape(
+                "load",
+                "stacking needs one shape per tensor",
+            ));
+        };
+        let paths = names
+            .iter()
+            .zip(shapes)
+            .map(|(n, s)| self.claim(n, s))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(bad) = shapes.iter().find(|s| s.is_empty() || s[1..] != first[1..]) {
+            return Err(crate::Error::shape(
+                "load",
+                format!("cannot stack {paths:?}: shapes {first:?} and {bad:?}"),
+            ));
+        }
+        let mut shape = first.to_vec();
+        shape[0] = shapes.iter().map(|s| s[0]).sum();
+        let label = paths.join("+");
+        if self.check_only {
+            return Ok(Tensor::placeholder(self.ctx, &label, &shape, DType::F32));
+        }
+        let parts = paths
+            .iter()
+            .zip(shapes)
+            .map(|(p, s)| self.ckpt.values(p, s, matrix && self.keep_f16))
+            .collect::<Result<Vec<_>>>()?;
+        if parts.iter().all(|v| matches!(v, Values::F16(_))) {
+            let v: Vec<half::f16> = parts
+                .into_iter()
+                .flat_map(|v| match v {
+                    Values::F16(v) => v,
+                    Values::F32(_) => Vec::new(),
+                })
+                .collect();
+            Tensor::upload_bytes(
+                self.ctx,
+                &label,
+                &shape,
+                DType::F16,
+                bytemuck::cast_slice(&v),
+            )
+        } else {
+            let v: Vec<f32> = parts.into_iter().flat_map(Values::into_f32).collect();
+            Tensor::from_f32(self.ctx, &label, &shape, &v)
+        }
     }
 
     /// `tensor` when present, `None` when the checkpoint lacks it.

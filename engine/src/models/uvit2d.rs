@@ -15,6 +15,7 @@ use crate::io::{Loader, read_config};
 use crate::ops;
 use crate::ops::conv::Conv2dSpec;
 use crate::ops::embed::Sinusoidal;
+use crate::ops::matmul::Activation;
 
 /// `transformer/config.json` of a diffusers `UVit2DModel` (keys and defaults as there).
 #[derive(Clone, Debug, Deserialize)]
@@ -167,13 +168,13 @@ impl ConvNextBlock {
         })
     }
 
-    /// x `[B, H·W, C]`, `silu_cond` = SiLU(pooled condition) `[B, hidden]`.
+    /// x `[B, H·W, C]`, `modulation` = this block's [`ConvNextBlock::modulation`] `[B, 2C]`.
     fn forward(
         &self,
         rec: &mut Recorder<'_>,
         x: &Tensor,
         (h, w): (usize, usize),
-        silu_cond: &Tensor,
+        modulation: &Tensor,
     ) -> Result<Tensor> {
         let [b, _, ch] = *x.shape() else {
             return Err(Error::shape("ConvNextBlock", format!("{:?}", x.shape())));
@@ -192,8 +193,9 @@ impl ConvNextBlock {
         )?;
         let y = ops::layout::permute(rec, &y, &[0, 2, 3, 1])?.reshape(&[b, h * w, ch])?;
         let y = self.norm.forward(rec, &y)?;
-        let y = self.channelwise_linear_1.forward(rec, &y)?;
-        let y = ops::elementwise::gelu(rec, &y)?;
+        let y =
+            self.channelwise_linear_1
+                .forward_fused(rec, &y, Some(Activation::GeluErf), None)?;
         let y = ops::norm::global_response_norm(
             rec,
             &y,
@@ -201,10 +203,15 @@ impl ConvNextBlock {
             &self.channelwise_norm_beta,
             1e-6,
         )?;
-        let y = self.channelwise_linear_2.forward(rec, &y)?;
-        let y = ops::elementwise::add(rec, &y, x)?;
-        let m = self.cond_embeds_mapper.forward(rec, silu_cond)?;
-        ops::elementwise::modulate(rec, &y, &m)
+        let y = self
+            .channelwise_linear_2
+            .forward_residual(rec, &y, Some(x))?;
+        ops::elementwise::modulate(rec, &y, modulation)
+    }
+
+    /// `cond_embeds_mapper(SiLU(pooled condition))` `[B, 2C]`: step-invariant.
+    fn modulation(&self, rec: &mut Recorder<'_>, silu_cond: &Tensor) -> Result<Tensor> {
+        self.cond_embeds_mapper.forward(rec, silu_cond)
     }
 }
 
@@ -233,7 +240,7 @@ impl SkipFfTransformerBlock {
                 None
             },
             norm1: Norm::rms(&l.pp("norm1"), ch, 1e-6, true)?,
-            attn1: Attention::new(
+            attn1: Attention::cross_attention(
                 &l.pp("attn1"),
                 ch,
                 ch,
@@ -243,7 +250,7 @@ impl SkipFfTransformerBlock {
                 c.use_bias,
             )?,
             norm2: Norm::rms(&l.pp("norm2"), ch, 1e-6, true)?,
-            attn2: Attention::new(
+            attn2: Attention::cross_attention(
                 &l.pp("attn2"),
                 ch,
                 ch,
@@ -255,7 +262,8 @@ impl SkipFfTransformerBlock {
         })
     }
 
-    fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor, text: &Tensor) -> Result<Tensor> {
+    /// Keys and values of both attentions over the (mapped) text: step-invariant.
+    fn context(&self, rec: &mut Recorder<'_>, text: &Tensor) -> Result<[Tensor; 2]> {
         let kv = match &self.kv_mapper {
             Some(m) => {
                 let s = ops::elementwise::silu(rec, text)?;
@@ -263,12 +271,22 @@ impl SkipFfTransformerBlock {
             }
             None => text.clone(),
         };
+        Ok([
+            self.attn1.project_context(rec, &kv)?,
+            self.attn2.project_context(rec, &kv)?,
+        ])
+    }
+
+    fn forward(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        [kv1, kv2]: &[Tensor; 2],
+    ) -> Result<Tensor> {
         let h = self.norm1.forward(rec, x)?;
-        let a = self.attn1.forward(rec, &h, &kv)?;
-        let x = ops::elementwise::add(rec, &a, x)?;
+        let x = self.attn1.forward(rec, &h, Some(kv1), Some(x))?;
         let h = self.norm2.forward(rec, &x)?;
-        let a = self.attn2.forward(rec, &h, &kv)?;
-        ops::elementwise::add(rec, &a, &x)
+        self.attn2.forward(rec, &h, Some(kv2), Some(&x))
     }
 }
 
@@ -315,14 +333,35 @@ impl UVitBlock {
         })
     }
 
+    /// The block's step-invariant conditioning: each ConvNext block's modulation and each
+    /// attention block's keys and values.
+    fn prepare(
+        &self,
+        rec: &mut Recorder<'_>,
+        silu_cond: &Tensor,
+        text: &Tensor,
+    ) -> Result<BlockConditioning> {
+        Ok(BlockConditioning {
+            res_blocks: self
+                .res_blocks
+                .iter()
+                .map(|r| r.modulation(rec, silu_cond))
+                .collect::<Result<_>>()?,
+            attention_blocks: self
+                .attention_blocks
+                .iter()
+                .map(|a| a.context(rec, text))
+                .collect::<Result<_>>()?,
+        })
+    }
+
     /// x `[B, h·w, C]` → `[B, h'·w', C]` and the new grid size.
     fn forward(
         &self,
         rec: &mut Recorder<'_>,
         x: &Tensor,
         (mut h, mut w): (usize, usize),
-        silu_cond: &Tensor,
-        text: &Tensor,
+        cond: &BlockConditioning,
     ) -> Result<(Tensor, (usize, usize))> {
         let b = x.shape()[0];
         let ch = x.shape()[2];
@@ -340,9 +379,11 @@ impl UVitBlock {
             (h, w) = (y.shape()[2], y.shape()[3]);
             x = ops::layout::permute(rec, &y, &[0, 2, 3, 1])?.reshape(&[b, h * w, ch])?;
         }
-        for (res, attn) in self.res_blocks.iter().zip(&self.attention_blocks) {
-            x = res.forward(rec, &x, (h, w), silu_cond)?;
-            x = attn.forward(rec, &x, text)?;
+        let blocks = self.res_blocks.iter().zip(&self.attention_blocks);
+        for ((res, attn), (m, kv)) in blocks.zip(cond.res_blocks.iter().zip(&cond.attention_blocks))
+        {
+            x = res.forward(rec, &x, (h, w), m)?;
+            x = attn.forward(rec, &x, kv)?;
         }
         if let Some((norm, weight, bias)) = &self.upsample {
             let n = norm.forward(rec, &x)?;
@@ -375,10 +416,14 @@ impl AdaNorm {
         })
     }
 
-    fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor, silu_cond: &Tensor) -> Result<Tensor> {
-        let emb = self.linear.forward(rec, silu_cond)?;
-        let n = self.norm.forward(rec, x)?;
-        ops::elementwise::modulate(rec, &n, &emb)
+    /// `linear(SiLU(c))` `[B, 2·hidden]` = `[scale | shift]`: step-invariant.
+    fn modulation(&self, rec: &mut Recorder<'_>, silu_cond: &Tensor) -> Result<Tensor> {
+        self.linear.forward(rec, silu_cond)
+    }
+
+    /// norm(x)·(1 + scale) + shift, one dispatch.
+    fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor, modulation: &Tensor) -> Result<Tensor> {
+        self.norm.forward_modulated(rec, x, modulation)
     }
 }
 
@@ -399,9 +444,8 @@ impl TransformerLayer {
         let heads = c.num_attention_heads;
         Ok(Self {
             norm1: AdaNorm::new(&l.pp("norm1"), c, true)?,
-            attn1: Attention::new(
+            attn1: Attention::self_attention(
                 &l.pp("attn1"),
-                d,
                 d,
                 heads,
                 d / heads,
@@ -409,7 +453,7 @@ impl TransformerLayer {
                 c.use_bias,
             )?,
             norm2: AdaNorm::new(&l.pp("norm2"), c, true)?,
-            attn2: Attention::new(
+            attn2: Attention::cross_attention(
                 &l.pp("attn2"),
                 d,
                 d,
@@ -429,25 +473,65 @@ impl TransformerLayer {
         })
     }
 
+    /// The layer's step-invariant conditioning.
+    fn prepare(
+        &self,
+        rec: &mut Recorder<'_>,
+        silu_cond: &Tensor,
+        text: &Tensor,
+    ) -> Result<LayerConditioning> {
+        Ok(LayerConditioning {
+            norm1: self.norm1.modulation(rec, silu_cond)?,
+            norm2: self.norm2.modulation(rec, silu_cond)?,
+            norm3: self.norm3.modulation(rec, silu_cond)?,
+            attn2: self.attn2.project_context(rec, text)?,
+        })
+    }
+
+    /// 11 dispatches: three modulated norms, self-attention (QKV, attention, out + residual),
+    /// cross-attention (Q, attention, out + residual), GEGLU feed-forward (proj with the gate
+    /// in its epilogue, out + residual).
     fn forward(
         &self,
         rec: &mut Recorder<'_>,
         x: &Tensor,
-        text: &Tensor,
-        silu_cond: &Tensor,
+        cond: &LayerConditioning,
     ) -> Result<Tensor> {
-        let n = self.norm1.forward(rec, x, silu_cond)?;
-        let a = self.attn1.forward(rec, &n, &n)?;
-        let x = ops::elementwise::add(rec, &a, x)?;
-        let n = self.norm2.forward(rec, &x, silu_cond)?;
-        let a = self.attn2.forward(rec, &n, text)?;
-        let x = ops::elementwise::add(rec, &a, &x)?;
-        let n = self.norm3.forward(rec, &x, silu_cond)?;
-        let f = self.ff_proj.forward(rec, &n)?;
-        let f = ops::elementwise::geglu(rec, &f)?;
-        let f = self.ff_out.forward(rec, &f)?;
-        ops::elementwise::add(rec, &f, &x)
+        let n = self.norm1.forward(rec, x, &cond.norm1)?;
+        let x = self.attn1.forward(rec, &n, None, Some(x))?;
+        let n = self.norm2.forward(rec, &x, &cond.norm2)?;
+        let x = self.attn2.forward(rec, &n, Some(&cond.attn2), Some(&x))?;
+        let n = self.norm3.forward(rec, &x, &cond.norm3)?;
+        let f = self.ff_proj.forward_gated(rec, &n, Activation::GeluErf)?;
+        self.ff_out.forward_residual(rec, &f, Some(&x))
     }
+}
+
+/// A transformer layer's step-invariant inputs: the three norms' `[scale | shift]`
+/// `[B, 2·hidden]` and the cross-attention's keys and values `[B, L, 2·hidden]`.
+struct LayerConditioning {
+    norm1: Tensor,
+    norm2: Tensor,
+    norm3: Tensor,
+    attn2: Tensor,
+}
+
+/// A `UVitBlock`'s step-invariant inputs: per ConvNext block its modulation `[B, 2C]`, per
+/// attention block the keys and values of its two attentions.
+struct BlockConditioning {
+    res_blocks: Vec<Tensor>,
+    attention_blocks: Vec<[Tensor; 2]>,
+}
+
+/// Everything of a forward pass that depends on the conditioning alone (text, pooled text,
+/// micro-conditions) and not on the tokens, computed once by [`UVit2DModel::prepare`] and
+/// reused by every decoding step: Muse's conditioning is the same at every step.
+pub struct PreparedConditioning {
+    /// Rows of conditioning (the transformer's batch).
+    pub batch: usize,
+    down_block: BlockConditioning,
+    layers: Vec<LayerConditioning>,
+    up_block: BlockConditioning,
 }
 
 /// Conditioning inputs of one forward pass.
@@ -464,9 +548,10 @@ pub struct UVit2DModel {
     pub config: Config,
     encoder_proj: Linear,
     encoder_proj_layer_norm: Norm,
-    embed_embeddings: Tensor,
-    embed_layer_norm: Norm,
-    embed_conv: Linear,
+    /// `embed.conv(embed.layer_norm(embed.embeddings.weight))` `[vocab_size, block_out_channels]`:
+    /// the token embedding's norm and 1×1 conv act on each table row alone, so they are applied
+    /// to the table once at load and a step's embedding is one lookup.
+    embed_table: Tensor,
     cond_embed_linear_1: Linear,
     cond_embed_linear_2: Linear,
     down_block: UVitBlock,
@@ -496,13 +581,25 @@ impl UVit2DModel {
     pub fn new(l: &Loader<'_>, c: &Config) -> Result<Self> {
         let (d, ch, ic) = (c.hidden_size, c.block_out_channels, c.in_channels);
         let (eps, affine, bias) = (c.layer_norm_eps, c.ln_elementwise_affine, c.use_bias);
+        let embed_table = {
+            let embeddings = l.tensor("embed.embeddings.weight", &[c.vocab_size, ic])?;
+            let norm = Norm::rms(&l.pp("embed.layer_norm"), ic, eps, affine)?;
+            let conv = Linear::conv1x1(&l.pp("embed.conv"), ic, ch, bias)?;
+            if l.checking() {
+                embeddings
+            } else {
+                let mut rec = l.ctx().recorder();
+                let n = norm.forward(&mut rec, &embeddings)?;
+                let t = conv.forward(&mut rec, &n)?;
+                rec.submit();
+                t
+            }
+        };
         Ok(Self {
             config: c.clone(),
             encoder_proj: Linear::new(&l.pp("encoder_proj"), c.encoder_hidden_size, d, bias)?,
             encoder_proj_layer_norm: Norm::rms(&l.pp("encoder_proj_layer_norm"), d, eps, affine)?,
-            embed_embeddings: l.tensor("embed.embeddings.weight", &[c.vocab_size, ic])?,
-            embed_layer_norm: Norm::rms(&l.pp("embed.layer_norm"), ic, eps, affine)?,
-            embed_conv: Linear::conv1x1(&l.pp("embed.conv"), ic, ch, bias)?,
+            embed_table,
             cond_embed_linear_1: Linear::new(
                 &l.pp("cond_embed.linear_1"),
                 c.micro_cond_embed_dim + c.cond_embed_dim,
@@ -525,28 +622,43 @@ impl UVit2DModel {
         })
     }
 
-    /// tokens u32 `[B, h, w]` (mask id allowed) → logits `[B, h·w, codebook_size]`.
+    /// tokens u32 `[B, h, w]` (mask id allowed) → logits `[B, h·w, codebook_size]`:
+    /// [`UVit2DModel::prepare`] then [`UVit2DModel::forward_prepared`].
     pub fn forward(
         &self,
         rec: &mut Recorder<'_>,
         tokens: &Tensor,
         cond: &Conditioning<'_>,
     ) -> Result<Tensor> {
+        let prepared = self.prepare(rec, cond)?;
+        self.forward_prepared(rec, tokens, &prepared)
+    }
+
+    /// The step-invariant part of a forward pass for `B` rows of conditioning: the projected
+    /// text, the pooled condition's embedding, and from them every cross-attention's keys and
+    /// values and every adaptive norm's and ConvNext block's modulation.
+    pub fn prepare(
+        &self,
+        rec: &mut Recorder<'_>,
+        cond: &Conditioning<'_>,
+    ) -> Result<PreparedConditioning> {
         let c = &self.config;
-        let [b, h, w] = *tokens.shape() else {
-            return Err(Error::shape(
-                "UVit2DModel",
-                format!("tokens {:?} are not [B, h, w]", tokens.shape()),
-            ));
-        };
-        if cond.pooled.shape() != [b, c.cond_embed_dim] || cond.micro_conds.shape() != [b, 5] {
+        let b = cond.pooled.shape().first().copied().unwrap_or(0);
+        if b == 0
+            || cond.pooled.shape() != [b, c.cond_embed_dim]
+            || cond.micro_conds.shape() != [b, 5]
+            || cond.hidden.shape().len() != 3
+            || cond.hidden.shape()[0] != b
+        {
             return Err(Error::shape(
                 "UVit2DModel",
                 format!(
-                    "pooled {:?} / micro_conds {:?} do not match batch {b} (want [{b}, {}] and [{b}, 5])",
+                    "pooled {:?} / hidden {:?} / micro_conds {:?} do not agree (want [B, {}], [B, L, {}] and [B, 5])",
                     cond.pooled.shape(),
+                    cond.hidden.shape(),
                     cond.micro_conds.shape(),
-                    c.cond_embed_dim
+                    c.cond_embed_dim,
+                    c.encoder_hidden_size
                 ),
             ));
         }
@@ -565,28 +677,65 @@ impl UVit2DModel {
         )?
         .reshape(&[b, c.micro_cond_embed_dim])?;
         let cond_in = ops::layout::concat(rec, &[cond.pooled, &micro], 1)?;
-        let e = self.cond_embed_linear_1.forward(rec, &cond_in)?;
-        let e = ops::elementwise::silu(rec, &e)?;
+        let e =
+            self.cond_embed_linear_1
+                .forward_fused(rec, &cond_in, Some(Activation::Silu), None)?;
         let pooled_emb = self.cond_embed_linear_2.forward(rec, &e)?;
         // Every modulation reads SiLU(pooled_emb).
         let silu_cond = ops::elementwise::silu(rec, &pooled_emb)?;
+        Ok(PreparedConditioning {
+            batch: b,
+            down_block: self.down_block.prepare(rec, &silu_cond, &text)?,
+            layers: self
+                .transformer_layers
+                .iter()
+                .map(|layer| layer.prepare(rec, &silu_cond, &text))
+                .collect::<Result<_>>()?,
+            up_block: self.up_block.prepare(rec, &silu_cond, &text)?,
+        })
+    }
 
-        let x = ops::embed::embedding(rec, &tokens.reshape(&[b, h * w])?, &self.embed_embeddings)?;
-        let x = self.embed_layer_norm.forward(rec, &x)?;
-        let x = self.embed_conv.forward(rec, &x)?;
+    /// tokens u32 `[b, h, w]` (mask id allowed) → logits `[B, h·w, codebook_size]` for the `B`
+    /// rows of `prepared`; `B` must be a multiple of `b`, and row `r` reads the tokens of image
+    /// `r mod b` (so `[uncond; cond]` conditioning runs one token grid through both branches).
+    pub fn forward_prepared(
+        &self,
+        rec: &mut Recorder<'_>,
+        tokens: &Tensor,
+        prepared: &PreparedConditioning,
+    ) -> Result<Tensor> {
+        let [tb, h, w] = *tokens.shape() else {
+            return Err(Error::shape(
+                "UVit2DModel",
+                format!("tokens {:?} are not [B, h, w]", tokens.shape()),
+            ));
+        };
+        let b = prepared.batch;
+        if tb == 0 || !b.is_multiple_of(tb) {
+            return Err(Error::shape(
+                "UVit2DModel",
+                format!("{tb} token grids for {b} rows of conditioning"),
+            ));
+        }
+        let x = ops::embed::embedding_repeated(
+            rec,
+            &tokens.reshape(&[tb, h * w])?,
+            &self.embed_table,
+            b / tb,
+        )?;
         let (x, grid) = self
             .down_block
-            .forward(rec, &x, (h, w), &silu_cond, &text)?;
+            .forward(rec, &x, (h, w), &prepared.down_block)?;
         let x = self.project_to_hidden_norm.forward(rec, &x)?;
         let mut x = self.project_to_hidden.forward(rec, &x)?;
-        for layer in &self.transformer_layers {
-            x = layer.forward(rec, &x, &text, &silu_cond)?;
+        for (layer, cond) in self.transformer_layers.iter().zip(&prepared.layers) {
+            x = layer.forward(rec, &x, cond)?;
             // The layer's intermediates go back to the pool for the next layer.
             rec.flush();
         }
         let x = self.project_from_hidden_norm.forward(rec, &x)?;
         let x = self.project_from_hidden.forward(rec, &x)?;
-        let (x, _) = self.up_block.forward(rec, &x, grid, &silu_cond, &text)?;
+        let (x, _) = self.up_block.forward(rec, &x, grid, &prepared.up_block)?;
         let x = self.mlm_conv1.forward(rec, &x)?;
         let x = self.mlm_layer_norm.forward(rec, &x)?;
         self.mlm_conv2.forward(rec, &x)

@@ -241,7 +241,7 @@ impl MidAttention {
     fn new(l: &Loader<'_>, ch: usize, groups: usize) -> Result<Self> {
         Ok(Self {
             group_norm: GroupNorm::new(&l.pp("group_norm"), ch, groups)?,
-            attn: Attention::new(l, ch, ch, 1, ch, true, true)?,
+            attn: Attention::self_attention(l, ch, 1, ch, true, true)?,
         })
     }
 
@@ -251,7 +251,7 @@ impl MidAttention {
         };
         let n = self.group_norm.forward(rec, x, false)?;
         let tokens = ops::layout::permute(rec, &n.reshape(&[b, c, h * w])?, &[0, 2, 1])?;
-        let a = self.attn.forward(rec, &tokens, &tokens)?;
+        let a = self.attn.forward(rec, &tokens, None, None)?;
         let a = ops::layout::permute(rec, &a, &[0, 2, 1])?.reshape(&[b, c, h, w])?;
         ops::elementwise::add(rec, &a, x)
     }

@@ -5,17 +5,17 @@
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Recorder, Tensor};
 use crate::models::amused::{AmusedPipeline, micro_conds};
-use crate::models::uvit2d::Conditioning;
+use crate::models::uvit2d::{Conditioning, PreparedConditioning};
 use crate::ops;
 use crate::sampling::{self, SamplerOptions, StepEvent, TokenModel};
 
 /// The transformer with fixed conditioning: `[uncond; cond]` text for guidance > 1 (as
-/// diffusers batches it), the conditional text alone otherwise.
+/// diffusers batches it), the conditional text alone otherwise. Everything that depends on the
+/// conditioning alone (text projections, cross-attention keys and values, modulations) is
+/// computed once here, not at every step.
 pub struct GuidedTransformer<'a> {
     pipe: &'a AmusedPipeline,
-    pooled: Tensor,
-    hidden: Tensor,
-    micro: Tensor,
+    prepared: PreparedConditioning,
     guidance: f32,
     grid: (usize, usize),
 }
@@ -58,15 +58,21 @@ impl<'a> GuidedTransformer<'a> {
         let (_, emb) = pipe.text.embed(&mut rec, &prompts)?;
         let pooled = repeat_rows(&mut rec, &emb.pooled, batch)?;
         let hidden = repeat_rows(&mut rec, &emb.penultimate, batch)?;
-        rec.submit();
         let f = pipe.vqvae.config.scale_factor();
         let rows = if guided { 2 * batch } else { batch };
         let micro = micro_conds(ctx, rows, (grid.1 * f, grid.0 * f), (0.0, 0.0), 6.0)?;
+        let prepared = pipe.transformer.prepare(
+            &mut rec,
+            &Conditioning {
+                pooled: &pooled,
+                hidden: &hidden,
+                micro_conds: &micro,
+            },
+        )?;
+        rec.submit();
         Ok(Self {
             pipe,
-            pooled,
-            hidden,
-            micro,
+            prepared,
             guidance,
             grid,
         })
@@ -87,29 +93,17 @@ impl TokenModel for GuidedTransformer<'_> {
     }
 
     fn logits(&self, rec: &mut Recorder<'_>, tokens: &Tensor) -> Result<Tensor> {
-        let guided = self.guidance > 1.0;
-        let b = tokens.shape()[0];
-        let input = if guided {
-            ops::layout::concat(rec, &[tokens, tokens], 0)?
+        // With guidance the prepared conditioning has 2B rows and the transformer runs the B
+        // token grids through both halves.
+        let logits = self
+            .pipe
+            .transformer
+            .forward_prepared(rec, tokens, &self.prepared)?;
+        if self.guidance > 1.0 {
+            ops::elementwise::guidance(rec, &logits, self.guidance)
         } else {
-            tokens.clone()
-        };
-        let logits = self.pipe.transformer.forward(
-            rec,
-            &input,
-            &Conditioning {
-                pooled: &self.pooled,
-                hidden: &self.hidden,
-                micro_conds: &self.micro,
-            },
-        )?;
-        if !guided {
-            return Ok(logits);
+            Ok(logits)
         }
-        let uncond = ops::layout::slice(rec, &logits, 0, 0, b)?;
-        let cond = ops::layout::slice(rec, &logits, 0, b, b)?;
-        let s = self.guidance;
-        ops::elementwise::axpby(rec, 1.0 - s, &uncond, s, &cond)
     }
 }
 
@@ -177,6 +171,39 @@ pub fn encode_image(
     Ok((ids.to_u32(ctx)?, (h / f, w / f)))
 }
 
+/// A request made ready to sample: images encoded, prompts embedded, the conditioning
+/// prepared. [`generate`] is [`plan`] then [`Plan::run`]; the benchmark times the two apart.
+pub struct Plan<'a> {
+    model: GuidedTransformer<'a>,
+    init: Vec<u32>,
+    opts: SamplerOptions,
+    grid: (usize, usize),
+    batch: usize,
+}
+
+impl Plan<'_> {
+    /// Runs the decoding loop; `on_step` sees every step.
+    pub fn run(
+        &self,
+        ctx: &GpuContext,
+        on_step: &mut dyn FnMut(&StepEvent<'_>),
+    ) -> Result<Generated> {
+        let tokens = sampling::generate(
+            ctx,
+            &self.model,
+            self.batch,
+            &self.init,
+            &self.opts,
+            on_step,
+        )?;
+        Ok(Generated {
+            tokens,
+            grid: self.grid,
+            batch: self.batch,
+        })
+    }
+}
+
 /// Runs the request; `on_step` sees every decoding step.
 pub fn generate(
     ctx: &GpuContext,
@@ -184,6 +211,12 @@ pub fn generate(
     req: &Request<'_>,
     on_step: &mut dyn FnMut(&StepEvent<'_>),
 ) -> Result<Generated> {
+    plan(ctx, pipe, req)?.run(ctx, on_step)
+}
+
+/// Prepares the request: encodes its image (inpainting, outpainting, img2img), embeds the
+/// prompts and computes the step-invariant conditioning.
+pub fn plan<'a>(ctx: &GpuContext, pipe: &'a AmusedPipeline, req: &Request<'_>) -> Result<Plan<'a>> {
     let mask = pipe.scheduler.mask_token_id;
     let mut opts = req.sampler.clone();
     let b = req.batch;
@@ -251,9 +284,10 @@ pub fn generate(
         req.guidance,
         grid,
     )?;
-    let tokens = sampling::generate(ctx, &model, b, &init, &opts, on_step)?;
-    Ok(Generated {
-        tokens,
+    Ok(Plan {
+        model,
+        init,
+        opts,
         grid,
         batch: b,
     })

@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 pub use schedule::Schedule;
 
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, Recorder, Tensor};
+use crate::gpu::{GpuContext, Recorder, Tensor, WorkCounts};
 use crate::ops;
 
 /// A model the samplers can drive: guided logits for a batch of token grids.
@@ -160,6 +160,8 @@ pub struct StepEvent<'a> {
     pub confidence: &'a [f32],
     /// Wall time of the step in milliseconds.
     pub ms: f64,
+    /// GPU work the step issued (dispatches and submissions through the context).
+    pub work: WorkCounts,
 }
 
 fn linspace(a: f32, b: f32, n: usize, i: usize) -> f32 {
@@ -233,6 +235,7 @@ pub fn generate(
     let mut settled = known.clone();
     for step in opts.start_step..opts.steps {
         let t_start = Instant::now();
+        let work_start = ctx.work_counts();
         let last = step + 1 == opts.steps;
         let temperature = match opts.kind {
             SamplerKind::Paella => linspace(
@@ -363,6 +366,7 @@ pub fn generate(
             newly_fixed: &newly_fixed,
             confidence: &probs,
             ms: t_start.elapsed().as_secs_f64() * 1e3,
+            work: ctx.work_counts() - work_start,
         });
     }
     Ok(final_tokens)

@@ -10,9 +10,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Recorder, Tensor};
 use crate::io::flax::{FlaxFile, FlaxLoader};
-use crate::models::nn::{Attention, Linear, Norm};
+use crate::models::nn::{Attention, Linear, Norm, Projections};
 use crate::ops;
-use crate::ops::elementwise::UnaryOp;
+use crate::ops::matmul::Activation;
 
 const LN_EPS: f32 = 1e-12;
 const WORD_EMBEDDINGS: &str = "params/Embed_0/word_embeddings/embedding";
@@ -147,20 +147,21 @@ fn layer_norm(l: &FlaxLoader<'_>, dim: usize) -> Result<Norm> {
 /// biases `[heads, head_dim]`, out kernel `[heads, head_dim, hidden]`.
 fn self_attention(l: &FlaxLoader<'_>, c: &Config) -> Result<Attention> {
     let (d, h, hd) = (c.hidden_size, c.num_heads, c.head_dim);
-    let proj = |name: &str| -> Result<Linear> {
-        let p = l.pp(name);
-        Ok(Linear {
-            weight: p
-                .permuted("kernel", &[d, h, hd], &[1, 2, 0])?
-                .reshape(&[h * hd, d])?,
-            bias: Some(p.tensor("bias", &[h, hd])?.reshape(&[h * hd])?),
-        })
-    };
+    let qkv = ["query/kernel", "key/kernel", "value/kernel"];
+    let qkv_bias = ["query/bias", "key/bias", "value/bias"];
     let out = l.pp("out");
     Ok(Attention {
-        to_q: proj("query")?,
-        to_k: proj("key")?,
-        to_v: proj("value")?,
+        projections: Projections::SelfAttention {
+            to_qkv: Linear {
+                weight: l
+                    .permuted_stacked(&qkv, &[d, h, hd], &[1, 2, 0])?
+                    .reshape(&[3 * h * hd, d])?,
+                bias: Some(
+                    l.permuted_stacked(&qkv_bias, &[h, hd], &[0, 1])?
+                        .reshape(&[3 * h * hd])?,
+                ),
+            },
+        },
         to_out: Linear {
             weight: out
                 .permuted("kernel", &[h, hd, d], &[2, 0, 1])?
@@ -217,14 +218,13 @@ impl TransformerLayer {
 
     fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
         let a = &self.attention_0;
-        let h = a.self_attention.forward(rec, x, x)?;
-        let h = ops::elementwise::add(rec, &h, x)?;
+        let h = a.self_attention.forward(rec, x, None, Some(x))?;
         let x = a.attention_output_ln.forward(rec, &h)?;
         let m = &self.mlp_0;
-        let h = m.intermediate_output.forward(rec, &x)?;
-        let h = ops::elementwise::unary(rec, &h, UnaryOp::GeluTanh)?;
-        let h = m.layer_output.forward(rec, &h)?;
-        let h = ops::elementwise::add(rec, &h, &x)?;
+        let h = m
+            .intermediate_output
+            .forward_fused(rec, &x, Some(Activation::GeluTanh), None)?;
+        let h = m.layer_output.forward_residual(rec, &h, Some(&x))?;
         m.layer_output_ln.forward(rec, &h)
     }
 }
@@ -298,8 +298,9 @@ impl Transformer {
             rec.flush();
         }
         let m = &self.mlm_layer_0;
-        let h = m.mlm_dense.forward(rec, &x)?;
-        let h = ops::elementwise::unary(rec, &h, UnaryOp::GeluTanh)?;
+        let h = m
+            .mlm_dense
+            .forward_fused(rec, &x, Some(Activation::GeluTanh), None)?;
         let h = m.mlm_ln.forward(rec, &h)?;
         ops::matmul::linear(rec, &h, &e.word_embeddings, Some(&m.mlm_bias))
     }
