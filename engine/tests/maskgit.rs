@@ -155,13 +155,6 @@ fn rel_err(got: &[f32], want: &[f64]) -> f64 {
     err / scale
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum ImageLayout {
-    Nchw,
-    /// mg-pub's `image` is labelled `[1, 3, H, W]` but holds the decoder's NHWC buffer as is.
-    NhwcLabelledNchw,
-}
-
 #[derive(serde::Deserialize)]
 struct Case {
     class: u32,
@@ -174,7 +167,7 @@ struct Case {
 
 /// Loads a fixture folder and compares logits, the decoded image and the encoded tokens with
 /// its expectations. Returns the relative errors (logits, logits_full, image).
-fn check_case(dir: &Path, layout: ImageLayout) -> (MaskGit, [f64; 3]) {
+fn check_case(dir: &Path) -> (MaskGit, [f64; 3]) {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -223,13 +216,7 @@ fn check_case(dir: &Path, layout: ImageLayout) -> (MaskGit, [f64; 3]) {
     assert_eq!(image.shape(), [1, 3, p, p], "{name}: image shape");
     let (ws, want) = tensor(dir, "expect_image.safetensors", "image");
     assert_eq!(ws, [1, 3, p, p], "{name}: expected image shape");
-    let mut got = image.to_f32(ctx()).expect("read");
-    if layout == ImageLayout::NhwcLabelledNchw {
-        got = (0..p * p)
-            .flat_map(|i| (0..3).map(move |c| (c, i)))
-            .map(|(c, i)| got[c * p * p + i])
-            .collect();
-    }
+    let got = image.to_f32(ctx()).expect("read");
     let e_image = rel_err(&got, &want);
     let (lo, hi) = got
         .iter()
@@ -267,7 +254,7 @@ fn check_case(dir: &Path, layout: ImageLayout) -> (MaskGit, [f64; 3]) {
 #[test]
 fn official_mg_pub_matches_the_official_code() {
     let dir = official_dir();
-    let (model, _) = check_case(&dir, ImageLayout::NhwcLabelledNchw);
+    let (model, _) = check_case(&dir);
     assert_eq!(
         model.transformer.config,
         transformer::Config {
@@ -315,7 +302,7 @@ struct FixtureConfig {
 
 fn own_case(case: &str) {
     let dir = own_fixture(case);
-    let (model, [e_logits, e_full, _]) = check_case(&dir, ImageLayout::Nchw);
+    let (model, [e_logits, e_full, _]) = check_case(&dir);
     for (what, e) in [("logits", e_logits), ("logits_full", e_full)] {
         assert!(
             e <= TOL_LOGITS_F64_REFERENCE,
