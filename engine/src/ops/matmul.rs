@@ -27,15 +27,22 @@ const TILE: u32 = 32;
 const ROWS_TILE_M: u32 = 64;
 const ROWS_TILE_N: u32 = 128;
 
-fn spec(format: WeightFormat, trans_b: bool, gated: bool) -> KernelSpec {
+/// Activation code of an epilogue (`shaders/activation.wgsl`; 0 = none).
+fn act_code(act: Option<Activation>) -> f64 {
+    f64::from(act.map_or(0, Activation::code))
+}
+
+fn spec(format: WeightFormat, trans_b: bool, gated: bool, act: Option<Activation>) -> KernelSpec {
     KernelSpec::new(Module::Matmul(format), "matmul")
         .with("TRANS_B", f64::from(u8::from(trans_b)))
         .with("GATED", f64::from(u8::from(gated)))
+        .with("ACT", act_code(act))
 }
 
-fn rows_spec(format: WeightFormat, gated: bool) -> KernelSpec {
+fn rows_spec(format: WeightFormat, gated: bool, act: Option<Activation>) -> KernelSpec {
     KernelSpec::new(Module::MatmulRows(format), "matmul_rows")
         .with("GATED", f64::from(u8::from(gated)))
+        .with("ACT", act_code(act))
 }
 
 /// Whether `matmul_rows.wgsl` handles this problem: B in `[N, K]` layout and K a multiple of 4.
@@ -50,12 +57,14 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
         WeightFormat::F16,
         WeightFormat::F16Packed,
     ] {
-        for t in [false, true] {
-            v.push(spec(f, t, false));
+        for act in Activation::ALL.map(Some).into_iter().chain([None]) {
+            for t in [false, true] {
+                v.push(spec(f, t, false, act));
+            }
+            v.push(spec(f, true, true, act));
+            v.push(rows_spec(f, false, act));
+            v.push(rows_spec(f, true, act));
         }
-        v.push(spec(f, true, true));
-        v.push(rows_spec(f, false));
-        v.push(rows_spec(f, true));
     }
     v
 }
@@ -74,6 +83,13 @@ pub enum Activation {
 }
 
 impl Activation {
+    pub const ALL: [Activation; 4] = [
+        Activation::GeluErf,
+        Activation::GeluTanh,
+        Activation::QuickGelu,
+        Activation::Silu,
+    ];
+
     fn code(self) -> u32 {
         match self {
             Activation::GeluErf => 1,
@@ -109,9 +125,7 @@ impl<'a> Epilogue<'a> {
     }
 
     fn flags(&self) -> u32 {
-        u32::from(self.bias.is_some())
-            | (u32::from(self.residual.is_some()) << 1)
-            | (self.activation.map_or(0, Activation::code) << 2)
+        u32::from(self.bias.is_some()) | (u32::from(self.residual.is_some()) << 1)
     }
 }
 
@@ -302,7 +316,10 @@ pub fn matmul_with_format(
             params.m.div_ceil(ROWS_TILE_M),
             params.batch,
         ];
-        (rows_spec(format, epilogue.gated), groups)
+        (
+            rows_spec(format, epilogue.gated, epilogue.activation),
+            groups,
+        )
     } else {
         let per_group = if epilogue.gated { TILE / 2 } else { TILE };
         let groups = [
@@ -310,7 +327,15 @@ pub fn matmul_with_format(
             params.m.div_ceil(TILE),
             params.batch,
         ];
-        (spec(format, layout == BLayout::NK, epilogue.gated), groups)
+        (
+            spec(
+                format,
+                layout == BLayout::NK,
+                epilogue.gated,
+                epilogue.activation,
+            ),
+            groups,
+        )
     };
     rec.dispatch(
         &kernel_spec,
