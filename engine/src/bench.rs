@@ -236,6 +236,8 @@ pub fn end_to_end(
         work.submits += e.work.submits;
     })?;
     let step_ms = t1.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64;
+    // As in `--render`: the conditioning is released before decoding.
+    drop(plan);
     end_phase(ctx, &mut phases, "steps");
     let t2 = Instant::now();
     let _ = pipeline::decode(ctx, pipe, &generated.tokens, batch, generated.grid)?;
