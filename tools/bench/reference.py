@@ -70,12 +70,27 @@ def main():
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    ap.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float16"],
+                    help="one JSON line per dtype, the weights built once")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed runs before the timed one (CUDA/cuBLAS start-up, allocator)")
     args = ap.parse_args()
-    dtype = getattr(torch, args.dtype)
-    dev = args.device
     torch.manual_seed(0)
-    text, transformer, vq = load(args.model, dev, dtype)
+    models = load(args.model, "cpu", torch.float32)
+    for name in args.dtype:
+        dtype = getattr(torch, name)
+        text, transformer, vq = (
+            models[0].to(args.device, dtype), models[1].to(args.device, dtype),
+            models[2].to(args.device, torch.float32))
+        for _ in range(args.warmup):
+            run(args, name, text, transformer, vq, quiet=True)
+        run(args, name, text, transformer, vq, quiet=False)
+
+
+@torch.no_grad()
+def run(args, dtype_name, text, transformer, vq, quiet):
+    dtype = getattr(torch, dtype_name)
+    dev = args.device
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
     cfg = transformer.config
@@ -113,10 +128,12 @@ def main():
     sync(dev)
     decode_ms = (time.perf_counter() - t2) * 1e3
     peak = torch.cuda.max_memory_allocated() if dev == "cuda" else None
+    if quiet:
+        return
     print(json.dumps({
         "adapter": {"name": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "backend": f"pytorch-{dev}"},
         "end_to_end": {
-            "model": args.model, "steps": args.steps, "batch": b, "dtype": args.dtype,
+            "model": args.model, "steps": args.steps, "batch": b, "dtype": dtype_name,
             "text_ms": text_ms, "step_ms": step_ms, "decode_ms": decode_ms,
             "total_ms": (time.perf_counter() - t0) * 1e3, "peak_bytes": peak,
             "torch_threads": torch.get_num_threads(),

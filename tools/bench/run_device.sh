@@ -1,26 +1,79 @@
 #!/usr/bin/env bash
-# One command for a GPU machine: build tessera, run its benchmark and the PyTorch reference on the
-# same adapter, and write both JSON results (and the environment) to $OUT (default: ./bench-out).
-# Needs: Rust toolchain (or TESSERA_BIN, a tessera binary built elsewhere: a
-# `cargo build --release -p tessera --no-default-features` binary is ~25 MB smaller and reads
-# the default model from assets/models/emoji), Vulkan driver; for the reference, Python with
-# tools/fixtures/requirements.txt (CUDA torch).
-set -euo pipefail
+# One command for a GPU machine (issue: GPU speed). In about 3–5 minutes on an H100/H200 it
+# writes to $OUT (default ./bench-out) at most six files:
+#   env.txt          nvidia-smi, `tessera info` (adapter, features, limits)
+#   kernel-tests.txt the engine's kernel tests on this adapter (prebuilt: KERNEL_TESTS)
+#   tessera.jsonl    `tessera bench --json`: kernels once, then end to end for each model
+#   reference.jsonl  diffusers/PyTorch on the same GPU, fp32 and fp16, same configurations
+#   summary.md       both as markdown tables, with tessera ÷ diffusers ratios
+#   log.txt          stderr of everything
+#
+# Inputs (all optional):
+#   TESSERA_BIN   a prebuilt tessera (`cargo build --release -p tessera --no-default-features`
+#                 here; that binary reads the default model from assets/models/emoji);
+#                 without it, cargo builds one.
+#   KERNEL_TESTS  the prebuilt kernel-test binary (`cargo test --release -p tessera-engine
+#                 --test kernels --no-run` prints its path); skipped when absent.
+#   MODELS        end-to-end models (default: default amused-256-random amused-512-random
+#                 maskgit-256-random); STEPS (12).
+#   Python with torch and transformers; diffusers comes from tools/bench/wheels when not
+#   installed (tools/bench/fetch_wheels.sh fills it; carry that folder to the GPU machine).
+set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-bench-out}"
 mkdir -p "$OUT"
-MODEL="${MODEL:-amused-256-random}"
 STEPS="${STEPS:-12}"
+MODELS="${MODELS:-default amused-256-random amused-512-random maskgit-256-random}"
+LOG="$OUT/log.txt"
+: > "$LOG"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+
 (nvidia-smi || true) > "$OUT/env.txt" 2>&1
 if [ -z "${TESSERA_BIN:-}" ]; then
-    cargo build --release -p tessera
+    cargo build --release -p tessera --no-default-features >> "$LOG" 2>&1
     TESSERA_BIN=./target/release/tessera
 fi
 "$TESSERA_BIN" info >> "$OUT/env.txt" 2>&1
-"$TESSERA_BIN" bench --json --model "$MODEL" --steps "$STEPS" > "$OUT/tessera.json"
-"$TESSERA_BIN" bench --json --no-kernels --model default --steps "$STEPS" > "$OUT/tessera-default.json"
-if python3 -c "import torch, diffusers" 2>/dev/null; then
-    python3 tools/bench/reference.py --model "$MODEL" --steps "$STEPS" --dtype float32 > "$OUT/torch-fp32.json"
-    python3 tools/bench/reference.py --model "$MODEL" --steps "$STEPS" --dtype float16 > "$OUT/torch-fp16.json" || true
+
+if [ -n "${KERNEL_TESTS:-}" ] && [ -x "$KERNEL_TESTS" ]; then
+    # Every kernel strategy the adapter supports, against the CPU reference; the adapter's
+    # own kernel family (TESSERA_KERNELS unset) picks what a user would get.
+    timeout 240 "$KERNEL_TESTS" --test-threads 4 > "$OUT/kernel-tests.txt" 2>&1 \
+        || echo "kernel tests failed or timed out (exit $?)" >> "$OUT/kernel-tests.txt"
 fi
-cat "$OUT"/*.json
+
+: > "$OUT/tessera.jsonl"
+first=1
+for m in $MODELS; do
+    kernels=--no-kernels
+    [ "$first" = 1 ] && kernels=
+    first=0
+    timeout 180 "$TESSERA_BIN" bench --json $kernels --budget 0.5 --model "$m" --steps "$STEPS" \
+        >> "$OUT/tessera.jsonl" 2>> "$LOG" || echo "tessera bench $m failed (exit $?)" >> "$LOG"
+done
+
+PY="${PYTHON:-python3}"
+if ! "$PY" -c "import diffusers, transformers" 2>/dev/null && [ -d tools/bench/wheels ]; then
+    PYLIB="$(mktemp -d)"
+    # diffusers and importlib_metadata; the rest of what it needs is in torch's environment.
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --find-links tools/bench/wheels \
+        --target "$PYLIB" diffusers importlib_metadata >> "$LOG" 2>&1
+    export PYTHONPATH="$PYLIB${PYTHONPATH:+:$PYTHONPATH}"
+fi
+: > "$OUT/reference.jsonl"
+if "$PY" -c "import torch, diffusers, transformers" >> "$LOG" 2>&1; then
+    for m in $MODELS; do
+        case "$m" in
+            maskgit-*) continue ;;  # no diffusers counterpart
+            default) ref=assets/models/emoji ;;
+            *) ref="$m" ;;
+        esac
+        timeout 150 "$PY" tools/bench/reference.py --model "$ref" --steps "$STEPS" \
+            --dtype float32 float16 >> "$OUT/reference.jsonl" 2>> "$LOG" \
+            || echo "reference $m failed (exit $?)" >> "$LOG"
+    done
+else
+    echo "no torch/diffusers: reference skipped" >> "$LOG"
+fi
+"$PY" tools/bench/summarize.py "$OUT/tessera.jsonl" "$OUT/reference.jsonl" > "$OUT/summary.md" 2>> "$LOG"
+cat "$OUT/summary.md"

@@ -1,0 +1,81 @@
+"""Markdown tables from `tessera bench --json` lines and `reference.py` lines (run_device.sh).
+
+    python tools/bench/summarize.py bench-out/tessera.jsonl bench-out/reference.jsonl
+
+Prints the adapter, the kernel table, and one end-to-end table with, for each model, tessera
+and diffusers fp32/fp16 side by side and the ratio of their totals (diffusers ÷ tessera: above 1
+means tessera is faster). Standard library only.
+"""
+
+import json
+import sys
+
+
+def read_lines(path):
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def key(model):
+    """Reference runs name the default model by its folder."""
+    return "default" if model.rstrip("/").endswith("models/emoji") else model
+
+
+def fmt(v, digits=1):
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def main():
+    tessera = read_lines(sys.argv[1]) if len(sys.argv) > 1 else []
+    reference = read_lines(sys.argv[2]) if len(sys.argv) > 2 else []
+    if tessera:
+        a = tessera[0].get("adapter", {})
+        print(f"Adapter: {a.get('name')} ({a.get('backend')})\n")
+    kernels = [k for t in tessera for k in (t.get("kernels") or [])]
+    if kernels:
+        print("| kernel | shape | dtype | ms | GFLOPS |")
+        print("|---|---|---|---:|---:|")
+        for k in kernels:
+            print(f"| {k['name']} | {k['shape']} | {k['dtype']} | {k['ms']:.3f} | {k['gflops']:.1f} |")
+        print()
+    refs = {}
+    for r in reference:
+        e = r.get("end_to_end") or {}
+        refs.setdefault(key(e.get("model", "")), {})[e.get("dtype")] = e
+    print("| model | who | text ms | ms/step | decode ms | total ms | first run ms | "
+          "dispatches/step | submits/step | peak MiB | diffusers ÷ tessera |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for t in tessera:
+        e = t.get("end_to_end")
+        if not e:
+            continue
+        name = e["model"]
+        model = "default" if name.rstrip("/").endswith("models/emoji") else name
+        print(f"| {model} | tessera | {fmt(e['text_ms'])} | {fmt(e['step_ms'])} | "
+              f"{fmt(e['decode_ms'])} | {fmt(e['total_ms'])} | {fmt(e.get('first_run_ms'))} | "
+              f"{fmt(e.get('dispatches_per_step'))} | {fmt(e.get('submits_per_step'))} | "
+              f"{fmt(e['peak_bytes'] / 2**20)} | |")
+        for dtype in ("float32", "float16"):
+            r = refs.get(model, {}).get(dtype)
+            if not r:
+                continue
+            peak = r.get("peak_bytes")
+            ratio = r["total_ms"] / e["total_ms"] if e["total_ms"] else None
+            print(f"| {model} | diffusers {dtype} | {fmt(r['text_ms'])} | {fmt(r['step_ms'])} | "
+                  f"{fmt(r['decode_ms'])} | {fmt(r['total_ms'])} | | | | "
+                  f"{fmt(peak / 2**20 if peak else None)} | {fmt(ratio, 2)} |")
+
+
+if __name__ == "__main__":
+    main()
