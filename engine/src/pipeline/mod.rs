@@ -2,6 +2,8 @@
 //! transformer (with classifier-free guidance) and VQ model to a sampler. The CLI's `--render`
 //! and the desktop app both call these.
 
+pub mod settings;
+
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Recorder, Tensor};
 use crate::models::amused::{AmusedPipeline, micro_conds};
@@ -204,6 +206,46 @@ impl Plan<'_> {
     }
 }
 
+/// Refuses a batch whose guided logits (`[rows, h·w, codebook]` f32, rows = 2·batch with
+/// guidance) would not fit one storage binding of this adapter, before any work; the message
+/// names the largest batch that fits.
+fn check_batch_fits(ctx: &GpuContext, pipe: &AmusedPipeline, req: &Request<'_>) -> Result<()> {
+    let f = pipe.vqvae.config.scale_factor().max(1);
+    let (h, w) = match &req.start {
+        Start::Blank(grid) => *grid,
+        Start::Inpaint { size, .. } | Start::Img2Img { size, .. } => (size.1 / f, size.0 / f),
+        Start::Outpaint { size, grow, .. } => (
+            (size.1 / f).saturating_add(grow[1]).saturating_add(grow[3]),
+            (size.0 / f).saturating_add(grow[0]).saturating_add(grow[2]),
+        ),
+    };
+    let per_row = (h as u64)
+        .saturating_mul(w as u64)
+        .saturating_mul(pipe.transformer.config.codebook_size as u64)
+        .saturating_mul(4);
+    let rows_per_image: u64 = if req.guidance > 1.0 { 2 } else { 1 };
+    let limit = ctx.limits().max_storage_buffer_binding_size;
+    let bytes = per_row
+        .saturating_mul(rows_per_image)
+        .saturating_mul(req.batch as u64);
+    if bytes > limit {
+        let fits = limit / per_row.saturating_mul(rows_per_image).max(1);
+        return Err(Error::shape(
+            "generate",
+            format!(
+                "batch {} needs {} MiB of logits in one buffer ({h}×{w} tokens × {} codes × 4 B \
+                 × {} rows); this adapter allows {} MiB: use a batch of at most {fits}",
+                req.batch,
+                bytes >> 20,
+                pipe.transformer.config.codebook_size,
+                rows_per_image * req.batch as u64,
+                limit >> 20
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the request; `on_step` sees every decoding step.
 pub fn generate(
     ctx: &GpuContext,
@@ -220,6 +262,7 @@ pub fn plan<'a>(ctx: &GpuContext, pipe: &'a AmusedPipeline, req: &Request<'_>) -
     let mask = pipe.scheduler.mask_token_id;
     let mut opts = req.sampler.clone();
     let b = req.batch;
+    check_batch_fits(ctx, pipe, req)?;
     let (init, grid) = match &req.start {
         Start::Blank(grid) => (vec![mask; b * grid.0 * grid.1], *grid),
         Start::Inpaint {
