@@ -5,7 +5,8 @@
 // categorical:  draws ids[r] from softmax(logits[r] / temperature) by inverse CDF with the
 //               uniform u = uniforms[r] ∈ [0, 1) supplied by the caller's seeded RNG, and
 //               writes vals[r] = softmax(logits[r])[ids[r]] (the temperature-free probability
-//               MaskGIT and aMUSEd use as confidence).
+//               MaskGIT and aMUSEd use as confidence). A row whose softmax total is not finite
+//               (overflowing logits) gets ids[r] = 0xffffffff and vals[r] = 0.
 // nearest_code: vector quantisation (below).
 //
 // Thread mapping: one workgroup of 256 invocations per row.
@@ -193,6 +194,15 @@ fn categorical(
         excl = scan[li - 1u];
     }
     let total = scan[WG - 1u];
+    // Non-finite or empty totals (overflowing logits) have no valid choice: a defined result,
+    // NONE, which the host rejects as outside the codebook.
+    if (!(total > 0.0 && total <= 3.4e38 && total1 > 0.0 && total1 <= 3.4e38)) {
+        if (li == 0u) {
+            ids[row] = NONE;
+            vals[row] = 0.0;
+        }
+        return;
+    }
     // Strictly below total, so exactly one chunk owns the goal.
     let goal = min(uniforms[row] * total, bitcast<f32>(bitcast<u32>(total) - 1u));
     if (excl <= goal && goal < incl) {

@@ -14,6 +14,12 @@ pub enum Error {
     )]
     NoAdapter { backends: String },
 
+    #[error(
+        "WGPU_BACKEND={value:?} names no backend; use vulkan, metal, dx12 or gl (several: \
+         vulkan,gl), or unset it"
+    )]
+    UnknownBackend { value: String },
+
     #[error("WGPU_ADAPTER_NAME={wanted:?} matches no adapter; available: {available}")]
     AdapterNotFound { wanted: String, available: String },
 

@@ -332,3 +332,40 @@ fn bad_options_are_errors() {
         "bad id"
     );
 }
+
+/// Logits that overflow (a guidance scale of 3.4e38 does this) leave no valid draw: every
+/// sampler stops with an error naming the cause, instead of feeding leftover buffer contents
+/// back as token ids.
+#[test]
+fn non_finite_logits_stop_the_sampler() {
+    let (grid, codes) = ((3, 5), 7);
+    let l = grid.0 * grid.1;
+    for bad in [f32::INFINITY, f32::NAN, f32::NEG_INFINITY] {
+        let mut v = vec![0.5f32; l * codes];
+        // One position with a non-finite logit; with -inf everywhere the total is zero.
+        if bad == f32::NEG_INFINITY {
+            v[codes..2 * codes].fill(bad);
+        } else {
+            v[codes + 2] = bad;
+        }
+        let model = Fixed {
+            logits: Tensor::from_f32(ctx(), "logits", &[1, l, codes], &v).expect("upload"),
+            grid,
+            codes,
+        };
+        for kind in [
+            SamplerKind::MaskGit,
+            SamplerKind::Amused,
+            SamplerKind::Paella,
+        ] {
+            let opts = SamplerOptions::for_kind(kind, 1);
+            let init = vec![codes as u32; l];
+            let err = sampling::generate(ctx(), &model, 1, &init, &opts, &mut |_| {})
+                .expect_err("non-finite logits sampled");
+            assert!(
+                err.to_string().contains("not finite"),
+                "{kind:?} {bad}: {err}"
+            );
+        }
+    }
+}

@@ -94,7 +94,23 @@ impl GpuContext {
     async fn new_async() -> Result<Self> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         // Compute needs no GL; probing it only prints display-server noise on headless machines.
-        desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+        desc.backends = match std::env::var("WGPU_BACKEND") {
+            Ok(value) if !value.trim().is_empty() => {
+                // wgpu ignores names it does not know, which would read as "no drivers".
+                let known = [
+                    "vulkan", "vk", "metal", "mtl", "dx12", "d3d12", "gl", "gles", "opengl",
+                    "webgpu",
+                ];
+                let all_known = value
+                    .split(',')
+                    .all(|b| known.contains(&b.trim().to_ascii_lowercase().as_str()));
+                match wgpu::Backends::from_env() {
+                    Some(b) if all_known && !b.is_empty() => b,
+                    _ => return Err(Error::UnknownBackend { value }),
+                }
+            }
+            _ => wgpu::Backends::PRIMARY,
+        };
         let backends = desc.backends;
         let instance = wgpu::Instance::new(desc);
         let adapter = choose_adapter(&instance, backends).await?;

@@ -54,6 +54,13 @@ pub fn resolve_model(arg: &str) -> Result<ModelFolder> {
     }
     let parts: Vec<&str> = arg.split('/').collect();
     let is_hub_id = parts.len() == 2 && parts.iter().all(|s| !s.is_empty() && !s.starts_with('.'));
+    if p.is_file() {
+        return Err(Error::file(
+            p,
+            "is a file, not a model folder (a diffusers folder with model_index.json, or a folder \
+             or file of MaskGIT checkpoints)",
+        ));
+    }
     if !is_hub_id {
         return Err(Error::file(p, "no such model folder"));
     }

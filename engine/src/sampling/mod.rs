@@ -268,7 +268,19 @@ pub fn generate(
                 temperature,
             )?;
             rec.submit();
-            (ids.to_u32(ctx)?, probs.to_f32(ctx)?)
+            let ids = ids.to_u32(ctx)?;
+            // Non-finite logits (a model or a guidance scale that overflows f32) leave the
+            // sampling kernel no valid choice: stop rather than feed garbage ids back.
+            if let Some(bad) = ids.iter().find(|&&id| id as usize >= codebook) {
+                return Err(Error::shape(
+                    "sampler",
+                    format!(
+                        "step {step} sampled id {bad}, outside the codebook of {codebook}: the \
+                         logits are not finite (guidance or temperature too large?)"
+                    ),
+                ));
+            }
+            (ids, probs.to_f32(ctx)?)
         };
         let was_masked: Vec<bool> = cur.iter().map(|&t| t == mask).collect();
         let mut newly_fixed = vec![false; batch * l];

@@ -208,7 +208,10 @@ impl MaskGit {
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= self.num_classes()) {
             return Err(Error::shape(
                 OP,
-                format!("class label {bad} is outside 0..{}", self.num_classes()),
+                format!(
+                    "class label {bad} is outside 0–{}",
+                    self.num_classes().saturating_sub(1)
+                ),
             ));
         }
         let first = self.codebook_size() as u32;
@@ -280,7 +283,10 @@ impl MaskGit {
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= self.num_classes()) {
             return Err(Error::shape(
                 "MaskGIT",
-                format!("class label {bad} is outside 0..{}", self.num_classes()),
+                format!(
+                    "class label {bad} is outside 0–{}",
+                    self.num_classes().saturating_sub(1)
+                ),
             ));
         }
         Ok(ClassConditional {
