@@ -314,7 +314,7 @@ fn bad_input_is_one_error_line_and_no_file() {
             s(&out),
         ],
         &out,
-        "cannot read image",
+        "not an image tessera recognises",
     );
     // Missing model.
     fails(

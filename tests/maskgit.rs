@@ -169,4 +169,25 @@ fn render_generates_by_class_and_needs_one() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--class"));
     assert!(!missing.exists());
+    // Text options do nothing for a class-conditional model: refused, nothing written.
+    for extra in [
+        ["--prompt", "a dog"],
+        ["--negative-prompt", "blur"],
+        ["--guidance", "3"],
+    ] {
+        let mut args = vec![
+            "--render",
+            s(&missing),
+            "--model",
+            s(&model),
+            "--class",
+            "3",
+        ];
+        args.extend(extra);
+        let o = tessera(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(extra[0]) && err.contains("--class"), "{err}");
+        assert!(!missing.exists());
+    }
 }

@@ -306,6 +306,39 @@ fn bad_render_arguments_fail_without_writing() {
         ),
         (vec!["--sampler", "nope"], "unknown sampler"),
         (vec!["--choice-temperature", "hot"], "choice-temperature"),
+        // Options this model or sampler would ignore.
+        (
+            vec!["--class", "207"],
+            "--class applies to class-conditional",
+        ),
+        (
+            vec!["--softmax-temperature", "1"],
+            "applies to the paella sampler",
+        ),
+        (
+            vec!["--guidance", "1", "--negative-prompt", "blur"],
+            "needs classifier-free guidance",
+        ),
+        // Numbers that would overflow or allocate without bound.
+        (
+            vec!["--guidance", "3.4e38"],
+            "--guidance must be a number from",
+        ),
+        (
+            vec!["--guidance", "-3.4e38"],
+            "--guidance must be a number from",
+        ),
+        (
+            vec!["--guidance", "NaN"],
+            "--guidance must be a number from",
+        ),
+        (vec!["--steps", "1000000000"], "--steps must be from 1 to"),
+        (vec!["--batch", "1000000000"], "--batch must be from 1 to"),
+        (
+            vec!["--sampler", "paella", "--softmax-temperature", "1e-9"],
+            "at least",
+        ),
+        (vec!["--choice-temperature", "1e30"], "choice-temperature"),
     ];
     for (extra, expect) in cases {
         let _ = std::fs::remove_file(&out);
@@ -383,4 +416,340 @@ fn bench_json_has_the_documented_fields() {
         assert!(e[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {e}");
     }
     assert!(e["peak_bytes"].as_u64().is_some_and(|x| x > 0));
+}
+
+/// The `parameters` text of a PNG from whichever chunk holds it (tEXt or iTXt).
+fn png_parameters(path: &Path) -> String {
+    let dec = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(path).expect("open"),
+    ));
+    let reader = dec.read_info().expect("png");
+    let info = reader.info();
+    if let Some(t) = info
+        .uncompressed_latin1_text
+        .iter()
+        .find(|t| t.keyword == "parameters")
+    {
+        return t.text.clone();
+    }
+    info.utf8_text
+        .iter()
+        .find(|t| t.keyword == "parameters")
+        .map(|t| t.get_text().expect("utf-8 text"))
+        .expect("parameters chunk")
+}
+
+#[test]
+fn any_unicode_prompt_is_written_into_the_png() {
+    let model = fixture("tiny-b").join("model");
+    for (i, prompt) in ["🍎 apple", "café au lait", "猫 cat", "plain ascii"]
+        .iter()
+        .enumerate()
+    {
+        let png = tmp(&format!("unicode-{i}.png"));
+        let _ = std::fs::remove_file(&png);
+        ok(&[
+            "--render",
+            s(&png),
+            "--model",
+            s(&model),
+            "--prompt",
+            prompt,
+            "--negative-prompt",
+            "ø",
+            "--steps",
+            "2",
+            "--seed",
+            "3",
+        ]);
+        let text = png_parameters(&png);
+        assert!(text.starts_with(prompt), "{text:?}");
+        assert!(text.contains("Negative prompt: ø"), "{text:?}");
+    }
+}
+
+#[test]
+fn images_are_read_by_content_not_name() {
+    let dir = fixture("tiny-b");
+    let model = dir.join("model");
+    let input = dir.join("encode_input.png");
+    let img = image::open(&input).expect("fixture").to_rgb8();
+    // A PNG named .jpg, a real JPEG and a real WebP (lossless) are all accepted.
+    let png_as_jpg = tmp("really-a-png.jpg");
+    std::fs::copy(&input, &png_as_jpg).expect("copy");
+    let jpeg = tmp("photo.jpeg");
+    img.save_with_format(&jpeg, image::ImageFormat::Jpeg)
+        .expect("jpeg");
+    let webp = tmp("photo.webp");
+    img.save_with_format(&webp, image::ImageFormat::WebP)
+        .expect("webp");
+    for path in [&png_as_jpg, &jpeg, &webp] {
+        let out = tmp("by-content.png");
+        let _ = std::fs::remove_file(&out);
+        ok(&[
+            "--render",
+            s(&out),
+            "--model",
+            s(&model),
+            "--image",
+            s(path),
+            "--strength",
+            "0.5",
+            "--steps",
+            "2",
+            "--seed",
+            "1",
+        ]);
+        assert!(out.exists(), "{}", path.display());
+    }
+    // Text, and a format tessera does not decode: one line saying what it is.
+    let text = tmp("notes.png");
+    std::fs::write(&text, "not an image").expect("write");
+    // A BMP header (tessera has no BMP decoder): identified by its magic bytes.
+    let bmp = tmp("old.png");
+    let mut header = b"BM".to_vec();
+    header.resize(64, 0);
+    std::fs::write(&bmp, &header).expect("write");
+    for (path, expect) in [
+        (&text, "not an image tessera recognises"),
+        (&bmp, "BMP file"),
+    ] {
+        let out = tmp("never-by-content.png");
+        let o = tessera(&[
+            "--render",
+            s(&out),
+            "--model",
+            s(&model),
+            "--image",
+            s(path),
+            "--steps",
+            "2",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(expect) && err.contains("PNG, JPEG, WebP or GIF"),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn a_batch_over_the_adapters_buffer_limit_is_refused_before_work() {
+    // The default model's logits are 256 tokens × 512 codes × 4 B = 512 KiB per image; 4096
+    // images need 2 GiB in one binding, over every adapter's limit (Vulkan's is below 2 GiB).
+    let out = tmp("too-many.png");
+    let start = std::time::Instant::now();
+    let o = tessera(&["--render", s(&out), "--batch", "4096", "--prompt", "x"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("Error: ") && l.contains("use a batch of at most")),
+        "{err}"
+    );
+    assert!(!out.exists() && !tmp("too-many-1.png").exists());
+    assert!(
+        start.elapsed().as_secs() < 30,
+        "refusal took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn negative_numbers_are_values() {
+    let model = fixture("tiny-b").join("model");
+    let out = tmp("negative-guidance.png");
+    let _ = std::fs::remove_file(&out);
+    // Guidance ≤ 1 turns guidance off, as --help says.
+    ok(&[
+        "--render",
+        s(&out),
+        "--model",
+        s(&model),
+        "--guidance",
+        "-5",
+        "--steps",
+        "2",
+    ]);
+    assert!(out.exists());
+}
+
+#[test]
+fn colliding_outputs_and_overwritten_inputs_are_refused_before_work() {
+    let dir = fixture("tiny-b");
+    let model = dir.join("model");
+    let input = tmp("collide-input.png");
+    std::fs::copy(dir.join("encode_input.png"), &input).expect("copy");
+    let same = tmp("same.png");
+    let same_dotted = tmp(".").join("same.png");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--render", s(&same), "--gif", s(&same_dotted)],
+            "both name",
+        ),
+        (
+            vec!["--render", s(&same), "--tokens-out", s(&same)],
+            "both name",
+        ),
+        (
+            vec![
+                "--render",
+                s(&input),
+                "--image",
+                s(&input),
+                "--strength",
+                "0.5",
+            ],
+            "would overwrite the input --image",
+        ),
+    ];
+    for (args, expect) in cases {
+        let _ = std::fs::remove_file(&same);
+        let before = std::fs::read(&input).expect("read");
+        let mut all = args.clone();
+        all.extend(["--model", s(&model), "--steps", "2"]);
+        let o = tessera(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{all:?}: {err}");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("Error: ") && l.contains(expect)),
+            "{err}"
+        );
+        assert!(!same.exists(), "{all:?} wrote an output");
+        assert_eq!(
+            std::fs::read(&input).expect("read"),
+            before,
+            "input changed"
+        );
+    }
+}
+
+#[test]
+fn frames_folder_is_a_complete_set() {
+    let model = fixture("tiny-b").join("model");
+    let frames = tmp("frames-set");
+    let _ = std::fs::remove_dir_all(&frames);
+    let out = tmp("frames-set.png");
+    let render = |steps: &str| {
+        ok(&[
+            "--render",
+            s(&out),
+            "--model",
+            s(&model),
+            "--frames",
+            s(&frames),
+            "--steps",
+            steps,
+        ]);
+        let mut names: Vec<String> = std::fs::read_dir(&frames)
+            .expect("frames")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(render("6").len(), 6);
+    // A shorter run leaves none of the longer run's frames behind.
+    assert_eq!(render("3"), ["step-01.png", "step-02.png", "step-03.png"]);
+    // A folder holding anything else is refused, and left as it was.
+    std::fs::write(frames.join("notes.txt"), "mine").expect("write");
+    let o = tessera(&[
+        "--render",
+        s(&out),
+        "--model",
+        s(&model),
+        "--frames",
+        s(&frames),
+        "--steps",
+        "2",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("holds other files") && err.contains("notes.txt"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&frames).expect("frames").count(), 4);
+}
+
+#[test]
+fn unknown_backend_and_file_as_model_are_named() {
+    let out = tmp("never-env.png");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["--render", s(&out), "--prompt", "x"])
+        .env("WGPU_BACKEND", "bogus")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("WGPU_BACKEND=\"bogus\" names no backend") && err.contains("vulkan"),
+        "{err}"
+    );
+    let png = fixture("tiny-b").join("encode_input.png");
+    let o = tessera(&["--render", s(&out), "--model", s(&png), "--prompt", "x"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("is a file, not a model folder"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn image_sizes_off_the_token_grid_are_resized_and_margins_refused_before_work() {
+    // The default model: VQ factor 4, and its transformer halves the token grid, so sides must
+    // be multiples of 8 px. A 68×64 image is resized to 64×64 (as diffusers' image processor
+    // does) instead of failing mid-run; its mask (68×64, the file's size) goes with it.
+    let img = tmp("off-grid.png");
+    image::RgbImage::from_fn(68, 64, |x, y| {
+        image::Rgb([(x * 3) as u8, (y * 4) as u8, 90])
+    })
+    .save(&img)
+    .expect("save");
+    let mask = tmp("off-grid-mask.png");
+    image::GrayImage::from_fn(68, 64, |x, _| image::Luma([if x < 34 { 255 } else { 0 }]))
+        .save(&mask)
+        .expect("save");
+    for extra in [vec!["--strength", "0.5"], vec!["--mask", s(&mask)]] {
+        let out = tmp("off-grid-out.png");
+        let _ = std::fs::remove_file(&out);
+        let mut args = vec![
+            "--render",
+            s(&out),
+            "--image",
+            s(&img),
+            "--steps",
+            "2",
+            "--seed",
+            "1",
+        ];
+        args.extend(extra);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?}: {err}");
+        assert!(err.contains("resizing 68×64 to 64×64"), "{err}");
+        let got = image::open(&out).expect("png");
+        assert_eq!((got.width(), got.height()), (64, 64));
+    }
+    // Outpaint margins the user typed are not adapted: refused, naming the rule.
+    let out = tmp("off-grid-outpaint.png");
+    let o = tessera(&[
+        "--render",
+        s(&out),
+        "--image",
+        s(&img),
+        "--outpaint",
+        "4,0,0,0",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("multiple of 8 pixels"), "{err}");
+    assert!(!out.exists());
 }

@@ -91,11 +91,97 @@ pub fn read_tokens(path: &Path, name: &str) -> Result<(Vec<u32>, Vec<usize>)> {
     Ok((ids, t.shape().to_vec()))
 }
 
+/// The image formats tessera decodes.
+const READABLE: &str = "PNG, JPEG, WebP or GIF";
+
+/// Opens an image identified by its content, not its file name (a PNG saved as `.jpg` reads as
+/// the PNG it is). `what` names it in errors ("image", "mask").
+pub fn open_image(path: &Path, what: &str) -> Result<image::DynamicImage> {
+    use image::ImageFormat;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("{}: cannot read {what}", path.display()))?;
+    let format = match image::guess_format(&bytes) {
+        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP | ImageFormat::Gif)) => f,
+        Ok(other) => bail!(
+            "{}: the {what} is a {} file; tessera reads {READABLE}",
+            path.display(),
+            other
+                .extensions_str()
+                .first()
+                .map_or("unsupported", |e| e)
+                .to_uppercase()
+        ),
+        Err(_) => bail!(
+            "{}: the {what} is not an image tessera recognises ({} bytes); it reads {READABLE}",
+            path.display(),
+            bytes.len()
+        ),
+    };
+    image::load_from_memory_with_format(&bytes, format).with_context(|| {
+        format!(
+            "{}: cannot decode the {what} (its content is {format:?})",
+            path.display()
+        )
+    })
+}
+
 /// Reads an image as RGB f32 NCHW `[1, 3, H, W]` with values in [0, 1] (alpha dropped).
 pub fn read_image(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
-    let img = image::open(path)
-        .with_context(|| format!("{}: cannot read image", path.display()))?
-        .to_rgb8();
+    rgb_to_chw(&open_image(path, "image")?.to_rgb8())
+}
+
+/// An image read for a model: RGB f32 NCHW values in [0, 1], its width and height as used,
+/// and the (width, height) the file had.
+pub struct FittedImage {
+    pub pixels: Vec<f32>,
+    pub width: usize,
+    pub height: usize,
+    pub file_size: (usize, usize),
+}
+
+/// [`read_image`] for a model whose sides must be multiples of `multiple` pixels: an image off
+/// that grid is resized (Lanczos) down to the nearest multiples, as diffusers' image processor
+/// does, with a log line. An image smaller than one multiple is refused.
+pub fn read_image_fitted(path: &Path, multiple: usize) -> Result<FittedImage> {
+    let img = open_image(path, "image")?.to_rgb8();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let m = multiple.max(1);
+    let (fw, fh) = (w - w % m, h - h % m);
+    if fw == 0 || fh == 0 {
+        bail!(
+            "{}: image is {w}×{h}; this model needs at least {m}×{m} pixels (sides are multiples of {m})",
+            path.display()
+        );
+    }
+    if (fw, fh) == (w, h) {
+        let (pixels, width, height) = rgb_to_chw(&img)?;
+        return Ok(FittedImage {
+            pixels,
+            width,
+            height,
+            file_size: (w, h),
+        });
+    }
+    log::warn!(
+        "{}: resizing {w}×{h} to {fw}×{fh} (this model needs sides that are multiples of {m})",
+        path.display()
+    );
+    let resized = image::imageops::resize(
+        &img,
+        u32::try_from(fw)?,
+        u32::try_from(fh)?,
+        image::imageops::FilterType::Lanczos3,
+    );
+    let (pixels, width, height) = rgb_to_chw(&resized)?;
+    Ok(FittedImage {
+        pixels,
+        width,
+        height,
+        file_size: (w, h),
+    })
+}
+
+fn rgb_to_chw(img: &image::RgbImage) -> Result<(Vec<f32>, usize, usize)> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut out = vec![0.0f32; 3 * h * w];
     for (x, y, px) in img.enumerate_pixels() {
@@ -126,7 +212,13 @@ pub fn png_bytes(
     {
         let mut enc = png_encoder(&mut out, w, h)?;
         for (k, v) in text {
-            enc.add_text_chunk(k.clone(), v.clone())?;
+            // tEXt holds Latin-1 only; anything else (a prompt with an emoji) goes in iTXt
+            // (UTF-8), as AUTOMATIC1111 writes it too.
+            if v.chars().all(|c| u32::from(c) < 256) {
+                enc.add_text_chunk(k.clone(), v.clone())?;
+            } else {
+                enc.add_itxt_chunk(k.clone(), v.clone())?;
+            }
         }
         let mut writer = enc.write_header()?;
         writer.write_image_data(&rgb)?;

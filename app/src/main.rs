@@ -14,6 +14,8 @@ use clap::{Parser, Subcommand};
 #[command(name = "tessera", version, about, max_term_width = 100)]
 #[command(help_expected = true)]
 #[command(args_conflicts_with_subcommands = true)]
+// `--guidance -5` is a value, not a flag (tessera's own checks then say which values are legal).
+#[command(allow_negative_numbers = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

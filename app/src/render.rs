@@ -10,10 +10,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tessera_engine::GpuContext;
 use tessera_engine::io::{ModelFolder, resolve_model};
 use tessera_engine::models::amused::AmusedPipeline;
+use tessera_engine::pipeline::settings::{Condition, Settings};
 use tessera_engine::pipeline::{self, Request, Start};
 use tessera_engine::sampling::{SamplerKind, SamplerOptions, Schedule, StepEvent};
 
-use crate::files::{Out, png_bytes, read_image, write_atomically, write_tensors};
+use crate::files::{
+    Out, png_bytes, read_image, read_image_fitted, write_atomically, write_tensors,
+};
 
 #[derive(Args, Clone)]
 pub struct RenderArgs {
@@ -96,14 +99,29 @@ pub fn open_model(arg: Option<&str>) -> Result<ModelFolder> {
     }
 }
 
+/// Largest |guidance| and temperature accepted: with logits of any trained model (|x| ≲ 10³)
+/// the guided, scaled and exponentiated values stay finite in f32.
+const MAX_GUIDANCE: f32 = 1e4;
+const MAX_TEMPERATURE: f32 = 1e4;
+/// Smallest Paella sampling temperature (logits are divided by it).
+const MIN_SOFTMAX_TEMPERATURE: f32 = 1e-3;
+/// Most decoding steps accepted (the published samplers use 8–48).
+const MAX_STEPS: usize = 1000;
+/// Most pixels `--outpaint` may add on one side.
+const MAX_OUTPAINT: usize = 8192;
+/// Most images per prompt accepted before the model's own size limits are known.
+const MAX_BATCH: usize = 4096;
+
 fn temperature_pair(s: &str, what: &str) -> Result<(f32, f32)> {
     let parse = |v: &str| -> Result<f32> {
         v.trim()
             .parse::<f32>()
             .ok()
-            .filter(|x| x.is_finite() && *x >= 0.0)
+            .filter(|x| x.is_finite() && (0.0..=MAX_TEMPERATURE).contains(x))
             .with_context(|| {
-                format!("--{what} {s:?}: expected T0 or T0:T1 with non-negative numbers")
+                format!(
+                    "--{what} {s:?}: expected T0 or T0:T1 with numbers from 0 to {MAX_TEMPERATURE}"
+                )
             })
     };
     match s.split_once(':') {
@@ -142,10 +160,20 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
             .map_err(anyhow::Error::msg)?,
     };
     if let Some(steps) = a.steps {
-        if steps == 0 {
-            bail!("--steps must be at least 1");
+        if !(1..=MAX_STEPS).contains(&steps) {
+            bail!("--steps must be from 1 to {MAX_STEPS}, got {steps}");
         }
         opts.steps = steps;
+    }
+    // Options this model or sampler would ignore are refused rather than silently dropped.
+    if a.class.is_some() {
+        bail!(
+            "--class applies to class-conditional models (MaskGIT's ImageNet checkpoints); \
+             this is a text-to-image model: describe the image with --prompt"
+        );
+    }
+    if a.softmax_temperature.is_some() && kind != SamplerKind::Paella {
+        bail!("--softmax-temperature applies to the paella sampler (this run uses {kind})");
     }
     if let Some(t) = &a.choice_temperature {
         let (t0, t1) = temperature_pair(t, "choice-temperature")?;
@@ -164,16 +192,23 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
     }
     if let Some(t) = &a.softmax_temperature {
         opts.softmax_temperature = temperature_pair(t, "softmax-temperature")?;
-        if opts.softmax_temperature.0 <= 0.0 || opts.softmax_temperature.1 <= 0.0 {
-            bail!("--softmax-temperature must be positive");
+        let (t0, t1) = opts.softmax_temperature;
+        if t0.min(t1) < MIN_SOFTMAX_TEMPERATURE {
+            bail!("--softmax-temperature must be at least {MIN_SOFTMAX_TEMPERATURE}");
         }
     }
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
     let guidance = a.guidance.unwrap_or_else(|| pipe.defaults.guidance());
-    if !guidance.is_finite() {
-        bail!("--guidance must be a number");
+    if !(guidance.is_finite() && guidance.abs() <= MAX_GUIDANCE) {
+        bail!("--guidance must be a number from -{MAX_GUIDANCE} to {MAX_GUIDANCE}, got {guidance}");
+    }
+    if !a.negative_prompt.is_empty() && guidance <= 1.0 {
+        bail!(
+            "--negative-prompt needs classifier-free guidance: --guidance above 1 (this run's is \
+             {guidance})"
+        );
     }
     let f = pipe.vqvae.config.scale_factor();
     let start = match (&a.image, &a.mask) {
@@ -185,18 +220,21 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
             Start::Blank((s, s))
         }
         (Some(img), mask) => {
-            let (pixels, w, h) = read_image(img)?;
-            if w % f != 0 || h % f != 0 {
-                bail!(
-                    "{}: image is {w}×{h}; this model needs sides that are multiples of {f}",
-                    img.display()
-                );
-            }
+            // Sides must be multiples of the VQ factor times the transformer's own down/up
+            // sampling (2 when it has one): resized to fit where they are not.
+            let multiple = f * if pipe.transformer.config.downsample {
+                2
+            } else {
+                1
+            };
+            let fitted = read_image_fitted(img, multiple)?;
+            let (pixels, w, h, file_size) =
+                (fitted.pixels, fitted.width, fitted.height, fitted.file_size);
             if let Some(spec) = &a.outpaint {
                 if a.strength.is_some() {
                     bail!("--strength applies to img2img, not outpainting");
                 }
-                let grow = outpaint_grow(spec, f)?;
+                let grow = outpaint_grow(spec, f, multiple)?;
                 let start = Start::Outpaint {
                     image: pixels,
                     size: (w, h),
@@ -215,7 +253,7 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
                             "--strength applies to img2img; inpainting always regenerates the masked tokens"
                         );
                     }
-                    let grid = read_mask(m, (w, h), (w / f, h / f))?;
+                    let grid = read_mask(m, file_size, (w / f, h / f))?;
                     Start::Inpaint {
                         image: pixels,
                         size: (w, h),
@@ -244,7 +282,9 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
 }
 
 /// `--outpaint L,T,R,B` in pixels → token counts to grow the grid by.
-fn outpaint_grow(spec: &str, f: usize) -> Result<[usize; 4]> {
+/// `multiple`: what each side must be a multiple of in pixels (the VQ factor `f`, times 2 for
+/// a transformer that halves the token grid).
+fn outpaint_grow(spec: &str, f: usize, multiple: usize) -> Result<[usize; 4]> {
     let sides: Vec<usize> = spec
         .split(',')
         .map(|v| v.trim().parse::<usize>())
@@ -254,18 +294,21 @@ fn outpaint_grow(spec: &str, f: usize) -> Result<[usize; 4]> {
         .with_context(|| {
             format!("--outpaint {spec:?}: expected four pixel counts LEFT,TOP,RIGHT,BOTTOM")
         })?;
-    if sides.iter().any(|v| v % f != 0) || sides.iter().sum::<usize>() == 0 {
+    if sides.iter().any(|v| v % multiple != 0) || sides.iter().sum::<usize>() == 0 {
         bail!(
-            "--outpaint {spec:?}: each side must be a multiple of {f} pixels and at least one non-zero"
+            "--outpaint {spec:?}: each side must be a multiple of {multiple} pixels (this model's \
+             token grid) and at least one non-zero"
         );
+    }
+    if sides.iter().any(|&v| v > MAX_OUTPAINT) {
+        bail!("--outpaint {spec:?}: at most {MAX_OUTPAINT} pixels a side");
     }
     Ok([sides[0] / f, sides[1] / f, sides[2] / f, sides[3] / f])
 }
 
 /// The mask image as a token grid: grayscale, resized to the grid with Lanczos, ≥ 0.5 = repaint.
 fn read_mask(path: &Path, image_size: (usize, usize), grid: (usize, usize)) -> Result<Vec<bool>> {
-    let img =
-        image::open(path).with_context(|| format!("{}: cannot read mask image", path.display()))?;
+    let img = crate::files::open_image(path, "mask")?;
     if (img.width() as usize, img.height() as usize) != image_size {
         bail!(
             "{}: mask is {}×{}, the image {}×{}; they must match",
@@ -292,6 +335,129 @@ pub fn mask_to_grid(
         image::imageops::FilterType::Lanczos3,
     );
     small.pixels().map(|p| p[0] >= 0.5).collect()
+}
+
+/// Where a path points, for comparing paths that may not exist yet: the canonical parent folder
+/// joined with the file name.
+fn resolved(p: &Path) -> PathBuf {
+    if let Ok(c) = p.canonicalize() {
+        return c;
+    }
+    let parent = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match (parent.canonicalize(), p.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// Is `name` a frame file tessera writes into `--frames` (`step-<digits>.png`)?
+fn is_frame_name(name: &str) -> bool {
+    name.strip_prefix("step-")
+        .and_then(|r| r.strip_suffix(".png"))
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Frame file name of step `i` (0-based) of `n`: zero-padded so names sort in step order.
+fn frame_name(i: usize, n: usize) -> String {
+    let width = n.to_string().len().max(2);
+    format!("step-{:0width$}.png", i + 1)
+}
+
+/// Checks every output path before any work: no two outputs name the same file, no output
+/// overwrites an input, and a `--frames` folder holds nothing but tessera's own frames (which
+/// the render replaces as a complete set).
+pub fn check_outputs(a: &RenderArgs, out: &Path) -> Result<()> {
+    if !(1..=MAX_BATCH).contains(&a.batch) {
+        bail!(
+            "--batch must be from 1 to {MAX_BATCH}, got {} (the adapter's buffer limits are \
+             checked once the model is loaded)",
+            a.batch
+        );
+    }
+    let mut outputs: Vec<(String, PathBuf)> = (0..a.batch.max(1))
+        .map(|i| ("--render".to_owned(), output_path(out, i, a.batch)))
+        .collect();
+    if let Some(g) = &a.gif {
+        outputs.push(("--gif".into(), g.clone()));
+    }
+    if let Some(t) = &a.tokens_out {
+        outputs.push(("--tokens-out".into(), t.clone()));
+    }
+    let mut inputs: Vec<(&str, &Path)> = Vec::new();
+    if let Some(i) = &a.image {
+        inputs.push(("--image", i));
+    }
+    if let Some(m) = &a.mask {
+        inputs.push(("--mask", m));
+    }
+    if let Some(m) = a.model.as_deref().map(Path::new).filter(|m| m.exists()) {
+        inputs.push(("--model", m));
+    }
+    let resolved_outputs: Vec<(&str, PathBuf)> = outputs
+        .iter()
+        .map(|(flag, p)| (flag.as_str(), resolved(p)))
+        .collect();
+    for (i, (flag, p)) in resolved_outputs.iter().enumerate() {
+        if p.is_dir() {
+            bail!("{flag} {} is a folder; name a file", p.display());
+        }
+        if let Some((other, _)) = resolved_outputs[..i].iter().find(|(_, q)| q == p) {
+            bail!(
+                "{other} and {flag} both name {}: give each output its own file",
+                p.display()
+            );
+        }
+        for (input, path) in &inputs {
+            let q = resolved(path);
+            if &q == p {
+                bail!(
+                    "{flag} {} would overwrite the input {input} {}",
+                    p.display(),
+                    path.display()
+                );
+            }
+        }
+    }
+    if let Some(d) = &a.frames {
+        if d.exists() && !d.is_dir() {
+            bail!("--frames {} is a file; name a folder", d.display());
+        }
+        let rd = resolved(d);
+        // An output named like a frame inside the folder would be deleted with the old frames.
+        if let Some((flag, p)) = resolved_outputs.iter().find(|(_, p)| {
+            p.parent() == Some(&rd)
+                && p.file_name()
+                    .is_some_and(|n| is_frame_name(&n.to_string_lossy()))
+        }) {
+            bail!("{flag} {} lies among the --frames files", p.display());
+        }
+        if d.is_dir() {
+            let others: Vec<String> = std::fs::read_dir(d)
+                .with_context(|| format!("reading {}", d.display()))?
+                .filter_map(|e| e.ok())
+                // This run's own outputs may live there too.
+                .filter(|e| {
+                    !resolved_outputs
+                        .iter()
+                        .any(|(_, p)| *p == resolved(&e.path()))
+                })
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !is_frame_name(n))
+                .collect();
+            if !others.is_empty() {
+                bail!(
+                    "--frames {} holds other files ({}): tessera writes a complete set of \
+                     step-N.png there; give it an empty or new folder",
+                    d.display(),
+                    others[..others.len().min(3)].join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn output_path(out: &Path, i: usize, batch: usize) -> PathBuf {
@@ -446,12 +612,25 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
     let mg = MaskGit::load(&ctx, path)?;
     let class = a.class.with_context(|| {
         format!(
-            "this is a class-conditional MaskGIT model: pass --class N (0..{})",
-            mg.num_classes()
+            "this is a class-conditional MaskGIT model: pass --class N (0–{})",
+            mg.num_classes().saturating_sub(1)
         )
     })?;
     if a.batch == 0 {
         bail!("--batch must be at least 1");
+    }
+    // Text options mean nothing to a class-conditional model without an unconditional branch.
+    for (flag, given) in [
+        ("--prompt", !a.prompt.is_empty()),
+        ("--negative-prompt", !a.negative_prompt.is_empty()),
+        ("--guidance", a.guidance.is_some()),
+    ] {
+        if given {
+            bail!(
+                "{flag} does not apply to MaskGIT's class-conditional checkpoints (no text, no \
+                 unconditional branch): choose the image with --class"
+            );
+        }
     }
     if a.outpaint.is_some() {
         bail!(
@@ -471,15 +650,25 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
     opts.steps = a
         .steps
         .unwrap_or(if mg.image_size() > 256 { 12 } else { 8 });
-    if opts.steps == 0 {
-        bail!("--steps must be at least 1");
+    if !(1..=MAX_STEPS).contains(&opts.steps) {
+        bail!("--steps must be from 1 to {MAX_STEPS}, got {}", opts.steps);
     }
     opts.schedule = a.schedule.unwrap_or(Schedule::Cosine);
     if let Some(t) = &a.choice_temperature {
         opts.choice_temperature = temperature_pair(t, "choice-temperature")?;
     }
     if let Some(t) = &a.softmax_temperature {
+        if opts.kind != SamplerKind::Paella {
+            bail!(
+                "--softmax-temperature applies to the paella sampler (this run uses {})",
+                opts.kind
+            );
+        }
         opts.softmax_temperature = temperature_pair(t, "softmax-temperature")?;
+        let (t0, t1) = opts.softmax_temperature;
+        if t0.min(t1) < MIN_SOFTMAX_TEMPERATURE {
+            bail!("--softmax-temperature must be at least {MIN_SOFTMAX_TEMPERATURE}");
+        }
     }
     let grid = mg.grid();
     let b = a.batch;
@@ -555,19 +744,24 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
     bar.finish_and_clear();
     let frames = animation.finish()?;
     let (images, (w, h)) = decode(&tokens, b)?;
-    let params = format!(
-        "class {label}\nSteps: {}, Sampler: {}, Schedule: {}, Choice temperature: {}, Seed: {seed}, Size: {w}x{h}, Model: {}",
-        opts.steps,
-        opts.kind,
-        opts.schedule,
-        opts.choice_temperature.0,
-        path.display()
-    );
+    let model = path.display().to_string();
+    let params = Settings {
+        condition: Condition::Class {
+            label: class,
+            name: class_name(class, mg.num_classes()),
+        },
+        sampler: &opts,
+        guidance: None,
+        size: (w, h),
+        model: &model,
+    }
+    .parameters();
     let text = HashMap::from([("parameters".to_owned(), params)]);
     write_outputs(a, out, &images, (w, h), &text, &tokens, (b, grid), &frames)
 }
 
 pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
+    check_outputs(a, out)?;
     if is_maskgit(a.model.as_deref()) {
         return run_maskgit(a, out, Path::new(a.model.as_deref().unwrap_or_default()));
     }
@@ -619,18 +813,17 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
         || folder.root.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let params = format!(
-        "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, Schedule: {}, CFG scale: {}, Choice temperature: {}:{}, Seed: {}, Size: {w}x{h}, Model: {model_name}",
-        a.prompt,
-        a.negative_prompt,
-        opts.steps,
-        opts.kind,
-        opts.schedule,
-        plan.guidance,
-        opts.choice_temperature.0,
-        opts.choice_temperature.1,
-        opts.seed
-    );
+    let params = Settings {
+        condition: Condition::Text {
+            prompt: &a.prompt,
+            negative_prompt: &a.negative_prompt,
+        },
+        sampler: opts,
+        guidance: Some(plan.guidance),
+        size: (w, h),
+        model: &model_name,
+    }
+    .parameters();
     let text = HashMap::from([("parameters".to_owned(), params)]);
     write_outputs(
         a,
@@ -674,13 +867,26 @@ fn write_outputs(
         write_atomically(g, &gif_bytes(frames)?)?;
     }
     if let Some(d) = &a.frames {
-        for (i, f) in frames.iter().enumerate() {
+        let mut encoded = Vec::new();
+        for f in frames {
             let mut bytes = Vec::new();
             f.write_to(
                 &mut std::io::Cursor::new(&mut bytes),
                 image::ImageFormat::Png,
             )?;
-            write_atomically(&d.join(format!("step-{:02}.png", i + 1)), &bytes)?;
+            encoded.push(bytes);
+        }
+        // A complete set: an earlier run's frames (checked to be the folder's only files)
+        // go first, so a shorter run leaves none of them behind.
+        for e in std::fs::read_dir(d).with_context(|| format!("reading {}", d.display()))? {
+            let e = e?;
+            if is_frame_name(&e.file_name().to_string_lossy()) {
+                std::fs::remove_file(e.path())
+                    .with_context(|| format!("removing {}", e.path().display()))?;
+            }
+        }
+        for (i, bytes) in encoded.iter().enumerate() {
+            write_atomically(&d.join(frame_name(i, encoded.len())), bytes)?;
         }
     }
     for (path, bytes) in &pngs {
@@ -704,4 +910,22 @@ pub fn gif_bytes(frames: &[image::RgbaImage]) -> Result<Vec<u8>> {
         }
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{frame_name, is_frame_name};
+
+    #[test]
+    fn frame_names_sort_in_step_order_for_any_step_count() {
+        for n in [1, 9, 12, 99, 100, 1000] {
+            let names: Vec<String> = (0..n).map(|i| frame_name(i, n)).collect();
+            let mut sorted = names.clone();
+            sorted.sort();
+            assert_eq!(names, sorted, "{n} steps");
+            assert!(names.iter().all(|f| is_frame_name(f)));
+        }
+        assert!(!is_frame_name("step-.png") && !is_frame_name("notes.txt"));
+        assert!(!is_frame_name("step-1a.png"));
+    }
 }

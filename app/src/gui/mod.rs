@@ -673,22 +673,19 @@ impl App {
         let (_, tokens, grid) = l.result.as_ref().context("still running")?;
         let (chw, (w, h)) = self.decode_cpu(tokens, *grid)?;
         let s = &l.settings;
-        let text = std::collections::HashMap::from([(
-            "parameters".to_owned(),
-            format!(
-                "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, Schedule: {}, CFG scale: {}, Choice temperature: {}:{}, Seed: {}, Size: {w}x{h}, Model: {}",
-                s.prompt,
-                s.negative_prompt,
-                s.steps,
-                s.sampler,
-                s.schedule,
-                s.guidance,
-                s.choice_t.0,
-                s.choice_t.1,
-                s.seed,
-                self.model_arg
-            ),
-        )]);
+        let opts = s.sampler_options();
+        let params = tessera_engine::pipeline::settings::Settings {
+            condition: tessera_engine::pipeline::settings::Condition::Text {
+                prompt: &s.prompt,
+                negative_prompt: &s.negative_prompt,
+            },
+            sampler: &opts,
+            guidance: Some(s.guidance),
+            size: (w, h),
+            model: &self.model_arg,
+        }
+        .parameters();
+        let text = std::collections::HashMap::from([("parameters".to_owned(), params)]);
         crate::files::write_atomically(path, &crate::files::png_bytes(&chw, w, h, &text)?)
     }
 
