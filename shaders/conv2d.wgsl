@@ -6,6 +6,11 @@
 //                    be asymmetric (the op derives oh/ow from all four sides).
 // conv_transpose2d:  out[b, co, oy, ox] = bias[co] + Σ x[b, ci, iy, ix] · w[ci, co, ky, kx] over
 //                    oy = iy·sh − pad_top + ky (likewise x); weight [cin, cout, kh, kw], groups 1.
+// depthwise_nhwc:    channels-last depthwise conv (groups = cin = cout = C): x [B, H, W, C],
+//                    out[b, oy, ox, c] = bias[c] + Σ x[b, oy·sh + ky − pad_top,
+//                    ox·sw + kx − pad_left, c] · w[c, 0, ky, kx]; one invocation per output
+//                    element, channels fastest (neighbouring invocations read neighbouring
+//                    addresses).
 // upsample_nearest:  out[b, c, y, x] = x[b, c, y / stride_h, x / stride_w] (integer factor).
 // pad2d:             out[b, c, y, x] = x[b, c, y − pad_top, x − pad_left] inside, else 0.
 //
@@ -408,4 +413,36 @@ fn conv_transpose2d_rows(
     convt_store(b, co0 + 6u, pix_b, ky, kx, acc6b);
     convt_store(b, co0 + 7u, pix_a, ky, kx, acc7a);
     convt_store(b, co0 + 7u, pix_b, ky, kx, acc7b);
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn depthwise_nhwc(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = out_index(wid, nwg, li);
+    if (i >= p.batch * p.oh * p.ow * p.cout) {
+        return;
+    }
+    let c = i % p.cout;
+    let ox = (i / p.cout) % p.ow;
+    let oy = (i / (p.cout * p.ow)) % p.oh;
+    let b = i / (p.cout * p.ow * p.oh);
+    var acc = bias_of(c);
+    for (var ky = 0u; ky < p.kh; ky++) {
+        let iy = i32(oy * p.stride_h + ky) - i32(p.pad_top);
+        if (iy < 0 || iy >= i32(p.h)) {
+            continue;
+        }
+        for (var kx = 0u; kx < p.kw; kx++) {
+            let ix = i32(ox * p.stride_w + kx) - i32(p.pad_left);
+            if (ix < 0 || ix >= i32(p.w)) {
+                continue;
+            }
+            let xi = ((b * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + c;
+            acc += x[xi] * weight[(c * p.kh + ky) * p.kw + kx];
+        }
+    }
+    out[i] = acc;
 }

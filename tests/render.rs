@@ -753,3 +753,82 @@ fn image_sizes_off_the_token_grid_are_resized_and_margins_refused_before_work() 
     assert!(err.contains("multiple of 8 pixels"), "{err}");
     assert!(!out.exists());
 }
+
+/// Resident set size of this process in bytes (Linux; 0 elsewhere).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Many renders in one process with the same settings: every image identical, GPU peak bytes
+/// after the first render equal to the first's, host memory flat. CI runs 12 renders of a tiny
+/// fixture; `SOAK_RENDERS=200 SOAK_MODEL=assets/models/emoji cargo test --release --test
+/// render soak -- --nocapture` gives the figures for a real model.
+#[test]
+fn soak_same_settings_same_images_flat_memory() {
+    use tessera_engine::pipeline::{self, Request, Start};
+    use tessera_engine::sampling::SamplerOptions;
+    let n: usize = std::env::var("SOAK_RENDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let model = std::env::var("SOAK_MODEL").map_or_else(
+        |_| fixture("tiny-b").join("model"),
+        |m| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(m),
+    );
+    let ctx = GpuContext::new().expect("adapter (apt-get install mesa-vulkan-drivers)");
+    let folder = ModelFolder::open(&model).expect("folder");
+    let pipe = AmusedPipeline::load(&ctx, &folder).expect("load");
+    let side = pipe.transformer.config.sample_size;
+    let render = || {
+        let req = Request {
+            prompt: "blue heart",
+            negative_prompt: "",
+            batch: 1,
+            guidance: 3.0,
+            sampler: SamplerOptions::amused(5),
+            start: Start::Blank((side, side)),
+        };
+        let g = pipeline::generate(&ctx, &pipe, &req, &mut |_| {}).expect("generate");
+        let (img, _) = pipeline::decode(&ctx, &pipe, &g.tokens, 1, g.grid).expect("decode");
+        (g.tokens, img)
+    };
+    let first = render();
+    let peak_first = ctx.memory_stats().1;
+    // Host memory settles after the first few renders (allocator, driver caches).
+    let warm = 3.min(n);
+    for _ in 1..warm {
+        assert_eq!(render(), first, "same seed, different image");
+    }
+    let rss_warm = rss_bytes();
+    let start = std::time::Instant::now();
+    for i in warm..n {
+        let got = render();
+        assert!(got == first, "render {i}: same seed, different image");
+        assert_eq!(
+            ctx.memory_stats().1,
+            peak_first,
+            "render {i}: GPU peak grew"
+        );
+    }
+    let rss_end = rss_bytes();
+    let grew = rss_end.saturating_sub(rss_warm);
+    eprintln!(
+        "soak: {n} renders of {}, {:.1} ms each after warm-up; GPU peak {:.1} MiB throughout; \
+         RSS {:.1} → {:.1} MiB",
+        model.display(),
+        start.elapsed().as_secs_f64() * 1e3 / (n - warm).max(1) as f64,
+        peak_first as f64 / 1048576.0,
+        rss_warm as f64 / 1048576.0,
+        rss_end as f64 / 1048576.0
+    );
+    // Flat: a leak of even 64 KiB per render would show over the run.
+    assert!(
+        grew <= 4 << 20,
+        "host memory grew {:.1} MiB over {} renders",
+        grew as f64 / 1048576.0,
+        n - warm
+    );
+}

@@ -54,6 +54,12 @@ pub enum Error {
         feature: &'static str,
     },
 
+    #[error(
+        "the GPU device was lost ({reason}); nothing more runs on it: run again (a new device is \
+         opened)"
+    )]
+    DeviceLost { reason: String },
+
     #[error("reading back tensor {name:?} from the GPU failed: {reason}")]
     Readback { name: String, reason: String },
 

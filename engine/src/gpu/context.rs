@@ -25,6 +25,8 @@ pub struct GpuContext {
     /// The first GPU error wgpu reported asynchronously (validation, out of memory), taken by
     /// the next readback.
     device_error: Arc<std::sync::Mutex<Option<String>>>,
+    /// Why the device was lost (driver reset, `Device::destroy`), once it is.
+    lost: Arc<std::sync::Mutex<Option<String>>>,
     limits: wgpu::Limits,
     features: wgpu::Features,
     kernels: KernelFamily,
@@ -164,6 +166,16 @@ impl GpuContext {
                 s.get_or_insert_with(|| e.to_string());
             }
         }));
+        // After a loss wgpu's helpers panic on the next buffer they create; the engine checks
+        // this first and returns Error::DeviceLost instead.
+        let lost = Arc::new(std::sync::Mutex::new(None::<String>));
+        let lost_slot = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            log::error!("GPU device lost ({reason:?}): {message}");
+            if let Ok(mut s) = lost_slot.lock() {
+                s.get_or_insert_with(|| format!("{reason:?}: {message}"));
+            }
+        });
         if is_software_adapter(&info) {
             log::warn!(
                 "GPU adapter {:?} is a software rasterizer running on the CPU: results are \
@@ -184,8 +196,18 @@ impl GpuContext {
             pool: Arc::new(BufferPool::default()),
             pipelines: PipelineCache::default(),
             device_error,
+            lost,
             limits,
             features,
+        }
+    }
+
+    /// `Err(DeviceLost)` once the device is lost: nothing more can run on it; a fresh
+    /// [`GpuContext`] (a new device) can.
+    pub fn check_device(&self) -> Result<()> {
+        match self.lost.lock().ok().and_then(|s| s.clone()) {
+            Some(reason) => Err(Error::DeviceLost { reason }),
+            None => Ok(()),
         }
     }
 
@@ -293,6 +315,7 @@ impl GpuContext {
 
     /// Checks that a buffer of `bytes` can be bound as one storage binding.
     pub fn check_binding(&self, name: &str, bytes: u64) -> Result<()> {
+        self.check_device()?;
         let limit = self.limits.max_storage_buffer_binding_size;
         if bytes > limit {
             return Err(Error::OverLimit {

@@ -70,10 +70,10 @@ impl BufferPool {
     pub fn upload(
         self: &Arc<Self>,
         device: &wgpu::Device,
+        queue: &wgpu::Queue,
         label: &str,
         data: &[u8],
     ) -> PooledBuffer {
-        use wgpu::util::DeviceExt;
         let padded;
         let contents = if data.len().is_multiple_of(4) && !data.is_empty() {
             data
@@ -86,11 +86,15 @@ impl BufferPool {
             &padded
         };
         let size = contents.len() as u64;
-        let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        // Not `create_buffer_init`: its mapping panics on a lost device; `write_buffer` reports
+        // through the error handler and lands before any later submission.
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            contents,
+            size,
             usage: USAGE,
+            mapped_at_creation: false,
         });
+        queue.write_buffer(&buffer, 0, contents);
         {
             let mut st = self.lock();
             st.live_bytes += size;

@@ -1,7 +1,4 @@
 //! Records many dispatches into one command encoder (and one compute pass), then submits once.
-
-use wgpu::util::DeviceExt;
-
 use std::sync::Arc;
 
 use super::context::{GpuContext, KernelFamily};
@@ -109,13 +106,18 @@ impl<'a> Recorder<'a> {
         if workgroups.contains(&0) {
             return Ok(());
         }
+        self.ctx.check_device()?;
         let device = &self.ctx.device;
         let pipeline = self.ctx.pipelines.get(device, spec);
-        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        // Not `create_buffer_init`: its mapping panics on a lost device, `write_buffer` reports
+        // through the error handler (and lands before this recorder's commands run).
+        let uniform = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("tessera params"),
-            contents: params,
-            usage: wgpu::BufferUsages::UNIFORM,
+            size: (params.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
         });
+        self.ctx.queue.write_buffer(&uniform, 0, params);
         if self.placeholder.is_none() && bindings.iter().any(|(_, b)| matches!(b, Binding::Unused))
         {
             self.placeholder = Some(device.create_buffer(&wgpu::BufferDescriptor {

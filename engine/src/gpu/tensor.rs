@@ -79,7 +79,7 @@ impl Tensor {
             ));
         }
         ctx.check_binding(name, want)?;
-        let buf = ctx.pool.upload(&ctx.device, name, data);
+        let buf = ctx.pool.upload(&ctx.device, &ctx.queue, name, data);
         Ok(Self {
             buf: Arc::new(buf),
             shape: shape.to_vec(),
@@ -202,6 +202,7 @@ impl Tensor {
 
     /// Copies the tensor's bytes back to the CPU (waits for all submitted work).
     pub fn download_bytes(&self, ctx: &GpuContext) -> Result<Vec<u8>> {
+        ctx.check_device()?;
         let len = self.byte_len();
         let padded = len.max(4).next_multiple_of(4);
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -221,9 +222,13 @@ impl Tensor {
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        let fail = |reason: String| Error::Readback {
-            name: self.name.to_string(),
-            reason,
+        // A lost device explains any failure below better than the failure itself.
+        let fail = |reason: String| match ctx.check_device() {
+            Err(lost) => lost,
+            Ok(()) => Error::Readback {
+                name: self.name.to_string(),
+                reason,
+            },
         };
         ctx.device
             .poll(wgpu::PollType::Wait {

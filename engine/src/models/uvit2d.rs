@@ -179,19 +179,18 @@ impl ConvNextBlock {
         let [b, _, ch] = *x.shape() else {
             return Err(Error::shape("ConvNextBlock", format!("{:?}", x.shape())));
         };
-        let nchw = ops::layout::permute(rec, &x.reshape(&[b, h, w, ch])?, &[0, 3, 1, 2])?;
         let spec = Conv2dSpec {
             groups: ch,
             ..Conv2dSpec::same(1)
         };
-        let y = ops::conv::conv2d(
+        let y = ops::conv::depthwise_conv2d_nhwc(
             rec,
-            &nchw,
+            &x.reshape(&[b, h, w, ch])?,
             &self.depthwise,
             self.depthwise_bias.as_ref(),
             &spec,
-        )?;
-        let y = ops::layout::permute(rec, &y, &[0, 2, 3, 1])?.reshape(&[b, h * w, ch])?;
+        )?
+        .reshape(&[b, h * w, ch])?;
         let y = self.norm.forward(rec, &y)?;
         let y =
             self.channelwise_linear_1

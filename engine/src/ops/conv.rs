@@ -40,6 +40,7 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
         "conv2d_rows",
         "conv_transpose2d",
         "conv_transpose2d_rows",
+        "depthwise_nhwc",
         "upsample_nearest",
         "pad2d",
     ]
@@ -196,6 +197,82 @@ pub fn conv2d(
     } else {
         run(rec, "conv2d", &params, x, Some((weight, bias)), &out)?;
     }
+    Ok(out)
+}
+
+/// Depthwise convolution on channels-last data: x `[B, H, W, C]`, weight `[C, 1, kh, kw]`
+/// (PyTorch's depthwise `Conv2d(C, C, k, groups=C)` layout), bias `[C]` → `[B, oh, ow, C]`,
+/// stride and zero padding as in `s` (whose `groups` must be C). Same result as [`conv2d`] on
+/// the NCHW permutation, without the two permutes.
+pub fn depthwise_conv2d_nhwc(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    s: &Conv2dSpec,
+) -> Result<Tensor> {
+    const OP: &str = "depthwise_conv2d_nhwc";
+    x.expect_dtype(OP, DType::F32)?;
+    let [b, h, w, c] = *x.shape() else {
+        return Err(Error::shape(
+            OP,
+            format!("{:?} {:?} is not [B, H, W, C]", x.name(), x.shape()),
+        ));
+    };
+    let [cout, one, kh, kw] = nchw(OP, weight)?;
+    if cout != c || one != 1 || s.groups != c {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "weight {:?} {:?} with {} groups is not depthwise over {c} channels",
+                weight.name(),
+                weight.shape(),
+                s.groups
+            ),
+        ));
+    }
+    check_bias(OP, bias, c)?;
+    let [st_h, st_w] = s.stride;
+    let [pt, pb, pl, pr] = s.padding;
+    if st_h == 0 || st_w == 0 || h + pt + pb < kh || w + pl + pr < kw {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "kernel {kh}×{kw} stride {:?} padding {:?} does not fit {h}×{w}",
+                s.stride, s.padding
+            ),
+        ));
+    }
+    let oh = (h + pt + pb - kh) / st_h + 1;
+    let ow = (w + pl + pr - kw) / st_w + 1;
+    let out = Tensor::empty(rec.ctx(), "depthwise.out", &[b, oh, ow, c], DType::F32)?;
+    let u = |what: &str, v: usize| to_u32(OP, what, v);
+    let params = Params {
+        batch: u("batch", b)?,
+        cin: u("channels", c)?,
+        h: u("h", h)?,
+        w: u("w", w)?,
+        cout: u("channels", c)?,
+        oh: u("oh", oh)?,
+        ow: u("ow", ow)?,
+        groups: u("groups", c)?,
+        kh: u("kh", kh)?,
+        kw: u("kw", kw)?,
+        stride_h: u("stride", st_h)?,
+        stride_w: u("stride", st_w)?,
+        pad_top: u("pad", pt)?,
+        pad_left: u("pad", pl)?,
+        has_bias: u32::from(bias.is_some()),
+        _pad0: 0,
+    };
+    run(
+        rec,
+        "depthwise_nhwc",
+        &params,
+        x,
+        Some((weight, bias)),
+        &out,
+    )?;
     Ok(out)
 }
 

@@ -1,4 +1,6 @@
-use tessera_engine::ops::conv::{Conv2dSpec, conv_transpose2d, conv2d, pad2d, upsample_nearest};
+use tessera_engine::ops::conv::{
+    Conv2dSpec, conv_transpose2d, conv2d, depthwise_conv2d_nhwc, pad2d, upsample_nearest,
+};
 
 use crate::common::*;
 
@@ -266,4 +268,71 @@ fn nearest_upsample_and_zero_pad() {
         }
     }
     assert_close("pad2d", &download(&padded), &want, 0.0, 0.0);
+}
+
+/// Channels-last depthwise conv against the NCHW reference (permuted), odd sizes, stride,
+/// asymmetric padding, with and without bias; a non-depthwise weight is refused.
+#[test]
+fn depthwise_channels_last_matches_nchw_reference() {
+    let mut seed = 700;
+    for &(b, c, h, w, k, stride, pad, bias) in &[
+        (1, 5, 7, 9, 3, 1, [1, 1, 1, 1], true),
+        (2, 33, 8, 8, 3, 1, [1, 1, 1, 1], false),
+        (1, 4, 9, 6, 3, 2, [0, 1, 1, 0], true),
+        (1, 3, 5, 5, 1, 1, [0, 0, 0, 0], true),
+    ] {
+        seed += 1;
+        let mut r = rng(seed);
+        let x_nchw = randn(&mut r, b * c * h * w);
+        let wt = randn(&mut r, c * k * k);
+        let bs = bias.then(|| randn(&mut r, c));
+        let s = Conv2dSpec {
+            stride: [stride, stride],
+            padding: pad,
+            groups: c,
+        };
+        let (want_nchw, [_, _, oh, ow]) =
+            conv_ref(&x_nchw, [b, c, h, w], &wt, [c, k, k], bs.as_deref(), &s);
+        // NCHW → NHWC for the input, and the expectation.
+        let nhwc = |v: &[f32], hh: usize, ww: usize| -> Vec<f32> {
+            let mut o = vec![0.0; v.len()];
+            for bi in 0..b {
+                for ci in 0..c {
+                    for y in 0..hh {
+                        for xx in 0..ww {
+                            o[((bi * hh + y) * ww + xx) * c + ci] =
+                                v[((bi * c + ci) * hh + y) * ww + xx];
+                        }
+                    }
+                }
+            }
+            o
+        };
+        let want_f32: Vec<f32> = want_nchw.iter().map(|&v| v as f32).collect();
+        let want: Vec<f64> = nhwc(&want_f32, oh, ow).into_iter().map(f64::from).collect();
+        let tx = upload("x", &[b, h, w, c], &nhwc(&x_nchw, h, w));
+        let tw = upload("w", &[c, 1, k, k], &wt);
+        let tb = bs.as_ref().map(|v| upload("b", &[c], v));
+        for family in FAMILIES {
+            let out = run_in(family, |rec| {
+                depthwise_conv2d_nhwc(rec, &tx, &tw, tb.as_ref(), &s)
+            });
+            assert_eq!(out.shape(), &[b, oh, ow, c]);
+            assert_close(
+                &format!("depthwise nhwc {b}x{h}x{w}x{c} k{k} s{stride} {family:?}"),
+                &download(&out),
+                &want,
+                1e-5,
+                1e-5,
+            );
+        }
+    }
+    let x = upload("x", &[1, 4, 4, 6], &[0.0; 96]);
+    let dense = upload("w", &[6, 6, 3, 3], &[0.0; 324]);
+    let mut rec = ctx().recorder();
+    let s = Conv2dSpec {
+        groups: 6,
+        ..Conv2dSpec::same(1)
+    };
+    assert!(depthwise_conv2d_nhwc(&mut rec, &x, &dense, None, &s).is_err());
 }

@@ -139,3 +139,32 @@ fn flush_submits_what_is_recorded_and_releases_its_buffers() {
     let want: Vec<f32> = x.iter().map(|v| 3.0 * v).collect();
     assert_eq!(out2.to_f32(&c).expect("read"), want);
 }
+
+/// A device lost mid-session (a real `Device::destroy`, as a driver reset does) makes the
+/// next readback an error, not a panic or a hang, and the process can open a fresh context and
+/// compute again.
+#[test]
+fn lost_device_is_an_error_and_a_fresh_context_works() {
+    let c = fresh();
+    let x = Tensor::from_f32(&c, "x", &[4], &[1.0, -2.0, 3.0, -4.0]).expect("upload");
+    c.device.destroy();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut rec = c.recorder();
+        let y = unary(&mut rec, &x, UnaryOp::Scale(2.0))?;
+        rec.submit();
+        y.to_f32(&c)
+    }));
+    match result {
+        Ok(Err(e)) => eprintln!("lost device: {e}"),
+        Ok(Ok(v)) => panic!("a destroyed device computed {v:?}"),
+        Err(_) => panic!("a destroyed device panicked instead of returning an error"),
+    }
+    drop(x);
+    drop(c);
+    let again = fresh();
+    let x = Tensor::from_f32(&again, "x", &[2], &[1.5, -1.0]).expect("upload");
+    let mut rec = again.recorder();
+    let y = unary(&mut rec, &x, UnaryOp::Scale(2.0)).expect("op");
+    rec.submit();
+    assert_eq!(y.to_f32(&again).expect("read"), [3.0, -2.0]);
+}
