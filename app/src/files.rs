@@ -66,7 +66,12 @@ pub fn write_tensors(path: &Path, tensors: &[Out<'_>]) -> Result<()> {
 /// shape. Negative or oversized ids are an error.
 pub fn read_tokens(path: &Path, name: &str) -> Result<(Vec<u32>, Vec<usize>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes)
+    parse_tokens(&bytes, name, path)
+}
+
+/// [`read_tokens`] on a file's bytes (`path` names it in errors).
+pub fn parse_tokens(bytes: &[u8], name: &str, path: &Path) -> Result<(Vec<u32>, Vec<usize>)> {
+    let st = SafeTensors::deserialize(bytes)
         .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
     let t = st
         .tensor(name)
@@ -88,6 +93,18 @@ pub fn read_tokens(path: &Path, name: &str) -> Result<(Vec<u32>, Vec<usize>)> {
             u32::try_from(v).with_context(|| format!("{}: {name} holds id {v}", path.display()))
         })
         .collect::<Result<Vec<u32>>>()?;
+    let count = t
+        .shape()
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if count != Some(ids.len()) {
+        bail!(
+            "{}: tensor {name:?} has shape {:?} but holds {} ids",
+            path.display(),
+            t.shape(),
+            ids.len()
+        );
+    }
     Ok((ids, t.shape().to_vec()))
 }
 
@@ -97,10 +114,16 @@ const READABLE: &str = "PNG, JPEG, WebP or GIF";
 /// Opens an image identified by its content, not its file name (a PNG saved as `.jpg` reads as
 /// the PNG it is). `what` names it in errors ("image", "mask").
 pub fn open_image(path: &Path, what: &str) -> Result<image::DynamicImage> {
-    use image::ImageFormat;
     let bytes =
         std::fs::read(path).with_context(|| format!("{}: cannot read {what}", path.display()))?;
-    let format = match image::guess_format(&bytes) {
+    decode_image(&bytes, path, what)
+}
+
+/// [`open_image`] on a file's bytes (`path` names it in errors). Images over 16 384 px a side
+/// or 256 MiB decoded are refused before decoding.
+pub fn decode_image(bytes: &[u8], path: &Path, what: &str) -> Result<image::DynamicImage> {
+    use image::ImageFormat;
+    let format = match image::guess_format(bytes) {
         Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP | ImageFormat::Gif)) => f,
         Ok(other) => bail!(
             "{}: the {what} is a {} file; tessera reads {READABLE}",
@@ -117,7 +140,13 @@ pub fn open_image(path: &Path, what: &str) -> Result<image::DynamicImage> {
             bytes.len()
         ),
     };
-    image::load_from_memory_with_format(&bytes, format).with_context(|| {
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(16_384);
+    limits.max_image_height = Some(16_384);
+    limits.max_alloc = Some(256 << 20);
+    reader.limits(limits);
+    reader.decode().with_context(|| {
         format!(
             "{}: cannot decode the {what} (its content is {format:?})",
             path.display()

@@ -2,10 +2,11 @@
 
 mod bench;
 mod embedded;
-mod files;
 mod gui;
 mod inspect;
 mod render;
+
+use tessera::files;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

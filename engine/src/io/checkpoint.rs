@@ -42,20 +42,46 @@ impl Values {
 impl Checkpoint {
     /// Opens the given files (shards of one checkpoint).
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let files = paths
+            .iter()
+            .map(|p| Ok((p.clone(), std::fs::read(p).map_err(|e| Error::file(p, e))?)))
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_bytes(files)
+    }
+
+    /// The checkpoint held by these files' bytes (`(name for errors, contents)` per shard).
+    /// Every tensor's byte range must lie inside its file and match its shape and dtype.
+    pub fn from_bytes(shards: Vec<(PathBuf, Vec<u8>)>) -> Result<Self> {
         let mut files = Vec::new();
         let mut index = BTreeMap::new();
-        for (fi, path) in paths.iter().enumerate() {
-            let bytes = std::fs::read(path).map_err(|e| Error::file(path, e))?;
+        for (fi, (path, bytes)) in shards.into_iter().enumerate() {
+            let path = &path;
             let (n, meta) = SafeTensors::read_metadata(&bytes)
                 .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
             let data_start = 8 + n;
             for (name, info) in meta.tensors() {
                 let (a, b) = info.data_offsets;
-                let range = data_start + a..data_start + b;
-                if range.end > bytes.len() {
+                let range = data_start.saturating_add(a)..data_start.saturating_add(b);
+                if range.start > range.end || range.end > bytes.len() {
                     return Err(Error::file(
                         path,
                         format!("tensor {name:?} runs past the end of the file"),
+                    ));
+                }
+                let elems = info
+                    .shape
+                    .iter()
+                    .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+                let want = elems.and_then(|e| e.checked_mul(info.dtype.bitsize() / 8));
+                if want != Some(range.len()) {
+                    return Err(Error::file(
+                        path,
+                        format!(
+                            "tensor {name:?}: shape {:?} of {:?} does not match its {} bytes",
+                            info.shape,
+                            info.dtype,
+                            range.len()
+                        ),
                     ));
                 }
                 index.insert(

@@ -90,7 +90,9 @@ impl Config {
         }
     }
 
-    fn validate(&self, file: &Path) -> Result<()> {
+    /// Checks the sizes agree (divisibility, the mask token, micro-conditions); `file` names
+    /// the config in errors.
+    pub fn validate(&self, file: &Path) -> Result<()> {
         let div = |key: &str, a: usize, b: usize| {
             if b == 0 || !a.is_multiple_of(b) {
                 Err(Error::config(file, key, format!("{b} must divide {a}")))

@@ -72,7 +72,8 @@ impl Config {
         }
     }
 
-    fn validate(&self, file: &Path) -> Result<()> {
+    /// Checks the block and channel settings agree; `file` names the config in errors.
+    pub fn validate(&self, file: &Path) -> Result<()> {
         let n = self.block_out_channels.len();
         if n == 0 {
             return Err(Error::config(file, "block_out_channels", "is empty"));
