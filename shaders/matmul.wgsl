@@ -31,34 +31,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 
-// The gated epilogue: (value + bias) · act(gate + gate bias) + residual.
-fn epilogue_gated(i: u32, n: u32, value: f32, gate: f32) -> f32 {
-    var v = value;
-    var g = gate;
-    if ((p.flags & 1u) != 0u) {
-        v += bias[n];
-        g += bias[p.n + n];
-    }
-    var x = v * activation(ACT, g);
-    if ((p.flags & 2u) != 0u) {
-        x += residual[i];
-    }
-    return x;
-}
-
-// The epilogue: bias, activation, residual (per flags) on the accumulated value of C[i].
-fn epilogue(i: u32, n: u32, acc: f32) -> f32 {
-    var x = acc;
-    if ((p.flags & 1u) != 0u) {
-        x += bias[n];
-    }
-    x = activation(ACT, x);
-    if ((p.flags & 2u) != 0u) {
-        x += residual[i];
-    }
-    return x;
-}
-
 override TRANS_B: bool = true;
 // Gated linear unit (GEGLU with the erf GELU as activation): B holds 2N rows, values then
 // gates, and C[m, n] = (v + bias[n]) · act(g + bias[N + n]) (+ residual) with v, g the products

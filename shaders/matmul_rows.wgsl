@@ -45,19 +45,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 
-// The epilogue: bias, activation, residual (per flags) on the accumulated value of C[i].
-fn epilogue(i: u32, n: u32, acc: f32) -> f32 {
-    var x = acc;
-    if ((p.flags & 1u) != 0u) {
-        x += bias[n];
-    }
-    x = activation(ACT, x);
-    if ((p.flags & 2u) != 0u) {
-        x += residual[i];
-    }
-    return x;
-}
-
 // Four B rows (columns of C: col, col + 8, col + 16, col + 24) at vec4 step kk, as the columns
 // of a matrix, so `a * quad` gives the four dot products at once.
 fn b_quad(base: u32, col: u32, kk: u32, k4: u32, last: u32) -> mat4x4<f32> {
@@ -67,21 +54,6 @@ fn b_quad(base: u32, col: u32, kk: u32, k4: u32, last: u32) -> mat4x4<f32> {
         load_b4(base + min(col + 16u, last) * k4 + kk),
         load_b4(base + min(col + 24u, last) * k4 + kk),
     );
-}
-
-// The gated epilogue: (value + bias) · act(gate + gate bias) + residual.
-fn epilogue_gated(i: u32, n: u32, value: f32, gate: f32) -> f32 {
-    var v = value;
-    var g = gate;
-    if ((p.flags & 1u) != 0u) {
-        v += bias[n];
-        g += bias[p.n + n];
-    }
-    var x = v * activation(ACT, g);
-    if ((p.flags & 2u) != 0u) {
-        x += residual[i];
-    }
-    return x;
 }
 
 fn store_gated(c_base: u32, row: u32, col: u32, v: vec4<f32>, g: vec4<f32>) {

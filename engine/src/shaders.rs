@@ -9,6 +9,7 @@ use std::fmt;
 
 const ACTIVATION: &str = include_str!("../../shaders/activation.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+const MATMUL_EPILOGUE: &str = include_str!("../../shaders/matmul_epilogue.wgsl");
 const WEIGHTS_F32: &str = include_str!("../../shaders/weights_f32.wgsl");
 const WEIGHTS_F16: &str = include_str!("../../shaders/weights_f16.wgsl");
 const WEIGHTS_F16_PACKED: &str = include_str!("../../shaders/weights_f16_packed.wgsl");
@@ -103,7 +104,7 @@ impl Module {
                     WeightFormat::F16 => WEIGHTS_F16,
                     WeightFormat::F16Packed => WEIGHTS_F16_PACKED,
                 };
-                format!("{prelude}\n{ACTIVATION}\n{MATMUL}")
+                format!("{prelude}\n{ACTIVATION}\n{MATMUL}\n{MATMUL_EPILOGUE}")
             }
             Module::MatmulRows(w) => {
                 let prelude = match w {
@@ -111,7 +112,7 @@ impl Module {
                     WeightFormat::F16 => WEIGHTS4_F16,
                     WeightFormat::F16Packed => WEIGHTS4_F16_PACKED,
                 };
-                format!("{prelude}\n{ACTIVATION}\n{MATMUL_ROWS}")
+                format!("{prelude}\n{ACTIVATION}\n{MATMUL_ROWS}\n{MATMUL_EPILOGUE}")
             }
             Module::Attention => ATTENTION.to_owned(),
             Module::AttentionFlash => ATTENTION_FLASH.to_owned(),

@@ -569,14 +569,7 @@ impl<'a> FlaxLoader<'a> {
         shape: &[usize],
         perm: &[usize],
     ) -> Result<Tensor> {
-        let mut sorted = perm.to_vec();
-        sorted.sort_unstable();
-        if perm.len() != shape.len() || sorted.iter().enumerate().any(|(i, &p)| i != p) {
-            return Err(Error::shape(
-                "flax permute",
-                format!("{perm:?} is not a permutation of {} dims", shape.len()),
-            ));
-        }
+        check_permutation(perm, shape.len())?;
         let mut out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
         out_shape[0] *= names.len();
         let label = names
@@ -609,14 +602,7 @@ impl<'a> FlaxLoader<'a> {
     /// `perm[i]`), e.g. `[1, 0]` turns a Dense kernel `[in, out]` into a Linear weight
     /// `[out, in]` and `[3, 2, 0, 1]` a conv kernel HWIO into OIHW.
     pub fn permuted(&self, name: &str, shape: &[usize], perm: &[usize]) -> Result<Tensor> {
-        let mut sorted = perm.to_vec();
-        sorted.sort_unstable();
-        if perm.len() != shape.len() || sorted.iter().enumerate().any(|(i, &p)| i != p) {
-            return Err(Error::shape(
-                "flax permute",
-                format!("{perm:?} is not a permutation of {} dims", shape.len()),
-            ));
-        }
+        check_permutation(perm, shape.len())?;
         let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
         match self.get(name, shape)? {
             (path, Some(t)) => Tensor::from_f32(
@@ -628,4 +614,17 @@ impl<'a> FlaxLoader<'a> {
             (path, None) => Ok(Tensor::placeholder(self.ctx, &path, &out_shape, DType::F32)),
         }
     }
+}
+
+/// `perm` must reorder exactly `rank` dims.
+fn check_permutation(perm: &[usize], rank: usize) -> Result<()> {
+    let mut sorted = perm.to_vec();
+    sorted.sort_unstable();
+    if perm.len() != rank || sorted.iter().enumerate().any(|(i, &p)| i != p) {
+        return Err(Error::shape(
+            "flax permute",
+            format!("{perm:?} is not a permutation of {rank} dims"),
+        ));
+    }
+    Ok(())
 }

@@ -88,13 +88,7 @@ impl Linear {
         activation: Option<Activation>,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let epilogue = Epilogue {
-            bias: self.bias.as_ref(),
-            activation,
-            residual,
-            gated: false,
-        };
-        ops::matmul::linear_fused(rec, x, &self.weight, &epilogue)
+        self.fused(rec, x, activation, residual, false)
     }
 
     /// A gated unit (diffusers `GEGLU` with GELU): this layer's output halves are value and
@@ -105,11 +99,22 @@ impl Linear {
         x: &Tensor,
         activation: Activation,
     ) -> Result<Tensor> {
+        self.fused(rec, x, Some(activation), None, true)
+    }
+
+    fn fused(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        activation: Option<Activation>,
+        residual: Option<&Tensor>,
+        gated: bool,
+    ) -> Result<Tensor> {
         let epilogue = Epilogue {
             bias: self.bias.as_ref(),
-            activation: Some(activation),
-            residual: None,
-            gated: true,
+            activation,
+            residual,
+            gated,
         };
         ops::matmul::linear_fused(rec, x, &self.weight, &epilogue)
     }

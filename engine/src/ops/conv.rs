@@ -117,6 +117,49 @@ fn run_in(
     rec.dispatch(&spec(entry), bytemuck::bytes_of(params), &bindings, groups)
 }
 
+/// The shader parameters of a convolution of `[b, cin, h, w]` by `[cout, kh, kw]` kernels under
+/// `s`, checking that the kernel fits the padded input; the output size is `oh` × `ow`.
+fn conv_params(
+    op: &'static str,
+    [b, cin, h, w]: [usize; 4],
+    [cout, kh, kw]: [usize; 3],
+    s: &Conv2dSpec,
+    has_bias: bool,
+) -> Result<Params> {
+    let [st_h, st_w] = s.stride;
+    let [pt, pb, pl, pr] = s.padding;
+    if st_h == 0 || st_w == 0 || h + pt + pb < kh || w + pl + pr < kw {
+        return Err(Error::shape(
+            op,
+            format!(
+                "kernel {kh}×{kw} stride {:?} padding {:?} does not fit {h}×{w}",
+                s.stride, s.padding
+            ),
+        ));
+    }
+    let oh = (h + pt + pb - kh) / st_h + 1;
+    let ow = (w + pl + pr - kw) / st_w + 1;
+    let u = |what: &str, v: usize| to_u32(op, what, v);
+    Ok(Params {
+        batch: u("batch", b)?,
+        cin: u("cin", cin)?,
+        h: u("h", h)?,
+        w: u("w", w)?,
+        cout: u("cout", cout)?,
+        oh: u("oh", oh)?,
+        ow: u("ow", ow)?,
+        groups: u("groups", s.groups)?,
+        kh: u("kh", kh)?,
+        kw: u("kw", kw)?,
+        stride_h: u("stride", st_h)?,
+        stride_w: u("stride", st_w)?,
+        pad_top: u("pad", pt)?,
+        pad_left: u("pad", pl)?,
+        has_bias: u32::from(has_bias),
+        _pad0: 0,
+    })
+}
+
 /// Convolution; weight `[Cout, Cin/groups, kh, kw]` (PyTorch layout), bias `[Cout]`.
 ///
 /// The recorder's kernel family picks the kernel: the CPU family's register blocks of 8
@@ -144,39 +187,9 @@ pub fn conv2d(
         ));
     }
     check_bias(OP, bias, cout)?;
-    let [st_h, st_w] = s.stride;
-    let [pt, pb, pl, pr] = s.padding;
-    if st_h == 0 || st_w == 0 || h + pt + pb < kh || w + pl + pr < kw {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "kernel {kh}×{kw} stride {:?} padding {:?} does not fit {h}×{w}",
-                s.stride, s.padding
-            ),
-        ));
-    }
-    let oh = (h + pt + pb - kh) / st_h + 1;
-    let ow = (w + pl + pr - kw) / st_w + 1;
+    let params = conv_params(OP, [b, cin, h, w], [cout, kh, kw], s, bias.is_some())?;
+    let (oh, ow) = (params.oh as usize, params.ow as usize);
     let out = Tensor::empty(rec.ctx(), "conv2d.out", &[b, cout, oh, ow], DType::F32)?;
-    let u = |what: &str, v: usize| to_u32(OP, what, v);
-    let params = Params {
-        batch: u("batch", b)?,
-        cin: u("cin", cin)?,
-        h: u("h", h)?,
-        w: u("w", w)?,
-        cout: u("cout", cout)?,
-        oh: u("oh", oh)?,
-        ow: u("ow", ow)?,
-        groups: u("groups", g)?,
-        kh: u("kh", kh)?,
-        kw: u("kw", kw)?,
-        stride_h: u("stride", st_h)?,
-        stride_w: u("stride", st_w)?,
-        pad_top: u("pad", pt)?,
-        pad_left: u("pad", pl)?,
-        has_bias: u32::from(bias.is_some()),
-        _pad0: 0,
-    };
     let rows = rec.kernel_family() == KernelFamily::Cpu && g == 1;
     let max = rec.ctx().limits().max_compute_workgroups_per_dimension;
     let groups = [
@@ -232,39 +245,9 @@ pub fn depthwise_conv2d_nhwc(
         ));
     }
     check_bias(OP, bias, c)?;
-    let [st_h, st_w] = s.stride;
-    let [pt, pb, pl, pr] = s.padding;
-    if st_h == 0 || st_w == 0 || h + pt + pb < kh || w + pl + pr < kw {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "kernel {kh}×{kw} stride {:?} padding {:?} does not fit {h}×{w}",
-                s.stride, s.padding
-            ),
-        ));
-    }
-    let oh = (h + pt + pb - kh) / st_h + 1;
-    let ow = (w + pl + pr - kw) / st_w + 1;
+    let params = conv_params(OP, [b, c, h, w], [c, kh, kw], s, bias.is_some())?;
+    let (oh, ow) = (params.oh as usize, params.ow as usize);
     let out = Tensor::empty(rec.ctx(), "depthwise.out", &[b, oh, ow, c], DType::F32)?;
-    let u = |what: &str, v: usize| to_u32(OP, what, v);
-    let params = Params {
-        batch: u("batch", b)?,
-        cin: u("channels", c)?,
-        h: u("h", h)?,
-        w: u("w", w)?,
-        cout: u("channels", c)?,
-        oh: u("oh", oh)?,
-        ow: u("ow", ow)?,
-        groups: u("groups", c)?,
-        kh: u("kh", kh)?,
-        kw: u("kw", kw)?,
-        stride_h: u("stride", st_h)?,
-        stride_w: u("stride", st_w)?,
-        pad_top: u("pad", pt)?,
-        pad_left: u("pad", pl)?,
-        has_bias: u32::from(bias.is_some()),
-        _pad0: 0,
-    };
     run(
         rec,
         "depthwise_nhwc",
