@@ -191,3 +191,30 @@ fn render_generates_by_class_and_needs_one() {
         assert!(!missing.exists());
     }
 }
+
+#[test]
+fn a_transformer_and_a_tokenizer_of_different_checkpoints_are_refused() {
+    // mg-l4's transformer (imagenet32) beside mg-2rb's tokenizer (imagenet10).
+    let dir = tmp("mismatched-pair");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(
+        fixture("mg-l4").join("model/maskgit_imagenet32_checkpoint"),
+        dir.join("maskgit_imagenet32_checkpoint"),
+    )
+    .expect("copy");
+    std::fs::copy(
+        fixture("mg-2rb").join("model/tokenizer_imagenet10_checkpoint"),
+        dir.join("tokenizer_imagenet10_checkpoint"),
+    )
+    .expect("copy");
+    let out = tmp("never-mismatched.png");
+    let o = tessera(&["--render", s(&out), "--model", s(&dir), "--class", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("belong to different checkpoints") && err.contains("imagenet32"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

@@ -598,11 +598,7 @@ pub fn class_name(class: u32, num_classes: usize) -> Option<&'static str> {
 
 /// True when `arg` names MaskGIT Flax checkpoints rather than a diffusers folder.
 pub fn is_maskgit(arg: Option<&str>) -> bool {
-    arg.is_some_and(|m| {
-        let p = Path::new(m);
-        !p.join("model_index.json").is_file()
-            && tessera_engine::models::maskgit::checkpoint_files(p).is_ok()
-    })
+    arg.is_some_and(|m| tessera_engine::models::maskgit::is_checkpoint_path(Path::new(m)))
 }
 
 /// Class-conditional generation with MaskGIT's released checkpoints.

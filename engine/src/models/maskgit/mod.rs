@@ -30,6 +30,29 @@ const TRANSFORMER_PREFIX: &str = "maskgit_";
 const TOKENIZER_PREFIX: &str = "tokenizer_";
 const SUFFIX: &str = "_checkpoint";
 
+/// Whether `path` is meant as MaskGIT checkpoints: a `maskgit_*_checkpoint` or
+/// `tokenizer_*_checkpoint` file, or a folder holding one (and no `model_index.json`), so a
+/// broken or mismatched set gets MaskGIT's own error rather than another family's.
+pub fn is_checkpoint_path(path: &Path) -> bool {
+    let named = |n: &str| {
+        n.ends_with(SUFFIX)
+            && (n.starts_with(TRANSFORMER_PREFIX) || n.starts_with(TOKENIZER_PREFIX))
+    };
+    if path.is_dir() {
+        if path.join("model_index.json").is_file() {
+            return false;
+        }
+        std::fs::read_dir(path).is_ok_and(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| named(&e.file_name().to_string_lossy()))
+        })
+    } else {
+        path.file_name()
+            .is_some_and(|n| named(&n.to_string_lossy()))
+    }
+}
+
 /// The (transformer, tokenizer) files `path` names: a directory holding
 /// `maskgit_<name>_checkpoint` and `tokenizer_<name>_checkpoint` (paired by `<name>` when it
 /// holds several), or either file, whose sibling must lie beside it.
@@ -53,10 +76,18 @@ pub fn checkpoint_files(path: &Path) -> Result<(PathBuf, PathBuf)> {
         tokenizers.sort();
         let rest = match (transformers.as_slice(), tokenizers.as_slice()) {
             ([t], _) if tokenizers.contains(t) => t.clone(),
+            // A transformer and a tokenizer of different checkpoints (say imagenet256 and
+            // imagenet512) would load with sizes inferred from the mismatch.
             ([t], [k]) => {
-                return Ok((
-                    path.join(format!("{TRANSFORMER_PREFIX}{t}")),
-                    path.join(format!("{TOKENIZER_PREFIX}{k}")),
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "{TRANSFORMER_PREFIX}{t} and {TOKENIZER_PREFIX}{k} belong to different \
+                         checkpoints ({} vs {}): put the matching pair together, or pass one file \
+                         with its partner beside it",
+                        t.trim_end_matches(SUFFIX),
+                        k.trim_end_matches(SUFFIX)
+                    ),
                 ));
             }
             ([], _) | (_, []) => {
