@@ -832,3 +832,40 @@ fn soak_same_settings_same_images_flat_memory() {
         n - warm
     );
 }
+
+/// Soft (anti-aliased, gradient, noisy, colour) masks become exactly the token grid diffusers'
+/// inpainting pipeline makes: Pillow's 8-bit two-pass LANCZOS resize, bit for bit, then /255 ≥
+/// 0.5 (fixtures: tools/fixtures/make_mask_fixtures.py). A float resize missed 2 of 36 tokens
+/// on an anti-aliased mask.
+#[test]
+fn soft_masks_match_the_reference_bit_for_bit() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/masks");
+    let expect: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expect.json")).expect("json"))
+            .expect("parse");
+    let cases = expect.as_object().expect("cases");
+    assert!(cases.len() >= 7);
+    for (name, case) in cases {
+        let ints = |key: &str| -> Vec<i64> {
+            case[key]
+                .as_array()
+                .expect("array")
+                .iter()
+                .map(|v| v.as_i64().expect("int"))
+                .collect()
+        };
+        let grid = ints("grid");
+        let grid = (grid[0] as usize, grid[1] as usize);
+        let img = image::open(dir.join(format!("{name}.png"))).expect("mask png");
+        let size = (img.width() as usize, img.height() as usize);
+        let l8 = tessera::pil_resize::luma_l8(&img.to_rgb8());
+        let resized = tessera::pil_resize::resize_lanczos_l8(&l8, size, grid);
+        let want: Vec<u8> = ints("resized").into_iter().map(|v| v as u8).collect();
+        assert_eq!(resized, want, "{name}: Pillow's resize");
+        let got: Vec<i64> = tessera::pil_resize::mask_grid(&l8, size, grid)
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        assert_eq!(got, ints("repaint"), "{name}: repainted tokens");
+    }
+}

@@ -3,3 +3,4 @@
 
 pub mod files;
 pub mod fuzzing;
+pub mod pil_resize;

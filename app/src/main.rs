@@ -6,7 +6,7 @@ mod gui;
 mod inspect;
 mod render;
 
-use tessera::files;
+use tessera::{files, pil_resize};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -319,22 +319,19 @@ fn read_mask(path: &Path, image_size: (usize, usize), grid: (usize, usize)) -> R
             image_size.1
         );
     }
-    Ok(mask_to_grid(&img.to_luma32f(), grid))
+    let size = (img.width() as usize, img.height() as usize);
+    Ok(mask_to_grid(
+        &crate::pil_resize::luma_l8(&img.to_rgb8()),
+        size,
+        grid,
+    ))
 }
 
-/// A grayscale mask (1 = repaint) resized to the token grid (width, height) with Lanczos and
-/// binarised at 0.5, as the reference inpainting pipeline does.
-pub fn mask_to_grid(
-    gray: &image::ImageBuffer<image::Luma<f32>, Vec<f32>>,
-    grid: (usize, usize),
-) -> Vec<bool> {
-    let small = image::imageops::resize(
-        gray,
-        grid.0 as u32,
-        grid.1 as u32,
-        image::imageops::FilterType::Lanczos3,
-    );
-    small.pixels().map(|p| p[0] >= 0.5).collect()
+/// An 8-bit grayscale mask (255 = repaint; `size` = (width, height)) as a token grid
+/// (width, height), as diffusers' inpainting pipelines make it: Pillow's LANCZOS resize of the
+/// "L" image to the grid, bit for bit ([`crate::pil_resize`]), then /255 binarised at 0.5.
+pub fn mask_to_grid(l8: &[u8], size: (usize, usize), grid: (usize, usize)) -> Vec<bool> {
+    crate::pil_resize::mask_grid(l8, size, grid)
 }
 
 /// Where a path points, for comparing paths that may not exist yet: the canonical parent folder

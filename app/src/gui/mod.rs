@@ -834,14 +834,16 @@ impl App {
             ));
             return;
         }
-        let Some(gray) = image::ImageBuffer::<image::Luma<f32>, Vec<f32>>::from_raw(
-            w as u32,
-            h as u32,
-            e.mask.clone(),
-        ) else {
+        if e.mask.len() != w * h {
             return;
-        };
-        let mask = crate::render::mask_to_grid(&gray, (w / f, h / f));
+        }
+        // The painted mask as the 8-bit image a saved mask file would be.
+        let l8: Vec<u8> = e
+            .mask
+            .iter()
+            .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+            .collect();
+        let mask = crate::render::mask_to_grid(&l8, (w, h), (w / f, h / f));
         if !mask.iter().any(|m| *m) {
             self.message = Some("paint the area to regenerate first".into());
             return;
