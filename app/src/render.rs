@@ -363,6 +363,35 @@ fn frame_name(i: usize, n: usize) -> String {
     format!("step-{:0width$}.png", i + 1)
 }
 
+/// The numeric options whose ranges do not depend on the model, checked before the GPU and the
+/// model are opened (the model-dependent rules follow in [`plan`]).
+fn check_numbers(a: &RenderArgs) -> Result<()> {
+    if let Some(g) = a.guidance
+        && !(g.is_finite() && g.abs() <= MAX_GUIDANCE)
+    {
+        bail!("--guidance must be a number from -{MAX_GUIDANCE} to {MAX_GUIDANCE}, got {g}");
+    }
+    if let Some(steps) = a.steps
+        && !(1..=MAX_STEPS).contains(&steps)
+    {
+        bail!("--steps must be from 1 to {MAX_STEPS}, got {steps}");
+    }
+    for (flag, t) in [
+        ("choice-temperature", &a.choice_temperature),
+        ("softmax-temperature", &a.softmax_temperature),
+    ] {
+        if let Some(t) = t {
+            temperature_pair(t, flag)?;
+        }
+    }
+    if let Some(s) = a.strength
+        && !(s > 0.0 && s <= 1.0)
+    {
+        bail!("--strength {s} must be in (0, 1]");
+    }
+    Ok(())
+}
+
 /// Checks every output path before any work: no two outputs name the same file, no output
 /// overwrites an input, and a `--frames` folder holds nothing but tessera's own frames (which
 /// the render replaces as a complete set).
@@ -754,6 +783,7 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
 }
 
 pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
+    check_numbers(a)?;
     check_outputs(a, out)?;
     if is_maskgit(a.model.as_deref()) {
         return run_maskgit(a, out, Path::new(a.model.as_deref().unwrap_or_default()));
