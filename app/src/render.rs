@@ -112,6 +112,23 @@ const MAX_OUTPAINT: usize = 8192;
 /// Most images per prompt accepted before the model's own size limits are known.
 const MAX_BATCH: usize = 4096;
 
+/// `--softmax-temperature T0[:T1]`: both at least [`MIN_SOFTMAX_TEMPERATURE`].
+fn softmax_temperature(t: &str) -> Result<(f32, f32)> {
+    let (t0, t1) = temperature_pair(t, "softmax-temperature")?;
+    if t0.min(t1) < MIN_SOFTMAX_TEMPERATURE {
+        bail!("--softmax-temperature must be at least {MIN_SOFTMAX_TEMPERATURE}");
+    }
+    Ok((t0, t1))
+}
+
+/// A guidance scale (from `--guidance` or the model's defaults) whose arithmetic stays finite.
+fn check_guidance(g: f32) -> Result<()> {
+    if !(g.is_finite() && g.abs() <= MAX_GUIDANCE) {
+        bail!("--guidance must be a number from -{MAX_GUIDANCE} to {MAX_GUIDANCE}, got {g}");
+    }
+    Ok(())
+}
+
 fn temperature_pair(s: &str, what: &str) -> Result<(f32, f32)> {
     let parse = |v: &str| -> Result<f32> {
         v.trim()
@@ -160,20 +177,14 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
             .map_err(anyhow::Error::msg)?,
     };
     if let Some(steps) = a.steps {
-        if !(1..=MAX_STEPS).contains(&steps) {
-            bail!("--steps must be from 1 to {MAX_STEPS}, got {steps}");
-        }
         opts.steps = steps;
     }
-    // Options this model or sampler would ignore are refused rather than silently dropped.
+    // Options this model would ignore are refused rather than silently dropped.
     if a.class.is_some() {
         bail!(
             "--class applies to class-conditional models (MaskGIT's ImageNet checkpoints); \
              this is a text-to-image model: describe the image with --prompt"
         );
-    }
-    if a.softmax_temperature.is_some() && kind != SamplerKind::Paella {
-        bail!("--softmax-temperature applies to the paella sampler (this run uses {kind})");
     }
     if let Some(t) = &a.choice_temperature {
         let (t0, t1) = temperature_pair(t, "choice-temperature")?;
@@ -191,19 +202,10 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
         };
     }
     if let Some(t) = &a.softmax_temperature {
-        opts.softmax_temperature = temperature_pair(t, "softmax-temperature")?;
-        let (t0, t1) = opts.softmax_temperature;
-        if t0.min(t1) < MIN_SOFTMAX_TEMPERATURE {
-            bail!("--softmax-temperature must be at least {MIN_SOFTMAX_TEMPERATURE}");
-        }
-    }
-    if a.batch == 0 {
-        bail!("--batch must be at least 1");
+        opts.softmax_temperature = softmax_temperature(t)?;
     }
     let guidance = a.guidance.unwrap_or_else(|| pipe.defaults.guidance());
-    if !(guidance.is_finite() && guidance.abs() <= MAX_GUIDANCE) {
-        bail!("--guidance must be a number from -{MAX_GUIDANCE} to {MAX_GUIDANCE}, got {guidance}");
-    }
+    check_guidance(guidance)?;
     if !a.negative_prompt.is_empty() && guidance <= 1.0 {
         bail!(
             "--negative-prompt needs classifier-free guidance: --guidance above 1 (this run's is \
@@ -261,10 +263,8 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
                     }
                 }
                 None => {
+                    // Its range was checked with the other options (check_options).
                     let strength = a.strength.unwrap_or(0.5);
-                    if !(strength > 0.0 && strength <= 1.0) {
-                        bail!("--strength {strength} must be in (0, 1]");
-                    }
                     Start::Img2Img {
                         image: pixels,
                         size: (w, h),
@@ -363,26 +363,38 @@ fn frame_name(i: usize, n: usize) -> String {
     format!("step-{:0width$}.png", i + 1)
 }
 
-/// The numeric options whose ranges do not depend on the model, checked before the GPU and the
-/// model are opened (the model-dependent rules follow in [`plan`]).
-fn check_numbers(a: &RenderArgs) -> Result<()> {
-    if let Some(g) = a.guidance
-        && !(g.is_finite() && g.abs() <= MAX_GUIDANCE)
-    {
-        bail!("--guidance must be a number from -{MAX_GUIDANCE} to {MAX_GUIDANCE}, got {g}");
+/// The rules about the options that do not depend on the model, checked once, before the GPU
+/// and the model are opened, for every family (the model-dependent rules follow in [`plan`]
+/// and `run_maskgit`).
+fn check_options(a: &RenderArgs) -> Result<()> {
+    if !(1..=MAX_BATCH).contains(&a.batch) {
+        bail!(
+            "--batch must be from 1 to {MAX_BATCH}, got {} (the adapter's buffer limits are \
+             checked once the model is loaded)",
+            a.batch
+        );
+    }
+    if let Some(g) = a.guidance {
+        check_guidance(g)?;
     }
     if let Some(steps) = a.steps
         && !(1..=MAX_STEPS).contains(&steps)
     {
         bail!("--steps must be from 1 to {MAX_STEPS}, got {steps}");
     }
-    for (flag, t) in [
-        ("choice-temperature", &a.choice_temperature),
-        ("softmax-temperature", &a.softmax_temperature),
-    ] {
-        if let Some(t) = t {
-            temperature_pair(t, flag)?;
+    if let Some(t) = &a.choice_temperature {
+        temperature_pair(t, "choice-temperature")?;
+    }
+    if let Some(t) = &a.softmax_temperature {
+        // Every family's default sampler (aMUSEd's, MaskGIT's) ignores it.
+        if a.sampler != Some(SamplerKind::Paella) {
+            bail!(
+                "--softmax-temperature applies to the paella sampler (this run uses {})",
+                a.sampler
+                    .map_or_else(|| "the model's default".to_owned(), |k| k.to_string())
+            );
         }
+        softmax_temperature(t)?;
     }
     if let Some(s) = a.strength
         && !(s > 0.0 && s <= 1.0)
@@ -395,15 +407,10 @@ fn check_numbers(a: &RenderArgs) -> Result<()> {
 /// Checks every output path before any work: no two outputs name the same file, no output
 /// overwrites an input, and a `--frames` folder holds nothing but tessera's own frames (which
 /// the render replaces as a complete set).
-pub fn check_outputs(a: &RenderArgs, out: &Path) -> Result<()> {
-    if !(1..=MAX_BATCH).contains(&a.batch) {
-        bail!(
-            "--batch must be from 1 to {MAX_BATCH}, got {} (the adapter's buffer limits are \
-             checked once the model is loaded)",
-            a.batch
-        );
-    }
-    let mut outputs: Vec<(String, PathBuf)> = (0..a.batch.max(1))
+///
+/// Runs after [`check_options`], which bounds the batch it enumerates.
+fn check_outputs(a: &RenderArgs, out: &Path) -> Result<()> {
+    let mut outputs: Vec<(String, PathBuf)> = (0..a.batch)
         .map(|i| ("--render".to_owned(), output_path(out, i, a.batch)))
         .collect();
     if let Some(g) = &a.gif {
@@ -638,9 +645,6 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
             mg.num_classes().saturating_sub(1)
         )
     })?;
-    if a.batch == 0 {
-        bail!("--batch must be at least 1");
-    }
     // Text options mean nothing to a class-conditional model without an unconditional branch.
     for (flag, given) in [
         ("--prompt", !a.prompt.is_empty()),
@@ -672,25 +676,12 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
     opts.steps = a
         .steps
         .unwrap_or(if mg.image_size() > 256 { 12 } else { 8 });
-    if !(1..=MAX_STEPS).contains(&opts.steps) {
-        bail!("--steps must be from 1 to {MAX_STEPS}, got {}", opts.steps);
-    }
     opts.schedule = a.schedule.unwrap_or(Schedule::Cosine);
     if let Some(t) = &a.choice_temperature {
         opts.choice_temperature = temperature_pair(t, "choice-temperature")?;
     }
     if let Some(t) = &a.softmax_temperature {
-        if opts.kind != SamplerKind::Paella {
-            bail!(
-                "--softmax-temperature applies to the paella sampler (this run uses {})",
-                opts.kind
-            );
-        }
-        opts.softmax_temperature = temperature_pair(t, "softmax-temperature")?;
-        let (t0, t1) = opts.softmax_temperature;
-        if t0.min(t1) < MIN_SOFTMAX_TEMPERATURE {
-            bail!("--softmax-temperature must be at least {MIN_SOFTMAX_TEMPERATURE}");
-        }
+        opts.softmax_temperature = softmax_temperature(t)?;
     }
     let grid = mg.grid();
     let b = a.batch;
@@ -783,7 +774,7 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
 }
 
 pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
-    check_numbers(a)?;
+    check_options(a)?;
     check_outputs(a, out)?;
     if is_maskgit(a.model.as_deref()) {
         return run_maskgit(a, out, Path::new(a.model.as_deref().unwrap_or_default()));

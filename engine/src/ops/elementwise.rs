@@ -203,21 +203,30 @@ fn binary(
 ) -> Result<Tensor> {
     const OP: &str = "binary";
     check_f32(OP, &[a, b])?;
-    let Broadcast {
-        shape,
-        shape4,
-        a_strides,
-        b_strides,
-    } = broadcast(OP, a.shape(), b.shape())?;
-    let n: usize = shape.iter().product();
-    let out = Tensor::empty(rec.ctx(), "binary.out", &shape, DType::F32)?;
+    let bc = broadcast(OP, a.shape(), b.shape())?;
+    binary_dispatch(rec, a, b, (op, alpha, beta), &bc, [0, 0])
+}
+
+/// Records `op` over `bc`'s output shape, reading `a` and `b` from element offsets `offsets`.
+fn binary_dispatch(
+    rec: &mut Recorder<'_>,
+    a: &Tensor,
+    b: &Tensor,
+    (op, alpha, beta): (BinaryOp, f32, f32),
+    bc: &Broadcast,
+    [a_offset, b_offset]: [u32; 2],
+) -> Result<Tensor> {
+    const OP: &str = "binary";
+    let n: usize = bc.shape.iter().product();
+    let out = Tensor::empty(rec.ctx(), "binary.out", &bc.shape, DType::F32)?;
     let params = Params {
         n: to_u32(OP, "elements", n)?,
         alpha,
         beta,
-        shape: shape4,
-        a_strides,
-        b_strides,
+        shape: bc.shape4,
+        a_strides: bc.a_strides,
+        b_strides: bc.b_strides,
+        offsets: [a_offset, b_offset, 0, 0],
         ..Default::default()
     };
     let groups = groups_for(rec, n, WG)?;
@@ -271,30 +280,15 @@ pub fn guidance(rec: &mut Recorder<'_>, x: &Tensor, s: f32) -> Result<Tensor> {
     let half = x.numel() / 2;
     let mut shape = x.shape().to_vec();
     shape[0] = rows / 2;
-    let out = Tensor::empty(rec.ctx(), "guidance.out", &shape, DType::F32)?;
+    // The two halves of one flat buffer: elements 0.. and half.. with unit stride.
     let n = to_u32(OP, "elements", half)?;
-    let params = Params {
-        n,
-        alpha: 1.0 - s,
-        beta: s,
-        shape: [1, 1, 1, n],
+    let flat = Broadcast {
+        shape,
+        shape4: [1, 1, 1, n],
         a_strides: [0, 0, 0, 1],
         b_strides: [0, 0, 0, 1],
-        offsets: [0, n, 0, 0],
-        ..Default::default()
     };
-    let groups = groups_for(rec, half, WG)?;
-    rec.dispatch(
-        &binary_spec(BinaryOp::Axpby),
-        bytemuck::bytes_of(&params),
-        &[
-            (1, Binding::Tensor(x)),
-            (2, Binding::Tensor(x)),
-            (3, Binding::Tensor(&out)),
-        ],
-        groups,
-    )?;
-    Ok(out)
+    binary_dispatch(rec, x, x, (BinaryOp::Axpby, 1.0 - s, s), &flat, [0, n])
 }
 
 /// a · b with broadcasting.

@@ -134,6 +134,22 @@ pub enum Start {
     },
 }
 
+impl Start {
+    /// The token grid (height, width) generation fills, for a VQ of scale factor `f`: the
+    /// image's grid, grown by the outpainting margins.
+    pub fn grid(&self, f: usize) -> (usize, usize) {
+        let f = f.max(1);
+        match self {
+            Start::Blank(grid) => *grid,
+            Start::Inpaint { size, .. } | Start::Img2Img { size, .. } => (size.1 / f, size.0 / f),
+            Start::Outpaint { size, grow, .. } => (
+                (size.1 / f).saturating_add(grow[1]).saturating_add(grow[3]),
+                (size.0 / f).saturating_add(grow[0]).saturating_add(grow[2]),
+            ),
+        }
+    }
+}
+
 /// What a generation request asks for.
 pub struct Request<'a> {
     pub prompt: &'a str,
@@ -210,15 +226,7 @@ impl Plan<'_> {
 /// guidance) would not fit one storage binding of this adapter, before any work; the message
 /// names the largest batch that fits.
 fn check_batch_fits(ctx: &GpuContext, pipe: &AmusedPipeline, req: &Request<'_>) -> Result<()> {
-    let f = pipe.vqvae.config.scale_factor().max(1);
-    let (h, w) = match &req.start {
-        Start::Blank(grid) => *grid,
-        Start::Inpaint { size, .. } | Start::Img2Img { size, .. } => (size.1 / f, size.0 / f),
-        Start::Outpaint { size, grow, .. } => (
-            (size.1 / f).saturating_add(grow[1]).saturating_add(grow[3]),
-            (size.0 / f).saturating_add(grow[0]).saturating_add(grow[2]),
-        ),
-    };
+    let (h, w) = req.start.grid(pipe.vqvae.config.scale_factor());
     let per_row = (h as u64)
         .saturating_mul(w as u64)
         .saturating_mul(pipe.transformer.config.codebook_size as u64)
@@ -298,8 +306,8 @@ pub fn plan<'a>(ctx: &GpuContext, pipe: &'a AmusedPipeline, req: &Request<'_>) -
         }
         Start::Outpaint { image, size, grow } => {
             let (ids, (gh, gw)) = encode_image(ctx, pipe, image, *size)?;
-            let [l, t, r, bottom] = *grow;
-            let (h, w) = (gh + t + bottom, gw + l + r);
+            let [l, t, _, _] = *grow;
+            let (h, w) = req.start.grid(pipe.vqvae.config.scale_factor());
             let mut one = vec![mask; h * w];
             for y in 0..gh {
                 one[(y + t) * w + l..][..gw].copy_from_slice(&ids[y * gw..][..gw]);
