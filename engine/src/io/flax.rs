@@ -561,8 +561,9 @@ impl<'a> FlaxLoader<'a> {
         }
     }
 
-    /// Arrays `names` of equal `shape`, each reordered as by [`FlaxLoader::permuted`], stacked
-    /// along the output's dim 0 (e.g. query, key and value kernels as one matmul weight).
+    /// Arrays `names` of equal `shape` (one for a plain array), each with its dimensions
+    /// reordered as `perm` says, stacked along the output's dim 0 (e.g. query, key and value
+    /// kernels as one matmul weight).
     pub fn permuted_stacked(
         &self,
         names: &[&str],
@@ -589,12 +590,13 @@ impl<'a> FlaxLoader<'a> {
                 DType::F32,
             ));
         }
-        let mut data = Vec::new();
-        for (_, t) in parts.into_iter() {
-            if let Some(t) = t {
-                data.extend(permute_host(&t.data, shape, perm));
-            }
-        }
+        let data = crate::io::loader::concat(
+            parts
+                .into_iter()
+                .filter_map(|(_, t)| t)
+                .map(|t| permute_host(&t.data, shape, perm))
+                .collect(),
+        );
         Tensor::from_f32(self.ctx, &label, &out_shape, &data)
     }
 
@@ -602,17 +604,7 @@ impl<'a> FlaxLoader<'a> {
     /// `perm[i]`), e.g. `[1, 0]` turns a Dense kernel `[in, out]` into a Linear weight
     /// `[out, in]` and `[3, 2, 0, 1]` a conv kernel HWIO into OIHW.
     pub fn permuted(&self, name: &str, shape: &[usize], perm: &[usize]) -> Result<Tensor> {
-        check_permutation(perm, shape.len())?;
-        let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-        match self.get(name, shape)? {
-            (path, Some(t)) => Tensor::from_f32(
-                self.ctx,
-                &path,
-                &out_shape,
-                &permute_host(&t.data, shape, perm),
-            ),
-            (path, None) => Ok(Tensor::placeholder(self.ctx, &path, &out_shape, DType::F32)),
-        }
+        self.permuted_stacked(&[name], shape, perm)
     }
 }
 

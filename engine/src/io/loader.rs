@@ -116,16 +116,7 @@ impl<'a> Loader<'a> {
     }
 
     fn get(&self, name: &str, shape: &[usize], allow_f16: bool) -> Result<Tensor> {
-        let path = self.claim(name, shape)?;
-        if self.check_only {
-            return Ok(Tensor::placeholder(self.ctx, &path, shape, DType::F32));
-        }
-        match self.ckpt.values(&path, shape, allow_f16 && self.keep_f16)? {
-            Values::F32(v) => Tensor::from_f32(self.ctx, &path, shape, &v),
-            Values::F16(v) => {
-                Tensor::upload_bytes(self.ctx, &path, shape, DType::F16, bytemuck::cast_slice(&v))
-            }
-        }
+        self.stacked(&[name], &[shape], allow_f16)
     }
 
     /// An f32 tensor of exactly `shape`.
@@ -149,7 +140,7 @@ impl<'a> Loader<'a> {
         self.get(name, shape, true)
     }
 
-    /// Several tensors `[rows_i, ..]` with equal trailing dims, stacked along dim 0 into one
+    /// Several tensors `[rows_i, ..]` (one for a plain tensor) with equal trailing dims, stacked along dim 0 into one
     /// `[Σ rows_i, ..]` tensor, so that e.g. the Q, K and V projections of an attention run as
     /// one matmul. `matrix`: f16 in the file stays f16 (as [`Loader::matrix`]) when every part
     /// is f16 and the loader keeps f16.
@@ -165,14 +156,16 @@ impl<'a> Loader<'a> {
             .zip(shapes)
             .map(|(n, s)| self.claim(n, s))
             .collect::<Result<Vec<_>>>()?;
-        if let Some(bad) = shapes.iter().find(|s| s.is_empty() || s[1..] != first[1..]) {
-            return Err(crate::Error::shape(
-                "load",
-                format!("cannot stack {paths:?}: shapes {first:?} and {bad:?}"),
-            ));
-        }
         let mut shape = first.to_vec();
-        shape[0] = shapes.iter().map(|s| s[0]).sum();
+        if shapes.len() > 1 {
+            if let Some(bad) = shapes.iter().find(|s| s.is_empty() || s[1..] != first[1..]) {
+                return Err(crate::Error::shape(
+                    "load",
+                    format!("cannot stack {paths:?}: shapes {first:?} and {bad:?}"),
+                ));
+            }
+            shape[0] = shapes.iter().map(|s| s[0]).sum();
+        }
         let label = paths.join("+");
         if self.check_only {
             return Ok(Tensor::placeholder(self.ctx, &label, &shape, DType::F32));
@@ -183,13 +176,14 @@ impl<'a> Loader<'a> {
             .map(|(p, s)| self.ckpt.values(p, s, matrix && self.keep_f16))
             .collect::<Result<Vec<_>>>()?;
         if parts.iter().all(|v| matches!(v, Values::F16(_))) {
-            let v: Vec<half::f16> = parts
+            let halves = parts
                 .into_iter()
-                .flat_map(|v| match v {
+                .map(|v| match v {
                     Values::F16(v) => v,
                     Values::F32(_) => Vec::new(),
                 })
                 .collect();
+            let v = concat(halves);
             Tensor::upload_bytes(
                 self.ctx,
                 &label,
@@ -198,7 +192,7 @@ impl<'a> Loader<'a> {
                 bytemuck::cast_slice(&v),
             )
         } else {
-            let v: Vec<f32> = parts.into_iter().flat_map(Values::into_f32).collect();
+            let v = concat(parts.into_iter().map(Values::into_f32).collect());
             Tensor::from_f32(self.ctx, &label, &shape, &v)
         }
     }
@@ -211,4 +205,12 @@ impl<'a> Loader<'a> {
             Ok(None)
         }
     }
+}
+
+/// The parts one after another; a single part is moved, not copied (a weight can be large).
+pub(crate) fn concat<T: Clone>(mut parts: Vec<Vec<T>>) -> Vec<T> {
+    if parts.len() == 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    parts.concat()
 }
