@@ -14,29 +14,6 @@
 // 4. D4 = head_dim / 4 is an override constant, so every loop over the head has a fixed trip
 // count.
 
-struct Params {
-    batch: u32,
-    heads: u32,
-    lq: u32,
-    lk: u32,
-    head_dim: u32,
-    q_stride: u32,
-    k_stride: u32,
-    v_stride: u32,
-    o_stride: u32,
-    q_offset: u32,
-    k_offset: u32,
-    v_offset: u32,
-    q_batch_stride: u32,
-    k_batch_stride: u32,
-    v_batch_stride: u32,
-    o_batch_stride: u32,
-    scale: f32,
-    causal: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q_buf: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> k_buf: array<vec4<f32>>;

@@ -182,26 +182,21 @@ pub fn read_image_fitted(path: &Path, multiple: usize) -> Result<FittedImage> {
             path.display()
         );
     }
-    if (fw, fh) == (w, h) {
-        let (pixels, width, height) = rgb_to_chw(&img)?;
-        return Ok(FittedImage {
-            pixels,
-            width,
-            height,
-            file_size: (w, h),
-        });
-    }
-    log::warn!(
-        "{}: resizing {w}×{h} to {fw}×{fh} (this model needs sides that are multiples of {m})",
-        path.display()
-    );
-    let resized = image::imageops::resize(
-        &img,
-        u32::try_from(fw)?,
-        u32::try_from(fh)?,
-        image::imageops::FilterType::Lanczos3,
-    );
-    let (pixels, width, height) = rgb_to_chw(&resized)?;
+    let img = if (fw, fh) == (w, h) {
+        img
+    } else {
+        log::warn!(
+            "{}: resizing {w}×{h} to {fw}×{fh} (this model needs sides that are multiples of {m})",
+            path.display()
+        );
+        image::imageops::resize(
+            &img,
+            u32::try_from(fw)?,
+            u32::try_from(fh)?,
+            image::imageops::FilterType::Lanczos3,
+        )
+    };
+    let (pixels, width, height) = rgb_to_chw(&img)?;
     Ok(FittedImage {
         pixels,
         width,

@@ -17,6 +17,7 @@ const MATMUL_ROWS: &str = include_str!("../../shaders/matmul_rows.wgsl");
 const WEIGHTS4_F32: &str = include_str!("../../shaders/weights4_f32.wgsl");
 const WEIGHTS4_F16: &str = include_str!("../../shaders/weights4_f16.wgsl");
 const WEIGHTS4_F16_PACKED: &str = include_str!("../../shaders/weights4_f16_packed.wgsl");
+const ATTENTION_PARAMS: &str = include_str!("../../shaders/attention_params.wgsl");
 const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
 const ATTENTION_FLASH: &str = include_str!("../../shaders/attention_flash.wgsl");
 const ATTENTION_ROWS: &str = include_str!("../../shaders/attention_rows.wgsl");
@@ -114,9 +115,9 @@ impl Module {
                 };
                 format!("{prelude}\n{ACTIVATION}\n{MATMUL_ROWS}\n{MATMUL_EPILOGUE}")
             }
-            Module::Attention => ATTENTION.to_owned(),
-            Module::AttentionFlash => ATTENTION_FLASH.to_owned(),
-            Module::AttentionRows => ATTENTION_ROWS.to_owned(),
+            Module::Attention => format!("{ATTENTION_PARAMS}\n{ATTENTION}"),
+            Module::AttentionFlash => format!("{ATTENTION_PARAMS}\n{ATTENTION_FLASH}"),
+            Module::AttentionRows => format!("{ATTENTION_PARAMS}\n{ATTENTION_ROWS}"),
             Module::Norm => NORM.to_owned(),
             Module::Elementwise => format!("{ACTIVATION}\n{ELEMENTWISE}"),
             Module::Layout => LAYOUT.to_owned(),

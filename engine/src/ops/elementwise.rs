@@ -3,6 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::matmul::Activation;
 use super::{WG, groups_for, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, Recorder, Tensor};
@@ -55,10 +56,11 @@ impl UnaryOp {
     fn code_and_alpha(self) -> (u32, f32) {
         match self {
             UnaryOp::Scale(a) => (0, a),
-            UnaryOp::GeluErf => (1, 0.0),
-            UnaryOp::GeluTanh => (2, 0.0),
-            UnaryOp::QuickGelu => (3, 0.0),
-            UnaryOp::Silu => (4, 0.0),
+            // The activations' codes are activation.wgsl's, kept by `Activation`.
+            UnaryOp::GeluErf => (Activation::GeluErf.code(), 0.0),
+            UnaryOp::GeluTanh => (Activation::GeluTanh.code(), 0.0),
+            UnaryOp::QuickGelu => (Activation::QuickGelu.code(), 0.0),
+            UnaryOp::Silu => (Activation::Silu.code(), 0.0),
             UnaryOp::AddScalar(a) => (5, a),
         }
     }

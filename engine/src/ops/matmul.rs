@@ -90,7 +90,8 @@ impl Activation {
         Activation::Silu,
     ];
 
-    fn code(self) -> u32 {
+    /// The activation's code in `shaders/activation.wgsl` (0 is the identity).
+    pub(crate) fn code(self) -> u32 {
         match self {
             Activation::GeluErf => 1,
             Activation::GeluTanh => 2,
