@@ -13,4 +13,5 @@ pub use context::{GpuContext, KernelFamily, WANTED_FEATURES, WorkCounts, is_soft
 pub use pipeline::PipelineCache;
 pub use profile::{OpTime, Profile, ProfileClock};
 pub use recorder::{Binding, Recorder, linear_workgroups};
+pub(crate) use tensor::byte_len;
 pub use tensor::{DType, Tensor};

@@ -135,14 +135,21 @@ impl<'a> Recorder<'a> {
         for (index, b) in bindings {
             let buffer = match b {
                 Binding::Tensor(t) => {
+                    if t.byte_len() > max_binding {
+                        return Err(Error::OverLimit {
+                            name: format!("{:?} {:?} bound by {spec}", t.name(), t.shape()),
+                            bytes: t.byte_len(),
+                            limit_name: "max_storage_buffer_binding_size",
+                            limit: max_binding,
+                        });
+                    }
                     self.held.push(t.hold());
                     t.buffer()
                 }
                 Binding::Unused => self.placeholder.as_ref().unwrap_or_else(|| unreachable!()),
             };
             // Pooled buffers are rounded up to a size class, which may pass the binding limit
-            // even though the tensor inside does not (tensors are checked at creation): bind
-            // at most the limit.
+            // even though the tensor inside does not (checked above): bind at most the limit.
             let size = buffer.size().min(max_binding);
             entries.push(wgpu::BindGroupEntry {
                 binding: *index,
@@ -236,6 +243,49 @@ impl<'a> Recorder<'a> {
         let len = src.byte_len().next_multiple_of(4);
         self.encoder
             .copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, len);
+        Ok(())
+    }
+
+    /// Records a copy of `len` elements from element `src_at` of `src` to element `dst_at` of
+    /// `dst` (same dtype; byte offsets and length must be multiples of 4, as buffer copies
+    /// require). Neither tensor needs to fit one storage binding.
+    pub fn copy_elements(
+        &mut self,
+        (src, src_at): (&Tensor, usize),
+        (dst, dst_at): (&Tensor, usize),
+        len: usize,
+    ) -> Result<()> {
+        let size = src.dtype().size();
+        let in_range = |t: &Tensor, at: usize| at.checked_add(len).is_some_and(|e| e <= t.numel());
+        let aligned = |elems: usize| (elems * size).is_multiple_of(4);
+        let valid = src.dtype() == dst.dtype()
+            && in_range(src, src_at)
+            && in_range(dst, dst_at)
+            && aligned(src_at)
+            && aligned(dst_at)
+            && aligned(len);
+        if !valid {
+            return Err(Error::shape(
+                "copy",
+                format!(
+                    "{len} elements from {src_at} of {src:?} to {dst_at} of {dst:?}: out of \
+                     range, dtypes differ or not 4-byte aligned"
+                ),
+            ));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        self.pass = None;
+        self.held.push(src.hold());
+        self.held.push(dst.hold());
+        self.encoder.copy_buffer_to_buffer(
+            src.buffer(),
+            (src_at * size) as u64,
+            dst.buffer(),
+            (dst_at * size) as u64,
+            (len * size) as u64,
+        );
         Ok(())
     }
 

@@ -549,6 +549,8 @@ impl<'a> FlaxLoader<'a> {
     fn get(&self, name: &str, shape: &[usize]) -> Result<(String, Option<&'a FlaxTensor>)> {
         let path = self.path(name);
         let t = self.file.expect(&path, shape)?;
+        self.ctx
+            .check_binding(&path, crate::gpu::byte_len(shape, DType::F32))?;
         self.used.borrow_mut().insert(path.clone());
         Ok((path, (!self.check_only).then_some(t)))
     }
@@ -557,7 +559,7 @@ impl<'a> FlaxLoader<'a> {
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         match self.get(name, shape)? {
             (path, Some(t)) => Tensor::from_f32(self.ctx, &path, shape, &t.data),
-            (path, None) => Ok(Tensor::placeholder(self.ctx, &path, shape, DType::F32)),
+            (path, None) => Tensor::placeholder(self.ctx, &path, shape, DType::F32),
         }
     }
 
@@ -582,13 +584,11 @@ impl<'a> FlaxLoader<'a> {
             .iter()
             .map(|n| self.get(n, shape))
             .collect::<Result<Vec<_>>>()?;
+        // Weights are bound whole: check the binding limit before anything is uploaded.
+        self.ctx
+            .check_binding(&label, crate::gpu::byte_len(&out_shape, DType::F32))?;
         if self.check_only {
-            return Ok(Tensor::placeholder(
-                self.ctx,
-                &label,
-                &out_shape,
-                DType::F32,
-            ));
+            return Tensor::placeholder(self.ctx, &label, &out_shape, DType::F32);
         }
         let data = crate::io::loader::concat(
             parts

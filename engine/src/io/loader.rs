@@ -129,7 +129,7 @@ impl<'a> Loader<'a> {
         use crate::ops::embed::Table;
         let path = self.claim(name, shape)?;
         if self.check_only {
-            return Table::whole(Tensor::placeholder(self.ctx, &path, shape, DType::F32));
+            return Table::whole(Tensor::placeholder(self.ctx, &path, shape, DType::F32)?);
         }
         let v = self.ckpt.values(&path, shape, false)?.into_f32();
         Table::from_f32(self.ctx, &path, shape, &v)
@@ -167,8 +167,16 @@ impl<'a> Loader<'a> {
             shape[0] = shapes.iter().map(|s| s[0]).sum();
         }
         let label = paths.join("+");
+        // Weights are bound whole: check the binding limit before anything is uploaded.
+        let dtype = if matrix && self.keep_f16 {
+            DType::F16
+        } else {
+            DType::F32
+        };
+        self.ctx
+            .check_binding(&label, crate::gpu::byte_len(&shape, dtype))?;
         if self.check_only {
-            return Ok(Tensor::placeholder(self.ctx, &label, &shape, DType::F32));
+            return Tensor::placeholder(self.ctx, &label, &shape, DType::F32);
         }
         let parts = paths
             .iter()

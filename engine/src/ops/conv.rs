@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{WG, expect_shape, groups_for, to_u32};
+use super::{WG, chunked, expect_shape, groups_for, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, KernelFamily, Recorder, Tensor};
 use crate::shaders::{KernelSpec, Module};
@@ -190,6 +190,24 @@ pub fn conv2d(
     let params = conv_params(OP, [b, cin, h, w], [cout, kh, kw], s, bias.is_some())?;
     let (oh, ow) = (params.oh as usize, params.ow as usize);
     let out = Tensor::empty(rec.ctx(), "conv2d.out", &[b, cout, oh, ow], DType::F32)?;
+    if !chunked::fits(rec, x.byte_len()) || !chunked::fits(rec, out.byte_len()) {
+        let [top, bottom, left, right] = s.padding;
+        chunked::conv_bands(
+            rec,
+            OP,
+            x,
+            &out,
+            (kh, s.stride[0], [top, bottom]),
+            |rec, piece, [top, bottom]| {
+                let band = Conv2dSpec {
+                    padding: [top, bottom, left, right],
+                    ..*s
+                };
+                conv2d(rec, piece, weight, bias, &band)
+            },
+        )?;
+        return Ok(out);
+    }
     let rows = rec.kernel_family() == KernelFamily::Cpu && g == 1;
     let max = rec.ctx().limits().max_compute_workgroups_per_dimension;
     let groups = [
@@ -364,6 +382,12 @@ pub fn upsample_nearest(rec: &mut Recorder<'_>, x: &Tensor, factor: usize) -> Re
         &[b, c, h * factor, w * factor],
         DType::F32,
     )?;
+    if !chunked::fits(rec, out.byte_len()) {
+        chunked::channel_pieces(rec, OP, x, &out, 1, |rec, piece, _| {
+            upsample_nearest(rec, piece, factor)
+        })?;
+        return Ok(out);
+    }
     let u = |what: &str, v: usize| to_u32(OP, what, v);
     let params = Params {
         batch: u("batch", b)?,

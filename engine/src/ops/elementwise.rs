@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::matmul::Activation;
-use super::{WG, groups_for, to_u32};
+use super::{WG, chunked, groups_for, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, Recorder, Tensor};
 use crate::shaders::{KernelSpec, Module};
@@ -206,6 +206,13 @@ fn binary(
     const OP: &str = "binary";
     check_f32(OP, &[a, b])?;
     let bc = broadcast(OP, a.shape(), b.shape())?;
+    if a.shape() == b.shape() && !chunked::fits(rec, a.byte_len()) {
+        let out = Tensor::empty(rec.ctx(), "binary.out", a.shape(), DType::F32)?;
+        chunked::flat_pieces(rec, OP, [a, b], &out, |rec, a, b| {
+            binary(rec, a, b, op, alpha, beta)
+        })?;
+        return Ok(out);
+    }
     binary_dispatch(rec, a, b, (op, alpha, beta), &bc, [0, 0])
 }
 

@@ -3,6 +3,7 @@
 //! [`Recorder`](crate::gpu::Recorder) is submitted.
 
 pub mod attention;
+pub(crate) mod chunked;
 pub mod conv;
 pub mod elementwise;
 pub mod embed;

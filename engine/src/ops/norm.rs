@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{WG, expect_shape, groups_for, to_u32};
+use super::{WG, chunked, expect_shape, groups_for, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, KernelFamily, Recorder, Tensor};
 use crate::shaders::{KernelSpec, Module};
@@ -225,6 +225,25 @@ pub fn group_norm(
     let spec_ = NormSpec::layer(weight, bias, eps);
     spec_.check(OP, c)?;
     let out = Tensor::empty(rec.ctx(), "group_norm.out", x.shape(), DType::F32)?;
+    if !chunked::fits(rec, x.byte_len()) {
+        let per_group = c / num_groups;
+        chunked::channel_pieces(rec, OP, x, &out, per_group, |rec, piece, c0| {
+            let n = piece.shape()[1];
+            let weight = chunked::take_vector(rec, weight, c0, n)?;
+            let bias = chunked::take_vector(rec, bias, c0, n)?;
+            let groups = n / per_group;
+            group_norm(
+                rec,
+                piece,
+                groups,
+                weight.as_ref(),
+                bias.as_ref(),
+                eps,
+                silu,
+            )
+        })?;
+        return Ok(out);
+    }
     let params = Params {
         rows: to_u32(OP, "batch", b)?,
         cols: to_u32(OP, "channels", c)?,

@@ -24,18 +24,41 @@ fn pool_reuses_released_buffers() {
     c.trim_pool();
 }
 
+/// Sizes past the adapter's limits: a weight over one storage binding is refused at load
+/// (before anything is uploaded), an activation over it may exist but a kernel that does not
+/// split its work refuses to bind it, and nothing over `max_buffer_size` is allocated.
 #[test]
 fn tensor_over_binding_limit_is_a_named_error() {
     let limit = ctx().limits().max_storage_buffer_binding_size;
     let elems = (limit / 4 + 1) as usize;
-    let err =
-        Tensor::empty(ctx(), "transformer.huge.weight", &[elems], DType::F32).expect_err("too big");
+    let ckpt = tessera_engine::io::Checkpoint::synthetic(1);
+    let err = tessera_engine::io::Loader::load(ctx(), &ckpt, false, |l| {
+        l.tensor("transformer.huge.weight", &[elems])
+    })
+    .expect_err("too big");
     let msg = err.to_string();
     assert!(matches!(err, Error::OverLimit { .. }), "{msg}");
     assert!(
         msg.contains("transformer.huge.weight") && msg.contains(&limit.to_string()),
         "{msg}"
     );
+
+    let big = Tensor::empty(ctx(), "activation", &[elems], DType::F32).expect("allocate");
+    let mut rec = ctx().recorder();
+    let err = unary(&mut rec, &big, UnaryOp::Scale(2.0)).expect_err("bind");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::OverLimit { .. }), "{msg}");
+    assert!(
+        msg.contains("activation") && msg.contains("max_storage_buffer_binding_size"),
+        "{msg}"
+    );
+    drop(rec);
+    drop(big);
+
+    let max = ctx().limits().max_buffer_size;
+    let err = Tensor::empty(ctx(), "huge", &[(max / 4 + 1) as usize], DType::F32)
+        .expect_err("over max_buffer_size");
+    assert!(err.to_string().contains("max_buffer_size"), "{err}");
 }
 
 #[test]
