@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use tessera_engine::GpuContext;
@@ -791,7 +792,8 @@ fn soak_same_settings_same_images_flat_memory() {
             sampler: SamplerOptions::amused(5),
             start: Start::Blank((side, side)),
         };
-        let g = pipeline::generate(&ctx, &pipe, &req, &mut |_| {}).expect("generate");
+        let g = pipeline::generate(&ctx, &pipe, &req, &mut |_| ControlFlow::Continue(()))
+            .expect("generate");
         let (img, _) = pipeline::decode(&ctx, &pipe, &g.tokens, 1, g.grid).expect("decode");
         (g.tokens, img)
     };
@@ -868,4 +870,131 @@ fn soft_masks_match_the_reference_bit_for_bit() {
             .collect();
         assert_eq!(got, ints("repaint"), "{name}: repainted tokens");
     }
+}
+
+/// A run stopped from its step callback (the app's Cancel button and Esc) returns
+/// `Error::Cancelled` after that step, gives every buffer it took back to the pool, and leaves
+/// the pipeline ready for the next run, which gives the same image as a fresh one.
+#[test]
+fn a_cancelled_run_stops_after_its_step_and_returns_its_buffers() {
+    use tessera_engine::pipeline::{self, Request, Start};
+    use tessera_engine::sampling::SamplerOptions;
+    let ctx = GpuContext::new().expect("adapter (apt-get install mesa-vulkan-drivers)");
+    let folder = ModelFolder::open(&fixture("tiny-b").join("model")).expect("folder");
+    let pipe = AmusedPipeline::load(&ctx, &folder).expect("load");
+    let side = pipe.transformer.config.sample_size;
+    let req = Request {
+        prompt: "blue heart",
+        negative_prompt: "",
+        batch: 1,
+        guidance: 3.0,
+        sampler: SamplerOptions::amused(5),
+        start: Start::Blank((side, side)),
+    };
+    let whole = |ctx: &GpuContext| {
+        pipeline::generate(ctx, &pipe, &req, &mut |_| ControlFlow::Continue(()))
+            .expect("generate")
+            .tokens
+    };
+    let before = whole(&ctx);
+    let live = ctx.memory_stats().0;
+    for stop_after in [1, 3] {
+        let mut seen = 0;
+        let err = pipeline::generate(&ctx, &pipe, &req, &mut |ev| {
+            seen += 1;
+            assert_eq!(ev.step + 1, seen);
+            if seen == stop_after {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .expect_err("cancelled");
+        assert_eq!(seen, stop_after, "steps after the cancel");
+        assert!(
+            matches!(err, tessera_engine::Error::Cancelled { step, steps }
+                if step == stop_after && steps == req.sampler.steps),
+            "{err}"
+        );
+        assert_eq!(ctx.memory_stats().0, live, "buffers held after the cancel");
+    }
+    assert_eq!(whole(&ctx), before, "a run after a cancel differs");
+}
+
+/// Out of GPU memory for real: the driver's allocation fails (lavapipe's memory is the
+/// process's, capped here with `ulimit -v`) and the CLI prints one `Error:` line naming the
+/// tensor, exits 1 and writes nothing.
+#[cfg(target_os = "linux")]
+#[test]
+fn out_of_gpu_memory_is_one_error_line_and_no_file() {
+    let dir = tmp("oom");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let png = dir.join("out.png");
+    // 1 GB of address space: the engine and driver start, a batch of 128 does not fit.
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"ulimit -v 1000000 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "--render",
+            s(&png),
+            "--batch",
+            "128",
+            "--steps",
+            "1",
+            "--seed",
+            "3",
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run tessera");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "stderr:\n{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("Error:")).collect();
+    assert_eq!(errors.len(), 1, "stderr:\n{err}");
+    assert!(errors[0].contains("out of GPU memory"), "{}", errors[0]);
+    assert!(!err.contains("panicked"), "stderr:\n{err}");
+    let left: Vec<_> = std::fs::read_dir(&dir).expect("dir").collect();
+    assert!(left.is_empty(), "files written: {left:?}");
+}
+
+/// The device lost in the middle of a run (a real `Device::destroy` from the step callback, as
+/// a driver reset would do) ends the run with `Error::DeviceLost`, the error the app turns
+/// into its restart offer, without a panic; a new context renders again.
+#[test]
+fn a_device_lost_mid_run_is_device_lost_and_a_new_context_renders() {
+    use tessera_engine::pipeline::{self, Request, Start};
+    use tessera_engine::sampling::SamplerOptions;
+    let folder = ModelFolder::open(&fixture("tiny-b").join("model")).expect("folder");
+    let run = |ctx: &GpuContext, lose_at: Option<usize>| {
+        let pipe = AmusedPipeline::load(ctx, &folder).expect("load");
+        let side = pipe.transformer.config.sample_size;
+        let req = Request {
+            prompt: "blue heart",
+            negative_prompt: "",
+            batch: 1,
+            guidance: 3.0,
+            sampler: SamplerOptions::amused(5),
+            start: Start::Blank((side, side)),
+        };
+        pipeline::generate(ctx, &pipe, &req, &mut |ev| {
+            if Some(ev.step) == lose_at {
+                ctx.device.destroy();
+            }
+            ControlFlow::Continue(())
+        })
+        .map(|g| g.tokens)
+    };
+    let ctx = GpuContext::new().expect("adapter (apt-get install mesa-vulkan-drivers)");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&ctx, Some(1))));
+    match result {
+        Ok(Err(e @ tessera_engine::Error::DeviceLost { .. })) => eprintln!("{e}"),
+        Ok(Err(e)) => panic!("a lost device gave another error: {e}"),
+        Ok(Ok(_)) => panic!("a destroyed device finished the run"),
+        Err(_) => panic!("a lost device panicked"),
+    }
+    drop(ctx);
+    let again = GpuContext::new().expect("adapter");
+    assert!(run(&again, None).is_ok(), "a new context failed");
 }

@@ -2,6 +2,7 @@
 //! img2img, PNGs with their settings, token dumps, and animations of the decoding.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -753,6 +754,7 @@ fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
         bar.set_position(ev.step as u64 + 1);
         bar.set_message(format!("{:.0} ms/step", ev.ms));
         animation.record(ev, mask, |first| decode(first, 1));
+        ControlFlow::Continue(())
     })?;
     bar.finish_and_clear();
     let frames = animation.finish()?;
@@ -811,6 +813,7 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
         animation.record(ev, mask_id, |first| {
             Ok(pipeline::decode(&ctx, &pipe, first, 1, ev.grid)?)
         });
+        ControlFlow::Continue(())
     })?;
     bar.finish_and_clear();
     let counts: Vec<String> = fixed_per_step.iter().map(usize::to_string).collect();

@@ -1,6 +1,7 @@
 //! Kernel micro-benchmarks behind `tessera bench`: time per call and achieved GFLOPS of the
 //! engine's kernels at fixed shapes, measured by wall clock around whole submissions.
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
@@ -234,6 +235,7 @@ pub fn end_to_end(
     let generated = plan.run(ctx, &mut |e| {
         work.dispatches += e.work.dispatches;
         work.submits += e.work.submits;
+        ControlFlow::Continue(())
     })?;
     let step_ms = t1.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64;
     // As in `--render`: the conditioning is released before decoding.

@@ -60,6 +60,20 @@ pub enum Error {
     )]
     DeviceLost { reason: String },
 
+    #[error(
+        "out of GPU memory allocating {bytes} bytes for {name:?} with {live} bytes in use \
+         ({reason}): use a smaller batch or image, or close other programs using the GPU"
+    )]
+    OutOfMemory {
+        name: String,
+        bytes: u64,
+        live: u64,
+        reason: String,
+    },
+
+    #[error("cancelled after step {step} of {steps}")]
+    Cancelled { step: usize, steps: usize },
+
     #[error("reading back tensor {name:?} from the GPU failed: {reason}")]
     Readback { name: String, reason: String },
 

@@ -10,6 +10,7 @@
 //!   --ignored`).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use rmpv::Value;
@@ -367,7 +368,10 @@ fn maskgit_sampler_fills_the_grid_deterministically() {
             batch,
             init,
             &SamplerOptions::maskgit(seed),
-            &mut |_| *steps += 1,
+            &mut |_| {
+                *steps += 1;
+                ControlFlow::Continue(())
+            },
         )
         .expect("generate")
     };
@@ -408,7 +412,7 @@ fn maskgit_sampler_fills_the_grid_deterministically() {
         2,
         &[blank.clone(), blank].concat(),
         &SamplerOptions::maskgit(5),
-        &mut |_| {},
+        &mut |_| ControlFlow::Continue(()),
     )
     .expect("batch");
     assert_eq!(out.len(), 2 * h * w);

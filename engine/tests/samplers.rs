@@ -2,6 +2,7 @@
 //! schedule values, per-step mask counts (MaskGIT and aMUSEd formulas with their clamps),
 //! known tokens kept, img2img masking, Paella re-noising, determinism by seed.
 
+use std::ops::ControlFlow;
 use std::sync::OnceLock;
 
 use rand::{RngExt, SeedableRng};
@@ -75,6 +76,7 @@ fn run(model: &Fixed, batch: usize, init: &[u32], opts: &SamplerOptions) -> (Vec
             .push(e.tokens.iter().filter(|&&x| x == mask).count());
         t.fixed.push(e.newly_fixed.iter().filter(|f| **f).count());
         t.tokens.push(e.tokens.to_vec());
+        ControlFlow::Continue(())
     })
     .expect("generate");
     (out, t)
@@ -277,6 +279,7 @@ fn paella_renoises_with_probability_t_next_and_not_at_the_end() {
                     .filter(|(a, b)| a != b)
                     .count(),
             );
+            ControlFlow::Continue(())
         },
     )
     .expect("generate");
@@ -321,14 +324,25 @@ fn bad_options_are_errors() {
     let model = Fixed::new(1, (2, 2), 10, 7);
     let mut o = SamplerOptions::amused(1);
     o.steps = 0;
-    assert!(sampling::generate(ctx(), &model, 1, &[10; 4], &o, &mut |_| {}).is_err());
+    assert!(
+        sampling::generate(ctx(), &model, 1, &[10; 4], &o, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .is_err()
+    );
     let o = SamplerOptions::amused(1);
     assert!(
-        sampling::generate(ctx(), &model, 1, &[10; 3], &o, &mut |_| {}).is_err(),
+        sampling::generate(ctx(), &model, 1, &[10; 3], &o, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .is_err(),
         "wrong length"
     );
     assert!(
-        sampling::generate(ctx(), &model, 1, &[10, 10, 10, 99], &o, &mut |_| {}).is_err(),
+        sampling::generate(ctx(), &model, 1, &[10, 10, 10, 99], &o, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .is_err(),
         "bad id"
     );
 }
@@ -360,8 +374,10 @@ fn non_finite_logits_stop_the_sampler() {
         ] {
             let opts = SamplerOptions::for_kind(kind, 1);
             let init = vec![codes as u32; l];
-            let err = sampling::generate(ctx(), &model, 1, &init, &opts, &mut |_| {})
-                .expect_err("non-finite logits sampled");
+            let err = sampling::generate(ctx(), &model, 1, &init, &opts, &mut |_| {
+                ControlFlow::Continue(())
+            })
+            .expect_err("non-finite logits sampled");
             assert!(
                 err.to_string().contains("not finite"),
                 "{kind:?} {bad}: {err}"

@@ -18,7 +18,7 @@ use tessera_engine::sampling::{SamplerKind, SamplerOptions, Schedule};
 
 use crate::render::{RenderArgs, open_model};
 use canvas::{GridView, Overlay};
-use worker::{Job, Msg};
+use worker::{Cancel, Job, Msg};
 
 /// Sliders-panel settings, shared by all modes.
 #[derive(Clone, Debug)]
@@ -159,6 +159,11 @@ pub struct App {
     shot_step: Option<usize>,
     shot_state: ShotState,
     pub failed: Arc<std::sync::atomic::AtomicBool>,
+    /// Stops the runs of the latest start (Cancel button, Esc).
+    cancel: Cancel,
+    /// Why the GPU device was lost, once it is: nothing more runs on it, and the app offers a
+    /// restart (a new process opens a new device; see `restart`).
+    device_lost: Option<String>,
 }
 
 #[derive(PartialEq, Eq)]
@@ -213,6 +218,8 @@ impl App {
             screenshot,
             shot_step: shot.screenshot_step.map(|s| s.saturating_sub(1)),
             failed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            cancel: Cancel::default(),
+            device_lost: None,
         };
         if !shot.compare.is_empty() {
             app.compare = shot.compare.clone();
@@ -309,8 +316,34 @@ impl App {
         }
     }
 
+    /// True while any lane of the latest start is running.
+    fn running(&self) -> bool {
+        self.lanes.iter().any(|l| l.running)
+    }
+
+    /// Asks the running lanes to stop after their current step; their buffers go back to the
+    /// pool when their threads return.
+    fn cancel_runs(&mut self) {
+        if self.running() {
+            self.cancel.cancel();
+            self.message = Some("cancelling…".into());
+        }
+    }
+
     /// Starts one lane per settings entry.
     fn start(&mut self, ctx: &egui::Context, lanes: Vec<Settings>, start: Option<Start>) {
+        if let Some(reason) = &self.device_lost {
+            self.message = Some(format!(
+                "the GPU device was lost ({reason}): restart tessera"
+            ));
+            return;
+        }
+        // Runs still going stop, and a new channel keeps their last messages out of the new
+        // lanes.
+        self.cancel.cancel();
+        self.cancel = Cancel::default();
+        (self.tx, self.rx) = channel();
+        self.message = None;
         if let (Some(mg), Some(gpu), Some(rs)) = (
             self.maskgit.clone(),
             self.gpu.clone(),
@@ -323,7 +356,7 @@ impl App {
             self.free_lanes();
             self.replay = None;
             for (i, s) in lanes.into_iter().enumerate() {
-                let job = (i, self.class, s.sampler_options());
+                let job = (i, self.class, s.sampler_options(), self.cancel.clone());
                 self.lanes.push(Lane::new(s));
                 worker::spawn_maskgit(
                     gpu.clone(),
@@ -375,6 +408,7 @@ impl App {
                 guidance: s.guidance,
                 sampler,
                 start,
+                cancel: self.cancel.clone(),
             };
             self.lanes.push(Lane::new(s));
             worker::spawn(
@@ -413,12 +447,22 @@ impl App {
                         l.running = false;
                     }
                 }
-                Msg::Failed(lane, e) => {
+                Msg::Cancelled(lane, why) => {
                     if let Some(l) = self.lanes.get_mut(lane) {
-                        l.error = Some(e.clone());
+                        l.error = Some(why.clone());
                         l.running = false;
                     }
-                    self.message = Some(e);
+                    self.message = Some(why);
+                }
+                Msg::Failed(lane, f) => {
+                    if let Some(l) = self.lanes.get_mut(lane) {
+                        l.error = Some(f.message.clone());
+                        l.running = false;
+                    }
+                    if f.device_lost {
+                        self.device_lost = Some(f.message.clone());
+                    }
+                    self.message = Some(f.message);
                     self.failed
                         .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -785,6 +829,7 @@ impl App {
             if ui.button("Outpaint").clicked() {
                 self.run_outpaint(ui.ctx());
             }
+            self.cancel_button(ui);
         });
     }
 
@@ -891,6 +936,7 @@ impl App {
                     .collect();
                 self.start(ui.ctx(), lanes, None);
             }
+            self.cancel_button(ui);
         });
         ui.horizontal_wrapped(|ui| {
             for (i, (k, s)) in self.compare.iter_mut().enumerate() {
@@ -1027,6 +1073,9 @@ impl eframe::App for App {
         {
             self.start(ctx, vec![self.settings.clone()], None);
         }
+        if ctx.input(|i| i.key_pressed(egui::Key::Escape)) {
+            self.cancel_runs();
+        }
         self.screenshot_logic(ctx);
         if self.lanes.iter().any(|l| l.running) {
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
@@ -1051,7 +1100,23 @@ impl eframe::App for App {
                     ui.label(format!("GPU: {} ({:?})", g.info.name, g.info.backend));
                 }
             });
-            if let Some(m) = &self.message {
+            if let Some(reason) = self.device_lost.clone() {
+                ui.horizontal(|ui| {
+                    ui.colored_label(
+                        Color32::from_rgb(255, 110, 90),
+                        format!(
+                            "The GPU device was lost ({reason}). Nothing more can run on it; \
+                             a restart opens a new one."
+                        ),
+                    );
+                    if ui.button("Restart tessera").clicked() {
+                        match restart() {
+                            Ok(()) => ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close),
+                            Err(e) => self.message = Some(format!("restart failed: {e:#}")),
+                        }
+                    }
+                });
+            } else if let Some(m) = &self.message {
                 ui.colored_label(Color32::from_rgb(255, 170, 90), m);
             }
         });
@@ -1069,15 +1134,18 @@ impl eframe::App for App {
             ui.separator();
             match self.mode {
                 Mode::Generate => {
-                    if ui
-                        .add_enabled(
-                            self.pipe.is_some() || self.maskgit.is_some(),
-                            egui::Button::new("Generate  (Ctrl+Enter)"),
-                        )
-                        .clicked()
-                    {
-                        self.start(ui.ctx(), vec![self.settings.clone()], None);
-                    }
+                    ui.horizontal(|ui| {
+                        if ui
+                            .add_enabled(
+                                self.pipe.is_some() || self.maskgit.is_some(),
+                                egui::Button::new("Generate  (Ctrl+Enter)"),
+                            )
+                            .clicked()
+                        {
+                            self.start(ui.ctx(), vec![self.settings.clone()], None);
+                        }
+                        self.cancel_button(ui);
+                    });
                     let size = ((ui.available_width() - 16.0) / 2.0).clamp(128.0, 420.0);
                     self.current_lane_view(ui, 0, size);
                 }
@@ -1095,6 +1163,36 @@ impl eframe::App for App {
             self.save_buttons(ui);
         });
     }
+}
+
+impl App {
+    /// The Cancel control, enabled while a run is going (Esc does the same).
+    fn cancel_button(&mut self, ui: &mut egui::Ui) {
+        if ui
+            .add_enabled(self.running(), egui::Button::new("Cancel  (Esc)"))
+            .clicked()
+        {
+            self.cancel_runs();
+        }
+    }
+}
+
+/// The command that starts this program again with the arguments it was given.
+pub fn restart_command() -> Result<std::process::Command> {
+    let exe = std::env::current_exe().context("finding the tessera executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1));
+    Ok(cmd)
+}
+
+/// After a lost device: starts a new tessera process (which opens a new device) with this
+/// one's arguments; the caller then closes this window. A restart of the GPU state inside the
+/// process is not possible, because eframe's renderer shares the lost device.
+fn restart() -> Result<()> {
+    restart_command()?
+        .spawn()
+        .context("starting a new tessera process")?;
+    Ok(())
 }
 
 /// Options of the app's screenshot mode (and its initial Compare set-up).
@@ -1170,4 +1268,22 @@ pub fn run(args: &RenderArgs, shot: &ScreenshotArgs) -> Result<()> {
         anyhow::bail!("generation failed in the app (see the message above)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_command;
+
+    /// The restart after a lost device runs this same program with the same arguments.
+    #[test]
+    fn restart_runs_this_program_with_its_arguments() {
+        let cmd = restart_command().expect("command");
+        assert_eq!(
+            std::path::Path::new(cmd.get_program()),
+            std::env::current_exe().expect("exe")
+        );
+        let args: Vec<_> = cmd.get_args().collect();
+        let want: Vec<_> = std::env::args_os().skip(1).collect();
+        assert_eq!(args, want.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    }
 }

@@ -3,7 +3,9 @@
 //! to RGBA8 and copied into textures on the GPU, then registered with egui-wgpu, so pixels
 //! never travel through the CPU.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 
 use tessera_engine::models::amused::AmusedPipeline;
@@ -30,7 +32,39 @@ pub struct StepMsg {
 pub enum Msg {
     Step(usize, Box<StepMsg>),
     Done(usize, egui::TextureId, Vec<u32>, (usize, usize)),
-    Failed(usize, String),
+    /// The run stopped at the user's request (the message says after which step).
+    Cancelled(usize, String),
+    Failed(usize, Failure),
+}
+
+/// Why a run failed.
+pub struct Failure {
+    pub message: String,
+    /// The GPU device is gone: nothing more runs on it (see `App::device_lost`).
+    pub device_lost: bool,
+}
+
+impl From<&tessera_engine::Error> for Failure {
+    fn from(e: &tessera_engine::Error) -> Self {
+        Failure {
+            message: e.to_string(),
+            device_lost: matches!(e, tessera_engine::Error::DeviceLost { .. }),
+        }
+    }
+}
+
+/// Asks the runs of one start to stop after their current step; shared by all their lanes.
+#[derive(Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Everything a job needs, owned so it can move to the worker thread.
@@ -41,6 +75,7 @@ pub struct Job {
     pub guidance: f32,
     pub sampler: SamplerOptions,
     pub start: Start,
+    pub cancel: Cancel,
 }
 
 /// NCHW [0, 1] floats of the first image → RGBA8 (for images that come from files).
@@ -106,18 +141,27 @@ struct Streamer<'a> {
     repaint: &'a egui::Context,
     lane: usize,
     mask_id: u32,
+    cancel: &'a Cancel,
+    /// A preview failed: the run stopped and the failure was posted.
+    preview_failed: std::cell::Cell<bool>,
 }
 
 impl Streamer<'_> {
-    fn step(&self, ev: &tessera_engine::sampling::StepEvent<'_>) {
+    /// Posts the step's preview; stops the run when it was cancelled or the preview failed.
+    fn step(&self, ev: &tessera_engine::sampling::StepEvent<'_>) -> ControlFlow<()> {
+        if self.cancel.is_cancelled() {
+            return ControlFlow::Break(());
+        }
         let preview = match decode_to_texture(self.gpu, self.decode, self.rs, ev.predicted, ev.grid)
         {
             Ok(id) => id,
             Err(e) => {
-                let _ = self
-                    .tx
-                    .send(Msg::Failed(self.lane, format!("preview: {e}")));
-                return;
+                let mut failure = Failure::from(&e);
+                failure.message = format!("preview: {}", failure.message);
+                let _ = self.tx.send(Msg::Failed(self.lane, failure));
+                self.repaint.request_repaint();
+                self.preview_failed.set(true);
+                return ControlFlow::Break(());
             }
         };
         let fixed_total = ev
@@ -142,10 +186,14 @@ impl Streamer<'_> {
             }),
         ));
         self.repaint.request_repaint();
+        ControlFlow::Continue(())
     }
 
     /// Posts the final image (or the failure) of the run.
     fn finish(&self, result: tessera_engine::Result<(Vec<u32>, (usize, usize))>) {
+        if self.preview_failed.get() {
+            return;
+        }
         let msg = match result.and_then(|(tokens, grid)| {
             Ok((
                 decode_to_texture(self.gpu, self.decode, self.rs, &tokens, grid)?,
@@ -154,7 +202,10 @@ impl Streamer<'_> {
             ))
         }) {
             Ok((id, tokens, grid)) => Msg::Done(self.lane, id, tokens, grid),
-            Err(e) => Msg::Failed(self.lane, e.to_string()),
+            Err(e @ tessera_engine::Error::Cancelled { .. }) => {
+                Msg::Cancelled(self.lane, e.to_string())
+            }
+            Err(e) => Msg::Failed(self.lane, Failure::from(&e)),
         };
         let _ = self.tx.send(msg);
         self.repaint.request_repaint();
@@ -188,6 +239,8 @@ pub fn spawn(
             repaint: &repaint,
             lane,
             mask_id: pipe.scheduler.mask_token_id,
+            cancel: &job.cancel,
+            preview_failed: Default::default(),
         };
         let result = pipeline::generate(&gpu, &pipe, &req, &mut |ev| out.step(ev));
         out.finish(result.map(|g| (g.tokens, g.grid)));
@@ -199,7 +252,7 @@ pub fn spawn_maskgit(
     gpu: Arc<GpuContext>,
     mg: Arc<tessera_engine::models::maskgit::MaskGit>,
     rs: egui_wgpu::RenderState,
-    (lane, class, sampler): (usize, u32, SamplerOptions),
+    (lane, class, sampler, cancel): (usize, u32, SamplerOptions, Cancel),
     tx: Sender<Msg>,
     repaint: egui::Context,
 ) {
@@ -214,6 +267,8 @@ pub fn spawn_maskgit(
             repaint: &repaint,
             lane,
             mask_id: mg.mask_id(),
+            cancel: &cancel,
+            preview_failed: Default::default(),
         };
         let result = mg.class_conditional(&[class]).and_then(|model| {
             let init = vec![mg.mask_id(); grid.0 * grid.1];

@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::error::{Error, Result};
+
 /// Every pooled buffer has these usages, so any tensor can be read, written, copied and bound.
 pub const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
@@ -41,29 +43,59 @@ impl BufferPool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A buffer of at least `bytes`, reused when one of that size class is free.
-    pub fn acquire(self: &Arc<Self>, device: &wgpu::Device, bytes: u64) -> PooledBuffer {
+    /// A buffer of at least `bytes`, reused when one of that size class is free. When the device
+    /// is out of memory, idle buffers are freed and the allocation tried once more before
+    /// [`Error::OutOfMemory`].
+    pub fn acquire(
+        self: &Arc<Self>,
+        device: &wgpu::Device,
+        name: &str,
+        bytes: u64,
+    ) -> Result<PooledBuffer> {
         let size = size_class(bytes);
-        let reused = {
-            let mut st = self.lock();
-            let b = st.free.get_mut(&size).and_then(Vec::pop);
-            st.live_bytes += size;
-            st.peak_bytes = st.peak_bytes.max(st.live_bytes);
-            b
+        let reused = self.lock().free.get_mut(&size).and_then(Vec::pop);
+        let buffer = match reused {
+            Some(b) => b,
+            None => self.create(device, name, size)?,
         };
-        let buffer = reused.unwrap_or_else(|| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("tessera pooled"),
-                size,
-                usage: USAGE,
-                mapped_at_creation: false,
-            })
-        });
-        PooledBuffer {
+        let mut st = self.lock();
+        st.live_bytes += size;
+        st.peak_bytes = st.peak_bytes.max(st.live_bytes);
+        Ok(PooledBuffer {
             buffer: Some(buffer),
             size,
             pool: Arc::clone(self),
-        }
+        })
+    }
+
+    /// A new buffer of `size` bytes, catching the device's out-of-memory error.
+    fn create(&self, device: &wgpu::Device, name: &str, size: u64) -> Result<wgpu::Buffer> {
+        let attempt = || {
+            let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(name),
+                size,
+                usage: USAGE,
+                mapped_at_creation: false,
+            });
+            // Native backends resolve the scope at once; nothing is awaited on the GPU.
+            match pollster::block_on(scope.pop()) {
+                None => Ok(buffer),
+                Some(e) => Err(e.to_string()),
+            }
+        };
+        attempt()
+            .or_else(|first| {
+                log::warn!("out of GPU memory for {name:?} ({size} B): freeing idle buffers");
+                self.trim();
+                attempt().map_err(|_| first)
+            })
+            .map_err(|reason| Error::OutOfMemory {
+                name: name.to_owned(),
+                bytes: size,
+                live: self.stats().0,
+                reason,
+            })
     }
 
     /// A fresh buffer holding `data` (padded with zeros to a multiple of 4 bytes).
@@ -73,7 +105,7 @@ impl BufferPool {
         queue: &wgpu::Queue,
         label: &str,
         data: &[u8],
-    ) -> PooledBuffer {
+    ) -> Result<PooledBuffer> {
         let padded;
         let contents = if data.len().is_multiple_of(4) && !data.is_empty() {
             data
@@ -88,23 +120,18 @@ impl BufferPool {
         let size = contents.len() as u64;
         // Not `create_buffer_init`: its mapping panics on a lost device; `write_buffer` reports
         // through the error handler and lands before any later submission.
-        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size,
-            usage: USAGE,
-            mapped_at_creation: false,
-        });
+        let buffer = self.create(device, label, size)?;
         queue.write_buffer(&buffer, 0, contents);
         {
             let mut st = self.lock();
             st.live_bytes += size;
             st.peak_bytes = st.peak_bytes.max(st.live_bytes);
         }
-        PooledBuffer {
+        Ok(PooledBuffer {
             buffer: Some(buffer),
             size,
             pool: Arc::clone(self),
-        }
+        })
     }
 
     fn release(&self, buffer: wgpu::Buffer, size: u64) {

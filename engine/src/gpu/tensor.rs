@@ -60,7 +60,8 @@ pub(crate) fn byte_len(shape: &[usize], dtype: DType) -> u64 {
 }
 
 impl Tensor {
-    /// Uploads raw bytes (little-endian elements of `dtype`) into a fresh buffer.
+    /// Uploads raw bytes (little-endian elements of `dtype`) into a fresh buffer of at most
+    /// `max_buffer_size` (model weights are also checked against the binding limit at load).
     pub fn upload_bytes(
         ctx: &GpuContext,
         name: &str,
@@ -78,8 +79,8 @@ impl Tensor {
                 ),
             ));
         }
-        ctx.check_binding(name, want)?;
-        let buf = ctx.pool.upload(&ctx.device, &ctx.queue, name, data);
+        ctx.check_buffer(name, want)?;
+        let buf = ctx.pool.upload(&ctx.device, &ctx.queue, name, data)?;
         Ok(Self {
             buf: Arc::new(buf),
             shape: shape.to_vec(),
@@ -112,10 +113,12 @@ impl Tensor {
     }
 
     /// An uninitialised tensor from the pool (its contents are whatever the buffer last held).
+    /// Its size is checked against `max_buffer_size`; binding it whole needs it to fit
+    /// `max_storage_buffer_binding_size` too, which each dispatch checks.
     pub fn empty(ctx: &GpuContext, name: &str, shape: &[usize], dtype: DType) -> Result<Self> {
         let bytes = byte_len(shape, dtype);
-        ctx.check_binding(name, bytes)?;
-        let buf = ctx.pool.acquire(&ctx.device, bytes);
+        ctx.check_buffer(name, bytes)?;
+        let buf = ctx.pool.acquire(&ctx.device, name, bytes)?;
         Ok(Self {
             buf: Arc::new(buf),
             shape: shape.to_vec(),
@@ -126,13 +129,18 @@ impl Tensor {
 
     /// A stand-in carrying only shape and dtype over a tiny buffer: used while a model's weights
     /// are checked before anything is uploaded. Never bind it.
-    pub(crate) fn placeholder(ctx: &GpuContext, name: &str, shape: &[usize], dtype: DType) -> Self {
-        Self {
-            buf: Arc::new(ctx.pool.acquire(&ctx.device, 16)),
+    pub(crate) fn placeholder(
+        ctx: &GpuContext,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Self> {
+        Ok(Self {
+            buf: Arc::new(ctx.pool.acquire(&ctx.device, name, 16)?),
             shape: shape.to_vec(),
             dtype,
             name: name.into(),
-        }
+        })
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -222,13 +230,17 @@ impl Tensor {
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        // A lost device explains any failure below better than the failure itself.
-        let fail = |reason: String| match ctx.check_device() {
-            Err(lost) => lost,
-            Ok(()) => Error::Readback {
-                name: self.name.to_string(),
-                reason,
-            },
+        // A lost device explains any failure below better than the failure itself. wgpu
+        // reports a destroyed device's loss from its next maintenance, so poll first.
+        let fail = |reason: String| {
+            let _ = ctx.device.poll(wgpu::PollType::Poll);
+            match ctx.check_device() {
+                Err(lost) => lost,
+                Ok(()) => Error::Readback {
+                    name: self.name.to_string(),
+                    reason,
+                },
+            }
         };
         ctx.device
             .poll(wgpu::PollType::Wait {

@@ -4,6 +4,8 @@
 
 pub mod settings;
 
+use std::ops::ControlFlow;
+
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Recorder, Tensor};
 use crate::models::amused::{AmusedPipeline, micro_conds};
@@ -161,6 +163,7 @@ pub struct Request<'a> {
 }
 
 /// Final tokens of every image and the grid they fill.
+#[derive(Debug)]
 pub struct Generated {
     pub tokens: Vec<u32>,
     pub grid: (usize, usize),
@@ -204,7 +207,7 @@ impl Plan<'_> {
     pub fn run(
         &self,
         ctx: &GpuContext,
-        on_step: &mut dyn FnMut(&StepEvent<'_>),
+        on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
     ) -> Result<Generated> {
         let tokens = sampling::generate(
             ctx,
@@ -259,7 +262,7 @@ pub fn generate(
     ctx: &GpuContext,
     pipe: &AmusedPipeline,
     req: &Request<'_>,
-    on_step: &mut dyn FnMut(&StepEvent<'_>),
+    on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
 ) -> Result<Generated> {
     plan(ctx, pipe, req)?.run(ctx, on_step)
 }

@@ -8,6 +8,7 @@
 
 pub mod schedule;
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use rand::{RngExt, SeedableRng};
@@ -194,7 +195,7 @@ pub fn generate(
     batch: usize,
     init: &[u32],
     opts: &SamplerOptions,
-    on_step: &mut dyn FnMut(&StepEvent<'_>),
+    on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
 ) -> Result<Vec<u32>> {
     opts.validate()?;
     let (h, w) = model.grid();
@@ -369,7 +370,7 @@ pub fn generate(
             }
         }
         let shown = if last { &final_tokens } else { &cur };
-        on_step(&StepEvent {
+        let flow = on_step(&StepEvent {
             step,
             steps: opts.steps,
             grid: (h, w),
@@ -380,6 +381,12 @@ pub fn generate(
             ms: t_start.elapsed().as_secs_f64() * 1e3,
             work: ctx.work_counts() - work_start,
         });
+        if flow.is_break() && !last {
+            return Err(Error::Cancelled {
+                step: step + 1,
+                steps: opts.steps,
+            });
+        }
     }
     Ok(final_tokens)
 }
