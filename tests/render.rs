@@ -872,6 +872,44 @@ fn soft_masks_match_the_reference_bit_for_bit() {
     }
 }
 
+/// Off-grid input images are resized to the model's multiples exactly as diffusers' image
+/// processor resizes them (Pillow's LANCZOS on 8-bit RGB; fixtures:
+/// tools/fixtures/make_mask_fixtures.py).
+#[test]
+fn off_grid_images_resize_as_the_reference_bit_for_bit() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/masks");
+    let expect: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("images.json")).expect("json"))
+            .expect("parse");
+    let cases = expect.as_object().expect("cases");
+    assert!(cases.len() >= 3);
+    for (name, case) in cases {
+        let ints = |key: &str| -> Vec<usize> {
+            case[key]
+                .as_array()
+                .expect("array")
+                .iter()
+                .map(|v| v.as_u64().expect("int") as usize)
+                .collect()
+        };
+        let size = ints("size");
+        let fitted = tessera::files::read_image_fitted(&dir.join(format!("image-{name}.png")), 8)
+            .expect("read");
+        assert_eq!((fitted.width, fitted.height), (size[0], size[1]), "{name}");
+        let (w, h) = (fitted.width, fitted.height);
+        let want = ints("rgb");
+        for (i, &v) in want.iter().enumerate() {
+            let (y, x, c) = (i / (3 * w), i / 3 % w, i % 3);
+            let got = fitted.pixels[(c * h + y) * w + x];
+            assert_eq!(
+                (got * 255.0).round() as usize,
+                v,
+                "{name}: pixel ({x}, {y}) channel {c}"
+            );
+        }
+    }
+}
+
 /// A run stopped from its step callback (the app's Cancel button and Esc) returns
 /// `Error::Cancelled` after that step, gives every buffer it took back to the pool, and leaves
 /// the pipeline ready for the next run, which gives the same image as a fresh one.

@@ -169,8 +169,8 @@ pub struct FittedImage {
 }
 
 /// [`read_image`] for a model whose sides must be multiples of `multiple` pixels: an image off
-/// that grid is resized (Lanczos) down to the nearest multiples, as diffusers' image processor
-/// does, with a log line. An image smaller than one multiple is refused.
+/// that grid is resized down to the nearest multiples, as diffusers' image processor
+/// does (Pillow's 8-bit LANCZOS, bit for bit), with a log line. An image smaller than one multiple is refused.
 pub fn read_image_fitted(path: &Path, multiple: usize) -> Result<FittedImage> {
     let img = open_image(path, "image")?.to_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
@@ -189,12 +189,8 @@ pub fn read_image_fitted(path: &Path, multiple: usize) -> Result<FittedImage> {
             "{}: resizing {w}×{h} to {fw}×{fh} (this model needs sides that are multiples of {m})",
             path.display()
         );
-        image::imageops::resize(
-            &img,
-            u32::try_from(fw)?,
-            u32::try_from(fh)?,
-            image::imageops::FilterType::Lanczos3,
-        )
+        // As diffusers' image processor does it: Pillow's 8-bit LANCZOS, bit for bit.
+        crate::pil_resize::resize_lanczos_rgb8(&img, (fw, fh))
     };
     let (pixels, width, height) = rgb_to_chw(&img)?;
     Ok(FittedImage {

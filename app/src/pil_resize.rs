@@ -125,6 +125,23 @@ pub fn resize_lanczos_l8(src: &[u8], (w, h): (usize, usize), (ow, oh): (usize, u
     out
 }
 
+/// Resizes an RGB image to `ow` × `oh` exactly as Pillow's LANCZOS does (each channel as
+/// [`resize_lanczos_l8`]: Pillow runs the same 8-bit passes with the same weights per band).
+pub fn resize_lanczos_rgb8(img: &image::RgbImage, (ow, oh): (usize, usize)) -> image::RgbImage {
+    let size = (img.width() as usize, img.height() as usize);
+    let channels: Vec<Vec<u8>> = (0..3)
+        .map(|c| {
+            let plane: Vec<u8> = img.pixels().map(|p| p[c]).collect();
+            resize_lanczos_l8(&plane, size, (ow, oh))
+        })
+        .collect();
+    let mut out = image::RgbImage::new(ow as u32, oh as u32);
+    for (i, px) in out.pixels_mut().enumerate() {
+        *px = image::Rgb([channels[0][i], channels[1][i], channels[2][i]]);
+    }
+    out
+}
+
 /// Pillow's `convert("L")` of RGB pixels: (R·19595 + G·38470 + B·7471 + 2¹⁵) >> 16.
 pub fn luma_l8(rgb: &image::RgbImage) -> Vec<u8> {
     rgb.pixels()
