@@ -218,3 +218,123 @@ fn a_transformer_and_a_tokenizer_of_different_checkpoints_are_refused() {
     );
     assert!(!out.exists());
 }
+
+/// One pipeline for every family: a MaskGIT folder opens as a `Model` like an aMUSEd folder,
+/// and the engine refuses what the family cannot do (outpainting with fixed positions,
+/// guidance without an unconditional branch, text, another grid) with one line naming the
+/// option, before any work.
+#[test]
+fn one_pipeline_checks_what_each_family_takes() {
+    use tessera_engine::pipeline::{
+        self, Condition, Family, Model, ModelConditioning, Request, RequestOption, Start,
+    };
+    let ctx = tessera_engine::GpuContext::new().expect("adapter");
+    let mg = Model::open(&ctx, &fixture("mg-l4").join("model")).expect("maskgit");
+    let amused = Model::open(
+        &ctx,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/amused/tiny-b/model"),
+    )
+    .expect("amused");
+    assert_eq!(mg.family(), Family::MaskGit);
+    assert_eq!(amused.family(), Family::Amused);
+    assert!(matches!(
+        mg.conditioning(),
+        ModelConditioning::Class { classes: 10 }
+    ));
+    assert_eq!(amused.conditioning(), ModelConditioning::Text);
+    let class = Condition::Class {
+        label: 3,
+        name: None,
+    };
+    let text = Condition::Text {
+        prompt: "blue heart",
+        negative_prompt: "",
+    };
+    let request = |model: &Model, condition, guidance: f32, start: Start| Request {
+        condition,
+        batch: 1,
+        guidance,
+        sampler: model.sampler_defaults(None, 1, false).expect("defaults"),
+        start,
+    };
+    let f = mg.vq_factor();
+    let (h, w) = mg.grid();
+    let image = vec![0.5; 3 * h * f * w * f];
+    let cases: Vec<(&Model, Request<'_>, RequestOption)> = vec![
+        (
+            &amused,
+            request(&amused, class, 1.0, Start::Blank(amused.grid())),
+            RequestOption::Class,
+        ),
+        (
+            &mg,
+            request(&mg, text, 1.0, Start::Blank(mg.grid())),
+            RequestOption::Prompt,
+        ),
+        (
+            &mg,
+            request(&mg, class, 3.0, Start::Blank(mg.grid())),
+            RequestOption::Guidance,
+        ),
+        (
+            &mg,
+            request(
+                &mg,
+                class,
+                1.0,
+                Start::Outpaint {
+                    image: image.clone(),
+                    size: (w * f, h * f),
+                    grow: [1, 0, 0, 0],
+                },
+            ),
+            RequestOption::Outpaint,
+        ),
+    ];
+    for (model, req, option) in cases {
+        match pipeline::plan(&ctx, model, &req) {
+            Err(tessera_engine::Error::Request {
+                option: got,
+                message,
+            }) => {
+                assert_eq!(got, option, "{message}");
+                assert!(!message.is_empty());
+            }
+            Err(e) => panic!("{option}: another error: {e}"),
+            Ok(_) => panic!("{option}: accepted"),
+        }
+    }
+    // Another grid than the fixed one.
+    let err = pipeline::plan(
+        &ctx,
+        &mg,
+        &request(&mg, class, 1.0, Start::Blank((h + 1, w))),
+    )
+    .err()
+    .expect("another grid");
+    assert!(err.to_string().contains("works on"), "{err}");
+    // Inpainting a MaskGIT model goes through the same pipeline as aMUSEd's.
+    let region: Vec<bool> = (0..h * w).map(|i| i % w < w / 2).collect();
+    let inpaint = request(
+        &mg,
+        class,
+        1.0,
+        Start::Inpaint {
+            image,
+            size: (w * f, h * f),
+            mask: region.clone(),
+        },
+    );
+    let (known, _) = mg
+        .encode(&ctx, &vec![0.5; 3 * h * f * w * f], (w * f, h * f))
+        .expect("encode");
+    let out = pipeline::generate(&ctx, &mg, &inpaint, &mut |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .expect("inpaint");
+    for (i, (&t, &repaint)) in out.tokens.iter().zip(&region).enumerate() {
+        if !repaint {
+            assert_eq!(t, known[i], "kept token {i} changed");
+        }
+    }
+}

@@ -12,7 +12,7 @@ use tessera_engine::GpuContext;
 use tessera_engine::Tensor;
 use tessera_engine::io::ModelFolder;
 use tessera_engine::models::amused::AmusedPipeline;
-use tessera_engine::pipeline::GuidedTransformer;
+use tessera_engine::pipeline::{Condition, GuidedTransformer, Model};
 use tessera_engine::sampling::TokenModel;
 
 fn fixture(case: &str) -> PathBuf {
@@ -370,7 +370,13 @@ fn guidance_is_uncond_plus_scale_times_difference() {
     let logits = |prompt: &str, negative: &str, s: f32| -> Vec<f32> {
         let m = GuidedTransformer::new(&ctx, &pipe, prompt, negative, 1, s, grid).expect("model");
         let mut rec = ctx.recorder();
-        let l = m.logits(&mut rec, &tokens).expect("logits");
+        let l = m
+            .logits(
+                &mut rec,
+                &tokens,
+                tessera_engine::sampling::Step { index: 0, steps: 1 },
+            )
+            .expect("logits");
         rec.submit();
         l.to_f32(&ctx).expect("read")
     };
@@ -780,13 +786,14 @@ fn soak_same_settings_same_images_flat_memory() {
         |m| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(m),
     );
     let ctx = GpuContext::new().expect("adapter (apt-get install mesa-vulkan-drivers)");
-    let folder = ModelFolder::open(&model).expect("folder");
-    let pipe = AmusedPipeline::load(&ctx, &folder).expect("load");
-    let side = pipe.transformer.config.sample_size;
+    let pipe = Model::open(&ctx, &model).expect("load");
+    let side = pipe.grid().0;
     let render = || {
         let req = Request {
-            prompt: "blue heart",
-            negative_prompt: "",
+            condition: Condition::Text {
+                prompt: "blue heart",
+                negative_prompt: "",
+            },
             batch: 1,
             guidance: 3.0,
             sampler: SamplerOptions::amused(5),
@@ -794,7 +801,7 @@ fn soak_same_settings_same_images_flat_memory() {
         };
         let g = pipeline::generate(&ctx, &pipe, &req, &mut |_| ControlFlow::Continue(()))
             .expect("generate");
-        let (img, _) = pipeline::decode(&ctx, &pipe, &g.tokens, 1, g.grid).expect("decode");
+        let (img, _) = pipe.decode(&ctx, &g.tokens, 1, g.grid).expect("decode");
         (g.tokens, img)
     };
     let first = render();
@@ -918,12 +925,13 @@ fn a_cancelled_run_stops_after_its_step_and_returns_its_buffers() {
     use tessera_engine::pipeline::{self, Request, Start};
     use tessera_engine::sampling::SamplerOptions;
     let ctx = GpuContext::new().expect("adapter (apt-get install mesa-vulkan-drivers)");
-    let folder = ModelFolder::open(&fixture("tiny-b").join("model")).expect("folder");
-    let pipe = AmusedPipeline::load(&ctx, &folder).expect("load");
-    let side = pipe.transformer.config.sample_size;
+    let pipe = Model::open(&ctx, &fixture("tiny-b").join("model")).expect("load");
+    let side = pipe.grid().0;
     let req = Request {
-        prompt: "blue heart",
-        negative_prompt: "",
+        condition: Condition::Text {
+            prompt: "blue heart",
+            negative_prompt: "",
+        },
         batch: 1,
         guidance: 3.0,
         sampler: SamplerOptions::amused(5),
@@ -1004,13 +1012,15 @@ fn out_of_gpu_memory_is_one_error_line_and_no_file() {
 fn a_device_lost_mid_run_is_device_lost_and_a_new_context_renders() {
     use tessera_engine::pipeline::{self, Request, Start};
     use tessera_engine::sampling::SamplerOptions;
-    let folder = ModelFolder::open(&fixture("tiny-b").join("model")).expect("folder");
+    let folder = fixture("tiny-b").join("model");
     let run = |ctx: &GpuContext, lose_at: Option<usize>| {
-        let pipe = AmusedPipeline::load(ctx, &folder).expect("load");
-        let side = pipe.transformer.config.sample_size;
+        let pipe = Model::open(ctx, &folder).expect("load");
+        let side = pipe.grid().0;
         let req = Request {
-            prompt: "blue heart",
-            negative_prompt: "",
+            condition: Condition::Text {
+                prompt: "blue heart",
+                negative_prompt: "",
+            },
             batch: 1,
             guidance: 3.0,
             sampler: SamplerOptions::amused(5),

@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use tessera_engine::GpuContext;
 use tessera_engine::bench::{self, KernelTiming};
+use tessera_engine::pipeline::Model;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -41,67 +42,63 @@ pub struct BenchArgs {
     profile: bool,
 }
 
-fn end_to_end(ctx: &GpuContext, a: &BenchArgs) -> Result<bench::EndToEnd> {
-    use tessera_engine::io::{Checkpoint, Loader};
+/// The model `--model` names: a synthetic published configuration, or any model folder,
+/// checkpoint or hub id (`default`: the embedded model).
+fn bench_model(ctx: &GpuContext, name: &str) -> Result<Model> {
+    use tessera_engine::io::{Checkpoint, Loader, ModelFolder};
     use tessera_engine::models::amused::{AmusedPipeline, SchedulerConfig, TextStack};
     use tessera_engine::models::clip_tokenizer::ClipTokenizer;
+    use tessera_engine::models::maskgit::{MaskGit, transformer, vqgan};
     use tessera_engine::models::{clip_text::ClipTextModel, uvit2d, vq};
-    if a.steps == 0 || a.batch == 0 {
-        anyhow::bail!("--steps and --batch must be at least 1");
-    }
-    if a.model == "maskgit-256-random" || crate::render::is_maskgit(Some(&a.model)) {
-        use tessera_engine::models::maskgit::{MaskGit, transformer, vqgan};
-        let mg = if a.model == "maskgit-256-random" {
-            MaskGit::synthetic(
+    let random = match name {
+        "maskgit-256-random" => {
+            return Ok(Model::MaskGit(Box::new(MaskGit::synthetic(
                 ctx,
                 &transformer::Config::imagenet_256(),
                 &vqgan::Config::imagenet(),
                 1,
-            )?
-        } else {
-            MaskGit::load(ctx, std::path::Path::new(&a.model))?
-        };
-        return Ok(bench::maskgit_end_to_end(
-            ctx, &a.model, &mg, a.steps, a.batch,
-        )?);
-    }
-    let random = match a.model.as_str() {
+            )?)));
+        }
         "amused-256-random" => Some(uvit2d::Config::amused_256()),
         "amused-512-random" => Some(uvit2d::Config::amused_512()),
         _ => None,
     };
-    if let Some(tc) = random {
-        // Synthetic weights in the published sizes; the prompt goes through the default
-        // model's CLIP tokenizer (its ids are valid CLIP-L ids).
-        let folder = crate::render::open_model(None)?;
-        let ckpt = Checkpoint::synthetic(1);
-        let text_encoder = Loader::load(ctx, &ckpt, true, |l| {
-            ClipTextModel::from_loader(l, &ClipTextModel::clip_l_config())
-        })?;
-        let transformer = Loader::load(ctx, &ckpt, true, |l| uvit2d::UVit2DModel::new(l, &tc))?;
-        let vqvae = Loader::load(ctx, &ckpt, false, |l| {
-            vq::VqModel::new(l, &vq::Config::amused())
-        })?;
-        let pipe = AmusedPipeline {
-            text: TextStack {
-                tokenizer: ClipTokenizer::from_dir(&folder.component("tokenizer")?)?,
-                text_encoder,
-            },
-            scheduler: SchedulerConfig {
-                mask_token_id: tc.mask_token_id(),
-                masking_schedule: "cosine".into(),
-            },
-            transformer,
-            vqvae,
-            defaults: Default::default(),
-            folder,
-        };
-        return Ok(bench::end_to_end(ctx, &a.model, &pipe, a.steps, a.batch)?);
+    let Some(tc) = random else {
+        return crate::render::open_model(ctx, (name != "default").then_some(name));
+    };
+    // Synthetic weights in the published sizes; the prompt goes through the default model's
+    // CLIP tokenizer (its ids are valid CLIP-L ids).
+    let folder = ModelFolder::open(&crate::render::model_path(None)?)?;
+    let ckpt = Checkpoint::synthetic(1);
+    let text_encoder = Loader::load(ctx, &ckpt, true, |l| {
+        ClipTextModel::from_loader(l, &ClipTextModel::clip_l_config())
+    })?;
+    let transformer = Loader::load(ctx, &ckpt, true, |l| uvit2d::UVit2DModel::new(l, &tc))?;
+    let vqvae = Loader::load(ctx, &ckpt, false, |l| {
+        vq::VqModel::new(l, &vq::Config::amused())
+    })?;
+    Ok(Model::Amused(Box::new(AmusedPipeline {
+        text: TextStack {
+            tokenizer: ClipTokenizer::from_dir(&folder.component("tokenizer")?)?,
+            text_encoder,
+        },
+        scheduler: SchedulerConfig {
+            mask_token_id: tc.mask_token_id(),
+            masking_schedule: "cosine".into(),
+        },
+        transformer,
+        vqvae,
+        defaults: Default::default(),
+        folder,
+    })))
+}
+
+fn end_to_end(ctx: &GpuContext, a: &BenchArgs) -> Result<bench::EndToEnd> {
+    if a.steps == 0 || a.batch == 0 {
+        anyhow::bail!("--steps and --batch must be at least 1");
     }
-    let folder = crate::render::open_model((a.model != "default").then_some(a.model.as_str()))?;
-    let pipe = AmusedPipeline::load(ctx, &folder)?;
-    let name = folder.root.display().to_string();
-    Ok(bench::end_to_end(ctx, &name, &pipe, a.steps, a.batch)?)
+    let model = bench_model(ctx, &a.model)?;
+    Ok(bench::end_to_end(ctx, &a.model, &model, a.steps, a.batch)?)
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use tessera_engine::models::amused::{TextStack, micro_conds};
-use tessera_engine::models::uvit2d::{Conditioning, UVit2DModel};
-use tessera_engine::models::vq::VqModel;
+use tessera_engine::pipeline::Condition;
 use tessera_engine::{GpuContext, Tensor};
 
 use crate::files::{Out, png_bytes, read_image, read_tokens, write_atomically, write_tensors};
@@ -91,10 +89,9 @@ fn token_grid(ids: &[u32], shape: &[usize], limit: usize, what: &str) -> Result<
 
 pub fn embed_text(a: &EmbedTextArgs) -> Result<()> {
     let ctx = GpuContext::new()?;
-    let folder = crate::render::open_model(a.model.as_deref())?;
-    let text = TextStack::load(&ctx, &folder)?;
+    let model = crate::render::open_model(&ctx, a.model.as_deref())?;
     let mut rec = ctx.recorder();
-    let (ids, emb) = text.embed(&mut rec, &[&a.prompt])?;
+    let (ids, emb) = model.embed_text(&mut rec, &a.prompt)?;
     rec.submit();
     let pooled = emb.pooled.to_f32(&ctx)?;
     let hidden = emb.penultimate.to_f32(&ctx)?;
@@ -112,66 +109,36 @@ pub fn embed_text(a: &EmbedTextArgs) -> Result<()> {
     )
 }
 
-fn maskgit(ctx: &GpuContext, model: &str) -> Result<tessera_engine::models::maskgit::MaskGit> {
-    Ok(tessera_engine::models::maskgit::MaskGit::load(
-        ctx,
-        std::path::Path::new(model),
-    )?)
-}
-
+/// The conditional logits of a token grid (`--class` for class-conditional models, the prompt
+/// for text models; no guidance).
 pub fn forward(a: &ForwardArgs) -> Result<()> {
     let ctx = GpuContext::new()?;
-    if crate::render::is_maskgit(a.model.as_deref()) {
-        let mg = maskgit(&ctx, a.model.as_deref().unwrap_or_default())?;
-        let class = a
-            .class
-            .context("this is a class-conditional MaskGIT model: pass --class N")?;
-        let (ids, shape) = read_tokens(&a.tokens, "tokens")?;
-        let grid = token_grid(
-            &ids,
-            &shape,
-            mg.mask_id() as usize + 1,
-            "the transformer's vocabulary",
-        )?;
-        if (grid[1], grid[2]) != mg.grid() {
-            bail!(
-                "tokens are {}×{}; this model's grid is {}×{}",
-                grid[1],
-                grid[2],
-                mg.grid().0,
-                mg.grid().1
-            );
-        }
-        let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
-        let mut rec = ctx.recorder();
-        let logits = mg.logits(&mut rec, &tokens, &[class])?;
-        rec.submit();
-        let v = logits.to_f32(&ctx)?;
-        return write_tensors(&a.out, &[Out::F32("logits", logits.shape().to_vec(), &v)]);
-    }
-    let folder = crate::render::open_model(a.model.as_deref())?;
+    let model = crate::render::open_model(&ctx, a.model.as_deref())?;
     let (ids, shape) = read_tokens(&a.tokens, "tokens")?;
-    let transformer = UVit2DModel::load(&ctx, &folder.component("transformer")?)?;
-    let c = &transformer.config;
-    let grid = token_grid(&ids, &shape, c.vocab_size, "the transformer's vocabulary")?;
-    let vq_cfg: tessera_engine::models::vq::Config =
-        tessera_engine::io::read_config(&folder.component("vqvae")?.join("config.json"))?;
-    let size = c.sample_size * vq_cfg.scale_factor();
-    let text = TextStack::load(&ctx, &folder)?;
-    let mut rec = ctx.recorder();
-    let (_, emb) = text.embed(&mut rec, &[&a.prompt])?;
-    let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
-    let micro = micro_conds(&ctx, 1, (size, size), (0.0, 0.0), 6.0)?;
-    let logits = transformer.forward(
-        &mut rec,
-        &tokens,
-        &Conditioning {
-            pooled: &emb.pooled,
-            hidden: &emb.penultimate,
-            micro_conds: &micro,
-        },
+    let grid = token_grid(
+        &ids,
+        &shape,
+        model.mask_id().max(model.codebook_size() as u32 - 1) as usize + 1,
+        "the transformer's vocabulary",
     )?;
-    rec.submit();
+    if model.fixed_grid() && (grid[1], grid[2]) != model.grid() {
+        bail!(
+            "tokens are {}×{}; this model's grid is {}×{}",
+            grid[1],
+            grid[2],
+            model.grid().0,
+            model.grid().1
+        );
+    }
+    let condition = match a.class {
+        Some(label) => Condition::Class { label, name: None },
+        None => Condition::Text {
+            prompt: &a.prompt,
+            negative_prompt: "",
+        },
+    };
+    let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
+    let logits = model.logits(&ctx, &tokens, condition)?;
     let v = logits.to_f32(&ctx)?;
     write_tensors(&a.out, &[Out::F32("logits", logits.shape().to_vec(), &v)])
 }
@@ -179,24 +146,12 @@ pub fn forward(a: &ForwardArgs) -> Result<()> {
 pub fn decode(a: &DecodeArgs) -> Result<()> {
     let ctx = GpuContext::new()?;
     let (ids, shape) = read_tokens(&a.tokens, "tokens")?;
-    let image = if crate::render::is_maskgit(a.model.as_deref()) {
-        let mg = maskgit(&ctx, a.model.as_deref().unwrap_or_default())?;
-        let grid = token_grid(&ids, &shape, mg.codebook_size(), "the VQ codebook")?;
-        let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
-        let mut rec = ctx.recorder();
-        let image = mg.decode(&mut rec, &tokens)?;
-        rec.submit();
-        image
-    } else {
-        let folder = crate::render::open_model(a.model.as_deref())?;
-        let vq = VqModel::load(&ctx, &folder.component("vqvae")?)?;
-        let grid = token_grid(&ids, &shape, vq.config.num_vq_embeddings, "the VQ codebook")?;
-        let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
-        let mut rec = ctx.recorder();
-        let image = vq.decode(&mut rec, &tokens)?;
-        rec.submit();
-        image
-    };
+    let model = crate::render::open_model(&ctx, a.model.as_deref())?;
+    let grid = token_grid(&ids, &shape, model.codebook_size(), "the VQ codebook")?;
+    let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
+    let mut rec = ctx.recorder();
+    let image = model.decode_tensor(&mut rec, &tokens)?;
+    rec.submit();
     let v = image.to_f32(&ctx)?;
     let (h, w) = (image.shape()[2], image.shape()[3]);
     if image.shape()[1] != 3 {
@@ -215,38 +170,17 @@ pub fn decode(a: &DecodeArgs) -> Result<()> {
 pub fn encode(a: &EncodeArgs) -> Result<()> {
     let ctx = GpuContext::new()?;
     let (pixels, w, h) = read_image(&a.image)?;
-    if crate::render::is_maskgit(a.model.as_deref()) {
-        let mg = maskgit(&ctx, a.model.as_deref().unwrap_or_default())?;
-        let s = mg.image_size();
-        if (w, h) != (s, s) {
-            bail!(
-                "{}: image is {w}×{h}; this MaskGIT model works on {s}×{s}",
-                a.image.display()
-            );
-        }
-        let image = Tensor::from_f32(&ctx, "image", &[1, 3, h, w], &pixels)?;
-        let mut rec = ctx.recorder();
-        let ids = mg.encode(&mut rec, &image)?;
-        rec.submit();
-        let shape = ids.shape().to_vec();
-        let v: Vec<i64> = ids.to_u32(&ctx)?.into_iter().map(i64::from).collect();
-        return write_tensors(&a.out, &[Out::I64("tokens", shape, v)]);
-    }
-    let folder = crate::render::open_model(a.model.as_deref())?;
-    let vq = VqModel::load(&ctx, &folder.component("vqvae")?)?;
-    let f = vq.config.scale_factor();
+    let model = crate::render::open_model(&ctx, a.model.as_deref())?;
+    let f = model.vq_factor();
     if w % f != 0 || h % f != 0 || w == 0 || h == 0 {
         bail!(
             "{}: image is {w}×{h}; this model needs sides that are multiples of {f}",
             a.image.display()
         );
     }
-    let image =
-        Tensor::from_f32(&ctx, "image", &[1, 3, h, w], &pixels).context("uploading image")?;
-    let mut rec = ctx.recorder();
-    let ids = vq.encode(&mut rec, &image)?;
-    rec.submit();
-    let shape = ids.shape().to_vec();
-    let v: Vec<i64> = ids.to_u32(&ctx)?.into_iter().map(i64::from).collect();
-    write_tensors(&a.out, &[Out::I64("tokens", shape, v)])
+    let (ids, (gh, gw)) = model
+        .encode(&ctx, &pixels, (w, h))
+        .with_context(|| format!("encoding {}", a.image.display()))?;
+    let v: Vec<i64> = ids.into_iter().map(i64::from).collect();
+    write_tensors(&a.out, &[Out::I64("tokens", vec![1, gh, gw], v)])
 }

@@ -9,17 +9,13 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tessera_engine::GpuContext;
-use tessera_engine::io::{ModelFolder, resolve_model};
-use tessera_engine::models::amused::AmusedPipeline;
 use tessera_engine::pipeline::settings::{Condition, Settings};
-use tessera_engine::pipeline::{self, Request, Start};
+use tessera_engine::pipeline::{self, Model, ModelConditioning, Request, Start};
 use tessera_engine::sampling::{SamplerKind, SamplerOptions, Schedule, StepEvent};
 
-use crate::files::{
-    Out, png_bytes, read_image, read_image_fitted, write_atomically, write_tensors,
-};
+use crate::files::{Out, png_bytes, read_image_fitted, write_atomically, write_tensors};
 
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Default)]
 pub struct RenderArgs {
     /// Render headlessly to this PNG (with --batch N > 1: OUT-1.png … OUT-N.png).
     #[arg(long, value_name = "OUT.png")]
@@ -92,12 +88,24 @@ pub struct RenderArgs {
     pub frames: Option<PathBuf>,
 }
 
-/// `--model`'s folder, or without one the embedded default model's (see [`crate::embedded`]).
-pub fn open_model(arg: Option<&str>) -> Result<ModelFolder> {
+/// Where `--model` points: a folder, a checkpoint file or a hub id in the local cache
+/// ([`Model::locate`]), or without one the embedded default model's folder (see
+/// [`crate::embedded`]).
+pub fn model_path(arg: Option<&str>) -> Result<PathBuf> {
     match arg {
-        Some(m) => Ok(resolve_model(m)?),
-        None => Ok(ModelFolder::open(&crate::embedded::default_model()?)?),
+        Some(m) => Ok(Model::locate(m)?),
+        None => crate::embedded::default_model(),
     }
+}
+
+/// Opens `--model` (any family) on `ctx`.
+pub fn open_model(ctx: &GpuContext, arg: Option<&str>) -> Result<Model> {
+    Ok(Model::open(ctx, &model_path(arg)?)?)
+}
+
+/// How the model appears in the settings text: as the user named it, or the embedded model.
+pub fn model_name(arg: Option<&str>) -> String {
+    arg.map_or_else(|| "emoji".to_owned(), str::to_owned)
 }
 
 /// Largest |guidance| and temperature accepted: with logits of any trained model (|x| ≲ 10³)
@@ -158,34 +166,44 @@ pub struct Plan {
     pub start: Start,
 }
 
-pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
-    let seed = a.seed.unwrap_or_else(|| {
+/// `--seed`, or a fresh one.
+fn seed(a: &RenderArgs) -> u64 {
+    a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             % 1_000_000_000
-    });
-    let kind = a.sampler.unwrap_or(SamplerKind::Amused);
-    let mut opts = pipe.defaults.sampler_options(kind, seed);
+    })
+}
+
+/// `--class` or the prompts, as the request's condition.
+pub fn condition<'a>(a: &'a RenderArgs, model: &Model) -> Condition<'a> {
+    match a.class {
+        Some(label) => Condition::Class {
+            label,
+            name: match model.conditioning() {
+                ModelConditioning::Class { classes } => class_name(label, classes),
+                ModelConditioning::Text => None,
+            },
+        },
+        None => Condition::Text {
+            prompt: &a.prompt,
+            negative_prompt: &a.negative_prompt,
+        },
+    }
+}
+
+/// Resolves the arguments against the model's defaults and reads the start image; the
+/// model-dependent rules are the engine's ([`Model::check`], run here before any work).
+pub fn plan(a: &RenderArgs, model: &Model) -> Result<Plan> {
     let inpainting = a.mask.is_some() || a.outpaint.is_some();
-    opts.schedule = match a.schedule {
-        Some(s) => s,
-        None if inpainting => Schedule::Linear,
-        None => pipe
-            .scheduler
-            .masking_schedule
-            .parse()
-            .map_err(anyhow::Error::msg)?,
-    };
+    let mut opts = model.sampler_defaults(a.sampler, seed(a), inpainting)?;
+    let kind = opts.kind;
+    if let Some(s) = a.schedule {
+        opts.schedule = s;
+    }
     if let Some(steps) = a.steps {
         opts.steps = steps;
-    }
-    // Options this model would ignore are refused rather than silently dropped.
-    if a.class.is_some() {
-        bail!(
-            "--class applies to class-conditional models (MaskGIT's ImageNet checkpoints); \
-             this is a text-to-image model: describe the image with --prompt"
-        );
     }
     if let Some(t) = &a.choice_temperature {
         let (t0, t1) = temperature_pair(t, "choice-temperature")?;
@@ -205,31 +223,51 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
     if let Some(t) = &a.softmax_temperature {
         opts.softmax_temperature = softmax_temperature(t)?;
     }
-    let guidance = a.guidance.unwrap_or_else(|| pipe.defaults.guidance());
+    let guidance = a.guidance.unwrap_or_else(|| model.default_guidance());
     check_guidance(guidance)?;
-    if !a.negative_prompt.is_empty() && guidance <= 1.0 {
+    if model.has_guidance() && !a.negative_prompt.is_empty() && guidance <= 1.0 {
         bail!(
             "--negative-prompt needs classifier-free guidance: --guidance above 1 (this run's is \
              {guidance})"
         );
     }
-    let f = pipe.vqvae.config.scale_factor();
+    // Checked before the image is read: a class for a text model, a prompt for a class model.
+    let check = |start: Start| -> Result<Plan> {
+        let plan = Plan {
+            opts: opts.clone(),
+            guidance,
+            start,
+        };
+        model.check(&request(a, model, &plan))?;
+        Ok(plan)
+    };
+    check(Start::Blank(model.grid()))?;
+    // A request is conditioned on a class or on text, not both.
+    if a.class.is_some() {
+        for (flag, given) in [
+            ("--prompt", !a.prompt.is_empty()),
+            ("--negative-prompt", !a.negative_prompt.is_empty()),
+        ] {
+            if given {
+                bail!(
+                    "{flag} does not apply with --class: class-conditional models take no text \
+                     (choose the image with --class)"
+                );
+            }
+        }
+    }
     let start = match (&a.image, &a.mask) {
         (None, _) => {
             if a.strength.is_some() {
                 bail!("--strength needs --image");
             }
-            let s = pipe.transformer.config.sample_size;
-            Start::Blank((s, s))
+            Start::Blank(model.grid())
         }
         (Some(img), mask) => {
+            let f = model.vq_factor();
             // Sides must be multiples of the VQ factor times the transformer's own down/up
-            // sampling (2 when it has one): resized to fit where they are not.
-            let multiple = f * if pipe.transformer.config.downsample {
-                2
-            } else {
-                1
-            };
+            // sampling: resized to fit where they are not.
+            let multiple = model.pixel_multiple();
             let fitted = read_image_fitted(img, multiple)?;
             let (pixels, w, h, file_size) =
                 (fitted.pixels, fitted.width, fitted.height, fitted.file_size);
@@ -238,48 +276,55 @@ pub fn plan(a: &RenderArgs, pipe: &AmusedPipeline) -> Result<Plan> {
                     bail!("--strength applies to img2img, not outpainting");
                 }
                 let grow = outpaint_grow(spec, f, multiple)?;
-                let start = Start::Outpaint {
+                Start::Outpaint {
                     image: pixels,
                     size: (w, h),
                     grow,
-                };
-                return Ok(Plan {
-                    opts,
-                    guidance,
-                    start,
-                });
-            }
-            match mask {
-                Some(m) => {
-                    if a.strength.is_some_and(|s| s != 1.0) {
-                        bail!(
-                            "--strength applies to img2img; inpainting always regenerates the masked tokens"
-                        );
-                    }
-                    let grid = read_mask(m, file_size, (w / f, h / f))?;
-                    Start::Inpaint {
-                        image: pixels,
-                        size: (w, h),
-                        mask: grid,
-                    }
                 }
-                None => {
-                    // Its range was checked with the other options (check_options).
-                    let strength = a.strength.unwrap_or(0.5);
-                    Start::Img2Img {
+            } else {
+                match mask {
+                    Some(m) => {
+                        if a.strength.is_some_and(|s| s != 1.0) {
+                            bail!(
+                                "--strength applies to img2img; inpainting always regenerates \
+                                 the masked tokens"
+                            );
+                        }
+                        let grid = read_mask(m, file_size, (w / f, h / f))?;
+                        if !grid.iter().any(|r| *r) {
+                            bail!(
+                                "{}: the mask selects no token (white = repaint)",
+                                m.display()
+                            );
+                        }
+                        Start::Inpaint {
+                            image: pixels,
+                            size: (w, h),
+                            mask: grid,
+                        }
+                    }
+                    None => Start::Img2Img {
                         image: pixels,
                         size: (w, h),
-                        strength,
-                    }
+                        // Its range was checked with the other options (check_options).
+                        strength: a.strength.unwrap_or(0.5),
+                    },
                 }
             }
         }
     };
-    Ok(Plan {
-        opts,
-        guidance,
-        start,
-    })
+    check(start)
+}
+
+/// The engine's request for `plan`.
+fn request<'a>(a: &'a RenderArgs, model: &Model, plan: &Plan) -> Request<'a> {
+    Request {
+        condition: condition(a, model),
+        batch: a.batch,
+        guidance: plan.guidance,
+        sampler: plan.opts.clone(),
+        start: plan.start.clone(),
+    }
 }
 
 /// `--outpaint L,T,R,B` in pixels → token counts to grow the grid by.
@@ -365,8 +410,7 @@ fn frame_name(i: usize, n: usize) -> String {
 }
 
 /// The rules about the options that do not depend on the model, checked once, before the GPU
-/// and the model are opened, for every family (the model-dependent rules follow in [`plan`]
-/// and `run_maskgit`).
+/// and the model are opened, for every family (the model-dependent rules follow in [`plan`]).
 fn check_options(a: &RenderArgs) -> Result<()> {
     if !(1..=MAX_BATCH).contains(&a.batch) {
         bail!(
@@ -630,188 +674,39 @@ pub fn class_name(class: u32, num_classes: usize) -> Option<&'static str> {
         .flatten()
 }
 
-/// True when `arg` names MaskGIT Flax checkpoints rather than a diffusers folder.
-pub fn is_maskgit(arg: Option<&str>) -> bool {
-    arg.is_some_and(|m| tessera_engine::models::maskgit::is_checkpoint_path(Path::new(m)))
-}
-
-/// Class-conditional generation with MaskGIT's released checkpoints.
-fn run_maskgit(a: &RenderArgs, out: &Path, path: &Path) -> Result<()> {
-    use tessera_engine::models::maskgit::MaskGit;
-    let ctx = GpuContext::new()?;
-    let mg = MaskGit::load(&ctx, path)?;
-    let class = a.class.with_context(|| {
-        format!(
-            "this is a class-conditional MaskGIT model: pass --class N (0–{})",
-            mg.num_classes().saturating_sub(1)
-        )
-    })?;
-    // Text options mean nothing to a class-conditional model without an unconditional branch.
-    for (flag, given) in [
-        ("--prompt", !a.prompt.is_empty()),
-        ("--negative-prompt", !a.negative_prompt.is_empty()),
-        ("--guidance", a.guidance.is_some()),
-    ] {
-        if given {
-            bail!(
-                "{flag} does not apply to MaskGIT's class-conditional checkpoints (no text, no \
-                 unconditional branch): choose the image with --class"
-            );
-        }
-    }
-    if a.outpaint.is_some() {
-        bail!(
-            "--outpaint needs a model without fixed positions; MaskGIT's grid is fixed at {}×{}",
-            mg.grid().0,
-            mg.grid().1
-        );
-    }
-    let seed = a.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            % 1_000_000_000
-    });
-    let mut opts = SamplerOptions::for_kind(a.sampler.unwrap_or(SamplerKind::MaskGit), seed);
-    // The paper's 8 steps at 256 px, 12 at 512.
-    opts.steps = a
-        .steps
-        .unwrap_or(if mg.image_size() > 256 { 12 } else { 8 });
-    opts.schedule = a.schedule.unwrap_or(Schedule::Cosine);
-    if let Some(t) = &a.choice_temperature {
-        opts.choice_temperature = temperature_pair(t, "choice-temperature")?;
-    }
-    if let Some(t) = &a.softmax_temperature {
-        opts.softmax_temperature = softmax_temperature(t)?;
-    }
-    let grid = mg.grid();
-    let b = a.batch;
-    let mask = mg.mask_id();
-    let init = match &a.image {
-        None => vec![mask; b * grid.0 * grid.1],
-        Some(img) => {
-            let (pixels, w, h) = read_image(img)?;
-            let s = mg.image_size();
-            if (w, h) != (s, s) {
-                bail!(
-                    "{}: image is {w}×{h}; this MaskGIT model works on {s}×{s}",
-                    img.display()
-                );
-            }
-            let t = tessera_engine::Tensor::from_f32(&ctx, "image", &[1, 3, h, w], &pixels)?;
-            let mut rec = ctx.recorder();
-            let ids = mg.encode(&mut rec, &t)?;
-            rec.submit();
-            let ids = ids.to_u32(&ctx)?;
-            match &a.mask {
-                Some(m) => {
-                    let region = read_mask(m, (w, h), (grid.1, grid.0))?;
-                    if !region.iter().any(|r| *r) {
-                        bail!(
-                            "{}: the mask selects no token (white = repaint)",
-                            m.display()
-                        );
-                    }
-                    let one: Vec<u32> = ids
-                        .iter()
-                        .zip(&region)
-                        .map(|(&t, &r)| if r { mask } else { t })
-                        .collect();
-                    one.repeat(b)
-                }
-                None => {
-                    let (masked, start) = tessera_engine::sampling::img2img_start(
-                        &ids.repeat(b),
-                        mask,
-                        &opts,
-                        a.strength.unwrap_or(0.5),
-                    )?;
-                    opts.start_step = start;
-                    masked
-                }
-            }
-        }
-    };
-    let label = class_name(class, mg.num_classes())
-        .map_or_else(|| class.to_string(), |n| format!("{class} ({n})"));
-    eprintln!(
-        "seed {} · {} sampler · {} schedule · {} steps · class {label}",
-        seed, opts.kind, opts.schedule, opts.steps
-    );
-    let mut animation = Animation::new(a)?;
-    // `n` token grids → pixels [n, 3, H, W] and (W, H).
-    let decode = |ids: &[u32], n: usize| -> Result<(Vec<f32>, (usize, usize))> {
-        let t = tessera_engine::Tensor::from_u32(&ctx, "tokens", &[n, grid.0, grid.1], ids)?;
-        let mut rec = ctx.recorder();
-        let img = mg.decode(&mut rec, &t)?;
-        rec.submit();
-        let size = (img.shape()[3], img.shape()[2]);
-        Ok((img.to_f32(&ctx)?, size))
-    };
-    let model = mg.class_conditional(&vec![class; b])?;
-    let bar = ProgressBar::new(opts.steps as u64);
-    let tokens = tessera_engine::sampling::generate(&ctx, &model, b, &init, &opts, &mut |ev| {
-        bar.set_position(ev.step as u64 + 1);
-        bar.set_message(format!("{:.0} ms/step", ev.ms));
-        animation.record(ev, mask, |first| decode(first, 1));
-        ControlFlow::Continue(())
-    })?;
-    bar.finish_and_clear();
-    let frames = animation.finish()?;
-    let (images, (w, h)) = decode(&tokens, b)?;
-    let model = path.display().to_string();
-    let params = Settings {
-        condition: Condition::Class {
-            label: class,
-            name: class_name(class, mg.num_classes()),
-        },
-        sampler: &opts,
-        guidance: None,
-        size: (w, h),
-        model: &model,
-    }
-    .parameters();
-    let text = HashMap::from([("parameters".to_owned(), params)]);
-    write_outputs(a, out, &images, (w, h), &text, &tokens, (b, grid), &frames)
-}
-
 pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
     check_options(a)?;
     check_outputs(a, out)?;
-    if is_maskgit(a.model.as_deref()) {
-        return run_maskgit(a, out, Path::new(a.model.as_deref().unwrap_or_default()));
-    }
     let ctx = GpuContext::new()?;
-    let folder = open_model(a.model.as_deref())?;
-    let pipe = AmusedPipeline::load(&ctx, &folder)?;
-    let plan = plan(a, &pipe)?;
+    let model = open_model(&ctx, a.model.as_deref())?;
+    let plan = plan(a, &model)?;
     let mut animation = Animation::new(a)?;
+    let req = request(a, &model, &plan);
     let opts = &plan.opts;
-    eprintln!(
-        "seed {} · {} sampler · {} schedule · {} steps · guidance {}",
-        opts.seed, opts.kind, opts.schedule, opts.steps, plan.guidance
-    );
-    let req = Request {
-        prompt: &a.prompt,
-        negative_prompt: &a.negative_prompt,
-        batch: a.batch,
-        guidance: plan.guidance,
-        sampler: opts.clone(),
-        start: plan.start,
+    let what = match req.condition {
+        Condition::Class { label, name } => match name {
+            Some(n) => format!("class {label} ({n})"),
+            None => format!("class {label}"),
+        },
+        Condition::Text { .. } => format!("guidance {}", plan.guidance),
     };
+    eprintln!(
+        "seed {} · {} sampler · {} schedule · {} steps · {what}",
+        opts.seed, opts.kind, opts.schedule, opts.steps
+    );
     let bar = ProgressBar::new(opts.steps as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg}")
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
-    let mask_id = pipe.scheduler.mask_token_id;
+    let mask_id = model.mask_id();
     let mut fixed_per_step: Vec<usize> = Vec::new();
-    let generated = pipeline::generate(&ctx, &pipe, &req, &mut |ev| {
+    let generated = pipeline::generate(&ctx, &model, &req, &mut |ev| {
         fixed_per_step.push(ev.newly_fixed.iter().filter(|f| **f).count());
         bar.set_position(ev.step as u64 + 1);
         bar.set_message(format!("{:.0} ms/step", ev.ms));
         animation.record(ev, mask_id, |first| {
-            Ok(pipeline::decode(&ctx, &pipe, first, 1, ev.grid)?)
+            Ok(model.decode(&ctx, first, 1, ev.grid)?)
         });
         ControlFlow::Continue(())
     })?;
@@ -819,24 +714,13 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
     let counts: Vec<String> = fixed_per_step.iter().map(usize::to_string).collect();
     eprintln!("tokens fixed per step: {}", counts.join(" "));
     let frames = animation.finish()?;
-    let (images, (w, h)) = pipeline::decode(
-        &ctx,
-        &pipe,
-        &generated.tokens,
-        generated.batch,
-        generated.grid,
-    )?;
-    let model_name = folder.root.file_name().map_or_else(
-        || folder.root.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let (images, (w, h)) =
+        model.decode(&ctx, &generated.tokens, generated.batch, generated.grid)?;
+    let model_name = model_name(a.model.as_deref());
     let params = Settings {
-        condition: Condition::Text {
-            prompt: &a.prompt,
-            negative_prompt: &a.negative_prompt,
-        },
+        condition: req.condition,
         sampler: opts,
-        guidance: Some(plan.guidance),
+        guidance: model.has_guidance().then_some(plan.guidance),
         size: (w, h),
         model: &model_name,
     }

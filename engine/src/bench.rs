@@ -6,13 +6,12 @@ use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::gpu::{GpuContext, Profile, Recorder, Tensor, WorkCounts};
-use crate::models::amused::{AmusedPipeline, GenerationDefaults};
+use crate::models::amused::GenerationDefaults;
 use crate::ops;
 use crate::ops::attention::AttentionSpec;
 use crate::ops::conv::Conv2dSpec;
 use crate::ops::matmul::BLayout;
-use crate::pipeline;
-use crate::sampling::SamplerOptions;
+use crate::pipeline::{self, Condition, Model, ModelConditioning};
 
 /// One measured kernel configuration.
 #[derive(Clone, Debug)]
@@ -155,23 +154,6 @@ pub fn conv3x3(
     })
 }
 
-/// One sampling draw per position of `logits` `[B, L, V]` (fixed pseudo-uniforms), submitted
-/// with everything recorded before it; reads back ids and confidences as the samplers do.
-fn sample_and_read(mut rec: Recorder<'_>, logits: &Tensor, step: usize) -> Result<Vec<u32>> {
-    let ctx = rec.ctx();
-    let v = logits.shape()[2];
-    let rows = logits.numel() / v;
-    let uni: Vec<f32> = (0..rows)
-        .map(|i| ((i * 7919 + step * 104_729) % 1000) as f32 / 1000.0)
-        .collect();
-    let tu = Tensor::from_f32(ctx, "uniforms", &[rows], &uni)?;
-    let (ids, probs) =
-        ops::sampling::categorical(&mut rec, &logits.reshape(&[rows, v])?, &tu, 1.0)?;
-    rec.submit();
-    let _ = probs.to_f32(ctx)?;
-    ids.to_u32(ctx)
-}
-
 /// End-to-end figures of one text-to-image run (milliseconds, bytes, GPU work).
 #[derive(Clone, Debug)]
 pub struct EndToEnd {
@@ -201,31 +183,46 @@ fn end_phase(ctx: &GpuContext, phases: &mut Vec<(&'static str, Profile)>, name: 
     }
 }
 
-/// Times a guided text-to-image run through the same pipeline code as `--render`
-/// ([`pipeline::plan`], [`pipeline::Plan::run`], [`pipeline::decode`]): a short prompt against the
-/// empty prompt at guidance 10 (the pipeline's default), `steps` steps of the aMUSEd sampler,
-/// then the VQ decode of every image.
+/// Times a run through the same pipeline code as `--render` ([`pipeline::plan`],
+/// [`pipeline::Plan::run`], [`pipeline::Model::decode`]): for a text model a short prompt
+/// against the empty prompt at guidance 10 (the aMUSEd pipeline's default), for a
+/// class-conditional one class 0; `steps` steps of the model's own sampler, then the VQ decode
+/// of every image.
 pub fn end_to_end(
     ctx: &GpuContext,
     name: &str,
-    pipe: &AmusedPipeline,
+    model: &Model,
     steps: usize,
     batch: usize,
 ) -> Result<EndToEnd> {
     ctx.trim_pool();
     let t0 = Instant::now();
-    let mut sampler = SamplerOptions::amused(0);
+    let mut sampler = model.sampler_defaults(None, 0, false)?;
     sampler.steps = steps;
-    let side = pipe.transformer.config.sample_size;
-    let req = pipeline::Request {
-        prompt: "a red apple",
-        negative_prompt: "",
-        batch,
-        guidance: GenerationDefaults::PIPELINE_GUIDANCE,
-        sampler,
-        start: pipeline::Start::Blank((side, side)),
+    let (condition, guidance) = match model.conditioning() {
+        ModelConditioning::Text => (
+            Condition::Text {
+                prompt: "a red apple",
+                negative_prompt: "",
+            },
+            GenerationDefaults::PIPELINE_GUIDANCE,
+        ),
+        ModelConditioning::Class { .. } => (
+            Condition::Class {
+                label: 0,
+                name: None,
+            },
+            1.0,
+        ),
     };
-    let plan = pipeline::plan(ctx, pipe, &req)?;
+    let req = pipeline::Request {
+        condition,
+        batch,
+        guidance,
+        sampler,
+        start: pipeline::Start::Blank(model.grid()),
+    };
+    let plan = pipeline::plan(ctx, model, &req)?;
     ctx.wait_idle();
     let text_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut phases = Vec::new();
@@ -242,7 +239,7 @@ pub fn end_to_end(
     drop(plan);
     end_phase(ctx, &mut phases, "steps");
     let t2 = Instant::now();
-    let _ = pipeline::decode(ctx, pipe, &generated.tokens, batch, generated.grid)?;
+    let _ = model.decode(ctx, &generated.tokens, batch, generated.grid)?;
     let decode_ms = t2.elapsed().as_secs_f64() * 1e3;
     end_phase(ctx, &mut phases, "decode");
     Ok(EndToEnd {
@@ -251,57 +248,6 @@ pub fn end_to_end(
         steps,
         batch,
         text_ms,
-        step_ms,
-        decode_ms,
-        total_ms: t0.elapsed().as_secs_f64() * 1e3,
-        peak_bytes: ctx.memory_stats().1,
-        dispatches_per_step: work.dispatches as f64 / steps.max(1) as f64,
-        submits_per_step: work.submits as f64 / steps.max(1) as f64,
-    })
-}
-
-/// End-to-end figures of a class-conditional MaskGIT run: `steps` transformer passes with
-/// sampling (reading back ids and confidences), then the VQGAN decode. `text_ms` is 0.
-pub fn maskgit_end_to_end(
-    ctx: &GpuContext,
-    name: &str,
-    mg: &crate::models::maskgit::MaskGit,
-    steps: usize,
-    batch: usize,
-) -> Result<EndToEnd> {
-    ctx.trim_pool();
-    let t0 = Instant::now();
-    let (gh, gw) = mg.grid();
-    let l = gh * gw;
-    let labels: Vec<u32> = (0..batch as u32)
-        .map(|b| b % mg.num_classes() as u32)
-        .collect();
-    let mut tokens = vec![mg.mask_id(); batch * l];
-    let w0 = ctx.work_counts();
-    for step in 0..steps {
-        let tt = Tensor::from_u32(ctx, "tokens", &[batch, gh, gw], &tokens)?;
-        let mut rec = ctx.recorder();
-        let logits = mg.logits(&mut rec, &tt, &labels)?;
-        tokens = sample_and_read(rec, &logits, step)?;
-    }
-    let work = ctx.work_counts() - w0;
-    let step_ms = t0.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64;
-    let mut phases = Vec::new();
-    end_phase(ctx, &mut phases, "steps");
-    let t1 = Instant::now();
-    let tt = Tensor::from_u32(ctx, "tokens", &[batch, gh, gw], &tokens)?;
-    let mut rec = ctx.recorder();
-    let img = mg.decode(&mut rec, &tt)?;
-    rec.submit();
-    let _ = img.to_f32(ctx)?;
-    let decode_ms = t1.elapsed().as_secs_f64() * 1e3;
-    end_phase(ctx, &mut phases, "decode");
-    Ok(EndToEnd {
-        phases,
-        model: name.to_owned(),
-        steps,
-        batch,
-        text_ms: 0.0,
         step_ms,
         decode_ms,
         total_ms: t0.elapsed().as_secs_f64() * 1e3,

@@ -71,6 +71,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// A request option the opened model does not take (or lacks), named as the CLI spells
+    /// it, with the rule.
+    #[error("{option} {message}")]
+    Request {
+        option: crate::pipeline::RequestOption,
+        message: String,
+    },
+
     #[error("cancelled after step {step} of {steps}")]
     Cancelled { step: usize, steps: usize },
 

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tessera_engine::sampling::{
-    self, SamplerKind, SamplerOptions, Schedule, StepEvent, TokenModel,
+    self, SamplerKind, SamplerOptions, Schedule, Step, StepEvent, TokenModel,
 };
 use tessera_engine::{GpuContext, Recorder, Result, Tensor};
 
@@ -26,6 +26,8 @@ struct Fixed {
     logits: Tensor,
     grid: (usize, usize),
     codes: usize,
+    /// The sampler steps the model was asked at, in order.
+    asked: std::cell::RefCell<Vec<Step>>,
 }
 
 impl Fixed {
@@ -39,6 +41,7 @@ impl Fixed {
             logits: Tensor::from_f32(ctx(), "logits", &[batch, l, codes], &v).expect("upload"),
             grid,
             codes,
+            asked: Default::default(),
         }
     }
 }
@@ -53,7 +56,8 @@ impl TokenModel for Fixed {
     fn mask_id(&self) -> u32 {
         self.codes as u32
     }
-    fn logits(&self, _: &mut Recorder<'_>, _: &Tensor) -> Result<Tensor> {
+    fn logits(&self, _: &mut Recorder<'_>, _: &Tensor, step: Step) -> Result<Tensor> {
+        self.asked.borrow_mut().push(step);
         Ok(self.logits.clone())
     }
 }
@@ -366,6 +370,7 @@ fn non_finite_logits_stop_the_sampler() {
             logits: Tensor::from_f32(ctx(), "logits", &[1, l, codes], &v).expect("upload"),
             grid,
             codes,
+            asked: Default::default(),
         };
         for kind in [
             SamplerKind::MaskGit,
@@ -381,6 +386,37 @@ fn non_finite_logits_stop_the_sampler() {
             assert!(
                 err.to_string().contains("not finite"),
                 "{kind:?} {bad}: {err}"
+            );
+        }
+    }
+}
+
+/// The model is told where the sampler is (the step a noise-level network such as Paella's
+/// needs): every step once, in order, from img2img's start step on.
+#[test]
+fn the_model_is_asked_at_every_step_in_order() {
+    for kind in [
+        SamplerKind::MaskGit,
+        SamplerKind::Amused,
+        SamplerKind::Paella,
+    ] {
+        for start_step in [0, 3] {
+            let model = Fixed::new(1, (3, 3), 16, 5);
+            let mut opts = SamplerOptions::for_kind(kind, 2);
+            opts.steps = 6;
+            opts.start_step = start_step;
+            let init = vec![model.mask_id(); 9];
+            sampling::generate(ctx(), &model, 1, &init, &opts, &mut |_| {
+                ControlFlow::Continue(())
+            })
+            .expect("generate");
+            let want: Vec<Step> = (start_step..6)
+                .map(|index| Step { index, steps: 6 })
+                .collect();
+            assert_eq!(
+                *model.asked.borrow(),
+                want,
+                "{kind:?} from step {start_step}"
             );
         }
     }

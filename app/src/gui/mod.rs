@@ -12,8 +12,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use anyhow::{Context, Result};
 use egui::{Color32, ColorImage, Rect, TextureHandle, TextureOptions, Vec2};
 use tessera_engine::GpuContext;
-use tessera_engine::models::amused::AmusedPipeline;
-use tessera_engine::pipeline::Start;
+use tessera_engine::pipeline::{Model, ModelConditioning, Start};
 use tessera_engine::sampling::{SamplerKind, SamplerOptions, Schedule};
 
 use crate::render::{RenderArgs, open_model};
@@ -35,21 +34,25 @@ struct Settings {
 }
 
 impl Settings {
-    fn from_args(a: &RenderArgs, pipe: Option<&AmusedPipeline>) -> Self {
-        let sampler = a.sampler.unwrap_or(SamplerKind::Amused);
-        let default_schedule = pipe
-            .and_then(|p| p.scheduler.masking_schedule.parse().ok())
-            .unwrap_or(Schedule::Cosine);
-        let defaults = pipe.map(|p| p.defaults.clone()).unwrap_or_default();
-        let model_opts = defaults.sampler_options(sampler, 0);
+    /// The arguments over `model`'s own defaults (those of its reference pipeline).
+    fn from_args(a: &RenderArgs, model: Option<&Model>) -> Self {
+        let model_opts = model
+            .and_then(|m| m.sampler_defaults(a.sampler, 0, false).ok())
+            .unwrap_or_else(|| {
+                SamplerOptions::for_kind(a.sampler.unwrap_or(SamplerKind::Amused), 0)
+            });
+        let default_guidance = model.map_or(
+            tessera_engine::models::amused::GenerationDefaults::PIPELINE_GUIDANCE,
+            Model::default_guidance,
+        );
         Self {
             prompt: a.prompt.clone(),
             negative_prompt: a.negative_prompt.clone(),
             seed: a.seed.unwrap_or(42),
-            sampler,
-            schedule: a.schedule.unwrap_or(default_schedule),
+            sampler: model_opts.kind,
+            schedule: a.schedule.unwrap_or(model_opts.schedule),
             steps: a.steps.unwrap_or(model_opts.steps),
-            guidance: a.guidance.unwrap_or_else(|| defaults.guidance()),
+            guidance: a.guidance.unwrap_or(default_guidance),
             choice_t: model_opts.choice_temperature,
             softmax_t: model_opts.softmax_temperature,
         }
@@ -85,6 +88,8 @@ struct Frame {
 /// One generation run (Compare mode runs 2–4 side by side).
 struct Lane {
     settings: Settings,
+    /// The class label it ran with (class-conditional models).
+    class: Option<u32>,
     frames: Vec<Frame>,
     steps: usize,
     /// Final image texture, tokens and grid.
@@ -94,8 +99,9 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(settings: Settings) -> Self {
+    fn new(settings: Settings, class: Option<u32>) -> Self {
         Self {
+            class,
             steps: settings.steps,
             settings,
             frames: Vec::new(),
@@ -133,9 +139,9 @@ struct EditImage {
 pub struct App {
     gpu: Option<Arc<GpuContext>>,
     render_state: Option<egui_wgpu::RenderState>,
-    pipe: Option<Arc<AmusedPipeline>>,
-    /// A class-conditional MaskGIT model, when one is open instead of an aMUSEd pipeline.
-    maskgit: Option<Arc<tessera_engine::models::maskgit::MaskGit>>,
+    /// The open model (any family).
+    model: Option<Arc<Model>>,
+    /// The class label, for class-conditional models.
     class: u32,
     class_search: String,
     model_arg: String,
@@ -188,8 +194,7 @@ impl App {
         let mut app = Self {
             gpu: None,
             render_state: cc.wgpu_render_state.clone(),
-            pipe: None,
-            maskgit: None,
+            model: None,
             class: args.class.unwrap_or(0),
             class_search: String::new(),
             model_arg: args.model.clone().unwrap_or_default(),
@@ -237,9 +242,7 @@ impl App {
             None => app.message = Some("eframe started without a wgpu device".into()),
         }
         app.load_model();
-        if let Some(p) = app.pipe.as_deref() {
-            app.settings = Settings::from_args(args, Some(p));
-        }
+        app.settings = Settings::from_args(args, app.model.as_deref());
         if app.screenshot.is_some() {
             let lanes = if app.mode == Mode::Compare {
                 app.compare
@@ -258,49 +261,43 @@ impl App {
         app
     }
 
+    /// Opens the model the model field names (any family) and takes its default settings,
+    /// keeping the prompts and seed.
     fn load_model(&mut self) {
         let Some(gpu) = self.gpu.clone() else { return };
         let arg = (!self.model_arg.trim().is_empty()).then(|| self.model_arg.trim().to_owned());
-        self.maskgit = None;
-        if crate::render::is_maskgit(arg.as_deref()) {
-            let path = std::path::PathBuf::from(arg.unwrap_or_default());
-            match tessera_engine::models::maskgit::MaskGit::load(&gpu, &path) {
-                Ok(m) => {
-                    self.pipe = None;
-                    self.settings.sampler = SamplerKind::MaskGit;
-                    self.settings.steps = if m.image_size() > 256 { 12 } else { 8 };
-                    self.settings.choice_t = (4.5, 0.0);
-                    self.class = self.class.min(m.num_classes().saturating_sub(1) as u32);
-                    self.maskgit = Some(Arc::new(m));
-                    self.message = None;
+        match open_model(&gpu, arg.as_deref()) {
+            Ok(m) => {
+                if let ModelConditioning::Class { classes } = m.conditioning() {
+                    self.class = self.class.min(classes.saturating_sub(1) as u32);
                 }
-                Err(e) => {
-                    self.pipe = None;
-                    self.message = Some(format!("{e}"));
-                }
-            }
-            return;
-        }
-        let loaded =
-            open_model(arg.as_deref()).and_then(|folder| Ok(AmusedPipeline::load(&gpu, &folder)?));
-        match loaded {
-            Ok(p) => {
-                self.pipe = Some(Arc::new(p));
+                let defaults = Settings::from_args(&RenderArgs::default(), Some(&m));
+                self.settings = Settings {
+                    prompt: std::mem::take(&mut self.settings.prompt),
+                    negative_prompt: std::mem::take(&mut self.settings.negative_prompt),
+                    seed: self.settings.seed,
+                    ..defaults
+                };
+                self.model = Some(Arc::new(m));
                 self.message = None;
             }
             Err(e) => {
-                self.pipe = None;
+                self.model = None;
                 self.message = Some(format!("{e:#}"));
             }
         }
     }
 
     fn mask_id(&self) -> Option<u32> {
-        match (&self.pipe, &self.maskgit) {
-            (Some(p), _) => Some(p.scheduler.mask_token_id),
-            (None, Some(m)) => Some(m.mask_id()),
-            _ => None,
-        }
+        self.model.as_ref().map(|m| m.mask_id())
+    }
+
+    /// The class label to run with, for a class-conditional model.
+    fn class_label(&self) -> Option<u32> {
+        self.model.as_ref().and_then(|m| match m.conditioning() {
+            ModelConditioning::Class { .. } => Some(self.class),
+            ModelConditioning::Text => None,
+        })
     }
 
     fn free_lanes(&mut self) {
@@ -344,34 +341,9 @@ impl App {
         self.cancel = Cancel::default();
         (self.tx, self.rx) = channel();
         self.message = None;
-        if let (Some(mg), Some(gpu), Some(rs)) = (
-            self.maskgit.clone(),
+        let (Some(gpu), Some(model), Some(rs)) = (
             self.gpu.clone(),
-            self.render_state.clone(),
-        ) {
-            if start.is_some() {
-                self.message = Some("inpainting in the app needs an aMUSEd model; for MaskGIT use --render --image --mask".into());
-                return;
-            }
-            self.free_lanes();
-            self.replay = None;
-            for (i, s) in lanes.into_iter().enumerate() {
-                let job = (i, self.class, s.sampler_options(), self.cancel.clone());
-                self.lanes.push(Lane::new(s));
-                worker::spawn_maskgit(
-                    gpu.clone(),
-                    mg.clone(),
-                    rs.clone(),
-                    job,
-                    self.tx.clone(),
-                    ctx.clone(),
-                );
-            }
-            return;
-        }
-        let (Some(gpu), Some(pipe), Some(rs)) = (
-            self.gpu.clone(),
-            self.pipe.clone(),
+            self.model.clone(),
             self.render_state.clone(),
         ) else {
             self.message = Some("open a model first".into());
@@ -380,7 +352,7 @@ impl App {
         // Give the old runs' textures back.
         self.free_lanes();
         self.replay = None;
-        let side = pipe.transformer.config.sample_size;
+        let class = self.class_label();
         for (i, s) in lanes.into_iter().enumerate() {
             let start = match &start {
                 Some(Start::Inpaint { image, size, mask }) => Start::Inpaint {
@@ -393,7 +365,7 @@ impl App {
                     size: *size,
                     grow: *grow,
                 },
-                _ => Start::Blank((side, side)),
+                _ => Start::Blank(model.grid()),
             };
             let mut sampler = s.sampler_options();
             if matches!(start, Start::Inpaint { .. } | Start::Outpaint { .. })
@@ -403,6 +375,7 @@ impl App {
             }
             let job = Job {
                 lane: i,
+                class,
                 prompt: s.prompt.clone(),
                 negative_prompt: s.negative_prompt.clone(),
                 guidance: s.guidance,
@@ -410,10 +383,10 @@ impl App {
                 start,
                 cancel: self.cancel.clone(),
             };
-            self.lanes.push(Lane::new(s));
+            self.lanes.push(Lane::new(s, class));
             worker::spawn(
                 gpu.clone(),
-                pipe.clone(),
+                model.clone(),
                 rs.clone(),
                 job,
                 self.tx.clone(),
@@ -471,13 +444,10 @@ impl App {
     }
 
     fn settings_panel(&mut self, ui: &mut egui::Ui) {
-        if let Some(mg) = &self.maskgit {
+        let conditioning = self.model.as_ref().map(|m| (m.family(), m.conditioning()));
+        if let Some((family, ModelConditioning::Class { classes: n })) = conditioning {
             ui.heading("Class");
-            ui.label(format!(
-                "class-conditional MaskGIT, {} classes",
-                mg.num_classes()
-            ));
-            let n = mg.num_classes();
+            ui.label(format!("class-conditional {family}, {n} classes"));
             ui.horizontal(|ui| {
                 ui.add(egui::DragValue::new(&mut self.class).range(0..=n.saturating_sub(1) as u32));
                 if let Some(name) = crate::render::class_name(self.class, n) {
@@ -501,7 +471,8 @@ impl App {
             }
             ui.separator();
         }
-        let class_model = self.maskgit.is_some();
+        let class_model = matches!(conditioning, Some((_, ModelConditioning::Class { .. })));
+        let guided = self.model.as_ref().is_none_or(|m| m.has_guidance());
         let Settings {
             prompt,
             negative_prompt,
@@ -551,7 +522,9 @@ impl App {
             });
         schedule_picker(ui, "schedule", schedule);
         ui.add(egui::Slider::new(steps, 1..=48).text("steps"));
-        ui.add(egui::Slider::new(guidance, 0.0..=20.0).text("guidance"));
+        if guided {
+            ui.add(egui::Slider::new(guidance, 0.0..=20.0).text("guidance"));
+        }
         ui.label("Choice temperature (re-masking)");
         ui.add(egui::Slider::new(&mut choice_t.0, 0.0..=10.0).text("start"));
         ui.add(egui::Slider::new(&mut choice_t.1, 0.0..=10.0).text("end"));
@@ -691,25 +664,10 @@ impl App {
         let Some(gpu) = &self.gpu else {
             anyhow::bail!("no GPU device")
         };
-        if let Some(mg) = &self.maskgit {
-            let t = tessera_engine::Tensor::from_u32(gpu, "tokens", &[1, grid.0, grid.1], tokens)?;
-            let mut rec = gpu.recorder();
-            let img = mg.decode(&mut rec, &t)?;
-            rec.submit();
-            let size = (img.shape()[3], img.shape()[2]);
-            let v = img
-                .to_f32(gpu)?
-                .into_iter()
-                .map(|x| x.clamp(0.0, 1.0))
-                .collect();
-            return Ok((v, size));
-        }
-        let Some(pipe) = &self.pipe else {
+        let Some(model) = &self.model else {
             anyhow::bail!("no model loaded")
         };
-        Ok(tessera_engine::pipeline::decode(
-            gpu, pipe, tokens, 1, grid,
-        )?)
+        Ok(model.decode(gpu, tokens, 1, grid)?)
     }
 
     fn save_png(&self, path: &std::path::Path) -> Result<()> {
@@ -718,15 +676,31 @@ impl App {
         let (chw, (w, h)) = self.decode_cpu(tokens, *grid)?;
         let s = &l.settings;
         let opts = s.sampler_options();
-        let params = tessera_engine::pipeline::settings::Settings {
-            condition: tessera_engine::pipeline::settings::Condition::Text {
+        use tessera_engine::pipeline::settings::{Condition, Settings};
+        let classes = self.model.as_ref().and_then(|m| match m.conditioning() {
+            ModelConditioning::Class { classes } => Some(classes),
+            ModelConditioning::Text => None,
+        });
+        let condition = match l.class {
+            Some(label) => Condition::Class {
+                label,
+                name: classes.and_then(|n| crate::render::class_name(label, n)),
+            },
+            None => Condition::Text {
                 prompt: &s.prompt,
                 negative_prompt: &s.negative_prompt,
             },
+        };
+        let guided = self.model.as_ref().is_some_and(|m| m.has_guidance());
+        let model_name = crate::render::model_name(
+            (!self.model_arg.trim().is_empty()).then_some(self.model_arg.trim()),
+        );
+        let params = Settings {
+            condition,
             sampler: &opts,
-            guidance: Some(s.guidance),
+            guidance: guided.then_some(s.guidance),
             size: (w, h),
-            model: &self.model_arg,
+            model: &model_name,
         }
         .parameters();
         let text = std::collections::HashMap::from([("parameters".to_owned(), params)]);
@@ -868,14 +842,15 @@ impl App {
     }
 
     fn run_inpaint(&mut self, ctx: &egui::Context) {
-        let (Some(e), Some(pipe)) = (&self.edit, &self.pipe) else {
+        let (Some(e), Some(model)) = (&self.edit, &self.model) else {
             return;
         };
-        let f = pipe.vqvae.config.scale_factor();
+        let f = model.vq_factor();
+        let m = model.pixel_multiple();
         let (w, h) = e.size;
-        if w % f != 0 || h % f != 0 {
+        if w % m != 0 || h % m != 0 {
             self.message = Some(format!(
-                "the image is {w}×{h}; this model needs sides that are multiples of {f}"
+                "the image is {w}×{h}; this model needs sides that are multiples of {m}"
             ));
             return;
         }
@@ -1137,7 +1112,7 @@ impl eframe::App for App {
                     ui.horizontal(|ui| {
                         if ui
                             .add_enabled(
-                                self.pipe.is_some() || self.maskgit.is_some(),
+                                self.model.is_some(),
                                 egui::Button::new("Generate  (Ctrl+Enter)"),
                             )
                             .clicked()

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 
-use tessera_engine::models::amused::AmusedPipeline;
-use tessera_engine::pipeline::{self, Request, Start};
+use tessera_engine::pipeline::{self, Condition, Model, Request, Start};
 use tessera_engine::sampling::SamplerOptions;
 use tessera_engine::{GpuContext, Tensor, ops};
 
@@ -70,6 +69,8 @@ impl Cancel {
 /// Everything a job needs, owned so it can move to the worker thread.
 pub struct Job {
     pub lane: usize,
+    /// The class label for class-conditional models; the prompts otherwise.
+    pub class: Option<u32>,
     pub prompt: String,
     pub negative_prompt: String,
     pub guidance: f32,
@@ -212,9 +213,10 @@ impl Streamer<'_> {
     }
 }
 
+/// Runs `job` on `model` (any family) in a new thread, streaming its steps to `tx`.
 pub fn spawn(
     gpu: Arc<GpuContext>,
-    pipe: Arc<AmusedPipeline>,
+    model: Arc<Model>,
     rs: egui_wgpu::RenderState,
     job: Job,
     tx: Sender<Msg>,
@@ -223,14 +225,20 @@ pub fn spawn(
     std::thread::spawn(move || {
         let lane = job.lane;
         let req = Request {
-            prompt: &job.prompt,
-            negative_prompt: &job.negative_prompt,
+            condition: match job.class {
+                Some(label) => Condition::Class { label, name: None },
+                None => Condition::Text {
+                    prompt: &job.prompt,
+                    negative_prompt: &job.negative_prompt,
+                },
+            },
             batch: 1,
             guidance: job.guidance,
             sampler: job.sampler.clone(),
-            start: job.start,
+            start: job.start.clone(),
         };
-        let decode = |rec: &mut tessera_engine::Recorder<'_>, t: &Tensor| pipe.vqvae.decode(rec, t);
+        let decode =
+            |rec: &mut tessera_engine::Recorder<'_>, t: &Tensor| model.decode_tensor(rec, t);
         let out = Streamer {
             gpu: &gpu,
             rs: &rs,
@@ -238,44 +246,11 @@ pub fn spawn(
             tx: &tx,
             repaint: &repaint,
             lane,
-            mask_id: pipe.scheduler.mask_token_id,
+            mask_id: model.mask_id(),
             cancel: &job.cancel,
             preview_failed: Default::default(),
         };
-        let result = pipeline::generate(&gpu, &pipe, &req, &mut |ev| out.step(ev));
+        let result = pipeline::generate(&gpu, &model, &req, &mut |ev| out.step(ev));
         out.finish(result.map(|g| (g.tokens, g.grid)));
-    });
-}
-
-/// A class-conditional MaskGIT run.
-pub fn spawn_maskgit(
-    gpu: Arc<GpuContext>,
-    mg: Arc<tessera_engine::models::maskgit::MaskGit>,
-    rs: egui_wgpu::RenderState,
-    (lane, class, sampler, cancel): (usize, u32, SamplerOptions, Cancel),
-    tx: Sender<Msg>,
-    repaint: egui::Context,
-) {
-    std::thread::spawn(move || {
-        let decode = |rec: &mut tessera_engine::Recorder<'_>, t: &Tensor| mg.decode(rec, t);
-        let grid = mg.grid();
-        let out = Streamer {
-            gpu: &gpu,
-            rs: &rs,
-            decode: &decode,
-            tx: &tx,
-            repaint: &repaint,
-            lane,
-            mask_id: mg.mask_id(),
-            cancel: &cancel,
-            preview_failed: Default::default(),
-        };
-        let result = mg.class_conditional(&[class]).and_then(|model| {
-            let init = vec![mg.mask_id(); grid.0 * grid.1];
-            tessera_engine::sampling::generate(&gpu, &model, 1, &init, &sampler, &mut |ev| {
-                out.step(ev)
-            })
-        });
-        out.finish(result.map(|tokens| (tokens, grid)));
     });
 }

@@ -1,17 +1,22 @@
-//! Text-to-image, inpainting and img2img with an aMUSEd pipeline: ties the text encoder,
-//! transformer (with classifier-free guidance) and VQ model to a sampler. The CLI's `--render`
-//! and the desktop app both call these.
+//! Generation, inpainting, outpainting and img2img for every model family: a [`Model`] opened
+//! from a path, a [`Request`] checked against it, then [`plan`] (images encoded, conditioning
+//! prepared once) and [`Plan::run`] (the sampler's loop). The CLI's `--render`, the inspection
+//! commands, the benchmark and the desktop app all call these.
 
+mod model;
 pub mod settings;
+
+pub use model::{Conditioning as ModelConditioning, Family, Model, RequestOption};
+pub use settings::Condition;
 
 use std::ops::ControlFlow;
 
 use crate::error::{Error, Result};
-use crate::gpu::{DType, GpuContext, Recorder, Tensor};
+use crate::gpu::{GpuContext, Recorder, Tensor};
 use crate::models::amused::{AmusedPipeline, micro_conds};
 use crate::models::uvit2d::{Conditioning, PreparedConditioning};
 use crate::ops;
-use crate::sampling::{self, SamplerOptions, StepEvent, TokenModel};
+use crate::sampling::{self, SamplerOptions, Step, StepEvent, TokenModel};
 
 /// The transformer with fixed conditioning: `[uncond; cond]` text for guidance > 1 (as
 /// diffusers batches it), the conditional text alone otherwise. Everything that depends on the
@@ -96,7 +101,7 @@ impl TokenModel for GuidedTransformer<'_> {
         self.pipe.scheduler.mask_token_id
     }
 
-    fn logits(&self, rec: &mut Recorder<'_>, tokens: &Tensor) -> Result<Tensor> {
+    fn logits(&self, rec: &mut Recorder<'_>, tokens: &Tensor, _: Step) -> Result<Tensor> {
         // With guidance the prepared conditioning has 2B rows and the transformer runs the B
         // token grids through both halves.
         let logits = self
@@ -112,6 +117,7 @@ impl TokenModel for GuidedTransformer<'_> {
 }
 
 /// Where generation starts.
+#[derive(Clone, Debug)]
 pub enum Start {
     /// An all-[MASK] grid of this many tokens (height, width).
     Blank((usize, usize)),
@@ -154,8 +160,8 @@ impl Start {
 
 /// What a generation request asks for.
 pub struct Request<'a> {
-    pub prompt: &'a str,
-    pub negative_prompt: &'a str,
+    /// A prompt (text models) or a class label (class-conditional models).
+    pub condition: Condition<'a>,
     pub batch: usize,
     pub guidance: f32,
     pub sampler: SamplerOptions,
@@ -170,32 +176,10 @@ pub struct Generated {
     pub batch: usize,
 }
 
-/// Encodes an image (`size` = (width, height) in pixels) to code ids.
-pub fn encode_image(
-    ctx: &GpuContext,
-    pipe: &AmusedPipeline,
-    image: &[f32],
-    size: (usize, usize),
-) -> Result<(Vec<u32>, (usize, usize))> {
-    let (w, h) = size;
-    let f = pipe.vqvae.config.scale_factor();
-    if w % f != 0 || h % f != 0 || w == 0 || h == 0 {
-        return Err(Error::shape(
-            "encode",
-            format!("image is {w}×{h}; this model needs sides that are multiples of {f}"),
-        ));
-    }
-    let t = Tensor::from_f32(ctx, "image", &[1, 3, h, w], image)?;
-    let mut rec = ctx.recorder();
-    let ids = pipe.vqvae.encode(&mut rec, &t)?;
-    rec.submit();
-    Ok((ids.to_u32(ctx)?, (h / f, w / f)))
-}
-
 /// A request made ready to sample: images encoded, prompts embedded, the conditioning
 /// prepared. [`generate`] is [`plan`] then [`Plan::run`]; the benchmark times the two apart.
 pub struct Plan<'a> {
-    model: GuidedTransformer<'a>,
+    model: Box<dyn TokenModel + 'a>,
     init: Vec<u32>,
     opts: SamplerOptions,
     grid: (usize, usize),
@@ -211,7 +195,7 @@ impl Plan<'_> {
     ) -> Result<Generated> {
         let tokens = sampling::generate(
             ctx,
-            &self.model,
+            self.model.as_ref(),
             self.batch,
             &self.init,
             &self.opts,
@@ -225,14 +209,15 @@ impl Plan<'_> {
     }
 }
 
-/// Refuses a batch whose guided logits (`[rows, h·w, codebook]` f32, rows = 2·batch with
-/// guidance) would not fit one storage binding of this adapter, before any work; the message
-/// names the largest batch that fits.
-fn check_batch_fits(ctx: &GpuContext, pipe: &AmusedPipeline, req: &Request<'_>) -> Result<()> {
-    let (h, w) = req.start.grid(pipe.vqvae.config.scale_factor());
+/// Refuses a batch whose logits (`[rows, h·w, codebook]` f32, rows = 2·batch with guidance)
+/// would not fit one storage binding of this adapter, before any work; the message names the
+/// largest batch that fits.
+fn check_batch_fits(ctx: &GpuContext, model: &Model, req: &Request<'_>) -> Result<()> {
+    let (h, w) = req.start.grid(model.vq_factor());
+    let codebook = model.codebook_size();
     let per_row = (h as u64)
         .saturating_mul(w as u64)
-        .saturating_mul(pipe.transformer.config.codebook_size as u64)
+        .saturating_mul(codebook as u64)
         .saturating_mul(4);
     let rows_per_image: u64 = if req.guidance > 1.0 { 2 } else { 1 };
     let limit = ctx.limits().max_storage_buffer_binding_size;
@@ -244,11 +229,10 @@ fn check_batch_fits(ctx: &GpuContext, pipe: &AmusedPipeline, req: &Request<'_>) 
         return Err(Error::shape(
             "generate",
             format!(
-                "batch {} needs {} MiB of logits in one buffer ({h}×{w} tokens × {} codes × 4 B \
-                 × {} rows); this adapter allows {} MiB: use a batch of at most {fits}",
+                "batch {} needs {} MiB of logits in one buffer ({h}×{w} tokens × {codebook} codes \
+                 × 4 B × {} rows); this adapter allows {} MiB: use a batch of at most {fits}",
                 req.batch,
                 bytes >> 20,
-                pipe.transformer.config.codebook_size,
                 rows_per_image * req.batch as u64,
                 limit >> 20
             ),
@@ -257,23 +241,28 @@ fn check_batch_fits(ctx: &GpuContext, pipe: &AmusedPipeline, req: &Request<'_>) 
     Ok(())
 }
 
-/// Runs the request; `on_step` sees every decoding step.
+/// Runs the request; `on_step` sees every decoding step and may stop the run.
 pub fn generate(
     ctx: &GpuContext,
-    pipe: &AmusedPipeline,
+    model: &Model,
     req: &Request<'_>,
     on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
 ) -> Result<Generated> {
-    plan(ctx, pipe, req)?.run(ctx, on_step)
+    plan(ctx, model, req)?.run(ctx, on_step)
 }
 
-/// Prepares the request: encodes its image (inpainting, outpainting, img2img), embeds the
-/// prompts and computes the step-invariant conditioning.
-pub fn plan<'a>(ctx: &GpuContext, pipe: &'a AmusedPipeline, req: &Request<'_>) -> Result<Plan<'a>> {
-    let mask = pipe.scheduler.mask_token_id;
+/// Prepares the request: checks it against the model ([`Model::check`]), encodes its image
+/// (inpainting, outpainting, img2img), and prepares the step-invariant conditioning (prompt
+/// embeddings, cross-attention keys and values, modulations; a class token).
+pub fn plan<'a>(ctx: &GpuContext, model: &'a Model, req: &Request<'_>) -> Result<Plan<'a>> {
+    if req.batch == 0 {
+        return Err(Error::shape("generate", "batch must be at least 1"));
+    }
+    model.check(req)?;
+    check_batch_fits(ctx, model, req)?;
+    let mask = model.mask_id();
     let mut opts = req.sampler.clone();
     let b = req.batch;
-    check_batch_fits(ctx, pipe, req)?;
     let (init, grid) = match &req.start {
         Start::Blank(grid) => (vec![mask; b * grid.0 * grid.1], *grid),
         Start::Inpaint {
@@ -281,7 +270,7 @@ pub fn plan<'a>(ctx: &GpuContext, pipe: &'a AmusedPipeline, req: &Request<'_>) -
             size,
             mask: region,
         } => {
-            let (ids, grid) = encode_image(ctx, pipe, image, *size)?;
+            let (ids, grid) = model.encode(ctx, image, *size)?;
             if region.len() != ids.len() {
                 return Err(Error::shape(
                     "inpaint",
@@ -308,9 +297,9 @@ pub fn plan<'a>(ctx: &GpuContext, pipe: &'a AmusedPipeline, req: &Request<'_>) -
             (one.repeat(b), grid)
         }
         Start::Outpaint { image, size, grow } => {
-            let (ids, (gh, gw)) = encode_image(ctx, pipe, image, *size)?;
+            let (ids, (gh, gw)) = model.encode(ctx, image, *size)?;
             let [l, t, _, _] = *grow;
-            let (h, w) = req.start.grid(pipe.vqvae.config.scale_factor());
+            let (h, w) = req.start.grid(model.vq_factor());
             let mut one = vec![mask; h * w];
             for y in 0..gh {
                 one[(y + t) * w + l..][..gw].copy_from_slice(&ids[y * gw..][..gw]);
@@ -323,64 +312,18 @@ pub fn plan<'a>(ctx: &GpuContext, pipe: &'a AmusedPipeline, req: &Request<'_>) -
             size,
             strength,
         } => {
-            let (ids, grid) = encode_image(ctx, pipe, image, *size)?;
+            let (ids, grid) = model.encode(ctx, image, *size)?;
             let (masked, start) = sampling::img2img_start(&ids.repeat(b), mask, &opts, *strength)?;
             opts.start_step = start;
             (masked, grid)
         }
     };
-    let model = GuidedTransformer::new(
-        ctx,
-        pipe,
-        req.prompt,
-        req.negative_prompt,
-        b,
-        req.guidance,
-        grid,
-    )?;
+    let token_model = model.token_model(ctx, req, grid)?;
     Ok(Plan {
-        model,
+        model: token_model,
         init,
         opts,
         grid,
         batch: b,
     })
-}
-
-/// Decodes `batch` token grids to images `[B, 3, H, W]`, clipped to [0, 1].
-///
-/// One image per submission: the decoder's full-resolution activations are its largest
-/// tensors, and decoding images one at a time keeps each within the binding limit whenever one
-/// image's are (and the peak memory that of one image).
-pub fn decode(
-    ctx: &GpuContext,
-    pipe: &AmusedPipeline,
-    tokens: &[u32],
-    batch: usize,
-    grid: (usize, usize),
-) -> Result<(Vec<f32>, (usize, usize))> {
-    let per = grid.0 * grid.1;
-    if tokens.len() != batch * per {
-        return Err(crate::Error::shape(
-            "decode",
-            format!(
-                "{} tokens for {batch} grids of {}×{}",
-                tokens.len(),
-                grid.0,
-                grid.1
-            ),
-        ));
-    }
-    let mut out = Vec::new();
-    let mut size = (0, 0);
-    for one in tokens.chunks(per.max(1)) {
-        let t = Tensor::from_u32(ctx, "tokens", &[1, grid.0, grid.1], one)?;
-        let mut rec = ctx.recorder();
-        let img = pipe.vqvae.decode(&mut rec, &t)?;
-        rec.submit();
-        debug_assert_eq!(img.dtype(), DType::F32);
-        size = (img.shape()[3], img.shape()[2]);
-        out.extend(img.to_f32(ctx)?.into_iter().map(|x| x.clamp(0.0, 1.0)));
-    }
-    Ok((out, size))
 }

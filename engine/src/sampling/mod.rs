@@ -20,6 +20,25 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Recorder, Tensor, WorkCounts};
 use crate::ops;
 
+/// Where the sampler is when it asks a model for logits: step `index` (0-based) of `steps`.
+///
+/// Networks that take a noise level or timestep (Paella's `r`) derive it from this with their
+/// own reference's convention; MaskGIT's and aMUSEd's transformers ignore it. Conditions other
+/// than the step (prompt embeddings, class labels, a super-resolution stage's low-res tokens)
+/// are the model's own state, prepared once per image before the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub index: usize,
+    pub steps: usize,
+}
+
+impl Step {
+    /// The fraction of the schedule done before this step, in [0, 1).
+    pub fn progress(self) -> f32 {
+        self.index as f32 / self.steps.max(1) as f32
+    }
+}
+
 /// A model the samplers can drive: guided logits for a batch of token grids.
 pub trait TokenModel {
     /// Token grid (height, width).
@@ -28,8 +47,8 @@ pub trait TokenModel {
     fn codebook_size(&self) -> usize;
     /// The [MASK] id.
     fn mask_id(&self) -> u32;
-    /// Guided logits `[B, h·w, codebook]` for tokens u32 `[B, h, w]`.
-    fn logits(&self, rec: &mut Recorder<'_>, tokens: &Tensor) -> Result<Tensor>;
+    /// Guided logits `[B, h·w, codebook]` for tokens u32 `[B, h, w]` at sampler step `step`.
+    fn logits(&self, rec: &mut Recorder<'_>, tokens: &Tensor, step: Step) -> Result<Tensor>;
 }
 
 /// Which decoding rule fills the grid.
@@ -251,7 +270,14 @@ pub fn generate(
         let (ids, probs) = {
             let tokens = Tensor::from_u32(ctx, "tokens", &[batch, h, w], &cur)?;
             let mut rec = ctx.recorder();
-            let logits = model.logits(&mut rec, &tokens)?;
+            let logits = model.logits(
+                &mut rec,
+                &tokens,
+                Step {
+                    index: step,
+                    steps: opts.steps,
+                },
+            )?;
             if logits.shape() != [batch, l, codebook] {
                 return Err(Error::shape(
                     "sampler",

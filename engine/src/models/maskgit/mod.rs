@@ -346,7 +346,12 @@ impl TokenModel for ClassConditional<'_> {
         self.model.mask_id()
     }
 
-    fn logits(&self, rec: &mut Recorder<'_>, tokens: &Tensor) -> Result<Tensor> {
+    fn logits(
+        &self,
+        rec: &mut Recorder<'_>,
+        tokens: &Tensor,
+        _: crate::sampling::Step,
+    ) -> Result<Tensor> {
         self.model.logits(rec, tokens, &self.labels)
     }
 }

@@ -1,0 +1,491 @@
+//! One model type for every family (diffusers' auto-pipeline is the anchor): [`Model::open`]
+//! detects the family from what is on disk, and every caller — `--render`, the inspection
+//! commands, the benchmark and the app — plans, samples, decodes and encodes through it
+//! without knowing which family it holds. What only some families take (a class label, a
+//! prompt, classifier-free guidance, outpainting) is checked here, once, against the opened
+//! model ([`Model::check`]).
+
+use std::path::{Path, PathBuf};
+
+use super::settings::Condition;
+use super::{GuidedTransformer, Request, Start};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, GpuContext, Recorder, Tensor};
+use crate::io::ModelFolder;
+use crate::models::amused::AmusedPipeline;
+use crate::models::clip_text::TextEmbeddings;
+use crate::models::maskgit::{self, MaskGit};
+use crate::sampling::{SamplerKind, SamplerOptions, Schedule, Step, TokenModel};
+
+/// A model of any family, with everything it needs to generate.
+pub enum Model {
+    /// A diffusers aMUSEd folder (CLIP text encoder, UVit2D transformer, VQ model).
+    Amused(Box<AmusedPipeline>),
+    /// MaskGIT's released Flax checkpoints (class-conditional transformer and VQGAN).
+    MaskGit(Box<MaskGit>),
+}
+
+/// The model families tessera runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Amused,
+    MaskGit,
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::Amused => "aMUSEd",
+            Family::MaskGit => "MaskGIT",
+        })
+    }
+}
+
+/// What a model is conditioned on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conditioning {
+    /// A prompt (and a negative prompt where the model has classifier-free guidance).
+    Text,
+    /// A class label in `0..classes`.
+    Class { classes: usize },
+}
+
+/// A request option some families do not take, named as the CLI spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestOption {
+    Class,
+    Prompt,
+    NegativePrompt,
+    Guidance,
+    Outpaint,
+}
+
+impl std::fmt::Display for RequestOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RequestOption::Class => "--class",
+            RequestOption::Prompt => "--prompt",
+            RequestOption::NegativePrompt => "--negative-prompt",
+            RequestOption::Guidance => "--guidance",
+            RequestOption::Outpaint => "--outpaint",
+        })
+    }
+}
+
+impl Model {
+    /// Opens the model at `path`: MaskGIT checkpoints (a `maskgit_*`/`tokenizer_*` checkpoint
+    /// file, or a folder holding such a pair) or a diffusers aMUSEd folder (`model_index.json`).
+    ///
+    /// # Errors
+    /// What the family's loader reports: missing or mismatched files, tensors, configs.
+    pub fn open(ctx: &GpuContext, path: &Path) -> Result<Self> {
+        if maskgit::is_checkpoint_path(path) {
+            return Ok(Model::MaskGit(Box::new(MaskGit::load(ctx, path)?)));
+        }
+        Ok(Model::Amused(Box::new(AmusedPipeline::load(
+            ctx,
+            &ModelFolder::open(path)?,
+        )?)))
+    }
+
+    /// The path [`Self::open`] takes for what a user typed: MaskGIT checkpoints (a file, or a
+    /// folder holding them) as they are, a folder, or an `owner/name` hub id found in the local
+    /// Hugging Face cache ([`crate::io::resolve_model`]).
+    ///
+    /// # Errors
+    /// Neither a path nor a cached hub id, or a file that is no model.
+    pub fn locate(arg: &str) -> Result<PathBuf> {
+        let path = Path::new(arg);
+        if maskgit::is_checkpoint_path(path) {
+            return Ok(path.to_owned());
+        }
+        Ok(crate::io::resolve_model(arg)?.root)
+    }
+
+    pub fn family(&self) -> Family {
+        match self {
+            Model::Amused(_) => Family::Amused,
+            Model::MaskGit(_) => Family::MaskGit,
+        }
+    }
+
+    pub fn conditioning(&self) -> Conditioning {
+        match self {
+            Model::Amused(_) => Conditioning::Text,
+            Model::MaskGit(m) => Conditioning::Class {
+                classes: m.num_classes(),
+            },
+        }
+    }
+
+    /// Whether the model has an unconditional branch, so classifier-free guidance applies.
+    pub fn has_guidance(&self) -> bool {
+        matches!(self, Model::Amused(_))
+    }
+
+    /// The token grid (height, width) it generates by default.
+    pub fn grid(&self) -> (usize, usize) {
+        match self {
+            Model::Amused(p) => {
+                let s = p.transformer.config.sample_size;
+                (s, s)
+            }
+            Model::MaskGit(m) => m.grid(),
+        }
+    }
+
+    /// Whether its positions are fixed (learned position embeddings of one grid size): then
+    /// only that grid runs, and outpainting does not apply.
+    pub fn fixed_grid(&self) -> bool {
+        matches!(self, Model::MaskGit(_))
+    }
+
+    /// Pixels per token side (the VQ's scale factor).
+    pub fn vq_factor(&self) -> usize {
+        match self {
+            Model::Amused(p) => p.vqvae.config.scale_factor(),
+            Model::MaskGit(m) => m.vqgan.config.scale_factor(),
+        }
+    }
+
+    /// What input image sides must be multiples of, in pixels: the VQ factor, times 2 for a
+    /// transformer that halves the token grid.
+    pub fn pixel_multiple(&self) -> usize {
+        let down = match self {
+            Model::Amused(p) if p.transformer.config.downsample => 2,
+            _ => 1,
+        };
+        self.vq_factor() * down
+    }
+
+    pub fn mask_id(&self) -> u32 {
+        match self {
+            Model::Amused(p) => p.scheduler.mask_token_id,
+            Model::MaskGit(m) => m.mask_id(),
+        }
+    }
+
+    pub fn codebook_size(&self) -> usize {
+        match self {
+            Model::Amused(p) => p.transformer.config.codebook_size,
+            Model::MaskGit(m) => m.codebook_size(),
+        }
+    }
+
+    /// The sampler this model's reference pipeline uses.
+    pub fn default_sampler(&self) -> SamplerKind {
+        match self {
+            Model::Amused(_) => SamplerKind::Amused,
+            Model::MaskGit(_) => SamplerKind::MaskGit,
+        }
+    }
+
+    /// Sampler settings for `kind` (default: [`Self::default_sampler`]) as this model's
+    /// reference pipeline sets them: aMUSEd's folder defaults (`tessera.json`, else 12 steps)
+    /// and its scheduler's schedule (linear when `inpainting`, as diffusers' inpainting
+    /// pipeline does); MaskGIT's paper settings (8 steps at 256 px, 12 at 512, cosine).
+    ///
+    /// # Errors
+    /// An aMUSEd scheduler config naming an unknown schedule.
+    pub fn sampler_defaults(
+        &self,
+        kind: Option<SamplerKind>,
+        seed: u64,
+        inpainting: bool,
+    ) -> Result<SamplerOptions> {
+        let kind = kind.unwrap_or(self.default_sampler());
+        Ok(match self {
+            Model::Amused(p) => {
+                let mut o = p.defaults.sampler_options(kind, seed);
+                o.schedule = if inpainting {
+                    Schedule::Linear
+                } else {
+                    p.scheduler
+                        .masking_schedule
+                        .parse()
+                        .map_err(|e: String| Error::config(&p.folder.root, "masking_schedule", e))?
+                };
+                o
+            }
+            Model::MaskGit(m) => {
+                let mut o = SamplerOptions::for_kind(kind, seed);
+                o.steps = if m.image_size() > 256 { 12 } else { 8 };
+                o.schedule = Schedule::Cosine;
+                o
+            }
+        })
+    }
+
+    /// The guidance scale its reference pipeline uses (1: none).
+    pub fn default_guidance(&self) -> f32 {
+        match self {
+            Model::Amused(p) => p.defaults.guidance(),
+            Model::MaskGit(_) => 1.0,
+        }
+    }
+
+    /// Refuses a request this model cannot honour, naming the option and the rule: a class
+    /// label for a text model, a prompt or guidance for a model without text or an
+    /// unconditional branch, outpainting or another grid where positions are fixed.
+    ///
+    /// # Errors
+    /// [`Error::Request`].
+    pub fn check(&self, req: &Request<'_>) -> Result<()> {
+        let refuse = |option, message: String| Err(Error::Request { option, message });
+        match (self.conditioning(), req.condition) {
+            (Conditioning::Text, Condition::Class { .. }) => {
+                return refuse(
+                    RequestOption::Class,
+                    "applies to class-conditional models (MaskGIT's ImageNet checkpoints); this \
+                     is a text-to-image model: describe the image with --prompt"
+                        .into(),
+                );
+            }
+            (
+                Conditioning::Class { classes },
+                Condition::Text {
+                    prompt,
+                    negative_prompt,
+                },
+            ) => {
+                let option = if !prompt.is_empty() {
+                    RequestOption::Prompt
+                } else if !negative_prompt.is_empty() {
+                    RequestOption::NegativePrompt
+                } else {
+                    return refuse(
+                        RequestOption::Class,
+                        format!(
+                            "is needed: this is a class-conditional {} model; pass --class N \
+                             (0–{})",
+                            self.family(),
+                            classes.saturating_sub(1)
+                        ),
+                    );
+                };
+                return refuse(
+                    option,
+                    format!(
+                        "does not apply to {}'s class-conditional checkpoints (no text, no \
+                         unconditional branch): choose the image with --class",
+                        self.family()
+                    ),
+                );
+            }
+            (Conditioning::Class { classes }, Condition::Class { label, .. })
+                if label as usize >= classes =>
+            {
+                return refuse(
+                    RequestOption::Class,
+                    format!("{label} is outside 0–{}", classes.saturating_sub(1)),
+                );
+            }
+            _ => {}
+        }
+        if !self.has_guidance() && req.guidance != 1.0 {
+            return refuse(
+                RequestOption::Guidance,
+                format!(
+                    "does not apply to {}'s class-conditional checkpoints (no unconditional \
+                     branch): choose the image with --class",
+                    self.family()
+                ),
+            );
+        }
+        if self.fixed_grid() {
+            if matches!(req.start, Start::Outpaint { .. }) {
+                let (h, w) = self.grid();
+                return refuse(
+                    RequestOption::Outpaint,
+                    format!("needs a model without fixed positions; this grid is fixed at {h}×{w}"),
+                );
+            }
+            let want = self.grid();
+            let got = req.start.grid(self.vq_factor());
+            if got != want {
+                let f = self.vq_factor();
+                return Err(Error::shape(
+                    "generate",
+                    format!(
+                        "the image is {}×{} px; this {} model works on {}×{} px only",
+                        got.1 * f,
+                        got.0 * f,
+                        self.family(),
+                        want.1 * f,
+                        want.0 * f
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sampler's model for `req` (conditioning prepared once, see [`GuidedTransformer`]).
+    pub(crate) fn token_model<'a>(
+        &'a self,
+        ctx: &GpuContext,
+        req: &Request<'_>,
+        grid: (usize, usize),
+    ) -> Result<Box<dyn TokenModel + 'a>> {
+        Ok(match (self, req.condition) {
+            (
+                Model::Amused(p),
+                Condition::Text {
+                    prompt,
+                    negative_prompt,
+                },
+            ) => Box::new(GuidedTransformer::new(
+                ctx,
+                p,
+                prompt,
+                negative_prompt,
+                req.batch,
+                req.guidance,
+                grid,
+            )?),
+            (Model::MaskGit(m), Condition::Class { label, .. }) => {
+                Box::new(m.class_conditional(&vec![label; req.batch])?)
+            }
+            _ => {
+                self.check(req)?;
+                return Err(Error::shape("generate", "condition does not fit the model"));
+            }
+        })
+    }
+
+    /// The prompt's CLIP token ids and embeddings, as the model's text encoder gives them.
+    ///
+    /// # Errors
+    /// [`Error::Request`] for a model without a text encoder; tokenizer and GPU failures.
+    pub fn embed_text(
+        &self,
+        rec: &mut Recorder<'_>,
+        prompt: &str,
+    ) -> Result<(Vec<u32>, TextEmbeddings)> {
+        match self {
+            Model::Amused(p) => p.text.embed(rec, &[prompt]),
+            Model::MaskGit(_) => Err(Error::Request {
+                option: RequestOption::Prompt,
+                message: format!(
+                    "does not apply to {}: it has no text encoder (class-conditional)",
+                    self.family()
+                ),
+            }),
+        }
+    }
+
+    /// Conditional logits `[B, h·w, codebook]` of token grids `tokens` `[B, h, w]` (mask id
+    /// where unknown) under `condition`, without guidance: the transformer's output as the
+    /// reference's forward pass gives it (aMUSEd: the prompt's CLIP embeddings and micro-conds
+    /// for the grid's size; MaskGIT: `logits[:, 1:, :codebook]`).
+    ///
+    /// # Errors
+    /// A condition the model does not take, shapes, GPU failures.
+    pub fn logits(
+        &self,
+        ctx: &GpuContext,
+        tokens: &Tensor,
+        condition: Condition<'_>,
+    ) -> Result<Tensor> {
+        let &[b, h, w] = tokens.shape() else {
+            return Err(Error::shape(
+                "forward",
+                format!("tokens {:?} are not [B, h, w]", tokens.shape()),
+            ));
+        };
+        let req = Request {
+            condition,
+            batch: b,
+            guidance: 1.0,
+            sampler: SamplerOptions::amused(0),
+            start: Start::Blank((h, w)),
+        };
+        self.check(&req)?;
+        let model = self.token_model(ctx, &req, (h, w))?;
+        let mut rec = ctx.recorder();
+        let logits = model.logits(&mut rec, tokens, Step { index: 0, steps: 1 })?;
+        rec.submit();
+        Ok(logits)
+    }
+
+    /// Code ids u32 `[B, h, w]` → image `[B, 3, h·f, w·f]`, the decoder's output before
+    /// clipping.
+    pub fn decode_tensor(&self, rec: &mut Recorder<'_>, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Model::Amused(p) => p.vqvae.decode(rec, ids),
+            Model::MaskGit(m) => m.decode(rec, ids),
+        }
+    }
+
+    /// Image `[B, 3, H, W]` in [0, 1] → nearest-code ids u32 `[B, H/f, W/f]`.
+    pub fn encode_tensor(&self, rec: &mut Recorder<'_>, image: &Tensor) -> Result<Tensor> {
+        match self {
+            Model::Amused(p) => p.vqvae.encode(rec, image),
+            Model::MaskGit(m) => m.encode(rec, image),
+        }
+    }
+
+    /// Decodes `batch` token grids to images `[B, 3, H, W]` clipped to [0, 1], and their size
+    /// (width, height).
+    ///
+    /// One image per submission: the decoder's full-resolution activations are its largest
+    /// tensors, and decoding images one at a time keeps the peak memory that of one image.
+    pub fn decode(
+        &self,
+        ctx: &GpuContext,
+        tokens: &[u32],
+        batch: usize,
+        grid: (usize, usize),
+    ) -> Result<(Vec<f32>, (usize, usize))> {
+        let per = grid.0 * grid.1;
+        if tokens.len() != batch * per {
+            return Err(Error::shape(
+                "decode",
+                format!(
+                    "{} tokens for {batch} grids of {}×{}",
+                    tokens.len(),
+                    grid.0,
+                    grid.1
+                ),
+            ));
+        }
+        let mut out = Vec::new();
+        let mut size = (0, 0);
+        for one in tokens.chunks(per.max(1)) {
+            let t = Tensor::from_u32(ctx, "tokens", &[1, grid.0, grid.1], one)?;
+            let mut rec = ctx.recorder();
+            let img = self.decode_tensor(&mut rec, &t)?;
+            rec.submit();
+            debug_assert_eq!(img.dtype(), DType::F32);
+            size = (img.shape()[3], img.shape()[2]);
+            out.extend(img.to_f32(ctx)?.into_iter().map(|x| x.clamp(0.0, 1.0)));
+        }
+        Ok((out, size))
+    }
+
+    /// Encodes one image `[1, 3, H, W]` in [0, 1] of `size` (width, height) to its code ids
+    /// and token grid (height, width).
+    ///
+    /// # Errors
+    /// Sides that are not multiples of the VQ factor; GPU failures.
+    pub fn encode(
+        &self,
+        ctx: &GpuContext,
+        image: &[f32],
+        size: (usize, usize),
+    ) -> Result<(Vec<u32>, (usize, usize))> {
+        let (w, h) = size;
+        let f = self.vq_factor();
+        if w % f != 0 || h % f != 0 || w == 0 || h == 0 {
+            return Err(Error::shape(
+                "encode",
+                format!("image is {w}×{h}; this model needs sides that are multiples of {f}"),
+            ));
+        }
+        let t = Tensor::from_f32(ctx, "image", &[1, 3, h, w], image)?;
+        let mut rec = ctx.recorder();
+        let ids = self.encode_tensor(&mut rec, &t)?;
+        rec.submit();
+        Ok((ids.to_u32(ctx)?, (h / f, w / f)))
+    }
+}
