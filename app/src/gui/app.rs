@@ -1,0 +1,179 @@
+//! The window: the top bar (session), the settings panel, and the Generate, Inpaint /
+//! outpaint and Compare modes, each panel owning its state; shortcuts and dropped files.
+
+use std::path::PathBuf;
+
+use tessera_engine::pipeline::Start;
+
+use super::ScreenshotArgs;
+use super::compare::ComparePanel;
+use super::inpaint::InpaintPanel;
+use super::runs::Runs;
+use super::save::save_buttons;
+use super::screenshot::Screenshot;
+use super::session::Session;
+use super::settings::{Settings, SettingsPanel};
+use crate::render::RenderArgs;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Generate,
+    Inpaint,
+    Compare,
+}
+
+pub struct App {
+    pub session: Session,
+    settings: SettingsPanel,
+    runs: Runs,
+    inpaint: InpaintPanel,
+    compare: ComparePanel,
+    shot: Screenshot,
+    mode: Mode,
+}
+
+impl App {
+    pub fn new(cc: &eframe::CreationContext<'_>, args: &RenderArgs, shot: &ScreenshotArgs) -> Self {
+        let mut session = Session::new(
+            cc.wgpu_render_state.clone(),
+            args.model.clone().unwrap_or_default(),
+        );
+        session.load_model();
+        let mut app = Self {
+            settings: SettingsPanel::new(args, session.model.as_deref()),
+            session,
+            runs: Runs::default(),
+            inpaint: InpaintPanel::default(),
+            compare: ComparePanel::default(),
+            shot: Screenshot::new(shot.screenshot.clone(), shot.screenshot_step),
+            mode: Mode::Generate,
+        };
+        if !shot.compare.is_empty() {
+            app.compare.configs = shot.compare.clone();
+            app.mode = Mode::Compare;
+        }
+        if app.shot.on() {
+            match app.mode {
+                Mode::Compare => app.run_compare(&cc.egui_ctx),
+                _ => app.generate(&cc.egui_ctx, None),
+            }
+        }
+        app
+    }
+
+    /// One lane with the panel's settings.
+    fn generate(&mut self, ctx: &egui::Context, start: Option<Start>) {
+        let class = self.settings.class_label(self.session.model.as_deref());
+        let lanes = vec![(self.settings.settings.clone(), class)];
+        self.runs.start(&mut self.session, ctx, lanes, start);
+    }
+
+    /// One lane per Compare configuration.
+    fn run_compare(&mut self, ctx: &egui::Context) {
+        let class = self.settings.class_label(self.session.model.as_deref());
+        let lanes = self
+            .compare
+            .configs
+            .iter()
+            .map(|(k, s)| {
+                let settings = Settings {
+                    sampler: *k,
+                    schedule: *s,
+                    ..self.settings.settings.clone()
+                };
+                (settings, class)
+            })
+            .collect();
+        self.runs.start(&mut self.session, ctx, lanes, None);
+    }
+
+    fn open_model(&mut self) {
+        if let Some(m) = self.session.load_model() {
+            self.settings.reset_for(&m);
+        }
+    }
+}
+
+impl eframe::App for App {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.runs.receive(&mut self.session);
+        let dropped: Option<PathBuf> =
+            ctx.input(|i| i.raw.dropped_files.first().map(|f| f.path().to_path_buf()));
+        if let Some(p) = dropped {
+            self.inpaint
+                .load(ctx, &p.display().to_string(), &mut self.session);
+            self.mode = Mode::Inpaint;
+        }
+        if ctx.input(|i| i.modifiers.command && i.key_pressed(egui::Key::Enter))
+            && self.mode == Mode::Generate
+        {
+            self.generate(ctx, None);
+        }
+        if ctx.input(|i| i.key_pressed(egui::Key::Escape)) {
+            self.runs.cancel(&mut self.session);
+        }
+        self.shot
+            .logic(ctx, &mut self.runs, &self.session.failed.clone());
+        if self.runs.running() {
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        egui::Panel::top("top").show(ui, |ui| {
+            if self.session.top_bar(ui) {
+                self.open_model();
+            }
+        });
+        egui::Panel::left("settings")
+            .default_size(280.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .show(ui, |ui| self.settings.ui(ui, self.session.model.as_deref()));
+            });
+        egui::CentralPanel::default().show(ui, |ui| {
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut self.mode, Mode::Generate, "Generate");
+                ui.selectable_value(&mut self.mode, Mode::Inpaint, "Inpaint / outpaint");
+                ui.selectable_value(&mut self.mode, Mode::Compare, "Compare");
+            });
+            ui.separator();
+            let mask_id = self.session.mask_id();
+            match self.mode {
+                Mode::Generate => {
+                    ui.horizontal(|ui| {
+                        if ui
+                            .add_enabled(
+                                self.session.model.is_some(),
+                                egui::Button::new("Generate  (Ctrl+Enter)"),
+                            )
+                            .clicked()
+                        {
+                            self.generate(ui.ctx(), None);
+                        }
+                        self.runs.cancel_button(ui, &mut self.session);
+                    });
+                    let size = ((ui.available_width() - 16.0) / 2.0).clamp(128.0, 420.0);
+                    self.runs.lane_view(ui, 0, size, mask_id);
+                }
+                Mode::Inpaint => {
+                    if let Some(start) = self.inpaint.ui(ui, &mut self.session, &mut self.runs) {
+                        self.generate(ui.ctx(), Some(start));
+                    }
+                    if !self.runs.lanes.is_empty() {
+                        ui.separator();
+                        self.runs.lane_view(ui, 0, 256.0, mask_id);
+                    }
+                }
+                Mode::Compare => {
+                    if self.compare.ui(ui, &mut self.session, &mut self.runs) {
+                        self.run_compare(ui.ctx());
+                    }
+                }
+            }
+            ui.separator();
+            self.runs.timeline(ui);
+            save_buttons(ui, &mut self.session, &self.runs);
+        });
+    }
+}

@@ -1,0 +1,79 @@
+//! Compare mode: 2–4 sampler/schedule configurations run with the same prompt and seed, side
+//! by side, with the tokens fixed per step of each.
+
+use tessera_engine::sampling::{SamplerKind, Schedule};
+
+use super::runs::Runs;
+use super::session::Session;
+use super::settings::{sampler_picker, schedule_picker};
+
+pub struct ComparePanel {
+    pub configs: Vec<(SamplerKind, Schedule)>,
+}
+
+impl Default for ComparePanel {
+    fn default() -> Self {
+        Self {
+            configs: vec![
+                (SamplerKind::Amused, Schedule::Cosine),
+                (SamplerKind::Amused, Schedule::Linear),
+            ],
+        }
+    }
+}
+
+impl ComparePanel {
+    /// The panel; true when Run compare was clicked.
+    pub fn ui(&mut self, ui: &mut egui::Ui, session: &mut Session, runs: &mut Runs) -> bool {
+        let mut run = false;
+        ui.horizontal(|ui| {
+            ui.label("Configurations (same prompt, seed, steps, guidance):");
+            if self.configs.len() < 4 && ui.button("+").clicked() {
+                self.configs.push((SamplerKind::Amused, Schedule::Pow(2.0)));
+            }
+            if self.configs.len() > 2 && ui.button("−").clicked() {
+                self.configs.pop();
+            }
+            run = ui.button("Run compare").clicked();
+            runs.cancel_button(ui, session);
+        });
+        ui.horizontal_wrapped(|ui| {
+            for (i, (k, s)) in self.configs.iter_mut().enumerate() {
+                ui.group(|ui| {
+                    sampler_picker(ui, ("cmp-sampler", i), k);
+                    schedule_picker(ui, ("cmp-schedule", i), s);
+                });
+            }
+        });
+        let n = runs.lanes.len();
+        if n == 0 {
+            return run;
+        }
+        let size = ((ui.available_width() / n as f32 - 28.0) / 2.0).clamp(48.0, 240.0);
+        let mask_id = session.mask_id();
+        ui.horizontal(|ui| {
+            for i in 0..n {
+                ui.vertical(|ui| {
+                    ui.set_max_width(2.0 * size + 8.0);
+                    runs.lane_view(ui, i, size, mask_id);
+                });
+            }
+        });
+        let curves: Vec<(String, Vec<[f64; 2]>)> = runs
+            .lanes
+            .iter()
+            .map(|l| (l.settings.label(), l.fixed_curve()))
+            .collect();
+        egui_plot::Plot::new("fixed-vs-step")
+            .height(180.0)
+            .legend(egui_plot::Legend::default())
+            .x_axis_label("step")
+            .y_axis_label("tokens fixed")
+            .show(ui, |plot| {
+                for (name, pts) in curves {
+                    plot.line(egui_plot::Line::new(name, egui_plot::PlotPoints::from(pts)));
+                }
+            });
+        run
+    }
+}

@@ -1,0 +1,338 @@
+//! Runs and their lanes: starting and cancelling generation on worker threads, receiving their
+//! steps, and showing a lane (token grid beside the decoded preview) with the replay timeline.
+
+use std::sync::mpsc::{Receiver, Sender, channel};
+
+use egui::Vec2;
+use tessera_engine::pipeline::Start;
+use tessera_engine::sampling::{SamplerKind, Schedule};
+
+use super::canvas::{self, GridView, Overlay};
+use super::session::Session;
+use super::settings::Settings;
+use super::worker::{self, Cancel, Job, Msg};
+
+/// One step as received, with its preview texture.
+pub struct Frame {
+    pub step: usize,
+    pub tokens: Vec<u32>,
+    pub newly_fixed: Vec<bool>,
+    pub confidence: Vec<f32>,
+    pub predicted: Vec<u32>,
+    pub preview: egui::TextureId,
+    pub grid: (usize, usize),
+    pub ms: f64,
+    pub fixed_total: usize,
+}
+
+/// One generation run (Compare mode runs 2–4 side by side).
+pub struct Lane {
+    pub settings: Settings,
+    /// The class label it ran with (class-conditional models).
+    pub class: Option<u32>,
+    pub frames: Vec<Frame>,
+    pub steps: usize,
+    /// Final image texture, tokens and grid.
+    pub result: Option<(egui::TextureId, Vec<u32>, (usize, usize))>,
+    pub error: Option<String>,
+    pub running: bool,
+}
+
+impl Lane {
+    fn new(settings: Settings, class: Option<u32>) -> Self {
+        Self {
+            class,
+            steps: settings.steps,
+            settings,
+            frames: Vec::new(),
+            result: None,
+            error: None,
+            running: true,
+        }
+    }
+
+    /// Tokens settled after each step.
+    pub fn fixed_curve(&self) -> Vec<[f64; 2]> {
+        self.frames
+            .iter()
+            .map(|f| [(f.step + 1) as f64, f.fixed_total as f64])
+            .collect()
+    }
+}
+
+/// The lanes of the latest start, the channel their workers post to, and how they are shown.
+pub struct Runs {
+    pub lanes: Vec<Lane>,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+    /// Stops the runs of the latest start (Cancel button, Esc).
+    cancel: Cancel,
+    /// Step shown (None: follow the newest).
+    pub replay: Option<usize>,
+    pub overlay: Overlay,
+}
+
+impl Default for Runs {
+    fn default() -> Self {
+        let (tx, rx) = channel();
+        Self {
+            lanes: Vec::new(),
+            tx,
+            rx,
+            cancel: Cancel::default(),
+            replay: None,
+            overlay: Overlay::None,
+        }
+    }
+}
+
+impl Runs {
+    /// True while any lane of the latest start is running.
+    pub fn running(&self) -> bool {
+        self.lanes.iter().any(|l| l.running)
+    }
+
+    /// Asks the running lanes to stop after their current step; their buffers go back to the
+    /// pool when their threads return.
+    pub fn cancel(&mut self, session: &mut Session) {
+        if self.running() {
+            self.cancel.cancel();
+            session.message = Some("cancelling…".into());
+        }
+    }
+
+    /// The Cancel control, enabled while a run is going (Esc does the same).
+    pub fn cancel_button(&mut self, ui: &mut egui::Ui, session: &mut Session) {
+        if ui
+            .add_enabled(self.running(), egui::Button::new("Cancel  (Esc)"))
+            .clicked()
+        {
+            self.cancel(session);
+        }
+    }
+
+    fn free_lanes(&mut self, session: &Session) {
+        let Some(rs) = &session.render_state else {
+            return;
+        };
+        let mut r = rs.renderer.write();
+        for l in self.lanes.drain(..) {
+            for f in &l.frames {
+                r.free_texture(&f.preview);
+            }
+            if let Some((id, _, _)) = l.result {
+                r.free_texture(&id);
+            }
+        }
+    }
+
+    /// Starts one lane per `(settings, class label)` on the session's model.
+    pub fn start(
+        &mut self,
+        session: &mut Session,
+        ctx: &egui::Context,
+        lanes: Vec<(Settings, Option<u32>)>,
+        start: Option<Start>,
+    ) {
+        if let Some(reason) = &session.device_lost {
+            session.message = Some(format!(
+                "the GPU device was lost ({reason}): restart tessera"
+            ));
+            return;
+        }
+        let (Some(gpu), Some(model), Some(rs)) = (
+            session.gpu.clone(),
+            session.model.clone(),
+            session.render_state.clone(),
+        ) else {
+            session.message = Some("open a model first".into());
+            return;
+        };
+        // Runs still going stop, and a new channel keeps their last messages out of the new
+        // lanes.
+        self.cancel.cancel();
+        self.cancel = Cancel::default();
+        (self.tx, self.rx) = channel();
+        session.message = None;
+        // Give the old runs' textures back.
+        self.free_lanes(session);
+        self.replay = None;
+        for (i, (s, class)) in lanes.into_iter().enumerate() {
+            let start = start.clone().unwrap_or(Start::Blank(model.grid()));
+            let mut sampler = s.sampler_options();
+            if matches!(start, Start::Inpaint { .. } | Start::Outpaint { .. })
+                && s.sampler == SamplerKind::Amused
+            {
+                sampler.schedule = Schedule::Linear;
+            }
+            let job = Job {
+                lane: i,
+                class,
+                prompt: s.prompt.clone(),
+                negative_prompt: s.negative_prompt.clone(),
+                guidance: s.guidance,
+                sampler,
+                start,
+                cancel: self.cancel.clone(),
+            };
+            self.lanes.push(Lane::new(s, class));
+            worker::spawn(
+                gpu.clone(),
+                model.clone(),
+                rs.clone(),
+                job,
+                self.tx.clone(),
+                ctx.clone(),
+            );
+        }
+    }
+
+    /// Takes what the workers posted since the last frame.
+    pub fn receive(&mut self, session: &mut Session) {
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Step(lane, m) => {
+                    if let Some(l) = self.lanes.get_mut(lane) {
+                        l.steps = m.steps;
+                        l.frames.push(Frame {
+                            step: m.step,
+                            tokens: m.tokens,
+                            newly_fixed: m.newly_fixed,
+                            confidence: m.confidence,
+                            predicted: m.predicted,
+                            preview: m.preview,
+                            grid: m.grid,
+                            ms: m.ms,
+                            fixed_total: m.fixed_total,
+                        });
+                    }
+                }
+                Msg::Done(lane, id, tokens, grid) => {
+                    if let Some(l) = self.lanes.get_mut(lane) {
+                        l.result = Some((id, tokens, grid));
+                        l.running = false;
+                    }
+                }
+                Msg::Cancelled(lane, why) => {
+                    if let Some(l) = self.lanes.get_mut(lane) {
+                        l.error = Some(why.clone());
+                        l.running = false;
+                    }
+                    session.message = Some(why);
+                }
+                Msg::Failed(lane, f) => {
+                    if let Some(l) = self.lanes.get_mut(lane) {
+                        l.error = Some(f.message.clone());
+                        l.running = false;
+                    }
+                    if f.device_lost {
+                        session.device_lost = Some(f.message.clone());
+                    }
+                    session.message = Some(f.message);
+                    session
+                        .failed
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The first lane's final tokens and grid, once it has them.
+    pub fn last_result(&self) -> Option<(&[u32], (usize, usize))> {
+        self.lanes
+            .first()
+            .and_then(|l| l.result.as_ref())
+            .map(|(_, t, g)| (t.as_slice(), *g))
+    }
+
+    /// Lane `lane` at the replay step: the token grid (with the overlay) beside the decoded
+    /// preview (the final image once done), and a status line.
+    pub fn lane_view(&self, ui: &mut egui::Ui, lane: usize, size: f32, mask_id: Option<u32>) {
+        let (Some(mask_id), Some(l)) = (mask_id, self.lanes.get(lane)) else {
+            return;
+        };
+        let Some(last) = l.frames.len().checked_sub(1) else {
+            ui.add_sized(
+                [size * 2.0 + 8.0, size],
+                egui::Label::new(if l.running { "starting…" } else { "no steps" }),
+            );
+            return;
+        };
+        let idx = self.replay.unwrap_or(last).min(last);
+        let f = &l.frames[idx];
+        let mut fixed_at = vec![None; f.tokens.len()];
+        for fr in &l.frames[..=idx] {
+            for (i, nf) in fr.newly_fixed.iter().enumerate() {
+                if *nf && fixed_at[i].is_none() {
+                    fixed_at[i] = Some(fr.step);
+                }
+            }
+        }
+        ui.horizontal(|ui| {
+            let (rect, _) = ui.allocate_exact_size(Vec2::splat(size), egui::Sense::hover());
+            let view = GridView {
+                grid: f.grid,
+                tokens: &f.tokens,
+                newly_fixed: &f.newly_fixed,
+                confidence: &f.confidence,
+                fixed_at: &fixed_at,
+                steps: l.steps,
+                mask_id,
+            };
+            canvas::draw_grid(ui.painter(), rect, Some(f.preview), &view, self.overlay);
+            let shown = if self.replay.is_none() && !l.running {
+                l.result.as_ref().map(|r| r.0)
+            } else {
+                None
+            };
+            ui.add(egui::Image::new((
+                shown.unwrap_or(f.preview),
+                Vec2::splat(size),
+            )));
+        });
+        let status = if l.running {
+            "running"
+        } else if l.error.is_some() {
+            "failed"
+        } else {
+            "done"
+        };
+        ui.add(
+            egui::Label::new(format!(
+                "{} · step {}/{} · {:.0} ms/step · {status}",
+                l.settings.label(),
+                f.step + 1,
+                l.steps,
+                f.ms
+            ))
+            .truncate(),
+        );
+    }
+
+    /// The replay slider ("live" follows the newest step) and the overlay choice.
+    pub fn timeline(&mut self, ui: &mut egui::Ui) {
+        let max = self.lanes.iter().map(|l| l.frames.len()).max().unwrap_or(0);
+        if max == 0 {
+            return;
+        }
+        ui.horizontal(|ui| {
+            let mut live = self.replay.is_none();
+            ui.checkbox(&mut live, "live");
+            let mut step = self.replay.unwrap_or(max - 1);
+            let r = ui.add(
+                egui::Slider::new(&mut step, 0..=max - 1)
+                    .text("replay step")
+                    .custom_formatter(|v, _| format!("{}", v as usize + 1)),
+            );
+            if r.changed() {
+                live = false;
+            }
+            self.replay = if live { None } else { Some(step) };
+            ui.separator();
+            ui.label("overlay");
+            ui.selectable_value(&mut self.overlay, Overlay::None, "none");
+            ui.selectable_value(&mut self.overlay, Overlay::FixedStep, "step fixed");
+            ui.selectable_value(&mut self.overlay, Overlay::Confidence, "confidence");
+        });
+    }
+}

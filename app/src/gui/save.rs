@@ -1,0 +1,97 @@
+//! Saving the first lane: a PNG carrying its settings text, and a GIF of its decoding.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tessera_engine::pipeline::ModelConditioning;
+use tessera_engine::pipeline::settings::{Condition, Settings};
+
+use super::runs::{Lane, Runs};
+use super::session::Session;
+
+/// Save PNG / Save GIF, once the first lane is done; the status line says where it went.
+pub fn save_buttons(ui: &mut egui::Ui, session: &mut Session, runs: &Runs) {
+    let Some(l) = runs.lanes.first() else { return };
+    if l.running || l.result.is_none() {
+        return;
+    }
+    let (png, gif) = ui
+        .horizontal(|ui| {
+            (
+                ui.button("Save PNG").clicked(),
+                ui.button("Save GIF").clicked(),
+            )
+        })
+        .inner;
+    let report = |r: Result<PathBuf>| match r {
+        Ok(p) => format!("saved {}", p.display()),
+        Err(e) => format!("{e:#}"),
+    };
+    if png {
+        let path = PathBuf::from(format!("tessera-{}.png", l.settings.seed));
+        session.message = Some(report(save_png(session, l, &path).map(|()| path)));
+    }
+    if gif {
+        let path = PathBuf::from(format!("tessera-{}.gif", l.settings.seed));
+        session.message = Some(report(save_gif(session, l, &path).map(|()| path)));
+    }
+}
+
+/// The lane's image with the settings text every tessera PNG carries.
+fn save_png(session: &Session, l: &Lane, path: &Path) -> Result<()> {
+    let (_, tokens, grid) = l.result.as_ref().context("still running")?;
+    let (chw, (w, h)) = session.decode_cpu(tokens, *grid)?;
+    let s = &l.settings;
+    let opts = s.sampler_options();
+    let model = session.model.as_ref().context("no model loaded")?;
+    let condition = match (l.class, model.conditioning()) {
+        (Some(label), ModelConditioning::Class { classes }) => Condition::Class {
+            label,
+            name: crate::render::class_name(label, classes),
+        },
+        _ => Condition::Text {
+            prompt: &s.prompt,
+            negative_prompt: &s.negative_prompt,
+        },
+    };
+    let model_name = crate::render::model_name(session.model_name());
+    let params = Settings {
+        condition,
+        sampler: &opts,
+        guidance: model.has_guidance().then_some(s.guidance),
+        size: (w, h),
+        model: &model_name,
+    }
+    .parameters();
+    let text = std::collections::HashMap::from([("parameters".to_owned(), params)]);
+    crate::files::write_atomically(path, &crate::files::png_bytes(&chw, w, h, &text)?)
+}
+
+/// The lane's decoding, one frame per step, as `--gif` writes it.
+fn save_gif(session: &Session, l: &Lane, path: &Path) -> Result<()> {
+    let mask_id = session.mask_id().unwrap_or(0);
+    let mut frames = Vec::new();
+    for f in &l.frames {
+        let (chw, size) = session.decode_cpu(&f.predicted, f.grid)?;
+        let ev = tessera_engine::sampling::StepEvent {
+            step: f.step,
+            steps: l.steps,
+            grid: f.grid,
+            tokens: &f.tokens,
+            predicted: &f.predicted,
+            newly_fixed: &f.newly_fixed,
+            confidence: &f.confidence,
+            ms: f.ms,
+            work: Default::default(),
+        };
+        let fr = crate::render::frame(&chw, size, f.grid, &ev, mask_id);
+        let k = 256u32.div_ceil(fr.height()).max(1);
+        frames.push(image::imageops::resize(
+            &fr,
+            fr.width() * k,
+            fr.height() * k,
+            image::imageops::FilterType::Nearest,
+        ));
+    }
+    crate::files::write_atomically(path, &crate::render::gif_bytes(&frames)?)
+}

@@ -1,0 +1,166 @@
+//! The open model and device, and the top bar: the model field, the adapter, status messages,
+//! and the restart offer after a lost device.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result};
+use egui::Color32;
+use tessera_engine::GpuContext;
+use tessera_engine::pipeline::Model;
+
+use crate::render::open_model;
+
+/// What every panel may use: eframe's device (the engine computes on it), the open model
+/// (any family) and the status line.
+pub struct Session {
+    pub gpu: Option<Arc<GpuContext>>,
+    pub render_state: Option<egui_wgpu::RenderState>,
+    pub model: Option<Arc<Model>>,
+    /// What the model field holds: a folder, checkpoint or hub id; empty for the embedded model.
+    pub model_arg: String,
+    pub message: Option<String>,
+    /// Why the GPU device was lost, once it is: nothing more runs on it, and the top bar
+    /// offers a restart ([`restart`]).
+    pub device_lost: Option<String>,
+    /// Set when a run fails (the screenshot mode's exit status).
+    pub failed: Arc<AtomicBool>,
+}
+
+impl Session {
+    pub fn new(render_state: Option<egui_wgpu::RenderState>, model_arg: String) -> Self {
+        let gpu = render_state.as_ref().map(|rs| {
+            Arc::new(GpuContext::from_device(
+                rs.device.clone(),
+                rs.queue.clone(),
+                rs.adapter.get_info(),
+            ))
+        });
+        Self {
+            message: gpu
+                .is_none()
+                .then(|| "eframe started without a wgpu device".into()),
+            gpu,
+            render_state,
+            model: None,
+            model_arg,
+            device_lost: None,
+            failed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The model field's argument (None: the embedded model).
+    pub fn model_name(&self) -> Option<&str> {
+        Some(self.model_arg.trim()).filter(|m| !m.is_empty())
+    }
+
+    /// Opens the model the field names; the status line says why when it cannot.
+    pub fn load_model(&mut self) -> Option<Arc<Model>> {
+        let gpu = self.gpu.clone()?;
+        match open_model(&gpu, self.model_name()) {
+            Ok(m) => {
+                let m = Arc::new(m);
+                self.model = Some(m.clone());
+                self.message = None;
+                Some(m)
+            }
+            Err(e) => {
+                self.model = None;
+                self.message = Some(format!("{e:#}"));
+                None
+            }
+        }
+    }
+
+    pub fn mask_id(&self) -> Option<u32> {
+        self.model.as_ref().map(|m| m.mask_id())
+    }
+
+    /// Decodes tokens on the engine's device and reads the pixels back (for files only).
+    pub fn decode_cpu(
+        &self,
+        tokens: &[u32],
+        grid: (usize, usize),
+    ) -> Result<(Vec<f32>, (usize, usize))> {
+        let gpu = self.gpu.as_ref().context("no GPU device")?;
+        let model = self.model.as_ref().context("no model loaded")?;
+        Ok(model.decode(gpu, tokens, 1, grid)?)
+    }
+
+    /// The top bar; true when Open was clicked.
+    pub fn top_bar(&mut self, ui: &mut egui::Ui) -> bool {
+        let open = ui
+            .horizontal(|ui| {
+                ui.strong("tessera");
+                ui.separator();
+                ui.label("Model");
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.model_arg)
+                        .hint_text("folder or hub id (empty: embedded default)")
+                        .desired_width(360.0),
+                );
+                let open = ui.button("Open").clicked();
+                if let Some(g) = &self.gpu {
+                    ui.label(format!("GPU: {} ({:?})", g.info.name, g.info.backend));
+                }
+                open
+            })
+            .inner;
+        if let Some(reason) = self.device_lost.clone() {
+            ui.horizontal(|ui| {
+                ui.colored_label(
+                    Color32::from_rgb(255, 110, 90),
+                    format!(
+                        "The GPU device was lost ({reason}). Nothing more can run on it; a \
+                         restart opens a new one."
+                    ),
+                );
+                if ui.button("Restart tessera").clicked() {
+                    match restart() {
+                        Ok(()) => ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close),
+                        Err(e) => self.message = Some(format!("restart failed: {e:#}")),
+                    }
+                }
+            });
+        } else if let Some(m) = &self.message {
+            ui.colored_label(Color32::from_rgb(255, 170, 90), m);
+        }
+        open
+    }
+}
+
+/// The command that starts this program again with the arguments it was given.
+pub fn restart_command() -> Result<std::process::Command> {
+    let exe = std::env::current_exe().context("finding the tessera executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1));
+    Ok(cmd)
+}
+
+/// After a lost device: starts a new tessera process (which opens a new device) with this
+/// one's arguments; the caller then closes this window. A restart of the GPU state inside the
+/// process is not possible, because eframe's renderer shares the lost device.
+fn restart() -> Result<()> {
+    restart_command()?
+        .spawn()
+        .context("starting a new tessera process")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_command;
+
+    /// The restart after a lost device runs this same program with the same arguments.
+    #[test]
+    fn restart_runs_this_program_with_its_arguments() {
+        let cmd = restart_command().expect("command");
+        assert_eq!(
+            std::path::Path::new(cmd.get_program()),
+            std::env::current_exe().expect("exe")
+        );
+        let args: Vec<_> = cmd.get_args().collect();
+        let want: Vec<_> = std::env::args_os().skip(1).collect();
+        assert_eq!(args, want.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    }
+}
