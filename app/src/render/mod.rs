@@ -1,0 +1,195 @@
+//! `tessera --render OUT.png`: headless generation with any model family, sampler and schedule,
+//! inpainting, outpainting, img2img, PNGs with their settings, token dumps, and animations of
+//! the decoding. The arguments and their checks against the model are in `plan`, the animation
+//! in `animation`, writing the outputs (and checking them before any work) in `output`.
+
+mod animation;
+mod output;
+mod plan;
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use tessera_engine::GpuContext;
+use tessera_engine::pipeline::settings::{Condition, Settings};
+use tessera_engine::pipeline::{self, Model};
+use tessera_engine::sampling::{SamplerKind, Schedule};
+
+use animation::Animation;
+pub use animation::frame;
+pub use output::gif_bytes;
+use output::{check_outputs, write_outputs};
+use plan::{check_options, request};
+pub use plan::{mask_to_grid, plan};
+
+#[derive(Args, Clone, Default)]
+pub struct RenderArgs {
+    /// Render headlessly to this PNG (with --batch N > 1: OUT-1.png … OUT-N.png).
+    #[arg(long, value_name = "OUT.png")]
+    pub render: Option<PathBuf>,
+    /// Model folder or hub id (default: the embedded model in assets/models/emoji).
+    #[arg(long, value_name = "DIR|ID")]
+    pub model: Option<String>,
+    /// What to draw.
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+    /// Class label for class-conditional models (MaskGIT's ImageNet checkpoints: 0–999).
+    #[arg(long, value_name = "N")]
+    pub class: Option<u32>,
+    /// What to steer away from (classifier-free guidance's unconditional branch).
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// Random seed (default: a fresh one, printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Decoding steps (default: the model folder's tessera.json, else 12).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Decoding rule: maskgit, amused or paella (default: amused).
+    #[arg(long, value_name = "NAME")]
+    pub sampler: Option<SamplerKind>,
+    /// Mask schedule: cosine, linear, square, cubic, sqrt, pow:P, log, exp (default: the
+    /// model's scheduler setting; linear when inpainting, as the reference inpaint pipeline).
+    #[arg(long, value_name = "NAME")]
+    pub schedule: Option<Schedule>,
+    /// Classifier-free guidance scale (default: the model folder's tessera.json, else 10; ≤ 1
+    /// turns guidance off).
+    #[arg(long, value_name = "S")]
+    pub guidance: Option<f32>,
+    /// Re-masking (choice) temperature T0[:T1] (default: 2:0 for amused, or the model folder's
+    /// tessera.json; 4.5 for maskgit).
+    #[arg(long, value_name = "T0[:T1]")]
+    pub choice_temperature: Option<String>,
+    /// Paella's sampling temperature T0[:T1] (default 1:0.2).
+    #[arg(long, value_name = "T0[:T1]")]
+    pub softmax_temperature: Option<String>,
+    /// Start from this image: img2img, or inpainting with --mask.
+    #[arg(long, value_name = "IN.png")]
+    pub image: Option<PathBuf>,
+    /// Inpainting mask, same size as --image: white = repaint.
+    #[arg(long, value_name = "MASK.png", requires = "image")]
+    pub mask: Option<PathBuf>,
+    /// Outpainting: extend the --image canvas by LEFT,TOP,RIGHT,BOTTOM pixels (multiples of the
+    /// VQ scale, e.g. 16) and generate only the new area.
+    #[arg(
+        long,
+        value_name = "L,T,R,B",
+        requires = "image",
+        conflicts_with = "mask"
+    )]
+    pub outpaint: Option<String>,
+    /// img2img strength in (0, 1]: the fraction of the schedule re-run (default 0.5).
+    #[arg(long, value_name = "F")]
+    pub strength: Option<f64>,
+    /// Images per prompt.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub batch: usize,
+    /// Also write the final tokens (i64 [B, h, w]) to this safetensors file.
+    #[arg(long, value_name = "F.safetensors")]
+    pub tokens_out: Option<PathBuf>,
+    /// Also write an animated GIF of the decoding (token grid | decoded preview, per step).
+    #[arg(long, value_name = "STEPS.gif")]
+    pub gif: Option<PathBuf>,
+    /// Also write one PNG per step into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub frames: Option<PathBuf>,
+}
+
+/// Where `--model` points: a folder, a checkpoint file or a hub id in the local cache
+/// ([`Model::locate`]), or without one the embedded default model's folder (see
+/// [`crate::embedded`]).
+pub fn model_path(arg: Option<&str>) -> Result<PathBuf> {
+    match arg {
+        Some(m) => Ok(Model::locate(m)?),
+        None => crate::embedded::default_model(),
+    }
+}
+
+/// Opens `--model` (any family) on `ctx`.
+pub fn open_model(ctx: &GpuContext, arg: Option<&str>) -> Result<Model> {
+    Ok(Model::open(ctx, &model_path(arg)?)?)
+}
+
+/// How the model appears in the settings text: as the user named it, or the embedded model.
+pub fn model_name(arg: Option<&str>) -> String {
+    arg.map_or_else(|| "emoji".to_owned(), str::to_owned)
+}
+
+/// ImageNet-1k class names in label order (assets/imagenet_classes.txt).
+pub const IMAGENET_CLASSES: &str = include_str!("../../../assets/imagenet_classes.txt");
+
+/// The name of `class` when the model has the 1000 ImageNet classes.
+pub fn class_name(class: u32, num_classes: usize) -> Option<&'static str> {
+    (num_classes == 1000)
+        .then(|| IMAGENET_CLASSES.lines().nth(class as usize))
+        .flatten()
+}
+
+/// Runs `--render`: every check, then the model, the run and the outputs.
+pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
+    check_options(a)?;
+    check_outputs(a, out)?;
+    let ctx = GpuContext::new()?;
+    let model = open_model(&ctx, a.model.as_deref())?;
+    let plan = plan(a, &model)?;
+    let mut animation = Animation::new(a)?;
+    let req = request(a, &model, &plan);
+    let opts = &plan.opts;
+    let what = match req.condition {
+        Condition::Class { label, name } => match name {
+            Some(n) => format!("class {label} ({n})"),
+            None => format!("class {label}"),
+        },
+        Condition::Text { .. } => format!("guidance {}", plan.guidance),
+    };
+    eprintln!(
+        "seed {} · {} sampler · {} schedule · {} steps · {what}",
+        opts.seed, opts.kind, opts.schedule, opts.steps
+    );
+    let bar = ProgressBar::new(opts.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg}")
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let mask_id = model.mask_id();
+    let mut fixed_per_step: Vec<usize> = Vec::new();
+    let generated = pipeline::generate(&ctx, &model, &req, &mut |ev| {
+        fixed_per_step.push(ev.newly_fixed.iter().filter(|f| **f).count());
+        bar.set_position(ev.step as u64 + 1);
+        bar.set_message(format!("{:.0} ms/step", ev.ms));
+        animation.record(ev, mask_id, |first| {
+            Ok(model.decode(&ctx, first, 1, ev.grid)?)
+        });
+        ControlFlow::Continue(())
+    })?;
+    bar.finish_and_clear();
+    let counts: Vec<String> = fixed_per_step.iter().map(usize::to_string).collect();
+    eprintln!("tokens fixed per step: {}", counts.join(" "));
+    let frames = animation.finish()?;
+    let (images, (w, h)) =
+        model.decode(&ctx, &generated.tokens, generated.batch, generated.grid)?;
+    let model_name = model_name(a.model.as_deref());
+    let params = Settings {
+        condition: req.condition,
+        sampler: opts,
+        guidance: model.has_guidance().then_some(plan.guidance),
+        size: (w, h),
+        model: &model_name,
+    }
+    .parameters();
+    let text = HashMap::from([("parameters".to_owned(), params)]);
+    write_outputs(
+        a,
+        out,
+        &images,
+        (w, h),
+        &text,
+        &generated.tokens,
+        (generated.batch, generated.grid),
+        &frames,
+    )
+}
