@@ -117,7 +117,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut emit = |t: KernelTiming| {
         if !args.json {
             println!(
-                "{:<10} {:<24} {:<4} {:>10.3} ms {:>9.2} GFLOPS",
+                "{:<14} {:<24} {:<4} {:>10.3} ms {:>9.2} GFLOPS",
                 t.name,
                 format!("{:?}", t.shape),
                 t.dtype,
@@ -129,8 +129,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     if !args.no_kernels {
         for &n in &args.sizes {
-            emit(bench::matmul(&ctx, n, false, budget)?);
-            emit(bench::matmul(&ctx, n, true, budget)?);
+            emit(bench::matmul(&ctx, n, false, None, budget)?);
+            emit(bench::matmul(&ctx, n, true, None, budget)?);
+            // The same product by every other kernel strategy, to compare.
+            for s in bench::other_matmul_strategies(&ctx, n) {
+                emit(bench::matmul(&ctx, n, false, Some(s), budget)?);
+            }
         }
         // aMUSEd-256 shapes with guidance (two rows): 16 heads × 64 over 256 image tokens,
         // self and cross (77 text tokens).

@@ -10,8 +10,9 @@ use crate::models::amused::GenerationDefaults;
 use crate::ops;
 use crate::ops::attention::AttentionSpec;
 use crate::ops::conv::Conv2dSpec;
-use crate::ops::matmul::BLayout;
+use crate::ops::matmul::{BLayout, Epilogue, MatmulStrategy, Problem};
 use crate::pipeline::{self, Condition, Model, ModelConditioning};
+use crate::shaders::WeightFormat;
 
 /// One measured kernel configuration.
 #[derive(Clone, Debug)]
@@ -61,26 +62,70 @@ fn time_it(
     Ok(start.elapsed().as_secs_f64() * 1e3 / f64::from(calls))
 }
 
-/// Matmul `[n, n] × [n, n]ᵀ` with f32 or f16 weights.
-pub fn matmul(ctx: &GpuContext, n: usize, f16: bool, budget: Duration) -> Result<KernelTiming> {
+/// Matmul `[n, n] × [n, n]ᵀ` with f32 or f16 weights, by the kernel
+/// [`MatmulStrategy::choose`] picks (`strategy` None; named "matmul") or by `strategy` (named
+/// "matmul/<strategy>").
+pub fn matmul(
+    ctx: &GpuContext,
+    n: usize,
+    f16: bool,
+    strategy: Option<MatmulStrategy>,
+    budget: Duration,
+) -> Result<KernelTiming> {
     let a = Tensor::from_f32(ctx, "bench.a", &[n, n], &pseudo_random(n * n, 1))?;
     let w = pseudo_random(n * n, 2);
-    let b = if f16 {
-        Tensor::from_f32_as_f16(ctx, "bench.b", &[n, n], &w)?
+    let (b, format) = if f16 {
+        let format = if ctx.has_f16() {
+            WeightFormat::F16
+        } else {
+            WeightFormat::F16Packed
+        };
+        (
+            Tensor::from_f32_as_f16(ctx, "bench.b", &[n, n], &w)?,
+            format,
+        )
     } else {
-        Tensor::from_f32(ctx, "bench.b", &[n, n], &w)?
+        (
+            Tensor::from_f32(ctx, "bench.b", &[n, n], &w)?,
+            WeightFormat::F32,
+        )
     };
     let ms = time_it(ctx, budget, |rec| {
-        ops::matmul::matmul(rec, &a, &b, None, BLayout::NK)
+        ops::matmul::matmul_with_strategy(
+            rec,
+            &a,
+            &b,
+            &Epilogue::default(),
+            BLayout::NK,
+            format,
+            strategy,
+        )
     })?;
     let flops = 2.0 * (n as f64).powi(3);
     Ok(KernelTiming {
-        name: "matmul".into(),
+        name: strategy.map_or_else(|| "matmul".into(), |s| format!("matmul/{s:?}")),
         shape: vec![n, n, n],
         dtype: if f16 { "f16" } else { "f32" },
         ms,
         gflops: flops / (ms * 1e6),
     })
+}
+
+/// The matmul strategies other than the chosen one that compute `[n, n] × [n, n]ᵀ` (for the
+/// kernel table's comparison rows).
+pub fn other_matmul_strategies(ctx: &GpuContext, n: usize) -> Vec<MatmulStrategy> {
+    let problem = Problem {
+        m: n,
+        n,
+        k: n,
+        layout: BLayout::NK,
+        gated: false,
+    };
+    let chosen = MatmulStrategy::choose(ctx.kernel_family(), &problem);
+    MatmulStrategy::ALL
+        .into_iter()
+        .filter(|s| *s != chosen && s.supports(&problem))
+        .collect()
 }
 
 /// Fused attention, `batch × heads` heads of `head_dim` over `lq` queries and `lk` keys.

@@ -9,6 +9,7 @@ use std::fmt;
 
 const ACTIVATION: &str = include_str!("../../shaders/activation.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+const MATMUL_TILE64: &str = include_str!("../../shaders/matmul_tile64.wgsl");
 const MATMUL_EPILOGUE: &str = include_str!("../../shaders/matmul_epilogue.wgsl");
 const WEIGHTS_F32: &str = include_str!("../../shaders/weights_f32.wgsl");
 const WEIGHTS_F16: &str = include_str!("../../shaders/weights_f16.wgsl");
@@ -42,6 +43,9 @@ pub enum WeightFormat {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Module {
     Matmul(WeightFormat),
+    /// 64×64 tiles with 8×8 outputs per invocation, for large products on GPUs
+    /// (`matmul_tile64.wgsl`).
+    MatmulTile64(WeightFormat),
     /// The register-blocked matmul for CPU adapters (`matmul_rows.wgsl`).
     MatmulRows(WeightFormat),
     Attention,
@@ -58,10 +62,13 @@ pub enum Module {
 }
 
 impl Module {
-    pub const ALL: [Module; 15] = [
+    pub const ALL: [Module; 18] = [
         Module::Matmul(WeightFormat::F32),
         Module::Matmul(WeightFormat::F16),
         Module::Matmul(WeightFormat::F16Packed),
+        Module::MatmulTile64(WeightFormat::F32),
+        Module::MatmulTile64(WeightFormat::F16),
+        Module::MatmulTile64(WeightFormat::F16Packed),
         Module::MatmulRows(WeightFormat::F32),
         Module::MatmulRows(WeightFormat::F16),
         Module::MatmulRows(WeightFormat::F16Packed),
@@ -81,6 +88,9 @@ impl Module {
             Module::Matmul(WeightFormat::F32) => "matmul_f32",
             Module::Matmul(WeightFormat::F16) => "matmul_f16",
             Module::Matmul(WeightFormat::F16Packed) => "matmul_f16_packed",
+            Module::MatmulTile64(WeightFormat::F32) => "matmul_tile64_f32",
+            Module::MatmulTile64(WeightFormat::F16) => "matmul_tile64_f16",
+            Module::MatmulTile64(WeightFormat::F16Packed) => "matmul_tile64_f16_packed",
             Module::MatmulRows(WeightFormat::F32) => "matmul_rows_f32",
             Module::MatmulRows(WeightFormat::F16) => "matmul_rows_f16",
             Module::MatmulRows(WeightFormat::F16Packed) => "matmul_rows_f16_packed",
@@ -99,13 +109,18 @@ impl Module {
     /// The complete WGSL text of the module.
     pub fn source(self) -> String {
         match self {
-            Module::Matmul(w) => {
+            Module::Matmul(w) | Module::MatmulTile64(w) => {
                 let prelude = match w {
                     WeightFormat::F32 => WEIGHTS_F32,
                     WeightFormat::F16 => WEIGHTS_F16,
                     WeightFormat::F16Packed => WEIGHTS_F16_PACKED,
                 };
-                format!("{prelude}\n{ACTIVATION}\n{MATMUL}\n{MATMUL_EPILOGUE}")
+                let kernel = if matches!(self, Module::Matmul(_)) {
+                    MATMUL
+                } else {
+                    MATMUL_TILE64
+                };
+                format!("{prelude}\n{ACTIVATION}\n{kernel}\n{MATMUL_EPILOGUE}")
             }
             Module::MatmulRows(w) => {
                 let prelude = match w {
@@ -131,7 +146,9 @@ impl Module {
     pub fn needs_f16(self) -> bool {
         matches!(
             self,
-            Module::Matmul(WeightFormat::F16) | Module::MatmulRows(WeightFormat::F16)
+            Module::Matmul(WeightFormat::F16)
+                | Module::MatmulTile64(WeightFormat::F16)
+                | Module::MatmulRows(WeightFormat::F16)
         )
     }
 }

@@ -16,12 +16,12 @@ fn parse(module: Module) -> (naga::Module, naga::valid::ModuleInfo) {
     // SHADER_FLOAT16_IN_FLOAT32 (unpack2x16float) with the SHADER_F16_IN_F32 downlevel flag,
     // which every Vulkan, Metal and DX12 adapter has.
     let caps = match module {
-        Module::Matmul(WeightFormat::F16) | Module::MatmulRows(WeightFormat::F16) => {
-            Capabilities::SHADER_FLOAT16
-        }
-        Module::Matmul(WeightFormat::F16Packed) | Module::MatmulRows(WeightFormat::F16Packed) => {
-            Capabilities::SHADER_FLOAT16_IN_FLOAT32
-        }
+        Module::Matmul(WeightFormat::F16)
+        | Module::MatmulTile64(WeightFormat::F16)
+        | Module::MatmulRows(WeightFormat::F16) => Capabilities::SHADER_FLOAT16,
+        Module::Matmul(WeightFormat::F16Packed)
+        | Module::MatmulTile64(WeightFormat::F16Packed)
+        | Module::MatmulRows(WeightFormat::F16Packed) => Capabilities::SHADER_FLOAT16_IN_FLOAT32,
         _ => Capabilities::empty(),
     };
     let info = Validator::new(ValidationFlags::all(), caps)

@@ -23,6 +23,8 @@ pub(crate) struct Params {
 }
 
 const TILE: u32 = 32;
+/// Rows and columns of C per workgroup in `matmul_tile64.wgsl`.
+const TILE64: u32 = 64;
 /// Rows and columns of C per workgroup in `matmul_rows.wgsl`.
 const ROWS_TILE_M: u32 = 64;
 const ROWS_TILE_N: u32 = 128;
@@ -39,6 +41,12 @@ fn spec(format: WeightFormat, trans_b: bool, gated: bool, act: Option<Activation
         .with("ACT", act_code(act))
 }
 
+fn tile64_spec(format: WeightFormat, trans_b: bool, act: Option<Activation>) -> KernelSpec {
+    KernelSpec::new(Module::MatmulTile64(format), "matmul_tile64")
+        .with("TRANS_B", f64::from(u8::from(trans_b)))
+        .with("ACT", act_code(act))
+}
+
 fn rows_spec(format: WeightFormat, gated: bool, act: Option<Activation>) -> KernelSpec {
     KernelSpec::new(Module::MatmulRows(format), "matmul_rows")
         .with("GATED", f64::from(u8::from(gated)))
@@ -48,6 +56,67 @@ fn rows_spec(format: WeightFormat, gated: bool, act: Option<Activation>) -> Kern
 /// Whether `matmul_rows.wgsl` handles this problem: B in `[N, K]` layout and K a multiple of 4.
 pub fn rows_supported(layout: BLayout, k: usize) -> bool {
     layout == BLayout::NK && k.is_multiple_of(4)
+}
+
+/// The shape of one product, as the kernel choice sees it: C is `[M, N]` (per batch entry),
+/// K the inner size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub layout: BLayout,
+    pub gated: bool,
+}
+
+/// The matmul kernels as named strategies. [`MatmulStrategy::choose`] is the one place that
+/// picks one for a product; the kernel tests and `tessera bench` run every strategy that
+/// [`supports`](MatmulStrategy::supports) the product, against the same CPU reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulStrategy {
+    /// `matmul_rows.wgsl`: register blocks of 8 rows × 16 columns without workgroup memory,
+    /// for adapters that run on the CPU. B in `[N, K]` layout, K a multiple of 4.
+    Rows,
+    /// `matmul.wgsl`: 32×32 workgroup-memory tiles, 4×4 outputs per invocation. Every product,
+    /// gated units included.
+    Tile32,
+    /// `matmul_tile64.wgsl`: 64×64 tiles, 8×8 outputs per invocation (twice the multiply-adds
+    /// per workgroup-memory load). Not for gated units.
+    Tile64,
+}
+
+impl MatmulStrategy {
+    pub const ALL: [MatmulStrategy; 3] = [
+        MatmulStrategy::Rows,
+        MatmulStrategy::Tile32,
+        MatmulStrategy::Tile64,
+    ];
+
+    /// Whether the kernel computes `problem`.
+    pub fn supports(self, problem: &Problem) -> bool {
+        match self {
+            MatmulStrategy::Rows => rows_supported(problem.layout, problem.k),
+            MatmulStrategy::Tile32 => true,
+            MatmulStrategy::Tile64 => !problem.gated,
+        }
+    }
+
+    /// The kernel for `problem` on a recorder picking `family`'s kernels: on CPU adapters the
+    /// register-blocked one where it applies; on GPUs 64×64 tiles for products of at least
+    /// 128 × 128 (smaller ones keep more workgroups with 32×32 tiles), else 32×32 tiles.
+    pub fn choose(family: KernelFamily, problem: &Problem) -> Self {
+        match family {
+            KernelFamily::Cpu if MatmulStrategy::Rows.supports(problem) => MatmulStrategy::Rows,
+            KernelFamily::Tiled
+                if problem.m >= 128
+                    && problem.n >= 128
+                    && MatmulStrategy::Tile64.supports(problem) =>
+            {
+                MatmulStrategy::Tile64
+            }
+            _ => MatmulStrategy::Tile32,
+        }
+    }
 }
 
 pub(crate) fn specs() -> Vec<KernelSpec> {
@@ -60,6 +129,7 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
         for act in Activation::ALL.map(Some).into_iter().chain([None]) {
             for t in [false, true] {
                 v.push(spec(f, t, false, act));
+                v.push(tile64_spec(f, t, act));
             }
             v.push(spec(f, true, true, act));
             v.push(rows_spec(f, false, act));
@@ -190,9 +260,8 @@ pub fn matmul_fused(
     matmul_with_format(rec, a, b, epilogue, layout, format)
 }
 
-/// [`matmul`] with the weight-reading kernel chosen by the caller (tests and benchmarks). The
-/// recorder's kernel family picks the kernel: the CPU family's register-blocked one
-/// (`matmul_rows.wgsl`) where [`rows_supported`], else the workgroup-tiled one (`matmul.wgsl`).
+/// [`matmul`] with the weight-reading kernel chosen by the caller (tests and benchmarks); the
+/// kernel is [`MatmulStrategy::choose`]'s for the recorder's kernel family.
 pub fn matmul_with_format(
     rec: &mut Recorder<'_>,
     a: &Tensor,
@@ -200,6 +269,24 @@ pub fn matmul_with_format(
     epilogue: &Epilogue<'_>,
     layout: BLayout,
     format: WeightFormat,
+) -> Result<Tensor> {
+    matmul_with_strategy(rec, a, b, epilogue, layout, format, None)
+}
+
+/// [`matmul_with_format`] with the kernel named by the caller (`None`: the chosen one), for
+/// the tests and the benchmark that compare strategies.
+///
+/// # Errors
+/// A strategy that does not [support](MatmulStrategy::supports) the product, and everything
+/// [`matmul`] refuses.
+pub fn matmul_with_strategy(
+    rec: &mut Recorder<'_>,
+    a: &Tensor,
+    b: &Tensor,
+    epilogue: &Epilogue<'_>,
+    layout: BLayout,
+    format: WeightFormat,
+    strategy: Option<MatmulStrategy>,
 ) -> Result<Tensor> {
     const OP: &str = "matmul";
     a.expect_dtype(OP, DType::F32)?;
@@ -304,39 +391,64 @@ pub fn matmul_with_format(
         c_batch_stride: to_u32(OP, "C batch stride", m * n)?,
         flags: epilogue.flags(),
     };
-    let rows = rec.kernel_family() == KernelFamily::Cpu && rows_supported(layout, k);
-    let (kernel_spec, groups) = if rows {
-        // A gated workgroup spends half its columns on gates.
-        let per_group = if epilogue.gated {
-            ROWS_TILE_N / 2
-        } else {
-            ROWS_TILE_N
-        };
-        let groups = [
-            params.n.div_ceil(per_group),
-            params.m.div_ceil(ROWS_TILE_M),
-            params.batch,
-        ];
-        (
-            rows_spec(format, epilogue.gated, epilogue.activation),
-            groups,
-        )
-    } else {
-        let per_group = if epilogue.gated { TILE / 2 } else { TILE };
-        let groups = [
-            params.n.div_ceil(per_group),
-            params.m.div_ceil(TILE),
-            params.batch,
-        ];
-        (
-            spec(
-                format,
-                layout == BLayout::NK,
-                epilogue.gated,
-                epilogue.activation,
-            ),
-            groups,
-        )
+    let problem = Problem {
+        m: gm,
+        n,
+        k,
+        layout,
+        gated: epilogue.gated,
+    };
+    let strategy =
+        strategy.unwrap_or_else(|| MatmulStrategy::choose(rec.kernel_family(), &problem));
+    if !strategy.supports(&problem) {
+        return Err(Error::shape(
+            OP,
+            format!("the {strategy:?} kernel does not compute {problem:?}"),
+        ));
+    }
+    let (kernel_spec, groups) = match strategy {
+        MatmulStrategy::Rows => {
+            // A gated workgroup spends half its columns on gates.
+            let per_group = if epilogue.gated {
+                ROWS_TILE_N / 2
+            } else {
+                ROWS_TILE_N
+            };
+            let groups = [
+                params.n.div_ceil(per_group),
+                params.m.div_ceil(ROWS_TILE_M),
+                params.batch,
+            ];
+            (
+                rows_spec(format, epilogue.gated, epilogue.activation),
+                groups,
+            )
+        }
+        MatmulStrategy::Tile32 => {
+            let per_group = if epilogue.gated { TILE / 2 } else { TILE };
+            let groups = [
+                params.n.div_ceil(per_group),
+                params.m.div_ceil(TILE),
+                params.batch,
+            ];
+            (
+                spec(
+                    format,
+                    layout == BLayout::NK,
+                    epilogue.gated,
+                    epilogue.activation,
+                ),
+                groups,
+            )
+        }
+        MatmulStrategy::Tile64 => (
+            tile64_spec(format, layout == BLayout::NK, epilogue.activation),
+            [
+                params.n.div_ceil(TILE64),
+                params.m.div_ceil(TILE64),
+                params.batch,
+            ],
+        ),
     };
     rec.dispatch(
         &kernel_spec,

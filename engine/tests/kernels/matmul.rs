@@ -1,5 +1,6 @@
 use tessera_engine::ops::matmul::{
-    Activation, BLayout, Epilogue, linear, matmul, matmul_with_format, rows_supported,
+    Activation, BLayout, Epilogue, MatmulStrategy, Problem, linear, matmul, matmul_with_format,
+    matmul_with_strategy,
 };
 use tessera_engine::shaders::WeightFormat;
 use tessera_engine::{DType, Error, Tensor};
@@ -37,6 +38,23 @@ fn reference(
         }
     }
     c
+}
+
+/// The kernel strategies that compute a product of this shape (at least one always does).
+fn strategies(m: usize, n: usize, k: usize, layout: BLayout, gated: bool) -> Vec<MatmulStrategy> {
+    let problem = Problem {
+        m,
+        n,
+        k,
+        layout,
+        gated,
+    };
+    let v: Vec<MatmulStrategy> = MatmulStrategy::ALL
+        .into_iter()
+        .filter(|s| s.supports(&problem))
+        .collect();
+    assert!(v.contains(&MatmulStrategy::Tile32));
+    v
 }
 
 fn round_f16(v: &[f32]) -> Vec<f32> {
@@ -77,28 +95,24 @@ fn check(
     let tbias = bias.as_ref().map(|v| upload("bias", &[n], v));
     let want = reference(&a, &b, bias.as_deref(), batch, m, n, k, layout, b_batched);
     let atol = 2e-5 * (k as f64).sqrt();
-    // Both families' kernels, whatever the adapter would pick (the register-blocked one only
-    // where it applies; elsewhere the CPU family falls back to the tiled one).
-    let families = if rows_supported(layout, k) {
-        &FAMILIES[..]
-    } else {
-        &FAMILIES[..1]
-    };
-    for &family in families {
-        let out = run_in(family, |rec| {
-            matmul_with_format(
+    // Every kernel strategy that computes this product, whatever the adapter would pick.
+    let gm = if b_batched { m } else { batch * m };
+    for strategy in strategies(gm, n, k, layout, false) {
+        let out = run(|rec| {
+            matmul_with_strategy(
                 rec,
                 &ta,
                 &tb,
                 &Epilogue::bias(tbias.as_ref()),
                 layout,
                 format,
+                Some(strategy),
             )
         });
         assert_eq!(out.shape(), &[batch, m, n]);
         assert_close(
             &format!(
-                "matmul {batch}x{m}x{n}x{k} {layout:?} batched={b_batched} {format:?} {family:?}"
+                "matmul {batch}x{m}x{n}x{k} {layout:?} batched={b_batched} {format:?} {strategy:?}"
             ),
             &download(&out),
             &want,
@@ -408,14 +422,22 @@ fn epilogue_bias_activation_residual_and_gated_units() {
                         residual: tres.as_ref(),
                         gated,
                     };
-                    for family in FAMILIES {
-                        let out = run_in(family, |rec| {
-                            matmul_with_format(rec, &ta, &tb, &epilogue, BLayout::NK, format)
+                    for strategy in strategies(batch * m, n, k, BLayout::NK, gated) {
+                        let out = run(|rec| {
+                            matmul_with_strategy(
+                                rec,
+                                &ta,
+                                &tb,
+                                &epilogue,
+                                BLayout::NK,
+                                format,
+                                Some(strategy),
+                            )
                         });
                         assert_eq!(out.shape(), &[batch, m, n]);
                         assert_close(
                             &format!(
-                                "epilogue {batch}x{m}x{n}x{k} gated={gated} {act:?} bias={with_bias} residual={with_residual} {format:?} {family:?}"
+                                "epilogue {batch}x{m}x{n}x{k} gated={gated} {act:?} bias={with_bias} residual={with_residual} {format:?} {strategy:?}"
                             ),
                             &download(&out),
                             &want,
@@ -451,4 +473,70 @@ fn epilogue_shapes_are_checked() {
     };
     let err = matmul_with_format(&mut rec, &a, &b, &gated, BLayout::NK, WeightFormat::F32);
     assert!(matches!(err, Err(Error::Shape { .. })), "odd gated B");
+}
+
+/// The 64×64 kernel at sizes across and off its tile (and the choice that sends large GPU
+/// products to it), with every epilogue flag; gated units are refused by name.
+#[test]
+fn tile64_kernel_edges_and_choice() {
+    let cases = [
+        (1, 64, 64, 16, BLayout::NK),
+        (1, 65, 63, 17, BLayout::KN),
+        (2, 130, 129, 40, BLayout::NK),
+        (1, 1, 200, 33, BLayout::KN),
+        (1, 128, 128, 128, BLayout::NK),
+    ];
+    for (seed, &(batch, m, n, k, layout)) in (1200u64..).zip(&cases) {
+        check(
+            batch,
+            m,
+            n,
+            k,
+            layout,
+            false,
+            seed % 2 == 0,
+            WeightFormat::F32,
+            seed,
+        );
+    }
+    let big = Problem {
+        m: 512,
+        n: 1024,
+        k: 1024,
+        layout: BLayout::NK,
+        gated: false,
+    };
+    use tessera_engine::gpu::KernelFamily;
+    assert_eq!(
+        MatmulStrategy::choose(KernelFamily::Tiled, &big),
+        MatmulStrategy::Tile64
+    );
+    assert_eq!(
+        MatmulStrategy::choose(KernelFamily::Tiled, &Problem { gated: true, ..big }),
+        MatmulStrategy::Tile32
+    );
+    assert_eq!(
+        MatmulStrategy::choose(KernelFamily::Tiled, &Problem { m: 16, ..big }),
+        MatmulStrategy::Tile32
+    );
+    assert_eq!(
+        MatmulStrategy::choose(KernelFamily::Cpu, &big),
+        MatmulStrategy::Rows
+    );
+    let a = upload("a", &[2, 8], &[0.5; 16]);
+    let b = upload("b", &[6, 8], &[0.5; 48]);
+    let err = tessera_engine::ops::matmul::matmul_with_strategy(
+        &mut ctx().recorder(),
+        &a,
+        &b,
+        &Epilogue {
+            gated: true,
+            ..Epilogue::default()
+        },
+        BLayout::NK,
+        WeightFormat::F32,
+        Some(MatmulStrategy::Tile64),
+    )
+    .expect_err("gated on Tile64");
+    assert!(err.to_string().contains("Tile64"), "{err}");
 }
