@@ -423,6 +423,7 @@ fn bench_json_has_the_documented_fields() {
         assert!(e[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {e}");
     }
     assert!(e["peak_bytes"].as_u64().is_some_and(|x| x > 0));
+    assert!(v.get("pipeline_cache_loaded_bytes").is_some(), "{v}");
 }
 
 /// The `parameters` text of a PNG from whichever chunk holds it (tEXt or iTXt).
@@ -1045,4 +1046,54 @@ fn a_device_lost_mid_run_is_device_lost_and_a_new_context_renders() {
     drop(ctx);
     let again = GpuContext::new().expect("adapter");
     assert!(run(&again, None).is_ok(), "a new context failed");
+}
+
+/// The driver's pipeline cache is persisted under the user cache folder for the next process,
+/// `TESSERA_PIPELINE_CACHE=0` leaves it alone, and a damaged cache file is ignored: every run
+/// renders the same image.
+#[test]
+fn the_pipeline_cache_persists_and_a_damaged_one_is_ignored() {
+    let cache = tmp("pipeline-cache-home");
+    let _ = std::fs::remove_dir_all(&cache);
+    let model = fixture("tiny-b").join("model");
+    let render = |png: &Path, extra: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.args([
+            "--render",
+            s(png),
+            "--model",
+            s(&model),
+            "--prompt",
+            "blue heart",
+        ])
+        .args(["--seed", "4", "--steps", "3"])
+        .env("XDG_CACHE_HOME", &cache)
+        .env("RUST_LOG", "error");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().expect("run");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(png).expect("png")
+    };
+    let dir = cache.join("tessera/pipelines");
+    let first = render(&tmp("pc-off.png"), &[("TESSERA_PIPELINE_CACHE", "0")]);
+    assert!(!dir.exists(), "TESSERA_PIPELINE_CACHE=0 wrote a cache");
+    let ctx = GpuContext::new().expect("adapter");
+    let has_cache = ctx.features().contains(wgpu::Features::PIPELINE_CACHE)
+        && wgpu::util::pipeline_cache_key(&ctx.info).is_some();
+    drop(ctx);
+    assert_eq!(render(&tmp("pc-1.png"), &[]), first);
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    if has_cache {
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(std::fs::metadata(&files[0]).expect("file").len() > 0);
+        assert_eq!(render(&tmp("pc-2.png"), &[]), first, "from the cache");
+        std::fs::write(&files[0], b"not a pipeline cache").expect("damage");
+        assert_eq!(render(&tmp("pc-3.png"), &[]), first, "damaged cache");
+    } else {
+        assert!(files.is_empty(), "{files:?}");
+    }
 }

@@ -230,6 +230,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         });
         let out = serde_json::json!({
             "adapter": { "name": ctx.info.name, "backend": format!("{:?}", ctx.info.backend) },
+            "pipeline_cache_loaded_bytes": ctx.pipeline_cache_loaded(),
             "kernels": kernels,
             "end_to_end": end_to_end,
             "profile": profile,

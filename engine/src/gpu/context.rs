@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::pipeline::PipelineCache;
+use super::pipeline::Pipelines;
 use super::pool::BufferPool;
 use super::profile::{Profile, ProfileClock, ProfileState};
 use crate::error::{Error, Result};
@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 /// Optional features the engine uses when the adapter has them.
 pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
-    .union(wgpu::Features::TIMESTAMP_QUERY);
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::PIPELINE_CACHE);
 
 /// A device, its queue, and the engine state tied to them.
 pub struct GpuContext {
@@ -21,7 +22,7 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub(crate) pool: Arc<BufferPool>,
-    pub(crate) pipelines: PipelineCache,
+    pub(crate) pipelines: Pipelines,
     /// The first GPU error wgpu reported asynchronously (validation, out of memory), taken by
     /// the next readback.
     device_error: Arc<std::sync::Mutex<Option<String>>>,
@@ -183,6 +184,7 @@ impl GpuContext {
                 info.name
             );
         }
+        let pipelines = Pipelines::new(&device, &info);
         let kernels = KernelFamily::choose(&info);
         log::info!("kernel family: {kernels:?}");
         Self {
@@ -194,7 +196,7 @@ impl GpuContext {
             queue,
             info,
             pool: Arc::new(BufferPool::default()),
-            pipelines: PipelineCache::default(),
+            pipelines,
             device_error,
             lost,
             limits,
@@ -214,6 +216,12 @@ impl GpuContext {
     /// The first asynchronous GPU error since the last call, if any.
     pub fn take_device_error(&self) -> Option<String> {
         self.device_error.lock().ok().and_then(|mut s| s.take())
+    }
+
+    /// Bytes of persisted driver pipeline cache this context started from: None without a
+    /// cache (no `PIPELINE_CACHE` feature, `TESSERA_PIPELINE_CACHE=0`), 0 on a first run.
+    pub fn pipeline_cache_loaded(&self) -> Option<usize> {
+        self.pipelines.disk().map(|d| d.loaded)
     }
 
     pub fn limits(&self) -> &wgpu::Limits {

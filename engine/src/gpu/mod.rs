@@ -10,7 +10,7 @@ mod recorder;
 mod tensor;
 
 pub use context::{GpuContext, KernelFamily, WANTED_FEATURES, WorkCounts, is_software_adapter};
-pub use pipeline::PipelineCache;
+pub use pipeline::{DiskPipelineCache, Pipelines, user_cache_dir};
 pub use profile::{OpTime, Profile, ProfileClock};
 pub use recorder::{Binding, Recorder, linear_workgroups};
 pub(crate) use tensor::byte_len;

@@ -1,17 +1,140 @@
-//! Shader modules and compute pipelines, created once and cached by [`KernelSpec`].
+//! Shader modules and compute pipelines: [`Pipelines`] compiles each [`KernelSpec`] once per
+//! device and keeps it for the process; [`DiskPipelineCache`] is the driver's compiled code
+//! (wgpu's `PipelineCache`), persisted under the user's cache folder so that the next process
+//! on the same adapter and driver skips the driver's compilation.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::shaders::{KernelSpec, Module};
 
-#[derive(Default)]
-pub struct PipelineCache {
+/// The compiled pipelines of one device, by kernel configuration.
+pub struct Pipelines {
     modules: Mutex<HashMap<Module, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    disk: Option<DiskPipelineCache>,
+    /// Pipelines compiled by this process (the disk cache is written back when any were).
+    compiled: std::sync::atomic::AtomicUsize,
 }
 
-impl PipelineCache {
+impl Drop for Pipelines {
+    fn drop(&mut self) {
+        if let Some(d) = &self.disk
+            && *self.compiled.get_mut() > 0
+        {
+            d.save();
+        }
+    }
+}
+
+/// wgpu's pipeline cache of one adapter and driver, read from and written back to
+/// `<cache>/tessera/pipelines/<wgpu::util::pipeline_cache_key>`.
+pub struct DiskPipelineCache {
+    cache: wgpu::PipelineCache,
+    path: PathBuf,
+    /// Bytes read at start (0: none).
+    pub loaded: usize,
+}
+
+/// The user's cache folder: `$XDG_CACHE_HOME`, `~/.cache`, `%LOCALAPPDATA%`, else the temporary
+/// folder.
+pub fn user_cache_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home.map(|h| PathBuf::from(h).join(".cache")))
+        .or_else(|| std::env::var_os("LOCALAPPDATA").map(PathBuf::from))
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+impl DiskPipelineCache {
+    /// The cache for `device`, seeded from disk when an earlier process left one; None when
+    /// the device lacks `Features::PIPELINE_CACHE`, the backend has no cache key, or
+    /// `TESSERA_PIPELINE_CACHE=0`.
+    pub fn open(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> Option<Self> {
+        if std::env::var("TESSERA_PIPELINE_CACHE").is_ok_and(|v| v == "0")
+            || !device.features().contains(wgpu::Features::PIPELINE_CACHE)
+        {
+            return None;
+        }
+        let path = user_cache_dir()
+            .join("tessera/pipelines")
+            .join(wgpu::util::pipeline_cache_key(info)?);
+        let data = std::fs::read(&path).ok();
+        let loaded = data.as_ref().map_or(0, Vec::len);
+        log::debug!("pipeline cache {}: {loaded} bytes", path.display());
+        let cache = create(device, data.as_deref());
+        Some(Self {
+            cache,
+            path,
+            loaded,
+        })
+    }
+
+    /// Writes the cache's current contents back (atomically: a temporary file renamed over the
+    /// old one); failures only log.
+    pub fn save(&self) {
+        let Some(data) = self.cache.get_data() else {
+            return;
+        };
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            // Unique per process and save, so concurrent writers never share a temporary.
+            static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = self
+                .path
+                .with_extension(format!("tmp{}-{n}", std::process::id()));
+            std::fs::write(&tmp, &data)?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        match write() {
+            Ok(()) => log::debug!(
+                "pipeline cache {}: saved {} bytes",
+                self.path.display(),
+                data.len()
+            ),
+            Err(e) => log::warn!("pipeline cache {}: {e}", self.path.display()),
+        }
+    }
+}
+
+/// The one unsafe call of the pipeline cache.
+#[allow(unsafe_code)]
+fn create(device: &wgpu::Device, data: Option<&[u8]>) -> wgpu::PipelineCache {
+    // SAFETY: `data` is only ever bytes that `PipelineCache::get_data` returned, written by
+    // `DiskPipelineCache::save` to a file named by `wgpu::util::pipeline_cache_key` of this
+    // adapter (vendor, device, driver); wgpu and the driver validate the header and, with
+    // `fallback: true`, start an empty cache for data they do not accept.
+    unsafe {
+        device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+            label: Some("tessera"),
+            data,
+            fallback: true,
+        })
+    }
+}
+
+impl Pipelines {
+    /// The map for `device`, with the persisted driver cache where the device has one.
+    pub fn new(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> Self {
+        Self {
+            modules: Mutex::default(),
+            pipelines: Mutex::default(),
+            disk: DiskPipelineCache::open(device, info),
+            compiled: Default::default(),
+        }
+    }
+
+    /// The persisted driver cache, if any.
+    pub fn disk(&self) -> Option<&DiskPipelineCache> {
+        self.disk.as_ref()
+    }
+
     fn module(&self, device: &wgpu::Device, module: Module) -> Arc<wgpu::ShaderModule> {
         let mut map = self.modules.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(map.entry(module).or_insert_with(|| {
@@ -36,6 +159,8 @@ impl PipelineCache {
         }
         let module = self.module(device, spec.module);
         log::debug!("compiling pipeline {key}");
+        self.compiled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pipeline = Arc::new(
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&key),
@@ -46,7 +171,7 @@ impl PipelineCache {
                     constants: &spec.constants,
                     zero_initialize_workgroup_memory: false,
                 },
-                cache: None,
+                cache: self.disk.as_ref().map(|d| &d.cache),
             }),
         );
         let mut map = self
