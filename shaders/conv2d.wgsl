@@ -14,7 +14,8 @@
 // upsample_nearest:  out[b, c, y, x] = x[b, c, y / stride_h, x / stride_w] (integer factor).
 // pad2d:             out[b, c, y, x] = x[b, c, y − pad_top, x − pad_left] inside, else 0.
 //
-// Thread mapping: one invocation per output element.
+// Thread mapping: one invocation per output element, except the register-blocked kernels
+// (conv2d_rows, conv_transpose2d_rows) and the implicit GEMM (conv2d_gemm) below.
 
 struct Params {
     batch: u32,
@@ -445,4 +446,149 @@ fn depthwise_nhwc(
         }
     }
     out[i] = acc;
+}
+
+// conv2d_gemm: the same convolution (one group) as an implicit GEMM for GPUs: per image,
+// out[co, pixel] = Σ_k weight[co, k] · patch[k, pixel] with k = (ci, ky, kx) and the patch
+// gathered from x on the fly (zero outside the image). Tiled like matmul_tile64.wgsl: a
+// workgroup of 8×8 invocations owns 64 output channels × 64 output pixels, invocation (x, y)
+// 8 channels × 8 pixels in 16 named vec4 accumulators, K walked in steps of 16 through
+// workgroup memory.
+
+const GEMM_T: u32 = 64u;
+const GEMM_TK: u32 = 16u;
+const GEMM_THREADS: u32 = 64u;
+
+var<workgroup> w_tile: array<f32, 1024>;
+var<workgroup> x_tile: array<f32, 1024>;
+
+fn w4(i: u32) -> vec4<f32> {
+    return vec4<f32>(w_tile[i], w_tile[i + 1u], w_tile[i + 2u], w_tile[i + 3u]);
+}
+
+fn x4(i: u32) -> vec4<f32> {
+    return vec4<f32>(x_tile[i], x_tile[i + 1u], x_tile[i + 2u], x_tile[i + 3u]);
+}
+
+fn gemm_store(out_base: u32, co: u32, pix: u32, left: vec4<f32>, right: vec4<f32>) {
+    let pixels = p.oh * p.ow;
+    if (co >= p.cout) {
+        return;
+    }
+    var b = 0.0;
+    if (p.has_bias != 0u) {
+        b = bias[co];
+    }
+    for (var j = 0u; j < 8u; j++) {
+        let q = pix + j;
+        if (q < pixels) {
+            out[out_base + co * pixels + q] = select(right[j % 4u], left[j % 4u], j < 4u) + b;
+        }
+    }
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn conv2d_gemm(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let pixels = p.oh * p.ow;
+    let taps = p.kh * p.kw;
+    let kdim = p.cin * taps;
+    let co_base = wid.y * GEMM_T;
+    let pix_base = wid.x * GEMM_T;
+    let bi = wid.z;
+
+    var c0l = vec4<f32>(0.0);
+    var c0r = vec4<f32>(0.0);
+    var c1l = vec4<f32>(0.0);
+    var c1r = vec4<f32>(0.0);
+    var c2l = vec4<f32>(0.0);
+    var c2r = vec4<f32>(0.0);
+    var c3l = vec4<f32>(0.0);
+    var c3r = vec4<f32>(0.0);
+    var c4l = vec4<f32>(0.0);
+    var c4r = vec4<f32>(0.0);
+    var c5l = vec4<f32>(0.0);
+    var c5r = vec4<f32>(0.0);
+    var c6l = vec4<f32>(0.0);
+    var c6r = vec4<f32>(0.0);
+    var c7l = vec4<f32>(0.0);
+    var c7r = vec4<f32>(0.0);
+
+    for (var k0 = 0u; k0 < kdim; k0 += GEMM_TK) {
+        // Weights [cout, cin·kh·kw]: 16 neighbouring invocations read one channel's 16 taps.
+        for (var i = 0u; i < (GEMM_T * GEMM_TK) / GEMM_THREADS; i++) {
+            let e = li + i * GEMM_THREADS;
+            let ml = e / GEMM_TK;
+            let kl = e % GEMM_TK;
+            let co = co_base + ml;
+            let k = k0 + kl;
+            var v = 0.0;
+            if (co < p.cout && k < kdim) {
+                v = weight[co * kdim + k];
+            }
+            w_tile[kl * GEMM_T + ml] = v;
+        }
+        // The patch: neighbouring invocations take neighbouring output pixels of one tap.
+        for (var i = 0u; i < (GEMM_T * GEMM_TK) / GEMM_THREADS; i++) {
+            let e = li + i * GEMM_THREADS;
+            let kl = e / GEMM_T;
+            let nl = e % GEMM_T;
+            let k = k0 + kl;
+            let q = pix_base + nl;
+            var v = 0.0;
+            if (k < kdim && q < pixels) {
+                let ci = k / taps;
+                let ky = (k % taps) / p.kw;
+                let kx = k % p.kw;
+                let iy = i32((q / p.ow) * p.stride_h + ky) - i32(p.pad_top);
+                let ix = i32((q % p.ow) * p.stride_w + kx) - i32(p.pad_left);
+                if (iy >= 0 && ix >= 0 && u32(iy) < p.h && u32(ix) < p.w) {
+                    v = x[((bi * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+                }
+            }
+            x_tile[kl * GEMM_T + nl] = v;
+        }
+        workgroupBarrier();
+
+        for (var kk = 0u; kk < GEMM_TK; kk++) {
+            let ai = kk * GEMM_T + lid.y * 8u;
+            let a0 = w4(ai);
+            let a1 = w4(ai + 4u);
+            let xi = kk * GEMM_T + lid.x * 8u;
+            let b0 = x4(xi);
+            let b1 = x4(xi + 4u);
+            c0l += a0.x * b0;
+            c0r += a0.x * b1;
+            c1l += a0.y * b0;
+            c1r += a0.y * b1;
+            c2l += a0.z * b0;
+            c2r += a0.z * b1;
+            c3l += a0.w * b0;
+            c3r += a0.w * b1;
+            c4l += a1.x * b0;
+            c4r += a1.x * b1;
+            c5l += a1.y * b0;
+            c5r += a1.y * b1;
+            c6l += a1.z * b0;
+            c6r += a1.z * b1;
+            c7l += a1.w * b0;
+            c7r += a1.w * b1;
+        }
+        workgroupBarrier();
+    }
+
+    let out_base = bi * p.cout * pixels;
+    let co0 = co_base + lid.y * 8u;
+    let pix = pix_base + lid.x * 8u;
+    gemm_store(out_base, co0 + 0u, pix, c0l, c0r);
+    gemm_store(out_base, co0 + 1u, pix, c1l, c1r);
+    gemm_store(out_base, co0 + 2u, pix, c2l, c2r);
+    gemm_store(out_base, co0 + 3u, pix, c3l, c3r);
+    gemm_store(out_base, co0 + 4u, pix, c4l, c4r);
+    gemm_store(out_base, co0 + 5u, pix, c5l, c5r);
+    gemm_store(out_base, co0 + 6u, pix, c6l, c6r);
+    gemm_store(out_base, co0 + 7u, pix, c7l, c7r);
 }

@@ -141,8 +141,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         emit(bench::attention(&ctx, [2, 16, 256, 256, 64], budget)?);
         emit(bench::attention(&ctx, [2, 16, 256, 77, 64], budget)?);
         // VQ decoder's widest 3×3 conv at 16×16 and its 128-channel conv at 64×64.
-        emit(bench::conv3x3(&ctx, [768, 768, 16], budget)?);
-        emit(bench::conv3x3(&ctx, [128, 128, 64], budget)?);
+        for shape in [[768, 768, 16], [128, 128, 64]] {
+            emit(bench::conv3x3(&ctx, shape, None, budget)?);
+            for s in bench::other_conv_strategies(&ctx) {
+                emit(bench::conv3x3(&ctx, shape, Some(s), budget)?);
+            }
+        }
     }
     // A first run compiles the pipelines (and warms caches); the figures come from the second.
     let (e2e, first_run_ms) = if args.no_end_to_end {
@@ -231,6 +235,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let out = serde_json::json!({
             "adapter": { "name": ctx.info.name, "backend": format!("{:?}", ctx.info.backend) },
             "pipeline_cache_loaded_bytes": ctx.pipeline_cache_loaded(),
+            "kernel_family": format!("{:?}", ctx.kernel_family()),
+            "cooperative_matrix_16": ctx.cooperative_matrix_16(),
             "kernels": kernels,
             "end_to_end": end_to_end,
             "profile": profile,

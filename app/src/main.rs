@@ -66,7 +66,41 @@ fn info() -> Result<()> {
     println!("driver: {} {}", i.driver, i.driver_info);
     println!(
         "features: {:?}",
-        ctx.features() & tessera_engine::gpu::WANTED_FEATURES
+        ctx.features()
+            & (tessera_engine::gpu::WANTED_FEATURES | tessera_engine::gpu::COOPERATIVE_FEATURES)
+    );
+    println!(
+        "subgroup size: {}–{}",
+        i.subgroup_min_size, i.subgroup_max_size
+    );
+    let configs = ctx.cooperative_matrix_configs();
+    if configs.is_empty() {
+        println!("cooperative matrices: none");
+    }
+    for c in configs {
+        println!(
+            "cooperative matrix: {}×{}×{} {:?} × {:?} → {:?}{}",
+            c.m_size,
+            c.n_size,
+            c.k_size,
+            c.ab_type,
+            c.ab_type,
+            c.cr_type,
+            if c.saturating_accumulation {
+                " (saturating)"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "kernels: {:?} family, 16×16 f16 cooperative-matrix matmul {}",
+        ctx.kernel_family(),
+        if ctx.cooperative_matrix_16() {
+            "on"
+        } else {
+            "off"
+        }
     );
     println!(
         "max_storage_buffer_binding_size: {} B, max_buffer_size: {} B, workgroup storage: {} B",

@@ -9,7 +9,7 @@ use crate::gpu::{GpuContext, Profile, Recorder, Tensor, WorkCounts};
 use crate::models::amused::GenerationDefaults;
 use crate::ops;
 use crate::ops::attention::AttentionSpec;
-use crate::ops::conv::Conv2dSpec;
+use crate::ops::conv::{Conv2dSpec, ConvStrategy};
 use crate::ops::matmul::{BLayout, Epilogue, MatmulStrategy, Problem};
 use crate::pipeline::{self, Condition, Model, ModelConditioning};
 use crate::shaders::WeightFormat;
@@ -121,10 +121,10 @@ pub fn other_matmul_strategies(ctx: &GpuContext, n: usize) -> Vec<MatmulStrategy
         layout: BLayout::NK,
         gated: false,
     };
-    let chosen = MatmulStrategy::choose(ctx.kernel_family(), &problem);
+    let chosen = MatmulStrategy::choose(ctx.kernel_family(), ctx.cooperative_matrix_16(), &problem);
     MatmulStrategy::ALL
         .into_iter()
-        .filter(|s| *s != chosen && s.supports(&problem))
+        .filter(|s| *s != chosen && s.available(ctx) && s.supports(&problem))
         .collect()
 }
 
@@ -171,6 +171,7 @@ pub fn attention(
 pub fn conv3x3(
     ctx: &GpuContext,
     [cin, cout, size]: [usize; 3],
+    strategy: Option<ConvStrategy>,
     budget: Duration,
 ) -> Result<KernelTiming> {
     let x = Tensor::from_f32(
@@ -187,16 +188,26 @@ pub fn conv3x3(
     )?;
     let spec = Conv2dSpec::same(1);
     let ms = time_it(ctx, budget, |rec| {
-        ops::conv::conv2d(rec, &x, &wt, None, &spec)
+        ops::conv::conv2d_with_strategy(rec, &x, &wt, None, &spec, strategy)
     })?;
     let flops = 2.0 * (cout * cin * 9 * size * size) as f64;
     Ok(KernelTiming {
-        name: "conv3x3".into(),
+        name: strategy.map_or_else(|| "conv3x3".into(), |s| format!("conv3x3/{s:?}")),
         shape: vec![cin, cout, size, size],
         dtype: "f32",
         ms,
         gflops: flops / (ms * 1e6),
     })
+}
+
+/// The convolution strategies other than the chosen one (for the kernel table's comparison
+/// rows).
+pub fn other_conv_strategies(ctx: &GpuContext) -> Vec<ConvStrategy> {
+    let chosen = ConvStrategy::choose(ctx.kernel_family(), 1);
+    ConvStrategy::ALL
+        .into_iter()
+        .filter(|s| *s != chosen && s.supports(1))
+        .collect()
 }
 
 /// End-to-end figures of one text-to-image run (milliseconds, bytes, GPU work).

@@ -10,6 +10,7 @@ use std::fmt;
 const ACTIVATION: &str = include_str!("../../shaders/activation.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 const MATMUL_TILE64: &str = include_str!("../../shaders/matmul_tile64.wgsl");
+const MATMUL_COOP16: &str = include_str!("../../shaders/matmul_coop16.wgsl");
 const MATMUL_EPILOGUE: &str = include_str!("../../shaders/matmul_epilogue.wgsl");
 const WEIGHTS_F32: &str = include_str!("../../shaders/weights_f32.wgsl");
 const WEIGHTS_F16: &str = include_str!("../../shaders/weights_f16.wgsl");
@@ -46,6 +47,9 @@ pub enum Module {
     /// 64×64 tiles with 8×8 outputs per invocation, for large products on GPUs
     /// (`matmul_tile64.wgsl`).
     MatmulTile64(WeightFormat),
+    /// 16×16×16 f16 cooperative matrices (tensor cores), f32 accumulation
+    /// (`matmul_coop16.wgsl`); needs `EXPERIMENTAL_COOPERATIVE_MATRIX` and `SHADER_F16`.
+    MatmulCoop16(WeightFormat),
     /// The register-blocked matmul for CPU adapters (`matmul_rows.wgsl`).
     MatmulRows(WeightFormat),
     Attention,
@@ -62,13 +66,16 @@ pub enum Module {
 }
 
 impl Module {
-    pub const ALL: [Module; 18] = [
+    pub const ALL: [Module; 21] = [
         Module::Matmul(WeightFormat::F32),
         Module::Matmul(WeightFormat::F16),
         Module::Matmul(WeightFormat::F16Packed),
         Module::MatmulTile64(WeightFormat::F32),
         Module::MatmulTile64(WeightFormat::F16),
         Module::MatmulTile64(WeightFormat::F16Packed),
+        Module::MatmulCoop16(WeightFormat::F32),
+        Module::MatmulCoop16(WeightFormat::F16),
+        Module::MatmulCoop16(WeightFormat::F16Packed),
         Module::MatmulRows(WeightFormat::F32),
         Module::MatmulRows(WeightFormat::F16),
         Module::MatmulRows(WeightFormat::F16Packed),
@@ -91,6 +98,9 @@ impl Module {
             Module::MatmulTile64(WeightFormat::F32) => "matmul_tile64_f32",
             Module::MatmulTile64(WeightFormat::F16) => "matmul_tile64_f16",
             Module::MatmulTile64(WeightFormat::F16Packed) => "matmul_tile64_f16_packed",
+            Module::MatmulCoop16(WeightFormat::F32) => "matmul_coop16_f32",
+            Module::MatmulCoop16(WeightFormat::F16) => "matmul_coop16_f16",
+            Module::MatmulCoop16(WeightFormat::F16Packed) => "matmul_coop16_f16_packed",
             Module::MatmulRows(WeightFormat::F32) => "matmul_rows_f32",
             Module::MatmulRows(WeightFormat::F16) => "matmul_rows_f16",
             Module::MatmulRows(WeightFormat::F16Packed) => "matmul_rows_f16_packed",
@@ -122,6 +132,20 @@ impl Module {
                 };
                 format!("{prelude}\n{ACTIVATION}\n{kernel}\n{MATMUL_EPILOGUE}")
             }
+            Module::MatmulCoop16(w) => {
+                // Enable directives come before every declaration: the f16 prelude's own
+                // `enable f16;` is dropped for the one here.
+                let prelude = match w {
+                    WeightFormat::F32 => WEIGHTS_F32,
+                    WeightFormat::F16 => WEIGHTS_F16,
+                    WeightFormat::F16Packed => WEIGHTS_F16_PACKED,
+                }
+                .replace("enable f16;", "");
+                format!(
+                    "enable f16;\nenable wgpu_cooperative_matrix;\n{prelude}\n{ACTIVATION}\n\
+                     {MATMUL_COOP16}\n{MATMUL_EPILOGUE}"
+                )
+            }
             Module::MatmulRows(w) => {
                 let prelude = match w {
                     WeightFormat::F32 => WEIGHTS4_F32,
@@ -149,7 +173,14 @@ impl Module {
             Module::Matmul(WeightFormat::F16)
                 | Module::MatmulTile64(WeightFormat::F16)
                 | Module::MatmulRows(WeightFormat::F16)
+                | Module::MatmulCoop16(_)
         )
+    }
+
+    /// Whether the module needs `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` (Vulkan and Metal
+    /// only).
+    pub fn needs_cooperative_matrix(self) -> bool {
+        matches!(self, Module::MatmulCoop16(_))
     }
 }
 

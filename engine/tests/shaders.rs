@@ -22,6 +22,12 @@ fn parse(module: Module) -> (naga::Module, naga::valid::ModuleInfo) {
         Module::Matmul(WeightFormat::F16Packed)
         | Module::MatmulTile64(WeightFormat::F16Packed)
         | Module::MatmulRows(WeightFormat::F16Packed) => Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+        // Cooperative matrices exist with the f16 feature on Vulkan and Metal only.
+        Module::MatmulCoop16(_) => {
+            Capabilities::COOPERATIVE_MATRIX
+                | Capabilities::SHADER_FLOAT16
+                | Capabilities::SHADER_FLOAT16_IN_FLOAT32
+        }
         _ => Capabilities::empty(),
     };
     let info = Validator::new(ValidationFlags::all(), caps)
@@ -78,6 +84,10 @@ fn translate(spec: &KernelSpec) {
     )
     .unwrap_or_else(|e| panic!("{spec}: MSL: {e}"));
 
+    // No HLSL or GLSL backend has cooperative matrices (wgpu offers them on Vulkan and Metal).
+    if spec.module.needs_cooperative_matrix() {
+        return;
+    }
     let hlsl_options = hlsl::Options {
         // f16 needs shader model 6.2 (DXC); everything else also compiles for FXC's 5.1.
         shader_model: if spec.module.needs_f16() {

@@ -40,6 +40,10 @@ if [ -n "${KERNEL_TESTS:-}" ] && [ -x "$KERNEL_TESTS" ]; then
     # own kernel family (TESSERA_KERNELS unset) picks what a user would get.
     timeout 240 "$KERNEL_TESTS" --test-threads 4 > "$OUT/kernel-tests.txt" 2>&1 \
         || echo "kernel tests failed or timed out (exit $?)" >> "$OUT/kernel-tests.txt"
+    # The tensor-core kernel's own test (ignored on adapters without cooperative matrices;
+    # here it must run, and fails where the adapter lacks them).
+    timeout 120 "$KERNEL_TESTS" --ignored coop16 >> "$OUT/kernel-tests.txt" 2>&1 \
+        || echo "cooperative-matrix test failed or timed out (exit $?)" >> "$OUT/kernel-tests.txt"
 fi
 
 : > "$OUT/tessera.jsonl"
@@ -51,6 +55,11 @@ for m in $MODELS; do
     timeout 180 "$TESSERA_BIN" bench --json $kernels --budget 0.5 --model "$m" --steps "$STEPS" \
         >> "$OUT/tessera.jsonl" 2>> "$LOG" || echo "tessera bench $m failed (exit $?)" >> "$LOG"
 done
+# Without cooperative matrices (TESSERA_KERNELS=tiled: the plain WGSL kernels), for the
+# amused-256 configuration: the same run on the plain kernels, and a fallback if the
+# cooperative-matrix pipelines fail to build on this driver.
+TESSERA_KERNELS=tiled timeout 120 "$TESSERA_BIN" bench --json --no-kernels --model amused-256-random \
+    --steps "$STEPS" >> "$OUT/tessera.jsonl" 2>> "$LOG" || echo "tessera bench tiled failed (exit $?)" >> "$LOG"
 
 PY="${PYTHON:-python3}"
 if ! "$PY" -c "import diffusers, transformers" 2>/dev/null && [ -d tools/bench/wheels ]; then

@@ -62,7 +62,10 @@ def main():
             continue
         name = e["model"]
         model = "default" if name.rstrip("/").endswith("models/emoji") else name
-        print(f"| {model} | tessera | {fmt(e['text_ms'])} | {fmt(e['step_ms'])} | "
+        who = "tessera" + ("" if not t.get("cooperative_matrix_16") else " (tensor cores)")
+        if t.get("kernel_family") == "Tiled" and not t.get("cooperative_matrix_16"):
+            who = "tessera (plain WGSL)"
+        print(f"| {model} | {who} | {fmt(e['text_ms'])} | {fmt(e['step_ms'])} | "
               f"{fmt(e['decode_ms'])} | {fmt(e['total_ms'])} | {fmt(e.get('first_run_ms'))} | "
               f"{fmt(e.get('dispatches_per_step'))} | {fmt(e.get('submits_per_step'))} | "
               f"{fmt(e['peak_bytes'] / 2**20)} | |")

@@ -57,12 +57,18 @@ pub fn run(args: &RenderArgs, shot: &ScreenshotArgs) -> Result<()> {
     let mut wgpu_options = egui_wgpu::WgpuConfiguration::default();
     if let egui_wgpu::WgpuSetup::CreateNew(create) = &mut wgpu_options.wgpu_setup {
         // The default descriptor asks for no features and default limits; the engine wants
-        // the adapter's real limits and its optional features.
-        create.device_descriptor = Arc::new(|adapter: &wgpu::Adapter| wgpu::DeviceDescriptor {
-            label: Some("tessera"),
-            required_features: adapter.features() & tessera_engine::gpu::WANTED_FEATURES,
-            required_limits: adapter.limits(),
-            ..Default::default()
+        // the adapter's real limits and its optional features (cooperative matrices with their
+        // experimental opt-in included), as its own devices get them.
+        create.device_descriptor = Arc::new(|adapter: &wgpu::Adapter| {
+            let (required_features, experimental_features) =
+                tessera_engine::gpu::device_features(adapter);
+            wgpu::DeviceDescriptor {
+                label: Some("tessera"),
+                required_features,
+                required_limits: adapter.limits(),
+                experimental_features,
+                ..Default::default()
+            }
         });
     }
     let options = eframe::NativeOptions {

@@ -30,10 +30,10 @@ pub struct Session {
 impl Session {
     pub fn new(render_state: Option<egui_wgpu::RenderState>, model_arg: String) -> Self {
         let gpu = render_state.as_ref().map(|rs| {
-            Arc::new(GpuContext::from_device(
+            Arc::new(GpuContext::from_adapter(
+                &rs.adapter,
                 rs.device.clone(),
                 rs.queue.clone(),
-                rs.adapter.get_info(),
             ))
         });
         Self {

@@ -16,6 +16,42 @@ pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::TIMESTAMP_QUERY)
     .union(wgpu::Features::PIPELINE_CACHE);
 
+/// Cooperative matrices (tensor cores): an experimental wgpu feature, requested where the
+/// adapter has it unless `TESSERA_KERNELS` names a family (`tiled` or `cpu`).
+pub const COOPERATIVE_FEATURES: wgpu::Features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+
+/// The features a device for the engine should be created with on `adapter` (what it has of
+/// [`WANTED_FEATURES`] and, unless turned off, [`COOPERATIVE_FEATURES`]) and the experimental
+/// opt-in that the cooperative ones need. The engine's own device and the app's (eframe's)
+/// are both made with these.
+pub fn device_features(adapter: &wgpu::Adapter) -> (wgpu::Features, wgpu::ExperimentalFeatures) {
+    let coop_allowed = !matches!(
+        std::env::var("TESSERA_KERNELS").ok().as_deref(),
+        Some("tiled" | "cpu")
+    );
+    let mut wanted = WANTED_FEATURES;
+    if coop_allowed {
+        wanted |= COOPERATIVE_FEATURES;
+    }
+    let features = adapter.features() & wanted;
+    let experimental = if features.intersects(COOPERATIVE_FEATURES) {
+        experimental_opt_in()
+    } else {
+        wgpu::ExperimentalFeatures::disabled()
+    };
+    (features, experimental)
+}
+
+/// The one unsafe call of the device set-up.
+#[allow(unsafe_code)]
+fn experimental_opt_in() -> wgpu::ExperimentalFeatures {
+    // SAFETY: wgpu's experimental features may contain bugs with undefined behaviour. The only
+    // one the engine requests is EXPERIMENTAL_COOPERATIVE_MATRIX, used by one kernel
+    // (`shaders/matmul_coop16.wgsl`) that the kernel tests check against a CPU reference on
+    // the adapter before it is chosen, and `TESSERA_KERNELS=tiled` turns it off.
+    unsafe { wgpu::ExperimentalFeatures::enabled() }
+}
+
 /// A device, its queue, and the engine state tied to them.
 pub struct GpuContext {
     pub device: wgpu::Device,
@@ -31,6 +67,10 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     features: wgpu::Features,
     kernels: KernelFamily,
+    /// The adapter's cooperative-matrix configurations (empty without the adapter or feature).
+    coop_configs: Vec<wgpu::CooperativeMatrixProperties>,
+    /// Whether `matmul_coop16.wgsl` runs here.
+    coop16: bool,
     profile: std::sync::Mutex<Option<ProfileState>>,
     /// Dispatches recorded and queue submissions made so far ([`GpuContext::work_counts`]).
     dispatches: std::sync::atomic::AtomicU64,
@@ -118,14 +158,14 @@ impl GpuContext {
         let instance = wgpu::Instance::new(desc);
         let adapter = choose_adapter(&instance, backends).await?;
         let info = adapter.get_info();
-        let features = adapter.features() & WANTED_FEATURES;
+        let (features, experimental_features) = device_features(&adapter);
         let limits = adapter.limits();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("tessera"),
                 required_features: features,
                 required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                experimental_features,
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })
@@ -134,11 +174,51 @@ impl GpuContext {
                 adapter: info.name.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(Self::from_device(device, queue, info))
+        Ok(Self::from_adapter(&adapter, device, queue))
+    }
+
+    /// [`Self::from_device`] knowing the adapter, so that cooperative-matrix kernels can be
+    /// used where the device was created with them ([`device_features`]).
+    pub fn from_adapter(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = adapter.get_info();
+        let mut ctx = Self::from_device(device, queue, info);
+        if ctx
+            .features
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        {
+            ctx.coop_configs = adapter.cooperative_matrix_properties();
+        }
+        use wgpu::CooperativeScalarType::{F16, F32};
+        ctx.coop16 = ctx.kernels == KernelFamily::Tiled
+            && ctx.has_f16()
+            && ctx.info.subgroup_min_size == 32
+            && ctx.info.subgroup_max_size == 32
+            && ctx.coop_configs.iter().any(|c| {
+                (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+                    && c.ab_type == F16
+                    && c.cr_type == F32
+            });
+        log::info!(
+            "cooperative matrices: {} configurations, 16×16 f16 kernel {}",
+            ctx.coop_configs.len(),
+            if ctx.coop16 { "on" } else { "off" }
+        );
+        ctx
+    }
+
+    /// Whether the 16×16 f16 cooperative-matrix matmul runs on this device.
+    pub fn cooperative_matrix_16(&self) -> bool {
+        self.coop16
+    }
+
+    /// The adapter's cooperative-matrix configurations (what `tessera info` lists).
+    pub fn cooperative_matrix_configs(&self) -> &[wgpu::CooperativeMatrixProperties] {
+        &self.coop_configs
     }
 
     /// Wraps a device the caller owns (e.g. eframe's). The engine uses whatever limits and
-    /// features that device was created with.
+    /// features that device was created with (no cooperative matrices: see
+    /// [`Self::from_adapter`]).
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
         let limits = device.limits();
         let features = device.features();
@@ -201,6 +281,8 @@ impl GpuContext {
             lost,
             limits,
             features,
+            coop_configs: Vec::new(),
+            coop16: false,
         }
     }
 

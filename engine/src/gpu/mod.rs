@@ -9,7 +9,10 @@ pub mod profile;
 mod recorder;
 mod tensor;
 
-pub use context::{GpuContext, KernelFamily, WANTED_FEATURES, WorkCounts, is_software_adapter};
+pub use context::{
+    COOPERATIVE_FEATURES, GpuContext, KernelFamily, WANTED_FEATURES, WorkCounts, device_features,
+    is_software_adapter,
+};
 pub use pipeline::{DiskPipelineCache, Pipelines, user_cache_dir};
 pub use profile::{OpTime, Profile, ProfileClock};
 pub use recorder::{Binding, Recorder, linear_workgroups};

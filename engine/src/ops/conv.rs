@@ -38,6 +38,7 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
     [
         "conv2d",
         "conv2d_rows",
+        "conv2d_gemm",
         "conv_transpose2d",
         "conv_transpose2d_rows",
         "depthwise_nhwc",
@@ -160,16 +161,65 @@ fn conv_params(
     })
 }
 
-/// Convolution; weight `[Cout, Cin/groups, kh, kw]` (PyTorch layout), bias `[Cout]`.
-///
-/// The recorder's kernel family picks the kernel: the CPU family's register blocks of 8
-/// channels × 8 pixels (`conv2d_rows`) for one group, else one invocation per output element.
+/// The convolution kernels as named strategies; [`ConvStrategy::choose`] is the one place
+/// that picks one, and the kernel tests run each against the CPU reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvStrategy {
+    /// `conv2d`: one invocation per output element; every convolution (grouped included).
+    Direct,
+    /// `conv2d_rows`: register blocks of 8 channels × 8 pixels without workgroup memory, for
+    /// adapters that run on the CPU; one group.
+    Rows,
+    /// `conv2d_gemm`: an implicit GEMM on 64 channel × 64 pixel tiles with 8×8 per invocation
+    /// (the 3×3 convolutions of the VQ decoders), for GPUs; one group.
+    Gemm,
+}
+
+impl ConvStrategy {
+    pub const ALL: [ConvStrategy; 3] =
+        [ConvStrategy::Direct, ConvStrategy::Rows, ConvStrategy::Gemm];
+
+    /// Whether the kernel computes a convolution with `groups` groups.
+    pub fn supports(self, groups: usize) -> bool {
+        self == ConvStrategy::Direct || groups == 1
+    }
+
+    /// The CPU family's register blocks, or the GPU family's implicit GEMM, where they apply;
+    /// else the direct kernel.
+    pub fn choose(family: KernelFamily, groups: usize) -> Self {
+        match family {
+            _ if groups != 1 => ConvStrategy::Direct,
+            KernelFamily::Cpu => ConvStrategy::Rows,
+            KernelFamily::Tiled => ConvStrategy::Gemm,
+        }
+    }
+}
+
+/// Convolution; weight `[Cout, Cin/groups, kh, kw]` (PyTorch layout), bias `[Cout]`, by the
+/// kernel [`ConvStrategy::choose`] picks for the recorder's kernel family.
 pub fn conv2d(
     rec: &mut Recorder<'_>,
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     s: &Conv2dSpec,
+) -> Result<Tensor> {
+    conv2d_with_strategy(rec, x, weight, bias, s, None)
+}
+
+/// [`conv2d`] by the kernel the caller names (`None`: the chosen one), for the tests and the
+/// benchmark that compare strategies.
+///
+/// # Errors
+/// A strategy that does not compute this convolution (grouped on `Rows` or `Gemm`), and
+/// everything [`conv2d`] refuses.
+pub fn conv2d_with_strategy(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    s: &Conv2dSpec,
+    strategy: Option<ConvStrategy>,
 ) -> Result<Tensor> {
     const OP: &str = "conv2d";
     let [b, cin, h, w] = nchw(OP, x)?;
@@ -208,25 +258,41 @@ pub fn conv2d(
         )?;
         return Ok(out);
     }
-    let rows = rec.kernel_family() == KernelFamily::Cpu && g == 1;
+    let strategy = strategy.unwrap_or_else(|| ConvStrategy::choose(rec.kernel_family(), g));
+    if !strategy.supports(g) {
+        return Err(Error::shape(
+            OP,
+            format!("the {strategy:?} kernel does not compute {g} groups"),
+        ));
+    }
     let max = rec.ctx().limits().max_compute_workgroups_per_dimension;
-    let groups = [
-        u32::try_from((oh * ow).div_ceil(64)).unwrap_or(u32::MAX),
-        u32::try_from(cout.div_ceil(32)).unwrap_or(u32::MAX),
-        params.batch,
-    ];
-    if rows && groups.iter().all(|&n| n <= max) {
-        run_in(
+    let blocked = |pixels_per_group: usize, channels_per_group: usize| {
+        [
+            u32::try_from((oh * ow).div_ceil(pixels_per_group)).unwrap_or(u32::MAX),
+            u32::try_from(cout.div_ceil(channels_per_group)).unwrap_or(u32::MAX),
+            params.batch,
+        ]
+    };
+    match strategy {
+        ConvStrategy::Rows if blocked(64, 32).iter().all(|&n| n <= max) => run_in(
             rec,
             "conv2d_rows",
             &params,
             x,
             Some((weight, bias)),
             &out,
-            groups,
-        )?;
-    } else {
-        run(rec, "conv2d", &params, x, Some((weight, bias)), &out)?;
+            blocked(64, 32),
+        )?,
+        ConvStrategy::Gemm if blocked(64, 64).iter().all(|&n| n <= max) => run_in(
+            rec,
+            "conv2d_gemm",
+            &params,
+            x,
+            Some((weight, bias)),
+            &out,
+            blocked(64, 64),
+        )?,
+        _ => run(rec, "conv2d", &params, x, Some((weight, bias)), &out)?,
     }
     Ok(out)
 }

@@ -47,6 +47,12 @@ fn tile64_spec(format: WeightFormat, trans_b: bool, act: Option<Activation>) -> 
         .with("ACT", act_code(act))
 }
 
+fn coop16_spec(format: WeightFormat, trans_b: bool, act: Option<Activation>) -> KernelSpec {
+    KernelSpec::new(Module::MatmulCoop16(format), "matmul_coop16")
+        .with("TRANS_B", f64::from(u8::from(trans_b)))
+        .with("ACT", act_code(act))
+}
+
 fn rows_spec(format: WeightFormat, gated: bool, act: Option<Activation>) -> KernelSpec {
     KernelSpec::new(Module::MatmulRows(format), "matmul_rows")
         .with("GATED", f64::from(u8::from(gated)))
@@ -83,30 +89,55 @@ pub enum MatmulStrategy {
     /// `matmul_tile64.wgsl`: 64×64 tiles, 8×8 outputs per invocation (twice the multiply-adds
     /// per workgroup-memory load). Not for gated units.
     Tile64,
+    /// `matmul_coop16.wgsl`: 16×16×16 f16 cooperative matrices (tensor cores) with f32
+    /// accumulation, 32×32 tiles per 32-invocation subgroup; A (and f32 weights) rounded to
+    /// f16. Only where [`GpuContext::cooperative_matrix_16`](crate::GpuContext) says the
+    /// adapter runs it. Not for gated units.
+    Coop16,
 }
 
 impl MatmulStrategy {
-    pub const ALL: [MatmulStrategy; 3] = [
+    pub const ALL: [MatmulStrategy; 4] = [
         MatmulStrategy::Rows,
         MatmulStrategy::Tile32,
         MatmulStrategy::Tile64,
+        MatmulStrategy::Coop16,
     ];
+
+    /// Whether the adapter runs this kernel at all (cooperative matrices need the feature,
+    /// the 16×16 f16 configuration and 32-invocation subgroups).
+    pub fn available(self, ctx: &crate::GpuContext) -> bool {
+        match self {
+            MatmulStrategy::Coop16 => ctx.cooperative_matrix_16(),
+            _ => true,
+        }
+    }
 
     /// Whether the kernel computes `problem`.
     pub fn supports(self, problem: &Problem) -> bool {
         match self {
             MatmulStrategy::Rows => rows_supported(problem.layout, problem.k),
             MatmulStrategy::Tile32 => true,
-            MatmulStrategy::Tile64 => !problem.gated,
+            MatmulStrategy::Tile64 | MatmulStrategy::Coop16 => !problem.gated,
         }
     }
 
-    /// The kernel for `problem` on a recorder picking `family`'s kernels: on CPU adapters the
-    /// register-blocked one where it applies; on GPUs 64×64 tiles for products of at least
-    /// 128 × 128 (smaller ones keep more workgroups with 32×32 tiles), else 32×32 tiles.
-    pub fn choose(family: KernelFamily, problem: &Problem) -> Self {
+    /// The kernel for `problem` on a recorder picking `family`'s kernels, `coop` saying
+    /// whether cooperative matrices may be used: on CPU adapters the register-blocked one
+    /// where it applies; on GPUs cooperative matrices for products of at least 32 × 32 where
+    /// allowed, else 64×64 tiles for products of at least 128 × 128 (smaller ones keep more
+    /// workgroups with 32×32 tiles), else 32×32 tiles.
+    pub fn choose(family: KernelFamily, coop: bool, problem: &Problem) -> Self {
         match family {
             KernelFamily::Cpu if MatmulStrategy::Rows.supports(problem) => MatmulStrategy::Rows,
+            KernelFamily::Tiled
+                if coop
+                    && problem.m >= 32
+                    && problem.n >= 32
+                    && MatmulStrategy::Coop16.supports(problem) =>
+            {
+                MatmulStrategy::Coop16
+            }
             KernelFamily::Tiled
                 if problem.m >= 128
                     && problem.n >= 128
@@ -130,6 +161,7 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
             for t in [false, true] {
                 v.push(spec(f, t, false, act));
                 v.push(tile64_spec(f, t, act));
+                v.push(coop16_spec(f, t, act));
             }
             v.push(spec(f, true, true, act));
             v.push(rows_spec(f, false, act));
@@ -398,8 +430,15 @@ pub fn matmul_with_strategy(
         layout,
         gated: epilogue.gated,
     };
+    let coop = rec.ctx().cooperative_matrix_16();
     let strategy =
-        strategy.unwrap_or_else(|| MatmulStrategy::choose(rec.kernel_family(), &problem));
+        strategy.unwrap_or_else(|| MatmulStrategy::choose(rec.kernel_family(), coop, &problem));
+    if !strategy.available(rec.ctx()) {
+        return Err(Error::MissingFeature {
+            op: OP,
+            feature: "EXPERIMENTAL_COOPERATIVE_MATRIX with 16×16 f16 tiles and 32-wide subgroups",
+        });
+    }
     if !strategy.supports(&problem) {
         return Err(Error::shape(
             OP,
@@ -446,6 +485,14 @@ pub fn matmul_with_strategy(
             [
                 params.n.div_ceil(TILE64),
                 params.m.div_ceil(TILE64),
+                params.batch,
+            ],
+        ),
+        MatmulStrategy::Coop16 => (
+            coop16_spec(format, layout == BLayout::NK, epilogue.activation),
+            [
+                params.n.div_ceil(TILE),
+                params.m.div_ceil(TILE),
                 params.batch,
             ],
         ),

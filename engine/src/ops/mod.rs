@@ -77,9 +77,10 @@ pub(crate) fn expect_shape(op: &'static str, t: &Tensor, shape: &[usize]) -> Res
 /// WGSL layout by the shader tests).
 pub fn params_size(module: Module) -> usize {
     match module {
-        Module::Matmul(_) | Module::MatmulTile64(_) | Module::MatmulRows(_) => {
-            size_of::<matmul::Params>()
-        }
+        Module::Matmul(_)
+        | Module::MatmulTile64(_)
+        | Module::MatmulCoop16(_)
+        | Module::MatmulRows(_) => size_of::<matmul::Params>(),
         Module::Attention | Module::AttentionFlash | Module::AttentionRows => {
             size_of::<attention::Params>()
         }

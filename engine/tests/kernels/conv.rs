@@ -1,5 +1,6 @@
 use tessera_engine::ops::conv::{
-    Conv2dSpec, conv_transpose2d, conv2d, depthwise_conv2d_nhwc, pad2d, upsample_nearest,
+    Conv2dSpec, ConvStrategy, conv_transpose2d, conv2d, conv2d_with_strategy,
+    depthwise_conv2d_nhwc, pad2d, upsample_nearest,
 };
 
 use crate::common::*;
@@ -58,13 +59,15 @@ fn check(xs: [usize; 4], cout: usize, k: [usize; 2], s: Conv2dSpec, bias: bool, 
     let tw = upload("w", &[cout, cin / s.groups, k[0], k[1]], &wt);
     let tb = bs.as_ref().map(|v| upload("b", &[cout], v));
     let (want, shape) = conv_ref(&x, xs, &wt, [cout, k[0], k[1]], bs.as_deref(), &s);
-    // Both families' kernels whatever the adapter would pick (the CPU family's register-blocked
-    // kernel falls back to the direct one for grouped convolutions).
-    for family in FAMILIES {
-        let y = run_in(family, |rec| conv2d(rec, &tx, &tw, tb.as_ref(), &s));
+    // Every kernel strategy that computes this convolution, whatever the adapter would pick.
+    for strategy in ConvStrategy::ALL
+        .into_iter()
+        .filter(|st| st.supports(s.groups))
+    {
+        let y = run(|rec| conv2d_with_strategy(rec, &tx, &tw, tb.as_ref(), &s, Some(strategy)));
         assert_eq!(y.shape(), &shape);
         assert_close(
-            &format!("conv2d {xs:?}→{cout} k{k:?} {s:?} {family:?}"),
+            &format!("conv2d {xs:?}→{cout} k{k:?} {s:?} {strategy:?}"),
             &download(&y),
             &want,
             1e-4,
@@ -79,6 +82,29 @@ fn register_blocked_conv_edges() {
     check([1, 3, 9, 11], 35, [3, 3], Conv2dSpec::same(1), true, 40);
     check([2, 33, 8, 8], 7, [3, 3], Conv2dSpec::same(1), false, 41);
     check([1, 4, 13, 5], 64, [1, 1], Conv2dSpec::same(0), true, 42);
+}
+
+#[test]
+fn implicit_gemm_conv_edges() {
+    // Tiles of 64 channels × 64 pixels and K steps of 16 taps: across and off them, with the
+    // VQ decoder's 3×3 and an odd kernel, stride and padding.
+    check([1, 16, 9, 9], 64, [3, 3], Conv2dSpec::same(1), true, 60);
+    check([2, 7, 11, 13], 70, [3, 3], Conv2dSpec::same(1), false, 61);
+    check([1, 33, 8, 8], 65, [1, 1], Conv2dSpec::same(0), true, 62);
+    let odd = Conv2dSpec {
+        stride: [2, 1],
+        padding: [2, 0, 1, 2],
+        groups: 1,
+    };
+    check([1, 5, 17, 10], 9, [5, 3], odd, true, 63);
+    assert_eq!(
+        ConvStrategy::choose(tessera_engine::gpu::KernelFamily::Tiled, 1),
+        ConvStrategy::Gemm
+    );
+    assert_eq!(
+        ConvStrategy::choose(tessera_engine::gpu::KernelFamily::Tiled, 4),
+        ConvStrategy::Direct
+    );
 }
 
 #[test]

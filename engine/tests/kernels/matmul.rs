@@ -51,7 +51,7 @@ fn strategies(m: usize, n: usize, k: usize, layout: BLayout, gated: bool) -> Vec
     };
     let v: Vec<MatmulStrategy> = MatmulStrategy::ALL
         .into_iter()
-        .filter(|s| s.supports(&problem))
+        .filter(|s| s.available(ctx()) && s.supports(&problem))
         .collect();
     assert!(v.contains(&MatmulStrategy::Tile32));
     v
@@ -110,12 +110,28 @@ fn check(
             )
         });
         assert_eq!(out.shape(), &[batch, m, n]);
+        // The cooperative-matrix kernel multiplies f16 roundings of A and B.
+        let want = if strategy == MatmulStrategy::Coop16 {
+            &reference(
+                &round_f16(&a),
+                &round_f16(&b),
+                bias.as_deref(),
+                batch,
+                m,
+                n,
+                k,
+                layout,
+                b_batched,
+            )
+        } else {
+            &want
+        };
         assert_close(
             &format!(
                 "matmul {batch}x{m}x{n}x{k} {layout:?} batched={b_batched} {format:?} {strategy:?}"
             ),
             &download(&out),
-            &want,
+            want,
             atol,
             1e-4,
         );
@@ -386,29 +402,34 @@ fn epilogue_bias_activation_residual_and_gated_units() {
                     }
                     let bias = with_bias.then(|| randn(&mut r, b_rows));
                     let res = with_residual.then(|| randn(&mut r, batch * m * n));
-                    let prod = reference(
-                        &a,
-                        &b,
-                        bias.as_deref(),
-                        1,
-                        batch * m,
-                        b_rows,
-                        k,
-                        BLayout::NK,
-                        false,
-                    );
-                    let want: Vec<f64> = (0..batch * m * n)
-                        .map(|i| {
-                            let (row, col) = (i / n, i % n);
-                            let v = if gated {
-                                prod[row * b_rows + col]
-                                    * activate(act, prod[row * b_rows + n + col])
-                            } else {
-                                activate(act, prod[row * b_rows + col])
-                            };
-                            v + res.as_ref().map_or(0.0, |r| f64::from(r[i]))
-                        })
-                        .collect();
+                    // The expected C from given A and B values (the cooperative-matrix kernel
+                    // multiplies their f16 roundings).
+                    let expect = |a: &[f32], b: &[f32]| -> Vec<f64> {
+                        let prod = reference(
+                            a,
+                            b,
+                            bias.as_deref(),
+                            1,
+                            batch * m,
+                            b_rows,
+                            k,
+                            BLayout::NK,
+                            false,
+                        );
+                        (0..batch * m * n)
+                            .map(|i| {
+                                let (row, col) = (i / n, i % n);
+                                let v = if gated {
+                                    prod[row * b_rows + col]
+                                        * activate(act, prod[row * b_rows + n + col])
+                                } else {
+                                    activate(act, prod[row * b_rows + col])
+                                };
+                                v + res.as_ref().map_or(0.0, |r| f64::from(r[i]))
+                            })
+                            .collect()
+                    };
+                    let want = expect(&a, &b);
                     let ta = upload("a", &[batch, m, k], &a);
                     let tb = match format {
                         WeightFormat::F32 => upload("b", &[b_rows, k], &b),
@@ -435,12 +456,17 @@ fn epilogue_bias_activation_residual_and_gated_units() {
                             )
                         });
                         assert_eq!(out.shape(), &[batch, m, n]);
+                        let want = if strategy == MatmulStrategy::Coop16 {
+                            &expect(&round_f16(&a), &round_f16(&b))
+                        } else {
+                            &want
+                        };
                         assert_close(
                             &format!(
                                 "epilogue {batch}x{m}x{n}x{k} gated={gated} {act:?} bias={with_bias} residual={with_residual} {format:?} {strategy:?}"
                             ),
                             &download(&out),
-                            &want,
+                            want,
                             5e-5 * (k as f64).sqrt(),
                             1e-4,
                         );
@@ -508,20 +534,24 @@ fn tile64_kernel_edges_and_choice() {
     };
     use tessera_engine::gpu::KernelFamily;
     assert_eq!(
-        MatmulStrategy::choose(KernelFamily::Tiled, &big),
+        MatmulStrategy::choose(KernelFamily::Tiled, false, &big),
         MatmulStrategy::Tile64
     );
     assert_eq!(
-        MatmulStrategy::choose(KernelFamily::Tiled, &Problem { gated: true, ..big }),
+        MatmulStrategy::choose(KernelFamily::Tiled, true, &Problem { gated: true, ..big }),
         MatmulStrategy::Tile32
     );
     assert_eq!(
-        MatmulStrategy::choose(KernelFamily::Tiled, &Problem { m: 16, ..big }),
+        MatmulStrategy::choose(KernelFamily::Tiled, false, &Problem { m: 16, ..big }),
         MatmulStrategy::Tile32
     );
     assert_eq!(
-        MatmulStrategy::choose(KernelFamily::Cpu, &big),
+        MatmulStrategy::choose(KernelFamily::Cpu, true, &big),
         MatmulStrategy::Rows
+    );
+    assert_eq!(
+        MatmulStrategy::choose(KernelFamily::Tiled, true, &big),
+        MatmulStrategy::Coop16
     );
     let a = upload("a", &[2, 8], &[0.5; 16]);
     let b = upload("b", &[6, 8], &[0.5; 48]);
@@ -539,4 +569,46 @@ fn tile64_kernel_edges_and_choice() {
     )
     .expect_err("gated on Tile64");
     assert!(err.to_string().contains("Tile64"), "{err}");
+}
+
+/// The tensor-core kernel on an adapter that has 16×16 f16 cooperative matrices and 32-wide
+/// subgroups (an NVIDIA GPU through Vulkan): sizes on and off its 32×32 tile and 16-deep K
+/// steps, both layouts, every weight format, the epilogue. lavapipe has no cooperative
+/// matrices, so it runs where `tools/bench/run_device.sh` runs the kernel tests with
+/// `--ignored`; there, an adapter without them fails it rather than skipping.
+#[test]
+#[ignore = "needs cooperative matrices (a GPU); tools/bench/run_device.sh runs it"]
+fn coop16_kernel_on_a_gpu_with_cooperative_matrices() {
+    assert!(
+        MatmulStrategy::Coop16.available(ctx()),
+        "this adapter ({}) has no 16×16 f16 cooperative matrices with 32-wide subgroups: {:?}",
+        ctx().info.name,
+        ctx().cooperative_matrix_configs()
+    );
+    let mut formats = vec![WeightFormat::F32, WeightFormat::F16Packed];
+    if ctx().has_f16() {
+        formats.push(WeightFormat::F16);
+    }
+    let cases = [
+        (1, 32, 32, 16, BLayout::NK),
+        (1, 33, 31, 17, BLayout::KN),
+        (2, 130, 100, 72, BLayout::NK),
+        (1, 512, 256, 320, BLayout::NK),
+        (1, 5, 70, 40, BLayout::KN),
+    ];
+    for (seed, &(batch, m, n, k, layout)) in (1300u64..).zip(&cases) {
+        for &format in &formats {
+            check(
+                batch,
+                m,
+                n,
+                k,
+                layout,
+                seed % 2 == 0,
+                seed % 3 == 0,
+                format,
+                seed,
+            );
+        }
+    }
 }
