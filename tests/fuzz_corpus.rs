@@ -7,7 +7,7 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     (
         "safetensors_checkpoint",
         tessera::fuzzing::safetensors_checkpoint,
@@ -16,6 +16,7 @@ const TARGETS: [(&str, Target); 5] = [
     ("flax_checkpoint", tessera::fuzzing::flax_checkpoint),
     ("token_file", tessera::fuzzing::token_file),
     ("image_file", tessera::fuzzing::image_file),
+    ("torch_checkpoint", tessera::fuzzing::torch_checkpoint),
 ];
 
 fn replay(kind: &str, name: &str, run: Target) -> usize {

@@ -61,3 +61,25 @@ pub fn image_file(bytes: &[u8]) {
         let _ = img.to_rgb8();
     }
 }
+
+/// A PyTorch `.pt` checkpoint (ZIP or legacy), read as the loaders read it: every tensor's
+/// values. The reader takes a path, so the bytes go through a temporary file (one per thread).
+pub fn torch_checkpoint(bytes: &[u8]) {
+    let path = std::env::temp_dir().join(format!(
+        "tessera-fuzz-{}-{:?}.pt",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    if std::fs::write(&path, bytes).is_err() {
+        return;
+    }
+    if let Ok(ckpt) = Checkpoint::open_torch(&path) {
+        let names: Vec<String> = ckpt.names().map(str::to_owned).collect();
+        for name in names {
+            if let Some(shape) = ckpt.shape(&name).map(<[usize]>::to_vec) {
+                let _ = ckpt.values(&name, &shape, true);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}

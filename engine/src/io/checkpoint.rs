@@ -1,4 +1,6 @@
-//! safetensors files: headers indexed at open, tensors converted to f32 (or kept f16) on demand.
+//! Checkpoints: safetensors files (headers indexed at open) and PyTorch `.pt` files (read
+//! without executing anything, see [`Checkpoint::open_torch`]); tensors converted to f32 (or
+//! kept f16) on demand.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -40,8 +42,101 @@ impl Values {
 }
 
 impl Checkpoint {
-    /// Opens the given files (shards of one checkpoint).
+    /// Opens a PyTorch checkpoint (`torch.save` of a state dict: the ZIP format of PyTorch 1.6
+    /// and later, and the legacy formats before it) with `pytorch-reader`, which parses the
+    /// pickle without executing it: it builds only dictionaries, lists and tensors
+    /// (`torch._utils._rebuild_tensor_v2` over the archive's storages); an unknown global that
+    /// would construct a tensor is an error naming it, other objects (a Lightning file's
+    /// hyper-parameters, callbacks) are kept opaque and skipped. A Lightning-style file whose
+    /// weights sit under `state_dict` is read from there. Tensors are gathered into row-major
+    /// little-endian bytes, so strided views load like any tensor.
+    pub fn open_torch(path: &Path) -> Result<Self> {
+        let bad = |e: &dyn std::fmt::Display| {
+            Error::file(path, format!("not a readable PyTorch checkpoint: {e}"))
+        };
+        let reader = pytorch_reader::PytorchReader::new(path).map_err(|e| bad(&e))?;
+        let nested =
+            !reader.is_empty() && reader.keys().iter().all(|k| k.starts_with("state_dict."));
+        let reader = if nested {
+            pytorch_reader::PytorchReader::with_top_level_key(path, "state_dict")
+                .map_err(|e| bad(&e))?
+        } else {
+            reader
+        };
+        let mut tensors: Vec<(String, pytorch_reader::Tensor)> =
+            reader.into_tensors().into_iter().collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut bytes = Vec::new();
+        let mut index = BTreeMap::new();
+        for (name, t) in tensors {
+            use pytorch_reader::DType as T;
+            let dtype = match t.dtype() {
+                T::F64 => Dtype::F64,
+                T::F32 => Dtype::F32,
+                T::F16 => Dtype::F16,
+                T::BF16 => Dtype::BF16,
+                T::I64 => Dtype::I64,
+                T::I32 => Dtype::I32,
+                T::I16 => Dtype::I16,
+                T::I8 => Dtype::I8,
+                T::U64 => Dtype::U64,
+                T::U32 => Dtype::U32,
+                T::U16 => Dtype::U16,
+                T::U8 => Dtype::U8,
+                T::Bool => Dtype::BOOL,
+            };
+            let data = t.read().map_err(|e| bad(&e))?;
+            let want = t
+                .shape()
+                .iter()
+                .try_fold(dtype.bitsize() / 8, |acc, &d| acc.checked_mul(d));
+            if want != Some(data.len()) {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "tensor {name:?}: shape {:?} does not match its {} bytes",
+                        t.shape(),
+                        data.len()
+                    ),
+                ));
+            }
+            let start = bytes.len();
+            bytes.extend_from_slice(&data);
+            index.insert(
+                name,
+                Entry {
+                    file: 0,
+                    dtype,
+                    shape: t.shape().to_vec(),
+                    range: start..bytes.len(),
+                },
+            );
+        }
+        Ok(Self {
+            files: vec![(path.to_owned(), bytes)],
+            index,
+            synthetic: None,
+        })
+    }
+
+    /// Whether `bytes` start like a PyTorch checkpoint (a ZIP archive, or a pickle stream as the
+    /// legacy format writes) rather than a safetensors file.
+    pub fn looks_like_torch(bytes: &[u8]) -> bool {
+        bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80)
+    }
+
+    /// Opens the given files (shards of one checkpoint): safetensors, or one PyTorch file
+    /// (recognised by its content, see [`Self::open_torch`]).
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        if let [one] = paths {
+            let mut head = [0u8; 4];
+            let n = std::fs::File::open(one)
+                .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+                .map_err(|e| Error::file(one, e))?;
+            if Self::looks_like_torch(&head[..n]) {
+                return Self::open_torch(one);
+            }
+        }
         let files = paths
             .iter()
             .map(|p| Ok((p.clone(), std::fs::read(p).map_err(|e| Error::file(p, e))?)))
@@ -240,8 +335,9 @@ impl Checkpoint {
     }
 }
 
-/// The safetensors files of one model component in `dir`: a sharded index if present, else the
-/// single file, preferring full precision over the `.fp16` variant.
+/// The weight files of one model component in `dir`: a sharded safetensors index if present,
+/// else the single safetensors file, preferring full precision over the `.fp16` variant; else
+/// the PyTorch `.bin` file older diffusers and transformers folders hold.
 pub fn component_files(dir: &Path, stems: &[&str]) -> Result<Vec<PathBuf>> {
     for stem in stems {
         for variant in ["", ".fp16"] {
@@ -255,10 +351,19 @@ pub fn component_files(dir: &Path, stems: &[&str]) -> Result<Vec<PathBuf>> {
             }
         }
     }
+    for stem in stems {
+        for variant in ["", ".fp16"] {
+            let bin = dir.join(format!("{stem}{variant}.bin"));
+            if bin.is_file() {
+                return Ok(vec![bin]);
+            }
+        }
+    }
     Err(Error::file(
         dir,
         format!(
-            "no weights found (looked for {}.safetensors, .fp16.safetensors and sharded index files)",
+            "no weights found (looked for {}.safetensors, .fp16.safetensors, sharded index \
+             files and .bin)",
             stems.join(".safetensors / ")
         ),
     ))
