@@ -1,5 +1,6 @@
 //! `tessera`: masked generative image transformers on any GPU.
 
+mod batch;
 mod bench;
 mod embedded;
 mod gui;
@@ -40,6 +41,10 @@ enum Command {
     Decode(inspect::DecodeArgs),
     /// Encode an image to codebook tokens with the model's VQ encoder.
     Encode(inspect::EncodeArgs),
+    /// One image per entry of a prompt list (text or JSON Lines), resumable and shardable
+    /// across a job array (docs/scale-out.md).
+    #[command(allow_negative_numbers = true)]
+    Batch(Box<batch::BatchArgs>),
 }
 
 fn run() -> Result<()> {
@@ -51,6 +56,7 @@ fn run() -> Result<()> {
         Some(Command::Forward(a)) => inspect::forward(&a),
         Some(Command::Decode(a)) => inspect::decode(&a),
         Some(Command::Encode(a)) => inspect::encode(&a),
+        Some(Command::Batch(a)) => batch::run(&a),
         None => match &cli.render.render {
             Some(out) => render::run(&cli.render, out),
             None => gui::run(&cli.render, &cli.screenshot),

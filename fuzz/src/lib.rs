@@ -5,3 +5,5 @@
 pub mod files;
 #[path = "../../app/src/fuzzing.rs"]
 pub mod fuzzing;
+#[path = "../../app/src/pil_resize.rs"]
+pub mod pil_resize;

@@ -23,14 +23,12 @@ use animation::Animation;
 pub use animation::frame;
 pub use output::gif_bytes;
 use output::{check_outputs, write_outputs};
-use plan::{check_options, request};
-pub use plan::{mask_to_grid, plan};
+pub use plan::{Plan, mask_to_grid, plan};
+pub(crate) use plan::{check_options, request};
 
+/// What to generate and how: the options `--render`, `tessera batch` and the app share.
 #[derive(Args, Clone, Default)]
-pub struct RenderArgs {
-    /// Render headlessly to this PNG (with --batch N > 1: OUT-1.png … OUT-N.png).
-    #[arg(long, value_name = "OUT.png")]
-    pub render: Option<PathBuf>,
+pub struct GenerationArgs {
     /// Model folder or hub id (default: the embedded model in assets/models/emoji).
     #[arg(long, value_name = "DIR|ID")]
     pub model: Option<String>,
@@ -85,6 +83,15 @@ pub struct RenderArgs {
     /// img2img strength in (0, 1]: the fraction of the schedule re-run (default 0.5).
     #[arg(long, value_name = "F")]
     pub strength: Option<f64>,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct RenderArgs {
+    /// Render headlessly to this PNG (with --batch N > 1: OUT-1.png … OUT-N.png).
+    #[arg(long, value_name = "OUT.png")]
+    pub render: Option<PathBuf>,
+    #[command(flatten)]
+    pub generation: GenerationArgs,
     /// Images per prompt.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub batch: usize,
@@ -97,6 +104,19 @@ pub struct RenderArgs {
     /// Also write one PNG per step into this folder.
     #[arg(long, value_name = "DIR")]
     pub frames: Option<PathBuf>,
+}
+
+impl std::ops::Deref for RenderArgs {
+    type Target = GenerationArgs;
+    fn deref(&self) -> &GenerationArgs {
+        &self.generation
+    }
+}
+
+impl std::ops::DerefMut for RenderArgs {
+    fn deref_mut(&mut self) -> &mut GenerationArgs {
+        &mut self.generation
+    }
 }
 
 /// Where `--model` points: a folder, a checkpoint file or a hub id in the local cache
@@ -127,6 +147,26 @@ pub fn class_name(class: u32, num_classes: usize) -> Option<&'static str> {
     (num_classes == 1000)
         .then(|| IMAGENET_CLASSES.lines().nth(class as usize))
         .flatten()
+}
+
+/// The `parameters` text chunk of an image made by `req` (see `pipeline::settings`).
+pub(crate) fn settings_text(
+    a: &RenderArgs,
+    model: &Model,
+    plan: &Plan,
+    req: &pipeline::Request<'_>,
+    size: (usize, usize),
+) -> HashMap<String, String> {
+    let model_name = model_name(a.model.as_deref());
+    let params = Settings {
+        condition: req.condition,
+        sampler: &plan.opts,
+        guidance: model.has_guidance().then_some(plan.guidance),
+        size,
+        model: &model_name,
+    }
+    .parameters();
+    HashMap::from([("parameters".to_owned(), params)])
 }
 
 /// Runs `--render`: every check, then the model, the run and the outputs.
@@ -172,16 +212,7 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
     let frames = animation.finish()?;
     let (images, (w, h)) =
         model.decode(&ctx, &generated.tokens, generated.batch, generated.grid)?;
-    let model_name = model_name(a.model.as_deref());
-    let params = Settings {
-        condition: req.condition,
-        sampler: opts,
-        guidance: model.has_guidance().then_some(plan.guidance),
-        size: (w, h),
-        model: &model_name,
-    }
-    .parameters();
-    let text = HashMap::from([("parameters".to_owned(), params)]);
+    let text = settings_text(a, &model, &plan, &req, (w, h));
     write_outputs(
         a,
         out,
