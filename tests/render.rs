@@ -1097,3 +1097,100 @@ fn the_pipeline_cache_persists_and_a_damaged_one_is_ignored() {
         assert!(files.is_empty(), "{files:?}");
     }
 }
+
+/// Settings travel with images: image k of `--batch N` records its own seed (seed + k) and
+/// `--from-png` redoes it alone, byte for byte; options given beside `--from-png` override it;
+/// AUTOMATIC1111-style text maps where its fields do; a PNG without settings is refused.
+#[test]
+fn from_png_redoes_any_image_of_a_batch_and_reads_automatic1111_text() {
+    let dir = tmp("from-png");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let model = fixture("tiny-b").join("model");
+    let batch = dir.join("b.png");
+    ok(&[
+        "--render",
+        s(&batch),
+        "--model",
+        s(&model),
+        "--prompt",
+        "blue heart",
+        "--seed",
+        "5",
+        "--steps",
+        "3",
+        "--guidance",
+        "3",
+        "--batch",
+        "3",
+    ]);
+    for k in 1..=3 {
+        let image = dir.join(format!("b-{k}.png"));
+        let text = png_parameters(&image);
+        assert!(text.contains(&format!("Seed: {}", 4 + k)), "{text}");
+        let again = dir.join(format!("again-{k}.png"));
+        ok(&["--render", s(&again), "--from-png", s(&image)]);
+        assert_eq!(
+            std::fs::read(&again).expect("again"),
+            std::fs::read(&image).expect("image"),
+            "image {k} of the batch, redone alone"
+        );
+    }
+    let changed = dir.join("changed.png");
+    ok(&[
+        "--render",
+        s(&changed),
+        "--from-png",
+        s(&dir.join("b-1.png")),
+        "--steps",
+        "2",
+    ]);
+    let text = png_parameters(&changed);
+    assert!(
+        text.contains("Steps: 2") && text.contains("Seed: 5"),
+        "{text}"
+    );
+
+    // Another tool's text: its sampler is not tessera's (skipped), the rest maps.
+    let a1111 = dir.join("a1111.png");
+    let params = "red apple\nNegative prompt: dull\nSteps: 3, Sampler: Euler a, CFG scale: 2, \
+                  Seed: 42, Size: 512x512, Model hash: 1234abcd, Model: sd15";
+    let text = std::collections::HashMap::from([("parameters".to_owned(), params.to_owned())]);
+    std::fs::write(
+        &a1111,
+        tessera::files::png_bytes(&[0.5; 3 * 8 * 8], 8, 8, &text).expect("png"),
+    )
+    .expect("write");
+    let from_a1111 = dir.join("from-a1111.png");
+    ok(&[
+        "--render",
+        s(&from_a1111),
+        "--from-png",
+        s(&a1111),
+        "--model",
+        s(&model),
+    ]);
+    let text = png_parameters(&from_a1111);
+    for want in [
+        "red apple\n",
+        "Negative prompt: dull",
+        "Steps: 3",
+        "CFG scale: 2",
+        "Seed: 42",
+    ] {
+        assert!(text.contains(want), "{want:?} not in {text:?}");
+    }
+    assert!(text.contains("Sampler: amused"), "{text}");
+
+    let plain = dir.join("plain.png");
+    image::RgbImage::new(8, 8).save(&plain).expect("save");
+    let o = tessera(&[
+        "--render",
+        s(&dir.join("never.png")),
+        "--from-png",
+        s(&plain),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no `parameters` text"), "{err}");
+}

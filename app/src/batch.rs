@@ -243,7 +243,7 @@ pub fn run(a: &BatchArgs) -> Result<()> {
         })
         .with_context(|| format!("{}:{}", a.prompts.display(), job.line))?;
         let (image, (w, h)) = model.decode(&ctx, &generated.tokens, 1, generated.grid)?;
-        let text = crate::render::settings_text(&job.args, &model, plan, &req, (w, h));
+        let text = crate::render::settings_text(&job.args, &model, plan, &req, (w, h), 0);
         let path = output_for(&a.out, job.line, last_line);
         write_atomically(&path, &png_bytes(&image, w, h, &text)?)?;
         bar.inc(1);

@@ -252,3 +252,29 @@ fn png_encoder(out: &mut Vec<u8>, w: usize, h: usize) -> Result<png::Encoder<'_,
     enc.set_depth(png::BitDepth::Eight);
     Ok(enc)
 }
+
+/// The `parameters` text a PNG carries (tEXt or iTXt, as tessera and AUTOMATIC1111 write it).
+pub fn png_parameters(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let reader = png::Decoder::new(std::io::Cursor::new(&bytes))
+        .read_info()
+        .with_context(|| format!("{}: not a PNG", path.display()))?;
+    let info = reader.info();
+    let latin1 = info
+        .uncompressed_latin1_text
+        .iter()
+        .find(|t| t.keyword == "parameters")
+        .map(|t| t.text.clone());
+    let utf8 = || {
+        info.utf8_text
+            .iter()
+            .find(|t| t.keyword == "parameters")
+            .and_then(|t| t.get_text().ok())
+    };
+    latin1.or_else(utf8).with_context(|| {
+        format!(
+            "{}: no `parameters` text (not an image tessera or AUTOMATIC1111 wrote)",
+            path.display()
+        )
+    })
+}

@@ -4,6 +4,7 @@
 //! in `animation`, writing the outputs (and checking them before any work) in `output`.
 
 mod animation;
+pub mod from_png;
 mod output;
 mod plan;
 
@@ -80,6 +81,10 @@ pub struct GenerationArgs {
         conflicts_with = "mask"
     )]
     pub outpaint: Option<String>,
+    /// Take every option not given here from the settings this PNG carries (as tessera and
+    /// AUTOMATIC1111 write them): `--render out.png --from-png in.png` redoes that image.
+    #[arg(long, value_name = "IN.png")]
+    pub from_png: Option<PathBuf>,
     /// img2img strength in (0, 1]: the fraction of the schedule re-run (default 0.5).
     #[arg(long, value_name = "F")]
     pub strength: Option<f64>,
@@ -149,18 +154,23 @@ pub fn class_name(class: u32, num_classes: usize) -> Option<&'static str> {
         .flatten()
 }
 
-/// The `parameters` text chunk of an image made by `req` (see `pipeline::settings`).
+/// The `parameters` text chunk of image `k` of the images `req` made (see
+/// `pipeline::settings`): its own seed (`sampling::image_seed`), so the PNG redoes that image
+/// alone.
 pub(crate) fn settings_text(
     a: &RenderArgs,
     model: &Model,
     plan: &Plan,
     req: &pipeline::Request<'_>,
     size: (usize, usize),
+    k: usize,
 ) -> HashMap<String, String> {
     let model_name = model_name(a.model.as_deref());
+    let mut opts = plan.opts.clone();
+    opts.seed = tessera_engine::sampling::image_seed(opts.seed, k);
     let params = Settings {
         condition: req.condition,
-        sampler: &plan.opts,
+        sampler: &opts,
         guidance: model.has_guidance().then_some(plan.guidance),
         size,
         model: &model_name,
@@ -171,6 +181,17 @@ pub(crate) fn settings_text(
 
 /// Runs `--render`: every check, then the model, the run and the outputs.
 pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
+    let from_png;
+    let a = match &a.from_png {
+        Some(png) => {
+            from_png = RenderArgs {
+                generation: from_png::apply(&a.generation, png)?,
+                ..a.clone()
+            };
+            &from_png
+        }
+        None => a,
+    };
     check_options(a)?;
     check_outputs(a, out)?;
     let ctx = GpuContext::new()?;
@@ -212,13 +233,15 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
     let frames = animation.finish()?;
     let (images, (w, h)) =
         model.decode(&ctx, &generated.tokens, generated.batch, generated.grid)?;
-    let text = settings_text(a, &model, &plan, &req, (w, h));
+    let texts: Vec<_> = (0..generated.batch)
+        .map(|k| settings_text(a, &model, &plan, &req, (w, h), k))
+        .collect();
     write_outputs(
         a,
         out,
         &images,
         (w, h),
-        &text,
+        &texts,
         &generated.tokens,
         (generated.batch, generated.grid),
         &frames,

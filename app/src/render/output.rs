@@ -57,6 +57,9 @@ pub(super) fn check_outputs(a: &RenderArgs, out: &Path) -> Result<()> {
     if let Some(i) = &a.image {
         inputs.push(("--image", i));
     }
+    if let Some(p) = &a.from_png {
+        inputs.push(("--from-png", p));
+    }
     if let Some(m) = &a.mask {
         inputs.push(("--mask", m));
     }
@@ -140,7 +143,7 @@ fn output_path(out: &Path, i: usize, batch: usize) -> PathBuf {
     out.with_file_name(format!("{stem}-{}.{ext}", i + 1))
 }
 
-/// Writes everything a render produced: the PNGs (with `text` chunks), `--tokens-out`, and the
+/// Writes everything a render produced: the PNGs (image k with `texts[k]`'s chunks), `--tokens-out`, and the
 /// animation `frames` to `--gif` / `--frames` (recorded when either is given). Everything is encoded first and
 /// the image files are written last, each atomically.
 #[allow(clippy::too_many_arguments)]
@@ -149,7 +152,7 @@ pub(super) fn write_outputs(
     out: &Path,
     images: &[f32],
     (w, h): (usize, usize),
-    text: &HashMap<String, String>,
+    texts: &[HashMap<String, String>],
     tokens: &[u32],
     (batch, grid): (usize, (usize, usize)),
     frames: &[image::RgbaImage],
@@ -159,7 +162,7 @@ pub(super) fn write_outputs(
     for i in 0..batch {
         pngs.push((
             output_path(out, i, batch),
-            png_bytes(&images[i * per..(i + 1) * per], w, h, text)?,
+            png_bytes(&images[i * per..(i + 1) * per], w, h, &texts[i])?,
         ));
     }
     if let Some(t) = &a.tokens_out {

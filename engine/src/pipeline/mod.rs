@@ -313,7 +313,16 @@ pub fn plan<'a>(ctx: &GpuContext, model: &'a Model, req: &Request<'_>) -> Result
             strength,
         } => {
             let (ids, grid) = model.encode(ctx, image, *size)?;
-            let (masked, start) = sampling::img2img_start(&ids.repeat(b), mask, &opts, *strength)?;
+            // Each image re-masks with its own stream, as a run of one with its seed would.
+            let mut masked = Vec::with_capacity(b * ids.len());
+            let mut start = 0;
+            for k in 0..b {
+                let mut one = opts.clone();
+                one.seed = sampling::image_seed(opts.seed, k);
+                let (m, s) = sampling::img2img_start(&ids, mask, &one, *strength)?;
+                masked.extend(m);
+                start = s;
+            }
             opts.start_step = start;
             (masked, grid)
         }

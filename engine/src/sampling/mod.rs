@@ -206,6 +206,12 @@ fn remask(noisy: &[f32], mask_len: usize) -> Vec<bool> {
     noisy.iter().map(|&v| v < cutoff).collect()
 }
 
+/// The seed of image `k` of a batch run with `seed`: `seed + k`, so that image is redone alone
+/// by a run of one image with that seed (the PNG of image k records it).
+pub fn image_seed(seed: u64, k: usize) -> u64 {
+    seed.wrapping_add(k as u64)
+}
+
 /// Runs the decoding loop from `init` (u32 `[B·h·w]`, mask id where unknown) and returns the
 /// final tokens (no mask ids left).
 pub fn generate(
@@ -233,12 +239,16 @@ pub fn generate(
             format!("initial token {bad} is neither a code nor the mask id"),
         ));
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    // Image k of the batch draws from its own stream, seeded with seed + k, in the same order
+    // as a batch of one: image k of `--batch N` is image 0 of a run with seed + k.
+    let mut rngs: Vec<ChaCha8Rng> = (0..batch)
+        .map(|b| ChaCha8Rng::seed_from_u64(image_seed(opts.seed, b)))
+        .collect();
     let known: Vec<bool> = init.iter().map(|&t| t != mask).collect();
     let mut cur = init.to_vec();
     // Paella starts unknown positions from random codes and re-noises back to them.
     let noise: Vec<u32> = (0..batch * l)
-        .map(|_| rng.random_range(0..codebook as u32))
+        .map(|i| rngs[i / l].random_range(0..codebook as u32))
         .collect();
     if opts.kind == SamplerKind::Paella {
         for (i, t) in cur.iter_mut().enumerate() {
@@ -266,7 +276,9 @@ pub fn generate(
             ),
             _ => 1.0,
         };
-        let uniforms: Vec<f32> = (0..batch * l).map(|_| rng.random::<f32>()).collect();
+        let uniforms: Vec<f32> = (0..batch * l)
+            .map(|i| rngs[i / l].random::<f32>())
+            .collect();
         let (ids, probs) = {
             let tokens = Tensor::from_u32(ctx, "tokens", &[batch, h, w], &cur)?;
             let mut rec = ctx.recorder();
@@ -319,7 +331,7 @@ pub fn generate(
                     .collect();
                 let r = (step + 1) as f64 / opts.steps as f64;
                 let gumbels: Vec<f32> = (0..batch * l)
-                    .map(|_| gumbel(rng.random::<f32>()))
+                    .map(|i| gumbel(rngs[i / l].random::<f32>()))
                     .collect();
                 let mut next = sampled.clone();
                 let amused_last = opts.kind == SamplerKind::Amused && last;
@@ -380,7 +392,7 @@ pub fn generate(
                 predicted = x.clone();
                 let t_next = 1.0 - (step + 1) as f32 / opts.steps as f32;
                 for i in 0..batch * l {
-                    let renoise = !last && !known[i] && rng.random::<f32>() < t_next;
+                    let renoise = !last && !known[i] && rngs[i / l].random::<f32>() < t_next;
                     if renoise {
                         x[i] = noise[i];
                     }
