@@ -14,6 +14,8 @@ mod save;
 mod screenshot;
 mod session;
 mod settings;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use std::path::PathBuf;

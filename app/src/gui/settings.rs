@@ -118,18 +118,20 @@ impl SettingsPanel {
             softmax_t,
         } = &mut self.settings;
         if !class_model {
-            ui.heading("Prompt");
+            let label = ui.heading("Prompt");
             ui.add(
                 egui::TextEdit::multiline(prompt)
                     .desired_rows(2)
                     .hint_text("blue heart"),
-            );
-            ui.label("Negative prompt");
-            ui.add(egui::TextEdit::singleline(negative_prompt));
+            )
+            .labelled_by(label.id);
+            let label = ui.label("Negative prompt");
+            ui.add(egui::TextEdit::singleline(negative_prompt))
+                .labelled_by(label.id);
         }
         ui.horizontal(|ui| {
-            ui.label("Seed");
-            ui.add(egui::DragValue::new(seed));
+            let label = ui.label("Seed");
+            ui.add(egui::DragValue::new(seed)).labelled_by(label.id);
             if ui
                 .button("random")
                 .on_hover_text("new random seed")
@@ -158,19 +160,22 @@ impl SettingsPanel {
 
     /// Class number, its ImageNet name, and a search over the names.
     fn class_picker(&mut self, ui: &mut egui::Ui, family: &str, n: usize) {
-        ui.heading("Class");
+        let heading = ui.heading("Class");
         ui.label(format!("class-conditional {family}, {n} classes"));
         ui.horizontal(|ui| {
-            ui.add(egui::DragValue::new(&mut self.class).range(0..=n.saturating_sub(1) as u32));
+            ui.add(egui::DragValue::new(&mut self.class).range(0..=n.saturating_sub(1) as u32))
+                .labelled_by(heading.id);
             if let Some(name) = crate::render::class_name(self.class, n) {
                 ui.label(name);
             }
         });
         if n == 1000 {
-            let search = ui.add(
-                egui::TextEdit::singleline(&mut self.class_search)
-                    .hint_text("find a class, e.g. retriever"),
-            );
+            let search = ui
+                .add(
+                    egui::TextEdit::singleline(&mut self.class_search)
+                        .hint_text("find a class, e.g. retriever"),
+                )
+                .labelled_by(heading.id);
             if search.changed() && !self.class_search.trim().is_empty() {
                 let q = self.class_search.trim().to_lowercase();
                 if let Some(i) = crate::render::IMAGENET_CLASSES
@@ -190,7 +195,7 @@ pub fn sampler_picker(
     id: impl std::hash::Hash + std::fmt::Debug,
     sampler: &mut SamplerKind,
 ) {
-    egui::ComboBox::from_id_salt(id)
+    egui::ComboBox::new(id, "sampler")
         .selected_text(sampler.to_string())
         .show_ui(ui, |ui| {
             for k in [
@@ -208,7 +213,7 @@ pub fn schedule_picker(
     id: impl std::hash::Hash + std::fmt::Debug,
     schedule: &mut Schedule,
 ) {
-    egui::ComboBox::from_id_salt(id)
+    egui::ComboBox::new(id, "schedule")
         .selected_text(schedule.to_string())
         .show_ui(ui, |ui| {
             for (name, s) in Schedule::NAMED {

@@ -1,0 +1,113 @@
+//! The panels in process (egui_kittest: no window, no X server): what each shows for the open
+//! model, and what its controls do. The Xvfb test (`tests/app.rs`) covers the real window.
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use tessera_engine::GpuContext;
+use tessera_engine::pipeline::Model;
+
+use super::compare::ComparePanel;
+use super::runs::Runs;
+use super::session::Session;
+use super::settings::SettingsPanel;
+use crate::render::RenderArgs;
+
+fn open(rel: &str) -> Model {
+    let ctx = GpuContext::new().expect("adapter (apt-get install mesa-vulkan-drivers)");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    Model::open(&ctx, &path).expect("model")
+}
+
+#[test]
+fn settings_show_a_prompt_for_text_models_and_a_class_picker_for_class_models() {
+    let text = open("../tests/fixtures/amused/tiny-b/model");
+    let mut panel = SettingsPanel::new(&RenderArgs::default(), Some(&text));
+    let mut h = Harness::new_ui(|ui| panel.ui(ui, Some(&text)));
+    h.run();
+    assert!(h.query_by_label("Negative prompt").is_some());
+    assert!(h.query_all_by_label_contains("guidance").next().is_some());
+    assert!(h.query_by_label("Class").is_none());
+    drop(h);
+
+    let class = open("../tests/fixtures/maskgit/mg-l4/model");
+    let mut panel = SettingsPanel::new(&RenderArgs::default(), Some(&class));
+    panel.reset_for(&class);
+    let mut h = Harness::new_ui(|ui| panel.ui(ui, Some(&class)));
+    h.run();
+    assert!(h.query_by_label("Class").is_some());
+    assert!(
+        h.query_by_label_contains("class-conditional MaskGIT, 10 classes")
+            .is_some()
+    );
+    assert!(h.query_by_label("Negative prompt").is_none());
+    assert!(
+        h.query_by_label_contains("guidance").is_none(),
+        "no unconditional branch"
+    );
+    drop(h);
+    // MaskGIT's own defaults came with the model.
+    assert_eq!(panel.settings.sampler.to_string(), "maskgit");
+    assert_eq!(panel.settings.steps, 8);
+}
+
+#[test]
+fn cancel_is_disabled_while_nothing_runs() {
+    let mut h = Harness::new_ui_state(
+        |ui, (runs, session): &mut (Runs, Session)| runs.cancel_button(ui, session),
+        (Runs::default(), Session::new(None, String::new())),
+    );
+    h.run();
+    assert!(
+        h.get_by_label("Cancel  (Esc)")
+            .accesskit_node()
+            .is_disabled()
+    );
+}
+
+#[test]
+fn a_lost_device_offers_a_restart_and_open_is_reported() {
+    let mut session = Session::new(None, String::new());
+    session.device_lost = Some("Destroyed".into());
+    let mut h = Harness::new_ui_state(
+        |ui, (s, opened): &mut (Session, bool)| *opened |= s.top_bar(ui),
+        (session, false),
+    );
+    h.run();
+    assert!(
+        h.query_by_label_contains("The GPU device was lost (Destroyed)")
+            .is_some()
+    );
+    assert!(h.query_by_label("Restart tessera").is_some());
+    h.get_by_label("Open").click();
+    h.run();
+    assert!(h.state().1, "Open reports the click");
+}
+
+#[test]
+fn compare_keeps_two_to_four_configurations() {
+    let mut h = Harness::new_ui_state(
+        |ui, (panel, runs, session): &mut (ComparePanel, Runs, Session)| {
+            panel.ui(ui, session, runs);
+        },
+        (
+            ComparePanel::default(),
+            Runs::default(),
+            Session::new(None, String::new()),
+        ),
+    );
+    h.run();
+    for want in [3, 4, 4] {
+        if let Some(plus) = h.query_by_label("+") {
+            plus.click();
+        }
+        h.run();
+        assert_eq!(h.state().0.configs.len(), want);
+    }
+    assert!(h.query_by_label("+").is_none(), "no more than four");
+    for want in [3, 2] {
+        h.get_by_label("−").click();
+        h.run();
+        assert_eq!(h.state().0.configs.len(), want);
+    }
+    assert!(h.query_by_label("−").is_none(), "no fewer than two");
+}
