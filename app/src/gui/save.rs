@@ -9,16 +9,18 @@ use tessera_engine::pipeline::settings::{Condition, Settings};
 use super::runs::{Lane, Runs};
 use super::session::Session;
 
-/// Save PNG / Save GIF, once the first lane is done; the status line says where it went.
+/// Save PNG (Ctrl+S) / Save GIF, once the first lane is done; the status line says where it
+/// went.
 pub fn save_buttons(ui: &mut egui::Ui, session: &mut Session, runs: &Runs) {
     let Some(l) = runs.lanes.first() else { return };
     if l.running || l.result.is_none() {
         return;
     }
+    let shortcut = ui.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::S));
     let (png, gif) = ui
         .horizontal(|ui| {
             (
-                ui.button("Save PNG").clicked(),
+                ui.button("Save PNG  (Ctrl+S)").clicked() || shortcut,
                 ui.button("Save GIF").clicked(),
             )
         })

@@ -141,6 +141,13 @@ impl SettingsPanel {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(1, |d| d.as_nanos() as u64 % 1_000_000_000);
             }
+            if ui
+                .button("copy")
+                .on_hover_text("copy the seed to the clipboard")
+                .clicked()
+            {
+                ui.ctx().copy_text(seed.to_string());
+            }
         });
         ui.separator();
         ui.heading("Sampler");
