@@ -105,6 +105,39 @@ pub fn draw_grid(
     }
 }
 
+/// The grid cell (row, column) under `pos` in a grid of `grid` cells drawn in `rect`.
+pub fn cell_at(rect: Rect, (gh, gw): (usize, usize), pos: Pos2) -> Option<(usize, usize)> {
+    if !rect.contains(pos) || gh == 0 || gw == 0 {
+        return None;
+    }
+    let x = ((pos.x - rect.min.x) / rect.width() * gw as f32) as usize;
+    let y = ((pos.y - rect.min.y) / rect.height() * gh as f32) as usize;
+    Some((y.min(gh - 1), x.min(gw - 1)))
+}
+
+/// What the hover readout says about cell `(y, x)`: its token id (or that it is still
+/// masked), the step it was fixed at, and the model's confidence in its prediction.
+pub fn readout(v: &GridView<'_>, (y, x): (usize, usize)) -> String {
+    let i = y * v.grid.1 + x;
+    let Some(&token) = v.tokens.get(i) else {
+        return String::new();
+    };
+    let what = if token == v.mask_id {
+        "[MASK]".to_owned()
+    } else {
+        format!("token {token}")
+    };
+    let fixed = match v.fixed_at.get(i).copied().flatten() {
+        Some(s) => format!("fixed at step {}", s + 1),
+        None => "not fixed yet".to_owned(),
+    };
+    let confidence = v
+        .confidence
+        .get(i)
+        .map_or(String::new(), |c| format!(", confidence {c:.3}"));
+    format!("({y}, {x}): {what}, {fixed}{confidence}")
+}
+
 /// Paints a disc of `radius` image pixels at `pos` (image pixel coordinates) into `mask`
 /// (1 = repaint), or erases it.
 pub fn paint(mask: &mut [f32], (w, h): (usize, usize), pos: Pos2, radius: f32, erase: bool) {
@@ -123,5 +156,36 @@ pub fn paint(mask: &mut [f32], (w, h): (usize, usize), pos: Pos2, radius: f32, e
                 mask[y * w + x] = if erase { 0.0 } else { 1.0 };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readout_names_the_cell_under_the_pointer() {
+        let rect = Rect::from_min_size(Pos2::new(10.0, 20.0), Vec2::new(40.0, 20.0));
+        assert_eq!(cell_at(rect, (2, 4), Pos2::new(10.0, 20.0)), Some((0, 0)));
+        assert_eq!(cell_at(rect, (2, 4), Pos2::new(49.9, 39.9)), Some((1, 3)));
+        assert_eq!(cell_at(rect, (2, 4), Pos2::new(21.0, 31.0)), Some((1, 1)));
+        assert_eq!(cell_at(rect, (2, 4), Pos2::new(5.0, 25.0)), None);
+        let v = GridView {
+            grid: (1, 2),
+            tokens: &[7, 99],
+            newly_fixed: &[true, false],
+            confidence: &[0.25, 0.5],
+            fixed_at: &[Some(2), None],
+            steps: 4,
+            mask_id: 99,
+        };
+        assert_eq!(
+            readout(&v, (0, 0)),
+            "(0, 0): token 7, fixed at step 3, confidence 0.250"
+        );
+        assert_eq!(
+            readout(&v, (0, 1)),
+            "(0, 1): [MASK], not fixed yet, confidence 0.500"
+        );
     }
 }

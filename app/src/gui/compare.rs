@@ -64,16 +64,44 @@ impl ComparePanel {
             .iter()
             .map(|l| (l.settings.label(), l.fixed_curve()))
             .collect();
-        egui_plot::Plot::new("fixed-vs-step")
-            .height(180.0)
-            .legend(egui_plot::Legend::default())
-            .x_axis_label("step")
-            .y_axis_label("tokens fixed")
-            .show(ui, |plot| {
-                for (name, pts) in curves {
-                    plot.line(egui_plot::Line::new(name, egui_plot::PlotPoints::from(pts)));
-                }
-            });
+        // Each lane's mask schedule: the fraction of tokens the schedule leaves masked after
+        // each step, beside the tokens it fixed.
+        let schedules: Vec<(String, Vec<[f64; 2]>)> = runs
+            .lanes
+            .iter()
+            .map(|l| {
+                let steps = l.steps.max(1);
+                let pts = (0..=steps)
+                    .map(|s| {
+                        let r = s as f64 / steps as f64;
+                        [s as f64, l.settings.schedule.mask_ratio(r, 1024)]
+                    })
+                    .collect();
+                (l.settings.label(), pts)
+            })
+            .collect();
+        ui.columns(2, |cols| {
+            egui_plot::Plot::new("fixed-vs-step")
+                .height(180.0)
+                .legend(egui_plot::Legend::default())
+                .x_axis_label("step")
+                .y_axis_label("tokens fixed")
+                .show(&mut cols[0], |plot| {
+                    for (name, pts) in curves {
+                        plot.line(egui_plot::Line::new(name, egui_plot::PlotPoints::from(pts)));
+                    }
+                });
+            egui_plot::Plot::new("mask-schedule")
+                .height(180.0)
+                .legend(egui_plot::Legend::default())
+                .x_axis_label("step")
+                .y_axis_label("masked fraction")
+                .show(&mut cols[1], |plot| {
+                    for (name, pts) in schedules {
+                        plot.line(egui_plot::Line::new(name, egui_plot::PlotPoints::from(pts)));
+                    }
+                });
+        });
         run
     }
 }

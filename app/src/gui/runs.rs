@@ -269,7 +269,8 @@ impl Runs {
             }
         }
         ui.horizontal(|ui| {
-            let (rect, _) = ui.allocate_exact_size(Vec2::splat(size), egui::Sense::hover());
+            let (rect, grid_response) =
+                ui.allocate_exact_size(Vec2::splat(size), egui::Sense::hover());
             let view = GridView {
                 grid: f.grid,
                 tokens: &f.tokens,
@@ -280,6 +281,13 @@ impl Runs {
                 mask_id,
             };
             canvas::draw_grid(ui.painter(), rect, Some(f.preview), &view, self.overlay);
+            // Hover readout: token id, step fixed, confidence of the cell under the pointer.
+            if let Some(cell) = grid_response
+                .hover_pos()
+                .and_then(|p| canvas::cell_at(rect, f.grid, p))
+            {
+                grid_response.on_hover_text_at_pointer(canvas::readout(&view, cell));
+            }
             let shown = if self.replay.is_none() && !l.running {
                 l.result.as_ref().map(|r| r.0)
             } else {
