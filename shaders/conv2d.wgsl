@@ -500,22 +500,7 @@ fn conv2d_gemm(
     let pix_base = wid.x * GEMM_T;
     let bi = wid.z;
 
-    var c0l = vec4<f32>(0.0);
-    var c0r = vec4<f32>(0.0);
-    var c1l = vec4<f32>(0.0);
-    var c1r = vec4<f32>(0.0);
-    var c2l = vec4<f32>(0.0);
-    var c2r = vec4<f32>(0.0);
-    var c3l = vec4<f32>(0.0);
-    var c3r = vec4<f32>(0.0);
-    var c4l = vec4<f32>(0.0);
-    var c4r = vec4<f32>(0.0);
-    var c5l = vec4<f32>(0.0);
-    var c5r = vec4<f32>(0.0);
-    var c6l = vec4<f32>(0.0);
-    var c6r = vec4<f32>(0.0);
-    var c7l = vec4<f32>(0.0);
-    var c7r = vec4<f32>(0.0);
+    var acc: Acc8;
 
     for (var k0 = 0u; k0 < kdim; k0 += GEMM_TK) {
         // Weights [cout, cin·kh·kw]: 16 neighbouring invocations read one channel's 16 taps.
@@ -560,22 +545,7 @@ fn conv2d_gemm(
             let xi = kk * GEMM_T + lid.x * 8u;
             let b0 = x4(xi);
             let b1 = x4(xi + 4u);
-            c0l += a0.x * b0;
-            c0r += a0.x * b1;
-            c1l += a0.y * b0;
-            c1r += a0.y * b1;
-            c2l += a0.z * b0;
-            c2r += a0.z * b1;
-            c3l += a0.w * b0;
-            c3r += a0.w * b1;
-            c4l += a1.x * b0;
-            c4r += a1.x * b1;
-            c5l += a1.y * b0;
-            c5r += a1.y * b1;
-            c6l += a1.z * b0;
-            c6r += a1.z * b1;
-            c7l += a1.w * b0;
-            c7r += a1.w * b1;
+            acc8_fma(&acc, a0, a1, b0, b1);
         }
         workgroupBarrier();
     }
@@ -583,12 +553,12 @@ fn conv2d_gemm(
     let out_base = bi * p.cout * pixels;
     let co0 = co_base + lid.y * 8u;
     let pix = pix_base + lid.x * 8u;
-    gemm_store(out_base, co0 + 0u, pix, c0l, c0r);
-    gemm_store(out_base, co0 + 1u, pix, c1l, c1r);
-    gemm_store(out_base, co0 + 2u, pix, c2l, c2r);
-    gemm_store(out_base, co0 + 3u, pix, c3l, c3r);
-    gemm_store(out_base, co0 + 4u, pix, c4l, c4r);
-    gemm_store(out_base, co0 + 5u, pix, c5l, c5r);
-    gemm_store(out_base, co0 + 6u, pix, c6l, c6r);
-    gemm_store(out_base, co0 + 7u, pix, c7l, c7r);
+    gemm_store(out_base, co0 + 0u, pix, acc.c0l, acc.c0r);
+    gemm_store(out_base, co0 + 1u, pix, acc.c1l, acc.c1r);
+    gemm_store(out_base, co0 + 2u, pix, acc.c2l, acc.c2r);
+    gemm_store(out_base, co0 + 3u, pix, acc.c3l, acc.c3r);
+    gemm_store(out_base, co0 + 4u, pix, acc.c4l, acc.c4r);
+    gemm_store(out_base, co0 + 5u, pix, acc.c5l, acc.c5r);
+    gemm_store(out_base, co0 + 6u, pix, acc.c6l, acc.c6r);
+    gemm_store(out_base, co0 + 7u, pix, acc.c7l, acc.c7r);
 }

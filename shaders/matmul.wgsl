@@ -5,7 +5,7 @@
 //   op(B) = B with B stored [K, N]          (TRANS_B = false)
 //         = Bᵀ with B stored [N, K]         (TRANS_B = true: PyTorch Linear weights)
 //
-// B comes from a prelude (weights_*.wgsl) that declares binding 2 and `load_b(i) -> f32`.
+// Declarations and operand reads come from matmul_params.wgsl, B from a weights_*.wgsl prelude.
 // A batch stride of 0 broadcasts that operand over the batch.
 //
 // Thread mapping: a workgroup of 8×8 invocations owns a 32×32 tile of C; invocation (x, y)
@@ -13,35 +13,12 @@
 // in steps of 16 through workgroup-memory tiles; loads outside the matrix read zero, so any
 // M, N, K work.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    a_batch_stride: u32,
-    b_batch_stride: u32,
-    c_batch_stride: u32,
-    // 1: + bias[n]; 2: + residual (same layout as C).
-    flags: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a_buf: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
-
-override TRANS_B: bool = true;
 // Gated linear unit (GEGLU with the erf GELU as activation): B holds 2N rows, values then
 // gates, and C[m, n] = (v + bias[n]) · act(g + bias[N + n]) (+ residual) with v, g the products
 // with B rows n and N + n (TRANS_B only). A workgroup then covers 16 outputs: its 32 B rows are
 // taken so that invocation x holds the values of outputs 2x, 2x + 1 in accumulator lanes 0, 1
 // and their gates in lanes 2, 3.
 override GATED: bool = false;
-// Activation code (activation.wgsl) applied after the bias and before the residual: an
-// override, so kernels without one carry no activation code (on llvmpipe its mere presence in
-// the store path cost small products 10–15 %).
-override ACT: u32 = 0u;
 
 const TM: u32 = 32u;
 const TN: u32 = 32u;
@@ -96,13 +73,7 @@ fn matmul(
             let e = li + i * THREADS;
             let ml = e / TK;
             let kl = e % TK;
-            let m = row0 + ml;
-            let k = k0 + kl;
-            var v = 0.0;
-            if (m < p.m && k < p.k) {
-                v = a_buf[a_base + m * p.k + k];
-            }
-            a_tile[kl * TM + ml] = v;
+            a_tile[kl * TM + ml] = a_at(a_base, row0 + ml, k0 + kl);
         }
         for (var i = 0u; i < (TN * TK) / THREADS; i++) {
             let e = li + i * THREADS;
@@ -122,16 +93,7 @@ fn matmul(
                 valid = out_n < p.n;
                 n = out_n + select(0u, p.n, nl % 4u >= 2u);
             }
-            let k = k0 + kl;
-            var v = 0.0;
-            if (valid && k < p.k) {
-                if (TRANS_B) {
-                    v = load_b(b_base + n * p.k + k);
-                } else {
-                    v = load_b(b_base + k * p.n + n);
-                }
-            }
-            b_tile[kl * TN + nl] = v;
+            b_tile[kl * TN + nl] = b_at(b_base, n, k0 + kl, valid);
         }
         workgroupBarrier();
 

@@ -7,8 +7,8 @@
 //   op(B) = B with B stored [K, N]          (TRANS_B = false)
 //         = Bᵀ with B stored [N, K]         (TRANS_B = true: PyTorch Linear weights)
 //
-// B comes from a prelude (weights_*.wgsl) that declares binding 2 and `load_b(i) -> f32`;
-// f32 weights are rounded to f16 too. A batch stride of 0 broadcasts that operand.
+// Declarations and operand reads come from matmul_params.wgsl, B from a weights_*.wgsl
+// prelude; f32 weights are rounded to f16 too.
 //
 // Mapping: a workgroup is one subgroup of 32 invocations and owns a 32×32 tile of C as four
 // 16×16 f32 accumulators. K is walked in steps of 16: the invocations stage A's 32×16 and B's
@@ -16,28 +16,6 @@
 // load two A and two B matrices from there and do four multiply-adds. At the end the
 // accumulators go through workgroup memory so that the epilogue (bias, activation, residual)
 // and the bounds checks run per element, as in the other matmul kernels.
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    a_batch_stride: u32,
-    b_batch_stride: u32,
-    c_batch_stride: u32,
-    // 1: + bias[n]; 2: + residual (same layout as C).
-    flags: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a_buf: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
-
-override TRANS_B: bool = true;
-// Activation code (activation.wgsl) applied after the bias and before the residual.
-override ACT: u32 = 0u;
 
 const TM: u32 = 32u;
 const TN: u32 = 32u;
@@ -74,13 +52,7 @@ fn matmul_coop16(
             let e = li + i * THREADS;
             let ml = e / TK;
             let kl = e % TK;
-            let m = row0 + ml;
-            let k = k0 + kl;
-            var v = 0.0;
-            if (m < p.m && k < p.k) {
-                v = a_buf[a_base + m * p.k + k];
-            }
-            a_sh[ml * TK + kl] = f16(v);
+            a_sh[ml * TK + kl] = f16(a_at(a_base, row0 + ml, k0 + kl));
         }
         for (var i = 0u; i < (TN * TK) / THREADS; i++) {
             let e = li + i * THREADS;
@@ -94,16 +66,7 @@ fn matmul_coop16(
                 nl = e % TN;
             }
             let n = col0 + nl;
-            let k = k0 + kl;
-            var v = 0.0;
-            if (n < p.n && k < p.k) {
-                if (TRANS_B) {
-                    v = load_b(b_base + n * p.k + k);
-                } else {
-                    v = load_b(b_base + k * p.n + n);
-                }
-            }
-            b_sh[kl * TN + nl] = f16(v);
+            b_sh[kl * TN + nl] = f16(b_at(b_base, n, k0 + kl, n < p.n));
         }
         workgroupBarrier();
         let a0 = coopLoadT<coop_mat16x16<f16, A>>(&a_sh[0], TK);

@@ -7,9 +7,8 @@
 //   op(B) = B with B stored [K, N]          (TRANS_B = false)
 //         = Bᵀ with B stored [N, K]         (TRANS_B = true: PyTorch Linear weights)
 //
-// B comes from a prelude (weights_*.wgsl) that declares binding 2 and `load_b(i) -> f32`. A
-// batch stride of 0 broadcasts that operand over the batch. No gated units (matmul.wgsl has
-// them).
+// Declarations and operand reads come from matmul_params.wgsl, B from a weights_*.wgsl
+// prelude. No gated units (matmul.wgsl has them).
 //
 // Thread mapping: a workgroup of 8×8 invocations owns a 64×64 tile of C; invocation (x, y) owns
 // rows 8y..8y+7 and columns 8x..8x+7, in 16 named vec4 accumulators (c<row><l|r>, left and
@@ -17,28 +16,6 @@
 // (a_tile[k][m], b_tile[k][n]), so each step reads two vec4s of A and two of B per invocation
 // for 64 multiply-adds (four per load, twice the 32×32 kernel's). Loads outside the matrix read
 // zero and stores outside it are skipped, so any M, N, K work.
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    a_batch_stride: u32,
-    b_batch_stride: u32,
-    c_batch_stride: u32,
-    // 1: + bias[n]; 2: + residual (same layout as C).
-    flags: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a_buf: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
-
-override TRANS_B: bool = true;
-// Activation code (activation.wgsl) applied after the bias and before the residual.
-override ACT: u32 = 0u;
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -80,22 +57,7 @@ fn matmul_tile64(
     let a_base = wid.z * p.a_batch_stride;
     let b_base = wid.z * p.b_batch_stride;
 
-    var c0l = vec4<f32>(0.0);
-    var c0r = vec4<f32>(0.0);
-    var c1l = vec4<f32>(0.0);
-    var c1r = vec4<f32>(0.0);
-    var c2l = vec4<f32>(0.0);
-    var c2r = vec4<f32>(0.0);
-    var c3l = vec4<f32>(0.0);
-    var c3r = vec4<f32>(0.0);
-    var c4l = vec4<f32>(0.0);
-    var c4r = vec4<f32>(0.0);
-    var c5l = vec4<f32>(0.0);
-    var c5r = vec4<f32>(0.0);
-    var c6l = vec4<f32>(0.0);
-    var c6r = vec4<f32>(0.0);
-    var c7l = vec4<f32>(0.0);
-    var c7r = vec4<f32>(0.0);
+    var acc: Acc8;
 
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
         // 1024 elements of each operand, 16 per invocation; 16 neighbouring invocations read
@@ -104,13 +66,7 @@ fn matmul_tile64(
             let e = li + i * THREADS;
             let ml = e / TK;
             let kl = e % TK;
-            let m = row0 + ml;
-            let k = k0 + kl;
-            var v = 0.0;
-            if (m < p.m && k < p.k) {
-                v = a_buf[a_base + m * p.k + k];
-            }
-            a_tile[kl * TM + ml] = v;
+            a_tile[kl * TM + ml] = a_at(a_base, row0 + ml, k0 + kl);
         }
         for (var i = 0u; i < (TN * TK) / THREADS; i++) {
             let e = li + i * THREADS;
@@ -124,16 +80,7 @@ fn matmul_tile64(
                 nl = e % TN;
             }
             let n = col0 + nl;
-            let k = k0 + kl;
-            var v = 0.0;
-            if (n < p.n && k < p.k) {
-                if (TRANS_B) {
-                    v = load_b(b_base + n * p.k + k);
-                } else {
-                    v = load_b(b_base + k * p.n + n);
-                }
-            }
-            b_tile[kl * TN + nl] = v;
+            b_tile[kl * TN + nl] = b_at(b_base, n, k0 + kl, n < p.n);
         }
         workgroupBarrier();
 
@@ -144,22 +91,7 @@ fn matmul_tile64(
             let bi = kk * TN + lid.x * 8u;
             let b0 = b4(bi);
             let b1 = b4(bi + 4u);
-            c0l += a0.x * b0;
-            c0r += a0.x * b1;
-            c1l += a0.y * b0;
-            c1r += a0.y * b1;
-            c2l += a0.z * b0;
-            c2r += a0.z * b1;
-            c3l += a0.w * b0;
-            c3r += a0.w * b1;
-            c4l += a1.x * b0;
-            c4r += a1.x * b1;
-            c5l += a1.y * b0;
-            c5r += a1.y * b1;
-            c6l += a1.z * b0;
-            c6r += a1.z * b1;
-            c7l += a1.w * b0;
-            c7r += a1.w * b1;
+            acc8_fma(&acc, a0, a1, b0, b1);
         }
         workgroupBarrier();
     }
@@ -167,12 +99,12 @@ fn matmul_tile64(
     let c_base = wid.z * p.c_batch_stride;
     let row = row0 + lid.y * 8u;
     let col = col0 + lid.x * 8u;
-    store_row(c_base, row + 0u, col, c0l, c0r);
-    store_row(c_base, row + 1u, col, c1l, c1r);
-    store_row(c_base, row + 2u, col, c2l, c2r);
-    store_row(c_base, row + 3u, col, c3l, c3r);
-    store_row(c_base, row + 4u, col, c4l, c4r);
-    store_row(c_base, row + 5u, col, c5l, c5r);
-    store_row(c_base, row + 6u, col, c6l, c6r);
-    store_row(c_base, row + 7u, col, c7l, c7r);
+    store_row(c_base, row + 0u, col, acc.c0l, acc.c0r);
+    store_row(c_base, row + 1u, col, acc.c1l, acc.c1r);
+    store_row(c_base, row + 2u, col, acc.c2l, acc.c2r);
+    store_row(c_base, row + 3u, col, acc.c3l, acc.c3r);
+    store_row(c_base, row + 4u, col, acc.c4l, acc.c4r);
+    store_row(c_base, row + 5u, col, acc.c5l, acc.c5r);
+    store_row(c_base, row + 6u, col, acc.c6l, acc.c6r);
+    store_row(c_base, row + 7u, col, acc.c7l, acc.c7r);
 }

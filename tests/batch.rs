@@ -57,17 +57,8 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .unwrap_or_default()
 }
 
-fn parameters(png: &[u8]) -> String {
-    let reader = png::Decoder::new(std::io::Cursor::new(png))
-        .read_info()
-        .expect("png");
-    reader
-        .info()
-        .uncompressed_latin1_text
-        .iter()
-        .find(|t| t.keyword == "parameters")
-        .map(|t| t.text.clone())
-        .expect("parameters")
+fn parameters(png: &Path) -> String {
+    tessera::files::png_parameters(png).expect("parameters")
 }
 
 #[test]
@@ -83,10 +74,10 @@ fn a_prompt_list_makes_one_image_per_line_resumes_and_shards_exactly() {
     let made = files(&all);
     let names: Vec<&str> = made.keys().map(String::as_str).collect();
     assert_eq!(names, ["00001.png", "00003.png", "00004.png", "00005.png"]);
-    let p1 = parameters(&made["00001.png"]);
+    let p1 = parameters(&all.join("00001.png"));
     assert!(p1.starts_with("blue heart\n"), "{p1}");
     // Same prompt on another line: its own seed, so another image.
-    let p5 = parameters(&made["00005.png"]);
+    let p5 = parameters(&all.join("00005.png"));
     assert_ne!(p1, p5);
     assert_ne!(made["00001.png"], made["00005.png"]);
 
@@ -143,14 +134,13 @@ fn json_lines_override_the_command_line_and_bad_lines_stop_before_work() {
     let out = dir.join("out");
     let (ok, err) = batch(&list, &out, &["--guidance", "4"], &[]);
     assert!(ok, "{err}");
-    let made = files(&out);
-    let first = parameters(&made["00001.png"]);
+    let first = parameters(&out.join("00001.png"));
     assert!(
         first.starts_with("cat face\n") && first.contains("Seed: 11"),
         "{first}"
     );
     assert!(first.contains("CFG scale: 2"), "{first}");
-    let second = parameters(&made["00002.png"]);
+    let second = parameters(&out.join("00002.png"));
     assert!(
         second.contains("Steps: 3") && second.contains("CFG scale: 4"),
         "{second}"

@@ -21,18 +21,22 @@ fn fixture(case: &str) -> PathBuf {
         .join(case)
 }
 
+/// The pipeline tests' request: "blue heart", guidance 3, aMUSEd sampler with seed 5.
+fn blue_heart(side: usize) -> tessera_engine::pipeline::Request<'static> {
+    tessera_engine::pipeline::Request {
+        condition: Condition::Text {
+            prompt: "blue heart",
+            negative_prompt: "",
+        },
+        batch: 1,
+        guidance: 3.0,
+        sampler: tessera_engine::sampling::SamplerOptions::amused(5),
+        start: tessera_engine::pipeline::Start::Blank((side, side)),
+    }
+}
+
 fn png_text(path: &Path) -> String {
-    let dec = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(path).expect("open"),
-    ));
-    let reader = dec.read_info().expect("png");
-    reader
-        .info()
-        .uncompressed_latin1_text
-        .iter()
-        .find(|t| t.keyword == "parameters")
-        .map(|t| t.text.clone())
-        .expect("parameters chunk")
+    tessera::files::png_parameters(path).expect("parameters chunk")
 }
 
 fn tokens(path: &Path) -> (Vec<usize>, Vec<i64>) {
@@ -426,27 +430,6 @@ fn bench_json_has_the_documented_fields() {
     assert!(v.get("pipeline_cache_loaded_bytes").is_some(), "{v}");
 }
 
-/// The `parameters` text of a PNG from whichever chunk holds it (tEXt or iTXt).
-fn png_parameters(path: &Path) -> String {
-    let dec = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(path).expect("open"),
-    ));
-    let reader = dec.read_info().expect("png");
-    let info = reader.info();
-    if let Some(t) = info
-        .uncompressed_latin1_text
-        .iter()
-        .find(|t| t.keyword == "parameters")
-    {
-        return t.text.clone();
-    }
-    info.utf8_text
-        .iter()
-        .find(|t| t.keyword == "parameters")
-        .map(|t| t.get_text().expect("utf-8 text"))
-        .expect("parameters chunk")
-}
-
 #[test]
 fn any_unicode_prompt_is_written_into_the_png() {
     let model = fixture("tiny-b").join("model");
@@ -470,7 +453,7 @@ fn any_unicode_prompt_is_written_into_the_png() {
             "--seed",
             "3",
         ]);
-        let text = png_parameters(&png);
+        let text = png_text(&png);
         assert!(text.starts_with(prompt), "{text:?}");
         assert!(text.contains("Negative prompt: ø"), "{text:?}");
     }
@@ -776,8 +759,7 @@ fn rss_bytes() -> u64 {
 /// render soak -- --nocapture` gives the figures for a real model.
 #[test]
 fn soak_same_settings_same_images_flat_memory() {
-    use tessera_engine::pipeline::{self, Request, Start};
-    use tessera_engine::sampling::SamplerOptions;
+    use tessera_engine::pipeline;
     let n: usize = std::env::var("SOAK_RENDERS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -790,16 +772,7 @@ fn soak_same_settings_same_images_flat_memory() {
     let pipe = Model::open(&ctx, &model).expect("load");
     let side = pipe.grid().0;
     let render = || {
-        let req = Request {
-            condition: Condition::Text {
-                prompt: "blue heart",
-                negative_prompt: "",
-            },
-            batch: 1,
-            guidance: 3.0,
-            sampler: SamplerOptions::amused(5),
-            start: Start::Blank((side, side)),
-        };
+        let req = blue_heart(side);
         let g = pipeline::generate(&ctx, &pipe, &req, &mut |_| ControlFlow::Continue(()))
             .expect("generate");
         let (img, _) = pipe.decode(&ctx, &g.tokens, 1, g.grid).expect("decode");
@@ -923,21 +896,11 @@ fn off_grid_images_resize_as_the_reference_bit_for_bit() {
 /// the pipeline ready for the next run, which gives the same image as a fresh one.
 #[test]
 fn a_cancelled_run_stops_after_its_step_and_returns_its_buffers() {
-    use tessera_engine::pipeline::{self, Request, Start};
-    use tessera_engine::sampling::SamplerOptions;
+    use tessera_engine::pipeline;
     let ctx = GpuContext::new().expect("adapter (apt-get install mesa-vulkan-drivers)");
     let pipe = Model::open(&ctx, &fixture("tiny-b").join("model")).expect("load");
     let side = pipe.grid().0;
-    let req = Request {
-        condition: Condition::Text {
-            prompt: "blue heart",
-            negative_prompt: "",
-        },
-        batch: 1,
-        guidance: 3.0,
-        sampler: SamplerOptions::amused(5),
-        start: Start::Blank((side, side)),
-    };
+    let req = blue_heart(side);
     let whole = |ctx: &GpuContext| {
         pipeline::generate(ctx, &pipe, &req, &mut |_| ControlFlow::Continue(()))
             .expect("generate")
@@ -1011,22 +974,12 @@ fn out_of_gpu_memory_is_one_error_line_and_no_file() {
 /// into its restart offer, without a panic; a new context renders again.
 #[test]
 fn a_device_lost_mid_run_is_device_lost_and_a_new_context_renders() {
-    use tessera_engine::pipeline::{self, Request, Start};
-    use tessera_engine::sampling::SamplerOptions;
+    use tessera_engine::pipeline;
     let folder = fixture("tiny-b").join("model");
     let run = |ctx: &GpuContext, lose_at: Option<usize>| {
         let pipe = Model::open(ctx, &folder).expect("load");
         let side = pipe.grid().0;
-        let req = Request {
-            condition: Condition::Text {
-                prompt: "blue heart",
-                negative_prompt: "",
-            },
-            batch: 1,
-            guidance: 3.0,
-            sampler: SamplerOptions::amused(5),
-            start: Start::Blank((side, side)),
-        };
+        let req = blue_heart(side);
         pipeline::generate(ctx, &pipe, &req, &mut |ev| {
             if Some(ev.step) == lose_at {
                 ctx.device.destroy();
@@ -1126,7 +1079,7 @@ fn from_png_redoes_any_image_of_a_batch_and_reads_automatic1111_text() {
     ]);
     for k in 1..=3 {
         let image = dir.join(format!("b-{k}.png"));
-        let text = png_parameters(&image);
+        let text = png_text(&image);
         assert!(text.contains(&format!("Seed: {}", 4 + k)), "{text}");
         let again = dir.join(format!("again-{k}.png"));
         ok(&["--render", s(&again), "--from-png", s(&image)]);
@@ -1145,7 +1098,7 @@ fn from_png_redoes_any_image_of_a_batch_and_reads_automatic1111_text() {
         "--steps",
         "2",
     ]);
-    let text = png_parameters(&changed);
+    let text = png_text(&changed);
     assert!(
         text.contains("Steps: 2") && text.contains("Seed: 5"),
         "{text}"
@@ -1170,7 +1123,7 @@ fn from_png_redoes_any_image_of_a_batch_and_reads_automatic1111_text() {
         "--model",
         s(&model),
     ]);
-    let text = png_parameters(&from_a1111);
+    let text = png_text(&from_a1111);
     for want in [
         "red apple\n",
         "Negative prompt: dull",

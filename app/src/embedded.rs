@@ -73,16 +73,6 @@ fn fingerprint() -> u64 {
     h
 }
 
-fn cache_root() -> PathBuf {
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| home.map(|h| PathBuf::from(h).join(".cache")))
-        .or_else(|| std::env::var_os("LOCALAPPDATA").map(PathBuf::from))
-        .unwrap_or_else(std::env::temp_dir)
-}
-
 /// Writes the embedded files into `dir` (through a sibling temporary folder renamed into place,
 /// so a crash never leaves a half-written model that looks complete).
 fn unpack(dir: &Path) -> Result<()> {
@@ -137,7 +127,7 @@ pub fn default_model() -> Result<PathBuf> {
     if let Some(dir) = source_folder() {
         return Ok(dir);
     }
-    let dir = cache_root()
+    let dir = tessera_engine::gpu::user_cache_dir()
         .join("tessera/models")
         .join(format!("emoji-{:016x}", fingerprint()));
     if !dir.join("model_index.json").is_file() {

@@ -11,6 +11,8 @@ const ACTIVATION: &str = include_str!("../../shaders/activation.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 const MATMUL_TILE64: &str = include_str!("../../shaders/matmul_tile64.wgsl");
 const MATMUL_COOP16: &str = include_str!("../../shaders/matmul_coop16.wgsl");
+const TILE8X8: &str = include_str!("../../shaders/tile8x8.wgsl");
+const MATMUL_PARAMS: &str = include_str!("../../shaders/matmul_params.wgsl");
 const MATMUL_EPILOGUE: &str = include_str!("../../shaders/matmul_epilogue.wgsl");
 const WEIGHTS_F32: &str = include_str!("../../shaders/weights_f32.wgsl");
 const WEIGHTS_F16: &str = include_str!("../../shaders/weights_f16.wgsl");
@@ -130,7 +132,9 @@ impl Module {
                 } else {
                     MATMUL_TILE64
                 };
-                format!("{prelude}\n{ACTIVATION}\n{kernel}\n{MATMUL_EPILOGUE}")
+                format!(
+                    "{prelude}\n{ACTIVATION}\n{MATMUL_PARAMS}\n{TILE8X8}\n{kernel}\n{MATMUL_EPILOGUE}"
+                )
             }
             Module::MatmulCoop16(w) => {
                 // Enable directives come before every declaration: the f16 prelude's own
@@ -143,7 +147,7 @@ impl Module {
                 .replace("enable f16;", "");
                 format!(
                     "enable f16;\nenable wgpu_cooperative_matrix;\n{prelude}\n{ACTIVATION}\n\
-                     {MATMUL_COOP16}\n{MATMUL_EPILOGUE}"
+                     {MATMUL_PARAMS}\n{MATMUL_COOP16}\n{MATMUL_EPILOGUE}"
                 )
             }
             Module::MatmulRows(w) => {
@@ -161,7 +165,7 @@ impl Module {
             Module::Elementwise => format!("{ACTIVATION}\n{ELEMENTWISE}"),
             Module::Layout => LAYOUT.to_owned(),
             Module::Embed => EMBED.to_owned(),
-            Module::Conv2d => CONV2D.to_owned(),
+            Module::Conv2d => format!("{TILE8X8}\n{CONV2D}"),
             Module::Sampling => SAMPLING.to_owned(),
         }
     }

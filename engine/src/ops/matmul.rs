@@ -41,16 +41,25 @@ fn spec(format: WeightFormat, trans_b: bool, gated: bool, act: Option<Activation
         .with("ACT", act_code(act))
 }
 
-fn tile64_spec(format: WeightFormat, trans_b: bool, act: Option<Activation>) -> KernelSpec {
-    KernelSpec::new(Module::MatmulTile64(format), "matmul_tile64")
+/// A kernel without gated units (`matmul_tile64.wgsl`, `matmul_coop16.wgsl`): its module, entry
+/// point and the B layout and activation overrides.
+fn ungated_spec(
+    module: Module,
+    entry: &'static str,
+    trans_b: bool,
+    act: Option<Activation>,
+) -> KernelSpec {
+    KernelSpec::new(module, entry)
         .with("TRANS_B", f64::from(u8::from(trans_b)))
         .with("ACT", act_code(act))
 }
 
+fn tile64_spec(format: WeightFormat, trans_b: bool, act: Option<Activation>) -> KernelSpec {
+    ungated_spec(Module::MatmulTile64(format), "matmul_tile64", trans_b, act)
+}
+
 fn coop16_spec(format: WeightFormat, trans_b: bool, act: Option<Activation>) -> KernelSpec {
-    KernelSpec::new(Module::MatmulCoop16(format), "matmul_coop16")
-        .with("TRANS_B", f64::from(u8::from(trans_b)))
-        .with("ACT", act_code(act))
+    ungated_spec(Module::MatmulCoop16(format), "matmul_coop16", trans_b, act)
 }
 
 fn rows_spec(format: WeightFormat, gated: bool, act: Option<Activation>) -> KernelSpec {
