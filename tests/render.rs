@@ -1147,3 +1147,22 @@ fn from_png_redoes_any_image_of_a_batch_and_reads_automatic1111_text() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("no `parameters` text"), "{err}");
 }
+
+/// `tessera convert IN.pt OUT.safetensors` writes a file the loaders read; it refuses to
+/// overwrite its input and names an unreadable one.
+#[test]
+fn convert_writes_safetensors_from_a_torch_checkpoint() {
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/torch/state_dict.pt");
+    let out = tmp("converted.safetensors");
+    ok(&["convert", s(&input), s(&out)]);
+    let ckpt = tessera_engine::io::Checkpoint::open(std::slice::from_ref(&out)).expect("read back");
+    assert_eq!(ckpt.shape("a.weight"), Some(&[3, 4][..]));
+    let o = tessera(&["convert", s(&out), s(&out)]);
+    assert_eq!(o.status.code(), Some(1));
+    let bad = tmp("bad.pt");
+    std::fs::write(&bad, b"PK\x03\x04 not really").expect("write");
+    let o = tessera(&["convert", s(&bad), s(&tmp("never.safetensors"))]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad.pt") && err.starts_with("Error:"), "{err}");
+}

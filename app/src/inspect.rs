@@ -184,3 +184,30 @@ pub fn encode(a: &EncodeArgs) -> Result<()> {
     let v: Vec<i64> = ids.into_iter().map(i64::from).collect();
     write_tensors(&a.out, &[Out::I64("tokens", vec![1, gh, gw], v)])
 }
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// A checkpoint: a PyTorch `.pt`/`.bin`/`.ckpt` file (read without executing its pickle) or
+    /// a safetensors file.
+    #[arg(value_name = "IN")]
+    input: PathBuf,
+    /// The safetensors file to write: every tensor, dtypes as stored.
+    #[arg(value_name = "OUT.safetensors")]
+    out: PathBuf,
+}
+
+/// Converts a checkpoint to safetensors.
+pub fn convert(a: &ConvertArgs) -> Result<()> {
+    if a.input == a.out {
+        bail!("{} would overwrite its input", a.out.display());
+    }
+    let ckpt = tessera_engine::io::Checkpoint::open(std::slice::from_ref(&a.input))?;
+    let bytes = ckpt.to_safetensors()?;
+    write_atomically(&a.out, &bytes)?;
+    eprintln!(
+        "wrote {} tensors to {}",
+        ckpt.names().count(),
+        a.out.display()
+    );
+    Ok(())
+}

@@ -41,6 +41,8 @@ enum Command {
     Decode(inspect::DecodeArgs),
     /// Encode an image to codebook tokens with the model's VQ encoder.
     Encode(inspect::EncodeArgs),
+    /// Convert a PyTorch checkpoint (.pt/.bin/.ckpt) to safetensors.
+    Convert(inspect::ConvertArgs),
     /// One image per entry of a prompt list (text or JSON Lines), resumable and shardable
     /// across a job array (docs/scale-out.md).
     #[command(allow_negative_numbers = true)]
@@ -57,6 +59,7 @@ fn run() -> Result<()> {
         Some(Command::Decode(a)) => inspect::decode(&a),
         Some(Command::Encode(a)) => inspect::encode(&a),
         Some(Command::Batch(a)) => batch::run(&a),
+        Some(Command::Convert(a)) => inspect::convert(&a),
         None => match &cli.render.render {
             Some(out) => render::run(&cli.render, out),
             None => gui::run(&cli.render, &cli.screenshot),
@@ -67,6 +70,9 @@ fn run() -> Result<()> {
 fn info() -> Result<()> {
     let ctx = tessera_engine::GpuContext::new()?;
     let i = &ctx.info;
+    if !tessera_engine::gpu::is_software_adapter(i) {
+        println!("GPU: a hardware adapter — tessera runs its GPU kernels at full speed");
+    }
     let l = ctx.limits();
     println!("adapter: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
     println!("driver: {} {}", i.driver, i.driver_info);

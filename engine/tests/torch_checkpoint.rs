@@ -98,3 +98,18 @@ fn a_component_with_a_bin_file_loads_it() {
     let ckpt = Checkpoint::open(&files).expect("open");
     assert_matches_torch(&ckpt, ".bin component");
 }
+
+/// `tessera convert`'s conversion: the safetensors form holds every tensor with its dtype and
+/// values (the i64 scalar included).
+#[test]
+fn a_torch_checkpoint_converts_to_safetensors() {
+    let ckpt = Checkpoint::open_torch(&fixture("lightning.ckpt")).expect("open");
+    let bytes = ckpt.to_safetensors().expect("convert");
+    let back = Checkpoint::from_bytes(vec![("converted.safetensors".into(), bytes)]).expect("read");
+    assert_eq!(
+        back.names().collect::<Vec<_>>(),
+        ckpt.names().collect::<Vec<_>>()
+    );
+    assert_matches_torch(&back, "converted");
+    assert!(Checkpoint::synthetic(1).to_safetensors().is_err());
+}

@@ -264,6 +264,31 @@ impl Checkpoint {
         self.index.keys().map(String::as_str)
     }
 
+    /// Every tensor in safetensors form, dtypes and bytes as stored (what `tessera convert`
+    /// writes for a PyTorch checkpoint).
+    ///
+    /// # Errors
+    /// A synthetic checkpoint (nothing stored), or safetensors refusing a tensor.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        if self.synthetic.is_some() {
+            return Err(Error::shape(
+                "convert",
+                "a synthetic checkpoint stores nothing",
+            ));
+        }
+        let views = self
+            .index
+            .iter()
+            .map(|(name, e)| {
+                let bytes = &self.files[e.file].1[e.range.clone()];
+                safetensors::tensor::TensorView::new(e.dtype, e.shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::shape("convert", e.to_string()))?;
+        safetensors::serialize(views, None).map_err(|e| Error::shape("convert", e.to_string()))
+    }
+
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
         self.index.get(name).map(|e| e.shape.as_slice())
     }
