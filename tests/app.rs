@@ -105,6 +105,23 @@ fn compare_mode_screenshot_runs_every_lane() {
     );
 }
 
+/// One prompt across two models: the second lane names the embedded default model, the first
+/// runs the open fixture model; both render.
+#[test]
+fn compare_lanes_run_on_their_own_models() {
+    let dir = std::env::temp_dir().join(format!("tessera-app-cmp2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let out = dir.join("compare-models.png");
+    let default_model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/emoji");
+    let lanes = format!("amused:cosine,amused:cosine@{}", default_model.display());
+    run_screenshot(&out, &["--compare", &lanes, "--steps", "4"]);
+    let img = image::open(&out).expect("png").to_rgba8();
+    assert!(
+        distinct_colors(&img, 300, 120, 1270, 320) > 200,
+        "compare lanes missing"
+    );
+}
+
 #[test]
 fn maskgit_checkpoints_open_with_a_class_picker() {
     let dir = std::env::temp_dir().join(format!("tessera-app-mg-{}", std::process::id()));

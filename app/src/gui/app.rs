@@ -8,7 +8,7 @@ use tessera_engine::pipeline::Start;
 use super::ScreenshotArgs;
 use super::compare::ComparePanel;
 use super::inpaint::InpaintPanel;
-use super::runs::Runs;
+use super::runs::{LaneSpec, Runs};
 use super::save::save_buttons;
 use super::screenshot::Screenshot;
 use super::session::Session;
@@ -63,27 +63,43 @@ impl App {
 
     /// One lane with the panel's settings.
     fn generate(&mut self, ctx: &egui::Context, start: Option<Start>) {
-        let class = self.settings.class_label(self.session.model.as_deref());
-        let lanes = vec![(self.settings.settings.clone(), class)];
-        self.runs.start(&mut self.session, ctx, lanes, start);
+        let lane = LaneSpec {
+            settings: self.settings.settings.clone(),
+            class: self.settings.class_label(self.session.model.as_deref()),
+            model: None,
+        };
+        self.runs.start(&mut self.session, ctx, vec![lane], start);
     }
 
-    /// One lane per Compare configuration.
+    /// One lane per Compare configuration, each on its own model where it names one.
     fn run_compare(&mut self, ctx: &egui::Context) {
-        let class = self.settings.class_label(self.session.model.as_deref());
-        let lanes = self
-            .compare
-            .configs
-            .iter()
-            .map(|(k, s)| {
-                let settings = Settings {
-                    sampler: *k,
-                    schedule: *s,
+        let mut lanes = Vec::new();
+        for c in self.compare.configs.clone() {
+            let model = if c.model.trim().is_empty() {
+                None
+            } else {
+                match self.session.lane_model(&c.model) {
+                    Ok(m) => Some((c.model.trim().to_owned(), m)),
+                    Err(e) => {
+                        self.session.message = Some(format!("{e:#}"));
+                        return;
+                    }
+                }
+            };
+            let lane_model = model
+                .as_ref()
+                .map(|(_, m)| m.clone())
+                .or_else(|| self.session.model.clone());
+            lanes.push(LaneSpec {
+                settings: Settings {
+                    sampler: c.sampler,
+                    schedule: c.schedule,
                     ..self.settings.settings.clone()
-                };
-                (settings, class)
-            })
-            .collect();
+                },
+                class: self.settings.class_label(lane_model.as_deref()),
+                model,
+            });
+        }
         self.runs.start(&mut self.session, ctx, lanes, None);
     }
 
@@ -138,7 +154,6 @@ impl eframe::App for App {
                 ui.selectable_value(&mut self.mode, Mode::Compare, "Compare");
             });
             ui.separator();
-            let mask_id = self.session.mask_id();
             match self.mode {
                 Mode::Generate => {
                     ui.horizontal(|ui| {
@@ -154,7 +169,7 @@ impl eframe::App for App {
                         self.runs.cancel_button(ui, &mut self.session);
                     });
                     let size = ((ui.available_width() - 16.0) / 2.0).clamp(128.0, 420.0);
-                    self.runs.lane_view(ui, 0, size, mask_id);
+                    self.runs.lane_view(ui, 0, size);
                 }
                 Mode::Inpaint => {
                     if let Some(start) = self.inpaint.ui(ui, &mut self.session, &mut self.runs) {
@@ -162,7 +177,7 @@ impl eframe::App for App {
                     }
                     if !self.runs.lanes.is_empty() {
                         ui.separator();
-                        self.runs.lane_view(ui, 0, 256.0, mask_id);
+                        self.runs.lane_view(ui, 0, 256.0);
                     }
                 }
                 Mode::Compare => {

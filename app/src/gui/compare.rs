@@ -1,5 +1,6 @@
-//! Compare mode: 2–4 sampler/schedule configurations run with the same prompt and seed, side
-//! by side, with the tokens fixed per step of each.
+//! Compare mode: 2–4 configurations (sampler, schedule, and optionally their own model) run
+//! with the same prompt and seed side by side, with the tokens fixed per step and the mask
+//! schedule of each.
 
 use tessera_engine::sampling::{SamplerKind, Schedule};
 
@@ -7,16 +8,35 @@ use super::runs::Runs;
 use super::session::Session;
 use super::settings::{sampler_picker, schedule_picker};
 
+/// One compare lane: its sampler and schedule, and the model it runs (empty: the open one;
+/// else a folder, checkpoint or hub id, as the model field takes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompareLane {
+    pub sampler: SamplerKind,
+    pub schedule: Schedule,
+    pub model: String,
+}
+
+impl CompareLane {
+    pub fn new(sampler: SamplerKind, schedule: Schedule) -> Self {
+        Self {
+            sampler,
+            schedule,
+            model: String::new(),
+        }
+    }
+}
+
 pub struct ComparePanel {
-    pub configs: Vec<(SamplerKind, Schedule)>,
+    pub configs: Vec<CompareLane>,
 }
 
 impl Default for ComparePanel {
     fn default() -> Self {
         Self {
             configs: vec![
-                (SamplerKind::Amused, Schedule::Cosine),
-                (SamplerKind::Amused, Schedule::Linear),
+                CompareLane::new(SamplerKind::Amused, Schedule::Cosine),
+                CompareLane::new(SamplerKind::Amused, Schedule::Linear),
             ],
         }
     }
@@ -29,7 +49,8 @@ impl ComparePanel {
         ui.horizontal(|ui| {
             ui.label("Configurations (same prompt, seed, steps, guidance):");
             if self.configs.len() < 4 && ui.button("+").clicked() {
-                self.configs.push((SamplerKind::Amused, Schedule::Pow(2.0)));
+                self.configs
+                    .push(CompareLane::new(SamplerKind::Amused, Schedule::Pow(2.0)));
             }
             if self.configs.len() > 2 && ui.button("−").clicked() {
                 self.configs.pop();
@@ -38,10 +59,21 @@ impl ComparePanel {
             runs.cancel_button(ui, session);
         });
         ui.horizontal_wrapped(|ui| {
-            for (i, (k, s)) in self.configs.iter_mut().enumerate() {
+            for (i, lane) in self.configs.iter_mut().enumerate() {
                 ui.group(|ui| {
-                    sampler_picker(ui, ("cmp-sampler", i), k);
-                    schedule_picker(ui, ("cmp-schedule", i), s);
+                    ui.vertical(|ui| {
+                        ui.horizontal(|ui| {
+                            sampler_picker(ui, ("cmp-sampler", i), &mut lane.sampler);
+                            schedule_picker(ui, ("cmp-schedule", i), &mut lane.schedule);
+                        });
+                        let label = ui.label(format!("model of lane {}", i + 1));
+                        ui.add(
+                            egui::TextEdit::singleline(&mut lane.model)
+                                .hint_text("the open model")
+                                .desired_width(220.0),
+                        )
+                        .labelled_by(label.id);
+                    });
                 });
             }
         });
@@ -50,19 +82,18 @@ impl ComparePanel {
             return run;
         }
         let size = ((ui.available_width() / n as f32 - 28.0) / 2.0).clamp(48.0, 240.0);
-        let mask_id = session.mask_id();
         ui.horizontal(|ui| {
             for i in 0..n {
                 ui.vertical(|ui| {
                     ui.set_max_width(2.0 * size + 8.0);
-                    runs.lane_view(ui, i, size, mask_id);
+                    runs.lane_view(ui, i, size);
                 });
             }
         });
         let curves: Vec<(String, Vec<[f64; 2]>)> = runs
             .lanes
             .iter()
-            .map(|l| (l.settings.label(), l.fixed_curve()))
+            .map(|l| (l.label(), l.fixed_curve()))
             .collect();
         // Each lane's mask schedule: the fraction of tokens the schedule leaves masked after
         // each step, beside the tokens it fixed.
@@ -77,7 +108,7 @@ impl ComparePanel {
                         [s as f64, l.settings.schedule.mask_ratio(r, 1024)]
                     })
                     .collect();
-                (l.settings.label(), pts)
+                (l.label(), pts)
             })
             .collect();
         ui.columns(2, |cols| {

@@ -22,7 +22,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
-use tessera_engine::sampling::{SamplerKind, Schedule};
 
 use crate::render::RenderArgs;
 use app::App;
@@ -37,16 +36,21 @@ pub struct ScreenshotArgs {
     /// With --screenshot: show this step (1-based) of the run instead of the last.
     #[arg(long, value_name = "N", requires = "screenshot")]
     pub screenshot_step: Option<usize>,
-    /// Start in Compare mode with these configurations, e.g. amused:cosine,amused:linear.
-    #[arg(long, value_name = "SAMPLER:SCHEDULE,..", value_delimiter = ',', value_parser = parse_lane)]
-    pub compare: Vec<(SamplerKind, Schedule)>,
+    /// Start in Compare mode with these configurations, e.g. amused:cosine,amused:linear; a
+    /// lane can name its own model: amused:cosine@path/to/model.
+    #[arg(long, value_name = "SAMPLER:SCHEDULE[@MODEL],..", value_delimiter = ',', value_parser = parse_lane)]
+    pub compare: Vec<compare::CompareLane>,
 }
 
-fn parse_lane(s: &str) -> Result<(SamplerKind, Schedule), String> {
-    let (k, sch) = s
+fn parse_lane(s: &str) -> Result<compare::CompareLane, String> {
+    let (lane, model) = s.split_once('@').unwrap_or((s, ""));
+    let (k, sch) = lane
         .split_once(':')
-        .ok_or_else(|| format!("{s:?}: expected SAMPLER:SCHEDULE"))?;
-    Ok((k.parse()?, sch.parse()?))
+        .ok_or_else(|| format!("{s:?}: expected SAMPLER:SCHEDULE[@MODEL]"))?;
+    Ok(compare::CompareLane {
+        model: model.to_owned(),
+        ..compare::CompareLane::new(k.parse()?, sch.parse()?)
+    })
 }
 
 /// Opens the window. With `--screenshot`, runs one generation with `args`, saves a screenshot

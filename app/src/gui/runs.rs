@@ -1,10 +1,12 @@
 //! Runs and their lanes: starting and cancelling generation on worker threads, receiving their
 //! steps, and showing a lane (token grid beside the decoded preview) with the replay timeline.
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 
 use egui::Vec2;
-use tessera_engine::pipeline::Start;
+
+use tessera_engine::pipeline::{Model, Start};
 use tessera_engine::sampling::{SamplerKind, Schedule};
 
 use super::canvas::{self, GridView, Overlay};
@@ -25,9 +27,20 @@ pub struct Frame {
     pub fixed_total: usize,
 }
 
+/// What to start a lane with: its settings, its class label (class-conditional models) and
+/// its model (None: the session's).
+pub struct LaneSpec {
+    pub settings: Settings,
+    pub class: Option<u32>,
+    pub model: Option<(String, Arc<Model>)>,
+}
+
 /// One generation run (Compare mode runs 2–4 side by side).
 pub struct Lane {
     pub settings: Settings,
+    /// The model it ran on, and its name when it is not the session's.
+    pub model: Arc<Model>,
+    pub model_name: Option<String>,
     /// The class label it ran with (class-conditional models).
     pub class: Option<u32>,
     pub frames: Vec<Frame>,
@@ -39,8 +52,15 @@ pub struct Lane {
 }
 
 impl Lane {
-    fn new(settings: Settings, class: Option<u32>) -> Self {
+    fn new(
+        settings: Settings,
+        class: Option<u32>,
+        model: Arc<Model>,
+        model_name: Option<String>,
+    ) -> Self {
         Self {
+            model,
+            model_name,
             class,
             steps: settings.steps,
             settings,
@@ -48,6 +68,14 @@ impl Lane {
             result: None,
             error: None,
             running: true,
+        }
+    }
+
+    /// Sampler · schedule, and the model when it is the lane's own.
+    pub fn label(&self) -> String {
+        match &self.model_name {
+            Some(m) => format!("{} · {m}", self.settings.label()),
+            None => self.settings.label(),
         }
     }
 
@@ -126,12 +154,12 @@ impl Runs {
         }
     }
 
-    /// Starts one lane per `(settings, class label)` on the session's model.
+    /// Starts one lane per spec, each on its own model or the session's.
     pub fn start(
         &mut self,
         session: &mut Session,
         ctx: &egui::Context,
-        lanes: Vec<(Settings, Option<u32>)>,
+        lanes: Vec<LaneSpec>,
         start: Option<Start>,
     ) {
         if let Some(reason) = &session.device_lost {
@@ -140,14 +168,14 @@ impl Runs {
             ));
             return;
         }
-        let (Some(gpu), Some(model), Some(rs)) = (
-            session.gpu.clone(),
-            session.model.clone(),
-            session.render_state.clone(),
-        ) else {
-            session.message = Some("open a model first".into());
+        let (Some(gpu), Some(rs)) = (session.gpu.clone(), session.render_state.clone()) else {
+            session.message = Some("no GPU device".into());
             return;
         };
+        if session.model.is_none() && lanes.iter().any(|l| l.model.is_none()) {
+            session.message = Some("open a model first".into());
+            return;
+        }
         // Runs still going stop, and a new channel keeps their last messages out of the new
         // lanes.
         self.cancel.cancel();
@@ -157,7 +185,19 @@ impl Runs {
         // Give the old runs' textures back.
         self.free_lanes(session);
         self.replay = None;
-        for (i, (s, class)) in lanes.into_iter().enumerate() {
+        for (i, spec) in lanes.into_iter().enumerate() {
+            let LaneSpec {
+                settings: s,
+                class,
+                model,
+            } = spec;
+            let (model, model_name) = match model {
+                Some((name, m)) => (m, Some(name)),
+                None => match session.model.clone() {
+                    Some(m) => (m, None),
+                    None => return,
+                },
+            };
             let start = start.clone().unwrap_or(Start::Blank(model.grid()));
             let mut sampler = s.sampler_options();
             if matches!(start, Start::Inpaint { .. } | Start::Outpaint { .. })
@@ -175,7 +215,8 @@ impl Runs {
                 start,
                 cancel: self.cancel.clone(),
             };
-            self.lanes.push(Lane::new(s, class));
+            self.lanes
+                .push(Lane::new(s, class, model.clone(), model_name));
             worker::spawn(
                 gpu.clone(),
                 model.clone(),
@@ -247,10 +288,11 @@ impl Runs {
 
     /// Lane `lane` at the replay step: the token grid (with the overlay) beside the decoded
     /// preview (the final image once done), and a status line.
-    pub fn lane_view(&self, ui: &mut egui::Ui, lane: usize, size: f32, mask_id: Option<u32>) {
-        let (Some(mask_id), Some(l)) = (mask_id, self.lanes.get(lane)) else {
+    pub fn lane_view(&self, ui: &mut egui::Ui, lane: usize, size: f32) {
+        let Some(l) = self.lanes.get(lane) else {
             return;
         };
+        let mask_id = l.model.mask_id();
         let Some(last) = l.frames.len().checked_sub(1) else {
             ui.add_sized(
                 [size * 2.0 + 8.0, size],
@@ -308,7 +350,7 @@ impl Runs {
         ui.add(
             egui::Label::new(format!(
                 "{} · step {}/{} · {:.0} ms/step · {status}",
-                l.settings.label(),
+                l.label(),
                 f.step + 1,
                 l.steps,
                 f.ms

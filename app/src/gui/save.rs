@@ -42,10 +42,11 @@ pub fn save_buttons(ui: &mut egui::Ui, session: &mut Session, runs: &Runs) {
 /// The lane's image with the settings text every tessera PNG carries.
 fn save_png(session: &Session, l: &Lane, path: &Path) -> Result<()> {
     let (_, tokens, grid) = l.result.as_ref().context("still running")?;
-    let (chw, (w, h)) = session.decode_cpu(tokens, *grid)?;
+    let gpu = session.gpu.as_ref().context("no GPU device")?;
+    let (chw, (w, h)) = l.model.decode(gpu, tokens, 1, *grid)?;
     let s = &l.settings;
     let opts = s.sampler_options();
-    let model = session.model.as_ref().context("no model loaded")?;
+    let model = &l.model;
     let condition = match (l.class, model.conditioning()) {
         (Some(label), ModelConditioning::Class { classes }) => Condition::Class {
             label,
@@ -56,7 +57,10 @@ fn save_png(session: &Session, l: &Lane, path: &Path) -> Result<()> {
             negative_prompt: &s.negative_prompt,
         },
     };
-    let model_name = crate::render::model_name(session.model_name());
+    let model_name = l
+        .model_name
+        .clone()
+        .unwrap_or_else(|| crate::render::model_name(session.model_name()));
     let params = Settings {
         condition,
         sampler: &opts,
@@ -71,10 +75,11 @@ fn save_png(session: &Session, l: &Lane, path: &Path) -> Result<()> {
 
 /// The lane's decoding, one frame per step, as `--gif` writes it.
 fn save_gif(session: &Session, l: &Lane, path: &Path) -> Result<()> {
-    let mask_id = session.mask_id().unwrap_or(0);
+    let gpu = session.gpu.as_ref().context("no GPU device")?;
+    let mask_id = l.model.mask_id();
     let mut frames = Vec::new();
     for f in &l.frames {
-        let (chw, size) = session.decode_cpu(&f.predicted, f.grid)?;
+        let (chw, size) = l.model.decode(gpu, &f.predicted, 1, f.grid)?;
         let ev = tessera_engine::sampling::StepEvent {
             step: f.step,
             steps: l.steps,

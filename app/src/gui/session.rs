@@ -25,6 +25,8 @@ pub struct Session {
     pub device_lost: Option<String>,
     /// Set when a run fails (the screenshot mode's exit status).
     pub failed: Arc<AtomicBool>,
+    /// Models compare lanes named, by what they typed: lanes naming one model share it.
+    lane_models: std::collections::HashMap<String, Arc<Model>>,
 }
 
 impl Session {
@@ -46,6 +48,7 @@ impl Session {
             model_arg,
             device_lost: None,
             failed: Arc::new(AtomicBool::new(false)),
+            lane_models: Default::default(),
         }
     }
 
@@ -72,8 +75,16 @@ impl Session {
         }
     }
 
-    pub fn mask_id(&self) -> Option<u32> {
-        self.model.as_ref().map(|m| m.mask_id())
+    /// The model a compare lane names (opened once, then shared by every lane naming it).
+    pub fn lane_model(&mut self, arg: &str) -> Result<Arc<Model>> {
+        let arg = arg.trim();
+        if let Some(m) = self.lane_models.get(arg) {
+            return Ok(m.clone());
+        }
+        let gpu = self.gpu.clone().context("no GPU device")?;
+        let m = Arc::new(open_model(&gpu, Some(arg)).with_context(|| format!("lane model {arg}"))?);
+        self.lane_models.insert(arg.to_owned(), m.clone());
+        Ok(m)
     }
 
     /// Decodes tokens on the engine's device and reads the pixels back (for files only).

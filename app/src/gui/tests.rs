@@ -111,3 +111,39 @@ fn compare_keeps_two_to_four_configurations() {
     }
     assert!(h.query_by_label("−").is_none(), "no fewer than two");
 }
+
+#[test]
+fn compare_lanes_parse_and_name_their_models() {
+    let lane = super::parse_lane("amused:linear@some/model").expect("lane");
+    assert_eq!(lane.model, "some/model");
+    assert_eq!(lane.schedule.to_string(), "linear");
+    assert_eq!(super::parse_lane("maskgit:cosine").expect("lane").model, "");
+    assert!(super::parse_lane("cosine").is_err());
+    let mut h = Harness::new_ui_state(
+        |ui, (panel, runs, session): &mut (ComparePanel, Runs, Session)| {
+            panel.ui(ui, session, runs);
+        },
+        (
+            ComparePanel::default(),
+            Runs::default(),
+            Session::new(None, String::new()),
+        ),
+    );
+    h.run();
+    assert!(h.query_by_label("model of lane 2").is_some());
+}
+
+/// Lanes naming one model share its loaded weights.
+#[test]
+fn lanes_naming_one_model_share_it() {
+    let mut session = Session::new(None, String::new());
+    session.gpu = Some(std::sync::Arc::new(GpuContext::new().expect("adapter")));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/amused/tiny-b/model")
+        .display()
+        .to_string();
+    let a = session.lane_model(&path).expect("open");
+    let b = session.lane_model(&format!(" {path} ")).expect("again");
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    assert!(session.lane_model("/no/such/model").is_err());
+}
