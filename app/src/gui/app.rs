@@ -7,6 +7,7 @@ use tessera_engine::pipeline::Start;
 
 use super::ScreenshotArgs;
 use super::compare::ComparePanel;
+use super::history::{Made, RECENT_KEY, Recent, Strip};
 use super::inpaint::InpaintPanel;
 use super::runs::{LaneSpec, Runs};
 use super::save::save_buttons;
@@ -30,6 +31,10 @@ pub struct App {
     compare: ComparePanel,
     shot: Screenshot,
     mode: Mode,
+    /// Prompts and models used recently (kept across restarts).
+    recent: Recent,
+    /// The images made this session.
+    strip: Strip,
 }
 
 impl App {
@@ -47,6 +52,11 @@ impl App {
             compare: ComparePanel::default(),
             shot: Screenshot::new(shot.screenshot.clone(), shot.screenshot_step),
             mode: Mode::Generate,
+            recent: cc
+                .storage
+                .and_then(|s| eframe::get_value(s, RECENT_KEY))
+                .unwrap_or_default(),
+            strip: Strip::default(),
         };
         if !shot.compare.is_empty() {
             app.compare.configs = shot.compare.clone();
@@ -63,6 +73,7 @@ impl App {
 
     /// One lane with the panel's settings.
     fn generate(&mut self, ctx: &egui::Context, start: Option<Start>) {
+        Recent::remember(&mut self.recent.prompts, &self.settings.settings.prompt);
         let lane = LaneSpec {
             settings: self.settings.settings.clone(),
             class: self.settings.class_label(self.session.model.as_deref()),
@@ -73,6 +84,7 @@ impl App {
 
     /// One lane per Compare configuration, each on its own model where it names one.
     fn run_compare(&mut self, ctx: &egui::Context) {
+        Recent::remember(&mut self.recent.prompts, &self.settings.settings.prompt);
         let mut lanes = Vec::new();
         for c in self.compare.configs.clone() {
             let model = if c.model.trim().is_empty() {
@@ -106,13 +118,27 @@ impl App {
     fn open_model(&mut self) {
         if let Some(m) = self.session.load_model() {
             self.settings.reset_for(&m);
+            Recent::remember(&mut self.recent.models, &self.session.model_arg);
         }
     }
 }
 
 impl eframe::App for App {
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, RECENT_KEY, &self.recent);
+    }
+
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.runs.receive(&mut self.session);
+        for (texture, label) in std::mem::take(&mut self.runs.finished) {
+            let old = self.strip.push(Made { texture, label });
+            if let Some(rs) = &self.session.render_state {
+                let mut r = rs.renderer.write();
+                for t in old {
+                    r.free_texture(&t);
+                }
+            }
+        }
         let dropped: Option<PathBuf> =
             ctx.input(|i| i.raw.dropped_files.first().map(|f| f.path().to_path_buf()));
         if let Some(p) = dropped {
@@ -137,16 +163,19 @@ impl eframe::App for App {
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         egui::Panel::top("top").show(ui, |ui| {
-            if self.session.top_bar(ui) {
+            if self.session.top_bar(ui, &self.recent.models) {
                 self.open_model();
             }
         });
         egui::Panel::left("settings")
             .default_size(280.0)
             .show(ui, |ui| {
-                egui::ScrollArea::vertical()
-                    .show(ui, |ui| self.settings.ui(ui, self.session.model.as_deref()));
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    self.settings
+                        .ui(ui, self.session.model.as_deref(), &self.recent.prompts);
+                });
             });
+        egui::Panel::bottom("made").show(ui, |ui| self.strip.ui(ui));
         egui::CentralPanel::default().show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.selectable_value(&mut self.mode, Mode::Generate, "Generate");

@@ -8,6 +8,7 @@
 mod app;
 mod canvas;
 mod compare;
+mod history;
 mod inpaint;
 mod runs;
 mod save;

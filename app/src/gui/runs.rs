@@ -98,6 +98,9 @@ pub struct Runs {
     /// Step shown (None: follow the newest).
     pub replay: Option<usize>,
     pub overlay: Overlay,
+    /// Final images received since the app last took them (their textures and what made
+    /// them), for the strip of images made this session, which then owns the textures.
+    pub finished: Vec<(egui::TextureId, String)>,
 }
 
 impl Default for Runs {
@@ -110,6 +113,7 @@ impl Default for Runs {
             cancel: Cancel::default(),
             replay: None,
             overlay: Overlay::None,
+            finished: Vec::new(),
         }
     }
 }
@@ -147,9 +151,6 @@ impl Runs {
         for l in self.lanes.drain(..) {
             for f in &l.frames {
                 r.free_texture(&f.preview);
-            }
-            if let Some((id, _, _)) = l.result {
-                r.free_texture(&id);
             }
         }
     }
@@ -252,6 +253,15 @@ impl Runs {
                     if let Some(l) = self.lanes.get_mut(lane) {
                         l.result = Some((id, tokens, grid));
                         l.running = false;
+                        let what = if l.settings.prompt.is_empty() {
+                            l.class.map_or_else(String::new, |c| format!("class {c}"))
+                        } else {
+                            l.settings.prompt.clone()
+                        };
+                        self.finished.push((
+                            id,
+                            format!("{what} · seed {} · {}", l.settings.seed, l.label()),
+                        ));
                     }
                 }
                 Msg::Cancelled(lane, why) => {

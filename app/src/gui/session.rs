@@ -98,8 +98,8 @@ impl Session {
         Ok(model.decode(gpu, tokens, 1, grid)?)
     }
 
-    /// The top bar; true when Open was clicked.
-    pub fn top_bar(&mut self, ui: &mut egui::Ui) -> bool {
+    /// The top bar, with a menu of `recent_models`; true when Open was clicked.
+    pub fn top_bar(&mut self, ui: &mut egui::Ui, recent_models: &[String]) -> bool {
         let open = ui
             .horizontal(|ui| {
                 ui.strong("tessera");
@@ -110,6 +110,7 @@ impl Session {
                         .hint_text("folder or hub id (empty: embedded default)")
                         .desired_width(360.0),
                 );
+                super::history::recent_menu(ui, "models", recent_models, &mut self.model_arg);
                 let open = ui.button("Open").clicked();
                 if let Some(g) = &self.gpu {
                     ui.label(format!("GPU: {} ({:?})", g.info.name, g.info.backend));

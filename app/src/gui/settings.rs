@@ -99,7 +99,8 @@ impl SettingsPanel {
         })
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, model: Option<&Model>) {
+    /// The panel, with a menu of `recent_prompts` beside the prompt.
+    pub fn ui(&mut self, ui: &mut egui::Ui, model: Option<&Model>, recent_prompts: &[String]) {
         let conditioning = model.map(|m| (m.family(), m.conditioning()));
         if let Some((family, ModelConditioning::Class { classes })) = conditioning {
             self.class_picker(ui, &family.to_string(), classes);
@@ -118,7 +119,12 @@ impl SettingsPanel {
             softmax_t,
         } = &mut self.settings;
         if !class_model {
-            let label = ui.heading("Prompt");
+            let label = ui.horizontal(|ui| {
+                let label = ui.heading("Prompt");
+                super::history::recent_menu(ui, "prompts", recent_prompts, prompt);
+                label
+            });
+            let label = label.inner;
             ui.add(
                 egui::TextEdit::multiline(prompt)
                     .desired_rows(2)

@@ -22,7 +22,7 @@ fn open(rel: &str) -> Model {
 fn settings_show_a_prompt_for_text_models_and_a_class_picker_for_class_models() {
     let text = open("../tests/fixtures/amused/tiny-b/model");
     let mut panel = SettingsPanel::new(&RenderArgs::default(), Some(&text));
-    let mut h = Harness::new_ui(|ui| panel.ui(ui, Some(&text)));
+    let mut h = Harness::new_ui(|ui| panel.ui(ui, Some(&text), &[]));
     h.run();
     assert!(h.query_by_label("Negative prompt").is_some());
     assert!(h.query_all_by_label_contains("guidance").next().is_some());
@@ -32,7 +32,7 @@ fn settings_show_a_prompt_for_text_models_and_a_class_picker_for_class_models() 
     let class = open("../tests/fixtures/maskgit/mg-l4/model");
     let mut panel = SettingsPanel::new(&RenderArgs::default(), Some(&class));
     panel.reset_for(&class);
-    let mut h = Harness::new_ui(|ui| panel.ui(ui, Some(&class)));
+    let mut h = Harness::new_ui(|ui| panel.ui(ui, Some(&class), &[]));
     h.run();
     assert!(h.query_by_label("Class").is_some());
     assert!(
@@ -69,7 +69,7 @@ fn a_lost_device_offers_a_restart_and_open_is_reported() {
     let mut session = Session::new(None, String::new());
     session.device_lost = Some("Destroyed".into());
     let mut h = Harness::new_ui_state(
-        |ui, (s, opened): &mut (Session, bool)| *opened |= s.top_bar(ui),
+        |ui, (s, opened): &mut (Session, bool)| *opened |= s.top_bar(ui, &[]),
         (session, false),
     );
     h.run();
