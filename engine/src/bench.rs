@@ -12,7 +12,6 @@ use crate::ops::attention::AttentionSpec;
 use crate::ops::conv::{Conv2dSpec, ConvStrategy};
 use crate::ops::matmul::{BLayout, Epilogue, MatmulStrategy, Problem};
 use crate::pipeline::{self, Condition, Model, ModelConditioning};
-use crate::shaders::WeightFormat;
 
 /// One measured kernel configuration.
 #[derive(Clone, Debug)]
@@ -74,23 +73,14 @@ pub fn matmul(
 ) -> Result<KernelTiming> {
     let a = Tensor::from_f32(ctx, "bench.a", &[n, n], &pseudo_random(n * n, 1))?;
     let w = pseudo_random(n * n, 2);
-    let (b, format) = if f16 {
-        let format = if ctx.has_f16() {
-            WeightFormat::F16
-        } else {
-            WeightFormat::F16Packed
-        };
-        (
-            Tensor::from_f32_as_f16(ctx, "bench.b", &[n, n], &w)?,
-            format,
-        )
+    let b = if f16 {
+        Tensor::from_f32_as_f16(ctx, "bench.b", &[n, n], &w)?
     } else {
-        (
-            Tensor::from_f32(ctx, "bench.b", &[n, n], &w)?,
-            WeightFormat::F32,
-        )
+        Tensor::from_f32(ctx, "bench.b", &[n, n], &w)?
     };
+    // The weight format `matmul` itself would pick, so the rows measure what models run.
     let ms = time_it(ctx, budget, |rec| {
+        let format = ops::matmul::weight_format(rec, &b);
         ops::matmul::matmul_with_strategy(
             rec,
             &a,

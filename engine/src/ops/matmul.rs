@@ -292,13 +292,19 @@ pub fn matmul_fused(
     layout: BLayout,
     epilogue: &Epilogue<'_>,
 ) -> Result<Tensor> {
+    let format = weight_format(rec, b);
+    matmul_with_format(rec, a, b, epilogue, layout, format)
+}
+
+/// How [`matmul`] reads weights of `b`'s dtype on this recorder: f16 natively where the device
+/// has it, packed f16 otherwise and on CPU adapters (measured faster there), else f32.
+pub fn weight_format(rec: &Recorder<'_>, b: &Tensor) -> WeightFormat {
     let cpu = rec.kernel_family() == KernelFamily::Cpu;
-    let format = match b.dtype() {
+    match b.dtype() {
         DType::F16 if rec.ctx().has_f16() && !cpu => WeightFormat::F16,
         DType::F16 => WeightFormat::F16Packed,
         _ => WeightFormat::F32,
-    };
-    matmul_with_format(rec, a, b, epilogue, layout, format)
+    }
 }
 
 /// [`matmul`] with the weight-reading kernel chosen by the caller (tests and benchmarks); the
