@@ -58,14 +58,19 @@ impl BufferPool {
             Some(b) => b,
             None => self.create(device, name, size)?,
         };
+        Ok(self.lend(buffer, size))
+    }
+
+    /// Counts `buffer` (`size` bytes) as live and hands it out.
+    fn lend(self: &Arc<Self>, buffer: wgpu::Buffer, size: u64) -> PooledBuffer {
         let mut st = self.lock();
         st.live_bytes += size;
         st.peak_bytes = st.peak_bytes.max(st.live_bytes);
-        Ok(PooledBuffer {
+        PooledBuffer {
             buffer: Some(buffer),
             size,
             pool: Arc::clone(self),
-        })
+        }
     }
 
     /// A new buffer of `size` bytes, catching the device's out-of-memory error.
@@ -122,16 +127,7 @@ impl BufferPool {
         // through the error handler and lands before any later submission.
         let buffer = self.create(device, label, size)?;
         queue.write_buffer(&buffer, 0, contents);
-        {
-            let mut st = self.lock();
-            st.live_bytes += size;
-            st.peak_bytes = st.peak_bytes.max(st.live_bytes);
-        }
-        Ok(PooledBuffer {
-            buffer: Some(buffer),
-            size,
-            pool: Arc::clone(self),
-        })
+        Ok(self.lend(buffer, size))
     }
 
     fn release(&self, buffer: wgpu::Buffer, size: u64) {

@@ -229,23 +229,6 @@ impl<'a> Recorder<'a> {
         Ok(())
     }
 
-    /// Records a buffer copy of `src` into `dst` (same byte length).
-    pub fn copy(&mut self, src: &Tensor, dst: &Tensor) -> Result<()> {
-        if src.byte_len() != dst.byte_len() {
-            return Err(Error::shape(
-                "copy",
-                format!("{src:?} and {dst:?} differ in size"),
-            ));
-        }
-        self.pass = None;
-        self.held.push(src.hold());
-        self.held.push(dst.hold());
-        let len = src.byte_len().next_multiple_of(4);
-        self.encoder
-            .copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, len);
-        Ok(())
-    }
-
     /// Records a copy of `len` elements from element `src_at` of `src` to element `dst_at` of
     /// `dst` (same dtype; byte offsets and length must be multiples of 4, as buffer copies
     /// require). Neither tensor needs to fit one storage binding.
