@@ -820,23 +820,33 @@ fn soak_same_settings_same_images_flat_memory() {
 /// inpainting pipeline makes: Pillow's 8-bit two-pass LANCZOS resize, bit for bit, then /255 ≥
 /// 0.5 (fixtures: tools/fixtures/make_mask_fixtures.py). A float resize missed 2 of 36 tokens
 /// on an anti-aliased mask.
-#[test]
-fn soft_masks_match_the_reference_bit_for_bit() {
+/// The cases of a resize fixture (`tests/fixtures/masks/<file>`: name → fields) and its
+/// folder.
+fn resize_cases(file: &str) -> (PathBuf, serde_json::Map<String, serde_json::Value>) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/masks");
     let expect: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expect.json")).expect("json"))
+        serde_json::from_str(&std::fs::read_to_string(dir.join(file)).expect("json"))
             .expect("parse");
-    let cases = expect.as_object().expect("cases");
+    let cases = expect.as_object().expect("cases").clone();
+    (dir, cases)
+}
+
+/// The whole numbers of `case[key]`.
+fn case_ints(case: &serde_json::Value, key: &str) -> Vec<i64> {
+    case[key]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v.as_i64().expect("int"))
+        .collect()
+}
+
+#[test]
+fn soft_masks_match_the_reference_bit_for_bit() {
+    let (dir, cases) = resize_cases("expect.json");
     assert!(cases.len() >= 7);
-    for (name, case) in cases {
-        let ints = |key: &str| -> Vec<i64> {
-            case[key]
-                .as_array()
-                .expect("array")
-                .iter()
-                .map(|v| v.as_i64().expect("int"))
-                .collect()
-        };
+    for (name, case) in &cases {
+        let ints = |key: &str| case_ints(case, key);
         let grid = ints("grid");
         let grid = (grid[0] as usize, grid[1] as usize);
         let img = image::open(dir.join(format!("{name}.png"))).expect("mask png");
@@ -858,19 +868,13 @@ fn soft_masks_match_the_reference_bit_for_bit() {
 /// tools/fixtures/make_mask_fixtures.py).
 #[test]
 fn off_grid_images_resize_as_the_reference_bit_for_bit() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/masks");
-    let expect: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("images.json")).expect("json"))
-            .expect("parse");
-    let cases = expect.as_object().expect("cases");
+    let (dir, cases) = resize_cases("images.json");
     assert!(cases.len() >= 3);
-    for (name, case) in cases {
+    for (name, case) in &cases {
         let ints = |key: &str| -> Vec<usize> {
-            case[key]
-                .as_array()
-                .expect("array")
-                .iter()
-                .map(|v| v.as_u64().expect("int") as usize)
+            case_ints(case, key)
+                .into_iter()
+                .map(|v| usize::try_from(v).expect("non-negative"))
                 .collect()
         };
         let size = ints("size");

@@ -83,9 +83,9 @@ fn a_lost_device_offers_a_restart_and_open_is_reported() {
     assert!(h.state().1, "Open reports the click");
 }
 
-#[test]
-fn compare_keeps_two_to_four_configurations() {
-    let mut h = Harness::new_ui_state(
+/// The Compare panel alone, with no device and no runs.
+fn compare_harness() -> Harness<'static, (ComparePanel, Runs, Session)> {
+    Harness::new_ui_state(
         |ui, (panel, runs, session): &mut (ComparePanel, Runs, Session)| {
             panel.ui(ui, session, runs);
         },
@@ -94,7 +94,12 @@ fn compare_keeps_two_to_four_configurations() {
             Runs::default(),
             Session::new(None, String::new()),
         ),
-    );
+    )
+}
+
+#[test]
+fn compare_keeps_two_to_four_configurations() {
+    let mut h = compare_harness();
     h.run();
     for want in [3, 4, 4] {
         if let Some(plus) = h.query_by_label("+") {
@@ -119,16 +124,7 @@ fn compare_lanes_parse_and_name_their_models() {
     assert_eq!(lane.schedule.to_string(), "linear");
     assert_eq!(super::parse_lane("maskgit:cosine").expect("lane").model, "");
     assert!(super::parse_lane("cosine").is_err());
-    let mut h = Harness::new_ui_state(
-        |ui, (panel, runs, session): &mut (ComparePanel, Runs, Session)| {
-            panel.ui(ui, session, runs);
-        },
-        (
-            ComparePanel::default(),
-            Runs::default(),
-            Session::new(None, String::new()),
-        ),
-    );
+    let mut h = compare_harness();
     h.run();
     assert!(h.query_by_label("model of lane 2").is_some());
 }
