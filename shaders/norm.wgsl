@@ -24,9 +24,9 @@ struct Params {
     eps: f32,
     groups: u32,
     mod_rows: u32,
+    chunks: u32,
+    chunk_len: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -135,6 +135,126 @@ fn group_norm(
     for (var e = li; e < count; e += WG) {
         let c = g * cpg + e / p.inner;
         y[base + e] = finish((x[base + e] - mean) * rstd, c, 0u);
+    }
+}
+
+// group_norm in two passes for GPUs: workgroup (piece, g, b) takes values
+// [piece·chunk_len, (piece + 1)·chunk_len) of group g (clipped to the group) and writes their
+// count, mean and sum of squared deviations to stats[((b·G + g)·chunks + piece)·3 ..]; then
+// group_norm_apply's workgroup (piece, g, b) combines the group's pieces (Chan et al.'s
+// pairwise update) and normalizes the same values.
+fn piece_range(piece: u32, count: u32) -> vec2<u32> {
+    let start = min(piece * p.chunk_len, count);
+    return vec2<u32>(start, min(start + p.chunk_len, count));
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn group_norm_partial(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let g = wid.y;
+    let b = wid.z;
+    let count = (p.cols / p.groups) * p.inner;
+    let base = b * p.cols * p.inner + g * count;
+    let range = piece_range(wid.x, count);
+    let n = f32(range.y - range.x);
+    var s = 0.0;
+    for (var e = range.x + li; e < range.y; e += WG) {
+        s += x[base + e];
+    }
+    let mean = reduce_sum(li, s) / max(n, 1.0);
+    var ss = 0.0;
+    for (var e = range.x + li; e < range.y; e += WG) {
+        let d = x[base + e] - mean;
+        ss += d * d;
+    }
+    let m2 = reduce_sum(li, ss);
+    if (li == 0u) {
+        let at = ((b * p.groups + g) * p.chunks + wid.x) * 3u;
+        stats[at] = n;
+        stats[at + 1u] = mean;
+        stats[at + 2u] = m2;
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn group_norm_apply(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let g = wid.y;
+    let b = wid.z;
+    let cpg = p.cols / p.groups;
+    let count = cpg * p.inner;
+    let base = b * p.cols * p.inner + g * count;
+    // Every invocation combines the pieces itself (at most 64, read from cache).
+    var n = 0.0;
+    var mean = 0.0;
+    var m2 = 0.0;
+    let first = (b * p.groups + g) * p.chunks * 3u;
+    for (var i = 0u; i < p.chunks; i++) {
+        let nb = stats[first + 3u * i];
+        if (nb > 0.0) {
+            let d = stats[first + 3u * i + 1u] - mean;
+            let total = n + nb;
+            mean += d * nb / total;
+            m2 += stats[first + 3u * i + 2u] + d * d * n * nb / total;
+            n = total;
+        }
+    }
+    let rstd = inverseSqrt(m2 / n + p.eps);
+    let range = piece_range(wid.x, count);
+    for (var e = range.x + li; e < range.y; e += WG) {
+        let c = g * cpg + e / p.inner;
+        y[base + e] = finish((x[base + e] - mean) * rstd, c, 0u);
+    }
+}
+
+// For GPUs, grn_stats in two passes that fill the chip: grn_sumsq writes G_c = ‖x‖₂ over
+// H·W into stats[b·C + c] — a workgroup takes 32 channels of one batch item, 8 lanes per
+// channel splitting the positions (neighbouring lanes read neighbouring channels) — and
+// grn_mean (one workgroup per batch item) divides by the mean over C + eps.
+@compute @workgroup_size(256, 1, 1)
+fn grn_sumsq(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let b = wid.y;
+    let c = wid.x * 32u + li % 32u;
+    let lane = li / 32u;
+    var ss = 0.0;
+    if (c < p.cols) {
+        let base = b * p.inner * p.cols + c;
+        for (var t = lane; t < p.inner; t += 8u) {
+            let v = x[base + t * p.cols];
+            ss += v * v;
+        }
+    }
+    red[li] = ss;
+    workgroupBarrier();
+    if (li < 32u && c < p.cols) {
+        var total = 0.0;
+        for (var l = 0u; l < 8u; l++) {
+            total += red[li + 32u * l];
+        }
+        stats[b * p.cols + c] = sqrt(total);
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn grn_mean(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let b = wid.x;
+    var total = 0.0;
+    for (var c = li; c < p.cols; c += WG) {
+        total += stats[b * p.cols + c];
+    }
+    let mean = reduce_sum(li, total) / f32(p.cols);
+    for (var c = li; c < p.cols; c += WG) {
+        stats[b * p.cols + c] = stats[b * p.cols + c] / (mean + p.eps);
     }
 }
 

@@ -11,6 +11,8 @@ const ACTIVATION: &str = include_str!("../../shaders/activation.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 const MATMUL_TILE64: &str = include_str!("../../shaders/matmul_tile64.wgsl");
 const MATMUL_COOP16: &str = include_str!("../../shaders/matmul_coop16.wgsl");
+const MATMUL_COOP64: &str = include_str!("../../shaders/matmul_coop64.wgsl");
+const MATMUL_GEMV: &str = include_str!("../../shaders/matmul_gemv.wgsl");
 const TILE8X8: &str = include_str!("../../shaders/tile8x8.wgsl");
 const MATMUL_PARAMS: &str = include_str!("../../shaders/matmul_params.wgsl");
 const MATMUL_EPILOGUE: &str = include_str!("../../shaders/matmul_epilogue.wgsl");
@@ -30,6 +32,8 @@ const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
 const LAYOUT: &str = include_str!("../../shaders/layout.wgsl");
 const EMBED: &str = include_str!("../../shaders/embed.wgsl");
 const CONV2D: &str = include_str!("../../shaders/conv2d.wgsl");
+const CONV2D_PARAMS: &str = include_str!("../../shaders/conv2d_params.wgsl");
+const CONV2D_COOP: &str = include_str!("../../shaders/conv2d_coop.wgsl");
 const SAMPLING: &str = include_str!("../../shaders/sampling.wgsl");
 
 /// How matmul reads its B operand (the weights).
@@ -52,8 +56,13 @@ pub enum Module {
     /// 16×16×16 f16 cooperative matrices (tensor cores), f32 accumulation
     /// (`matmul_coop16.wgsl`); needs `EXPERIMENTAL_COOPERATIVE_MATRIX` and `SHADER_F16`.
     MatmulCoop16(WeightFormat),
+    /// The same cooperative matrices on 64×64 workgroup tiles of four subgroups, vec4 loads
+    /// staged through registers (`matmul_coop64.wgsl`); gated units too.
+    MatmulCoop64(WeightFormat),
     /// The register-blocked matmul for CPU adapters (`matmul_rows.wgsl`).
     MatmulRows(WeightFormat),
+    /// Products of at most 8 rows, split along B's rows and K (`matmul_gemv.wgsl`).
+    MatmulGemv(WeightFormat),
     Attention,
     /// Flash attention for GPUs (`attention_flash.wgsl`): four invocations per query.
     AttentionFlash,
@@ -64,11 +73,14 @@ pub enum Module {
     Layout,
     Embed,
     Conv2d,
+    /// conv2d.wgsl with the implicit GEMM on cooperative matrices (`conv2d_coop.wgsl`); needs
+    /// `EXPERIMENTAL_COOPERATIVE_MATRIX` and `SHADER_F16`.
+    Conv2dCoop,
     Sampling,
 }
 
 impl Module {
-    pub const ALL: [Module; 21] = [
+    pub const ALL: [Module; 28] = [
         Module::Matmul(WeightFormat::F32),
         Module::Matmul(WeightFormat::F16),
         Module::Matmul(WeightFormat::F16Packed),
@@ -78,9 +90,15 @@ impl Module {
         Module::MatmulCoop16(WeightFormat::F32),
         Module::MatmulCoop16(WeightFormat::F16),
         Module::MatmulCoop16(WeightFormat::F16Packed),
+        Module::MatmulCoop64(WeightFormat::F32),
+        Module::MatmulCoop64(WeightFormat::F16),
+        Module::MatmulCoop64(WeightFormat::F16Packed),
         Module::MatmulRows(WeightFormat::F32),
         Module::MatmulRows(WeightFormat::F16),
         Module::MatmulRows(WeightFormat::F16Packed),
+        Module::MatmulGemv(WeightFormat::F32),
+        Module::MatmulGemv(WeightFormat::F16),
+        Module::MatmulGemv(WeightFormat::F16Packed),
         Module::Attention,
         Module::AttentionFlash,
         Module::AttentionRows,
@@ -89,6 +107,7 @@ impl Module {
         Module::Layout,
         Module::Embed,
         Module::Conv2d,
+        Module::Conv2dCoop,
         Module::Sampling,
     ];
 
@@ -103,9 +122,15 @@ impl Module {
             Module::MatmulCoop16(WeightFormat::F32) => "matmul_coop16_f32",
             Module::MatmulCoop16(WeightFormat::F16) => "matmul_coop16_f16",
             Module::MatmulCoop16(WeightFormat::F16Packed) => "matmul_coop16_f16_packed",
+            Module::MatmulCoop64(WeightFormat::F32) => "matmul_coop64_f32",
+            Module::MatmulCoop64(WeightFormat::F16) => "matmul_coop64_f16",
+            Module::MatmulCoop64(WeightFormat::F16Packed) => "matmul_coop64_f16_packed",
             Module::MatmulRows(WeightFormat::F32) => "matmul_rows_f32",
             Module::MatmulRows(WeightFormat::F16) => "matmul_rows_f16",
             Module::MatmulRows(WeightFormat::F16Packed) => "matmul_rows_f16_packed",
+            Module::MatmulGemv(WeightFormat::F32) => "matmul_gemv_f32",
+            Module::MatmulGemv(WeightFormat::F16) => "matmul_gemv_f16",
+            Module::MatmulGemv(WeightFormat::F16Packed) => "matmul_gemv_f16_packed",
             Module::Attention => "attention",
             Module::AttentionFlash => "attention_flash",
             Module::AttentionRows => "attention_rows",
@@ -114,6 +139,7 @@ impl Module {
             Module::Layout => "layout",
             Module::Embed => "embed",
             Module::Conv2d => "conv2d",
+            Module::Conv2dCoop => "conv2d_coop",
             Module::Sampling => "sampling",
         }
     }
@@ -150,13 +176,30 @@ impl Module {
                      {MATMUL_PARAMS}\n{MATMUL_COOP16}\n{MATMUL_EPILOGUE}"
                 )
             }
-            Module::MatmulRows(w) => {
+            Module::MatmulCoop64(w) => {
+                let prelude = match w {
+                    WeightFormat::F32 => WEIGHTS4_F32,
+                    WeightFormat::F16 => WEIGHTS4_F16,
+                    WeightFormat::F16Packed => WEIGHTS4_F16_PACKED,
+                }
+                .replace("enable f16;", "");
+                format!(
+                    "enable f16;\nenable wgpu_cooperative_matrix;\n{prelude}\n{ACTIVATION}\n\
+                     {MATMUL_COOP64}\n{MATMUL_EPILOGUE}"
+                )
+            }
+            Module::MatmulRows(w) | Module::MatmulGemv(w) => {
                 let prelude = match w {
                     WeightFormat::F32 => WEIGHTS4_F32,
                     WeightFormat::F16 => WEIGHTS4_F16,
                     WeightFormat::F16Packed => WEIGHTS4_F16_PACKED,
                 };
-                format!("{prelude}\n{ACTIVATION}\n{MATMUL_ROWS}\n{MATMUL_EPILOGUE}")
+                let kernel = if matches!(self, Module::MatmulRows(_)) {
+                    MATMUL_ROWS
+                } else {
+                    MATMUL_GEMV
+                };
+                format!("{prelude}\n{ACTIVATION}\n{kernel}\n{MATMUL_EPILOGUE}")
             }
             Module::Attention => format!("{ATTENTION_PARAMS}\n{ATTENTION}"),
             Module::AttentionFlash => format!("{ATTENTION_PARAMS}\n{ATTENTION_FLASH}"),
@@ -165,7 +208,10 @@ impl Module {
             Module::Elementwise => format!("{ACTIVATION}\n{ELEMENTWISE}"),
             Module::Layout => LAYOUT.to_owned(),
             Module::Embed => EMBED.to_owned(),
-            Module::Conv2d => format!("{TILE8X8}\n{CONV2D}"),
+            Module::Conv2d => format!("{TILE8X8}\n{CONV2D_PARAMS}\n{CONV2D}"),
+            Module::Conv2dCoop => format!(
+                "enable f16;\nenable wgpu_cooperative_matrix;\n{CONV2D_PARAMS}\n{CONV2D_COOP}"
+            ),
             Module::Sampling => SAMPLING.to_owned(),
         }
     }
@@ -177,14 +223,20 @@ impl Module {
             Module::Matmul(WeightFormat::F16)
                 | Module::MatmulTile64(WeightFormat::F16)
                 | Module::MatmulRows(WeightFormat::F16)
+                | Module::MatmulGemv(WeightFormat::F16)
                 | Module::MatmulCoop16(_)
+                | Module::MatmulCoop64(_)
+                | Module::Conv2dCoop
         )
     }
 
     /// Whether the module needs `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` (Vulkan and Metal
     /// only).
     pub fn needs_cooperative_matrix(self) -> bool {
-        matches!(self, Module::MatmulCoop16(_))
+        matches!(
+            self,
+            Module::MatmulCoop16(_) | Module::MatmulCoop64(_) | Module::Conv2dCoop
+        )
     }
 }
 

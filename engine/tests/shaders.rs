@@ -18,12 +18,14 @@ fn parse(module: Module) -> (naga::Module, naga::valid::ModuleInfo) {
     let caps = match module {
         Module::Matmul(WeightFormat::F16)
         | Module::MatmulTile64(WeightFormat::F16)
-        | Module::MatmulRows(WeightFormat::F16) => Capabilities::SHADER_FLOAT16,
+        | Module::MatmulRows(WeightFormat::F16)
+        | Module::MatmulGemv(WeightFormat::F16) => Capabilities::SHADER_FLOAT16,
         Module::Matmul(WeightFormat::F16Packed)
         | Module::MatmulTile64(WeightFormat::F16Packed)
-        | Module::MatmulRows(WeightFormat::F16Packed) => Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+        | Module::MatmulRows(WeightFormat::F16Packed)
+        | Module::MatmulGemv(WeightFormat::F16Packed) => Capabilities::SHADER_FLOAT16_IN_FLOAT32,
         // Cooperative matrices exist with the f16 feature on Vulkan and Metal only.
-        Module::MatmulCoop16(_) => {
+        Module::MatmulCoop16(_) | Module::MatmulCoop64(_) | Module::Conv2dCoop => {
             Capabilities::COOPERATIVE_MATRIX
                 | Capabilities::SHADER_FLOAT16
                 | Capabilities::SHADER_FLOAT16_IN_FLOAT32

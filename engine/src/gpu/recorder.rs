@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::shaders::KernelSpec;
 
 /// A storage binding of a dispatch.
+#[derive(Clone, Copy)]
 pub enum Binding<'a> {
     Tensor(&'a Tensor),
     /// A tiny placeholder buffer for an optional input that is switched off (e.g. no bias).

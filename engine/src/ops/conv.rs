@@ -47,6 +47,7 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
     ]
     .into_iter()
     .map(spec)
+    .chain([KernelSpec::new(Module::Conv2dCoop, "conv2d_coop")])
     .collect()
 }
 
@@ -173,25 +174,65 @@ pub enum ConvStrategy {
     /// `conv2d_gemm`: an implicit GEMM on 64 channel × 64 pixel tiles with 8×8 per invocation
     /// (the 3×3 convolutions of the VQ decoders), for GPUs; one group.
     Gemm,
+    /// `conv2d_coop`: the implicit GEMM on 16×16×16 f16 cooperative matrices (tensor cores)
+    /// with f32 accumulation, weights and patch rounded to f16; where
+    /// [`GpuContext::cooperative_matrix_16`](crate::GpuContext) says the adapter runs it; one
+    /// group.
+    Coop,
 }
 
 impl ConvStrategy {
-    pub const ALL: [ConvStrategy; 3] =
-        [ConvStrategy::Direct, ConvStrategy::Rows, ConvStrategy::Gemm];
+    pub const ALL: [ConvStrategy; 4] = [
+        ConvStrategy::Direct,
+        ConvStrategy::Rows,
+        ConvStrategy::Gemm,
+        ConvStrategy::Coop,
+    ];
+
+    /// Whether the adapter runs this kernel at all (cooperative matrices need the feature).
+    pub fn available(self, ctx: &crate::GpuContext) -> bool {
+        self != ConvStrategy::Coop || ctx.cooperative_matrix_16()
+    }
 
     /// Whether the kernel computes a convolution with `groups` groups.
     pub fn supports(self, groups: usize) -> bool {
         self == ConvStrategy::Direct || groups == 1
     }
 
-    /// The CPU family's register blocks, or the GPU family's implicit GEMM, where they apply;
-    /// else the direct kernel.
-    pub fn choose(family: KernelFamily, groups: usize) -> Self {
-        match family {
-            _ if groups != 1 => ConvStrategy::Direct,
-            KernelFamily::Cpu => ConvStrategy::Rows,
-            KernelFamily::Tiled => ConvStrategy::Gemm,
+    /// For one group: the implicit GEMM on cooperative matrices on GPUs that have them
+    /// (`coop`), else the register blocks — on an H200 they ran the VQ decoder's 3×3
+    /// convolutions 1.6–2× faster than the plain implicit GEMM (docs/benchmarks.md), as they do
+    /// on CPU adapters. Grouped convolutions: the direct kernel.
+    pub fn choose(family: KernelFamily, coop: bool, groups: usize) -> Self {
+        if groups != 1 {
+            return ConvStrategy::Direct;
         }
+        if let Some(s) = ConvStrategy::forced().filter(|s| coop || *s != ConvStrategy::Coop) {
+            return s;
+        }
+        if family == KernelFamily::Tiled && coop {
+            ConvStrategy::Coop
+        } else {
+            ConvStrategy::Rows
+        }
+    }
+
+    /// The strategy `TESSERA_CONV` names (`direct`, `rows`, `gemm`, `coop`), read once: a benchmarking
+    /// override for convolutions of one group.
+    pub fn forced() -> Option<ConvStrategy> {
+        static FORCED: std::sync::OnceLock<Option<ConvStrategy>> = std::sync::OnceLock::new();
+        *FORCED.get_or_init(|| {
+            let v = std::env::var("TESSERA_CONV")
+                .ok()
+                .filter(|v| !v.is_empty())?;
+            let s = ConvStrategy::ALL
+                .into_iter()
+                .find(|s| format!("{s:?}").eq_ignore_ascii_case(&v));
+            if s.is_none() {
+                log::warn!("TESSERA_CONV={v:?} names no convolution strategy; ignored");
+            }
+            s
+        })
     }
 }
 
@@ -258,7 +299,14 @@ pub fn conv2d_with_strategy(
         )?;
         return Ok(out);
     }
-    let strategy = strategy.unwrap_or_else(|| ConvStrategy::choose(rec.kernel_family(), g));
+    let coop = rec.ctx().cooperative_matrix_16();
+    let strategy = strategy.unwrap_or_else(|| ConvStrategy::choose(rec.kernel_family(), coop, g));
+    if !strategy.available(rec.ctx()) {
+        return Err(Error::MissingFeature {
+            op: OP,
+            feature: "EXPERIMENTAL_COOPERATIVE_MATRIX with 16×16 f16 tiles and 32-wide subgroups",
+        });
+    }
     if !strategy.supports(g) {
         return Err(Error::shape(
             OP,
@@ -292,6 +340,20 @@ pub fn conv2d_with_strategy(
             &out,
             blocked(64, 64),
         )?,
+        ConvStrategy::Coop if blocked(64, 64).iter().all(|&n| n <= max) => {
+            let mut bindings = vec![
+                (1, Binding::Tensor(x)),
+                (2, Binding::Tensor(weight)),
+                (4, Binding::Tensor(&out)),
+            ];
+            bindings.push((3, bias.map_or(Binding::Unused, Binding::Tensor)));
+            rec.dispatch(
+                &KernelSpec::new(Module::Conv2dCoop, "conv2d_coop"),
+                bytemuck::bytes_of(&params),
+                &bindings,
+                blocked(64, 64),
+            )?
+        }
         _ => run(rec, "conv2d", &params, x, Some((weight, bias)), &out)?,
     }
     Ok(out)

@@ -62,6 +62,24 @@ fn coop16_spec(format: WeightFormat, trans_b: bool, act: Option<Activation>) -> 
     ungated_spec(Module::MatmulCoop16(format), "matmul_coop16", trans_b, act)
 }
 
+fn coop64_spec(
+    format: WeightFormat,
+    trans_b: bool,
+    gated: bool,
+    act: Option<Activation>,
+) -> KernelSpec {
+    ungated_spec(Module::MatmulCoop64(format), "matmul_coop64", trans_b, act)
+        .with("GATED", f64::from(u8::from(gated)))
+}
+
+fn gemv_spec(format: WeightFormat, act: Option<Activation>) -> KernelSpec {
+    KernelSpec::new(Module::MatmulGemv(format), "matmul_gemv").with("ACT", act_code(act))
+}
+
+/// Columns of C per workgroup in `matmul_gemv.wgsl`, and the most rows it takes.
+const GEMV_COLS: u32 = 32;
+pub const GEMV_MAX_M: usize = 8;
+
 fn rows_spec(format: WeightFormat, gated: bool, act: Option<Activation>) -> KernelSpec {
     KernelSpec::new(Module::MatmulRows(format), "matmul_rows")
         .with("GATED", f64::from(u8::from(gated)))
@@ -103,21 +121,56 @@ pub enum MatmulStrategy {
     /// f16. Only where [`GpuContext::cooperative_matrix_16`](crate::GpuContext) says the
     /// adapter runs it. Not for gated units.
     Coop16,
+    /// `matmul_coop64.wgsl`: the same 16×16×16 f16 cooperative matrices on 64×64 tiles of
+    /// four subgroups, A and B read as vec4s and staged through registers while the previous
+    /// K slice is multiplied. K a multiple of 4; B in `[K, N]` layout needs N a multiple of 4;
+    /// gated units with B in `[N, K]` layout.
+    Coop64,
+    /// `matmul_gemv.wgsl`: at most 8 rows, spread over B's rows and along K (memory-bound
+    /// products: adaptive-norm projections of the pooled text, batch-1 products). B in
+    /// `[N, K]` layout, K a multiple of 4; not for gated units.
+    Gemv,
 }
 
 impl MatmulStrategy {
-    pub const ALL: [MatmulStrategy; 4] = [
+    pub const ALL: [MatmulStrategy; 6] = [
+        MatmulStrategy::Gemv,
         MatmulStrategy::Rows,
         MatmulStrategy::Tile32,
         MatmulStrategy::Tile64,
         MatmulStrategy::Coop16,
+        MatmulStrategy::Coop64,
     ];
+
+    /// Whether the kernel multiplies f16 roundings of its operands (cooperative matrices).
+    pub fn rounds_to_f16(self) -> bool {
+        matches!(self, MatmulStrategy::Coop16 | MatmulStrategy::Coop64)
+    }
+
+    /// The strategy `TESSERA_MATMUL` names (`rows`, `tile32`, `tile64`, `coop16`, `coop64`),
+    /// read once: a benchmarking override that products use wherever that kernel computes them
+    /// and the adapter runs it (the others keep [`choose`](Self::choose)'s pick).
+    pub fn forced() -> Option<MatmulStrategy> {
+        static FORCED: std::sync::OnceLock<Option<MatmulStrategy>> = std::sync::OnceLock::new();
+        *FORCED.get_or_init(|| {
+            let v = std::env::var("TESSERA_MATMUL")
+                .ok()
+                .filter(|v| !v.is_empty())?;
+            let s = MatmulStrategy::ALL
+                .into_iter()
+                .find(|s| format!("{s:?}").eq_ignore_ascii_case(&v));
+            if s.is_none() {
+                log::warn!("TESSERA_MATMUL={v:?} names no matmul strategy; ignored");
+            }
+            s
+        })
+    }
 
     /// Whether the adapter runs this kernel at all (cooperative matrices need the feature,
     /// the 16×16 f16 configuration and 32-invocation subgroups).
     pub fn available(self, ctx: &crate::GpuContext) -> bool {
         match self {
-            MatmulStrategy::Coop16 => ctx.cooperative_matrix_16(),
+            MatmulStrategy::Coop16 | MatmulStrategy::Coop64 => ctx.cooperative_matrix_16(),
             _ => true,
         }
     }
@@ -126,19 +179,42 @@ impl MatmulStrategy {
     pub fn supports(self, problem: &Problem) -> bool {
         match self {
             MatmulStrategy::Rows => rows_supported(problem.layout, problem.k),
+            MatmulStrategy::Gemv => {
+                rows_supported(problem.layout, problem.k)
+                    && problem.m <= GEMV_MAX_M
+                    && !problem.gated
+            }
             MatmulStrategy::Tile32 => true,
             MatmulStrategy::Tile64 | MatmulStrategy::Coop16 => !problem.gated,
+            MatmulStrategy::Coop64 => {
+                problem.k.is_multiple_of(4)
+                    && match problem.layout {
+                        BLayout::NK => true,
+                        BLayout::KN => problem.n.is_multiple_of(4) && !problem.gated,
+                    }
+            }
         }
     }
 
     /// The kernel for `problem` on a recorder picking `family`'s kernels, `coop` saying
-    /// whether cooperative matrices may be used: on CPU adapters the register-blocked one
-    /// where it applies; on GPUs cooperative matrices for products of at least 32 × 32 where
-    /// allowed, else 64×64 tiles for products of at least 128 × 128 (smaller ones keep more
-    /// workgroups with 32×32 tiles), else 32×32 tiles.
+    /// whether cooperative matrices may be used. CPU adapters: the register-blocked kernel
+    /// where it applies. GPUs: products of at most 8 rows by the few-row kernel; with
+    /// cooperative matrices, products of at least 32 × 32 on them (64×64 tiles where they
+    /// apply); otherwise the register-blocked kernel (on an H200 it beat both workgroup-tiled
+    /// kernels at every aMUSEd product: docs/benchmarks.md), else 64×64 tiles for products of
+    /// at least 128 × 128, else 32×32 tiles.
     pub fn choose(family: KernelFamily, coop: bool, problem: &Problem) -> Self {
         match family {
             KernelFamily::Cpu if MatmulStrategy::Rows.supports(problem) => MatmulStrategy::Rows,
+            KernelFamily::Tiled if MatmulStrategy::Gemv.supports(problem) => MatmulStrategy::Gemv,
+            KernelFamily::Tiled
+                if coop
+                    && problem.m >= 32
+                    && problem.n >= 32
+                    && MatmulStrategy::Coop64.supports(problem) =>
+            {
+                MatmulStrategy::Coop64
+            }
             KernelFamily::Tiled
                 if coop
                     && problem.m >= 32
@@ -147,6 +223,7 @@ impl MatmulStrategy {
             {
                 MatmulStrategy::Coop16
             }
+            KernelFamily::Tiled if MatmulStrategy::Rows.supports(problem) => MatmulStrategy::Rows,
             KernelFamily::Tiled
                 if problem.m >= 128
                     && problem.n >= 128
@@ -171,9 +248,12 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
                 v.push(spec(f, t, false, act));
                 v.push(tile64_spec(f, t, act));
                 v.push(coop16_spec(f, t, act));
+                v.push(coop64_spec(f, t, false, act));
             }
             v.push(spec(f, true, true, act));
+            v.push(coop64_spec(f, true, true, act));
             v.push(rows_spec(f, false, act));
+            v.push(gemv_spec(f, act));
             v.push(rows_spec(f, true, act));
         }
     }
@@ -446,8 +526,11 @@ pub fn matmul_with_strategy(
         gated: epilogue.gated,
     };
     let coop = rec.ctx().cooperative_matrix_16();
-    let strategy =
-        strategy.unwrap_or_else(|| MatmulStrategy::choose(rec.kernel_family(), coop, &problem));
+    let strategy = strategy.unwrap_or_else(|| {
+        MatmulStrategy::forced()
+            .filter(|s| s.available(rec.ctx()) && s.supports(&problem))
+            .unwrap_or_else(|| MatmulStrategy::choose(rec.kernel_family(), coop, &problem))
+    });
     if !strategy.available(rec.ctx()) {
         return Err(Error::MissingFeature {
             op: OP,
@@ -478,6 +561,10 @@ pub fn matmul_with_strategy(
                 groups,
             )
         }
+        MatmulStrategy::Gemv => (
+            gemv_spec(format, epilogue.activation),
+            [params.n.div_ceil(GEMV_COLS), 1, params.batch],
+        ),
         MatmulStrategy::Tile32 => {
             let per_group = if epilogue.gated { TILE / 2 } else { TILE };
             let groups = [
@@ -508,6 +595,19 @@ pub fn matmul_with_strategy(
             [
                 params.n.div_ceil(TILE),
                 params.m.div_ceil(TILE),
+                params.batch,
+            ],
+        ),
+        MatmulStrategy::Coop64 => (
+            coop64_spec(
+                format,
+                layout == BLayout::NK,
+                epilogue.gated,
+                epilogue.activation,
+            ),
+            [
+                params.n.div_ceil(TILE64),
+                params.m.div_ceil(TILE64),
                 params.batch,
             ],
         ),

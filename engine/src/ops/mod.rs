@@ -80,7 +80,9 @@ pub fn params_size(module: Module) -> usize {
         Module::Matmul(_)
         | Module::MatmulTile64(_)
         | Module::MatmulCoop16(_)
-        | Module::MatmulRows(_) => size_of::<matmul::Params>(),
+        | Module::MatmulCoop64(_)
+        | Module::MatmulRows(_)
+        | Module::MatmulGemv(_) => size_of::<matmul::Params>(),
         Module::Attention | Module::AttentionFlash | Module::AttentionRows => {
             size_of::<attention::Params>()
         }
@@ -88,7 +90,7 @@ pub fn params_size(module: Module) -> usize {
         Module::Elementwise => size_of::<elementwise::Params>(),
         Module::Layout => size_of::<layout::Params>(),
         Module::Embed => size_of::<embed::Params>(),
-        Module::Conv2d => size_of::<conv::Params>(),
+        Module::Conv2d | Module::Conv2dCoop => size_of::<conv::Params>(),
         Module::Sampling => size_of::<sampling::Params>(),
     }
 }

@@ -76,12 +76,22 @@ fn check(b: usize, lq: usize, lk: usize, h: usize, d: usize, causal: bool, seed:
     for family in FAMILIES {
         let out = run_in(family, |rec| attention(rec, &tq, &tk, &tv, &s));
         assert_eq!(out.shape(), &[b, lq, w]);
+        // Heads too wide for the fused kernels go through matmuls, which on an adapter with
+        // cooperative matrices multiply f16 roundings (as PyTorch in fp16 does).
+        let (atol, rtol) = if ctx().cooperative_matrix_16()
+            && family == tessera_engine::gpu::KernelFamily::Tiled
+            && d > tessera_engine::ops::attention::MAX_HEAD_DIM
+        {
+            (3e-3, 3e-3)
+        } else {
+            (2e-5, 1e-4)
+        };
         assert_close(
             &format!("attention b{b} lq{lq} lk{lk} h{h} d{d} causal={causal} {family:?}"),
             &download(&out),
             &want,
-            2e-5,
-            1e-4,
+            atol,
+            rtol,
         );
     }
 }

@@ -111,7 +111,7 @@ fn check(
         });
         assert_eq!(out.shape(), &[batch, m, n]);
         // The cooperative-matrix kernel multiplies f16 roundings of A and B.
-        let want = if strategy == MatmulStrategy::Coop16 {
+        let want = if strategy.rounds_to_f16() {
             &reference(
                 &round_f16(&a),
                 &round_f16(&b),
@@ -149,6 +149,49 @@ fn register_blocked_kernel_edges_batches_and_formats() {
         (3, 64, 128, 64, false),
         (1, 7, 300, 100, false),
     ] {
+        let mut formats = vec![WeightFormat::F32, WeightFormat::F16Packed];
+        if ctx().has_f16() {
+            formats.push(WeightFormat::F16);
+        }
+        for format in formats {
+            check(
+                batch,
+                m,
+                n,
+                k,
+                BLayout::NK,
+                b_batched,
+                seed % 2 == 0,
+                format,
+                seed,
+            );
+            seed += 1;
+        }
+    }
+}
+
+/// The few-row kernel (at most 8 rows; 32 columns and 8 lanes along K per workgroup): rows 1–8,
+/// columns off its 32, K off its 8-lane stride, batched and shared B, every weight format.
+#[test]
+fn few_row_kernel_edges_batches_and_formats() {
+    let mut seed = 700;
+    for &(batch, m, n, k, b_batched) in &[
+        (1, 1, 1, 4, false),
+        (1, 1, 33, 36, false),
+        (1, 8, 70, 1028, false),
+        (3, 2, 40, 12, true),
+        (2, 4, 65, 20, false),
+    ] {
+        assert!(
+            strategies(
+                if b_batched { m } else { batch * m },
+                n,
+                k,
+                BLayout::NK,
+                false
+            )
+            .contains(&MatmulStrategy::Gemv)
+        );
         let mut formats = vec![WeightFormat::F32, WeightFormat::F16Packed];
         if ctx().has_f16() {
             formats.push(WeightFormat::F16);
@@ -456,7 +499,7 @@ fn epilogue_bias_activation_residual_and_gated_units() {
                             )
                         });
                         assert_eq!(out.shape(), &[batch, m, n]);
-                        let want = if strategy == MatmulStrategy::Coop16 {
+                        let want = if strategy.rounds_to_f16() {
                             &expect(&round_f16(&a), &round_f16(&b))
                         } else {
                             &want
@@ -535,23 +578,44 @@ fn tile64_kernel_edges_and_choice() {
     use tessera_engine::gpu::KernelFamily;
     assert_eq!(
         MatmulStrategy::choose(KernelFamily::Tiled, false, &big),
+        MatmulStrategy::Rows
+    );
+    let kn = Problem {
+        layout: BLayout::KN,
+        ..big
+    };
+    assert_eq!(
+        MatmulStrategy::choose(KernelFamily::Tiled, false, &kn),
         MatmulStrategy::Tile64
     );
     assert_eq!(
-        MatmulStrategy::choose(KernelFamily::Tiled, true, &Problem { gated: true, ..big }),
+        MatmulStrategy::choose(KernelFamily::Tiled, false, &Problem { gated: true, ..big }),
+        MatmulStrategy::Rows
+    );
+    assert_eq!(
+        MatmulStrategy::choose(KernelFamily::Tiled, true, &Problem { m: 2, ..big }),
+        MatmulStrategy::Gemv
+    );
+    assert_eq!(
+        MatmulStrategy::choose(KernelFamily::Tiled, false, &Problem { m: 9, ..kn }),
         MatmulStrategy::Tile32
     );
     assert_eq!(
-        MatmulStrategy::choose(KernelFamily::Tiled, false, &Problem { m: 16, ..big }),
-        MatmulStrategy::Tile32
+        MatmulStrategy::choose(KernelFamily::Tiled, true, &Problem { gated: true, ..big }),
+        MatmulStrategy::Coop64
     );
+    assert_eq!(
+        MatmulStrategy::choose(KernelFamily::Tiled, true, &Problem { k: 1022, ..big }),
+        MatmulStrategy::Coop16
+    );
+
     assert_eq!(
         MatmulStrategy::choose(KernelFamily::Cpu, true, &big),
         MatmulStrategy::Rows
     );
     assert_eq!(
         MatmulStrategy::choose(KernelFamily::Tiled, true, &big),
-        MatmulStrategy::Coop16
+        MatmulStrategy::Coop64
     );
     let a = upload("a", &[2, 8], &[0.5; 16]);
     let b = upload("b", &[6, 8], &[0.5; 48]);
@@ -571,16 +635,17 @@ fn tile64_kernel_edges_and_choice() {
     assert!(err.to_string().contains("Tile64"), "{err}");
 }
 
-/// The tensor-core kernel on an adapter that has 16×16 f16 cooperative matrices and 32-wide
-/// subgroups (an NVIDIA GPU through Vulkan): sizes on and off its 32×32 tile and 16-deep K
-/// steps, both layouts, every weight format, the epilogue. lavapipe has no cooperative
+/// The tensor-core kernels on an adapter that has 16×16 f16 cooperative matrices and 32-wide
+/// subgroups (an NVIDIA GPU through Vulkan): sizes on and off their 32×32 and 64×64 tiles and
+/// 16- and 32-deep K steps, both layouts, every weight format, the epilogue (gated units:
+/// `epilogue_bias_activation_residual_and_gated_units`, which runs every available strategy). lavapipe has no cooperative
 /// matrices, so it runs where `tools/bench/run_device.sh` runs the kernel tests with
 /// `--ignored`; there, an adapter without them fails it rather than skipping.
 #[test]
 #[ignore = "needs cooperative matrices (a GPU); tools/bench/run_device.sh runs it"]
-fn coop16_kernel_on_a_gpu_with_cooperative_matrices() {
+fn coop_kernels_on_a_gpu_with_cooperative_matrices() {
     assert!(
-        MatmulStrategy::Coop16.available(ctx()),
+        MatmulStrategy::Coop16.available(ctx()) && MatmulStrategy::Coop64.available(ctx()),
         "this adapter ({}) has no 16×16 f16 cooperative matrices with 32-wide subgroups: {:?}",
         ctx().info.name,
         ctx().cooperative_matrix_configs()
@@ -595,6 +660,9 @@ fn coop16_kernel_on_a_gpu_with_cooperative_matrices() {
         (2, 130, 100, 72, BLayout::NK),
         (1, 512, 256, 320, BLayout::NK),
         (1, 5, 70, 40, BLayout::KN),
+        (1, 70, 68, 100, BLayout::KN),
+        (3, 64, 64, 64, BLayout::NK),
+        (1, 200, 300, 1028, BLayout::NK),
     ];
     for (seed, &(batch, m, n, k, layout)) in (1300u64..).zip(&cases) {
         for &format in &formats {

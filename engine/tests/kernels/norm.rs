@@ -202,10 +202,20 @@ fn group_norm_ref(
 #[test]
 fn group_norm_nchw_with_fused_silu() {
     let mut r = rng(4);
-    for &(b, c, h, w, g) in &[(1, 4, 1, 1, 2), (2, 12, 5, 7, 3), (1, 64, 9, 9, 32)] {
+    // The last three groups are over one 8192-value piece of the GPU kernel: 2 uneven pieces,
+    // 13, and more than its 64 pieces (the piece grows), with a large mean.
+    for &(b, c, h, w, g) in &[
+        (1, 4, 1, 1, 2),
+        (2, 12, 5, 7, 3),
+        (1, 64, 9, 9, 32),
+        (2, 8, 45, 61, 2),
+        (1, 6, 128, 130, 1),
+        (1, 4, 400, 400, 1),
+    ] {
+        let offset = if h * w > 1000 { 40.0 } else { -0.3 };
         let x: Vec<f32> = randn(&mut r, b * c * h * w)
             .iter()
-            .map(|v| v * 2.0 - 0.3)
+            .map(|v| v * 2.0 + offset)
             .collect();
         let wt = randn(&mut r, c);
         let bs = randn(&mut r, c);
@@ -214,11 +224,13 @@ fn group_norm_nchw_with_fused_silu() {
             upload("w", &[c], &wt),
             upload("b", &[c], &bs),
         );
-        for silu in [false, true] {
-            let y = run(|rec| group_norm(rec, &tx, g, Some(&tw), Some(&tb), 1e-6, silu));
+        for (family, silu) in FAMILIES.into_iter().flat_map(|f| [(f, false), (f, true)]) {
+            let y = run_in(family, |rec| {
+                group_norm(rec, &tx, g, Some(&tw), Some(&tb), 1e-6, silu)
+            });
             let want = group_norm_ref(&x, (b, c, h * w), g, &wt, &bs, silu);
             assert_close(
-                &format!("group_norm {b}x{c}x{h}x{w} g{g} silu={silu}"),
+                &format!("group_norm {b}x{c}x{h}x{w} g{g} silu={silu} {family:?}"),
                 &download(&y),
                 &want,
                 1e-4,
@@ -267,8 +279,12 @@ fn global_response_norm_channels_last() {
         upload("gamma", &[1, 1, 1, c], &gamma),
         upload("beta", &[1, 1, 1, c], &beta),
     );
-    let y = run(|rec| global_response_norm(rec, &tx, &tg, &tb, 1e-6));
-    assert_close("grn", &download(&y), &want, 1e-4, 1e-4);
+    // Both families: one pass on CPU adapters, squares over channel blocks then the mean on
+    // GPUs (300 channels: off the 32-channel block; 15 positions: off the 8 lanes).
+    for family in FAMILIES {
+        let y = run_in(family, |rec| global_response_norm(rec, &tx, &tg, &tb, 1e-6));
+        assert_close(&format!("grn {family:?}"), &download(&y), &want, 1e-4, 1e-4);
+    }
 }
 
 /// Norm + adaptive modulation in one dispatch against the f64 norm followed by

@@ -1,0 +1,131 @@
+// conv2d_coop: conv2d_gemm's implicit GEMM (one group) on cooperative matrices (tensor cores):
+// per image, out[co, pixel] = bias[co] + Σ_k weight[co, k] · patch[k, pixel] with
+// k = (ci, ky, kx) and the patch gathered from x on the fly (zero outside the image); weights
+// and patch rounded to f16, products accumulated in f32 (16×16×16 tiles, 32-wide subgroups).
+// Params and bindings come from conv2d_params.wgsl, behind `enable f16; enable
+// wgpu_cooperative_matrix;`.
+//
+// Mapping as in matmul_coop64.wgsl: a workgroup of 128 invocations (four subgroups) owns 64
+// output channels × 64 output pixels, each subgroup a 32×32 quarter as 2×2 accumulators; K is
+// walked 32 at a time, the next slice's weights and patch values read into registers while
+// the tensor cores multiply the current one from workgroup memory.
+
+const CC_BM: u32 = 64u;
+const CC_BN: u32 = 64u;
+const CC_BK: u32 = 32u;
+const CC_THREADS: u32 = 128u;
+// cw_sh[co * CC_SA + k], cx_sh[k * CC_SB + pixel], cc_sh[co * CC_BN + pixel].
+const CC_SA: u32 = 40u;
+const CC_SB: u32 = 72u;
+
+var<workgroup> cw_sh: array<f16, 2560>;  // 64 × CC_SA
+var<workgroup> cx_sh: array<f16, 2304>;  // 32 × CC_SB
+var<workgroup> cc_sh: array<f32, 4096>;  // 64 × 64
+
+// Weight [cout, kdim] element of this invocation's i-th share of the slice at k0.
+fn cc_weight(co_base: u32, k0: u32, kdim: u32, e: u32) -> f32 {
+    let co = co_base + e / CC_BK;
+    let k = k0 + e % CC_BK;
+    if (co < p.cout && k < kdim) {
+        return weight[co * kdim + k];
+    }
+    return 0.0;
+}
+
+// Patch element of the i-th share: neighbouring invocations take neighbouring output pixels
+// of one tap.
+fn cc_patch(bi: u32, pix_base: u32, k0: u32, kdim: u32, e: u32) -> f32 {
+    let k = k0 + e / CC_BN;
+    let q = pix_base + e % CC_BN;
+    let taps = p.kh * p.kw;
+    if (k < kdim && q < p.oh * p.ow) {
+        let ci = k / taps;
+        let ky = (k % taps) / p.kw;
+        let kx = k % p.kw;
+        let iy = i32((q / p.ow) * p.stride_h + ky) - i32(p.pad_top);
+        let ix = i32((q % p.ow) * p.stride_w + kx) - i32(p.pad_left);
+        if (iy >= 0 && ix >= 0 && u32(iy) < p.h && u32(ix) < p.w) {
+            return x[((bi * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+        }
+    }
+    return 0.0;
+}
+
+@compute @workgroup_size(128, 1, 1)
+fn conv2d_coop(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let pixels = p.oh * p.ow;
+    let kdim = p.cin * p.kh * p.kw;
+    let co_base = wid.y * CC_BM;
+    let pix_base = wid.x * CC_BN;
+    let bi = wid.z;
+    let sg = li / 32u;
+    let wr = 32u * (sg / 2u);
+    let wc = 32u * (sg % 2u);
+
+    for (var i = 0u; i < 32u; i++) {
+        cc_sh[li + i * CC_THREADS] = 0.0;
+    }
+    workgroupBarrier();
+    var c00 = coopLoadT<coop_mat16x16<f32, C>>(&cc_sh[0], CC_BN);
+    var c01 = c00;
+    var c10 = c00;
+    var c11 = c00;
+
+    // 64 × 32 weights and 32 × 64 patch values per slice: 16 of each per invocation.
+    var rw: array<f32, 16>;
+    var rx: array<f32, 16>;
+    for (var i = 0u; i < 16u; i++) {
+        rw[i] = cc_weight(co_base, 0u, kdim, li + i * CC_THREADS);
+        rx[i] = cc_patch(bi, pix_base, 0u, kdim, li + i * CC_THREADS);
+    }
+
+    for (var k0 = 0u; k0 < kdim; k0 += CC_BK) {
+        for (var i = 0u; i < 16u; i++) {
+            let e = li + i * CC_THREADS;
+            cw_sh[(e / CC_BK) * CC_SA + e % CC_BK] = f16(rw[i]);
+            cx_sh[(e / CC_BN) * CC_SB + e % CC_BN] = f16(rx[i]);
+        }
+        workgroupBarrier();
+        let k1 = k0 + CC_BK;
+        if (k1 < kdim) {
+            for (var i = 0u; i < 16u; i++) {
+                rw[i] = cc_weight(co_base, k1, kdim, li + i * CC_THREADS);
+                rx[i] = cc_patch(bi, pix_base, k1, kdim, li + i * CC_THREADS);
+            }
+        }
+        for (var kk = 0u; kk < 2u; kk++) {
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&cw_sh[wr * CC_SA + 16u * kk], CC_SA);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&cw_sh[(wr + 16u) * CC_SA + 16u * kk], CC_SA);
+            let b0 = coopLoadT<coop_mat16x16<f16, B>>(&cx_sh[16u * kk * CC_SB + wc], CC_SB);
+            let b1 = coopLoadT<coop_mat16x16<f16, B>>(&cx_sh[16u * kk * CC_SB + wc + 16u], CC_SB);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
+        }
+        workgroupBarrier();
+    }
+
+    coopStoreT(c00, &cc_sh[wr * CC_BN + wc], CC_BN);
+    coopStoreT(c01, &cc_sh[wr * CC_BN + wc + 16u], CC_BN);
+    coopStoreT(c10, &cc_sh[(wr + 16u) * CC_BN + wc], CC_BN);
+    coopStoreT(c11, &cc_sh[(wr + 16u) * CC_BN + wc + 16u], CC_BN);
+    workgroupBarrier();
+
+    let out_base = bi * p.cout * pixels;
+    for (var i = 0u; i < 32u; i++) {
+        let e = li + i * CC_THREADS;
+        let co = co_base + e / CC_BN;
+        let q = pix_base + e % CC_BN;
+        if (co < p.cout && q < pixels) {
+            var v = cc_sh[e];
+            if (p.has_bias != 0u) {
+                v += bias[co];
+            }
+            out[out_base + co * pixels + q] = v;
+        }
+    }
+}

@@ -1,0 +1,254 @@
+// Batched matrix multiply on cooperative matrices (tensor cores) with 64×64 workgroup tiles:
+// f16 × f16 → f32 products of 16×16×16, for adapters with `EXPERIMENTAL_COOPERATIVE_MATRIX`
+// that offer that configuration and run subgroups of exactly 32 invocations (NVIDIA).
+//
+//   C[b] = act(A[b] · op(B[b]) (+ bias)) (+ residual[b])
+//   A: [M, K] f32 (rounded to f16 on the way in), C and residual: [M, N] f32, bias: [N] f32
+//   op(B) = Bᵀ with B stored [N, K]         (TRANS_B = true: PyTorch Linear weights)
+//         = B with B stored [K, N]          (TRANS_B = false; N a multiple of 4)
+// K is a multiple of 4: A and B are read as vec4s. B comes from a weights4_*.wgsl prelude
+// (`load_b4(i) -> vec4<f32>`, i counting vec4s); f32 weights are rounded to f16 too. Batch
+// strides are in scalars; a B batch stride of 0 shares B over the batch.
+//
+// Gated linear units (GATED, TRANS_B only): B holds 2N rows, values then gates, and
+// C[m, n] = (v + bias[n]) · act(g + bias[N + n]) (+ residual), v and g the products with B rows
+// n and N + n.
+//
+// Mapping: a workgroup of 128 invocations (four subgroups of 32) owns a 64×64 tile of C; each
+// subgroup owns a 32×32 quarter as 2×2 accumulators of 16×16 (and 2×2 more for the gates). K
+// is walked 32 at a time: each invocation reads its share of the next A and B slices into
+// registers (vec4 loads) while the tensor cores work on the current one in workgroup memory,
+// so global loads overlap the multiplies. Rows of the workgroup-memory tiles are padded to a
+// multiple of 16 bytes off the natural stride, against bank conflicts. At the end the
+// accumulators go through workgroup memory so that the epilogue and the bounds checks run
+// per element, with coalesced stores.
+
+override TRANS_B: bool = true;
+override GATED: bool = false;
+override ACT: u32 = 0u;
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    a_batch_stride: u32,
+    b_batch_stride: u32,
+    c_batch_stride: u32,
+    // 1: + bias[n]; 2: + residual (same layout as C).
+    flags: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a_buf: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 32u;
+const THREADS: u32 = 128u;
+// a_sh[m * SA + k]: the A slice, row-major.
+const SA: u32 = 40u;
+// TRANS_B: b_sh[n * SB + k] (B's own layout; 128 rows when gated: values, then gates).
+// Otherwise b_sh[k * SBN + n].
+const SB: u32 = 40u;
+const SBN: u32 = 72u;
+
+var<workgroup> a_sh: array<f16, 2560>;  // 64 × SA
+var<workgroup> b_sh: array<f16, 5120>;  // 128 × SB (≥ 32 × SBN)
+var<workgroup> c_sh: array<f32, 4096>;  // 64 × 64
+
+// The A vec4 this invocation stages as its i-th share: row and vec4 column of the slice.
+fn a_load(a_base: u32, row0: u32, k0: u32, v: u32) -> vec4<f32> {
+    let r = v / 8u;
+    let k = k0 + 4u * (v % 8u);
+    let m = row0 + r;
+    if (m < p.m && k < p.k) {
+        return a_buf[(a_base + m * p.k + k) / 4u];
+    }
+    return vec4<f32>(0.0);
+}
+
+// The B vec4 of the i-th share: TRANS_B, row r of the slice is B row n0 + r (gates: N + n0 + r
+// - 64), 4 along K; otherwise row r is K index k0 + r, 4 along N.
+fn b_load(b_base: u32, col0: u32, k0: u32, v: u32) -> vec4<f32> {
+    if (TRANS_B) {
+        let r = v / 8u;
+        let k = k0 + 4u * (v % 8u);
+        var n = col0 + (r % BN);
+        let valid = n < p.n && k < p.k;
+        if (r >= BN) {
+            n += p.n;
+        }
+        if (valid) {
+            return load_b4((b_base + n * p.k + k) / 4u);
+        }
+        return vec4<f32>(0.0);
+    }
+    let r = v / 16u;
+    let k = k0 + r;
+    let n = col0 + 4u * (v % 16u);
+    if (k < p.k && n < p.n) {
+        return load_b4((b_base + k * p.n + n) / 4u);
+    }
+    return vec4<f32>(0.0);
+}
+
+fn a_store(v: u32, x: vec4<f32>) {
+    let at = (v / 8u) * SA + 4u * (v % 8u);
+    a_sh[at] = f16(x.x);
+    a_sh[at + 1u] = f16(x.y);
+    a_sh[at + 2u] = f16(x.z);
+    a_sh[at + 3u] = f16(x.w);
+}
+
+fn b_store(v: u32, x: vec4<f32>) {
+    var at: u32;
+    if (TRANS_B) {
+        at = (v / 8u) * SB + 4u * (v % 8u);
+    } else {
+        at = (v / 16u) * SBN + 4u * (v % 16u);
+    }
+    b_sh[at] = f16(x.x);
+    b_sh[at + 1u] = f16(x.y);
+    b_sh[at + 2u] = f16(x.z);
+    b_sh[at + 3u] = f16(x.w);
+}
+
+// Columns 16·j.. of op(B) for K rows 16·kk.. of the slice, as a B operand; `gate` picks the
+// gate rows (TRANS_B only).
+fn b_frag(j: u32, kk: u32, gate: bool) -> coop_mat16x16<f16, B> {
+    if (TRANS_B) {
+        var r = 16u * j;
+        if (gate) {
+            r += BN;
+        }
+        // Column-major: element (k, n) at b_sh[n * SB + k].
+        return coopLoad<coop_mat16x16<f16, B>>(&b_sh[r * SB + 16u * kk], SB);
+    }
+    return coopLoadT<coop_mat16x16<f16, B>>(&b_sh[16u * kk * SBN + 16u * j], SBN);
+}
+
+@compute @workgroup_size(128, 1, 1)
+fn matmul_coop64(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row0 = wid.y * BM;
+    let col0 = wid.x * BN;
+    let a_base = wid.z * p.a_batch_stride;
+    let b_base = wid.z * p.b_batch_stride;
+    // This invocation's subgroup and the 32×32 quarter of the tile it owns.
+    let sg = li / 32u;
+    let wr = 32u * (sg / 2u);
+    let wc = 32u * (sg % 2u);
+    // B vec4s per slice: 64 rows × 8 (TRANS_B), 128 × 8 gated, 32 × 16 otherwise.
+    var b_shares = 4u;
+    if (GATED) {
+        b_shares = 8u;
+    }
+
+    // Zero accumulators, loaded from zeroed workgroup memory.
+    for (var i = 0u; i < 32u; i++) {
+        c_sh[li + i * THREADS] = 0.0;
+    }
+    workgroupBarrier();
+    var c00 = coopLoadT<coop_mat16x16<f32, C>>(&c_sh[0], BN);
+    var c01 = c00;
+    var c10 = c00;
+    var c11 = c00;
+    var g00 = c00;
+    var g01 = c00;
+    var g10 = c00;
+    var g11 = c00;
+
+    var ra: array<vec4<f32>, 4>;
+    var rb: array<vec4<f32>, 8>;
+    for (var i = 0u; i < 4u; i++) {
+        ra[i] = a_load(a_base, row0, 0u, li + i * THREADS);
+    }
+    for (var i = 0u; i < b_shares; i++) {
+        rb[i] = b_load(b_base, col0, 0u, li + i * THREADS);
+    }
+
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        for (var i = 0u; i < 4u; i++) {
+            a_store(li + i * THREADS, ra[i]);
+        }
+        for (var i = 0u; i < b_shares; i++) {
+            b_store(li + i * THREADS, rb[i]);
+        }
+        workgroupBarrier();
+        // The next slice's loads are in flight while this one is multiplied.
+        let k1 = k0 + BK;
+        if (k1 < p.k) {
+            for (var i = 0u; i < 4u; i++) {
+                ra[i] = a_load(a_base, row0, k1, li + i * THREADS);
+            }
+            for (var i = 0u; i < b_shares; i++) {
+                rb[i] = b_load(b_base, col0, k1, li + i * THREADS);
+            }
+        }
+        for (var kk = 0u; kk < 2u; kk++) {
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&a_sh[wr * SA + 16u * kk], SA);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&a_sh[(wr + 16u) * SA + 16u * kk], SA);
+            let b0 = b_frag(wc / 16u, kk, false);
+            let b1 = b_frag(wc / 16u + 1u, kk, false);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
+            if (GATED) {
+                let h0 = b_frag(wc / 16u, kk, true);
+                let h1 = b_frag(wc / 16u + 1u, kk, true);
+                g00 = coopMultiplyAdd(a0, h0, g00);
+                g01 = coopMultiplyAdd(a0, h1, g01);
+                g10 = coopMultiplyAdd(a1, h0, g10);
+                g11 = coopMultiplyAdd(a1, h1, g11);
+            }
+        }
+        workgroupBarrier();
+    }
+
+    coopStoreT(c00, &c_sh[wr * BN + wc], BN);
+    coopStoreT(c01, &c_sh[wr * BN + wc + 16u], BN);
+    coopStoreT(c10, &c_sh[(wr + 16u) * BN + wc], BN);
+    coopStoreT(c11, &c_sh[(wr + 16u) * BN + wc + 16u], BN);
+    workgroupBarrier();
+
+    let c_base = wid.z * p.c_batch_stride;
+    if (!GATED) {
+        for (var i = 0u; i < 32u; i++) {
+            let e = li + i * THREADS;
+            let m = row0 + e / BN;
+            let n = col0 + e % BN;
+            if (m < p.m && n < p.n) {
+                let idx = c_base + m * p.n + n;
+                c_buf[idx] = epilogue(idx, n, c_sh[e]);
+            }
+        }
+        return;
+    }
+    // Gated: the values leave workgroup memory for registers, the gates take their place.
+    var values: array<f32, 32>;
+    for (var i = 0u; i < 32u; i++) {
+        values[i] = c_sh[li + i * THREADS];
+    }
+    workgroupBarrier();
+    coopStoreT(g00, &c_sh[wr * BN + wc], BN);
+    coopStoreT(g01, &c_sh[wr * BN + wc + 16u], BN);
+    coopStoreT(g10, &c_sh[(wr + 16u) * BN + wc], BN);
+    coopStoreT(g11, &c_sh[(wr + 16u) * BN + wc + 16u], BN);
+    workgroupBarrier();
+    for (var i = 0u; i < 32u; i++) {
+        let e = li + i * THREADS;
+        let m = row0 + e / BN;
+        let n = col0 + e % BN;
+        if (m < p.m && n < p.n) {
+            let idx = c_base + m * p.n + n;
+            c_buf[idx] = epilogue_gated(idx, n, values[i], c_sh[e]);
+        }
+    }
+}
