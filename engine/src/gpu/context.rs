@@ -111,7 +111,7 @@ impl KernelFamily {
             Some("tiled") => KernelFamily::Tiled,
             Some("cpu") => KernelFamily::Cpu,
             other => {
-                if let Some(v) = other {
+                if let Some(v) = other.filter(|v| !v.is_empty()) {
                     log::warn!("TESSERA_KERNELS={v:?} is not tiled or cpu; choosing by adapter");
                 }
                 if is_software_adapter(info) {

@@ -13,7 +13,7 @@ pub use context::{
     COOPERATIVE_FEATURES, GpuContext, KernelFamily, WANTED_FEATURES, WorkCounts, device_features,
     is_software_adapter,
 };
-pub use pipeline::{DiskPipelineCache, Pipelines, user_cache_dir};
+pub use pipeline::{DiskPipelineCache, Pipelines, ShaderChecks, user_cache_dir};
 pub use profile::{OpTime, Profile, ProfileClock};
 pub use recorder::{Binding, Recorder, linear_workgroups};
 pub(crate) use tensor::byte_len;

@@ -119,6 +119,71 @@ fn create(device: &wgpu::Device, data: Option<&[u8]>) -> wgpu::PipelineCache {
     }
 }
 
+/// Which of the checks wgpu injects into shaders the engine's own kernels keep
+/// (`TESSERA_SHADER_CHECKS`, read once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShaderChecks {
+    /// `full`: everything wgpu injects (`ShaderRuntimeChecks::checked`).
+    Full,
+    /// `bounds` (the default): bounds checks and integer-division guards, but no loop-bounding
+    /// counters. Every loop of the kernels is a `for` over a finite range; the counter wgpu
+    /// adds to each keeps drivers from unrolling them.
+    Bounds,
+    /// `none`: no injected checks at all (for measuring what the checks cost).
+    None,
+}
+
+impl ShaderChecks {
+    pub fn get() -> Self {
+        static CHECKS: std::sync::OnceLock<ShaderChecks> = std::sync::OnceLock::new();
+        *CHECKS.get_or_init(
+            || match std::env::var("TESSERA_SHADER_CHECKS").ok().as_deref() {
+                None | Some("" | "bounds") => ShaderChecks::Bounds,
+                Some("full") => ShaderChecks::Full,
+                Some("none") => ShaderChecks::None,
+                Some(v) => {
+                    log::warn!(
+                        "TESSERA_SHADER_CHECKS={v:?} is not full, bounds or none; using bounds"
+                    );
+                    ShaderChecks::Bounds
+                }
+            },
+        )
+    }
+}
+
+/// The one unsafe call of shader compilation.
+#[allow(unsafe_code)]
+fn create_module(
+    device: &wgpu::Device,
+    desc: wgpu::ShaderModuleDescriptor<'_>,
+    checks: ShaderChecks,
+) -> wgpu::ShaderModule {
+    let checked = wgpu::ShaderRuntimeChecks::checked();
+    let runtime_checks = match checks {
+        ShaderChecks::Full => return device.create_shader_module(desc),
+        ShaderChecks::Bounds => wgpu::ShaderRuntimeChecks {
+            force_loop_bounding: false,
+            ..checked
+        },
+        ShaderChecks::None => wgpu::ShaderRuntimeChecks {
+            bounds_checks: false,
+            force_loop_bounding: false,
+            int_div_checks: false,
+            ..checked
+        },
+    };
+    // SAFETY: only the engine's own WGSL (`shaders/`, embedded at build time) comes here, never
+    // user input. Without loop bounding, every loop must terminate: the kernels have no `loop`
+    // or `while`, only `for` loops over finite u32 ranges with positive steps. With `None`,
+    // indices must stay in bounds and divisors non-zero: every storage access is guarded by the
+    // kernel's own bounds test, workgroup and private arrays are indexed within their declared
+    // sizes, and the kernel tests run every kernel on sizes off its tiles against a CPU
+    // reference; but nothing proves every divisor non-zero, so `None` is only a measuring mode
+    // that a user opts into by environment variable, never the default.
+    unsafe { device.create_shader_module_trusted(desc, runtime_checks) }
+}
+
 impl Pipelines {
     /// The map for `device`, with the persisted driver cache where the device has one.
     pub fn new(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> Self {
@@ -139,10 +204,14 @@ impl Pipelines {
         let mut map = self.modules.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(map.entry(module).or_insert_with(|| {
             let source = module.source();
-            Arc::new(device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(module.name()),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            }))
+            Arc::new(create_module(
+                device,
+                wgpu::ShaderModuleDescriptor {
+                    label: Some(module.name()),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                },
+                ShaderChecks::get(),
+            ))
         }))
     }
 
