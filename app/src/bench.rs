@@ -6,6 +6,8 @@ use anyhow::Result;
 use clap::Args;
 use tessera_engine::GpuContext;
 use tessera_engine::bench::{self, KernelTiming};
+use tessera_engine::ops::conv::ConvStrategy;
+use tessera_engine::ops::matmul::MatmulStrategy;
 use tessera_engine::pipeline::Model;
 
 #[derive(Args)]
@@ -30,6 +32,10 @@ pub struct BenchArgs {
     /// Images per run (the transformer sees twice as many rows with guidance).
     #[arg(long, default_value_t = 1, value_name = "N")]
     batch: usize,
+    /// Add kernel rows for the products of the aMUSEd-256 configuration (f16 weights, every
+    /// matmul strategy the adapter runs).
+    #[arg(long)]
+    model_shapes: bool,
     /// Skip the kernel figures.
     #[arg(long)]
     no_kernels: bool,
@@ -129,11 +135,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     if !args.no_kernels {
         for &n in &args.sizes {
-            emit(bench::matmul(&ctx, n, false, None, budget)?);
-            emit(bench::matmul(&ctx, n, true, None, budget)?);
+            emit(bench::matmul(&ctx, [n; 3], false, false, None, budget)?);
+            emit(bench::matmul(&ctx, [n; 3], false, true, None, budget)?);
             // The same product by every other kernel strategy, to compare.
-            for s in bench::other_matmul_strategies(&ctx, n) {
-                emit(bench::matmul(&ctx, n, false, Some(s), budget)?);
+            for s in bench::other_matmul_strategies(&ctx, [n; 3], false) {
+                emit(bench::matmul(&ctx, [n; 3], false, false, Some(s), budget)?);
+            }
+        }
+        if args.model_shapes {
+            for (shape, gated) in bench::MODEL_MATMULS {
+                emit(bench::matmul(&ctx, shape, gated, true, None, budget)?);
+                for s in bench::other_matmul_strategies(&ctx, shape, gated) {
+                    emit(bench::matmul(&ctx, shape, gated, true, Some(s), budget)?);
+                }
             }
         }
         // aMUSEd-256 shapes with guidance (two rows): 16 heads × 64 over 256 image tokens,
@@ -237,6 +251,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "pipeline_cache_loaded_bytes": ctx.pipeline_cache_loaded(),
             "kernel_family": format!("{:?}", ctx.kernel_family()),
             "cooperative_matrix_16": ctx.cooperative_matrix_16(),
+            // Benchmarking overrides of the kernel choice (TESSERA_MATMUL, TESSERA_CONV).
+            "matmul_strategy": MatmulStrategy::forced().map(|s| format!("{s:?}")),
+            "conv_strategy": ConvStrategy::forced().map(|s| format!("{s:?}")),
+            "shader_checks": format!("{:?}", tessera_engine::gpu::ShaderChecks::get()),
             "kernels": kernels,
             "end_to_end": end_to_end,
             "profile": profile,

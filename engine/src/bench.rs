@@ -37,79 +37,101 @@ fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
 }
 
 /// Runs `record` once to warm up (compiles pipelines), then repeatedly until `budget` is spent
-/// (at least once); returns milliseconds per call.
+/// (at least once); returns milliseconds per call. Calls are recorded several to a submission
+/// (as many as fit in about 5 ms, judged by the warm-up, at most 64), so that on a GPU the
+/// figure is the kernel's time and not a submit-and-wait round trip (≈ 0.1 ms on an H200).
 fn time_it(
     ctx: &GpuContext,
     budget: Duration,
     mut record: impl FnMut(&mut Recorder<'_>) -> Result<Tensor>,
 ) -> Result<f64> {
     let mut rec = ctx.recorder();
-    let out = record(&mut rec)?;
+    drop(record(&mut rec)?);
     rec.submit();
     ctx.wait_idle();
-    drop(out);
-    let start = Instant::now();
-    let mut calls = 0u32;
-    while calls == 0 || start.elapsed() < budget {
+    // A second, warm call sizes the submissions. Outputs of one submission stay allocated until
+    // it is submitted: their bytes are capped too.
+    let warm = Instant::now();
+    let out_bytes = {
         let mut rec = ctx.recorder();
         let out = record(&mut rec)?;
         rec.submit();
         ctx.wait_idle();
-        drop(out);
-        calls += 1;
+        out.numel() * 4
+    };
+    let one = warm.elapsed().as_secs_f64();
+    let reps = ((0.005 / one.max(1e-6)) as usize)
+        .clamp(1, 64)
+        .min((256 << 20) / out_bytes.max(1))
+        .max(1);
+    let start = Instant::now();
+    let mut calls = 0usize;
+    while calls == 0 || start.elapsed() < budget {
+        let mut rec = ctx.recorder();
+        for _ in 0..reps {
+            drop(record(&mut rec)?);
+        }
+        rec.submit();
+        ctx.wait_idle();
+        calls += reps;
     }
-    Ok(start.elapsed().as_secs_f64() * 1e3 / f64::from(calls))
+    Ok(start.elapsed().as_secs_f64() * 1e3 / calls as f64)
 }
 
-/// Matmul `[n, n] × [n, n]ᵀ` with f32 or f16 weights, by the kernel
-/// [`MatmulStrategy::choose`] picks (`strategy` None; named "matmul") or by `strategy` (named
-/// "matmul/<strategy>").
+/// Matmul `[m, k] × [n, k]ᵀ` (`shape` = `[m, k, n]`) with f32 or f16 weights, plain or as a
+/// gated unit (B of `2n` rows), by the kernel [`MatmulStrategy::choose`] picks (`strategy`
+/// None; named "matmul", or "matmul-gated") or by `strategy` (named "matmul/<strategy>").
+/// GFLOPS count the multiply-adds done (twice as many B rows when gated).
 pub fn matmul(
     ctx: &GpuContext,
-    n: usize,
+    [m, k, n]: [usize; 3],
+    gated: bool,
     f16: bool,
     strategy: Option<MatmulStrategy>,
     budget: Duration,
 ) -> Result<KernelTiming> {
-    let a = Tensor::from_f32(ctx, "bench.a", &[n, n], &pseudo_random(n * n, 1))?;
-    let w = pseudo_random(n * n, 2);
+    let b_rows = if gated { 2 * n } else { n };
+    let a = Tensor::from_f32(ctx, "bench.a", &[m, k], &pseudo_random(m * k, 1))?;
+    let w = pseudo_random(b_rows * k, 2);
     let b = if f16 {
-        Tensor::from_f32_as_f16(ctx, "bench.b", &[n, n], &w)?
+        Tensor::from_f32_as_f16(ctx, "bench.b", &[b_rows, k], &w)?
     } else {
-        Tensor::from_f32(ctx, "bench.b", &[n, n], &w)?
+        Tensor::from_f32(ctx, "bench.b", &[b_rows, k], &w)?
+    };
+    let epilogue = Epilogue {
+        gated,
+        activation: gated.then_some(ops::matmul::Activation::GeluErf),
+        ..Epilogue::default()
     };
     // The weight format `matmul` itself would pick, so the rows measure what models run.
     let ms = time_it(ctx, budget, |rec| {
         let format = ops::matmul::weight_format(rec, &b);
-        ops::matmul::matmul_with_strategy(
-            rec,
-            &a,
-            &b,
-            &Epilogue::default(),
-            BLayout::NK,
-            format,
-            strategy,
-        )
+        ops::matmul::matmul_with_strategy(rec, &a, &b, &epilogue, BLayout::NK, format, strategy)
     })?;
-    let flops = 2.0 * (n as f64).powi(3);
+    let flops = 2.0 * (m * k * b_rows) as f64;
+    let base = if gated { "matmul-gated" } else { "matmul" };
     Ok(KernelTiming {
-        name: strategy.map_or_else(|| "matmul".into(), |s| format!("matmul/{s:?}")),
-        shape: vec![n, n, n],
+        name: strategy.map_or_else(|| base.into(), |s| format!("{base}/{s:?}")),
+        shape: vec![m, k, n],
         dtype: if f16 { "f16" } else { "f32" },
         ms,
         gflops: flops / (ms * 1e6),
     })
 }
 
-/// The matmul strategies other than the chosen one that compute `[n, n] × [n, n]ᵀ` (for the
+/// The matmul strategies other than the chosen one that compute `[m, k] × [n, k]ᵀ` (for the
 /// kernel table's comparison rows).
-pub fn other_matmul_strategies(ctx: &GpuContext, n: usize) -> Vec<MatmulStrategy> {
+pub fn other_matmul_strategies(
+    ctx: &GpuContext,
+    [m, k, n]: [usize; 3],
+    gated: bool,
+) -> Vec<MatmulStrategy> {
     let problem = Problem {
-        m: n,
+        m,
         n,
-        k: n,
+        k,
         layout: BLayout::NK,
-        gated: false,
+        gated,
     };
     let chosen = MatmulStrategy::choose(ctx.kernel_family(), ctx.cooperative_matrix_16(), &problem);
     MatmulStrategy::ALL
@@ -117,6 +139,17 @@ pub fn other_matmul_strategies(ctx: &GpuContext, n: usize) -> Vec<MatmulStrategy
         .filter(|s| *s != chosen && s.available(ctx) && s.supports(&problem))
         .collect()
 }
+
+/// The products of aMUSEd-256 with guidance (`[m, k, n]`, gated): 512 image-token rows through
+/// the 1024-wide layers — attention projections, stacked Q/K/V, the GEGLU unit (2 × 2816) and
+/// its output — and the CLIP-L text encoder's MLP at 2 × 77 rows.
+pub const MODEL_MATMULS: [([usize; 3], bool); 5] = [
+    ([512, 1024, 1024], false),
+    ([512, 1024, 3072], false),
+    ([512, 1024, 2816], true),
+    ([512, 2816, 1024], false),
+    ([154, 768, 3072], false),
+];
 
 /// Fused attention, `batch × heads` heads of `head_dim` over `lq` queries and `lk` keys.
 pub fn attention(
@@ -193,10 +226,10 @@ pub fn conv3x3(
 /// The convolution strategies other than the chosen one (for the kernel table's comparison
 /// rows).
 pub fn other_conv_strategies(ctx: &GpuContext) -> Vec<ConvStrategy> {
-    let chosen = ConvStrategy::choose(ctx.kernel_family(), 1);
+    let chosen = ConvStrategy::choose(ctx.kernel_family(), ctx.cooperative_matrix_16(), 1);
     ConvStrategy::ALL
         .into_iter()
-        .filter(|s| *s != chosen && s.supports(1))
+        .filter(|s| *s != chosen && s.supports(1) && s.available(ctx))
         .collect()
 }
 

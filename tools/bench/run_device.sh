@@ -14,8 +14,11 @@
 #                 without it, cargo builds one.
 #   KERNEL_TESTS  the prebuilt kernel-test binary (`cargo test --release -p tessera-engine
 #                 --test kernels --no-run` prints its path); skipped when absent.
+#   REF_MODELS    models the PyTorch reference runs (default: MODELS)
+#   VARIANTS      extra amused-256 runs, one environment each (see below)
 #   MODELS        end-to-end models (default: default amused-256-random amused-512-random
-#                 maskgit-256-random); STEPS (12).
+#                 maskgit-256-random); STEPS (12); SIZES (matmul sizes of the kernel table,
+#                 default 256,512,1024,2048).
 #   Python with torch and transformers; diffusers comes from tools/bench/wheels when not
 #   installed (tools/bench/fetch_wheels.sh fills it; carry that folder to the GPU machine).
 set -uo pipefail
@@ -23,6 +26,7 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-bench-out}"
 mkdir -p "$OUT"
 STEPS="${STEPS:-12}"
+SIZES="${SIZES:-256,512,1024,2048}"
 MODELS="${MODELS:-default amused-256-random amused-512-random maskgit-256-random}"
 LOG="$OUT/log.txt"
 : > "$LOG"
@@ -38,11 +42,11 @@ fi
 if [ -n "${KERNEL_TESTS:-}" ] && [ -x "$KERNEL_TESTS" ]; then
     # Every kernel strategy the adapter supports, against the CPU reference; the adapter's
     # own kernel family (TESSERA_KERNELS unset) picks what a user would get.
-    timeout 240 "$KERNEL_TESTS" --test-threads 4 > "$OUT/kernel-tests.txt" 2>&1 \
+    timeout 150 "$KERNEL_TESTS" --test-threads 4 > "$OUT/kernel-tests.txt" 2>&1 \
         || echo "kernel tests failed or timed out (exit $?)" >> "$OUT/kernel-tests.txt"
     # The tensor-core kernel's own test (ignored on adapters without cooperative matrices;
     # here it must run, and fails where the adapter lacks them).
-    timeout 120 "$KERNEL_TESTS" --ignored coop16 >> "$OUT/kernel-tests.txt" 2>&1 \
+    timeout 60 "$KERNEL_TESTS" --ignored coop_kernels >> "$OUT/kernel-tests.txt" 2>&1 \
         || echo "cooperative-matrix test failed or timed out (exit $?)" >> "$OUT/kernel-tests.txt"
 fi
 
@@ -50,17 +54,14 @@ fi
 first=1
 for m in $MODELS; do
     kernels=--no-kernels
-    [ "$first" = 1 ] && kernels=
+    [ "$first" = 1 ] && kernels=--model-shapes
     first=0
-    timeout 180 "$TESSERA_BIN" bench --json $kernels --budget 0.5 --model "$m" --steps "$STEPS" \
+    # --profile: a second, per-kernel-timed run, whose breakdown lands in the JSON.
+    echo "$(date +%T) bench $m" >> "$LOG"
+    timeout 180 "$TESSERA_BIN" bench --json $kernels --profile --sizes "$SIZES" --budget 0.5 \
+        --model "$m" --steps "$STEPS" \
         >> "$OUT/tessera.jsonl" 2>> "$LOG" || echo "tessera bench $m failed (exit $?)" >> "$LOG"
 done
-# Without cooperative matrices (TESSERA_KERNELS=tiled: the plain WGSL kernels), for the
-# amused-256 configuration: the same run on the plain kernels, and a fallback if the
-# cooperative-matrix pipelines fail to build on this driver.
-TESSERA_KERNELS=tiled timeout 120 "$TESSERA_BIN" bench --json --no-kernels --model amused-256-random \
-    --steps "$STEPS" >> "$OUT/tessera.jsonl" 2>> "$LOG" || echo "tessera bench tiled failed (exit $?)" >> "$LOG"
-
 PY="${PYTHON:-python3}"
 if ! "$PY" -c "import diffusers, transformers" 2>/dev/null && [ -d tools/bench/wheels ]; then
     PYLIB="$(mktemp -d)"
@@ -71,12 +72,13 @@ if ! "$PY" -c "import diffusers, transformers" 2>/dev/null && [ -d tools/bench/w
 fi
 : > "$OUT/reference.jsonl"
 if "$PY" -c "import torch, diffusers, transformers" >> "$LOG" 2>&1; then
-    for m in $MODELS; do
+    for m in ${REF_MODELS:-$MODELS}; do
         case "$m" in
             maskgit-*) continue ;;  # no diffusers counterpart
             default) ref=assets/models/emoji ;;
             *) ref="$m" ;;
         esac
+        echo "$(date +%T) reference $m" >> "$LOG"
         timeout 150 "$PY" tools/bench/reference.py --model "$ref" --steps "$STEPS" \
             --dtype float32 float16 >> "$OUT/reference.jsonl" 2>> "$LOG" \
             || echo "reference $m failed (exit $?)" >> "$LOG"
@@ -84,5 +86,18 @@ if "$PY" -c "import torch, diffusers, transformers" >> "$LOG" 2>&1; then
 else
     echo "no torch/diffusers: reference skipped" >> "$LOG"
 fi
+# The amused-256 configuration on other kernel choices, after the reference (they are the
+# optional part): each VARIANTS word is one run's environment, assignments joined by commas —
+# wgpu's full shader checks (loop-bounding counters included, as before they were dropped), the
+# plain WGSL kernels (no cooperative matrices; also the fallback should their pipelines fail on
+# this driver), no injected checks at all.
+VARIANTS="${VARIANTS:-TESSERA_SHADER_CHECKS=full TESSERA_KERNELS=tiled TESSERA_SHADER_CHECKS=none}"
+for v in $VARIANTS; do
+    echo "$(date +%T) bench variant $v" >> "$LOG"
+    env ${v//,/ } timeout 120 "$TESSERA_BIN" bench --json --no-kernels --profile \
+        --model "${TILED_MODEL:-amused-256-random}" --steps "$STEPS" \
+        >> "$OUT/tessera.jsonl" 2>> "$LOG" || echo "tessera bench variant $v failed (exit $?)" >> "$LOG"
+done
+
 "$PY" tools/bench/summarize.py "$OUT/tessera.jsonl" "$OUT/reference.jsonl" > "$OUT/summary.md" 2>> "$LOG"
 cat "$OUT/summary.md"

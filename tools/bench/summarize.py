@@ -65,6 +65,11 @@ def main():
         who = "tessera" + ("" if not t.get("cooperative_matrix_16") else " (tensor cores)")
         if t.get("kernel_family") == "Tiled" and not t.get("cooperative_matrix_16"):
             who = "tessera (plain WGSL)"
+        forced = [f"{k}={t[k]}" for k in ("matmul_strategy", "conv_strategy") if t.get(k)]
+        if t.get("shader_checks") not in (None, "Bounds"):
+            forced.append(f"shader checks {t['shader_checks']}")
+        if forced:
+            who += " " + ", ".join(forced)
         print(f"| {model} | {who} | {fmt(e['text_ms'])} | {fmt(e['step_ms'])} | "
               f"{fmt(e['decode_ms'])} | {fmt(e['total_ms'])} | {fmt(e.get('first_run_ms'))} | "
               f"{fmt(e.get('dispatches_per_step'))} | {fmt(e.get('submits_per_step'))} | "
