@@ -4,6 +4,7 @@ mod batch;
 mod bench;
 mod embedded;
 mod gui;
+mod hub;
 mod inspect;
 mod render;
 

@@ -129,6 +129,12 @@ impl eframe::App for App {
     }
 
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        if self.session.download.is_some() {
+            if self.session.poll_download() {
+                self.open_model();
+            }
+            ctx.request_repaint_after(std::time::Duration::from_millis(200));
+        }
         self.runs.receive(&mut self.session);
         for (texture, label) in std::mem::take(&mut self.runs.finished) {
             let old = self.strip.push(Made { texture, label });

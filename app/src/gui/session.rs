@@ -1,15 +1,25 @@
 //! The open model and device, and the top bar: the model field, the adapter, status messages,
 //! and the restart offer after a lost device.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use egui::Color32;
 use tessera_engine::GpuContext;
 use tessera_engine::pipeline::Model;
 
+use crate::hub::{DownloadStatus, needs_download};
 use crate::render::open_model;
+
+/// A hub model the model field names, downloading on a background thread (the UI keeps
+/// running; the status line shows the progress).
+pub struct Download {
+    pub id: String,
+    pub status: Arc<Mutex<DownloadStatus>>,
+    /// The outcome, once the thread ends.
+    pub done: Arc<Mutex<Option<std::result::Result<(), String>>>>,
+}
 
 /// What every panel may use: eframe's device (the engine computes on it), the open model
 /// (any family) and the status line.
@@ -27,6 +37,8 @@ pub struct Session {
     pub failed: Arc<AtomicBool>,
     /// Models compare lanes named, by what they typed: lanes naming one model share it.
     lane_models: std::collections::HashMap<String, Arc<Model>>,
+    /// The model field's hub download, while one runs.
+    pub download: Option<Download>,
 }
 
 impl Session {
@@ -49,6 +61,7 @@ impl Session {
             device_lost: None,
             failed: Arc::new(AtomicBool::new(false)),
             lane_models: Default::default(),
+            download: None,
         }
     }
 
@@ -57,9 +70,17 @@ impl Session {
         Some(self.model_arg.trim()).filter(|m| !m.is_empty())
     }
 
-    /// Opens the model the field names; the status line says why when it cannot.
+    /// Opens the model the field names; the status line says why when it cannot. A hub id
+    /// that is not in the local cache starts a background download instead
+    /// ([`Session::poll_download`] says when to open it).
     pub fn load_model(&mut self) -> Option<Arc<Model>> {
         let gpu = self.gpu.clone()?;
+        if let Some(id) = self.model_name().filter(|m| needs_download(m)) {
+            if self.download.is_none() {
+                self.start_download(id.to_owned());
+            }
+            return None;
+        }
         match open_model(&gpu, self.model_name()) {
             Ok(m) => {
                 let m = Arc::new(m);
@@ -75,9 +96,59 @@ impl Session {
         }
     }
 
+    fn start_download(&mut self, id: String) {
+        let status = Arc::new(Mutex::new(DownloadStatus::default()));
+        let done = Arc::new(Mutex::new(None));
+        let (thread_id, thread_status, thread_done) = (id.clone(), status.clone(), done.clone());
+        std::thread::spawn(move || {
+            let r = crate::hub::download(&thread_id, &thread_status, false)
+                .map_err(|e| format!("{e:#}"));
+            if let Ok(mut d) = thread_done.lock() {
+                *d = Some(r);
+            }
+        });
+        self.message = Some(format!("downloading {id}…"));
+        self.download = Some(Download { id, status, done });
+    }
+
+    /// Progress of the model field's download into the status line; true once it has
+    /// finished well (the caller opens the model then).
+    pub fn poll_download(&mut self) -> bool {
+        let Some(d) = &self.download else {
+            return false;
+        };
+        let outcome = d.done.lock().ok().and_then(|mut o| o.take());
+        match outcome {
+            None => {
+                if let Ok(s) = d.status.lock() {
+                    self.message = Some(s.line(&d.id));
+                }
+                false
+            }
+            Some(r) => {
+                self.download = None;
+                match r {
+                    Ok(()) => {
+                        self.message = None;
+                        true
+                    }
+                    Err(e) => {
+                        self.message = Some(e);
+                        false
+                    }
+                }
+            }
+        }
+    }
+
     /// The model a compare lane names (opened once, then shared by every lane naming it).
     pub fn lane_model(&mut self, arg: &str) -> Result<Arc<Model>> {
         let arg = arg.trim();
+        if needs_download(arg) {
+            anyhow::bail!(
+                "{arg} is not downloaded yet: open it once in the model field, which downloads it"
+            );
+        }
         if let Some(m) = self.lane_models.get(arg) {
             return Ok(m.clone());
         }

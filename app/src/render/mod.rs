@@ -124,12 +124,15 @@ impl std::ops::DerefMut for RenderArgs {
     }
 }
 
-/// Where `--model` points: a folder, a checkpoint file or a hub id in the local cache
-/// ([`Model::locate`]), or without one the embedded default model's folder (see
-/// [`crate::embedded`]).
+/// Where `--model` points: a folder, a checkpoint file or a hub id (downloaded into the local
+/// cache first when it is not there: [`crate::hub`]) ([`Model::locate`]), or without one the
+/// embedded default model's folder (see [`crate::embedded`]).
 pub fn model_path(arg: Option<&str>) -> Result<PathBuf> {
     match arg {
-        Some(m) => Ok(Model::locate(m)?),
+        Some(m) => {
+            crate::hub::fetch_if_missing(m)?;
+            Ok(Model::locate(m)?)
+        }
         None => crate::embedded::default_model(),
     }
 }

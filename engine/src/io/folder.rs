@@ -45,6 +45,13 @@ pub fn hub_cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
 }
 
+/// Whether `arg` has the form of a hub id, `owner/name` (two non-empty parts, neither starting
+/// with a dot). Whether it is one also depends on no such path existing.
+pub fn is_hub_id(arg: &str) -> bool {
+    let parts: Vec<&str> = arg.split('/').collect();
+    parts.len() == 2 && parts.iter().all(|s| !s.is_empty() && !s.starts_with('.'))
+}
+
 /// `arg` as a folder if it is one; else as a hub id `owner/name` looked up in the cache
 /// (`models--owner--name/snapshots/<rev>`, the revision `refs/main` names, or the newest).
 pub fn resolve_model(arg: &str) -> Result<ModelFolder> {
@@ -53,7 +60,7 @@ pub fn resolve_model(arg: &str) -> Result<ModelFolder> {
         return ModelFolder::open(p);
     }
     let parts: Vec<&str> = arg.split('/').collect();
-    let is_hub_id = parts.len() == 2 && parts.iter().all(|s| !s.is_empty() && !s.starts_with('.'));
+    let is_hub_id = is_hub_id(arg);
     if p.is_file() {
         return Err(Error::file(
             p,
