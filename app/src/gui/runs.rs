@@ -12,7 +12,7 @@ use tessera_engine::sampling::{SamplerKind, Schedule};
 use super::canvas::{self, GridView, Overlay};
 use super::session::Session;
 use super::settings::Settings;
-use super::worker::{self, Cancel, Job, Msg};
+use super::worker::{self, Cancel, Job, Msg, Preview};
 
 /// One step as received, with its preview texture.
 pub struct Frame {
@@ -21,7 +21,7 @@ pub struct Frame {
     pub newly_fixed: Vec<bool>,
     pub confidence: Vec<f32>,
     pub predicted: Vec<u32>,
-    pub preview: egui::TextureId,
+    pub preview: Preview,
     pub grid: (usize, usize),
     pub ms: f64,
     pub fixed_total: usize,
@@ -45,14 +45,15 @@ pub struct Lane {
     pub class: Option<u32>,
     pub frames: Vec<Frame>,
     pub steps: usize,
-    /// Final image texture, tokens and grid.
-    pub result: Option<(egui::TextureId, Vec<u32>, (usize, usize))>,
+    /// Final image texture, tokens and grid (its crisp texture belongs to the strip of images
+    /// made this session once received).
+    pub result: Option<(Preview, Vec<u32>, (usize, usize))>,
     pub error: Option<String>,
     pub running: bool,
 }
 
 impl Lane {
-    fn new(
+    pub(super) fn new(
         settings: Settings,
         class: Option<u32>,
         model: Arc<Model>,
@@ -98,6 +99,11 @@ pub struct Runs {
     /// Step shown (None: follow the newest).
     pub replay: Option<usize>,
     pub overlay: Overlay,
+    /// Decoded images drawn smooth (linear) rather than crisp (nearest) when enlarged.
+    pub smooth: bool,
+    /// The zoomed and panned part of the lanes' views (shared, so lanes stay aligned);
+    /// `Rect::ZERO` fits the whole view.
+    pub view: std::cell::Cell<egui::Rect>,
     /// Final images received since the app last took them (their textures and what made
     /// them), for the strip of images made this session, which then owns the textures.
     pub finished: Vec<(egui::TextureId, String)>,
@@ -113,6 +119,8 @@ impl Default for Runs {
             cancel: Cancel::default(),
             replay: None,
             overlay: Overlay::None,
+            smooth: false,
+            view: std::cell::Cell::new(egui::Rect::ZERO),
             finished: Vec::new(),
         }
     }
@@ -150,7 +158,11 @@ impl Runs {
         let mut r = rs.renderer.write();
         for l in self.lanes.drain(..) {
             for f in &l.frames {
-                r.free_texture(&f.preview);
+                r.free_texture(&f.preview.crisp);
+                r.free_texture(&f.preview.smooth);
+            }
+            if let Some((p, ..)) = &l.result {
+                r.free_texture(&p.smooth);
             }
         }
     }
@@ -259,7 +271,7 @@ impl Runs {
                             l.settings.prompt.clone()
                         };
                         self.finished.push((
-                            id,
+                            id.crisp,
                             format!("{what} · seed {} · {}", l.settings.seed, l.label()),
                         ));
                     }
@@ -320,36 +332,54 @@ impl Runs {
                 }
             }
         }
-        ui.horizontal(|ui| {
-            let (rect, grid_response) =
-                ui.allocate_exact_size(Vec2::splat(size), egui::Sense::hover());
-            let view = GridView {
-                grid: f.grid,
-                tokens: &f.tokens,
-                newly_fixed: &f.newly_fixed,
-                confidence: &f.confidence,
-                fixed_at: &fixed_at,
-                steps: l.steps,
-                mask_id,
-            };
-            canvas::draw_grid(ui.painter(), rect, Some(f.preview), &view, self.overlay);
-            // Hover readout: token id, step fixed, confidence of the cell under the pointer.
-            if let Some(cell) = grid_response
-                .hover_pos()
-                .and_then(|p| canvas::cell_at(rect, f.grid, p))
-            {
-                grid_response.on_hover_text_at_pointer(canvas::readout(&view, cell));
-            }
-            let shown = if self.replay.is_none() && !l.running {
-                l.result.as_ref().map(|r| r.0)
-            } else {
-                None
-            };
-            ui.add(egui::Image::new((
-                shown.unwrap_or(f.preview),
-                Vec2::splat(size),
-            )));
+        // Zoom (Ctrl/⌘ + scroll, pinch) and pan (drag) the grid and the image together; every
+        // lane shares the view, so compared lanes stay aligned.
+        let mut view = self.view.get();
+        ui.allocate_ui(Vec2::new(size * 2.0 + 8.0, size), |ui| {
+            egui::Scene::new()
+                .zoom_range(0.25..=32.0)
+                .show(ui, &mut view, |ui| {
+                    ui.horizontal(|ui| {
+                        let (rect, grid_response) =
+                            ui.allocate_exact_size(Vec2::splat(size), egui::Sense::hover());
+                        let grid_view = GridView {
+                            grid: f.grid,
+                            tokens: &f.tokens,
+                            newly_fixed: &f.newly_fixed,
+                            confidence: &f.confidence,
+                            fixed_at: &fixed_at,
+                            steps: l.steps,
+                            mask_id,
+                        };
+                        canvas::draw_grid(
+                            ui.painter(),
+                            rect,
+                            Some(f.preview.crisp),
+                            &grid_view,
+                            self.overlay,
+                        );
+                        // Hover readout: token id, step fixed, confidence of the cell under
+                        // the pointer.
+                        if let Some(cell) = grid_response
+                            .hover_pos()
+                            .and_then(|p| canvas::cell_at(rect, f.grid, p))
+                        {
+                            grid_response
+                                .on_hover_text_at_pointer(canvas::readout(&grid_view, cell));
+                        }
+                        let shown = if self.replay.is_none() && !l.running {
+                            l.result.as_ref().map(|r| r.0)
+                        } else {
+                            None
+                        };
+                        ui.add(egui::Image::new((
+                            shown.unwrap_or(f.preview).id(self.smooth),
+                            Vec2::splat(size),
+                        )));
+                    });
+                });
         });
+        self.view.set(view);
         let status = if l.running {
             "running"
         } else if l.error.is_some() {
@@ -393,6 +423,16 @@ impl Runs {
             ui.selectable_value(&mut self.overlay, Overlay::None, "none");
             ui.selectable_value(&mut self.overlay, Overlay::FixedStep, "step fixed");
             ui.selectable_value(&mut self.overlay, Overlay::Confidence, "confidence");
+            ui.separator();
+            ui.checkbox(&mut self.smooth, "smooth")
+                .on_hover_text("draw enlarged images smoothed (linear) instead of crisp pixels");
+            if ui
+                .button("fit")
+                .on_hover_text("undo zoom (Ctrl + scroll) and pan (drag)")
+                .clicked()
+            {
+                self.view.set(egui::Rect::ZERO);
+            }
         });
     }
 }

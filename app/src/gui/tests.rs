@@ -143,3 +143,57 @@ fn lanes_naming_one_model_share_it() {
     assert!(std::sync::Arc::ptr_eq(&a, &b));
     assert!(session.lane_model("/no/such/model").is_err());
 }
+
+/// The timeline's view controls: "smooth" switches the enlarged images to linear sampling,
+/// "fit" undoes zoom and pan (for every lane: they share the view).
+#[test]
+fn smooth_toggle_and_fit_reset_the_lanes_view() {
+    use super::runs::{Frame, Lane};
+    use super::worker::Preview;
+    let model = std::sync::Arc::new(open("../tests/fixtures/amused/tiny-b/model"));
+    let settings = SettingsPanel::new(&RenderArgs::default(), Some(&model)).settings;
+    let mut runs = Runs::default();
+    let mut lane = Lane::new(settings, None, model.clone(), None);
+    let cells = 16;
+    lane.frames.push(Frame {
+        step: 0,
+        tokens: vec![model.mask_id(); cells],
+        newly_fixed: vec![false; cells],
+        confidence: vec![0.0; cells],
+        predicted: vec![0; cells],
+        preview: Preview {
+            crisp: egui::TextureId::User(1),
+            smooth: egui::TextureId::User(2),
+        },
+        grid: (4, 4),
+        ms: 1.0,
+        fixed_total: 0,
+    });
+    runs.lanes.push(lane);
+    runs.view.set(egui::Rect::from_min_size(
+        egui::pos2(10.0, 10.0),
+        egui::vec2(50.0, 50.0),
+    ));
+    let mut h = Harness::new_ui_state(
+        |ui, runs: &mut Runs| {
+            runs.timeline(ui);
+            runs.lane_view(ui, 0, 128.0);
+        },
+        runs,
+    );
+    h.run();
+    assert!(!h.state().smooth);
+    h.get_by_label("smooth").click();
+    h.run();
+    assert!(h.state().smooth, "the toggle switches to smooth sampling");
+    assert_eq!(
+        h.state().lanes[0].frames[0].preview.id(h.state().smooth),
+        egui::TextureId::User(2)
+    );
+    h.get_by_label("fit").click();
+    h.run();
+    // Fitted again: the view is the lane's whole content (128 × 2 + spacing wide), not the
+    // zoomed-in square set above.
+    let v = h.state().view.get();
+    assert!(v.width() > 200.0, "{v:?}");
+}

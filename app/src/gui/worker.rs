@@ -20,7 +20,7 @@ pub struct StepMsg {
     pub predicted: Vec<u32>,
     pub newly_fixed: Vec<bool>,
     pub confidence: Vec<f32>,
-    pub preview: egui::TextureId,
+    pub preview: Preview,
     pub grid: (usize, usize),
     pub ms: f64,
     /// Tokens settled after the step (not masked and equal to their prediction, i.e. not
@@ -30,7 +30,7 @@ pub struct StepMsg {
 
 pub enum Msg {
     Step(usize, Box<StepMsg>),
-    Done(usize, egui::TextureId, Vec<u32>, (usize, usize)),
+    Done(usize, Preview, Vec<u32>, (usize, usize)),
     /// The run stopped at the user's request (the message says after which step).
     Cancelled(usize, String),
     Failed(usize, Failure),
@@ -97,6 +97,20 @@ pub fn rgba(chw: &[f32], (w, h): (usize, usize)) -> Vec<u8> {
 pub type Decoder<'a> =
     &'a dyn Fn(&mut tessera_engine::Recorder<'_>, &Tensor) -> tessera_engine::Result<Tensor>;
 
+/// A decoded image registered with egui twice, sampled nearest (crisp pixels when enlarged)
+/// and linear (smooth).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preview {
+    pub crisp: egui::TextureId,
+    pub smooth: egui::TextureId,
+}
+
+impl Preview {
+    pub fn id(&self, smooth: bool) -> egui::TextureId {
+        if smooth { self.smooth } else { self.crisp }
+    }
+}
+
 /// Decodes one token grid into a new texture registered with egui, all on the GPU.
 pub fn decode_to_texture(
     gpu: &GpuContext,
@@ -104,7 +118,7 @@ pub fn decode_to_texture(
     rs: &egui_wgpu::RenderState,
     tokens: &[u32],
     grid: (usize, usize),
-) -> tessera_engine::Result<egui::TextureId> {
+) -> tessera_engine::Result<Preview> {
     let t = Tensor::from_u32(gpu, "tokens", &[1, grid.0, grid.1], tokens)?;
     let mut rec = gpu.recorder();
     let img = decode(&mut rec, &t)?;
@@ -127,10 +141,11 @@ pub fn decode_to_texture(
     rec.copy_to_texture(&packed, &texture)?;
     rec.submit();
     let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
-    Ok(rs
-        .renderer
-        .write()
-        .register_native_texture(&rs.device, &view, wgpu::FilterMode::Nearest))
+    let mut r = rs.renderer.write();
+    Ok(Preview {
+        crisp: r.register_native_texture(&rs.device, &view, wgpu::FilterMode::Nearest),
+        smooth: r.register_native_texture(&rs.device, &view, wgpu::FilterMode::Linear),
+    })
 }
 
 /// Where a worker sends its steps: decodes each step's prediction into a texture and posts it.
