@@ -8,6 +8,7 @@
 mod app;
 mod canvas;
 mod compare;
+mod dialogs;
 mod history;
 mod inpaint;
 mod runs;

@@ -17,11 +17,16 @@ pub fn save_buttons(ui: &mut egui::Ui, session: &mut Session, runs: &Runs) {
         return;
     }
     let shortcut = ui.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, egui::Key::S));
-    let (png, gif) = ui
+    let (png, gif, png_as, gif_as) = ui
         .horizontal(|ui| {
             (
-                ui.button("Save PNG  (Ctrl+S)").clicked() || shortcut,
+                ui.button("Save PNG  (Ctrl+S)")
+                    .on_hover_text("into the working directory")
+                    .clicked()
+                    || shortcut,
                 ui.button("Save GIF").clicked(),
+                ui.button("PNG as…").clicked(),
+                ui.button("GIF as…").clicked(),
             )
         })
         .inner;
@@ -29,13 +34,36 @@ pub fn save_buttons(ui: &mut egui::Ui, session: &mut Session, runs: &Runs) {
         Ok(p) => format!("saved {}", p.display()),
         Err(e) => format!("{e:#}"),
     };
-    if png {
-        let path = PathBuf::from(format!("tessera-{}.png", l.settings.seed));
-        session.message = Some(report(save_png(session, l, &path).map(|()| path)));
+    let png_name = format!("tessera-{}.png", l.settings.seed);
+    let gif_name = format!("tessera-{}.gif", l.settings.seed);
+    // The quick buttons write into the working directory; "as…" asks where.
+    let target =
+        |quick: bool, as_: bool, name: &str, ext: &str| -> Option<Result<PathBuf, String>> {
+            if quick {
+                return Some(Ok(PathBuf::from(name)));
+            }
+            if !as_ {
+                return None;
+            }
+            match super::dialogs::save_as(name, ext) {
+                super::dialogs::Picked::Path(p) => Some(Ok(p)),
+                super::dialogs::Picked::Cancelled => None,
+                super::dialogs::Picked::Unavailable(why) => Some(Err(why.to_owned())),
+            }
+        };
+    match target(png, png_as, &png_name, "png") {
+        Some(Ok(path)) => {
+            session.message = Some(report(save_png(session, l, &path).map(|()| path)));
+        }
+        Some(Err(why)) => session.message = Some(why),
+        None => {}
     }
-    if gif {
-        let path = PathBuf::from(format!("tessera-{}.gif", l.settings.seed));
-        session.message = Some(report(save_gif(session, l, &path).map(|()| path)));
+    match target(gif, gif_as, &gif_name, "gif") {
+        Some(Ok(path)) => {
+            session.message = Some(report(save_gif(session, l, &path).map(|()| path)));
+        }
+        Some(Err(why)) => session.message = Some(why),
+        None => {}
     }
 }
 

@@ -182,7 +182,23 @@ impl Session {
                         .desired_width(360.0),
                 );
                 super::history::recent_menu(ui, "models", recent_models, &mut self.model_arg);
-                let open = ui.button("Open").clicked();
+                let mut open = ui.button("Open").clicked();
+                if ui
+                    .button("Browse…")
+                    .on_hover_text("pick a model folder")
+                    .clicked()
+                {
+                    match super::dialogs::open_model_folder() {
+                        super::dialogs::Picked::Path(p) => {
+                            self.model_arg = p.display().to_string();
+                            open = true;
+                        }
+                        super::dialogs::Picked::Cancelled => {}
+                        super::dialogs::Picked::Unavailable(why) => {
+                            self.message = Some(why.to_owned());
+                        }
+                    }
+                }
                 if let Some(g) = &self.gpu {
                     ui.label(format!("GPU: {} ({:?})", g.info.name, g.info.backend));
                 }
