@@ -1170,3 +1170,24 @@ fn convert_writes_safetensors_from_a_torch_checkpoint() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("bad.pt") && err.starts_with("Error:"), "{err}");
 }
+
+/// `tessera info` says first what kind of adapter runs the kernels; on this project's machine
+/// that is lavapipe, a software adapter, and the line says how to get speed.
+#[test]
+fn info_says_whether_a_gpu_or_a_software_adapter_runs_the_kernels() {
+    let o = tessera(&["info"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let first = out.lines().next().unwrap_or_default();
+    assert!(first.starts_with("GPU: "), "{out}");
+    let software = out.contains("llvmpipe") || out.contains("SwiftShader");
+    if software {
+        assert!(
+            first.contains("software adapter") && first.contains("driver"),
+            "{first}"
+        );
+    } else {
+        assert!(first.contains("hardware adapter"), "{first}");
+    }
+    assert!(out.contains("kernels: "), "{out}");
+}

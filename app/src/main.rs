@@ -71,7 +71,13 @@ fn run() -> Result<()> {
 fn info() -> Result<()> {
     let ctx = tessera_engine::GpuContext::new()?;
     let i = &ctx.info;
-    if !tessera_engine::gpu::is_software_adapter(i) {
+    if tessera_engine::gpu::is_software_adapter(i) {
+        println!(
+            "GPU: none in use — {} is a software adapter running on the CPU: results are \
+             correct but slow; install your GPU's Vulkan, Metal or DX12 driver for speed",
+            i.name
+        );
+    } else {
         println!("GPU: a hardware adapter — tessera runs its GPU kernels at full speed");
     }
     let l = ctx.limits();
