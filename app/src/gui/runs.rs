@@ -101,9 +101,9 @@ pub struct Runs {
     pub overlay: Overlay,
     /// Decoded images drawn smooth (linear) rather than crisp (nearest) when enlarged.
     pub smooth: bool,
-    /// The zoomed and panned part of the lanes' views (shared, so lanes stay aligned);
-    /// `Rect::ZERO` fits the whole view.
-    pub view: std::cell::Cell<egui::Rect>,
+    /// The zoomed and panned part of each lane's view, by lane; `Rect::ZERO` (or none yet)
+    /// fits the whole view.
+    pub views: std::cell::RefCell<Vec<egui::Rect>>,
     /// Final images received since the app last took them (their textures and what made
     /// them), for the strip of images made this session, which then owns the textures.
     pub finished: Vec<(egui::TextureId, String)>,
@@ -120,7 +120,7 @@ impl Default for Runs {
             replay: None,
             overlay: Overlay::None,
             smooth: false,
-            view: std::cell::Cell::new(egui::Rect::ZERO),
+            views: std::cell::RefCell::new(Vec::new()),
             finished: Vec::new(),
         }
     }
@@ -332,54 +332,66 @@ impl Runs {
                 }
             }
         }
-        // Zoom (Ctrl/⌘ + scroll, pinch) and pan (drag) the grid and the image together; every
-        // lane shares the view, so compared lanes stay aligned.
-        let mut view = self.view.get();
-        ui.allocate_ui(Vec2::new(size * 2.0 + 8.0, size), |ui| {
-            egui::Scene::new()
-                .zoom_range(0.25..=32.0)
-                .show(ui, &mut view, |ui| {
-                    ui.horizontal(|ui| {
-                        let (rect, grid_response) =
-                            ui.allocate_exact_size(Vec2::splat(size), egui::Sense::hover());
-                        let grid_view = GridView {
-                            grid: f.grid,
-                            tokens: &f.tokens,
-                            newly_fixed: &f.newly_fixed,
-                            confidence: &f.confidence,
-                            fixed_at: &fixed_at,
-                            steps: l.steps,
-                            mask_id,
-                        };
-                        canvas::draw_grid(
-                            ui.painter(),
-                            rect,
-                            Some(f.preview.crisp),
-                            &grid_view,
-                            self.overlay,
-                        );
-                        // Hover readout: token id, step fixed, confidence of the cell under
-                        // the pointer.
-                        if let Some(cell) = grid_response
-                            .hover_pos()
-                            .and_then(|p| canvas::cell_at(rect, f.grid, p))
-                        {
-                            grid_response
-                                .on_hover_text_at_pointer(canvas::readout(&grid_view, cell));
-                        }
-                        let shown = if self.replay.is_none() && !l.running {
-                            l.result.as_ref().map(|r| r.0)
-                        } else {
-                            None
-                        };
-                        ui.add(egui::Image::new((
-                            shown.unwrap_or(f.preview).id(self.smooth),
-                            Vec2::splat(size),
-                        )));
+        // Zoom (Ctrl/⌘ + scroll, pinch) and pan (drag) the grid and the image together.
+        let mut view = self
+            .views
+            .borrow()
+            .get(lane)
+            .copied()
+            .unwrap_or(egui::Rect::ZERO);
+        // Each lane's scene gets its own id: a scene draws in a layer named by it, and two
+        // scenes in one layer would share one transform.
+        ui.push_id(("lane view", lane), |ui| {
+            ui.allocate_ui(Vec2::new(size * 2.0 + 8.0, size), |ui| {
+                egui::Scene::new()
+                    .zoom_range(0.25..=32.0)
+                    .show(ui, &mut view, |ui| {
+                        ui.horizontal(|ui| {
+                            let (rect, grid_response) =
+                                ui.allocate_exact_size(Vec2::splat(size), egui::Sense::hover());
+                            let grid_view = GridView {
+                                grid: f.grid,
+                                tokens: &f.tokens,
+                                newly_fixed: &f.newly_fixed,
+                                confidence: &f.confidence,
+                                fixed_at: &fixed_at,
+                                steps: l.steps,
+                                mask_id,
+                            };
+                            canvas::draw_grid(
+                                ui.painter(),
+                                rect,
+                                Some(f.preview.crisp),
+                                &grid_view,
+                                self.overlay,
+                            );
+                            // Hover readout: token id, step fixed, confidence of the cell under
+                            // the pointer.
+                            if let Some(cell) = grid_response
+                                .hover_pos()
+                                .and_then(|p| canvas::cell_at(rect, f.grid, p))
+                            {
+                                grid_response
+                                    .on_hover_text_at_pointer(canvas::readout(&grid_view, cell));
+                            }
+                            let shown = if self.replay.is_none() && !l.running {
+                                l.result.as_ref().map(|r| r.0)
+                            } else {
+                                None
+                            };
+                            ui.add(egui::Image::new((
+                                shown.unwrap_or(f.preview).id(self.smooth),
+                                Vec2::splat(size),
+                            )));
+                        });
                     });
-                });
+            })
         });
-        self.view.set(view);
+        let mut views = self.views.borrow_mut();
+        if views.len() <= lane {
+            views.resize(lane + 1, egui::Rect::ZERO);
+        }
+        views[lane] = view;
         let status = if l.running {
             "running"
         } else if l.error.is_some() {
@@ -431,7 +443,7 @@ impl Runs {
                 .on_hover_text("undo zoom (Ctrl + scroll) and pan (drag)")
                 .clicked()
             {
-                self.view.set(egui::Rect::ZERO);
+                self.views.borrow_mut().clear();
             }
         });
     }

@@ -145,7 +145,7 @@ fn lanes_naming_one_model_share_it() {
 }
 
 /// The timeline's view controls: "smooth" switches the enlarged images to linear sampling,
-/// "fit" undoes zoom and pan (for every lane: they share the view).
+/// "fit" undoes every lane's zoom and pan.
 #[test]
 fn smooth_toggle_and_fit_reset_the_lanes_view() {
     use super::runs::{Frame, Lane};
@@ -170,7 +170,7 @@ fn smooth_toggle_and_fit_reset_the_lanes_view() {
         fixed_total: 0,
     });
     runs.lanes.push(lane);
-    runs.view.set(egui::Rect::from_min_size(
+    runs.views.borrow_mut().push(egui::Rect::from_min_size(
         egui::pos2(10.0, 10.0),
         egui::vec2(50.0, 50.0),
     ));
@@ -194,6 +194,6 @@ fn smooth_toggle_and_fit_reset_the_lanes_view() {
     h.run();
     // Fitted again: the view is the lane's whole content (128 × 2 + spacing wide), not the
     // zoomed-in square set above.
-    let v = h.state().view.get();
+    let v = h.state().views.borrow()[0];
     assert!(v.width() > 200.0, "{v:?}");
 }
