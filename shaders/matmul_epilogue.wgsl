@@ -1,6 +1,6 @@
-// The matmul kernels' epilogue (appended to matmul.wgsl and matmul_rows.wgsl, which declare
-// `p` (with `flags` and `n`), `bias`, `residual` and the override `ACT`; activation.wgsl
-// supplies `activation`). flags: 1 = + bias[n], 2 = + residual[i].
+// The matmul kernels' epilogue (appended to every matmul kernel; matmul_io.wgsl declares `p`
+// (with `flags` and `n`), `bias`, `residual` and the override `ACT`; activation.wgsl supplies
+// `activation`). flags: 1 = + bias[n], 2 = + residual[i].
 
 // The epilogue: bias, activation, residual (per flags) on the accumulated value of C[i].
 fn epilogue(i: u32, n: u32, acc: f32) -> f32 {

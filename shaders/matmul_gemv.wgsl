@@ -14,25 +14,8 @@
 // a subgroup reads four B rows 128 bytes at a time), each accumulating all M rows. The eight
 // partial sums of each output meet in workgroup memory, and lane 0 applies the epilogue.
 
-override ACT: u32 = 0u;
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    a_batch_stride: u32,
-    b_batch_stride: u32,
-    c_batch_stride: u32,
-    // 1: + bias[n]; 2: + residual (same layout as C).
-    flags: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Params, the other bindings and ACT: matmul_io.wgsl (prepended).
 @group(0) @binding(1) var<storage, read> a_buf: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
 
 const COLS: u32 = 32u;
 const LANES: u32 = 8u;

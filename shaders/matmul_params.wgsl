@@ -1,6 +1,6 @@
 // Declarations shared by the workgroup-tiled matmul kernels (matmul.wgsl, matmul_tile64.wgsl,
-// matmul_coop16.wgsl): parameters, bindings (B comes from a weights_*.wgsl prelude), the
-// overrides, and bounds-checked reads of A and op(B).
+// matmul_coop16.wgsl), after matmul_io.wgsl: A's binding as scalars, the B layout override,
+// and bounds-checked reads of A and op(B) (B comes from a weights_*.wgsl prelude).
 //
 //   C[b] = act(A[b] · op(B[b]) (+ bias)) (+ residual[b])
 //   A: [M, K] f32, C and residual: [M, N] f32, bias: [N] f32
@@ -8,29 +8,10 @@
 //         = Bᵀ with B stored [N, K]         (TRANS_B = true: PyTorch Linear weights)
 // A batch stride of 0 broadcasts that operand over the batch.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    a_batch_stride: u32,
-    b_batch_stride: u32,
-    c_batch_stride: u32,
-    // 1: + bias[n]; 2: + residual (same layout as C).
-    flags: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Params, the other bindings and ACT: matmul_io.wgsl (prepended).
 @group(0) @binding(1) var<storage, read> a_buf: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
 
 override TRANS_B: bool = true;
-// Activation code (activation.wgsl) applied after the bias and before the residual: an
-// override, so kernels without one carry no activation code (on llvmpipe its mere presence in
-// the store path cost small products 10–15 %).
-override ACT: u32 = 0u;
 
 // A[m, k] of the batch entry at `base`; zero outside the matrix.
 fn a_at(base: u32, m: u32, k: u32) -> f32 {

@@ -22,28 +22,9 @@
 // with B rows n and N + n. A workgroup then covers 64 outputs: quads 0, 1 of an invocation read
 // value rows and quads 2, 3 the gate rows of the same outputs.
 override GATED: bool = false;
-// Activation code (activation.wgsl) applied after the bias and before the residual: an
-// override, so kernels without one carry no activation code (on llvmpipe its mere presence in
-// the store path cost small products 10–15 %).
-override ACT: u32 = 0u;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    a_batch_stride: u32,
-    b_batch_stride: u32,
-    c_batch_stride: u32,
-    // 1: + bias[n]; 2: + residual (same layout as C).
-    flags: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Params, the other bindings and ACT: matmul_io.wgsl (prepended).
 @group(0) @binding(1) var<storage, read> a_buf: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
 
 // Four B rows (columns of C: col, col + 8, col + 16, col + 24) at vec4 step kk, as the columns
 // of a matrix, so `a * quad` gives the four dot products at once.

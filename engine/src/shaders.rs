@@ -15,6 +15,7 @@ const MATMUL_COOP64: &str = include_str!("../../shaders/matmul_coop64.wgsl");
 const MATMUL_GEMV: &str = include_str!("../../shaders/matmul_gemv.wgsl");
 const TILE8X8: &str = include_str!("../../shaders/tile8x8.wgsl");
 const MATMUL_PARAMS: &str = include_str!("../../shaders/matmul_params.wgsl");
+const MATMUL_IO: &str = include_str!("../../shaders/matmul_io.wgsl");
 const MATMUL_EPILOGUE: &str = include_str!("../../shaders/matmul_epilogue.wgsl");
 const WEIGHTS_F32: &str = include_str!("../../shaders/weights_f32.wgsl");
 const WEIGHTS_F16: &str = include_str!("../../shaders/weights_f16.wgsl");
@@ -159,7 +160,7 @@ impl Module {
                     MATMUL_TILE64
                 };
                 format!(
-                    "{prelude}\n{ACTIVATION}\n{MATMUL_PARAMS}\n{TILE8X8}\n{kernel}\n{MATMUL_EPILOGUE}"
+                    "{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{MATMUL_PARAMS}\n{TILE8X8}\n{kernel}\n{MATMUL_EPILOGUE}"
                 )
             }
             Module::MatmulCoop16(w) => {
@@ -173,7 +174,7 @@ impl Module {
                 .replace("enable f16;", "");
                 format!(
                     "enable f16;\nenable wgpu_cooperative_matrix;\n{prelude}\n{ACTIVATION}\n\
-                     {MATMUL_PARAMS}\n{MATMUL_COOP16}\n{MATMUL_EPILOGUE}"
+                     {MATMUL_IO}\n{MATMUL_PARAMS}\n{MATMUL_COOP16}\n{MATMUL_EPILOGUE}"
                 )
             }
             Module::MatmulCoop64(w) => {
@@ -185,7 +186,7 @@ impl Module {
                 .replace("enable f16;", "");
                 format!(
                     "enable f16;\nenable wgpu_cooperative_matrix;\n{prelude}\n{ACTIVATION}\n\
-                     {MATMUL_COOP64}\n{MATMUL_EPILOGUE}"
+                     {MATMUL_IO}\n{MATMUL_COOP64}\n{MATMUL_EPILOGUE}"
                 )
             }
             Module::MatmulRows(w) | Module::MatmulGemv(w) => {
@@ -199,7 +200,7 @@ impl Module {
                 } else {
                     MATMUL_GEMV
                 };
-                format!("{prelude}\n{ACTIVATION}\n{kernel}\n{MATMUL_EPILOGUE}")
+                format!("{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{kernel}\n{MATMUL_EPILOGUE}")
             }
             Module::Attention => format!("{ATTENTION_PARAMS}\n{ATTENTION}"),
             Module::AttentionFlash => format!("{ATTENTION_PARAMS}\n{ATTENTION_FLASH}"),

@@ -141,19 +141,27 @@ fn check(
 #[test]
 fn register_blocked_kernel_edges_batches_and_formats() {
     // Its block is 64 rows × 128 columns: sizes below, across and not multiples of it.
-    let mut seed = 500;
-    for &(batch, m, n, k, b_batched) in &[
-        (1, 1, 1, 4, false),
-        (1, 130, 260, 36, false),
-        (2, 65, 129, 8, true),
-        (3, 64, 128, 64, false),
-        (1, 7, 300, 100, false),
-    ] {
-        let mut formats = vec![WeightFormat::F32, WeightFormat::F16Packed];
-        if ctx().has_f16() {
-            formats.push(WeightFormat::F16);
-        }
-        for format in formats {
+    check_nk_cases(
+        &[
+            (1, 1, 1, 4, false),
+            (1, 130, 260, 36, false),
+            (2, 65, 129, 8, true),
+            (3, 64, 128, 64, false),
+            (1, 7, 300, 100, false),
+        ],
+        500,
+    );
+}
+
+/// [`check`] on `[N, K]` products `(batch, m, n, k, b_batched)` in every weight format the
+/// adapter has, bias on every other one.
+fn check_nk_cases(cases: &[(usize, usize, usize, usize, bool)], mut seed: u64) {
+    let mut formats = vec![WeightFormat::F32, WeightFormat::F16Packed];
+    if ctx().has_f16() {
+        formats.push(WeightFormat::F16);
+    }
+    for &(batch, m, n, k, b_batched) in cases {
+        for &format in &formats {
             check(
                 batch,
                 m,
@@ -161,7 +169,7 @@ fn register_blocked_kernel_edges_batches_and_formats() {
                 k,
                 BLayout::NK,
                 b_batched,
-                seed % 2 == 0,
+                seed.is_multiple_of(2),
                 format,
                 seed,
             );
@@ -174,43 +182,18 @@ fn register_blocked_kernel_edges_batches_and_formats() {
 /// columns off its 32, K off its 8-lane stride, batched and shared B, every weight format.
 #[test]
 fn few_row_kernel_edges_batches_and_formats() {
-    let mut seed = 700;
-    for &(batch, m, n, k, b_batched) in &[
+    let cases = [
         (1, 1, 1, 4, false),
         (1, 1, 33, 36, false),
         (1, 8, 70, 1028, false),
         (3, 2, 40, 12, true),
         (2, 4, 65, 20, false),
-    ] {
-        assert!(
-            strategies(
-                if b_batched { m } else { batch * m },
-                n,
-                k,
-                BLayout::NK,
-                false
-            )
-            .contains(&MatmulStrategy::Gemv)
-        );
-        let mut formats = vec![WeightFormat::F32, WeightFormat::F16Packed];
-        if ctx().has_f16() {
-            formats.push(WeightFormat::F16);
-        }
-        for format in formats {
-            check(
-                batch,
-                m,
-                n,
-                k,
-                BLayout::NK,
-                b_batched,
-                seed % 2 == 0,
-                format,
-                seed,
-            );
-            seed += 1;
-        }
+    ];
+    for &(batch, m, n, k, b_batched) in &cases {
+        let rows = if b_batched { m } else { batch * m };
+        assert!(strategies(rows, n, k, BLayout::NK, false).contains(&MatmulStrategy::Gemv));
     }
+    check_nk_cases(&cases, 700);
 }
 
 #[test]
@@ -672,7 +655,7 @@ fn coop_kernels_on_a_gpu_with_cooperative_matrices() {
                 n,
                 k,
                 layout,
-                seed % 2 == 0,
+                seed.is_multiple_of(2),
                 seed % 3 == 0,
                 format,
                 seed,
