@@ -391,6 +391,12 @@ impl GpuContext {
         self.pool.stats()
     }
 
+    /// Starts a new peak for [`GpuContext::memory_stats`] (the bytes live now), keeping the
+    /// idle pooled buffers for reuse.
+    pub fn reset_peak(&self) {
+        self.pool.reset_peak();
+    }
+
     /// Frees every idle pooled buffer.
     pub fn trim_pool(&self) {
         self.pool.trim();

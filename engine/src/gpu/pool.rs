@@ -142,6 +142,12 @@ impl BufferPool {
         (st.live_bytes, st.peak_bytes)
     }
 
+    /// Resets the peak to the live size, keeping the idle buffers.
+    pub fn reset_peak(&self) {
+        let mut st = self.lock();
+        st.peak_bytes = st.live_bytes;
+    }
+
     /// Destroys all idle buffers and resets the peak to the live size.
     pub fn trim(&self) {
         let mut st = self.lock();
