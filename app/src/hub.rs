@@ -171,31 +171,44 @@ pub fn download(id: &str, status: &Arc<Mutex<DownloadStatus>>, announce: bool) -
             cache.display()
         );
     }
+    fetch(id, &cache, status, announce).with_context(|| {
+        format!(
+            "{id} is not in the Hugging Face cache ({}) and downloading it from {} failed",
+            cache.display(),
+            endpoint()
+        )
+    })
+}
+
+fn fetch(
+    id: &str,
+    cache: &Path,
+    status: &Arc<Mutex<DownloadStatus>>,
+    announce: bool,
+) -> Result<()> {
     let token = std::env::var("HF_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
-        .or_else(|| hf_hub::Cache::new(cache.clone()).token());
+        .or_else(|| hf_hub::Cache::new(cache.to_path_buf()).token());
     let api = ApiBuilder::new()
         .with_endpoint(endpoint())
-        .with_cache_dir(cache.clone())
+        .with_cache_dir(cache.to_path_buf())
         .with_token(token)
         .with_progress(false)
         .build()
         .context("starting the hub client")?;
     let repo = api.model(id.to_owned());
-    let info = repo
-        .info()
-        .with_context(|| format!("{id}: listing its files on {}", endpoint()))?;
+    let info = repo.info().context("listing its files")?;
     let names: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let wanted = select_files(&names);
     if wanted.is_empty() {
-        bail!("{id} on {} holds no model files", endpoint());
+        bail!("the repository holds no model files");
     }
     let mut files = Vec::new();
     for name in wanted {
         let meta = api
             .metadata(&repo.url(&name))
-            .with_context(|| format!("{id}: size of {name}"))?;
+            .with_context(|| format!("size of {name}"))?;
         files.push(RemoteFile {
             name,
             size: meta.size() as u64,
@@ -225,7 +238,7 @@ pub fn download(id: &str, status: &Arc<Mutex<DownloadStatus>>, announce: bool) -
         }
         bar
     });
-    let cached = hf_hub::Cache::new(cache.clone()).model(id.to_owned());
+    let cached = hf_hub::Cache::new(cache.to_path_buf()).model(id.to_owned());
     for f in &files {
         if let Some(bar) = &bar {
             bar.set_message(f.name.clone());
@@ -237,7 +250,7 @@ pub fn download(id: &str, status: &Arc<Mutex<DownloadStatus>>, announce: bool) -
                 bar: bar.clone(),
             };
             repo.download_with_progress(&f.name, progress)
-                .with_context(|| format!("{id}: downloading {}", f.name))?;
+                .with_context(|| format!("fetching {}", f.name))?;
         } else if let Ok(mut s) = status.lock() {
             s.bytes_done += f.size;
         }
