@@ -209,7 +209,47 @@ impl Tensor {
     }
 
     /// Copies the tensor's bytes back to the CPU (waits for all submitted work).
+    ///
+    /// Blocks the calling thread; [`Tensor::download_bytes_async`] is the awaitable form (the
+    /// one a browser needs, where nothing may block).
     pub fn download_bytes(&self, ctx: &GpuContext) -> Result<Vec<u8>> {
+        let pending = self.start_download(ctx)?;
+        ctx.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(pending.index.clone()),
+                timeout: None,
+            })
+            .map_err(|e| pending.fail(ctx, e.to_string()))?;
+        let mapped = pending
+            .state
+            .lock()
+            .map_err(|e| pending.fail(ctx, e.to_string()))?
+            .result
+            .take();
+        match mapped {
+            Some(r) => pending.finish(ctx, r),
+            None => Err(pending.fail(ctx, "the buffer was not mapped".into())),
+        }
+    }
+
+    /// [`Tensor::download_bytes`] as a future: resolves once the GPU has copied the bytes and
+    /// the buffer is mapped. On the web the browser's event loop completes the mapping; on
+    /// native targets each poll of the future also polls the device, without blocking.
+    ///
+    /// # Errors
+    /// As [`Tensor::download_bytes`]: a lost device, an error the GPU reported, a failed map.
+    pub async fn download_bytes_async(&self, ctx: &GpuContext) -> Result<Vec<u8>> {
+        let pending = self.start_download(ctx)?;
+        let r = Mapped {
+            state: pending.state.clone(),
+            device: &ctx.device,
+        }
+        .await;
+        pending.finish(ctx, r)
+    }
+
+    /// Copies into a mappable buffer, submits, and asks for the mapping.
+    fn start_download(&self, ctx: &GpuContext) -> Result<PendingDownload<'_>> {
         ctx.check_device()?;
         let len = self.byte_len();
         let padded = len.max(4).next_multiple_of(4);
@@ -226,43 +266,24 @@ impl Tensor {
             });
         enc.copy_buffer_to_buffer(self.buffer(), 0, &staging, 0, padded);
         let index = ctx.submit_commands([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let state = Arc::new(std::sync::Mutex::new(MapState::default()));
+        let done = state.clone();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        // A lost device explains any failure below better than the failure itself. wgpu
-        // reports a destroyed device's loss from its next maintenance, so poll first.
-        let fail = |reason: String| {
-            let _ = ctx.device.poll(wgpu::PollType::Poll);
-            match ctx.check_device() {
-                Err(lost) => lost,
-                Ok(()) => Error::Readback {
-                    name: self.name.to_string(),
-                    reason,
-                },
+            if let Ok(mut st) = done.lock() {
+                st.result = Some(r);
+                if let Some(w) = st.waker.take() {
+                    w.wake();
+                }
             }
-        };
-        ctx.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: None,
-            })
-            .map_err(|e| fail(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| fail(e.to_string()))?
-            .map_err(|e| fail(e.to_string()))?;
-        if let Some(e) = ctx.take_device_error() {
-            return Err(fail(format!("the GPU reported an error: {e}")));
-        }
-        let out = staging
-            .slice(..)
-            .get_mapped_range()
-            .map_err(|e| fail(e.to_string()))?[..len as usize]
-            .to_vec();
-        staging.unmap();
-        Ok(out)
+        });
+        Ok(PendingDownload {
+            tensor: self,
+            staging,
+            len,
+            index,
+            state,
+        })
     }
-
     /// Downloads as f32 (f16 tensors are widened).
     pub fn to_f32(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
         let bytes = self.download_bytes(ctx)?;
@@ -291,5 +312,89 @@ impl Tensor {
             });
         }
         Ok(bytemuck::pod_collect_to_vec(&self.download_bytes(ctx)?))
+    }
+}
+
+/// The mapping of a readback buffer, as its callback reports it.
+#[derive(Default)]
+struct MapState {
+    result: Option<std::result::Result<(), wgpu::BufferAsyncError>>,
+    waker: Option<std::task::Waker>,
+}
+
+/// A readback on its way: the staging buffer, the submission, and the mapping's state.
+struct PendingDownload<'a> {
+    tensor: &'a Tensor,
+    staging: wgpu::Buffer,
+    len: u64,
+    index: wgpu::SubmissionIndex,
+    state: Arc<std::sync::Mutex<MapState>>,
+}
+
+impl PendingDownload<'_> {
+    /// A lost device explains any failure better than the failure itself; wgpu reports a
+    /// destroyed device's loss from its next maintenance, so poll first.
+    fn fail(&self, ctx: &GpuContext, reason: String) -> Error {
+        let _ = ctx.device.poll(wgpu::PollType::Poll);
+        match ctx.check_device() {
+            Err(lost) => lost,
+            Ok(()) => Error::Readback {
+                name: self.tensor.name.to_string(),
+                reason,
+            },
+        }
+    }
+
+    /// The bytes, once the mapping succeeded.
+    fn finish(
+        self,
+        ctx: &GpuContext,
+        mapped: std::result::Result<(), wgpu::BufferAsyncError>,
+    ) -> Result<Vec<u8>> {
+        mapped.map_err(|e| self.fail(ctx, e.to_string()))?;
+        if let Some(e) = ctx.take_device_error() {
+            return Err(self.fail(ctx, format!("the GPU reported an error: {e}")));
+        }
+        let out = self
+            .staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| self.fail(ctx, e.to_string()))?[..self.len as usize]
+            .to_vec();
+        self.staging.unmap();
+        Ok(out)
+    }
+}
+
+/// Resolves when a readback buffer's mapping callback has run.
+struct Mapped<'a> {
+    state: Arc<std::sync::Mutex<MapState>>,
+    device: &'a wgpu::Device,
+}
+
+impl std::future::Future for Mapped<'_> {
+    type Output = std::result::Result<(), wgpu::BufferAsyncError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        // Native devices run callbacks from `poll`; on the web this does nothing and the
+        // browser runs them.
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        let Ok(mut st) = self.state.lock() else {
+            return std::task::Poll::Ready(Err(wgpu::BufferAsyncError));
+        };
+        match st.result.take() {
+            Some(r) => std::task::Poll::Ready(r),
+            None => {
+                st.waker = Some(cx.waker().clone());
+                // Native: nothing else would wake us, so ask to be polled again.
+                if !cfg!(target_arch = "wasm32") {
+                    cx.waker().wake_by_ref();
+                }
+                std::task::Poll::Pending
+            }
+        }
     }
 }

@@ -191,3 +191,29 @@ fn lost_device_is_an_error_and_a_fresh_context_works() {
     rec.submit();
     assert_eq!(y.to_f32(&again).expect("read"), [3.0, -2.0]);
 }
+
+/// The awaitable readback (the browser's) gives what the blocking one gives, after work that
+/// is still running when it is asked for; on a destroyed device it is an error, not a hang.
+#[test]
+fn awaited_readback_equals_the_blocking_one() {
+    let c = fresh();
+    let data: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5 - 7.0).collect();
+    let x = Tensor::from_f32(&c, "x", &[1000], &data).expect("upload");
+    let mut rec = c.recorder();
+    let y = unary(&mut rec, &x, UnaryOp::Scale(3.0)).expect("op");
+    rec.submit();
+    let awaited = pollster::block_on(y.download_bytes_async(&c)).expect("awaited readback");
+    assert_eq!(awaited, y.download_bytes(&c).expect("blocking readback"));
+    let want: Vec<f32> = data.iter().map(|v| v * 3.0).collect();
+    assert_eq!(bytemuck::cast_slice::<u8, f32>(&awaited), &want[..]);
+    // Odd byte counts are padded for the copy and trimmed again.
+    let z = Tensor::from_u32(&c, "z", &[3], &[7, 8, 9]).expect("upload");
+    assert_eq!(
+        pollster::block_on(z.download_bytes_async(&c))
+            .expect("read")
+            .len(),
+        12
+    );
+    c.device.destroy();
+    assert!(pollster::block_on(y.download_bytes_async(&c)).is_err());
+}
