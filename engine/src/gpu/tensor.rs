@@ -220,16 +220,22 @@ impl Tensor {
                 timeout: None,
             })
             .map_err(|e| pending.fail(ctx, e.to_string()))?;
-        let mapped = pending
-            .state
-            .lock()
-            .map_err(|e| pending.fail(ctx, e.to_string()))?
-            .result
-            .take();
-        match mapped {
-            Some(r) => pending.finish(ctx, r),
-            None => Err(pending.fail(ctx, "the buffer was not mapped".into())),
-        }
+        // The submission is done, but the mapping's callback may be running on another
+        // thread that polled the device (tests share one): wait for it.
+        let (lock, ready) = &*pending.state;
+        let mut st = lock.lock().map_err(|e| pending.fail(ctx, e.to_string()))?;
+        let mapped = loop {
+            if let Some(r) = st.result.take() {
+                break r;
+            }
+            st = ready
+                .wait_timeout(st, std::time::Duration::from_millis(10))
+                .map_err(|e| pending.fail(ctx, e.to_string()))?
+                .0;
+            let _ = ctx.device.poll(wgpu::PollType::Poll);
+        };
+        drop(st);
+        pending.finish(ctx, mapped)
     }
 
     /// [`Tensor::download_bytes`] as a future: resolves once the GPU has copied the bytes and
@@ -266,15 +272,19 @@ impl Tensor {
             });
         enc.copy_buffer_to_buffer(self.buffer(), 0, &staging, 0, padded);
         let index = ctx.submit_commands([enc.finish()]);
-        let state = Arc::new(std::sync::Mutex::new(MapState::default()));
+        let state = Arc::new((
+            std::sync::Mutex::new(MapState::default()),
+            std::sync::Condvar::new(),
+        ));
         let done = state.clone();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            if let Ok(mut st) = done.lock() {
+            if let Ok(mut st) = done.0.lock() {
                 st.result = Some(r);
                 if let Some(w) = st.waker.take() {
                     w.wake();
                 }
             }
+            done.1.notify_all();
         });
         Ok(PendingDownload {
             tensor: self,
@@ -328,7 +338,8 @@ struct PendingDownload<'a> {
     staging: wgpu::Buffer,
     len: u64,
     index: wgpu::SubmissionIndex,
-    state: Arc<std::sync::Mutex<MapState>>,
+    /// Set by the mapping callback, which also notifies the condition variable.
+    state: Arc<(std::sync::Mutex<MapState>, std::sync::Condvar)>,
 }
 
 impl PendingDownload<'_> {
@@ -368,7 +379,7 @@ impl PendingDownload<'_> {
 
 /// Resolves when a readback buffer's mapping callback has run.
 struct Mapped<'a> {
-    state: Arc<std::sync::Mutex<MapState>>,
+    state: Arc<(std::sync::Mutex<MapState>, std::sync::Condvar)>,
     device: &'a wgpu::Device,
 }
 
@@ -382,7 +393,7 @@ impl std::future::Future for Mapped<'_> {
         // Native devices run callbacks from `poll`; on the web this does nothing and the
         // browser runs them.
         let _ = self.device.poll(wgpu::PollType::Poll);
-        let Ok(mut st) = self.state.lock() else {
+        let Ok(mut st) = self.state.0.lock() else {
             return std::task::Poll::Ready(Err(wgpu::BufferAsyncError));
         };
         match st.result.take() {

@@ -217,3 +217,36 @@ fn awaited_readback_equals_the_blocking_one() {
     c.device.destroy();
     assert!(pollster::block_on(y.download_bytes_async(&c)).is_err());
 }
+
+/// Readbacks from several threads on one device, blocking and awaited, all complete with the
+/// right values. (A thread's mapping callback may run inside another thread's poll after the
+/// first thread's wait for its submission returned; a readback that assumed its callback had
+/// run failed once that way in CI. This test does not reproduce that timing reliably.)
+#[test]
+fn concurrent_readbacks_on_one_device_all_complete() {
+    let c = std::sync::Arc::new(fresh());
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let v = (t * 100 + i) as f32;
+                    let x = Tensor::from_f32(&c, "x", &[64], &[v; 64]).expect("upload");
+                    let mut rec = c.recorder();
+                    let y = unary(&mut rec, &x, UnaryOp::Scale(2.0)).expect("op");
+                    rec.submit();
+                    let got = if i % 2 == 0 {
+                        y.to_f32(&c).expect("blocking readback")
+                    } else {
+                        let b = pollster::block_on(y.download_bytes_async(&c)).expect("awaited");
+                        bytemuck::cast_slice::<u8, f32>(&b).to_vec()
+                    };
+                    assert_eq!(got, vec![2.0 * v; 64]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+}
