@@ -498,20 +498,7 @@ fn conv2d_gemm(
             let e = li + i * GEMM_THREADS;
             let kl = e / GEMM_T;
             let nl = e % GEMM_T;
-            let k = k0 + kl;
-            let q = pix_base + nl;
-            var v = 0.0;
-            if (k < kdim && q < pixels) {
-                let ci = k / taps;
-                let ky = (k % taps) / p.kw;
-                let kx = k % p.kw;
-                let iy = i32((q / p.ow) * p.stride_h + ky) - i32(p.pad_top);
-                let ix = i32((q % p.ow) * p.stride_w + kx) - i32(p.pad_left);
-                if (iy >= 0 && ix >= 0 && u32(iy) < p.h && u32(ix) < p.w) {
-                    v = x[((bi * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
-                }
-            }
-            x_tile[kl * GEMM_T + nl] = v;
+            x_tile[kl * GEMM_T + nl] = patch_at(bi, k0 + kl, pix_base + nl);
         }
         workgroupBarrier();
 

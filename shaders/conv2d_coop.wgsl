@@ -34,21 +34,8 @@ fn cc_weight(co_base: u32, k0: u32, kdim: u32, e: u32) -> f32 {
 
 // Patch element of the i-th share: neighbouring invocations take neighbouring output pixels
 // of one tap.
-fn cc_patch(bi: u32, pix_base: u32, k0: u32, kdim: u32, e: u32) -> f32 {
-    let k = k0 + e / CC_BN;
-    let q = pix_base + e % CC_BN;
-    let taps = p.kh * p.kw;
-    if (k < kdim && q < p.oh * p.ow) {
-        let ci = k / taps;
-        let ky = (k % taps) / p.kw;
-        let kx = k % p.kw;
-        let iy = i32((q / p.ow) * p.stride_h + ky) - i32(p.pad_top);
-        let ix = i32((q % p.ow) * p.stride_w + kx) - i32(p.pad_left);
-        if (iy >= 0 && ix >= 0 && u32(iy) < p.h && u32(ix) < p.w) {
-            return x[((bi * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
-        }
-    }
-    return 0.0;
+fn cc_patch(bi: u32, pix_base: u32, k0: u32, e: u32) -> f32 {
+    return patch_at(bi, k0 + e / CC_BN, pix_base + e % CC_BN);
 }
 
 @compute @workgroup_size(128, 1, 1)
@@ -79,7 +66,7 @@ fn conv2d_coop(
     var rx: array<f32, 16>;
     for (var i = 0u; i < 16u; i++) {
         rw[i] = cc_weight(co_base, 0u, kdim, li + i * CC_THREADS);
-        rx[i] = cc_patch(bi, pix_base, 0u, kdim, li + i * CC_THREADS);
+        rx[i] = cc_patch(bi, pix_base, 0u, li + i * CC_THREADS);
     }
 
     for (var k0 = 0u; k0 < kdim; k0 += CC_BK) {
@@ -93,7 +80,7 @@ fn conv2d_coop(
         if (k1 < kdim) {
             for (var i = 0u; i < 16u; i++) {
                 rw[i] = cc_weight(co_base, k1, kdim, li + i * CC_THREADS);
-                rx[i] = cc_patch(bi, pix_base, k1, kdim, li + i * CC_THREADS);
+                rx[i] = cc_patch(bi, pix_base, k1, li + i * CC_THREADS);
             }
         }
         for (var kk = 0u; kk < 2u; kk++) {

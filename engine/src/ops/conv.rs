@@ -47,8 +47,13 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
     ]
     .into_iter()
     .map(spec)
-    .chain([KernelSpec::new(Module::Conv2dCoop, "conv2d_coop")])
+    .chain([coop_spec()])
     .collect()
+}
+
+/// The implicit GEMM on cooperative matrices (`conv2d_coop.wgsl`, a module of its own).
+fn coop_spec() -> KernelSpec {
+    KernelSpec::new(Module::Conv2dCoop, "conv2d_coop")
 }
 
 /// Stride, zero padding `[top, bottom, left, right]` and groups of a convolution.
@@ -98,13 +103,14 @@ fn run(
     out: &Tensor,
 ) -> Result<()> {
     let groups = groups_for(rec, out.numel(), WG)?;
-    run_in(rec, entry, params, x, weight_bias, out, groups)
+    run_in(rec, &spec(entry), params, x, weight_bias, out, groups)
 }
 
-/// [`run`] with the workgroup grid given (the register-blocked kernels).
+/// [`run`] with the kernel and the workgroup grid given (the register-blocked kernels, the
+/// implicit GEMMs).
 fn run_in(
     rec: &mut Recorder<'_>,
-    entry: &'static str,
+    kernel: &KernelSpec,
     params: &Params,
     x: &Tensor,
     weight_bias: Option<(&Tensor, Option<&Tensor>)>,
@@ -116,7 +122,7 @@ fn run_in(
         bindings.push((2, Binding::Tensor(w)));
         bindings.push((3, b.map_or(Binding::Unused, Binding::Tensor)));
     }
-    rec.dispatch(&spec(entry), bytemuck::bytes_of(params), &bindings, groups)
+    rec.dispatch(kernel, bytemuck::bytes_of(params), &bindings, groups)
 }
 
 /// The shader parameters of a convolution of `[b, cin, h, w]` by `[cout, kh, kw]` kernels under
@@ -207,9 +213,6 @@ impl ConvStrategy {
         if groups != 1 {
             return ConvStrategy::Direct;
         }
-        if let Some(s) = ConvStrategy::forced().filter(|s| coop || *s != ConvStrategy::Coop) {
-            return s;
-        }
         if family == KernelFamily::Tiled && coop {
             ConvStrategy::Coop
         } else {
@@ -217,22 +220,12 @@ impl ConvStrategy {
         }
     }
 
-    /// The strategy `TESSERA_CONV` names (`direct`, `rows`, `gemm`, `coop`), read once: a benchmarking
-    /// override for convolutions of one group.
+    /// The strategy `TESSERA_CONV` names (`direct`, `rows`, `gemm`, `coop`), read once: a
+    /// benchmarking override that convolutions use wherever that kernel computes them and the
+    /// adapter runs it (the others keep [`choose`](Self::choose)'s pick).
     pub fn forced() -> Option<ConvStrategy> {
         static FORCED: std::sync::OnceLock<Option<ConvStrategy>> = std::sync::OnceLock::new();
-        *FORCED.get_or_init(|| {
-            let v = std::env::var("TESSERA_CONV")
-                .ok()
-                .filter(|v| !v.is_empty())?;
-            let s = ConvStrategy::ALL
-                .into_iter()
-                .find(|s| format!("{s:?}").eq_ignore_ascii_case(&v));
-            if s.is_none() {
-                log::warn!("TESSERA_CONV={v:?} names no convolution strategy; ignored");
-            }
-            s
-        })
+        *FORCED.get_or_init(|| super::strategy_from_env("TESSERA_CONV", &ConvStrategy::ALL))
     }
 }
 
@@ -300,7 +293,11 @@ pub fn conv2d_with_strategy(
         return Ok(out);
     }
     let coop = rec.ctx().cooperative_matrix_16();
-    let strategy = strategy.unwrap_or_else(|| ConvStrategy::choose(rec.kernel_family(), coop, g));
+    let strategy = strategy.unwrap_or_else(|| {
+        ConvStrategy::forced()
+            .filter(|s| s.available(rec.ctx()) && s.supports(g))
+            .unwrap_or_else(|| ConvStrategy::choose(rec.kernel_family(), coop, g))
+    });
     if !strategy.available(rec.ctx()) {
         return Err(Error::MissingFeature {
             op: OP,
@@ -324,7 +321,7 @@ pub fn conv2d_with_strategy(
     match strategy {
         ConvStrategy::Rows if blocked(64, 32).iter().all(|&n| n <= max) => run_in(
             rec,
-            "conv2d_rows",
+            &spec("conv2d_rows"),
             &params,
             x,
             Some((weight, bias)),
@@ -333,27 +330,22 @@ pub fn conv2d_with_strategy(
         )?,
         ConvStrategy::Gemm if blocked(64, 64).iter().all(|&n| n <= max) => run_in(
             rec,
-            "conv2d_gemm",
+            &spec("conv2d_gemm"),
             &params,
             x,
             Some((weight, bias)),
             &out,
             blocked(64, 64),
         )?,
-        ConvStrategy::Coop if blocked(64, 64).iter().all(|&n| n <= max) => {
-            let mut bindings = vec![
-                (1, Binding::Tensor(x)),
-                (2, Binding::Tensor(weight)),
-                (4, Binding::Tensor(&out)),
-            ];
-            bindings.push((3, bias.map_or(Binding::Unused, Binding::Tensor)));
-            rec.dispatch(
-                &KernelSpec::new(Module::Conv2dCoop, "conv2d_coop"),
-                bytemuck::bytes_of(&params),
-                &bindings,
-                blocked(64, 64),
-            )?
-        }
+        ConvStrategy::Coop if blocked(64, 64).iter().all(|&n| n <= max) => run_in(
+            rec,
+            &coop_spec(),
+            &params,
+            x,
+            Some((weight, bias)),
+            &out,
+            blocked(64, 64),
+        )?,
         _ => run(rec, "conv2d", &params, x, Some((weight, bias)), &out)?,
     }
     Ok(out)
@@ -477,7 +469,7 @@ pub fn conv_transpose2d(
     {
         run_in(
             rec,
-            "conv_transpose2d_rows",
+            &spec("conv_transpose2d_rows"),
             &params,
             x,
             Some((weight, bias)),

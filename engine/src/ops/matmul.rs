@@ -152,18 +152,7 @@ impl MatmulStrategy {
     /// and the adapter runs it (the others keep [`choose`](Self::choose)'s pick).
     pub fn forced() -> Option<MatmulStrategy> {
         static FORCED: std::sync::OnceLock<Option<MatmulStrategy>> = std::sync::OnceLock::new();
-        *FORCED.get_or_init(|| {
-            let v = std::env::var("TESSERA_MATMUL")
-                .ok()
-                .filter(|v| !v.is_empty())?;
-            let s = MatmulStrategy::ALL
-                .into_iter()
-                .find(|s| format!("{s:?}").eq_ignore_ascii_case(&v));
-            if s.is_none() {
-                log::warn!("TESSERA_MATMUL={v:?} names no matmul strategy; ignored");
-            }
-            s
-        })
+        *FORCED.get_or_init(|| super::strategy_from_env("TESSERA_MATMUL", &MatmulStrategy::ALL))
     }
 
     /// Whether the adapter runs this kernel at all (cooperative matrices need the feature,

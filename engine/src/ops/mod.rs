@@ -16,6 +16,21 @@ use crate::error::{Error, Result};
 use crate::gpu::{Recorder, Tensor, linear_workgroups};
 use crate::shaders::Module;
 
+/// The strategy an environment variable `var` names among `all` (by its `Debug` name, any case;
+/// empty or unset: none), for the benchmarking overrides `TESSERA_MATMUL` and `TESSERA_CONV`.
+/// A name that matches none is logged and ignored.
+pub(crate) fn strategy_from_env<S: Copy + std::fmt::Debug>(var: &str, all: &[S]) -> Option<S> {
+    let v = std::env::var(var).ok().filter(|v| !v.is_empty())?;
+    let s = all
+        .iter()
+        .copied()
+        .find(|s| format!("{s:?}").eq_ignore_ascii_case(&v));
+    if s.is_none() {
+        log::warn!("{var}={v:?} names no strategy ({all:?}); ignored");
+    }
+    s
+}
+
 /// Invocations per workgroup of the one-thread-per-element kernels.
 pub(crate) const WG: u32 = 256;
 
