@@ -108,7 +108,6 @@ pub fn select_files(names: &[String]) -> Vec<String> {
 /// What a download reports: files and bytes done of the total.
 #[derive(Clone, Debug, Default)]
 pub struct DownloadStatus {
-    pub file: String,
     pub files_done: usize,
     pub files: usize,
     pub bytes_done: u64,
@@ -136,11 +135,7 @@ struct Shared {
 }
 
 impl Progress for Shared {
-    fn init(&mut self, _size: usize, filename: &str) {
-        if let Ok(mut s) = self.status.lock() {
-            s.file = filename.to_owned();
-        }
-    }
+    fn init(&mut self, _size: usize, _filename: &str) {}
 
     fn update(&mut self, size: usize) {
         if let Ok(mut s) = self.status.lock() {

@@ -34,6 +34,20 @@ pub enum Picked {
     Unavailable(&'static str),
 }
 
+impl Picked {
+    /// The path picked, if any; where no dialog could open, says why in `message`.
+    pub fn path(self, message: &mut Option<String>) -> Option<PathBuf> {
+        match self {
+            Picked::Path(p) => Some(p),
+            Picked::Cancelled => None,
+            Picked::Unavailable(why) => {
+                *message = Some(why.to_owned());
+                None
+            }
+        }
+    }
+}
+
 fn run(f: impl FnOnce() -> Option<PathBuf>) -> Picked {
     if let Some(why) = unavailable() {
         return Picked::Unavailable(why);

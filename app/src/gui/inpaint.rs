@@ -71,17 +71,10 @@ impl InpaintPanel {
                 let p = self.image_path.clone();
                 self.load(ui.ctx(), &p, session);
             }
-            if ui.button("Browse…").clicked() {
-                match super::dialogs::open_image() {
-                    super::dialogs::Picked::Path(p) => {
-                        let p = p.display().to_string();
-                        self.load(ui.ctx(), &p, session);
-                    }
-                    super::dialogs::Picked::Cancelled => {}
-                    super::dialogs::Picked::Unavailable(why) => {
-                        session.message = Some(why.to_owned());
-                    }
-                }
+            if ui.button("Browse…").clicked()
+                && let Some(p) = super::dialogs::open_image().path(&mut session.message)
+            {
+                self.load(ui.ctx(), &p.display().to_string(), session);
             }
             if ui.button("Use last result").clicked() {
                 self.use_last_result(ui.ctx(), session, runs);

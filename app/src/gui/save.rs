@@ -30,40 +30,27 @@ pub fn save_buttons(ui: &mut egui::Ui, session: &mut Session, runs: &Runs) {
             )
         })
         .inner;
-    let report = |r: Result<PathBuf>| match r {
-        Ok(p) => format!("saved {}", p.display()),
-        Err(e) => format!("{e:#}"),
-    };
-    let png_name = format!("tessera-{}.png", l.settings.seed);
-    let gif_name = format!("tessera-{}.gif", l.settings.seed);
     // The quick buttons write into the working directory; "as…" asks where.
-    let target =
-        |quick: bool, as_: bool, name: &str, ext: &str| -> Option<Result<PathBuf, String>> {
-            if quick {
-                return Some(Ok(PathBuf::from(name)));
-            }
-            if !as_ {
-                return None;
-            }
-            match super::dialogs::save_as(name, ext) {
-                super::dialogs::Picked::Path(p) => Some(Ok(p)),
-                super::dialogs::Picked::Cancelled => None,
-                super::dialogs::Picked::Unavailable(why) => Some(Err(why.to_owned())),
-            }
+    type Save = fn(&Session, &Lane, &Path) -> Result<()>;
+    let saves: [(bool, bool, &str, Save); 2] = [
+        (png, png_as, "png", save_png),
+        (gif, gif_as, "gif", save_gif),
+    ];
+    for (quick, ask, ext, save) in saves {
+        let name = format!("tessera-{}.{ext}", l.settings.seed);
+        let path = if quick {
+            Some(PathBuf::from(name))
+        } else if ask {
+            super::dialogs::save_as(&name, ext).path(&mut session.message)
+        } else {
+            None
         };
-    match target(png, png_as, &png_name, "png") {
-        Some(Ok(path)) => {
-            session.message = Some(report(save_png(session, l, &path).map(|()| path)));
+        if let Some(path) = path {
+            session.message = Some(match save(session, l, &path) {
+                Ok(()) => format!("saved {}", path.display()),
+                Err(e) => format!("{e:#}"),
+            });
         }
-        Some(Err(why)) => session.message = Some(why),
-        None => {}
-    }
-    match target(gif, gif_as, &gif_name, "gif") {
-        Some(Ok(path)) => {
-            session.message = Some(report(save_gif(session, l, &path).map(|()| path)));
-        }
-        Some(Err(why)) => session.message = Some(why),
-        None => {}
     }
 }
 

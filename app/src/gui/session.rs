@@ -187,17 +187,10 @@ impl Session {
                     .button("Browse…")
                     .on_hover_text("pick a model folder")
                     .clicked()
+                    && let Some(p) = super::dialogs::open_model_folder().path(&mut self.message)
                 {
-                    match super::dialogs::open_model_folder() {
-                        super::dialogs::Picked::Path(p) => {
-                            self.model_arg = p.display().to_string();
-                            open = true;
-                        }
-                        super::dialogs::Picked::Cancelled => {}
-                        super::dialogs::Picked::Unavailable(why) => {
-                            self.message = Some(why.to_owned());
-                        }
-                    }
+                    self.model_arg = p.display().to_string();
+                    open = true;
                 }
                 if let Some(g) = &self.gpu {
                     ui.label(format!("GPU: {} ({:?})", g.info.name, g.info.backend));
