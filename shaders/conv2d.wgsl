@@ -6,11 +6,13 @@
 //                    be asymmetric (the op derives oh/ow from all four sides).
 // conv_transpose2d:  out[b, co, oy, ox] = bias[co] + Σ x[b, ci, iy, ix] · w[ci, co, ky, kx] over
 //                    oy = iy·sh − pad_top + ky (likewise x); weight [cin, cout, kh, kw], groups 1.
-// depthwise_nhwc:    channels-last depthwise conv (groups = cin = cout = C): x [B, H, W, C],
-//                    out[b, oy, ox, c] = bias[c] + Σ x[b, oy·sh + ky − pad_top,
-//                    ox·sw + kx − pad_left, c] · w[c, 0, ky, kx]; one invocation per output
-//                    element, channels fastest (neighbouring invocations read neighbouring
-//                    addresses).
+// depthwise_nhwc:    channels-last depthwise conv (groups = cout = C, cin = C·n with n inputs per
+//                    group, PyTorch's grouping): x [B, H, W, cin], weight [C, n, kh, kw],
+//                    out[b, oy, ox, c] = bias[c] + Σ_j Σ x[b, oy·sh + ky − pad_top,
+//                    ox·sw + kx − pad_left, c·n + j] · w[c, j, ky, kx]; outside the image the
+//                    padding mode (p.pad_mode) reads zeros, the edge, or the mirror image. One
+//                    invocation per output element, channels fastest (neighbouring invocations
+//                    read neighbouring addresses).
 // upsample_nearest:  out[b, c, y, x] = x[b, c, y / stride_h, x / stride_w] (integer factor).
 // pad2d:             out[b, c, y, x] = x[b, c, y − pad_top, x − pad_left] inside, else 0.
 //
@@ -407,22 +409,44 @@ fn depthwise_nhwc(
     let ox = (i / p.cout) % p.ow;
     let oy = (i / (p.cout * p.ow)) % p.oh;
     let b = i / (p.cout * p.ow * p.oh);
+    let n = p.cin / p.cout;
     var acc = bias_of(c);
     for (var ky = 0u; ky < p.kh; ky++) {
-        let iy = i32(oy * p.stride_h + ky) - i32(p.pad_top);
+        var iy = i32(oy * p.stride_h + ky) - i32(p.pad_top);
         if (iy < 0 || iy >= i32(p.h)) {
-            continue;
-        }
-        for (var kx = 0u; kx < p.kw; kx++) {
-            let ix = i32(ox * p.stride_w + kx) - i32(p.pad_left);
-            if (ix < 0 || ix >= i32(p.w)) {
+            if (p.pad_mode == 0u) {
                 continue;
             }
-            let xi = ((b * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + c;
-            acc += x[xi] * weight[(c * p.kh + ky) * p.kw + kx];
+            iy = padded_index(iy, p.h);
+        }
+        for (var kx = 0u; kx < p.kw; kx++) {
+            var ix = i32(ox * p.stride_w + kx) - i32(p.pad_left);
+            if (ix < 0 || ix >= i32(p.w)) {
+                if (p.pad_mode == 0u) {
+                    continue;
+                }
+                ix = padded_index(ix, p.w);
+            }
+            let xi = ((b * p.h + u32(iy)) * p.w + u32(ix)) * p.cin + c * n;
+            for (var j = 0u; j < n; j++) {
+                acc += x[xi + j] * weight[((c * n + j) * p.kh + ky) * p.kw + kx];
+            }
         }
     }
     out[i] = acc;
+}
+
+// The row or column a replicate (pad_mode 1) or reflect (2) padding reads for index i outside
+// 0..len (reflection assumes a padding below len).
+fn padded_index(i: i32, len: u32) -> i32 {
+    let last = i32(len) - 1;
+    if (p.pad_mode == 1u) {
+        return clamp(i, 0, last);
+    }
+    if (i < 0) {
+        return min(-i, last);
+    }
+    return max(2 * last - i, 0);
 }
 
 // conv2d_gemm: the same convolution (one group) as an implicit GEMM for GPUs: per image,

@@ -17,7 +17,8 @@ struct Params {
     pad_top: u32,
     pad_left: u32,
     has_bias: u32,
-    _pad0: u32,
+    // depthwise_nhwc's padding: 0 zeros, 1 replicate (edge), 2 reflect.
+    pad_mode: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -1,6 +1,6 @@
 // Layout helpers on 32-bit elements (f32, u32, i32 alike): strided copy and fill.
 //
-// copy:  for every index (i0, i1, i2, i3) of `shape`,
+// copy:  for every index (j0, j1, i0, i1, i2, i3) of (outer.xy, shape) (up to 6 dims),
 //        dst[out_offset + ⟨idx, out_strides⟩] = src[in_offset + ⟨idx, in_strides⟩].
 //        Covers permute, slicing (split), concat (copy into a slice of the output), broadcast.
 // fill:  dst[out_offset + i] = value for i < n.
@@ -13,6 +13,10 @@ struct Params {
     shape: vec4<u32>,
     in_strides: vec4<u32>,
     out_strides: vec4<u32>,
+    // The two outermost dims of a 6-d copy (x, y) and their strides; 1 and 0 below rank 5.
+    outer: vec4<u32>,
+    in_outer: vec4<u32>,
+    out_outer: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -36,9 +40,14 @@ fn copy(
     let i2 = r2 % p.shape.z;
     let r1 = r2 / p.shape.z;
     let i1 = r1 % p.shape.y;
-    let i0 = r1 / p.shape.y;
+    let r0 = r1 / p.shape.y;
+    let i0 = r0 % p.shape.x;
+    let q = r0 / p.shape.x;
+    let j = vec2<u32>(q / p.outer.y, q % p.outer.y);
     let idx = vec4<u32>(i0, i1, i2, i3);
-    dst[p.out_offset + dot(idx, p.out_strides)] = src[p.in_offset + dot(idx, p.in_strides)];
+    let o = dot(idx, p.out_strides) + dot(j, p.out_outer.xy);
+    let s = dot(idx, p.in_strides) + dot(j, p.in_outer.xy);
+    dst[p.out_offset + o] = src[p.in_offset + s];
 }
 
 @compute @workgroup_size(256, 1, 1)

@@ -119,6 +119,48 @@ impl Checkpoint {
         })
     }
 
+    /// The tensor names of a checkpoint file without reading its data: a safetensors header,
+    /// or a PyTorch pickle's keys (a Lightning file's `state_dict.` prefix removed).
+    ///
+    /// # Errors
+    /// Unreadable files and headers.
+    pub fn keys(path: &Path) -> Result<Vec<String>> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| Error::file(path, e.to_string()))?;
+        let mut head = [0u8; 8];
+        let n = f
+            .read(&mut head)
+            .map_err(|e| Error::file(path, e.to_string()))?;
+        if Self::looks_like_torch(&head[..n]) {
+            let reader = pytorch_reader::PytorchReader::new(path).map_err(|e| {
+                Error::file(path, format!("not a readable PyTorch checkpoint: {e}"))
+            })?;
+            return Ok(reader
+                .keys()
+                .iter()
+                .map(|k| k.strip_prefix("state_dict.").unwrap_or(k).to_owned())
+                .collect());
+        }
+        let bad = || Error::file(path, "not a safetensors or PyTorch checkpoint");
+        if n < 8 {
+            return Err(bad());
+        }
+        let len = u64::from_le_bytes(head);
+        let meta = std::fs::metadata(path).map_err(|e| Error::file(path, e.to_string()))?;
+        if len > meta.len().saturating_sub(8) || len > 100 << 20 {
+            return Err(bad());
+        }
+        let mut header = vec![0u8; len as usize];
+        f.read_exact(&mut header).map_err(|_| bad())?;
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&header).map_err(|_| bad())?;
+        Ok(map
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k != "__metadata__")
+            .collect())
+    }
+
     /// Whether `bytes` start like a PyTorch checkpoint (a ZIP archive, or a pickle stream as the
     /// legacy format writes) rather than a safetensors file.
     pub fn looks_like_torch(bytes: &[u8]) -> bool {

@@ -55,9 +55,19 @@ pub fn is_hub_id(arg: &str) -> bool {
 /// `arg` as a folder if it is one; else as a hub id `owner/name` looked up in the cache
 /// (`models--owner--name/snapshots/<rev>`, the revision `refs/main` names, or the newest).
 pub fn resolve_model(arg: &str) -> Result<ModelFolder> {
+    ModelFolder::open(&resolve_dir(arg)?)
+}
+
+/// `arg` as a folder if it is one; else as a hub id `owner/name` looked up in the cache
+/// (`models--owner--name/snapshots/<rev>`, the revision `refs/main` names, or the newest),
+/// whatever the folder holds.
+///
+/// # Errors
+/// A file, a missing folder that is no hub id, a hub id not in the cache.
+pub fn resolve_dir(arg: &str) -> Result<PathBuf> {
     let p = Path::new(arg);
     if p.is_dir() {
-        return ModelFolder::open(p);
+        return Ok(p.to_path_buf());
     }
     let parts: Vec<&str> = arg.split('/').collect();
     let is_hub_id = is_hub_id(arg);
@@ -89,7 +99,7 @@ pub fn resolve_model(arg: &str) -> Result<ModelFolder> {
             )
         })?,
     };
-    ModelFolder::open(&snapshot)
+    Ok(snapshot)
 }
 
 fn newest_dir(dir: &Path) -> Option<PathBuf> {

@@ -205,6 +205,66 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// The values of `name` (exactly `shape`) on the host, as f32, for weights that are
+    /// folded or rearranged before upload (zeros while [`Self::checking`]).
+    pub fn host(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let path = self.claim(name, shape)?;
+        if self.check_only {
+            return Ok(vec![0.0; shape.iter().product()]);
+        }
+        Ok(self.ckpt.values(&path, shape, false)?.into_f32())
+    }
+
+    /// `name` (exactly `shape`) with its dims reordered on the host (output dim i is input dim
+    /// `perm[i]`) and uploaded as f32: e.g. a convolution kernel rearranged into a matmul
+    /// operand.
+    pub fn permuted(&self, name: &str, shape: &[usize], perm: &[usize]) -> Result<Tensor> {
+        let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        let v = self.host(name, shape)?;
+        if self.check_only {
+            return Tensor::placeholder(self.ctx, &self.path(name), &out_shape, DType::F32);
+        }
+        let v = permute_host(&v, shape, perm);
+        Tensor::from_f32(self.ctx, &self.path(name), &out_shape, &v)
+    }
+
+    /// Rows `start .. start + len` (dim 0) of `name` (exactly `shape`), uploaded as f32: one
+    /// part of a packed weight (PyTorch `MultiheadAttention`'s `in_proj_weight`).
+    pub fn rows(&self, name: &str, shape: &[usize], start: usize, len: usize) -> Result<Tensor> {
+        let inner: usize = shape[1..].iter().product();
+        let mut out_shape = shape.to_vec();
+        out_shape[0] = len;
+        if start + len > shape.first().copied().unwrap_or(0) {
+            return Err(crate::Error::shape(
+                "load",
+                format!(
+                    "rows {start}..{} of {} {shape:?}",
+                    start + len,
+                    self.path(name)
+                ),
+            ));
+        }
+        let v = self.host(name, shape)?;
+        let label = format!("{}[{start}..{}]", self.path(name), start + len);
+        if self.check_only {
+            return Tensor::placeholder(self.ctx, &label, &out_shape, DType::F32);
+        }
+        Tensor::from_f32(
+            self.ctx,
+            &label,
+            &out_shape,
+            &v[start * inner..(start + len) * inner],
+        )
+    }
+
+    /// Marks `name` as deliberately not loaded (a part of the checkpoint the engine does not
+    /// run), so that it is not reported as unused.
+    pub fn skip(&self, name: &str) {
+        if self.contains(name) {
+            self.used.borrow_mut().insert(self.path(name));
+        }
+    }
+
     /// `tensor` when present, `None` when the checkpoint lacks it.
     pub fn optional(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
         if self.contains(name) {
@@ -221,4 +281,28 @@ pub(crate) fn concat<T: Clone>(mut parts: Vec<Vec<T>>) -> Vec<T> {
         return parts.pop().unwrap_or_default();
     }
     parts.concat()
+}
+
+/// `v` (row-major `shape`) with its dims reordered: output dim i is input dim `perm[i]`.
+pub fn permute_host(v: &[f32], shape: &[usize], perm: &[usize]) -> Vec<f32> {
+    let rank = shape.len();
+    let mut in_strides = vec![1usize; rank];
+    for i in (0..rank.saturating_sub(1)).rev() {
+        in_strides[i] = in_strides[i + 1] * shape[i + 1];
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+    let mut out = Vec::with_capacity(v.len());
+    let mut idx = vec![0usize; rank];
+    for _ in 0..v.len() {
+        out.push(v[idx.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>()]);
+        for d in (0..rank).rev() {
+            idx[d] += 1;
+            if idx[d] < out_shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out
 }

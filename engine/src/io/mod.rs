@@ -7,7 +7,7 @@ pub mod folder;
 pub mod loader;
 
 pub use checkpoint::Checkpoint;
-pub use folder::{ModelFolder, hub_cache_dir, is_hub_id, resolve_model};
+pub use folder::{ModelFolder, hub_cache_dir, is_hub_id, resolve_dir, resolve_model};
 pub use loader::Loader;
 
 use std::path::Path;

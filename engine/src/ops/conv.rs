@@ -27,7 +27,7 @@ pub(crate) struct Params {
     pad_top: u32,
     pad_left: u32,
     has_bias: u32,
-    _pad0: u32,
+    pad_mode: u32,
 }
 
 fn spec(entry: &'static str) -> KernelSpec {
@@ -164,7 +164,7 @@ fn conv_params(
         pad_top: u("pad", pt)?,
         pad_left: u("pad", pl)?,
         has_bias: u32::from(has_bias),
-        _pad0: 0,
+        pad_mode: 0,
     })
 }
 
@@ -351,6 +351,18 @@ pub fn conv2d_with_strategy(
     Ok(out)
 }
 
+/// What a convolution reads outside the image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PadMode {
+    /// Zeros (`nn.Conv2d`'s `padding`).
+    #[default]
+    Zeros,
+    /// The nearest edge pixel (`nn.ReplicationPad2d`).
+    Replicate,
+    /// The mirror image without repeating the edge (`nn.ReflectionPad2d`); padding < side.
+    Reflect,
+}
+
 /// Depthwise convolution on channels-last data: x `[B, H, W, C]`, weight `[C, 1, kh, kw]`
 /// (PyTorch's depthwise `Conv2d(C, C, k, groups=C)` layout), bias `[C]` → `[B, oh, ow, C]`,
 /// stride and zero padding as in `s` (whose `groups` must be C). Same result as [`conv2d`] on
@@ -362,28 +374,57 @@ pub fn depthwise_conv2d_nhwc(
     bias: Option<&Tensor>,
     s: &Conv2dSpec,
 ) -> Result<Tensor> {
+    depthwise_conv2d_nhwc_padded(rec, x, weight, bias, s, PadMode::Zeros)
+}
+
+/// [`depthwise_conv2d_nhwc`] with `n` inputs per group and a padding mode: x `[B, H, W, C·n]`,
+/// weight `[C, n, kh, kw]` (PyTorch's `Conv2d(C·n, C, k, groups=C)`: output channel c reads
+/// input channels c·n .. c·n + n), padding amounts from `s`, read as `pad` says.
+pub fn depthwise_conv2d_nhwc_padded(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    s: &Conv2dSpec,
+    pad: PadMode,
+) -> Result<Tensor> {
     const OP: &str = "depthwise_conv2d_nhwc";
     x.expect_dtype(OP, DType::F32)?;
-    let [b, h, w, c] = *x.shape() else {
+    let [b, h, w, cin] = *x.shape() else {
         return Err(Error::shape(
             OP,
             format!("{:?} {:?} is not [B, H, W, C]", x.name(), x.shape()),
         ));
     };
-    let [cout, one, kh, kw] = nchw(OP, weight)?;
-    if cout != c || one != 1 || s.groups != c {
+    let [c, n, kh, kw] = nchw(OP, weight)?;
+    if n == 0 || c * n != cin || s.groups != c {
         return Err(Error::shape(
             OP,
             format!(
-                "weight {:?} {:?} with {} groups is not depthwise over {c} channels",
+                "weight {:?} {:?} with {} groups is not depthwise over {cin} channels",
                 weight.name(),
                 weight.shape(),
                 s.groups
             ),
         ));
     }
+    let [pt, pb, pl, pr] = s.padding;
+    if pad == PadMode::Reflect && (pt.max(pb) >= h || pl.max(pr) >= w) {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "reflection padding {:?} needs sides above it, got {h}×{w}",
+                s.padding
+            ),
+        ));
+    }
     check_bias(OP, bias, c)?;
-    let params = conv_params(OP, [b, c, h, w], [c, kh, kw], s, bias.is_some())?;
+    let mut params = conv_params(OP, [b, cin, h, w], [c, kh, kw], s, bias.is_some())?;
+    params.pad_mode = match pad {
+        PadMode::Zeros => 0,
+        PadMode::Replicate => 1,
+        PadMode::Reflect => 2,
+    };
     let (oh, ow) = (params.oh as usize, params.ow as usize);
     let out = Tensor::empty(rec.ctx(), "depthwise.out", &[b, oh, ow, c], DType::F32)?;
     run(
@@ -452,7 +493,7 @@ pub fn conv_transpose2d(
         pad_top: u("pad", padding)?,
         pad_left: u("pad", padding)?,
         has_bias: u32::from(bias.is_some()),
-        _pad0: 0,
+        pad_mode: 0,
     };
     // Patches that do not overlap (stride = kernel, no padding): the CPU adapters' kernel.
     let max = rec.ctx().limits().max_compute_workgroups_per_dimension;

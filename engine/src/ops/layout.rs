@@ -18,6 +18,9 @@ pub(crate) struct Params {
     shape: [u32; 4],
     in_strides: [u32; 4],
     out_strides: [u32; 4],
+    outer: [u32; 4],
+    in_outer: [u32; 4],
+    out_outer: [u32; 4],
 }
 
 fn spec(entry: &'static str) -> KernelSpec {
@@ -45,19 +48,23 @@ fn check_word(op: &'static str, t: &Tensor) -> Result<()> {
             expected: "a 32-bit dtype".into(),
         });
     }
-    if t.shape().len() > 4 {
-        return Err(Error::shape(op, format!("{:?}: rank above 4", t.shape())));
+    if t.shape().len() > 6 {
+        return Err(Error::shape(op, format!("{:?}: rank above 6", t.shape())));
     }
     Ok(())
 }
 
-/// Pads shape/strides on the left to 4 dims.
-fn pad4(op: &'static str, v: &[usize], fill: usize) -> Result<[u32; 4]> {
-    let mut out = [to_u32(op, "dim", fill)?; 4];
-    for (i, &x) in v.iter().enumerate() {
-        out[4 - v.len() + i] = to_u32(op, "dim", x)?;
+/// Shape/strides padded on the left to 6 dims with `fill`, split into the two outer dims
+/// (`[d0, d1, 0, 0]`) and the inner four.
+fn pad6(op: &'static str, v: &[usize], fill: usize) -> Result<([u32; 4], [u32; 4])> {
+    if v.len() > 6 {
+        return Err(Error::shape(op, format!("{v:?}: rank above 6")));
     }
-    Ok(out)
+    let mut all = [to_u32(op, "dim", fill)?; 6];
+    for (i, &x) in v.iter().enumerate() {
+        all[6 - v.len() + i] = to_u32(op, "dim", x)?;
+    }
+    Ok(([all[0], all[1], 0, 0], [all[2], all[3], all[4], all[5]]))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -78,9 +85,12 @@ fn copy(
         in_offset: to_u32(op, "offset", in_offset)?,
         out_offset: to_u32(op, "offset", out_offset)?,
         value: 0,
-        shape: pad4(op, shape, 1)?,
-        in_strides: pad4(op, in_strides, 0)?,
-        out_strides: pad4(op, out_strides, 0)?,
+        shape: pad6(op, shape, 1)?.1,
+        in_strides: pad6(op, in_strides, 0)?.1,
+        out_strides: pad6(op, out_strides, 0)?.1,
+        outer: pad6(op, shape, 1)?.0,
+        in_outer: pad6(op, in_strides, 0)?.0,
+        out_outer: pad6(op, out_strides, 0)?.0,
     };
     let groups = groups_for(rec, n, WG)?;
     rec.dispatch(
@@ -278,8 +288,7 @@ pub fn to_rgba8(rec: &mut Recorder<'_>, images: &Tensor, index: usize) -> Result
             to_u32(OP, "H·W", h * w)?,
             1,
         ],
-        in_strides: [0; 4],
-        out_strides: [0; 4],
+        ..Default::default()
     };
     let groups = groups_for(rec, h * w, WG)?;
     rec.dispatch(

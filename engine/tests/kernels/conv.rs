@@ -1,6 +1,6 @@
 use tessera_engine::ops::conv::{
-    Conv2dSpec, ConvStrategy, conv_transpose2d, conv2d, conv2d_with_strategy,
-    depthwise_conv2d_nhwc, pad2d, upsample_nearest,
+    Conv2dSpec, ConvStrategy, PadMode, conv_transpose2d, conv2d, conv2d_with_strategy,
+    depthwise_conv2d_nhwc, depthwise_conv2d_nhwc_padded, pad2d, upsample_nearest,
 };
 
 use crate::common::*;
@@ -387,4 +387,98 @@ fn depthwise_channels_last_matches_nchw_reference() {
         ..Conv2dSpec::same(1)
     };
     assert!(depthwise_conv2d_nhwc(&mut rec, &x, &dense, None, &s).is_err());
+}
+
+/// Channels-last grouped depthwise conv with n inputs per group (PyTorch's `groups=C` over
+/// `C·n` inputs: output c reads inputs c·n .. c·n + n, the channel pairing after a skip
+/// concatenation) and the three padding modes, against a direct CPU loop (NHWC indices).
+#[test]
+fn depthwise_groups_and_padding_modes_match_reference() {
+    let mut seed = 900;
+    for &(b, c, n, h, w, k, stride, pad, mode) in &[
+        (1, 5, 2, 7, 9, 3, 1, [1, 1, 1, 1], PadMode::Zeros),
+        (2, 3, 2, 6, 5, 3, 1, [1, 1, 1, 1], PadMode::Replicate),
+        (1, 4, 1, 5, 8, 3, 1, [1, 1, 1, 1], PadMode::Reflect),
+        (1, 6, 1, 9, 7, 5, 2, [2, 1, 2, 2], PadMode::Replicate),
+        (1, 2, 3, 4, 6, 3, 1, [2, 2, 1, 1], PadMode::Reflect),
+    ] {
+        seed += 1;
+        let mut r = rng(seed);
+        let cin = c * n;
+        let x = randn(&mut r, b * h * w * cin);
+        let wt = randn(&mut r, c * n * k * k);
+        let bs = randn(&mut r, c);
+        let [pt, pb, pl, pr] = pad;
+        let oh = (h + pt + pb - k) / stride + 1;
+        let ow = (w + pl + pr - k) / stride + 1;
+        let edge = |i: isize, len: usize| -> Option<usize> {
+            let last = len as isize - 1;
+            if (0..=last).contains(&i) {
+                return Some(i as usize);
+            }
+            match mode {
+                PadMode::Zeros => None,
+                PadMode::Replicate => Some(i.clamp(0, last) as usize),
+                PadMode::Reflect => Some(if i < 0 { -i } else { 2 * last - i } as usize),
+            }
+        };
+        let mut want = vec![0.0f64; b * oh * ow * c];
+        for bi in 0..b {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for co in 0..c {
+                        let mut acc = f64::from(bs[co]);
+                        for ky in 0..k {
+                            let Some(iy) = edge((oy * stride + ky) as isize - pt as isize, h)
+                            else {
+                                continue;
+                            };
+                            for kx in 0..k {
+                                let Some(ix) = edge((ox * stride + kx) as isize - pl as isize, w)
+                                else {
+                                    continue;
+                                };
+                                for j in 0..n {
+                                    let xv = x[((bi * h + iy) * w + ix) * cin + co * n + j];
+                                    let wv = wt[((co * n + j) * k + ky) * k + kx];
+                                    acc += f64::from(xv) * f64::from(wv);
+                                }
+                            }
+                        }
+                        want[((bi * oh + oy) * ow + ox) * c + co] = acc;
+                    }
+                }
+            }
+        }
+        let s = Conv2dSpec {
+            stride: [stride, stride],
+            padding: pad,
+            groups: c,
+        };
+        let tx = upload("x", &[b, h, w, cin], &x);
+        let tw = upload("w", &[c, n, k, k], &wt);
+        let tb = upload("b", &[c], &bs);
+        for family in FAMILIES {
+            let out = run_in(family, |rec| {
+                depthwise_conv2d_nhwc_padded(rec, &tx, &tw, Some(&tb), &s, mode)
+            });
+            assert_eq!(out.shape(), &[b, oh, ow, c]);
+            assert_close(
+                &format!("depthwise {b}x{h}x{w}x{c}·{n} k{k} s{stride} {mode:?} {family:?}"),
+                &download(&out),
+                &want,
+                1e-5,
+                1e-5,
+            );
+        }
+    }
+    // Reflection needs a padding below the side.
+    let x = upload("x", &[1, 2, 2, 1], &[0.0; 4]);
+    let wt = upload("w", &[1, 1, 5, 5], &[0.0; 25]);
+    let s = Conv2dSpec {
+        groups: 1,
+        ..Conv2dSpec::same(2)
+    };
+    let mut rec = ctx().recorder();
+    assert!(depthwise_conv2d_nhwc_padded(&mut rec, &x, &wt, None, &s, PadMode::Reflect).is_err());
 }

@@ -107,3 +107,34 @@ fn rgba8_packing_clips_rounds_and_pads_rows() {
         }
     }
 }
+
+/// Permutes of rank 5 and 6 (pixel shuffles on channels-last data) against a host loop, with
+/// odd sizes; rank 7 is refused.
+#[test]
+fn permute_up_to_rank_six_matches_host() {
+    use tessera_engine::io::loader::permute_host;
+    for (shape, perm) in [
+        (vec![2, 3, 2, 5, 2], vec![0, 2, 4, 1, 3]),
+        (vec![1, 3, 2, 5, 2, 3], vec![0, 1, 3, 5, 2, 4]),
+        (vec![2, 3, 5, 3, 2, 2], vec![0, 1, 4, 2, 5, 3]),
+        (vec![3, 1, 2, 2, 3, 2], vec![5, 4, 3, 2, 1, 0]),
+    ] {
+        let n: usize = shape.iter().product();
+        let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let tx = upload("x", &shape, &x);
+        let y = run(|rec| permute(rec, &tx, &perm));
+        let want_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        assert_eq!(y.shape(), &want_shape[..]);
+        let want = permute_host(&x, &shape, &perm);
+        assert_close(
+            &format!("permute {shape:?} {perm:?}"),
+            &download(&y),
+            &to_f64(&want),
+            0.0,
+            0.0,
+        );
+    }
+    let tx = upload("x", &[1; 7], &[0.0]);
+    let mut rec = ctx().recorder();
+    assert!(permute(&mut rec, &tx, &[0, 1, 2, 3, 4, 5, 6]).is_err());
+}
