@@ -20,7 +20,9 @@ pub struct EmbedTextArgs {
     /// Text to encode.
     #[arg(long)]
     prompt: String,
-    /// Output safetensors file: input_ids (i64), pooled (f32), hidden (f32, penultimate layer).
+    /// Output safetensors file. aMUSEd: input_ids (i64), pooled (f32), hidden (f32,
+    /// penultimate layer). Paella v3: byt5_input_ids (i64), byt5 (f32 [1, T, D]),
+    /// clip_input_ids (i64), clip (f32 [1, D]).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
 }
@@ -39,6 +41,9 @@ pub struct ForwardArgs {
     /// Class label (class-conditional MaskGIT models).
     #[arg(long, value_name = "N")]
     class: Option<u32>,
+    /// Paella's noise level r in [0, 1] (1: all noise, the first step; default 1).
+    #[arg(long, value_name = "R")]
+    noise_level: Option<f32>,
     /// Output safetensors file: logits (f32 [1, h·w, codebook]).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -88,25 +93,32 @@ fn token_grid(ids: &[u32], shape: &[usize], limit: usize, what: &str) -> Result<
 }
 
 pub fn embed_text(a: &EmbedTextArgs) -> Result<()> {
+    use tessera_engine::pipeline::TextOutput;
     let ctx = GpuContext::new()?;
     let model = crate::render::open_model(&ctx, a.model.as_deref())?;
     let mut rec = ctx.recorder();
-    let (ids, emb) = model.embed_text(&mut rec, &a.prompt)?;
+    let outputs = model.embed_text(&mut rec, &a.prompt)?;
     rec.submit();
-    let pooled = emb.pooled.to_f32(&ctx)?;
-    let hidden = emb.penultimate.to_f32(&ctx)?;
-    write_tensors(
-        &a.out,
-        &[
-            Out::I64(
-                "input_ids",
+    let mut values = Vec::new();
+    for (name, out) in &outputs {
+        values.push(match out {
+            TextOutput::Ids(ids) => (
+                *name,
                 vec![1, ids.len()],
+                None,
                 ids.iter().map(|&v| i64::from(v)).collect(),
             ),
-            Out::F32("pooled", emb.pooled.shape().to_vec(), &pooled),
-            Out::F32("hidden", emb.penultimate.shape().to_vec(), &hidden),
-        ],
-    )
+            TextOutput::Tensor(t) => (*name, t.shape().to_vec(), Some(t.to_f32(&ctx)?), vec![]),
+        });
+    }
+    let tensors: Vec<Out<'_>> = values
+        .iter()
+        .map(|(name, shape, f, ids)| match f {
+            Some(v) => Out::F32(name, shape.clone(), v),
+            None => Out::I64(name, shape.clone(), ids.clone()),
+        })
+        .collect();
+    write_tensors(&a.out, &tensors)
 }
 
 /// The conditional logits of a token grid (`--class` for class-conditional models, the prompt
@@ -118,7 +130,7 @@ pub fn forward(a: &ForwardArgs) -> Result<()> {
     let grid = token_grid(
         &ids,
         &shape,
-        model.mask_id().max(model.codebook_size() as u32 - 1) as usize + 1,
+        model.input_vocab(),
         "the transformer's vocabulary",
     )?;
     if model.fixed_grid() && (grid[1], grid[2]) != model.grid() {
@@ -138,7 +150,7 @@ pub fn forward(a: &ForwardArgs) -> Result<()> {
         },
     };
     let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
-    let logits = model.logits(&ctx, &tokens, condition)?;
+    let logits = model.logits(&ctx, &tokens, condition, a.noise_level)?;
     let v = logits.to_f32(&ctx)?;
     write_tensors(&a.out, &[Out::F32("logits", logits.shape().to_vec(), &v)])
 }

@@ -421,3 +421,78 @@ fn the_model_is_asked_at_every_step_in_order() {
         }
     }
 }
+
+/// Records the token grids it is asked about; logits as [`Fixed`].
+struct Recording {
+    inner: Fixed,
+    seen: std::cell::RefCell<Vec<Vec<u32>>>,
+}
+
+impl TokenModel for Recording {
+    fn grid(&self) -> (usize, usize) {
+        self.inner.grid
+    }
+    fn codebook_size(&self) -> usize {
+        self.inner.codes
+    }
+    fn mask_id(&self) -> u32 {
+        self.inner.codes as u32
+    }
+    fn logits(&self, rec: &mut Recorder<'_>, tokens: &Tensor, step: Step) -> Result<Tensor> {
+        self.seen.borrow_mut().push(tokens.to_u32(ctx())?);
+        self.inner.logits(rec, tokens, step)
+    }
+}
+
+/// Paella's img2img: with start tokens, the unknown positions enter the first step as those
+/// tokens (not random codes), the run begins at the start step (noise level 1 − start/steps),
+/// and known positions stay as given; without them the first grid is random codes.
+#[test]
+fn paella_start_tokens_enter_the_first_step() {
+    let (grid, codes) = ((4, 4), 16);
+    let model = Recording {
+        inner: Fixed::new(1, grid, codes, 41),
+        seen: Default::default(),
+    };
+    let mask = model.mask_id();
+    let start: Vec<u32> = (0..16).map(|i| (i * 5 % 16) as u32).collect();
+    let mut init = vec![mask; 16];
+    init[3] = 9;
+    let mut opts = SamplerOptions::paella(5);
+    opts.steps = 6;
+    opts.start_step = 3;
+    let out = sampling::generate_from(ctx(), &model, 1, &init, Some(&start), &opts, &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .expect("generate");
+    let seen = model.seen.borrow();
+    assert_eq!(seen.len(), 3, "steps 3, 4 and 5 run");
+    let mut want = start.clone();
+    want[3] = 9;
+    assert_eq!(
+        seen[0], want,
+        "the first grid is the start tokens, known ones kept"
+    );
+    assert_eq!(out[3], 9);
+    assert_eq!(
+        model.inner.asked.borrow().first().map(|s| s.index),
+        Some(3),
+        "the first step asked is the start step"
+    );
+    drop(seen);
+    // Without start tokens the unknown positions begin as random codes.
+    model.seen.borrow_mut().clear();
+    sampling::generate_from(ctx(), &model, 1, &init, None, &opts, &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .expect("generate");
+    assert_ne!(model.seen.borrow()[0], want);
+    // Start tokens must be codes.
+    let bad = vec![codes as u32; 16];
+    assert!(
+        sampling::generate_from(ctx(), &model, 1, &init, Some(&bad), &opts, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .is_err()
+    );
+}

@@ -210,9 +210,15 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
         },
         Condition::Text { .. } => format!("guidance {}", plan.guidance),
     };
+    let rule = if opts.uses_schedule() {
+        format!("{} schedule", opts.schedule)
+    } else {
+        let (t0, t1) = opts.softmax_temperature;
+        format!("temperature {t0}→{t1}")
+    };
     eprintln!(
-        "seed {} · {} sampler · {} schedule · {} steps · {what}",
-        opts.seed, opts.kind, opts.schedule, opts.steps
+        "seed {} · {} sampler · {rule} · {} steps · {what}",
+        opts.seed, opts.kind, opts.steps
     );
     let bar = ProgressBar::new(opts.steps as u64);
     bar.set_style(

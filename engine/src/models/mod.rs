@@ -6,5 +6,7 @@ pub mod clip_text;
 pub mod clip_tokenizer;
 pub mod maskgit;
 pub mod nn;
+pub mod paella;
+pub mod t5;
 pub mod uvit2d;
 pub mod vq;

@@ -6,7 +6,7 @@
 mod model;
 pub mod settings;
 
-pub use model::{Conditioning as ModelConditioning, Family, Model, RequestOption};
+pub use model::{Conditioning as ModelConditioning, Family, Model, RequestOption, TextOutput};
 pub use settings::Condition;
 
 use std::ops::ControlFlow;
@@ -16,7 +16,7 @@ use crate::gpu::{GpuContext, Recorder, Tensor};
 use crate::models::amused::{AmusedPipeline, micro_conds};
 use crate::models::uvit2d::{Conditioning, PreparedConditioning};
 use crate::ops;
-use crate::sampling::{self, SamplerOptions, Step, StepEvent, TokenModel};
+use crate::sampling::{self, SamplerKind, SamplerOptions, Step, StepEvent, TokenModel};
 
 /// The transformer with fixed conditioning: `[uncond; cond]` text for guidance > 1 (as
 /// diffusers batches it), the conditional text alone otherwise. Everything that depends on the
@@ -181,6 +181,8 @@ pub struct Generated {
 pub struct Plan<'a> {
     model: Box<dyn TokenModel + 'a>,
     init: Vec<u32>,
+    /// Paella img2img: the image's tokens, where the unknown positions start.
+    start: Option<Vec<u32>>,
     opts: SamplerOptions,
     grid: (usize, usize),
     batch: usize,
@@ -193,11 +195,12 @@ impl Plan<'_> {
         ctx: &GpuContext,
         on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
     ) -> Result<Generated> {
-        let tokens = sampling::generate(
+        let tokens = sampling::generate_from(
             ctx,
             self.model.as_ref(),
             self.batch,
             &self.init,
+            self.start.as_deref(),
             &self.opts,
             on_step,
         )?;
@@ -219,7 +222,7 @@ fn check_batch_fits(ctx: &GpuContext, model: &Model, req: &Request<'_>) -> Resul
         .saturating_mul(w as u64)
         .saturating_mul(codebook as u64)
         .saturating_mul(4);
-    let rows_per_image: u64 = if req.guidance > 1.0 { 2 } else { 1 };
+    let rows_per_image = model.logit_rows_per_image(req.guidance);
     let limit = ctx.limits().max_storage_buffer_binding_size;
     let bytes = per_row
         .saturating_mul(rows_per_image)
@@ -263,6 +266,7 @@ pub fn plan<'a>(ctx: &GpuContext, model: &'a Model, req: &Request<'_>) -> Result
     let mask = model.mask_id();
     let mut opts = req.sampler.clone();
     let b = req.batch;
+    let mut start = None;
     let (init, grid) = match &req.start {
         Start::Blank(grid) => (vec![mask; b * grid.0 * grid.1], *grid),
         Start::Inpaint {
@@ -313,24 +317,40 @@ pub fn plan<'a>(ctx: &GpuContext, model: &'a Model, req: &Request<'_>) -> Result
             strength,
         } => {
             let (ids, grid) = model.encode(ctx, image, *size)?;
-            // Each image re-masks with its own stream, as a run of one with its seed would.
-            let mut masked = Vec::with_capacity(b * ids.len());
-            let mut start = 0;
-            for k in 0..b {
-                let mut one = opts.clone();
-                one.seed = sampling::image_seed(opts.seed, k);
-                let (m, s) = sampling::img2img_start(&ids, mask, &one, *strength)?;
-                masked.extend(m);
-                start = s;
+            if opts.kind == SamplerKind::Paella {
+                // Paella re-samples every token: it starts from the image's tokens at noise
+                // level ≈ strength (the official `sample(init_x=…, t_start=…)`).
+                let run = ((opts.steps as f64) * strength) as usize;
+                if !(*strength > 0.0 && *strength <= 1.0) || run == 0 {
+                    return Err(Error::shape(
+                        "img2img",
+                        format!("strength {strength} × {} steps runs no step", opts.steps),
+                    ));
+                }
+                opts.start_step = opts.steps - run;
+                start = Some(ids.repeat(b));
+                (vec![mask; b * ids.len()], grid)
+            } else {
+                // Each image re-masks with its own stream, as a run of one with its seed would.
+                let mut masked = Vec::with_capacity(b * ids.len());
+                let mut first = 0;
+                for k in 0..b {
+                    let mut one = opts.clone();
+                    one.seed = sampling::image_seed(opts.seed, k);
+                    let (m, s) = sampling::img2img_start(&ids, mask, &one, *strength)?;
+                    masked.extend(m);
+                    first = s;
+                }
+                opts.start_step = first;
+                (masked, grid)
             }
-            opts.start_step = start;
-            (masked, grid)
         }
     };
     let token_model = model.token_model(ctx, req, grid)?;
     Ok(Plan {
         model: token_model,
         init,
+        start,
         opts,
         grid,
         batch: b,

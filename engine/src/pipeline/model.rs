@@ -15,6 +15,7 @@ use crate::io::ModelFolder;
 use crate::models::amused::AmusedPipeline;
 use crate::models::clip_text::TextEmbeddings;
 use crate::models::maskgit::{self, MaskGit};
+use crate::models::paella::{self, PaellaPipeline};
 use crate::sampling::{SamplerKind, SamplerOptions, Schedule, Step, TokenModel};
 
 /// A model of any family, with everything it needs to generate.
@@ -23,6 +24,16 @@ pub enum Model {
     Amused(Box<AmusedPipeline>),
     /// MaskGIT's released Flax checkpoints (class-conditional transformer and VQGAN).
     MaskGit(Box<MaskGit>),
+    /// A Paella v3 folder (generator, f4 VQGAN, ByT5 and CLIP text encoders).
+    Paella(Box<PaellaPipeline>),
+}
+
+/// One output of [`Model::embed_text`].
+pub enum TextOutput {
+    /// Token ids of one tokenizer.
+    Ids(Vec<u32>),
+    /// An embedding tensor.
+    Tensor(Tensor),
 }
 
 /// The model families tessera runs.
@@ -30,6 +41,7 @@ pub enum Model {
 pub enum Family {
     Amused,
     MaskGit,
+    Paella,
 }
 
 impl std::fmt::Display for Family {
@@ -37,6 +49,7 @@ impl std::fmt::Display for Family {
         f.write_str(match self {
             Family::Amused => "aMUSEd",
             Family::MaskGit => "MaskGIT",
+            Family::Paella => "Paella",
         })
     }
 }
@@ -58,6 +71,7 @@ pub enum RequestOption {
     NegativePrompt,
     Guidance,
     Outpaint,
+    NoiseLevel,
 }
 
 impl std::fmt::Display for RequestOption {
@@ -68,6 +82,7 @@ impl std::fmt::Display for RequestOption {
             RequestOption::NegativePrompt => "--negative-prompt",
             RequestOption::Guidance => "--guidance",
             RequestOption::Outpaint => "--outpaint",
+            RequestOption::NoiseLevel => "--noise-level",
         })
     }
 }
@@ -81,6 +96,9 @@ impl Model {
     pub fn open(ctx: &GpuContext, path: &Path) -> Result<Self> {
         if maskgit::is_checkpoint_path(path) {
             return Ok(Model::MaskGit(Box::new(MaskGit::load(ctx, path)?)));
+        }
+        if paella::is_paella_folder(path) {
+            return Ok(Model::Paella(Box::new(PaellaPipeline::load(ctx, path)?)));
         }
         Ok(Model::Amused(Box::new(AmusedPipeline::load(
             ctx,
@@ -99,19 +117,20 @@ impl Model {
         if maskgit::is_checkpoint_path(path) {
             return Ok(path.to_owned());
         }
-        Ok(crate::io::resolve_model(arg)?.root)
+        crate::io::resolve_dir(arg)
     }
 
     pub fn family(&self) -> Family {
         match self {
             Model::Amused(_) => Family::Amused,
             Model::MaskGit(_) => Family::MaskGit,
+            Model::Paella(_) => Family::Paella,
         }
     }
 
     pub fn conditioning(&self) -> Conditioning {
         match self {
-            Model::Amused(_) => Conditioning::Text,
+            Model::Amused(_) | Model::Paella(_) => Conditioning::Text,
             Model::MaskGit(m) => Conditioning::Class {
                 classes: m.num_classes(),
             },
@@ -120,7 +139,7 @@ impl Model {
 
     /// Whether the model has an unconditional branch, so classifier-free guidance applies.
     pub fn has_guidance(&self) -> bool {
-        matches!(self, Model::Amused(_))
+        matches!(self, Model::Amused(_) | Model::Paella(_))
     }
 
     /// The token grid (height, width) it generates by default.
@@ -131,6 +150,12 @@ impl Model {
                 (s, s)
             }
             Model::MaskGit(m) => m.grid(),
+            // The released model's 256 px.
+            Model::Paella(p) => {
+                let n = 256 / p.vqgan.config.scale_factor();
+                let m = p.generator.config.grid_multiple();
+                (n.div_ceil(m) * m, n.div_ceil(m) * m)
+            }
         }
     }
 
@@ -140,11 +165,30 @@ impl Model {
         matches!(self, Model::MaskGit(_))
     }
 
+    /// Logit rows per image in one buffer under `guidance`: 2 where both branches run as one
+    /// batch (aMUSEd), else 1 (Paella runs its branches apart).
+    pub fn logit_rows_per_image(&self, guidance: f32) -> u64 {
+        match self {
+            Model::Amused(_) if guidance > 1.0 => 2,
+            _ => 1,
+        }
+    }
+
+    /// Which ids the transformer's input takes: the codebook, plus the mask id where the model
+    /// has one (aMUSEd, MaskGIT; Paella has none).
+    pub fn input_vocab(&self) -> usize {
+        match self {
+            Model::Paella(p) => p.generator.config.num_labels,
+            _ => self.mask_id().max(self.codebook_size() as u32 - 1) as usize + 1,
+        }
+    }
+
     /// Pixels per token side (the VQ's scale factor).
     pub fn vq_factor(&self) -> usize {
         match self {
             Model::Amused(p) => p.vqvae.config.scale_factor(),
             Model::MaskGit(m) => m.vqgan.config.scale_factor(),
+            Model::Paella(p) => p.vqgan.config.scale_factor(),
         }
     }
 
@@ -153,6 +197,7 @@ impl Model {
     pub fn pixel_multiple(&self) -> usize {
         let down = match self {
             Model::Amused(p) if p.transformer.config.downsample => 2,
+            Model::Paella(p) => p.generator.config.grid_multiple(),
             _ => 1,
         };
         self.vq_factor() * down
@@ -162,6 +207,8 @@ impl Model {
         match self {
             Model::Amused(p) => p.scheduler.mask_token_id,
             Model::MaskGit(m) => m.mask_id(),
+            // No mask token: the sampler's marker for unknown positions, never fed to the model.
+            Model::Paella(p) => p.generator.config.num_labels as u32,
         }
     }
 
@@ -169,6 +216,7 @@ impl Model {
         match self {
             Model::Amused(p) => p.transformer.config.codebook_size,
             Model::MaskGit(m) => m.codebook_size(),
+            Model::Paella(p) => p.generator.config.num_labels,
         }
     }
 
@@ -177,6 +225,7 @@ impl Model {
         match self {
             Model::Amused(_) => SamplerKind::Amused,
             Model::MaskGit(_) => SamplerKind::MaskGit,
+            Model::Paella(_) => SamplerKind::Paella,
         }
     }
 
@@ -213,6 +262,8 @@ impl Model {
                 o.schedule = Schedule::Cosine;
                 o
             }
+            // The official v3 `sample`: 12 steps, temperature 1.0 → 0.2.
+            Model::Paella(_) => SamplerOptions::for_kind(kind, seed),
         })
     }
 
@@ -221,6 +272,8 @@ impl Model {
         match self {
             Model::Amused(p) => p.defaults.guidance(),
             Model::MaskGit(_) => 1.0,
+            // The official v3 `sample`'s classifier-free guidance.
+            Model::Paella(_) => 8.0,
         }
     }
 
@@ -346,6 +399,13 @@ impl Model {
             (Model::MaskGit(m), Condition::Class { label, .. }) => {
                 Box::new(m.class_conditional(&vec![label; req.batch])?)
             }
+            (
+                Model::Paella(p),
+                Condition::Text {
+                    prompt,
+                    negative_prompt,
+                },
+            ) => Box::new(p.guided(ctx, prompt, negative_prompt, req.batch, req.guidance, grid)?),
             _ => {
                 self.check(req)?;
                 return Err(Error::shape("generate", "condition does not fit the model"));
@@ -353,7 +413,10 @@ impl Model {
         })
     }
 
-    /// The prompt's CLIP token ids and embeddings, as the model's text encoder gives them.
+    /// The prompt's token ids and text embeddings as the model's encoders give them, named as
+    /// `tessera embed-text` writes them: aMUSEd `input_ids`, `pooled` (CLIP `text_embeds`
+    /// `[1, D]`), `hidden` (the penultimate layer `[1, 77, W]`); Paella v3 `byt5_input_ids`,
+    /// `byt5` (`[1, T, D]`), `clip_input_ids`, `clip` (`[1, D]`).
     ///
     /// # Errors
     /// [`Error::Request`] for a model without a text encoder; tokenizer and GPU failures.
@@ -361,9 +424,31 @@ impl Model {
         &self,
         rec: &mut Recorder<'_>,
         prompt: &str,
-    ) -> Result<(Vec<u32>, TextEmbeddings)> {
+    ) -> Result<Vec<(&'static str, TextOutput)>> {
         match self {
-            Model::Amused(p) => p.text.embed(rec, &[prompt]),
+            Model::Amused(p) => {
+                let (
+                    ids,
+                    TextEmbeddings {
+                        pooled,
+                        penultimate,
+                    },
+                ) = p.text.embed(rec, &[prompt])?;
+                Ok(vec![
+                    ("input_ids", TextOutput::Ids(ids)),
+                    ("pooled", TextOutput::Tensor(pooled)),
+                    ("hidden", TextOutput::Tensor(penultimate)),
+                ])
+            }
+            Model::Paella(p) => {
+                let t = p.embed(rec, prompt)?;
+                Ok(vec![
+                    ("byt5_input_ids", TextOutput::Ids(t.byt5_ids)),
+                    ("byt5", TextOutput::Tensor(t.byt5)),
+                    ("clip_input_ids", TextOutput::Ids(t.clip_ids)),
+                    ("clip", TextOutput::Tensor(t.clip)),
+                ])
+            }
             Model::MaskGit(_) => Err(Error::Request {
                 option: RequestOption::Prompt,
                 message: format!(
@@ -381,11 +466,14 @@ impl Model {
     ///
     /// # Errors
     /// A condition the model does not take, shapes, GPU failures.
+    ///
+    /// `noise_level`: Paella's r ∈ [0, 1] (default 1, the first step); other families take none.
     pub fn logits(
         &self,
         ctx: &GpuContext,
         tokens: &Tensor,
         condition: Condition<'_>,
+        noise_level: Option<f32>,
     ) -> Result<Tensor> {
         let &[b, h, w] = tokens.shape() else {
             return Err(Error::shape(
@@ -401,6 +489,28 @@ impl Model {
             start: Start::Blank((h, w)),
         };
         self.check(&req)?;
+        if let Some(r) = noise_level {
+            let Model::Paella(p) = self else {
+                return Err(Error::Request {
+                    option: RequestOption::NoiseLevel,
+                    message: format!("applies to Paella models; this is {}", self.family()),
+                });
+            };
+            if !(0.0..=1.0).contains(&r) {
+                return Err(Error::Request {
+                    option: RequestOption::NoiseLevel,
+                    message: format!("{r} is outside [0, 1]"),
+                });
+            }
+            let Condition::Text { prompt, .. } = condition else {
+                return Err(Error::shape("forward", "Paella takes a prompt"));
+            };
+            let model = p.guided(ctx, prompt, "", b, 1.0, (h, w))?;
+            let mut rec = ctx.recorder();
+            let logits = model.logits_at(&mut rec, tokens, r)?;
+            rec.submit();
+            return Ok(logits);
+        }
         let model = self.token_model(ctx, &req, (h, w))?;
         let mut rec = ctx.recorder();
         let logits = model.logits(&mut rec, tokens, Step { index: 0, steps: 1 })?;
@@ -414,6 +524,7 @@ impl Model {
         match self {
             Model::Amused(p) => p.vqvae.decode(rec, ids),
             Model::MaskGit(m) => m.decode(rec, ids),
+            Model::Paella(p) => p.vqgan.decode(rec, ids),
         }
     }
 
@@ -422,6 +533,7 @@ impl Model {
         match self {
             Model::Amused(p) => p.vqvae.encode(rec, image),
             Model::MaskGit(m) => m.encode(rec, image),
+            Model::Paella(p) => p.vqgan.encode(rec, image),
         }
     }
 

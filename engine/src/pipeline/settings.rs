@@ -49,15 +49,19 @@ impl Settings<'_> {
         let mut pairs = vec![
             ("Steps", o.steps.to_string()),
             ("Sampler", o.kind.to_string()),
-            ("Schedule", o.schedule.to_string()),
         ];
+        if o.uses_schedule() {
+            pairs.push(("Schedule", o.schedule.to_string()));
+        }
         if let Some(g) = self.guidance {
             pairs.push(("CFG scale", g.to_string()));
         }
-        pairs.push((
-            "Choice temperature",
-            format!("{}:{}", o.choice_temperature.0, o.choice_temperature.1),
-        ));
+        if o.uses_schedule() {
+            pairs.push((
+                "Choice temperature",
+                format!("{}:{}", o.choice_temperature.0, o.choice_temperature.1),
+            ));
+        }
         if o.kind == SamplerKind::Paella {
             pairs.push((
                 "Softmax temperature",
@@ -111,5 +115,6 @@ mod tests {
         assert!(class.starts_with("class 207 (golden retriever)\nSteps: 12"));
         assert!(!class.contains("CFG") && !class.contains("Negative prompt"));
         assert!(class.contains("Softmax temperature: 1:0.2"));
+        assert!(!class.contains("Schedule") && !class.contains("Choice temperature"));
     }
 }

@@ -142,6 +142,13 @@ impl SamplerOptions {
         }
     }
 
+    /// Whether the mask schedule and the choice temperature apply: MaskGIT's and aMUSEd's
+    /// re-masking use them; Paella re-samples every token from a linear noise level with its
+    /// softmax temperature instead.
+    pub fn uses_schedule(&self) -> bool {
+        self.kind != SamplerKind::Paella
+    }
+
     fn validate(&self) -> Result<()> {
         if self.steps == 0 || self.start_step >= self.steps {
             return Err(Error::shape(
@@ -222,6 +229,22 @@ pub fn generate(
     opts: &SamplerOptions,
     on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
 ) -> Result<Vec<u32>> {
+    generate_from(ctx, model, batch, init, None, opts, on_step)
+}
+
+/// [`generate`] with the Paella sampler's unknown positions starting from `start` (u32
+/// `[B·h·w]`, codes) instead of random codes: Paella's img2img, which feeds the image's
+/// tokens at the first noise level and re-noises towards random codes (the official
+/// `sample(init_x=…)`). Other samplers ignore `start`.
+pub fn generate_from(
+    ctx: &GpuContext,
+    model: &dyn TokenModel,
+    batch: usize,
+    init: &[u32],
+    start: Option<&[u32]>,
+    opts: &SamplerOptions,
+    on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
+) -> Result<Vec<u32>> {
     opts.validate()?;
     let (h, w) = model.grid();
     let l = h * w;
@@ -250,10 +273,18 @@ pub fn generate(
     let noise: Vec<u32> = (0..batch * l)
         .map(|i| rngs[i / l].random_range(0..codebook as u32))
         .collect();
+    if let Some(start) = start
+        && (start.len() != init.len() || start.iter().any(|&t| t as usize >= codebook))
+    {
+        return Err(Error::shape(
+            "sampler",
+            "the start tokens must be codes, one per position",
+        ));
+    }
     if opts.kind == SamplerKind::Paella {
         for (i, t) in cur.iter_mut().enumerate() {
             if !known[i] {
-                *t = noise[i];
+                *t = start.map_or(noise[i], |s| s[i]);
             }
         }
     }

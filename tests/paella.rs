@@ -1,0 +1,369 @@
+//! Paella parity: the inspection subcommands on the committed fixture folders
+//! (tests/fixtures/paella, made by tools/fixtures/make_paella_fixtures.py with the official
+//! dome272/Paella modules, transformers' T5 and CLIP) must reproduce the reference outputs;
+//! renders run through the one pipeline; bad folders fail with one `Error:` line.
+
+mod common;
+
+use common::*;
+
+use std::path::{Path, PathBuf};
+
+const V3: [&str; 2] = ["v3-a", "v3-b"];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/paella")
+}
+
+fn case_json(case: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures().join(case).join("case.json")).expect("case.json");
+    serde_json::from_str(&text).expect("case.json parses")
+}
+
+fn prompt(case: &str) -> String {
+    case_json(case)["prompt"]
+        .as_str()
+        .expect("prompt")
+        .to_owned()
+}
+
+/// `got[name]` against `want[want_name]`: same shape, max-norm relative error within `tol`.
+fn close(case: &str, got: &Path, want: &Path, name: &str, want_name: &str, tol: f64) {
+    let (got, want) = (read(got), read(want));
+    let (gs, gv) = &got[name];
+    let (ws, wv) = &want[want_name];
+    assert_eq!(gs, ws, "{case}: {name} shape");
+    let e = rel_err(gv, wv);
+    eprintln!("{case}: {name} relative error {e:.2e}");
+    assert!(e <= tol, "{case}: {name} relative error {e:.2e} > {tol:e}");
+}
+
+fn exact(case: &str, got: &Path, want: &Path, name: &str, want_name: &str) {
+    let (got, want) = (read(got), read(want));
+    assert_eq!(got[name], want[want_name], "{case}: {name}");
+}
+
+#[test]
+fn embed_text_matches_transformers() {
+    for case in V3 {
+        let dir = fixtures().join(case);
+        for (text, reference) in [
+            (prompt(case), "embed_text.safetensors"),
+            (String::new(), "embed_text_empty.safetensors"),
+        ] {
+            let out = tmp(&format!("{case}-embed.safetensors"));
+            ok(&[
+                "embed-text",
+                "--model",
+                s(&dir.join("model")),
+                "--prompt",
+                &text,
+                "--out",
+                s(&out),
+            ]);
+            let want = dir.join(reference);
+            exact(case, &out, &want, "byt5_input_ids", "byt5_input_ids");
+            exact(case, &out, &want, "clip_input_ids", "clip_input_ids");
+            close(case, &out, &want, "byt5", "byt5", 1e-4);
+            close(case, &out, &want, "clip", "clip", 1e-4);
+        }
+    }
+}
+
+#[test]
+fn forward_matches_official_generator() {
+    for case in V3 {
+        let dir = fixtures().join(case);
+        let r = case_json(case)["r"].as_f64().expect("r").to_string();
+        let want = dir.join("forward.safetensors");
+        let out = tmp(&format!("{case}-forward.safetensors"));
+        ok(&[
+            "forward",
+            "--model",
+            s(&dir.join("model")),
+            "--tokens",
+            s(&want),
+            "--prompt",
+            &prompt(case),
+            "--noise-level",
+            &r,
+            "--out",
+            s(&out),
+        ]);
+        close(case, &out, &want, "logits", "logits", 1e-3);
+        // The unconditional branch: the empty prompt's embeddings.
+        ok(&[
+            "forward",
+            "--model",
+            s(&dir.join("model")),
+            "--tokens",
+            s(&want),
+            "--prompt",
+            "",
+            "--noise-level",
+            &r,
+            "--out",
+            s(&out),
+        ]);
+        close(case, &out, &want, "logits", "logits_uncond", 1e-3);
+    }
+}
+
+#[test]
+fn decode_and_encode_match_official_vqgan() {
+    for case in V3 {
+        let dir = fixtures().join(case);
+        let model = dir.join("model");
+        let want = dir.join("decode.safetensors");
+        let (png, raw) = (
+            tmp(&format!("{case}-decode.png")),
+            tmp(&format!("{case}-decode.safetensors")),
+        );
+        ok(&[
+            "decode",
+            "--model",
+            s(&model),
+            "--tokens",
+            s(&want),
+            "--out",
+            s(&png),
+            "--raw",
+            s(&raw),
+        ]);
+        close(case, &raw, &want, "image", "image", 1e-4);
+        let out = tmp(&format!("{case}-encode.safetensors"));
+        ok(&[
+            "encode",
+            "--model",
+            s(&model),
+            "--image",
+            s(&dir.join("encode_input.png")),
+            "--out",
+            s(&out),
+        ]);
+        exact(
+            case,
+            &out,
+            &dir.join("encode.safetensors"),
+            "tokens",
+            "tokens",
+        );
+    }
+}
+
+/// `--render` through the one pipeline: Paella's defaults (12 steps, guidance 8, temperature
+/// 1 → 0.2) are what the PNG records, the same seed gives the same bytes, and img2img,
+/// inpainting and outpainting run.
+#[test]
+fn renders_with_published_defaults_and_edits() {
+    let model = fixtures().join("v3-b/model");
+    let m = s(&model);
+    let a = tmp("paella-a.png");
+    let b = tmp("paella-b.png");
+    for out in [&a, &b] {
+        ok(&[
+            "--render",
+            s(out),
+            "--model",
+            m,
+            "--prompt",
+            "café",
+            "--seed",
+            "4",
+        ]);
+    }
+    let bytes = std::fs::read(&a).expect("png");
+    assert_eq!(
+        bytes,
+        std::fs::read(&b).expect("png"),
+        "same seed, same image"
+    );
+    let text = String::from_utf8_lossy(&bytes);
+    for want in [
+        "Steps: 12",
+        "Sampler: paella",
+        "CFG scale: 8",
+        "Softmax temperature: 1:0.2",
+    ] {
+        assert!(text.contains(want), "settings text lacks {want:?}");
+    }
+    assert!(!text.contains("Schedule:"), "Paella has no mask schedule");
+    // img2img from the render; inpainting with a mask of the left half; outpainting.
+    let i2i = tmp("paella-i2i.png");
+    ok(&[
+        "--render",
+        s(&i2i),
+        "--model",
+        m,
+        "--prompt",
+        "tea",
+        "--image",
+        s(&a),
+        "--strength",
+        "0.5",
+    ]);
+    let mask = tmp("paella-mask.png");
+    let (w, h) = image::image_dimensions(&a).expect("render png");
+    let img =
+        image::GrayImage::from_fn(w, h, |x, _| image::Luma([if x < w / 2 { 255 } else { 0 }]));
+    img.save(&mask).expect("mask png");
+    let inpaint = tmp("paella-inpaint.png");
+    ok(&[
+        "--render",
+        s(&inpaint),
+        "--model",
+        m,
+        "--prompt",
+        "tea",
+        "--image",
+        s(&a),
+        "--mask",
+        s(&mask),
+    ]);
+    let outpaint = tmp("paella-outpaint.png");
+    ok(&[
+        "--render",
+        s(&outpaint),
+        "--model",
+        m,
+        "--prompt",
+        "tea",
+        "--image",
+        s(&a),
+        "--outpaint",
+        "32,0,0,0",
+    ]);
+    let size = image::image_dimensions(&outpaint).expect("outpaint png");
+    assert_eq!(size, (w + 32, h));
+}
+
+/// Runs and expects one `Error:` line naming `needle`, exit 1, and no output file.
+fn fails(args: &[&str], out: &Path, needle: &str) {
+    let o = tessera(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("Error:")).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: one Error: line, got:\n{err}");
+    assert!(
+        lines[0].contains(needle),
+        "{args:?}: {:?} does not name {needle:?}",
+        lines[0]
+    );
+    assert!(!out.exists(), "{args:?}: wrote {}", out.display());
+}
+
+/// A copy of the v3-a folder, altered by `edit`.
+fn broken(name: &str, edit: impl FnOnce(&Path)) -> PathBuf {
+    let dir = tmp(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&fixtures().join("v3-a/model"), &dir);
+    edit(&dir);
+    dir
+}
+
+/// Rewrites the generator as safetensors with `change` applied to its tensors.
+fn rewrite_generator(dir: &Path, change: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) {
+    let pt = dir.join("paella_v3.pt");
+    let st = dir.join("generator.safetensors");
+    ok(&["convert", s(&pt), s(&st)]);
+    std::fs::remove_file(&pt).expect("rm");
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = read(&st)
+        .into_iter()
+        .map(|(n, (shape, v))| (n, shape, v.into_iter().map(|x| x as f32).collect()))
+        .collect();
+    change(&mut tensors);
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, shape, v)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    shape.clone(),
+                    bytemuck::cast_slice(v),
+                )
+                .expect("view"),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &st).expect("write");
+}
+
+#[test]
+fn bad_folders_fail_with_one_line() {
+    let out = tmp("paella-bad.png");
+    let _ = std::fs::remove_file(&out);
+    let render = |dir: &Path| -> Vec<String> {
+        [
+            "--render",
+            s(&out),
+            "--model",
+            s(dir),
+            "--prompt",
+            "x",
+            "--steps",
+            "2",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect()
+    };
+    let run = |dir: &Path, needle: &str| {
+        let args = render(dir);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails(&refs, &out, needle);
+    };
+    // A truncated generator: named with the file.
+    let d = broken("pa-truncated", |d| {
+        let p = d.join("paella_v3.pt");
+        let bytes = std::fs::read(&p).expect("read");
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).expect("write");
+    });
+    run(&d, "paella_v3.pt");
+    // No VQGAN beside the generator.
+    let d = broken("pa-no-vq", |d| {
+        std::fs::remove_file(d.join("vqgan_f4.pt")).expect("rm")
+    });
+    run(&d, "VQGAN");
+    // No text encoder (and no hub cache holding one).
+    let d = broken("pa-no-byt5", |d| {
+        std::fs::remove_dir_all(d.join("byt5")).expect("rm")
+    });
+    let args = render(&d);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(&refs)
+        .env("HF_HUB_CACHE", tmp("empty-hub"))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("byt5") && err.contains("google/byt5-xl"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // A state dict missing a key, and one with a wrong shape: the key is named.
+    let d = broken("pa-missing-key", |d| {
+        rewrite_generator(d, |t| t.retain(|(n, _, _)| n != "clf.1.bias"))
+    });
+    run(&d, "clf.1.bias");
+    let d = broken("pa-bad-shape", |d| {
+        rewrite_generator(d, |t| {
+            for (n, shape, v) in t.iter_mut() {
+                if n == "out_mapper.1.weight" {
+                    shape[1] += 1;
+                    v.extend(std::iter::repeat_n(0.0, shape[0] * shape[2] * shape[3]));
+                }
+            }
+        })
+    });
+    run(&d, "out_mapper.1.weight");
+    // Options Paella does not take.
+    let model = fixtures().join("v3-a/model");
+    fails(
+        &["--render", s(&out), "--model", s(&model), "--class", "3"],
+        &out,
+        "--class",
+    );
+}
