@@ -8,6 +8,13 @@
 //               MaskGIT and aMUSEd use as confidence). A row whose softmax total is not finite
 //               (overflowing logits) gets ids[r] = 0xffffffff and vals[r] = 0.
 // nearest_code: vector quantisation (below).
+// typical_filter: locally typical sampling's filter (Paella v1; Meister et al.): with
+//               logp = log_softmax(row), H = −Σ p·logp and score_j = |−logp_j − H|, keeps the
+//               tokens of lowest score up to the first one where their cumulative probability
+//               reaches `temperature` (used as the mass) — ties with it kept — and writes the
+//               row to vals with every other logit set to −3e38. The threshold score is found
+//               exactly by bisection on the scores' bit patterns (non-negative floats order as
+//               their bits), no sort.
 //
 // Thread mapping: one workgroup of 256 invocations per row.
 
@@ -260,5 +267,76 @@ fn nearest_code(
     if (li == 0u) {
         ids[row] = best.y;
         vals[row] = -bitcast<f32>(best.x);
+    }
+}
+
+fn reduce_max(li: u32, v: f32) -> f32 {
+    red_v[li] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            red_v[li] = max(red_v[li], red_v[li + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = red_v[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn typical_filter(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let r = row_index(wid, nwg);
+    if (r >= p.rows) {
+        return;
+    }
+    let base = r * p.row_stride;
+    var m = NEG;
+    for (var j = li; j < p.cols; j += WG) {
+        m = max(m, logits[base + j]);
+    }
+    m = reduce_max(li, m);
+    var s = 0.0;
+    for (var j = li; j < p.cols; j += WG) {
+        s += exp(logits[base + j] - m);
+    }
+    let lse = m + log(reduce_sum(li, s));
+    var h = 0.0;
+    for (var j = li; j < p.cols; j += WG) {
+        let lp = logits[base + j] - lse;
+        let pj = exp(lp);
+        if (pj > 0.0) {
+            h -= pj * lp;
+        }
+    }
+    let entropy = reduce_sum(li, h);
+    // Smallest score bit pattern t whose set {score ≤ t} holds at least the mass; the full
+    // range (+inf) holds all of it.
+    var lo = 0u;
+    var hi = 0x7f800000u;
+    for (var it = 0u; it < 32u && lo < hi; it++) {
+        let mid = lo + (hi - lo) / 2u;
+        var c = 0.0;
+        for (var j = li; j < p.cols; j += WG) {
+            let lp = logits[base + j] - lse;
+            if (bitcast<u32>(abs(-lp - entropy)) <= mid) {
+                c += exp(lp);
+            }
+        }
+        if (reduce_sum(li, c) >= p.temperature) {
+            hi = mid;
+        } else {
+            lo = mid + 1u;
+        }
+    }
+    let out = r * p.cols;
+    for (var j = li; j < p.cols; j += WG) {
+        let x = logits[base + j];
+        let keep = bitcast<u32>(abs(-(x - lse) - entropy)) <= lo;
+        vals[out + j] = select(NEG, x, keep);
     }
 }

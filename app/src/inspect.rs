@@ -41,7 +41,9 @@ pub struct ForwardArgs {
     /// Class label (class-conditional MaskGIT models).
     #[arg(long, value_name = "N")]
     class: Option<u32>,
-    /// Paella's noise level r in [0, 1] (1: all noise, the first step; default 1).
+    /// Paella's noise level r in [0, 1] as the official forward takes it (v3: 1 is all noise,
+    /// the first step; v1: 0 is all noise, γ(r) = cos(r·π/2) applied inside); default: the
+    /// first step's.
     #[arg(long, value_name = "R")]
     noise_level: Option<f32>,
     /// Output safetensors file: logits (f32 [1, h·w, codebook]).
@@ -172,10 +174,12 @@ pub fn decode(a: &DecodeArgs) -> Result<()> {
             image.shape()[1]
         );
     }
-    let png = png_bytes(&v, w, h, &HashMap::new())?;
     if let Some(raw) = &a.raw {
         write_tensors(raw, &[Out::F32("image", image.shape().to_vec(), &v)])?;
     }
+    let mut unit = v;
+    model.pixels_to_unit(&mut unit);
+    let png = png_bytes(&unit, w, h, &HashMap::new())?;
     write_atomically(&a.out, &png)
 }
 

@@ -121,6 +121,9 @@ pub fn apply(g: &GenerationArgs, png: &Path) -> Result<GenerationArgs> {
     >(
         v.to_owned()
     ));
+    take!(typical_mass, "Typical mass", |v: &str| v
+        .parse::<f32>()
+        .map_err(|e| e.to_string()));
     if g.model.is_none()
         && let Some(m) = s.get("Model")
         && m != "emoji"

@@ -63,9 +63,13 @@ pub struct GenerationArgs {
     /// tessera.json; 4.5 for maskgit).
     #[arg(long, value_name = "T0[:T1]")]
     pub choice_temperature: Option<String>,
-    /// Paella's sampling temperature T0[:T1] (default 1:0.2).
+    /// Paella's sampling temperature T0[:T1] (default: v3 1:0.2, v1 1:1).
     #[arg(long, value_name = "T0[:T1]")]
     pub softmax_temperature: Option<String>,
+    /// Locally typical filtering before each draw, keeping mass M in (0, 1]; 0 turns it off
+    /// (default: 0.2 for Paella v1, as published; off otherwise).
+    #[arg(long, value_name = "M")]
+    pub typical_mass: Option<f32>,
     /// Start from this image: img2img, or inpainting with --mask.
     #[arg(long, value_name = "IN.png")]
     pub image: Option<PathBuf>,

@@ -127,6 +127,12 @@ pub fn plan(a: &RenderArgs, model: &Model) -> Result<Plan> {
     if let Some(t) = &a.softmax_temperature {
         opts.softmax_temperature = softmax_temperature(t)?;
     }
+    match a.typical_mass {
+        Some(0.0) => opts.typical_mass = None,
+        Some(m) if m > 0.0 && m <= 1.0 => opts.typical_mass = Some(m),
+        Some(m) => bail!("--typical-mass {m} must be in (0, 1], or 0 for off"),
+        None => {}
+    }
     let guidance = a.guidance.unwrap_or_else(|| model.default_guidance());
     check_guidance(guidance)?;
     if model.has_guidance() && !a.negative_prompt.is_empty() && guidance <= 1.0 {

@@ -140,14 +140,14 @@ impl Config {
     }
 }
 
-struct GroupNorm {
+pub(crate) struct GroupNorm {
     weight: Tensor,
     bias: Tensor,
     groups: usize,
 }
 
 impl GroupNorm {
-    fn new(l: &Loader<'_>, ch: usize, groups: usize) -> Result<Self> {
+    pub(crate) fn new(l: &Loader<'_>, ch: usize, groups: usize) -> Result<Self> {
         Ok(Self {
             weight: l.tensor("weight", &[ch])?,
             bias: l.tensor("bias", &[ch])?,
@@ -155,7 +155,7 @@ impl GroupNorm {
         })
     }
 
-    fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor, silu: bool) -> Result<Tensor> {
+    pub(crate) fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor, silu: bool) -> Result<Tensor> {
         ops::norm::group_norm(
             rec,
             x,
@@ -169,14 +169,20 @@ impl GroupNorm {
 }
 
 /// `nn.Conv2d` with bias.
-struct Conv {
+pub(crate) struct Conv {
     weight: Tensor,
     bias: Tensor,
     spec: Conv2dSpec,
 }
 
 impl Conv {
-    fn new(l: &Loader<'_>, cin: usize, cout: usize, k: usize, spec: Conv2dSpec) -> Result<Self> {
+    pub(crate) fn new(
+        l: &Loader<'_>,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        spec: Conv2dSpec,
+    ) -> Result<Self> {
         Ok(Self {
             weight: l.tensor("weight", &[cout, cin, k, k])?,
             bias: l.tensor("bias", &[cout])?,
@@ -184,18 +190,18 @@ impl Conv {
         })
     }
 
-    fn same(l: &Loader<'_>, cin: usize, cout: usize, k: usize) -> Result<Self> {
+    pub(crate) fn same(l: &Loader<'_>, cin: usize, cout: usize, k: usize) -> Result<Self> {
         Self::new(l, cin, cout, k, Conv2dSpec::same(k / 2))
     }
 
-    fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
         ops::conv::conv2d(rec, x, &self.weight, Some(&self.bias), &self.spec)
     }
 }
 
 /// `ResnetBlock2D` (no time embedding): GN → SiLU → conv → GN → SiLU → conv, plus the input
 /// (through a 1×1 `conv_shortcut` when the channel count changes).
-struct ResnetBlock {
+pub(crate) struct ResnetBlock {
     norm1: GroupNorm,
     conv1: Conv,
     norm2: GroupNorm,
@@ -205,20 +211,32 @@ struct ResnetBlock {
 
 impl ResnetBlock {
     fn new(l: &Loader<'_>, cin: usize, cout: usize, groups: usize) -> Result<Self> {
+        Self::with_shortcut(l, cin, cout, groups, "conv_shortcut")
+    }
+
+    /// The block with its 1×1 shortcut (when the channel count changes) under `shortcut`
+    /// (taming names it `nin_shortcut`).
+    pub(crate) fn with_shortcut(
+        l: &Loader<'_>,
+        cin: usize,
+        cout: usize,
+        groups: usize,
+        shortcut: &str,
+    ) -> Result<Self> {
         Ok(Self {
             norm1: GroupNorm::new(&l.pp("norm1"), cin, groups)?,
             conv1: Conv::same(&l.pp("conv1"), cin, cout, 3)?,
             norm2: GroupNorm::new(&l.pp("norm2"), cout, groups)?,
             conv2: Conv::same(&l.pp("conv2"), cout, cout, 3)?,
             conv_shortcut: if cin != cout {
-                Some(Conv::same(&l.pp("conv_shortcut"), cin, cout, 1)?)
+                Some(Conv::same(&l.pp(shortcut), cin, cout, 1)?)
             } else {
                 None
             },
         })
     }
 
-    fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
         let h = self.norm1.forward(rec, x, true)?;
         let h = self.conv1.forward(rec, &h)?;
         let h = self.norm2.forward(rec, &h, true)?;

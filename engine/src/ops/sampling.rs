@@ -34,6 +34,7 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
         spec("topk"),
         spec("categorical"),
         spec("nearest_code"),
+        spec("typical_filter"),
     ]
 }
 
@@ -148,6 +149,38 @@ pub fn categorical(
         rows,
     )?;
     Ok((ids, vals))
+}
+
+/// Locally typical filtering (Paella v1's `typical_filtering`, Meister et al. 2022): per row
+/// of `logits` `[.., K]`, with logp = log_softmax and H its entropy, tokens sorted by
+/// |−logp − H| are kept up to the first whose cumulative probability reaches `mass` (ties with
+/// it kept); the others get −3e38. Same shape as `logits`; the kept logits unchanged.
+///
+/// # Errors
+/// A mass outside (0, 1]; shapes.
+pub fn typical_filter(rec: &mut Recorder<'_>, logits: &Tensor, mass: f32) -> Result<Tensor> {
+    const OP: &str = "typical_filter";
+    let (rows, cols) = rows_cols(OP, logits)?;
+    if !(mass > 0.0 && mass <= 1.0) {
+        return Err(Error::shape(OP, format!("mass {mass} must be in (0, 1]")));
+    }
+    let out = Tensor::empty(rec.ctx(), "typical.logits", logits.shape(), DType::F32)?;
+    let params = Params {
+        rows: to_u32(OP, "rows", rows)?,
+        cols: to_u32(OP, "cols", cols)?,
+        row_stride: to_u32(OP, "cols", cols)?,
+        k: 0,
+        temperature: mass,
+        ..Default::default()
+    };
+    let groups = groups_for(rec, rows, 1)?;
+    rec.dispatch(
+        &spec("typical_filter"),
+        bytemuck::bytes_of(&params),
+        &[(1, Binding::Tensor(logits)), (4, Binding::Tensor(&out))],
+        groups,
+    )?;
+    Ok(out)
 }
 
 /// Vector quantisation: for each row of z `[rows, dim]`, the index (u32) of the nearest row of

@@ -152,8 +152,8 @@ impl Model {
             Model::MaskGit(m) => m.grid(),
             // The released model's 256 px.
             Model::Paella(p) => {
-                let n = 256 / p.vqgan.config.scale_factor();
-                let m = p.generator.config.grid_multiple();
+                let n = 256 / p.vq.scale_factor();
+                let m = p.grid_multiple();
                 (n.div_ceil(m) * m, n.div_ceil(m) * m)
             }
         }
@@ -178,7 +178,7 @@ impl Model {
     /// has one (aMUSEd, MaskGIT; Paella has none).
     pub fn input_vocab(&self) -> usize {
         match self {
-            Model::Paella(p) => p.generator.config.num_labels,
+            Model::Paella(p) => p.num_labels(),
             _ => self.mask_id().max(self.codebook_size() as u32 - 1) as usize + 1,
         }
     }
@@ -188,7 +188,7 @@ impl Model {
         match self {
             Model::Amused(p) => p.vqvae.config.scale_factor(),
             Model::MaskGit(m) => m.vqgan.config.scale_factor(),
-            Model::Paella(p) => p.vqgan.config.scale_factor(),
+            Model::Paella(p) => p.vq.scale_factor(),
         }
     }
 
@@ -197,7 +197,7 @@ impl Model {
     pub fn pixel_multiple(&self) -> usize {
         let down = match self {
             Model::Amused(p) if p.transformer.config.downsample => 2,
-            Model::Paella(p) => p.generator.config.grid_multiple(),
+            Model::Paella(p) => p.grid_multiple(),
             _ => 1,
         };
         self.vq_factor() * down
@@ -208,7 +208,7 @@ impl Model {
             Model::Amused(p) => p.scheduler.mask_token_id,
             Model::MaskGit(m) => m.mask_id(),
             // No mask token: the sampler's marker for unknown positions, never fed to the model.
-            Model::Paella(p) => p.generator.config.num_labels as u32,
+            Model::Paella(p) => p.num_labels() as u32,
         }
     }
 
@@ -216,7 +216,7 @@ impl Model {
         match self {
             Model::Amused(p) => p.transformer.config.codebook_size,
             Model::MaskGit(m) => m.codebook_size(),
-            Model::Paella(p) => p.generator.config.num_labels,
+            Model::Paella(p) => p.num_labels(),
         }
     }
 
@@ -262,8 +262,7 @@ impl Model {
                 o.schedule = Schedule::Cosine;
                 o
             }
-            // The official v3 `sample`: 12 steps, temperature 1.0 → 0.2.
-            Model::Paella(_) => SamplerOptions::for_kind(kind, seed),
+            Model::Paella(p) => p.sampler_defaults(SamplerOptions::for_kind(kind, seed)),
         })
     }
 
@@ -272,8 +271,7 @@ impl Model {
         match self {
             Model::Amused(p) => p.defaults.guidance(),
             Model::MaskGit(_) => 1.0,
-            // The official v3 `sample`'s classifier-free guidance.
-            Model::Paella(_) => 8.0,
+            Model::Paella(p) => p.default_guidance(),
         }
     }
 
@@ -442,12 +440,14 @@ impl Model {
             }
             Model::Paella(p) => {
                 let t = p.embed(rec, prompt)?;
-                Ok(vec![
-                    ("byt5_input_ids", TextOutput::Ids(t.byt5_ids)),
-                    ("byt5", TextOutput::Tensor(t.byt5)),
-                    ("clip_input_ids", TextOutput::Ids(t.clip_ids)),
-                    ("clip", TextOutput::Tensor(t.clip)),
-                ])
+                let mut out = Vec::new();
+                if let Some((ids, states)) = t.byt5 {
+                    out.push(("byt5_input_ids", TextOutput::Ids(ids)));
+                    out.push(("byt5", TextOutput::Tensor(states)));
+                }
+                out.push(("clip_input_ids", TextOutput::Ids(t.clip_ids)));
+                out.push(("clip", TextOutput::Tensor(t.clip)));
+                Ok(out)
             }
             Model::MaskGit(_) => Err(Error::Request {
                 option: RequestOption::Prompt,
@@ -467,7 +467,8 @@ impl Model {
     /// # Errors
     /// A condition the model does not take, shapes, GPU failures.
     ///
-    /// `noise_level`: Paella's r ∈ [0, 1] (default 1, the first step); other families take none.
+    /// `noise_level`: Paella's r ∈ [0, 1] as its version's official forward takes it (default: the
+    /// first step's); other families take none.
     pub fn logits(
         &self,
         ctx: &GpuContext,
@@ -519,12 +520,12 @@ impl Model {
     }
 
     /// Code ids u32 `[B, h, w]` → image `[B, 3, h·f, w·f]`, the decoder's output before
-    /// clipping.
+    /// clipping (in [−1, 1] for Paella v1; [`Self::pixels_to_unit`] maps it).
     pub fn decode_tensor(&self, rec: &mut Recorder<'_>, ids: &Tensor) -> Result<Tensor> {
         match self {
             Model::Amused(p) => p.vqvae.decode(rec, ids),
             Model::MaskGit(m) => m.decode(rec, ids),
-            Model::Paella(p) => p.vqgan.decode(rec, ids),
+            Model::Paella(p) => p.vq.decode(rec, ids),
         }
     }
 
@@ -533,7 +534,19 @@ impl Model {
         match self {
             Model::Amused(p) => p.vqvae.encode(rec, image),
             Model::MaskGit(m) => m.encode(rec, image),
-            Model::Paella(p) => p.vqgan.encode(rec, image),
+            Model::Paella(p) => p.vq.encode(rec, image),
+        }
+    }
+
+    /// Maps the decoder's raw output ([`Self::decode_tensor`]) to [0, 1] in place: clipped,
+    /// after rescaling from [−1, 1] for decoders trained on that range (Paella v1's).
+    pub fn pixels_to_unit(&self, v: &mut [f32]) {
+        let (lo, hi) = match self {
+            Model::Paella(p) => p.vq.output_range(),
+            _ => (0.0, 1.0),
+        };
+        for x in v {
+            *x = ((*x - lo) / (hi - lo)).clamp(0.0, 1.0);
         }
     }
 
@@ -570,7 +583,9 @@ impl Model {
             rec.submit();
             debug_assert_eq!(img.dtype(), DType::F32);
             size = (img.shape()[3], img.shape()[2]);
-            out.extend(img.to_f32(ctx)?.into_iter().map(|x| x.clamp(0.0, 1.0)));
+            let mut v = img.to_f32(ctx)?;
+            self.pixels_to_unit(&mut v);
+            out.extend(v);
         }
         Ok((out, size))
     }

@@ -68,6 +68,13 @@ impl Settings<'_> {
                 format!("{}:{}", o.softmax_temperature.0, o.softmax_temperature.1),
             ));
         }
+        // Recorded for Paella (0: off), where the published v1 settings turn it on, and for
+        // any run that filters.
+        match o.typical_mass {
+            Some(mass) => pairs.push(("Typical mass", mass.to_string())),
+            None if o.kind == SamplerKind::Paella => pairs.push(("Typical mass", "0".into())),
+            None => {}
+        }
         pairs.push(("Seed", o.seed.to_string()));
         pairs.push(("Size", format!("{}x{}", self.size.0, self.size.1)));
         pairs.push(("Model", self.model.to_owned()));
@@ -115,6 +122,7 @@ mod tests {
         assert!(class.starts_with("class 207 (golden retriever)\nSteps: 12"));
         assert!(!class.contains("CFG") && !class.contains("Negative prompt"));
         assert!(class.contains("Softmax temperature: 1:0.2"));
+        assert!(class.contains("Typical mass: 0"));
         assert!(!class.contains("Schedule") && !class.contains("Choice temperature"));
     }
 }

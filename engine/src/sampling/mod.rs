@@ -49,6 +49,12 @@ pub trait TokenModel {
     fn mask_id(&self) -> u32;
     /// Guided logits `[B, h·w, codebook]` for tokens u32 `[B, h, w]` at sampler step `step`.
     fn logits(&self, rec: &mut Recorder<'_>, tokens: &Tensor, step: Step) -> Result<Tensor>;
+    /// Paella's sampler: the fraction of unknown tokens that are noise when `step` begins (the
+    /// re-noising probability after the step before it). Default: linear, `1 − index/steps`
+    /// (Paella v3's `t`); Paella v1 uses its cosine `γ(r)`.
+    fn noise_level(&self, step: Step) -> f32 {
+        1.0 - step.progress()
+    }
 }
 
 /// Which decoding rule fills the grid.
@@ -97,6 +103,9 @@ pub struct SamplerOptions {
     pub softmax_temperature: (f32, f32),
     /// aMUSEd inpainting: the masked fraction scales the schedule.
     pub starting_mask_ratio: f64,
+    /// Locally typical filtering of the logits before each draw, keeping this much probability
+    /// mass (Paella v1's default 0.2); `None`: off.
+    pub typical_mass: Option<f32>,
     pub seed: u64,
 }
 
@@ -120,6 +129,7 @@ impl SamplerOptions {
             choice_temperature: (2.0, 0.0),
             softmax_temperature: (1.0, 0.2),
             starting_mask_ratio: 1.0,
+            typical_mass: None,
             seed,
         }
     }
@@ -331,12 +341,11 @@ pub fn generate_from(
                 ));
             }
             let tu = Tensor::from_f32(ctx, "uniforms", &[batch * l], &uniforms)?;
-            let (ids, probs) = ops::sampling::categorical(
-                &mut rec,
-                &logits.reshape(&[batch * l, codebook])?,
-                &tu,
-                temperature,
-            )?;
+            let mut logits = logits.reshape(&[batch * l, codebook])?;
+            if let Some(mass) = opts.typical_mass {
+                logits = ops::sampling::typical_filter(&mut rec, &logits, mass)?;
+            }
+            let (ids, probs) = ops::sampling::categorical(&mut rec, &logits, &tu, temperature)?;
             rec.submit();
             let ids = ids.to_u32(ctx)?;
             // Non-finite logits (a model or a guidance scale that overflows f32) leave the
@@ -421,7 +430,10 @@ pub fn generate_from(
                     .collect();
                 final_tokens = x.clone();
                 predicted = x.clone();
-                let t_next = 1.0 - (step + 1) as f32 / opts.steps as f32;
+                let t_next = model.noise_level(Step {
+                    index: step + 1,
+                    steps: opts.steps,
+                });
                 for i in 0..batch * l {
                     let renoise = !last && !known[i] && rngs[i / l].random::<f32>() < t_next;
                     if renoise {

@@ -1,5 +1,5 @@
 use tessera_engine::Tensor;
-use tessera_engine::ops::sampling::{argmax, categorical, topk};
+use tessera_engine::ops::sampling::{argmax, categorical, topk, typical_filter};
 
 use crate::common::*;
 
@@ -186,4 +186,81 @@ fn nearest_code_is_argmin_of_euclidean_distance() {
         assert!((f64::from(dist[ri]) - d(best)).abs() < 1e-5);
     }
     assert_eq!(ids[0], 7);
+}
+
+/// The kept set of Paella v1's typical filtering, computed as the official code does (f64
+/// here): sort by |−logp − H|, cumulative probability in that order, keep up to the first
+/// index where it reaches the mass, ties with that score kept.
+fn typical_keep(row: &[f32], mass: f64) -> Vec<bool> {
+    let m = row
+        .iter()
+        .fold(f64::NEG_INFINITY, |a, &b| a.max(f64::from(b)));
+    let lse = m + row
+        .iter()
+        .map(|&x| (f64::from(x) - m).exp())
+        .sum::<f64>()
+        .ln();
+    let lp: Vec<f64> = row.iter().map(|&x| f64::from(x) - lse).collect();
+    let h: f64 = -lp.iter().map(|l| l.exp() * l).sum::<f64>();
+    let score: Vec<f64> = lp.iter().map(|l| (-l - h).abs()).collect();
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&a, &b| score[a].total_cmp(&score[b]));
+    let mut cum = 0.0;
+    let mut last = order.len() - 1;
+    for (k, &j) in order.iter().enumerate() {
+        cum += lp[j].exp();
+        if cum >= mass {
+            last = k;
+            break;
+        }
+    }
+    let threshold = score[order[last]];
+    score.iter().map(|&sc| sc <= threshold).collect()
+}
+
+/// Typical filtering against the sorted reference on rows of several widths (off the
+/// workgroup size) and masses; kept logits unchanged, the rest at −3e38.
+#[test]
+fn typical_filter_keeps_the_typical_set() {
+    let mut r = rng(77);
+    for &(rows, cols, mass, scale) in &[
+        (7, 1000, 0.2f32, 2.0f32),
+        (3, 8192, 0.2, 4.0),
+        (5, 37, 0.5, 1.0),
+        (4, 300, 1.0, 3.0),
+        (2, 513, 0.05, 6.0),
+    ] {
+        let x: Vec<f32> = randn(&mut r, rows * cols)
+            .iter()
+            .map(|v| v * scale)
+            .collect();
+        let tx = upload("logits", &[rows, cols], &x);
+        let out = download(&run(|rec| typical_filter(rec, &tx, mass)));
+        let mut kept_total = 0;
+        for (ri, row) in x.chunks(cols).enumerate() {
+            let keep = typical_keep(row, f64::from(mass));
+            for (j, &k) in keep.iter().enumerate() {
+                let got = out[ri * cols + j];
+                if k {
+                    assert_eq!(
+                        got, row[j],
+                        "rows {rows}×{cols} mass {mass}: row {ri} token {j} kept"
+                    );
+                    kept_total += 1;
+                } else {
+                    assert_eq!(
+                        got, -3.0e38,
+                        "rows {rows}×{cols} mass {mass}: row {ri} token {j} removed"
+                    );
+                }
+            }
+        }
+        assert!(kept_total >= rows, "at least one token per row");
+        if mass < 1.0 {
+            assert!(kept_total < rows * cols, "mass {mass} removes tokens");
+        }
+    }
+    let tx = upload("logits", &[1, 4], &[0.0; 4]);
+    let mut rec = ctx().recorder();
+    assert!(typical_filter(&mut rec, &tx, 0.0).is_err());
 }

@@ -9,6 +9,8 @@
 //! `laion/CLIP-ViT-H-14-laion2B-s32B-b79K` from the local Hugging Face cache). An optional
 //! `tessera.json` gives what a state dict does not store: `{"nhead": [..], "self_attn": ..}`.
 
+pub mod denoise_unet;
+pub mod gumbel_vq;
 pub mod modules;
 pub mod vqgan;
 
@@ -23,7 +25,7 @@ use crate::models::clip_text::ClipTextModel;
 use crate::models::clip_tokenizer::ClipTokenizer;
 use crate::models::t5::{T5Encoder, byt5_ids};
 use crate::ops;
-use crate::sampling::{Step, TokenModel};
+use crate::sampling::{SamplerOptions, Step, TokenModel};
 
 /// ByT5 token limit of the official pipelines (`max_length=768`, truncation).
 pub const BYT5_MAX_LENGTH: usize = 768;
@@ -157,33 +159,105 @@ fn encoder_dir(root: &Path, sub: &str, hub_id: &str) -> Result<PathBuf> {
     })
 }
 
-/// The prompt's embeddings as Paella v3 takes them.
+/// The prompt's embeddings as the generator takes them.
 pub struct TextConditioning {
-    pub byt5_ids: Vec<u32>,
-    /// ByT5 `last_hidden_state` `[1, T, d]`.
-    pub byt5: Tensor,
+    /// ByT5 ids and `last_hidden_state` `[1, T, d]` (v3 only).
+    pub byt5: Option<(Vec<u32>, Tensor)>,
     pub clip_ids: Vec<u32>,
     /// CLIP `text_embeds` `[1, projection_dim]`.
     pub clip: Tensor,
 }
 
-/// Every component of a Paella v3 folder.
+/// Paella's two released generations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// The first paper version: `DenoiseUNet`, the Sber Gumbel VQGAN f8, CLIP ViT-g text.
+    V1,
+    /// Paper v2 / the LAION release: `Paella`, the f4 VQGAN, ByT5-XL + CLIP ViT-H text.
+    V3,
+}
+
+/// The generator of either version.
+pub enum Generator {
+    V1(Box<denoise_unet::DenoiseUNet>),
+    V3(Box<modules::Paella>),
+}
+
+/// The VQGAN of either version.
+pub enum Vq {
+    /// v1: pixels in [−1, 1].
+    Gumbel(Box<gumbel_vq::GumbelVq>),
+    /// v3: pixels in [0, 1].
+    F4(Box<vqgan::VqModel>),
+}
+
+impl Vq {
+    /// Pixels per token side.
+    pub fn scale_factor(&self) -> usize {
+        match self {
+            Vq::Gumbel(v) => v.config.scale_factor(),
+            Vq::F4(v) => v.config.scale_factor(),
+        }
+    }
+
+    pub fn codebook_size(&self) -> usize {
+        match self {
+            Vq::Gumbel(v) => v.config.n_embed,
+            Vq::F4(v) => v.config.codebook_size,
+        }
+    }
+
+    /// Code ids u32 `[B, h, w]` → the decoder's raw image `[B, 3, H, W]`.
+    pub fn decode(&self, rec: &mut Recorder<'_>, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Vq::Gumbel(v) => v.decode(rec, ids),
+            Vq::F4(v) => v.decode(rec, ids),
+        }
+    }
+
+    /// Image `[B, 3, H, W]` in [0, 1] → code ids u32 `[B, h, w]`.
+    pub fn encode(&self, rec: &mut Recorder<'_>, image: &Tensor) -> Result<Tensor> {
+        match self {
+            Vq::Gumbel(v) => v.encode(rec, image),
+            Vq::F4(v) => v.encode(rec, image),
+        }
+    }
+
+    /// The raw decoder output's value for black and for white: (0, 1), or (−1, 1) for v1.
+    pub fn output_range(&self) -> (f32, f32) {
+        match self {
+            Vq::Gumbel(_) => (-1.0, 1.0),
+            Vq::F4(_) => (0.0, 1.0),
+        }
+    }
+}
+
+/// Every component of a Paella folder.
 pub struct PaellaPipeline {
     pub root: PathBuf,
-    pub generator: modules::Paella,
-    pub vqgan: vqgan::VqModel,
-    pub byt5: T5Encoder,
+    pub version: Version,
+    pub generator: Generator,
+    pub vq: Vq,
+    /// v3 only.
+    pub byt5: Option<T5Encoder>,
     pub clip_tokenizer: ClipTokenizer,
     pub clip: ClipTextModel,
+}
+
+/// The hub id of the CLIP text tower each version uses.
+pub const CLIP_V1_HUB_ID: &str = "laion/CLIP-ViT-g-14-laion2B-s12B-b42K";
+
+fn mismatch(path: &Path, what: String) -> Error {
+    Error::file(path, what)
 }
 
 impl PaellaPipeline {
     /// Opens a Paella folder (see the module docs).
     ///
     /// # Errors
-    /// A folder without a generator or a VQGAN, a v1 generator (not supported yet), missing
-    /// text encoders, tensors missing or of the wrong shape (the message names the file and
-    /// the key).
+    /// A folder without a generator or without its VQGAN, missing text encoders, tensors
+    /// missing or of the wrong shape (the message names the file and the key), parts that do
+    /// not fit each other.
     pub fn load(ctx: &GpuContext, root: &Path) -> Result<Self> {
         let found = parts(root)?;
         let find = |part: Part| {
@@ -192,87 +266,188 @@ impl PaellaPipeline {
                 .find(|(_, p)| *p == part)
                 .map(|(f, _)| f.clone())
         };
-        if find(Part::GeneratorV3).is_none() && find(Part::GeneratorV1).is_some() {
-            return Err(Error::file(
-                root,
-                "holds a Paella v1 generator (DenoiseUNet); tessera runs Paella v3 so far",
-            ));
-        }
-        let gen_path = find(Part::GeneratorV3)
-            .ok_or_else(|| Error::file(root, "no Paella generator checkpoint (paella_v3.pt)"))?;
-        let vq_path = find(Part::VqganF4).ok_or_else(|| {
+        let (version, gen_path) = match (find(Part::GeneratorV3), find(Part::GeneratorV1)) {
+            (Some(p), _) => (Version::V3, p),
+            (None, Some(p)) => (Version::V1, p),
+            (None, None) => {
+                return Err(Error::file(
+                    root,
+                    "no Paella generator checkpoint (v3: paella_v3.pt, v1: model_600000.pt)",
+                ));
+            }
+        };
+        let (vq_part, vq_hint) = match version {
+            Version::V3 => (Part::VqganF4, "v3: vqgan_f4.pt, keys vquantizer.*"),
+            Version::V1 => (
+                Part::GumbelVq,
+                "v1: vqgan.gumbelf8-sber.model.ckpt, keys quantize.*",
+            ),
+        };
+        let vq_path = find(vq_part).ok_or_else(|| {
             Error::file(
                 root,
-                "no VQGAN checkpoint beside the generator (v3: vqgan_f4.pt, keys vquantizer.*)",
+                format!("no VQGAN checkpoint beside the generator ({vq_hint})"),
             )
         })?;
-        let settings: Settings = if root.join("tessera.json").is_file() {
-            read_config(&root.join("tessera.json"))?
-        } else {
-            Settings::default()
+        let clip_dir = match version {
+            Version::V3 => encoder_dir(root, "clip", CLIP_V3_HUB_ID)?,
+            Version::V1 => encoder_dir(root, "clip", CLIP_V1_HUB_ID)?,
         };
-        let byt5_dir = encoder_dir(root, "byt5", BYT5_HUB_ID)?;
-        let clip_dir = encoder_dir(root, "clip", CLIP_V3_HUB_ID)?;
-        let ckpt = Checkpoint::open(std::slice::from_ref(&gen_path))?;
-        let nhead: Option<Vec<usize>> = settings
-            .nhead
-            .as_ref()
-            .map(|h| h.iter().map(|&n| usize::try_from(n).unwrap_or(0)).collect());
-        let config =
-            modules::Config::infer(&ckpt, nhead.as_deref(), settings.self_attn.unwrap_or(true))?;
-        let generator = Loader::load(ctx, &ckpt, true, |l| modules::Paella::new(l, &config))?;
-        drop(ckpt);
-        let ckpt = Checkpoint::open(std::slice::from_ref(&vq_path))?;
-        let vq_config = vqgan::Config::infer(&ckpt)?;
-        let vqgan = Loader::load(ctx, &ckpt, false, |l| vqgan::VqModel::new(l, &vq_config))?;
-        if vq_config.codebook_size != config.num_labels {
-            return Err(Error::file(
-                &vq_path,
-                format!(
-                    "codebook of {} codes; the generator predicts {}",
-                    vq_config.codebook_size, config.num_labels
-                ),
-            ));
-        }
-        let byt5 = T5Encoder::load(ctx, &byt5_dir)?;
-        if byt5.config.d_model != config.byt5_embd {
-            return Err(Error::file(
-                &byt5_dir,
-                format!(
-                    "ByT5 states are {}-d; the generator's byt5_mapper takes {}",
-                    byt5.config.d_model, config.byt5_embd
-                ),
-            ));
-        }
+        let byt5_dir = match version {
+            Version::V3 => Some(encoder_dir(root, "byt5", BYT5_HUB_ID)?),
+            Version::V1 => None,
+        };
         let clip_tokenizer = ClipTokenizer::from_dir(&clip_dir)?;
         let clip = ClipTextModel::load(ctx, &clip_dir)?;
-        if clip.config.projection_dim != config.clip_embd {
-            return Err(Error::file(
-                &clip_dir,
+        let clip_dim = clip.config.projection_dim;
+        let ckpt = Checkpoint::open(std::slice::from_ref(&gen_path))?;
+        let (generator, num_labels) = match version {
+            Version::V3 => {
+                let settings: Settings = if root.join("tessera.json").is_file() {
+                    read_config(&root.join("tessera.json"))?
+                } else {
+                    Settings::default()
+                };
+                let nhead: Option<Vec<usize>> = settings
+                    .nhead
+                    .as_ref()
+                    .map(|h| h.iter().map(|&n| usize::try_from(n).unwrap_or(0)).collect());
+                let config = modules::Config::infer(
+                    &ckpt,
+                    nhead.as_deref(),
+                    settings.self_attn.unwrap_or(true),
+                )?;
+                if config.clip_embd != clip_dim {
+                    return Err(mismatch(
+                        &clip_dir,
+                        format!(
+                            "CLIP text embeddings are {clip_dim}-d; the generator's clip_mapper \
+                             takes {}",
+                            config.clip_embd
+                        ),
+                    ));
+                }
+                let g = Loader::load(ctx, &ckpt, true, |l| modules::Paella::new(l, &config))?;
+                (Generator::V3(Box::new(g)), config.num_labels)
+            }
+            Version::V1 => {
+                let config = denoise_unet::Config::infer(&ckpt)?;
+                if config.c_cond <= clip_dim {
+                    return Err(mismatch(
+                        &clip_dir,
+                        format!(
+                            "CLIP text embeddings are {clip_dim}-d; the generator's condition is \
+                             {}-d (CLIP + noise level)",
+                            config.c_cond
+                        ),
+                    ));
+                }
+                let g = Loader::load(ctx, &ckpt, true, |l| {
+                    denoise_unet::DenoiseUNet::new(l, &config)
+                })?;
+                (Generator::V1(Box::new(g)), config.num_labels)
+            }
+        };
+        drop(ckpt);
+        let ckpt = Checkpoint::open(std::slice::from_ref(&vq_path))?;
+        let vq = match version {
+            Version::V3 => {
+                let c = vqgan::Config::infer(&ckpt)?;
+                Vq::F4(Box::new(Loader::load(ctx, &ckpt, false, |l| {
+                    vqgan::VqModel::new(l, &c)
+                })?))
+            }
+            Version::V1 => {
+                let c = gumbel_vq::Config::infer(&ckpt)?;
+                Vq::Gumbel(Box::new(Loader::load(ctx, &ckpt, false, |l| {
+                    gumbel_vq::GumbelVq::new(l, &c)
+                })?))
+            }
+        };
+        if vq.codebook_size() != num_labels {
+            return Err(mismatch(
+                &vq_path,
                 format!(
-                    "CLIP text embeddings are {}-d; the generator's clip_mapper takes {}",
-                    clip.config.projection_dim, config.clip_embd
+                    "codebook of {} codes; the generator predicts {num_labels}",
+                    vq.codebook_size()
                 ),
             ));
         }
+        let byt5 = match (&byt5_dir, &generator) {
+            (Some(dir), Generator::V3(g)) => {
+                let t5 = T5Encoder::load(ctx, dir)?;
+                if t5.config.d_model != g.config.byt5_embd {
+                    return Err(mismatch(
+                        dir,
+                        format!(
+                            "ByT5 states are {}-d; the generator's byt5_mapper takes {}",
+                            t5.config.d_model, g.config.byt5_embd
+                        ),
+                    ));
+                }
+                Some(t5)
+            }
+            _ => None,
+        };
         Ok(Self {
             root: root.to_path_buf(),
+            version,
             generator,
-            vqgan,
+            vq,
             byt5,
             clip_tokenizer,
             clip,
         })
     }
 
-    /// ByT5 states and the CLIP text embedding of `prompt` (official `embed_clip` / ByT5 with
-    /// `padding="longest"` on one caption: no padding, no attention mask).
+    /// Codebook size (logit columns).
+    pub fn num_labels(&self) -> usize {
+        match &self.generator {
+            Generator::V1(g) => g.config.num_labels,
+            Generator::V3(g) => g.config.num_labels,
+        }
+    }
+
+    /// What the token grid's sides must be multiples of.
+    pub fn grid_multiple(&self) -> usize {
+        match &self.generator {
+            Generator::V1(g) => g.grid_multiple(),
+            Generator::V3(g) => g.config.grid_multiple(),
+        }
+    }
+
+    /// The published sampling settings: v3 `sample` (12 steps, temperature 1.0 → 0.2, CFG 8);
+    /// v1 `sample` (12 steps, temperature 1, typical filtering 0.2, CFG 5).
+    pub fn sampler_defaults(&self, mut o: SamplerOptions) -> SamplerOptions {
+        o.steps = 12;
+        if self.version == Version::V1 {
+            o.softmax_temperature = (1.0, 1.0);
+            o.typical_mass = Some(0.2);
+        }
+        o
+    }
+
+    pub fn default_guidance(&self) -> f32 {
+        match self.version {
+            Version::V1 => 5.0,
+            Version::V3 => 8.0,
+        }
+    }
+
+    /// ByT5 states (v3) and the CLIP text embedding of `prompt` (official `embed_clip` / ByT5
+    /// with `padding="longest"` on one caption: no padding, no attention mask).
     ///
     /// # Errors
     /// Tokenizer and GPU failures.
     pub fn embed(&self, rec: &mut Recorder<'_>, prompt: &str) -> Result<TextConditioning> {
-        let ids = byt5_ids(prompt, BYT5_MAX_LENGTH);
-        let byt5 = self.byt5.forward(rec, &ids)?;
+        let byt5 = match &self.byt5 {
+            Some(t5) => {
+                let ids = byt5_ids(prompt, BYT5_MAX_LENGTH);
+                let states = t5.forward(rec, &ids)?;
+                Some((ids, states))
+            }
+            None => None,
+        };
         // open_clip's tokenize pads with 0 after the end token (the pooled embedding, read at
         // the end token under a causal mask, does not depend on the padding).
         let mut clip_ids = self.clip_tokenizer.encode(prompt)?;
@@ -284,15 +459,16 @@ impl PaellaPipeline {
         }
         let clip = self.clip.forward(rec, &clip_ids, 1)?.pooled;
         Ok(TextConditioning {
-            byt5_ids: ids,
             byt5,
             clip_ids,
             clip,
         })
     }
 
-    /// The generator with `prompt` (and `negative_prompt` for the unconditional branch when
-    /// `guidance` ≠ 1) prepared for `batch` grids.
+    /// The generator with `prompt` (and, when `guidance` ≠ 1, the unconditional branch)
+    /// prepared for `batch` grids. The unconditional branch: v3 the negative prompt's
+    /// embeddings (the empty prompt's by default); v1 an all-zero text embedding, as
+    /// published, or the negative prompt's when one is given.
     ///
     /// # Errors
     /// Text encoder and GPU failures.
@@ -306,15 +482,41 @@ impl PaellaPipeline {
         grid: (usize, usize),
     ) -> Result<GuidedPaella<'_>> {
         let mut rec = ctx.recorder();
-        let mut prepare = |text: &str| -> Result<modules::Prepared> {
-            let t = self.embed(&mut rec, text)?;
-            let byt5 = repeat(&mut rec, &t.byt5, batch)?;
-            let clip = repeat(&mut rec, &t.clip, batch)?;
-            self.generator.prepare(&mut rec, &byt5, &clip)
+        let mut prepare = |text: Option<&str>| -> Result<Condition> {
+            let t = match text {
+                Some(text) => Some(self.embed(&mut rec, text)?),
+                None => None,
+            };
+            Ok(match &self.generator {
+                Generator::V3(g) => {
+                    let t = t.ok_or_else(|| Error::shape("paella", "v3 needs a text condition"))?;
+                    let (_, states) = t
+                        .byt5
+                        .ok_or_else(|| Error::shape("paella", "v3 needs ByT5 states"))?;
+                    let byt5 = repeat(&mut rec, &states, batch)?;
+                    let clip = repeat(&mut rec, &t.clip, batch)?;
+                    Condition::V3(g.prepare(&mut rec, &byt5, &clip)?)
+                }
+                Generator::V1(_) => {
+                    let clip = match t {
+                        Some(t) => repeat(&mut rec, &t.clip, batch)?,
+                        None => {
+                            let d = self.clip.config.projection_dim;
+                            ops::layout::zeros(&mut rec, &[batch, d])?
+                        }
+                    };
+                    Condition::V1(clip)
+                }
+            })
         };
-        let cond = prepare(prompt)?;
+        let cond = prepare(Some(prompt))?;
         let uncond = if guidance != 1.0 {
-            Some(prepare(negative_prompt)?)
+            let negative = if self.version == Version::V1 && negative_prompt.is_empty() {
+                None
+            } else {
+                Some(negative_prompt)
+            };
+            Some(prepare(negative)?)
         } else {
             None
         };
@@ -329,6 +531,12 @@ impl PaellaPipeline {
     }
 }
 
+/// A prepared condition of either generator.
+enum Condition {
+    V1(Tensor),
+    V3(modules::Prepared),
+}
+
 /// `t` `[1, ..]` repeated to `[n, ..]`.
 fn repeat(rec: &mut Recorder<'_>, t: &Tensor, n: usize) -> Result<Tensor> {
     if n == 1 {
@@ -338,29 +546,43 @@ fn repeat(rec: &mut Recorder<'_>, t: &Tensor, n: usize) -> Result<Tensor> {
     ops::layout::concat(rec, &parts, 0)
 }
 
-/// The v3 generator under fixed conditions: the sampler's model. The noise level of step i of
-/// n is `r = 1 − i/n` (the official `linspace(1, 0, steps + 1)`); with guidance s the logits
-/// are `s·cond + (1 − s)·uncond`, the unconditional branch run separately (its condition has
-/// another length: ByT5 states of the negative prompt).
+/// The generator under fixed conditions: the sampler's model. Step i of n runs the official
+/// noise level — v3 `r = 1 − i/n` (`linspace(1, 0, n + 1)`), v1 `r = i/n` (`linspace(0, 1,
+/// n + 1)`, the model embedding γ(r) = cos(r·π/2)) — and re-noises with v3's `t` or v1's γ;
+/// with guidance s the logits are `s·cond + (1 − s)·uncond` (`lerp(uncond, cond, s)`), the
+/// branches run apart (v3's conditions differ in length).
 pub struct GuidedPaella<'a> {
     pipe: &'a PaellaPipeline,
-    cond: modules::Prepared,
-    uncond: Option<modules::Prepared>,
+    cond: Condition,
+    uncond: Option<Condition>,
     guidance: f32,
     grid: (usize, usize),
 }
 
 impl GuidedPaella<'_> {
-    /// Guided logits at an explicit noise level.
+    fn branch(
+        &self,
+        rec: &mut Recorder<'_>,
+        tokens: &Tensor,
+        r: f32,
+        c: &Condition,
+    ) -> Result<Tensor> {
+        match (&self.pipe.generator, c) {
+            (Generator::V3(g), Condition::V3(p)) => g.forward(rec, tokens, r, p),
+            (Generator::V1(g), Condition::V1(clip)) => g.forward(rec, tokens, clip, r),
+            _ => Err(Error::shape("paella", "condition of the other version")),
+        }
+    }
+
+    /// Guided logits at the official noise level `r` of the model's version.
     ///
     /// # Errors
     /// Shapes; GPU failures.
     pub fn logits_at(&self, rec: &mut Recorder<'_>, tokens: &Tensor, r: f32) -> Result<Tensor> {
-        let g = &self.pipe.generator;
-        let cond = g.forward(rec, tokens, r, &self.cond)?;
+        let cond = self.branch(rec, tokens, r, &self.cond)?;
         match &self.uncond {
             Some(u) => {
-                let uncond = g.forward(rec, tokens, r, u)?;
+                let uncond = self.branch(rec, tokens, r, u)?;
                 ops::elementwise::axpby(rec, self.guidance, &cond, 1.0 - self.guidance, &uncond)
             }
             None => Ok(cond),
@@ -374,16 +596,27 @@ impl TokenModel for GuidedPaella<'_> {
     }
 
     fn codebook_size(&self) -> usize {
-        self.pipe.generator.config.num_labels
+        self.pipe.num_labels()
     }
 
     /// Paella has no mask token: the sampler marks unknown positions with the first id past
     /// the codebook and replaces them with noise before the model sees them.
     fn mask_id(&self) -> u32 {
-        self.pipe.generator.config.num_labels as u32
+        self.pipe.num_labels() as u32
     }
 
     fn logits(&self, rec: &mut Recorder<'_>, tokens: &Tensor, step: Step) -> Result<Tensor> {
-        self.logits_at(rec, tokens, 1.0 - step.progress())
+        let r = match self.pipe.version {
+            Version::V3 => 1.0 - step.progress(),
+            Version::V1 => step.progress(),
+        };
+        self.logits_at(rec, tokens, r)
+    }
+
+    fn noise_level(&self, step: Step) -> f32 {
+        match self.pipe.version {
+            Version::V3 => 1.0 - step.progress(),
+            Version::V1 => (step.progress() * std::f32::consts::FRAC_PI_2).cos(),
+        }
     }
 }
