@@ -290,6 +290,30 @@ fn one_pipeline_checks_what_each_family_takes() {
             ),
             RequestOption::Outpaint,
         ),
+        (
+            &mg,
+            request(
+                &mg,
+                class,
+                1.0,
+                Start::Edit {
+                    image: image.clone(),
+                    size: (w * f, h * f),
+                    iterations: 2,
+                    fraction: 0.3,
+                },
+            ),
+            RequestOption::Edit,
+        ),
+        (
+            &mg,
+            {
+                let mut r = request(&mg, class, 1.0, Start::Blank(mg.grid()));
+                r.sampler.guidance_schedule = tessera_engine::sampling::GuidanceSchedule::Linear;
+                r
+            },
+            RequestOption::GuidanceSchedule,
+        ),
     ];
     for (model, req, option) in cases {
         match pipeline::plan(&ctx, model, &req) {

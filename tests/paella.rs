@@ -338,6 +338,15 @@ fn bad_folders_fail_with_one_line() {
         std::fs::write(&p, &bytes[..bytes.len() / 2]).expect("write");
     });
     run(&d, "paella_v3.pt");
+    // A generator whose tensor is built by a constructor the reader does not know.
+    let d = broken("pa-global", |d| {
+        std::fs::copy(
+            fixtures().join("bad/quantized_generator.pt"),
+            d.join("paella_v3.pt"),
+        )
+        .expect("copy");
+    });
+    run(&d, "torch.QInt8Storage");
     // No VQGAN beside the generator.
     let d = broken("pa-no-vq", |d| {
         std::fs::remove_file(d.join("vqgan_f4.pt")).expect("rm")
@@ -384,4 +393,190 @@ fn bad_folders_fail_with_one_line() {
         &out,
         "--class",
     );
+}
+
+/// Guidance schedules through the engine: with Paella's `first:N` the unconditional branch
+/// stops after N steps (the later steps issue fewer dispatches), and the PNG records the
+/// schedule.
+#[test]
+fn guidance_schedule_first_n_stops_the_unconditional_branch() {
+    use std::ops::ControlFlow;
+    use tessera_engine::GpuContext;
+    use tessera_engine::pipeline::{self, Condition, Model, Request, Start};
+    use tessera_engine::sampling::GuidanceSchedule;
+    let ctx = GpuContext::new().expect("adapter");
+    let model = Model::open(&ctx, &fixtures().join("v3-b/model")).expect("open");
+    let mut sampler = model.sampler_defaults(None, 3, false).expect("defaults");
+    sampler.steps = 4;
+    sampler.guidance_schedule = GuidanceSchedule::First(2);
+    let req = Request {
+        condition: Condition::Text {
+            prompt: "tea",
+            negative_prompt: "",
+        },
+        batch: 1,
+        guidance: 8.0,
+        sampler,
+        start: Start::Blank((8, 16)),
+    };
+    let mut dispatches = Vec::new();
+    pipeline::generate(&ctx, &model, &req, &mut |ev| {
+        dispatches.push(ev.work.dispatches);
+        ControlFlow::Continue(())
+    })
+    .expect("generate");
+    assert_eq!(dispatches.len(), 4);
+    assert!(
+        dispatches[2] * 3 < dispatches[1] * 2 && dispatches[3] == dispatches[2],
+        "guided steps then conditional-only steps: {dispatches:?}"
+    );
+    let out = tmp("paella-first2.png");
+    ok(&[
+        "--render",
+        s(&out),
+        "--model",
+        s(&fixtures().join("v3-b/model")),
+        "--prompt",
+        "tea",
+        "--steps",
+        "3",
+        "--guidance-schedule",
+        "first:2",
+    ]);
+    let text = String::from_utf8_lossy(&std::fs::read(&out).expect("png")).into_owned();
+    assert!(text.contains("Guidance schedule: first:2"), "{text}");
+}
+
+/// Mask-free editing: every iteration re-masks its fraction and resamples it, the steps of
+/// all iterations are reported in order, and tokens outside the re-masked positions stay the
+/// image's.
+#[test]
+fn mask_free_editing_resamples_random_subsets() {
+    use std::ops::ControlFlow;
+    use tessera_engine::GpuContext;
+    use tessera_engine::pipeline::{self, Condition, Model, Request, Start};
+    let ctx = GpuContext::new().expect("adapter");
+    let model = Model::open(&ctx, &fixtures().join("v3-b/model")).expect("open");
+    let (gh, gw) = (8, 16);
+    let f = model.vq_factor();
+    let (w, h) = (gw * f, gh * f);
+    let image: Vec<f32> = (0..3 * w * h)
+        .map(|i| ((i * 37) % 101) as f32 / 100.0)
+        .collect();
+    let (ids, _) = model.encode(&ctx, &image, (w, h)).expect("encode");
+    let mut sampler = model.sampler_defaults(None, 9, false).expect("defaults");
+    sampler.steps = 3;
+    let req = Request {
+        condition: Condition::Text {
+            prompt: "tea",
+            negative_prompt: "",
+        },
+        batch: 1,
+        guidance: 8.0,
+        sampler,
+        start: Start::Edit {
+            image,
+            size: (w, h),
+            iterations: 2,
+            fraction: 0.25,
+        },
+    };
+    let mut steps = Vec::new();
+    let out = pipeline::generate(&ctx, &model, &req, &mut |ev| {
+        steps.push((ev.step, ev.steps));
+        ControlFlow::Continue(())
+    })
+    .expect("edit");
+    assert_eq!(steps, (0..6).map(|i| (i, 6)).collect::<Vec<_>>());
+    let changed = out.tokens.iter().zip(&ids).filter(|(a, b)| a != b).count();
+    let per = gh * gw;
+    assert!(changed > 0, "the edit changed nothing");
+    assert!(
+        changed <= 2 * per / 4,
+        "{changed} of {per} changed: more than two quarters"
+    );
+    // The CLI takes it with --image only.
+    let src = tmp("paella-edit-src.png");
+    ok(&[
+        "--render",
+        s(&src),
+        "--model",
+        s(&fixtures().join("v3-b/model")),
+        "--prompt",
+        "tea",
+        "--steps",
+        "2",
+    ]);
+    let edited = tmp("paella-edit.png");
+    ok(&[
+        "--render",
+        s(&edited),
+        "--model",
+        s(&fixtures().join("v3-b/model")),
+        "--prompt",
+        "tea",
+        "--steps",
+        "2",
+        "--image",
+        s(&src),
+        "--edit",
+        "2:0.3",
+    ]);
+    let bad = tmp("paella-edit-bad.png");
+    let _ = std::fs::remove_file(&bad);
+    fails(
+        &[
+            "--render",
+            s(&bad),
+            "--model",
+            s(&fixtures().join("v3-b/model")),
+            "--prompt",
+            "tea",
+            "--image",
+            s(&src),
+            "--edit",
+            "2:0.3",
+            "--strength",
+            "0.5",
+        ],
+        &bad,
+        "--edit",
+    );
+}
+
+/// The hub's LAION CLIP folders are full `CLIPModel`s: their config nests the text tower's
+/// under `text_config` with `projection_dim` at the top. Such a `clip/` gives the same
+/// embedding.
+#[test]
+fn a_full_clip_model_folder_gives_the_text_embedding() {
+    let dir = broken("pa-clipmodel", |d| {
+        let path = d.join("clip/config.json");
+        let text: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        let mut tower = text.clone();
+        let projection = tower
+            .as_object_mut()
+            .and_then(|o| o.remove("projection_dim"))
+            .expect("projection_dim");
+        let full = serde_json::json!({
+            "architectures": ["CLIPModel"],
+            "model_type": "clip",
+            "projection_dim": projection,
+            "text_config": tower,
+            "vision_config": {"hidden_size": 32},
+        });
+        std::fs::write(&path, full.to_string()).expect("write");
+    });
+    let out = tmp("pa-clipmodel.safetensors");
+    ok(&[
+        "embed-text",
+        "--model",
+        s(&dir),
+        "--prompt",
+        &prompt("v3-a"),
+        "--out",
+        s(&out),
+    ]);
+    let want = fixtures().join("v3-a/embed_text.safetensors");
+    close("v3-a CLIPModel", &out, &want, "clip", "clip", 1e-4);
 }

@@ -372,7 +372,16 @@ fn guidance_is_uncond_plus_scale_times_difference() {
         .collect();
     let tokens = Tensor::from_u32(&ctx, "tokens", &[1, 4, 4], &ids).expect("tokens");
     let logits = |prompt: &str, negative: &str, s: f32| -> Vec<f32> {
-        let m = GuidedTransformer::new(&ctx, &pipe, prompt, negative, 1, s, grid).expect("model");
+        let m = GuidedTransformer::new(
+            &ctx,
+            &pipe,
+            prompt,
+            negative,
+            1,
+            (s, Default::default()),
+            grid,
+        )
+        .expect("model");
         let mut rec = ctx.recorder();
         let l = m
             .logits(

@@ -4,7 +4,8 @@
 //!
 //! PROMPTS is a text file (one prompt a line) or JSON Lines (an object a line with `prompt`,
 //! `negative_prompt`, `class`, `seed`, `steps`, `guidance`, `sampler`, `schedule`,
-//! `choice_temperature`, `softmax_temperature`; a field overrides the command line). Blank
+//! `choice_temperature`, `softmax_temperature`, `typical_mass`, `guidance_schedule`; a field
+//! overrides the command line). Blank
 //! lines are skipped; entries are numbered by line, so an edit elsewhere in the file never
 //! renames an entry's output. Entry `n` (the file's line `n`, 1-based) writes `DIR/NNNNN.png`.
 
@@ -16,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use tessera_engine::GpuContext;
 use tessera_engine::pipeline;
-use tessera_engine::sampling::{SamplerKind, Schedule};
+use tessera_engine::sampling::{GuidanceSchedule, SamplerKind, Schedule};
 
 use crate::files::{png_bytes, write_atomically};
 use crate::render::{GenerationArgs, RenderArgs};
@@ -55,6 +56,8 @@ struct Entry {
     schedule: Option<String>,
     choice_temperature: Option<String>,
     softmax_temperature: Option<String>,
+    typical_mass: Option<f32>,
+    guidance_schedule: Option<String>,
 }
 
 /// A job of the list: its line number (1-based) and its arguments.
@@ -130,6 +133,14 @@ fn read_jobs(a: &BatchArgs) -> Result<Vec<Job>> {
             }
             g.choice_temperature = e.choice_temperature.or(g.choice_temperature);
             g.softmax_temperature = e.softmax_temperature.or(g.softmax_temperature);
+            g.typical_mass = e.typical_mass.or(g.typical_mass);
+            if let Some(v) = e.guidance_schedule {
+                g.guidance_schedule = Some(
+                    v.parse::<GuidanceSchedule>()
+                        .map_err(anyhow::Error::msg)
+                        .with_context(at)?,
+                );
+            }
             let args = RenderArgs {
                 generation: g,
                 batch: 1,

@@ -23,7 +23,9 @@ pub struct BenchArgs {
     budget: f64,
     /// End-to-end model: a folder or hub id (aMUSEd or MaskGIT checkpoints), `default` (the
     /// embedded model), or `amused-256-random` /
-    /// `amused-512-random` / `maskgit-256-random` (published configurations, synthetic weights).
+    /// `amused-512-random` / `maskgit-256-random` / `paella-v3-random` / `paella-v1-random`
+    /// (published configurations, synthetic weights; Paella's text encoders are small
+    /// stand-ins of the published widths).
     #[arg(long, default_value = "default", value_name = "DIR|NAME")]
     model: String,
     /// Decoding steps of the end-to-end run.
@@ -63,6 +65,19 @@ fn bench_model(ctx: &GpuContext, name: &str) -> Result<Model> {
                 &transformer::Config::imagenet_256(),
                 &vqgan::Config::imagenet(),
                 1,
+            )?)));
+        }
+        "paella-v3-random" | "paella-v1-random" => {
+            use tessera_engine::models::paella::{PaellaPipeline, Version};
+            let version = if name == "paella-v3-random" {
+                Version::V3
+            } else {
+                Version::V1
+            };
+            let folder = ModelFolder::open(&crate::render::model_path(None)?)?;
+            let tokenizer = ClipTokenizer::from_dir(&folder.component("tokenizer")?)?;
+            return Ok(Model::Paella(Box::new(PaellaPipeline::synthetic(
+                ctx, version, tokenizer,
             )?)));
         }
         "amused-256-random" => Some(uvit2d::Config::amused_256()),

@@ -1,5 +1,6 @@
-//! The inpaint / outpaint panel: an image (file, drop or the last result), a mask painted with
-//! a brush, and the canvas growth for outpainting.
+//! The inpaint / outpaint / edit panel: an image (file, drop or the last result), a mask painted
+//! with a brush, the canvas growth for outpainting, and Muse's mask-free editing under the
+//! prompt.
 
 use egui::{Color32, ColorImage, Rect, TextureHandle, TextureOptions, Vec2};
 use tessera_engine::pipeline::Start;
@@ -26,6 +27,9 @@ pub struct InpaintPanel {
     erase: bool,
     /// Tokens to grow the canvas by: left, top, right, bottom.
     grow: [usize; 4],
+    /// Mask-free editing: iterations and the fraction of tokens re-masked each time.
+    edit_iterations: usize,
+    edit_fraction: f64,
 }
 
 impl Default for InpaintPanel {
@@ -36,6 +40,8 @@ impl Default for InpaintPanel {
             brush: 3.0,
             erase: false,
             grow: [0, 0, 4, 0],
+            edit_iterations: 4,
+            edit_fraction: 0.3,
         }
     }
 }
@@ -137,6 +143,27 @@ impl InpaintPanel {
                 start = self.outpaint_start(session);
             }
             runs.cancel_button(ui, session);
+        });
+        ui.horizontal(|ui| {
+            ui.add(egui::DragValue::new(&mut self.edit_iterations).range(1..=64))
+                .on_hover_text("iterations");
+            ui.add(egui::Slider::new(&mut self.edit_fraction, 0.05..=0.9).text("re-masked"));
+            if ui
+                .button("Edit")
+                .on_hover_text(
+                    "mask-free editing (Muse): re-mask random tokens and resample them under \
+                     the prompt, again and again; the mask is not used",
+                )
+                .clicked()
+                && let Some(e) = &self.edit
+            {
+                start = Some(Start::Edit {
+                    image: e.pixels.clone(),
+                    size: e.size,
+                    iterations: self.edit_iterations,
+                    fraction: self.edit_fraction,
+                });
+            }
         });
         start
     }

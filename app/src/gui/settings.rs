@@ -3,7 +3,7 @@
 
 use tessera_engine::models::amused::GenerationDefaults;
 use tessera_engine::pipeline::{Model, ModelConditioning};
-use tessera_engine::sampling::{SamplerKind, SamplerOptions, Schedule};
+use tessera_engine::sampling::{GuidanceSchedule, SamplerKind, SamplerOptions, Schedule};
 
 use crate::render::RenderArgs;
 
@@ -19,6 +19,9 @@ pub struct Settings {
     pub guidance: f32,
     pub choice_t: (f32, f32),
     pub softmax_t: (f32, f32),
+    pub guidance_schedule: GuidanceSchedule,
+    /// Locally typical filtering's mass (Paella v1's default 0.2); `None`: off.
+    pub typical_mass: Option<f32>,
 }
 
 impl Settings {
@@ -43,6 +46,12 @@ impl Settings {
             guidance: a.guidance.unwrap_or(default_guidance),
             choice_t: model_opts.choice_temperature,
             softmax_t: model_opts.softmax_temperature,
+            guidance_schedule: a.guidance_schedule.unwrap_or(model_opts.guidance_schedule),
+            typical_mass: match a.typical_mass {
+                Some(0.0) => None,
+                Some(m) => Some(m),
+                None => model_opts.typical_mass,
+            },
         }
     }
 
@@ -52,6 +61,8 @@ impl Settings {
         o.steps = self.steps;
         o.choice_temperature = self.choice_t;
         o.softmax_temperature = self.softmax_t;
+        o.guidance_schedule = self.guidance_schedule;
+        o.typical_mass = self.typical_mass;
         o
     }
 
@@ -117,6 +128,8 @@ impl SettingsPanel {
             guidance,
             choice_t,
             softmax_t,
+            guidance_schedule,
+            typical_mass,
         } = &mut self.settings;
         if !class_model {
             let label = ui.horizontal(|ui| {
@@ -162,6 +175,7 @@ impl SettingsPanel {
         ui.add(egui::Slider::new(steps, 1..=48).text("steps"));
         if guided {
             ui.add(egui::Slider::new(guidance, 0.0..=20.0).text("guidance"));
+            guidance_schedule_picker(ui, guidance_schedule, *steps);
         }
         ui.label("Choice temperature (re-masking)");
         ui.add(egui::Slider::new(&mut choice_t.0, 0.0..=10.0).text("start"));
@@ -169,6 +183,17 @@ impl SettingsPanel {
         ui.label("Softmax temperature (Paella)");
         ui.add(egui::Slider::new(&mut softmax_t.0, 0.05..=2.0).text("start"));
         ui.add(egui::Slider::new(&mut softmax_t.1, 0.05..=2.0).text("end"));
+        let mut typical = typical_mass.is_some();
+        if ui
+            .checkbox(&mut typical, "typical filtering")
+            .on_hover_text("keep the locally typical tokens (Paella v1 samples this way)")
+            .changed()
+        {
+            *typical_mass = typical.then_some(0.2);
+        }
+        if let Some(m) = typical_mass {
+            ui.add(egui::Slider::new(m, 0.01..=1.0).text("mass"));
+        }
     }
 
     /// Class number, its ImageNet name, and a search over the names.
@@ -219,6 +244,29 @@ pub fn sampler_picker(
                 ui.selectable_value(sampler, k, k.to_string());
             }
         });
+}
+
+/// Constant, Muse's linear ramp, open-muse's cosine, or guidance for the first N steps only.
+fn guidance_schedule_picker(ui: &mut egui::Ui, g: &mut GuidanceSchedule, steps: usize) {
+    egui::ComboBox::new("guidance_schedule", "guidance schedule")
+        .selected_text(g.to_string())
+        .show_ui(ui, |ui| {
+            let first = match *g {
+                GuidanceSchedule::First(n) => GuidanceSchedule::First(n),
+                _ => GuidanceSchedule::First(steps.div_ceil(2).max(1)),
+            };
+            for (name, v) in [
+                ("constant", GuidanceSchedule::Constant),
+                ("linear", GuidanceSchedule::Linear),
+                ("cosine", GuidanceSchedule::Cosine),
+                ("first N steps", first),
+            ] {
+                ui.selectable_value(g, v, name);
+            }
+        });
+    if let GuidanceSchedule::First(n) = g {
+        ui.add(egui::Slider::new(n, 1..=steps.max(1)).text("guided steps"));
+    }
 }
 
 pub fn schedule_picker(

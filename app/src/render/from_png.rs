@@ -121,6 +121,7 @@ pub fn apply(g: &GenerationArgs, png: &Path) -> Result<GenerationArgs> {
     >(
         v.to_owned()
     ));
+    take!(guidance_schedule, "Guidance schedule", |v: &str| v.parse());
     take!(typical_mass, "Typical mass", |v: &str| v
         .parse::<f32>()
         .map_err(|e| e.to_string()));

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tessera_engine::GpuContext;
 use tessera_engine::pipeline::settings::{Condition, Settings};
 use tessera_engine::pipeline::{self, Model};
-use tessera_engine::sampling::{SamplerKind, Schedule};
+use tessera_engine::sampling::{GuidanceSchedule, SamplerKind, Schedule};
 
 use animation::Animation;
 pub use animation::frame;
@@ -70,6 +70,14 @@ pub struct GenerationArgs {
     /// (default: 0.2 for Paella v1, as published; off otherwise).
     #[arg(long, value_name = "M")]
     pub typical_mass: Option<f32>,
+    /// How the guidance scale varies over the steps: constant, linear (Muse: none at first,
+    /// full at the end), cosine (open-muse), first:N (Paella: only the first N steps).
+    #[arg(long, value_name = "NAME")]
+    pub guidance_schedule: Option<GuidanceSchedule>,
+    /// Mask-free editing (Muse) of --image under --prompt: N times, re-mask a random fraction F
+    /// of its tokens (default 0.3) and resample them.
+    #[arg(long, value_name = "N[:F]", requires = "image")]
+    pub edit: Option<String>,
     /// Start from this image: img2img, or inpainting with --mask.
     #[arg(long, value_name = "IN.png")]
     pub image: Option<PathBuf>,
@@ -233,6 +241,7 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
     let mut fixed_per_step: Vec<usize> = Vec::new();
     let generated = pipeline::generate(&ctx, &model, &req, &mut |ev| {
         fixed_per_step.push(ev.newly_fixed.iter().filter(|f| **f).count());
+        bar.set_length(ev.steps as u64);
         bar.set_position(ev.step as u64 + 1);
         bar.set_message(format!("{:.0} ms/step", ev.ms));
         animation.record(ev, mask_id, |first| {

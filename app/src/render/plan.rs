@@ -127,6 +127,9 @@ pub fn plan(a: &RenderArgs, model: &Model) -> Result<Plan> {
     if let Some(t) = &a.softmax_temperature {
         opts.softmax_temperature = softmax_temperature(t)?;
     }
+    if let Some(g) = a.guidance_schedule {
+        opts.guidance_schedule = g;
+    }
     match a.typical_mass {
         Some(0.0) => opts.typical_mass = None,
         Some(m) if m > 0.0 && m <= 1.0 => opts.typical_mass = Some(m),
@@ -181,7 +184,20 @@ pub fn plan(a: &RenderArgs, model: &Model) -> Result<Plan> {
             let fitted = read_image_fitted(img, multiple)?;
             let (pixels, w, h, file_size) =
                 (fitted.pixels, fitted.width, fitted.height, fitted.file_size);
-            if let Some(spec) = &a.outpaint {
+            if let Some(spec) = &a.edit {
+                if a.strength.is_some() || mask.is_some() || a.outpaint.is_some() {
+                    bail!(
+                        "--edit re-masks at random: it takes no --mask, --strength or --outpaint"
+                    );
+                }
+                let (iterations, fraction) = edit_spec(spec)?;
+                Start::Edit {
+                    image: pixels,
+                    size: (w, h),
+                    iterations,
+                    fraction,
+                }
+            } else if let Some(spec) = &a.outpaint {
                 if a.strength.is_some() {
                     bail!("--strength applies to img2img, not outpainting");
                 }
@@ -235,6 +251,24 @@ pub(crate) fn request<'a>(a: &'a RenderArgs, model: &Model, plan: &Plan) -> Requ
         sampler: plan.opts.clone(),
         start: plan.start.clone(),
     }
+}
+
+/// `--edit N[:F]`: iterations (1–1000) and the fraction re-masked each time (default 0.3).
+fn edit_spec(spec: &str) -> Result<(usize, f64)> {
+    let (n, f) = spec.split_once(':').unwrap_or((spec, "0.3"));
+    let n: usize = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .with_context(|| format!("--edit {spec:?}: N must be a whole number in 1–1000"))?;
+    let f: f64 = f
+        .trim()
+        .parse()
+        .ok()
+        .filter(|f: &f64| *f > 0.0 && *f < 1.0)
+        .with_context(|| format!("--edit {spec:?}: F must be a fraction in (0, 1)"))?;
+    Ok((n, f))
 }
 
 /// `--outpaint L,T,R,B` in pixels → token counts to grow the grid by.

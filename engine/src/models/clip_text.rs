@@ -17,6 +17,7 @@ use crate::ops::elementwise::UnaryOp;
 /// `config.json` of a transformers `CLIPTextModelWithProjection` (keys as written there).
 #[derive(Clone, Debug, Deserialize)]
 pub struct Config {
+    #[serde(default = "d49408")]
     pub vocab_size: usize,
     #[serde(default = "d512")]
     pub hidden_size: usize,
@@ -38,6 +39,9 @@ pub struct Config {
     pub eos_token_id: u32,
 }
 
+fn d49408() -> usize {
+    49408
+}
 fn d2() -> u32 {
     2
 }
@@ -64,6 +68,23 @@ fn eps() -> f32 {
 }
 
 impl Config {
+    /// Reads a `CLIPTextModelWithProjection` config, or a full `CLIPModel`'s (the hub's LAION
+    /// CLIP folders): its nested `text_config` with the top-level `projection_dim`.
+    ///
+    /// # Errors
+    /// An unreadable or invalid file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let mut v: serde_json::Value = read_config(path)?;
+        if let Some(text) = v.get("text_config").cloned() {
+            let projection = v.get("projection_dim").cloned();
+            v = text;
+            if let (Some(p), Some(obj)) = (projection, v.as_object_mut()) {
+                obj.entry("projection_dim").or_insert(p);
+            }
+        }
+        serde_json::from_value(v).map_err(|e| Error::file(path, format!("invalid config: {e}")))
+    }
+
     fn activation(&self, file: &Path) -> Result<UnaryOp> {
         match self.hidden_act.as_str() {
             "quick_gelu" => Ok(UnaryOp::QuickGelu),
@@ -149,7 +170,7 @@ impl ClipTextModel {
     /// Loads `config.json` and the weights of a transformers text-encoder folder.
     pub fn load(ctx: &GpuContext, dir: &Path) -> Result<Self> {
         let cfg_path = dir.join("config.json");
-        let config: Config = read_config(&cfg_path)?;
+        let config = Config::read(&cfg_path)?;
         let activation = config.activation(&cfg_path)?;
         if config.num_attention_heads == 0
             || !config

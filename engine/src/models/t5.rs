@@ -136,6 +136,15 @@ impl T5Encoder {
         Loader::load_component(ctx, dir, &["model"], true, |l| Self::new(l, &config, ff))
     }
 
+    /// Builds the encoder from any loader (e.g. synthetic weights for benchmarks).
+    ///
+    /// # Errors
+    /// An unsupported `feed_forward_proj`, missing tensors.
+    pub fn from_loader(l: &Loader<'_>, c: &Config) -> Result<Self> {
+        let ff = c.feed_forward(std::path::Path::new("<config>"))?;
+        Self::new(l, c, ff)
+    }
+
     fn new(l: &Loader<'_>, c: &Config, (gated, activation): (bool, Activation)) -> Result<Self> {
         let (d, inner) = (c.d_model, c.num_heads * c.d_kv);
         let embed_name = if l.contains("shared.weight") {

@@ -16,7 +16,9 @@ use crate::gpu::{GpuContext, Recorder, Tensor};
 use crate::models::amused::{AmusedPipeline, micro_conds};
 use crate::models::uvit2d::{Conditioning, PreparedConditioning};
 use crate::ops;
-use crate::sampling::{self, SamplerKind, SamplerOptions, Step, StepEvent, TokenModel};
+use crate::sampling::{
+    self, GuidanceSchedule, SamplerKind, SamplerOptions, Step, StepEvent, TokenModel,
+};
 
 /// The transformer with fixed conditioning: `[uncond; cond]` text for guidance > 1 (as
 /// diffusers batches it), the conditional text alone otherwise. Everything that depends on the
@@ -26,6 +28,7 @@ pub struct GuidedTransformer<'a> {
     pipe: &'a AmusedPipeline,
     prepared: PreparedConditioning,
     guidance: f32,
+    schedule: GuidanceSchedule,
     grid: (usize, usize),
 }
 
@@ -51,7 +54,7 @@ impl<'a> GuidedTransformer<'a> {
         prompt: &str,
         negative_prompt: &str,
         batch: usize,
-        guidance: f32,
+        (guidance, schedule): (f32, GuidanceSchedule),
         grid: (usize, usize),
     ) -> Result<Self> {
         if batch == 0 {
@@ -83,6 +86,7 @@ impl<'a> GuidedTransformer<'a> {
             pipe,
             prepared,
             guidance,
+            schedule,
             grid,
         })
     }
@@ -101,7 +105,7 @@ impl TokenModel for GuidedTransformer<'_> {
         self.pipe.scheduler.mask_token_id
     }
 
-    fn logits(&self, rec: &mut Recorder<'_>, tokens: &Tensor, _: Step) -> Result<Tensor> {
+    fn logits(&self, rec: &mut Recorder<'_>, tokens: &Tensor, step: Step) -> Result<Tensor> {
         // With guidance the prepared conditioning has 2B rows and the transformer runs the B
         // token grids through both halves.
         let logits = self
@@ -109,7 +113,8 @@ impl TokenModel for GuidedTransformer<'_> {
             .transformer
             .forward_prepared(rec, tokens, &self.prepared)?;
         if self.guidance > 1.0 {
-            ops::elementwise::guidance(rec, &logits, self.guidance)
+            let s = self.schedule.scale(self.guidance, step);
+            ops::elementwise::guidance(rec, &logits, s)
         } else {
             Ok(logits)
         }
@@ -140,6 +145,15 @@ pub enum Start {
         size: (usize, usize),
         strength: f64,
     },
+    /// Muse's mask-free editing: from the image's tokens, `iterations` times re-mask a random
+    /// `fraction` ∈ (0, 1) of them and resample those under the prompt (each time a full run of
+    /// the sampler over the re-masked tokens, the others kept).
+    Edit {
+        image: Vec<f32>,
+        size: (usize, usize),
+        iterations: usize,
+        fraction: f64,
+    },
 }
 
 impl Start {
@@ -149,7 +163,9 @@ impl Start {
         let f = f.max(1);
         match self {
             Start::Blank(grid) => *grid,
-            Start::Inpaint { size, .. } | Start::Img2Img { size, .. } => (size.1 / f, size.0 / f),
+            Start::Inpaint { size, .. }
+            | Start::Img2Img { size, .. }
+            | Start::Edit { size, .. } => (size.1 / f, size.0 / f),
             Start::Outpaint { size, grow, .. } => (
                 (size.1 / f).saturating_add(grow[1]).saturating_add(grow[3]),
                 (size.0 / f).saturating_add(grow[0]).saturating_add(grow[2]),
@@ -183,27 +199,76 @@ pub struct Plan<'a> {
     init: Vec<u32>,
     /// Paella img2img: the image's tokens, where the unknown positions start.
     start: Option<Vec<u32>>,
+    /// Mask-free editing: (iterations, fraction re-masked each time).
+    edit: Option<(usize, f64)>,
     opts: SamplerOptions,
     grid: (usize, usize),
     batch: usize,
 }
 
 impl Plan<'_> {
-    /// Runs the decoding loop; `on_step` sees every step.
+    /// Runs the decoding loop; `on_step` sees every step (for an edit, the steps of all its
+    /// iterations, numbered through).
     pub fn run(
         &self,
         ctx: &GpuContext,
         on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
     ) -> Result<Generated> {
-        let tokens = sampling::generate_from(
-            ctx,
-            self.model.as_ref(),
-            self.batch,
-            &self.init,
-            self.start.as_deref(),
-            &self.opts,
-            on_step,
-        )?;
+        let Some((iterations, fraction)) = self.edit else {
+            let tokens = sampling::generate_from(
+                ctx,
+                self.model.as_ref(),
+                self.batch,
+                &self.init,
+                self.start.as_deref(),
+                &self.opts,
+                on_step,
+            )?;
+            return Ok(Generated {
+                tokens,
+                grid: self.grid,
+                batch: self.batch,
+            });
+        };
+        let mask = self.model.mask_id();
+        let per = self.grid.0 * self.grid.1;
+        let count = ((per as f64 * fraction).round() as usize).clamp(1, per);
+        let mut tokens = self.init.clone();
+        let total = iterations * self.opts.steps;
+        for it in 0..iterations {
+            let mut opts = self.opts.clone();
+            opts.seed = self.opts.seed.wrapping_add((it as u64 + 1) << 32);
+            opts.starting_mask_ratio = count as f64 / per as f64;
+            let mut init = tokens.clone();
+            for (k, image) in init.chunks_mut(per).enumerate() {
+                let seed = sampling::image_seed(opts.seed, k) ^ 0x0ed1_7ed1;
+                for i in sampling::random_subset(per, count, seed) {
+                    image[i] = mask;
+                }
+            }
+            let offset = it * self.opts.steps;
+            tokens = sampling::generate_from(
+                ctx,
+                self.model.as_ref(),
+                self.batch,
+                &init,
+                None,
+                &opts,
+                &mut |ev| {
+                    on_step(&StepEvent {
+                        step: offset + ev.step,
+                        steps: total,
+                        grid: ev.grid,
+                        tokens: ev.tokens,
+                        predicted: ev.predicted,
+                        newly_fixed: ev.newly_fixed,
+                        confidence: ev.confidence,
+                        ms: ev.ms,
+                        work: ev.work,
+                    })
+                },
+            )?;
+        }
         Ok(Generated {
             tokens,
             grid: self.grid,
@@ -267,6 +332,7 @@ pub fn plan<'a>(ctx: &GpuContext, model: &'a Model, req: &Request<'_>) -> Result
     let mut opts = req.sampler.clone();
     let b = req.batch;
     let mut start = None;
+    let mut edit = None;
     let (init, grid) = match &req.start {
         Start::Blank(grid) => (vec![mask; b * grid.0 * grid.1], *grid),
         Start::Inpaint {
@@ -299,6 +365,25 @@ pub fn plan<'a>(ctx: &GpuContext, model: &'a Model, req: &Request<'_>) -> Result
                 .map(|(&t, &m)| if m { mask } else { t })
                 .collect();
             (one.repeat(b), grid)
+        }
+        Start::Edit {
+            image,
+            size,
+            iterations,
+            fraction,
+        } => {
+            if *iterations == 0 || !(*fraction > 0.0 && *fraction < 1.0) {
+                return Err(Error::shape(
+                    "edit",
+                    format!(
+                        "{iterations} iterations re-masking {fraction} of the tokens: need at \
+                         least one iteration and a fraction in (0, 1)"
+                    ),
+                ));
+            }
+            let (ids, grid) = model.encode(ctx, image, *size)?;
+            edit = Some((*iterations, *fraction));
+            (ids.repeat(b), grid)
         }
         Start::Outpaint { image, size, grow } => {
             let (ids, (gh, gw)) = model.encode(ctx, image, *size)?;
@@ -351,6 +436,7 @@ pub fn plan<'a>(ctx: &GpuContext, model: &'a Model, req: &Request<'_>) -> Result
         model: token_model,
         init,
         start,
+        edit,
         opts,
         grid,
         batch: b,

@@ -16,7 +16,7 @@ use crate::models::amused::AmusedPipeline;
 use crate::models::clip_text::TextEmbeddings;
 use crate::models::maskgit::{self, MaskGit};
 use crate::models::paella::{self, PaellaPipeline};
-use crate::sampling::{SamplerKind, SamplerOptions, Schedule, Step, TokenModel};
+use crate::sampling::{GuidanceSchedule, SamplerKind, SamplerOptions, Schedule, Step, TokenModel};
 
 /// A model of any family, with everything it needs to generate.
 pub enum Model {
@@ -72,6 +72,8 @@ pub enum RequestOption {
     Guidance,
     Outpaint,
     NoiseLevel,
+    GuidanceSchedule,
+    Edit,
 }
 
 impl std::fmt::Display for RequestOption {
@@ -83,6 +85,8 @@ impl std::fmt::Display for RequestOption {
             RequestOption::Guidance => "--guidance",
             RequestOption::Outpaint => "--outpaint",
             RequestOption::NoiseLevel => "--noise-level",
+            RequestOption::GuidanceSchedule => "--guidance-schedule",
+            RequestOption::Edit => "--edit",
         })
     }
 }
@@ -333,12 +337,32 @@ impl Model {
             }
             _ => {}
         }
+        if !self.has_guidance() && req.sampler.guidance_schedule != GuidanceSchedule::Constant {
+            return refuse(
+                RequestOption::GuidanceSchedule,
+                format!(
+                    "does not apply to {}'s class-conditional checkpoints (no unconditional \
+                     branch)",
+                    self.family()
+                ),
+            );
+        }
         if !self.has_guidance() && req.guidance != 1.0 {
             return refuse(
                 RequestOption::Guidance,
                 format!(
                     "does not apply to {}'s class-conditional checkpoints (no unconditional \
                      branch): choose the image with --class",
+                    self.family()
+                ),
+            );
+        }
+        if !self.has_guidance() && matches!(req.start, Start::Edit { .. }) {
+            return refuse(
+                RequestOption::Edit,
+                format!(
+                    "applies to text models with an unconditional branch; {}'s class-conditional \
+                     checkpoints have none",
                     self.family()
                 ),
             );
@@ -391,7 +415,7 @@ impl Model {
                 prompt,
                 negative_prompt,
                 req.batch,
-                req.guidance,
+                (req.guidance, req.sampler.guidance_schedule),
                 grid,
             )?),
             (Model::MaskGit(m), Condition::Class { label, .. }) => {
@@ -403,7 +427,14 @@ impl Model {
                     prompt,
                     negative_prompt,
                 },
-            ) => Box::new(p.guided(ctx, prompt, negative_prompt, req.batch, req.guidance, grid)?),
+            ) => Box::new(p.guided(
+                ctx,
+                prompt,
+                negative_prompt,
+                req.batch,
+                (req.guidance, req.sampler.guidance_schedule),
+                grid,
+            )?),
             _ => {
                 self.check(req)?;
                 return Err(Error::shape("generate", "condition does not fit the model"));
@@ -506,9 +537,9 @@ impl Model {
             let Condition::Text { prompt, .. } = condition else {
                 return Err(Error::shape("forward", "Paella takes a prompt"));
             };
-            let model = p.guided(ctx, prompt, "", b, 1.0, (h, w))?;
+            let model = p.guided(ctx, prompt, "", b, (1.0, Default::default()), (h, w))?;
             let mut rec = ctx.recorder();
-            let logits = model.logits_at(&mut rec, tokens, r)?;
+            let logits = model.logits_at(&mut rec, tokens, r, 1.0)?;
             rec.submit();
             return Ok(logits);
         }

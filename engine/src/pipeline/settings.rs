@@ -2,7 +2,7 @@
 //! the way AUTOMATIC1111 writes its `parameters` PNG text (prompt line, `Negative prompt:` line,
 //! then `Key: value` pairs), so tools that read those files read tessera's too.
 
-use crate::sampling::{SamplerKind, SamplerOptions};
+use crate::sampling::{GuidanceSchedule, SamplerKind, SamplerOptions};
 
 /// What conditioned a generation.
 #[derive(Clone, Copy, Debug)]
@@ -55,6 +55,9 @@ impl Settings<'_> {
         }
         if let Some(g) = self.guidance {
             pairs.push(("CFG scale", g.to_string()));
+            if o.guidance_schedule != GuidanceSchedule::Constant {
+                pairs.push(("Guidance schedule", o.guidance_schedule.to_string()));
+            }
         }
         if o.uses_schedule() {
             pairs.push((

@@ -6,6 +6,7 @@
 //! fixed order (categorical uniforms, then Gumbel uniforms, then re-noise uniforms), so a seed
 //! fixes every draw whatever the GPU.
 
+pub mod guidance;
 pub mod schedule;
 
 use std::ops::ControlFlow;
@@ -14,6 +15,7 @@ use std::time::Instant;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub use guidance::GuidanceSchedule;
 pub use schedule::Schedule;
 
 use crate::error::{Error, Result};
@@ -106,6 +108,9 @@ pub struct SamplerOptions {
     /// Locally typical filtering of the logits before each draw, keeping this much probability
     /// mass (Paella v1's default 0.2); `None`: off.
     pub typical_mass: Option<f32>,
+    /// How the classifier-free guidance scale varies over the steps (models with an
+    /// unconditional branch apply it).
+    pub guidance_schedule: GuidanceSchedule,
     pub seed: u64,
 }
 
@@ -130,6 +135,7 @@ impl SamplerOptions {
             softmax_temperature: (1.0, 0.2),
             starting_mask_ratio: 1.0,
             typical_mass: None,
+            guidance_schedule: GuidanceSchedule::Constant,
             seed,
         }
     }
@@ -221,6 +227,20 @@ fn remask(noisy: &[f32], mask_len: usize) -> Vec<bool> {
     sorted.sort_by(f32::total_cmp);
     let cutoff = sorted[mask_len.min(sorted.len() - 1)];
     noisy.iter().map(|&v| v < cutoff).collect()
+}
+
+/// `count` distinct positions of `0..n`, drawn uniformly from a ChaCha8 stream seeded with
+/// `seed` (a partial Fisher–Yates shuffle), in draw order.
+pub fn random_subset(n: usize, count: usize, seed: u64) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut all: Vec<usize> = (0..n).collect();
+    let count = count.min(n);
+    for i in 0..count {
+        let j = rng.random_range(i..n);
+        all.swap(i, j);
+    }
+    all.truncate(count);
+    all
 }
 
 /// The seed of image `k` of a batch run with `seed`: `seed + k`, so that image is redone alone

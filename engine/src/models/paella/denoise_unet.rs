@@ -74,6 +74,20 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The released `model_600000.pt`'s configuration (the official constructor's defaults:
+    /// 578 M parameters with a 1024-d CLIP embedding and a 64-d noise-level embedding).
+    pub fn released() -> Self {
+        Self {
+            num_labels: 8192,
+            c_levels: vec![320, 640, 1280],
+            c_cond: 1024 + 64,
+            down_levels: vec![4, 8, 16],
+            up_levels: vec![16, 8, 4],
+        }
+    }
+}
+
 /// `ResBlock`: reflection-padded depthwise conv → `ModulatedLayerNorm` (an affine LayerNorm
 /// times γ·w plus β·w, w = `cond_mapper(s)`) → [‖ skip] → `channelwise` (Linear 4×, GELU,
 /// Linear) × layer scale `gamma` → + x.

@@ -71,6 +71,20 @@ impl Config {
     pub fn scale_factor(&self) -> usize {
         1 << (self.ch_mult.len() - 1)
     }
+
+    /// ruDALL-E's `vqgan.gumbelf8-sber` configuration (ch 128, ch_mult 1,1,2,4, two blocks,
+    /// attention at 32×32 of a 256-px image, 8192 codes of 256).
+    pub fn released() -> Self {
+        Self {
+            ch: 128,
+            ch_mult: vec![1, 1, 2, 4],
+            num_res_blocks: 2,
+            attn_levels: vec![false, false, false, true],
+            z_channels: 256,
+            embed_dim: 256,
+            n_embed: 8192,
+        }
+    }
 }
 
 /// taming's `AttnBlock`: GroupNorm, 1×1 q/k/v, one head over all positions, `proj_out`, + x.

@@ -1,13 +1,16 @@
 //! Paella (Rampas et al., dome272/Paella): a convolutional generator that re-samples every
-//! token of a grid at each step from noise level r = 1 down to 0, re-noising to the initial
-//! random tokens; v3 conditions on ByT5-XL token states and an OpenCLIP text embedding.
+//! token of a grid at each step and re-noises towards the initial random tokens. Two released
+//! generations: v1 (`DenoiseUNet`, ruDALL-E's Gumbel VQGAN f8, a CLIP ViT-g text embedding)
+//! and v3 (`Paella`, its own f4 VQGAN, ByT5-XL token states and a CLIP ViT-H text embedding).
 //!
 //! A Paella folder holds the released files under any names; which is which is read from
-//! their keys: the v3 generator (`byt5_mapper.weight`, `paella_v3.pt`), its f4 VQGAN
-//! (`vquantizer.codebook.weight`, `vqgan_f4.pt`), and the text encoders in transformers
-//! layout in `byt5/` and `clip/` (or, when missing, `google/byt5-xl` and
-//! `laion/CLIP-ViT-H-14-laion2B-s32B-b79K` from the local Hugging Face cache). An optional
-//! `tessera.json` gives what a state dict does not store: `{"nhead": [..], "self_attn": ..}`.
+//! their keys: a generator (`byt5_mapper.weight`: v3's `paella_v3.pt`;
+//! `down_blocks.0.0.cond_mapper.weight`: v1's `model_600000.pt`), its VQGAN
+//! (`vquantizer.codebook.weight`: `vqgan_f4.pt`; `quantize.embed.weight`:
+//! `vqgan.gumbelf8-sber.model.ckpt`), and the text encoders in transformers layout in `byt5/`
+//! (v3) and `clip/` (or, when missing, the official hub ids from the local Hugging Face cache).
+//! An optional `tessera.json` gives what a v3 state dict does not store:
+//! `{"nhead": [..], "self_attn": ..}`.
 
 pub mod denoise_unet;
 pub mod gumbel_vq;
@@ -25,7 +28,7 @@ use crate::models::clip_text::ClipTextModel;
 use crate::models::clip_tokenizer::ClipTokenizer;
 use crate::models::t5::{T5Encoder, byt5_ids};
 use crate::ops;
-use crate::sampling::{SamplerOptions, Step, TokenModel};
+use crate::sampling::{GuidanceSchedule, SamplerOptions, Step, TokenModel};
 
 /// ByT5 token limit of the official pipelines (`max_length=768`, truncation).
 pub const BYT5_MAX_LENGTH: usize = 768;
@@ -400,6 +403,74 @@ impl PaellaPipeline {
         })
     }
 
+    /// A released configuration with synthetic weights ([`Checkpoint::synthetic`]): the
+    /// generator and VQGAN in their published sizes; the text encoders are stand-ins of the
+    /// published output widths (one small layer each), with `clip_tokenizer` for the prompt.
+    /// For benchmarks of the generator and decoder at their real cost.
+    ///
+    /// # Errors
+    /// GPU allocation failures.
+    pub fn synthetic(
+        ctx: &GpuContext,
+        version: Version,
+        clip_tokenizer: ClipTokenizer,
+    ) -> Result<Self> {
+        let ckpt = Checkpoint::synthetic(1);
+        let clip_config = |projection_dim: usize| crate::models::clip_text::Config {
+            vocab_size: 49408,
+            hidden_size: 64,
+            intermediate_size: 128,
+            projection_dim,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            max_position_embeddings: 77,
+            hidden_act: "gelu".into(),
+            layer_norm_eps: 1e-5,
+            eos_token_id: 2,
+        };
+        let clip = Loader::load(ctx, &ckpt, true, |l| {
+            ClipTextModel::from_loader(l, &clip_config(1024))
+        })?;
+        let (generator, vq, byt5) = match version {
+            Version::V3 => {
+                let c = modules::Config::released();
+                let g = Loader::load(ctx, &ckpt, true, |l| modules::Paella::new(l, &c))?;
+                let vc = vqgan::Config::released();
+                let v = Loader::load(ctx, &ckpt, false, |l| vqgan::VqModel::new(l, &vc))?;
+                let tc = crate::models::t5::Config {
+                    vocab_size: 384,
+                    d_model: c.byt5_embd,
+                    d_kv: 16,
+                    d_ff: 64,
+                    num_heads: 2,
+                    num_layers: 1,
+                    relative_attention_num_buckets: 32,
+                    relative_attention_max_distance: 128,
+                    layer_norm_epsilon: 1e-6,
+                    feed_forward_proj: "gated-gelu".into(),
+                };
+                let t5 = Loader::load(ctx, &ckpt, true, |l| T5Encoder::from_loader(l, &tc))?;
+                (Generator::V3(Box::new(g)), Vq::F4(Box::new(v)), Some(t5))
+            }
+            Version::V1 => {
+                let c = denoise_unet::Config::released();
+                let g = Loader::load(ctx, &ckpt, true, |l| denoise_unet::DenoiseUNet::new(l, &c))?;
+                let vc = gumbel_vq::Config::released();
+                let v = Loader::load(ctx, &ckpt, false, |l| gumbel_vq::GumbelVq::new(l, &vc))?;
+                (Generator::V1(Box::new(g)), Vq::Gumbel(Box::new(v)), None)
+            }
+        };
+        Ok(Self {
+            root: PathBuf::from(format!("<synthetic Paella {version:?}>")),
+            version,
+            generator,
+            vq,
+            byt5,
+            clip_tokenizer,
+            clip,
+        })
+    }
+
     /// Codebook size (logit columns).
     pub fn num_labels(&self) -> usize {
         match &self.generator {
@@ -478,7 +549,7 @@ impl PaellaPipeline {
         prompt: &str,
         negative_prompt: &str,
         batch: usize,
-        guidance: f32,
+        (guidance, schedule): (f32, GuidanceSchedule),
         grid: (usize, usize),
     ) -> Result<GuidedPaella<'_>> {
         let mut rec = ctx.recorder();
@@ -526,6 +597,7 @@ impl PaellaPipeline {
             cond,
             uncond,
             guidance,
+            schedule,
             grid,
         })
     }
@@ -556,6 +628,7 @@ pub struct GuidedPaella<'a> {
     cond: Condition,
     uncond: Option<Condition>,
     guidance: f32,
+    schedule: GuidanceSchedule,
     grid: (usize, usize),
 }
 
@@ -574,18 +647,25 @@ impl GuidedPaella<'_> {
         }
     }
 
-    /// Guided logits at the official noise level `r` of the model's version.
+    /// Logits at the official noise level `r` of the model's version, guided with scale `s`
+    /// (1: the conditional branch alone, the unconditional one not run).
     ///
     /// # Errors
     /// Shapes; GPU failures.
-    pub fn logits_at(&self, rec: &mut Recorder<'_>, tokens: &Tensor, r: f32) -> Result<Tensor> {
+    pub fn logits_at(
+        &self,
+        rec: &mut Recorder<'_>,
+        tokens: &Tensor,
+        r: f32,
+        s: f32,
+    ) -> Result<Tensor> {
         let cond = self.branch(rec, tokens, r, &self.cond)?;
         match &self.uncond {
-            Some(u) => {
+            Some(u) if s != 1.0 => {
                 let uncond = self.branch(rec, tokens, r, u)?;
-                ops::elementwise::axpby(rec, self.guidance, &cond, 1.0 - self.guidance, &uncond)
+                ops::elementwise::axpby(rec, s, &cond, 1.0 - s, &uncond)
             }
-            None => Ok(cond),
+            _ => Ok(cond),
         }
     }
 }
@@ -610,7 +690,8 @@ impl TokenModel for GuidedPaella<'_> {
             Version::V3 => 1.0 - step.progress(),
             Version::V1 => step.progress(),
         };
-        self.logits_at(rec, tokens, r)
+        let s = self.schedule.scale(self.guidance, step);
+        self.logits_at(rec, tokens, r, s)
     }
 
     fn noise_level(&self, step: Step) -> f32 {

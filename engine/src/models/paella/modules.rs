@@ -217,6 +217,30 @@ impl Config {
         })
     }
 
+    /// The released `paella_v3.pt`'s configuration (the official constructor's defaults with
+    /// `byt5_embd` 2560): 1,008 M parameters.
+    pub fn released() -> Self {
+        let level = |kinds: &str, n: usize| -> Vec<char> {
+            kinds.chars().cycle().take(kinds.len() * n).collect()
+        };
+        Self {
+            num_labels: 8192,
+            c_in: 256,
+            patch_size: 2,
+            c_cond: 1024,
+            c_r: 64,
+            c_hidden: vec![640, 1280, 1280],
+            nhead: vec![0, 16, 16],
+            byt5_embd: 2560,
+            clip_embd: 1024,
+            clip_seq_len: 4,
+            kernel_size: 3,
+            self_attn: true,
+            down_blocks: vec![level("CT", 6), level("CTA", 16), level("CTA", 6)],
+            up_blocks: vec![level("CTA", 6), level("CTA", 16), level("CT", 6)],
+        }
+    }
+
     /// What the token grid's sides must be multiples of: the patch size, halved per level.
     pub fn grid_multiple(&self) -> usize {
         self.patch_size << (self.c_hidden.len() - 1)

@@ -64,6 +64,16 @@ impl Config {
         })
     }
 
+    /// The released `vqgan_f4.pt`'s configuration (18.4 M parameters).
+    pub fn released() -> Self {
+        Self {
+            c_levels: vec![192, 384],
+            c_latent: 4,
+            codebook_size: 8192,
+            bottleneck_blocks: 12,
+        }
+    }
+
     /// Pixels per token side: 2 (pixel shuffle) × 2 per further level.
     pub fn scale_factor(&self) -> usize {
         2 << (self.c_levels.len() - 1)
