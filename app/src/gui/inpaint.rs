@@ -145,8 +145,9 @@ impl InpaintPanel {
             runs.cancel_button(ui, session);
         });
         ui.horizontal(|ui| {
+            let label = ui.label("edit: iterations");
             ui.add(egui::DragValue::new(&mut self.edit_iterations).range(1..=64))
-                .on_hover_text("iterations");
+                .labelled_by(label.id);
             ui.add(egui::Slider::new(&mut self.edit_fraction, 0.05..=0.9).text("re-masked"));
             if ui
                 .button("Edit")
