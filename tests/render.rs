@@ -1200,3 +1200,85 @@ fn info_says_whether_a_gpu_or_a_software_adapter_runs_the_kernels() {
     }
     assert!(out.contains("kernels: "), "{out}");
 }
+
+/// Files served from memory (`io::files::mount`, the browser's way to hold fetched or dropped
+/// files) open a model exactly as its folder on disk does: the same tokens and pixels. Off the
+/// mount the path no longer exists; a PyTorch file held in memory is refused with the way out.
+#[test]
+fn a_model_mounted_in_memory_opens_like_its_folder() {
+    use tessera_engine::io::files::{self, MemoryFiles};
+    use tessera_engine::pipeline;
+    let disk = fixture("tiny-a").join("model");
+    let mem = Path::new("/tessera-memory-test/tiny-a");
+    files::mount(mem, MemoryFiles::from_dir(&disk).expect("read folder"));
+    let ctx = GpuContext::new().expect("adapter");
+    let run = |path: &Path| {
+        let model = Model::open(&ctx, path).expect("open");
+        let g = pipeline::generate(&ctx, &model, &blue_heart(model.grid().0), &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .expect("generate");
+        let (img, _) = model.decode(&ctx, &g.tokens, 1, g.grid).expect("decode");
+        (g.tokens, img)
+    };
+    assert_eq!(run(mem), run(&disk));
+    files::unmount(mem);
+    assert!(Model::open(&ctx, mem).is_err(), "unmounted files are gone");
+    let paella = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/paella/v3-a/model");
+    let mem = Path::new("/tessera-memory-test/paella");
+    files::mount(mem, MemoryFiles::from_dir(&paella).expect("read folder"));
+    let err = Model::open(&ctx, mem)
+        .err()
+        .expect("a .pt in memory is refused");
+    assert!(err.to_string().contains("tessera convert"), "{err}");
+    files::unmount(mem);
+}
+
+/// The awaited forms (the browser's: no readback blocks) give what the blocking ones give:
+/// generation, an inpainting start (its image encoded and read back), and decoding.
+#[test]
+fn awaited_readbacks_give_the_blocking_results() {
+    use tessera_engine::Readback;
+    use tessera_engine::pipeline::{self, Start};
+    let ctx = GpuContext::new().expect("adapter");
+    let model = Model::open(&ctx, &fixture("tiny-b").join("model")).expect("open");
+    let side = model.grid().0;
+    let blank = blue_heart(side);
+    let f = model.vq_factor();
+    let image: Vec<f32> = (0..3 * side * f * side * f)
+        .map(|i| ((i * 29) % 97) as f32 / 96.0)
+        .collect();
+    let mut inpaint = blue_heart(side);
+    inpaint.start = Start::Inpaint {
+        image,
+        size: (side * f, side * f),
+        mask: (0..side * side).map(|i| i % side < side / 2).collect(),
+    };
+    for req in [&blank, &inpaint] {
+        let mut steps = (0, 0);
+        let sync = pipeline::generate(&ctx, &model, req, &mut |_| {
+            steps.0 += 1;
+            ControlFlow::Continue(())
+        })
+        .expect("generate");
+        let awaited = pollster::block_on(pipeline::generate_async(&ctx, &model, req, &mut |_| {
+            steps.1 += 1;
+            ControlFlow::Continue(())
+        }))
+        .expect("generate_async");
+        assert_eq!(awaited.tokens, sync.tokens);
+        assert_eq!(steps.0, steps.1);
+        let a = model
+            .decode(&ctx, &sync.tokens, 1, sync.grid)
+            .expect("decode");
+        let b = pollster::block_on(model.decode_with(
+            &ctx,
+            &sync.tokens,
+            1,
+            sync.grid,
+            Readback::Await,
+        ))
+        .expect("decode_with");
+        assert_eq!(a, b);
+    }
+}

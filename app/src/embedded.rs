@@ -2,9 +2,9 @@
 //! so `tessera` renders with no `--model` from any directory.
 //!
 //! Inside the source tree the folder is used in place; anywhere else (an installed binary) the
-//! embedded files are written once to the user's cache directory
-//! (`$XDG_CACHE_HOME/tessera/models/emoji-<hash>`, else `~/.cache/…`, else the temp dir) and the
-//! model loads from there like any diffusers folder. A build without the `embed-model` feature
+//! embedded bytes are served from memory (`tessera_engine::io::files::mount`) at a path that
+//! exists only for the engine's loaders, so nothing is written to disk — the same way the
+//! browser build holds the model it fetched. A build without the `embed-model` feature
 //! (`cargo build --release --no-default-features -p tessera`) carries no model files and reads
 //! `assets/models/emoji` from disk.
 
@@ -60,8 +60,8 @@ fn source_folder() -> Option<PathBuf> {
     same.then_some(dir)
 }
 
-/// FNV-1a over every file's name and bytes: names the cache folder, so a different build's
-/// model never mixes with this one.
+/// FNV-1a over every file's name and bytes: names the mount, so a different build's model
+/// never mixes with this one.
 fn fingerprint() -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (name, bytes) in FILES {
@@ -73,34 +73,17 @@ fn fingerprint() -> u64 {
     h
 }
 
-/// Writes the embedded files into `dir` (through a sibling temporary folder renamed into place,
-/// so a crash never leaves a half-written model that looks complete).
-fn unpack(dir: &Path) -> Result<()> {
-    let parent = dir.parent().context("cache folder has no parent")?;
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = parent.join(format!(
-        ".{}.partial-{}",
-        dir.file_name().and_then(|n| n.to_str()).unwrap_or("model"),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&tmp);
+/// Serves the embedded files at `root` (once per process; later calls find them there).
+fn mount(root: &Path) {
+    use tessera_engine::io::files::{self, MemoryFiles};
+    if files::is_file(&root.join("model_index.json")) {
+        return;
+    }
+    let mut m = MemoryFiles::new();
     for (name, bytes) in FILES {
-        let path = tmp.join(name);
-        if let Some(p) = path.parent() {
-            std::fs::create_dir_all(p).with_context(|| format!("cannot create {}", p.display()))?;
-        }
-        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        m.insert(name, bytes.to_vec());
     }
-    match std::fs::rename(&tmp, dir) {
-        Ok(()) => Ok(()),
-        // Another process unpacked it first.
-        Err(_) if dir.join("model_index.json").is_file() => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Ok(())
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot move the model into {}", dir.display())),
-    }
+    files::mount(root, m);
 }
 
 /// Without the embedded files (`--no-default-features`, a binary ~25 MB smaller): the source
@@ -119,7 +102,8 @@ fn folder_on_disk() -> Result<PathBuf> {
         )
 }
 
-/// The default model's folder: the source tree's copy, else the unpacked embedded copy.
+/// The default model's folder: the source tree's copy, else the embedded copy served from
+/// memory (a path only the engine's loaders see).
 pub fn default_model() -> Result<PathBuf> {
     if FILES.is_empty() {
         return folder_on_disk();
@@ -127,12 +111,43 @@ pub fn default_model() -> Result<PathBuf> {
     if let Some(dir) = source_folder() {
         return Ok(dir);
     }
-    let dir = tessera_engine::gpu::user_cache_dir()
-        .join("tessera/models")
-        .join(format!("emoji-{:016x}", fingerprint()));
-    if !dir.join("model_index.json").is_file() {
-        log::info!("unpacking the embedded default model to {}", dir.display());
-        unpack(&dir)?;
-    }
+    let dir = PathBuf::from(format!("/<embedded>/emoji-{:016x}", fingerprint()));
+    mount(&dir);
     Ok(dir)
+}
+
+#[cfg(all(test, feature = "embed-model"))]
+mod tests {
+    use super::*;
+
+    /// An installed binary's path: the embedded bytes served from memory open the model as
+    /// the source folder does (the same tokens from the same request).
+    #[test]
+    fn the_embedded_bytes_open_from_memory_like_the_folder() {
+        use std::ops::ControlFlow;
+        use tessera_engine::GpuContext;
+        use tessera_engine::pipeline::{self, Condition, Model, Request, Start};
+        let root = PathBuf::from(format!("/<embedded-test>/emoji-{:016x}", fingerprint()));
+        mount(&root);
+        let disk = source_folder().expect("the source tree's folder");
+        let ctx = GpuContext::new().expect("adapter");
+        let run = |path: &Path| {
+            let model = Model::open(&ctx, path).expect("open");
+            let req = Request {
+                condition: Condition::Text {
+                    prompt: "red apple",
+                    negative_prompt: "",
+                },
+                batch: 1,
+                guidance: 3.0,
+                sampler: model.sampler_defaults(None, 3, false).expect("defaults"),
+                start: Start::Blank(model.grid()),
+            };
+            pipeline::generate(&ctx, &model, &req, &mut |_| ControlFlow::Continue(()))
+                .expect("generate")
+                .tokens
+        };
+        assert_eq!(run(&root), run(&disk));
+        assert!(!root.exists(), "nothing was written to disk");
+    }
 }

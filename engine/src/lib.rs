@@ -15,4 +15,4 @@ pub mod sampling;
 pub mod shaders;
 
 pub use error::{Error, Result};
-pub use gpu::{DType, GpuContext, Recorder, Tensor};
+pub use gpu::{DType, GpuContext, Readback, Recorder, Tensor};

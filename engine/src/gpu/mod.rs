@@ -17,4 +17,4 @@ pub use pipeline::{DiskPipelineCache, Pipelines, ShaderChecks, user_cache_dir};
 pub use profile::{OpTime, Profile, ProfileClock};
 pub use recorder::{Binding, Recorder, linear_workgroups};
 pub(crate) use tensor::byte_len;
-pub use tensor::{DType, Tensor};
+pub use tensor::{DType, Readback, Tensor};

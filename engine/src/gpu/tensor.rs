@@ -296,33 +296,86 @@ impl Tensor {
     }
     /// Downloads as f32 (f16 tensors are widened).
     pub fn to_f32(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        let bytes = self.download_bytes(ctx)?;
-        match self.dtype {
-            DType::F32 => Ok(bytemuck::pod_collect_to_vec(&bytes)),
-            DType::F16 => Ok(bytemuck::pod_collect_to_vec::<u8, half::f16>(&bytes)
-                .into_iter()
-                .map(f32::from)
-                .collect()),
-            _ => Err(Error::DType {
-                op: "to_f32",
-                name: self.name.to_string(),
-                got: self.dtype,
-                expected: "f32 or f16".into(),
-            }),
-        }
+        self.f32_check()?;
+        self.f32_from(&self.download_bytes(ctx)?)
     }
 
     pub fn to_u32(&self, ctx: &GpuContext) -> Result<Vec<u32>> {
-        if !matches!(self.dtype, DType::U32 | DType::I32) {
-            return Err(Error::DType {
-                op: "to_u32",
-                name: self.name.to_string(),
-                got: self.dtype,
-                expected: "u32 or i32".into(),
-            });
-        }
+        self.u32_check()?;
         Ok(bytemuck::pod_collect_to_vec(&self.download_bytes(ctx)?))
     }
+
+    /// [`Tensor::to_f32`], waiting as `mode` says (awaited: the browser's way).
+    ///
+    /// # Errors
+    /// As [`Tensor::to_f32`].
+    pub async fn read_f32(&self, ctx: &GpuContext, mode: Readback) -> Result<Vec<f32>> {
+        match mode {
+            Readback::Block => self.to_f32(ctx),
+            Readback::Await => {
+                self.f32_check()?;
+                self.f32_from(&self.download_bytes_async(ctx).await?)
+            }
+        }
+    }
+
+    /// [`Tensor::to_u32`], waiting as `mode` says.
+    ///
+    /// # Errors
+    /// As [`Tensor::to_u32`].
+    pub async fn read_u32(&self, ctx: &GpuContext, mode: Readback) -> Result<Vec<u32>> {
+        match mode {
+            Readback::Block => self.to_u32(ctx),
+            Readback::Await => {
+                self.u32_check()?;
+                Ok(bytemuck::pod_collect_to_vec(
+                    &self.download_bytes_async(ctx).await?,
+                ))
+            }
+        }
+    }
+
+    fn f32_check(&self) -> Result<()> {
+        if matches!(self.dtype, DType::F32 | DType::F16) {
+            return Ok(());
+        }
+        Err(Error::DType {
+            op: "to_f32",
+            name: self.name.to_string(),
+            got: self.dtype,
+            expected: "f32 or f16".into(),
+        })
+    }
+
+    fn f32_from(&self, bytes: &[u8]) -> Result<Vec<f32>> {
+        Ok(match self.dtype {
+            DType::F16 => bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes)
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+            _ => bytemuck::pod_collect_to_vec(bytes),
+        })
+    }
+
+    fn u32_check(&self) -> Result<()> {
+        if matches!(self.dtype, DType::U32 | DType::I32) {
+            return Ok(());
+        }
+        Err(Error::DType {
+            op: "to_u32",
+            name: self.name.to_string(),
+            got: self.dtype,
+            expected: "u32 or i32".into(),
+        })
+    }
+}
+
+/// How a readback waits for the GPU: by blocking the thread (native code, the fastest there),
+/// or by awaiting the buffer's mapping (the browser, whose main thread must not block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readback {
+    Block,
+    Await,
 }
 
 /// The mapping of a readback buffer, as its callback reports it.

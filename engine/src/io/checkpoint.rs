@@ -2,6 +2,7 @@
 //! without executing anything, see [`Checkpoint::open_torch`]); tensors converted to f32 (or
 //! kept f16) on demand.
 
+use super::files;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,7 @@ impl Checkpoint {
     /// weights sit under `state_dict` is read from there. Tensors are gathered into row-major
     /// little-endian bytes, so strided views load like any tensor.
     pub fn open_torch(path: &Path) -> Result<Self> {
+        Self::torch_on_disk(path)?;
         let bad = |e: &dyn std::fmt::Display| {
             Error::file(path, format!("not a readable PyTorch checkpoint: {e}"))
         };
@@ -125,13 +127,9 @@ impl Checkpoint {
     /// # Errors
     /// Unreadable files and headers.
     pub fn keys(path: &Path) -> Result<Vec<String>> {
-        use std::io::Read;
-        let mut f = std::fs::File::open(path).map_err(|e| Error::file(path, e.to_string()))?;
-        let mut head = [0u8; 8];
-        let n = f
-            .read(&mut head)
-            .map_err(|e| Error::file(path, e.to_string()))?;
-        if Self::looks_like_torch(&head[..n]) {
+        let head = files::read_prefix(path, 8).map_err(|e| Error::file(path, e.to_string()))?;
+        if Self::looks_like_torch(&head) {
+            Self::torch_on_disk(path)?;
             let reader = pytorch_reader::PytorchReader::new(path).map_err(|e| {
                 Error::file(path, format!("not a readable PyTorch checkpoint: {e}"))
             })?;
@@ -142,23 +140,35 @@ impl Checkpoint {
                 .collect());
         }
         let bad = || Error::file(path, "not a safetensors or PyTorch checkpoint");
-        if n < 8 {
+        let Ok(head) = <[u8; 8]>::try_from(&head[..]) else {
             return Err(bad());
-        }
+        };
         let len = u64::from_le_bytes(head);
-        let meta = std::fs::metadata(path).map_err(|e| Error::file(path, e.to_string()))?;
-        if len > meta.len().saturating_sub(8) || len > 100 << 20 {
+        let size = files::size(path).map_err(|e| Error::file(path, e.to_string()))?;
+        if len > size.saturating_sub(8) || len > 100 << 20 {
             return Err(bad());
         }
-        let mut header = vec![0u8; len as usize];
-        f.read_exact(&mut header).map_err(|_| bad())?;
+        let bytes = files::read_prefix(path, 8 + len as usize).map_err(|_| bad())?;
         let map: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&header).map_err(|_| bad())?;
+            serde_json::from_slice(bytes.get(8..).ok_or_else(bad)?).map_err(|_| bad())?;
         Ok(map
             .into_iter()
             .map(|(k, _)| k)
             .filter(|k| k != "__metadata__")
             .collect())
+    }
+
+    /// PyTorch files are parsed from disk: one served from memory ([`files::mount`], e.g. in the
+    /// browser) is refused with the way out.
+    fn torch_on_disk(path: &Path) -> Result<()> {
+        if files::is_mounted(path) {
+            return Err(Error::file(
+                path,
+                "a PyTorch checkpoint is read from disk only; convert it to safetensors \
+                 (tessera convert IN.pt OUT.safetensors)",
+            ));
+        }
+        Ok(())
     }
 
     /// Whether `bytes` start like a PyTorch checkpoint (a ZIP archive, or a pickle stream as the
@@ -171,19 +181,16 @@ impl Checkpoint {
     /// (recognised by its content, see [`Self::open_torch`]).
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
         if let [one] = paths {
-            let mut head = [0u8; 4];
-            let n = std::fs::File::open(one)
-                .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-                .map_err(|e| Error::file(one, e))?;
-            if Self::looks_like_torch(&head[..n]) {
+            let head = files::read_prefix(one, 4).map_err(|e| Error::file(one, e))?;
+            if Self::looks_like_torch(&head) {
                 return Self::open_torch(one);
             }
         }
-        let files = paths
+        let shards = paths
             .iter()
-            .map(|p| Ok((p.clone(), std::fs::read(p).map_err(|e| Error::file(p, e))?)))
+            .map(|p| Ok((p.clone(), files::read(p).map_err(|e| Error::file(p, e))?)))
             .collect::<Result<Vec<_>>>()?;
-        Self::from_bytes(files)
+        Self::from_bytes(shards)
     }
 
     /// The checkpoint held by these files' bytes (`(name for errors, contents)` per shard).
@@ -409,11 +416,11 @@ pub fn component_files(dir: &Path, stems: &[&str]) -> Result<Vec<PathBuf>> {
     for stem in stems {
         for variant in ["", ".fp16"] {
             let idx = dir.join(format!("{stem}{variant}.safetensors.index.json"));
-            if idx.is_file() {
+            if files::is_file(&idx) {
                 return shard_files(&idx);
             }
             let single = dir.join(format!("{stem}{variant}.safetensors"));
-            if single.is_file() {
+            if files::is_file(&single) {
                 return Ok(vec![single]);
             }
         }
@@ -421,7 +428,7 @@ pub fn component_files(dir: &Path, stems: &[&str]) -> Result<Vec<PathBuf>> {
     for stem in stems {
         for variant in ["", ".fp16"] {
             let bin = dir.join(format!("{stem}{variant}.bin"));
-            if bin.is_file() {
+            if files::is_file(&bin) {
                 return Ok(vec![bin]);
             }
         }

@@ -87,7 +87,7 @@ pub struct FlaxFile {
 impl FlaxFile {
     /// Reads and parses `path`.
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::file(path, e))?;
+        let bytes = super::files::read(path).map_err(|e| Error::file(path, e))?;
         Self::parse(&bytes, &path.display().to_string())
     }
 

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::files;
 use crate::error::{Error, Result};
 
 /// A diffusers pipeline folder (`model_index.json` plus one sub-folder per component).
@@ -13,7 +14,7 @@ pub struct ModelFolder {
 
 impl ModelFolder {
     pub fn open(root: &Path) -> Result<Self> {
-        if !root.join("model_index.json").is_file() {
+        if !files::is_file(&root.join("model_index.json")) {
             return Err(Error::file(
                 root,
                 "not a diffusers model folder (no model_index.json)",
@@ -27,7 +28,7 @@ impl ModelFolder {
     /// The component's directory, which must exist.
     pub fn component(&self, name: &str) -> Result<PathBuf> {
         let dir = self.root.join(name);
-        if !dir.is_dir() {
+        if !files::is_dir(&dir) {
             return Err(Error::file(&dir, "missing component folder"));
         }
         Ok(dir)
@@ -66,12 +67,12 @@ pub fn resolve_model(arg: &str) -> Result<ModelFolder> {
 /// A file, a missing folder that is no hub id, a hub id not in the cache.
 pub fn resolve_dir(arg: &str) -> Result<PathBuf> {
     let p = Path::new(arg);
-    if p.is_dir() {
+    if files::is_dir(p) {
         return Ok(p.to_path_buf());
     }
     let parts: Vec<&str> = arg.split('/').collect();
     let is_hub_id = is_hub_id(arg);
-    if p.is_file() {
+    if files::is_file(p) {
         return Err(Error::file(
             p,
             "is a file, not a model folder (a diffusers folder with model_index.json, or a folder \

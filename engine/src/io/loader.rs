@@ -221,17 +221,18 @@ impl<'a> Loader<'a> {
     pub fn permuted(&self, name: &str, shape: &[usize], perm: &[usize]) -> Result<Tensor> {
         let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
         let v = self.host(name, shape)?;
-        if self.check_only {
-            return Tensor::placeholder(self.ctx, &self.path(name), &out_shape, DType::F32);
-        }
-        let v = permute_host(&v, shape, perm);
-        Tensor::from_f32(self.ctx, &self.path(name), &out_shape, &v)
+        let v = if self.check_only {
+            v
+        } else {
+            permute_host(&v, shape, perm)
+        };
+        self.upload(name, &out_shape, &v)
     }
 
     /// Rows `start .. start + len` (dim 0) of `name` (exactly `shape`), uploaded as f32: one
     /// part of a packed weight (PyTorch `MultiheadAttention`'s `in_proj_weight`).
     pub fn rows(&self, name: &str, shape: &[usize], start: usize, len: usize) -> Result<Tensor> {
-        let inner: usize = shape[1..].iter().product();
+        let inner: usize = shape.iter().skip(1).product();
         let mut out_shape = shape.to_vec();
         out_shape[0] = len;
         if start + len > shape.first().copied().unwrap_or(0) {
@@ -245,16 +246,30 @@ impl<'a> Loader<'a> {
             ));
         }
         let v = self.host(name, shape)?;
-        let label = format!("{}[{start}..{}]", self.path(name), start + len);
-        if self.check_only {
-            return Tensor::placeholder(self.ctx, &label, &out_shape, DType::F32);
-        }
-        Tensor::from_f32(
-            self.ctx,
-            &label,
+        let end = (start + len) * inner;
+        let part = if self.check_only {
+            &[][..]
+        } else {
+            &v[start * inner..end]
+        };
+        self.upload(
+            &format!("{name}[{start}..{}]", start + len),
             &out_shape,
-            &v[start * inner..(start + len) * inner],
+            part,
         )
+    }
+
+    /// Values computed on the host from loaded ones (a folded norm, a tiled bias) as an f32
+    /// tensor named `label` under this prefix (a placeholder while [`Self::checking`]).
+    ///
+    /// # Errors
+    /// A value count unlike `shape`'s; GPU allocation failures.
+    pub fn upload(&self, label: &str, shape: &[usize], values: &[f32]) -> Result<Tensor> {
+        let name = self.path(label);
+        if self.check_only {
+            return Tensor::placeholder(self.ctx, &name, shape, DType::F32);
+        }
+        Tensor::from_f32(self.ctx, &name, shape, values)
     }
 
     /// Marks `name` as deliberately not loaded (a part of the checkpoint the engine does not

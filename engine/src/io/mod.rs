@@ -2,6 +2,7 @@
 //! folders and the Hugging Face cache, typed configs.
 
 pub mod checkpoint;
+pub mod files;
 pub mod flax;
 pub mod folder;
 pub mod loader;
@@ -18,6 +19,6 @@ use crate::error::{Error, Result};
 
 /// Parses a JSON config file into `T`, naming the file (and key, when serde knows it) on error.
 pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+    let text = files::read_to_string(path).map_err(|e| Error::file(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::file(path, format!("invalid config: {e}")))
 }

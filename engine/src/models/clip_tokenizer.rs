@@ -1,6 +1,7 @@
 //! CLIP BPE tokenizer (via the `tokenizers` crate), from `tokenizer.json` or from
 //! `vocab.json` + `merges.txt`, with the aMUSEd pipeline's padding and truncation.
 
+use crate::io::files;
 use std::path::Path;
 
 use tokenizers::models::bpe::BPE;
@@ -36,7 +37,7 @@ fn err(dir: &Path, e: impl std::fmt::Display) -> Error {
 /// either as a string or as `{"content": ...}`.
 fn special(dir: &Path, key: &str) -> Option<String> {
     for file in ["special_tokens_map.json", "tokenizer_config.json"] {
-        let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
+        let Ok(text) = files::read_to_string(&dir.join(file)) else {
             continue;
         };
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
@@ -56,7 +57,7 @@ fn special(dir: &Path, key: &str) -> Option<String> {
 }
 
 fn max_length(dir: &Path) -> usize {
-    std::fs::read_to_string(dir.join("tokenizer_config.json"))
+    files::read_to_string(&dir.join("tokenizer_config.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v["model_max_length"].as_u64())
@@ -68,11 +69,12 @@ impl ClipTokenizer {
     /// Loads the tokenizer folder of a pipeline.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let json = dir.join("tokenizer.json");
-        let tokenizer = if json.is_file() {
-            Tokenizer::from_file(&json).map_err(|e| err(&json, e))?
+        let tokenizer = if files::is_file(&json) {
+            let bytes = files::read(&json).map_err(|e| err(&json, e))?;
+            Tokenizer::from_bytes(bytes).map_err(|e| err(&json, e))?
         } else {
             let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
-            if !vocab.is_file() || !merges.is_file() {
+            if !files::is_file(&vocab) || !files::is_file(&merges) {
                 return Err(err(
                     dir,
                     "neither tokenizer.json nor vocab.json + merges.txt found",
@@ -99,7 +101,21 @@ impl ClipTokenizer {
 
     /// The same normaliser, pre-tokeniser and BPE settings the reference builds for CLIP.
     fn from_vocab_merges(vocab: &Path, merges: &Path) -> tokenizers::Result<Tokenizer> {
-        let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
+        let vocab: std::collections::HashMap<String, u32> =
+            serde_json::from_str(&files::read_to_string(vocab)?)?;
+        let merges: Vec<(String, String)> = files::read_to_string(merges)?
+            .lines()
+            .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
+            .filter_map(|l| l.split_once(' '))
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(
+                vocab
+                    .into_iter()
+                    .collect::<tokenizers::models::bpe::Vocab>(),
+                merges,
+            )
             .end_of_word_suffix("</w>".into())
             .unk_token(EOS.into())
             .build()?;

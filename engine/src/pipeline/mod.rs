@@ -12,7 +12,7 @@ pub use settings::Condition;
 use std::ops::ControlFlow;
 
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, Recorder, Tensor};
+use crate::gpu::{GpuContext, Readback, Recorder, Tensor};
 use crate::models::amused::{AmusedPipeline, micro_conds};
 use crate::models::uvit2d::{Conditioning, PreparedConditioning};
 use crate::ops;
@@ -214,16 +214,39 @@ impl Plan<'_> {
         ctx: &GpuContext,
         on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
     ) -> Result<Generated> {
+        pollster::block_on(self.run_with(ctx, on_step, Readback::Block))
+    }
+
+    /// [`Plan::run`] with its readbacks awaited, never blocking the thread (the browser's
+    /// form): the same steps and results.
+    ///
+    /// # Errors
+    /// As [`Plan::run`].
+    pub async fn run_async(
+        &self,
+        ctx: &GpuContext,
+        on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
+    ) -> Result<Generated> {
+        self.run_with(ctx, on_step, Readback::Await).await
+    }
+
+    async fn run_with(
+        &self,
+        ctx: &GpuContext,
+        on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
+        mode: Readback,
+    ) -> Result<Generated> {
         let Some((iterations, fraction)) = self.edit else {
-            let tokens = sampling::generate_from(
+            let tokens = sampling::decode_loop(
                 ctx,
                 self.model.as_ref(),
                 self.batch,
-                &self.init,
-                self.start.as_deref(),
+                (&self.init, self.start.as_deref()),
                 &self.opts,
                 on_step,
-            )?;
+                mode,
+            )
+            .await?;
             return Ok(Generated {
                 tokens,
                 grid: self.grid,
@@ -247,12 +270,11 @@ impl Plan<'_> {
                 }
             }
             let offset = it * self.opts.steps;
-            tokens = sampling::generate_from(
+            tokens = sampling::decode_loop(
                 ctx,
                 self.model.as_ref(),
                 self.batch,
-                &init,
-                None,
+                (&init, None),
                 &opts,
                 &mut |ev| {
                     on_step(&StepEvent {
@@ -267,7 +289,9 @@ impl Plan<'_> {
                         work: ev.work,
                     })
                 },
-            )?;
+                mode,
+            )
+            .await?;
         }
         Ok(Generated {
             tokens,
@@ -319,10 +343,36 @@ pub fn generate(
     plan(ctx, model, req)?.run(ctx, on_step)
 }
 
+/// [`generate`] with every readback awaited (the browser's form; see [`Readback`]).
+///
+/// # Errors
+/// As [`generate`].
+pub async fn generate_async(
+    ctx: &GpuContext,
+    model: &Model,
+    req: &Request<'_>,
+    on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
+) -> Result<Generated> {
+    plan_with(ctx, model, req, Readback::Await)
+        .await?
+        .run_async(ctx, on_step)
+        .await
+}
+
 /// Prepares the request: checks it against the model ([`Model::check`]), encodes its image
 /// (inpainting, outpainting, img2img), and prepares the step-invariant conditioning (prompt
 /// embeddings, cross-attention keys and values, modulations; a class token).
 pub fn plan<'a>(ctx: &GpuContext, model: &'a Model, req: &Request<'_>) -> Result<Plan<'a>> {
+    pollster::block_on(plan_with(ctx, model, req, Readback::Block))
+}
+
+/// [`plan`] with the start image's encoding read back as `mode` says.
+pub async fn plan_with<'a>(
+    ctx: &GpuContext,
+    model: &'a Model,
+    req: &Request<'_>,
+    mode: Readback,
+) -> Result<Plan<'a>> {
     if req.batch == 0 {
         return Err(Error::shape("generate", "batch must be at least 1"));
     }
@@ -340,7 +390,7 @@ pub fn plan<'a>(ctx: &GpuContext, model: &'a Model, req: &Request<'_>) -> Result
             size,
             mask: region,
         } => {
-            let (ids, grid) = model.encode(ctx, image, *size)?;
+            let (ids, grid) = model.encode_with(ctx, image, *size, mode).await?;
             if region.len() != ids.len() {
                 return Err(Error::shape(
                     "inpaint",
@@ -381,12 +431,12 @@ pub fn plan<'a>(ctx: &GpuContext, model: &'a Model, req: &Request<'_>) -> Result
                     ),
                 ));
             }
-            let (ids, grid) = model.encode(ctx, image, *size)?;
+            let (ids, grid) = model.encode_with(ctx, image, *size, mode).await?;
             edit = Some((*iterations, *fraction));
             (ids.repeat(b), grid)
         }
         Start::Outpaint { image, size, grow } => {
-            let (ids, (gh, gw)) = model.encode(ctx, image, *size)?;
+            let (ids, (gh, gw)) = model.encode_with(ctx, image, *size, mode).await?;
             let [l, t, _, _] = *grow;
             let (h, w) = req.start.grid(model.vq_factor());
             let mut one = vec![mask; h * w];
@@ -401,7 +451,7 @@ pub fn plan<'a>(ctx: &GpuContext, model: &'a Model, req: &Request<'_>) -> Result
             size,
             strength,
         } => {
-            let (ids, grid) = model.encode(ctx, image, *size)?;
+            let (ids, grid) = model.encode_with(ctx, image, *size, mode).await?;
             if opts.kind == SamplerKind::Paella {
                 // Paella re-samples every token: it starts from the image's tokens at noise
                 // level ≈ strength (the official `sample(init_x=…, t_start=…)`).

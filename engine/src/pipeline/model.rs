@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::settings::Condition;
 use super::{GuidedTransformer, Request, Start};
 use crate::error::{Error, Result};
-use crate::gpu::{DType, GpuContext, Recorder, Tensor};
+use crate::gpu::{DType, GpuContext, Readback, Recorder, Tensor};
 use crate::io::ModelFolder;
 use crate::models::amused::AmusedPipeline;
 use crate::models::clip_text::TextEmbeddings;
@@ -593,6 +593,22 @@ impl Model {
         batch: usize,
         grid: (usize, usize),
     ) -> Result<(Vec<f32>, (usize, usize))> {
+        pollster::block_on(self.decode_with(ctx, tokens, batch, grid, Readback::Block))
+    }
+
+    /// [`Self::decode`], its readbacks waiting as `mode` says ([`Readback::Await`] in the
+    /// browser).
+    ///
+    /// # Errors
+    /// As [`Self::decode`].
+    pub async fn decode_with(
+        &self,
+        ctx: &GpuContext,
+        tokens: &[u32],
+        batch: usize,
+        grid: (usize, usize),
+        mode: Readback,
+    ) -> Result<(Vec<f32>, (usize, usize))> {
         let per = grid.0 * grid.1;
         if tokens.len() != batch * per {
             return Err(Error::shape(
@@ -614,7 +630,7 @@ impl Model {
             rec.submit();
             debug_assert_eq!(img.dtype(), DType::F32);
             size = (img.shape()[3], img.shape()[2]);
-            let mut v = img.to_f32(ctx)?;
+            let mut v = img.read_f32(ctx, mode).await?;
             self.pixels_to_unit(&mut v);
             out.extend(v);
         }
@@ -632,6 +648,20 @@ impl Model {
         image: &[f32],
         size: (usize, usize),
     ) -> Result<(Vec<u32>, (usize, usize))> {
+        pollster::block_on(self.encode_with(ctx, image, size, Readback::Block))
+    }
+
+    /// [`Self::encode`], its readback waiting as `mode` says.
+    ///
+    /// # Errors
+    /// As [`Self::encode`].
+    pub async fn encode_with(
+        &self,
+        ctx: &GpuContext,
+        image: &[f32],
+        size: (usize, usize),
+        mode: Readback,
+    ) -> Result<(Vec<u32>, (usize, usize))> {
         let (w, h) = size;
         let f = self.vq_factor();
         if w % f != 0 || h % f != 0 || w == 0 || h == 0 {
@@ -644,6 +674,6 @@ impl Model {
         let mut rec = ctx.recorder();
         let ids = self.encode_tensor(&mut rec, &t)?;
         rec.submit();
-        Ok((ids.to_u32(ctx)?, (h / f, w / f)))
+        Ok((ids.read_u32(ctx, mode).await?, (h / f, w / f)))
     }
 }

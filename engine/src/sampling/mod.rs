@@ -19,7 +19,7 @@ pub use guidance::GuidanceSchedule;
 pub use schedule::Schedule;
 
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, Recorder, Tensor, WorkCounts};
+use crate::gpu::{GpuContext, Readback, Recorder, Tensor, WorkCounts};
 use crate::ops;
 
 /// Where the sampler is when it asks a model for logits: step `index` (0-based) of `steps`.
@@ -275,6 +275,55 @@ pub fn generate_from(
     opts: &SamplerOptions,
     on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
 ) -> Result<Vec<u32>> {
+    // With blocking readbacks the loop never waits on a future: one poll runs it through.
+    pollster::block_on(decode_loop(
+        ctx,
+        model,
+        batch,
+        (init, start),
+        opts,
+        on_step,
+        Readback::Block,
+    ))
+}
+
+/// [`generate_from`] with every readback awaited, never blocking the thread: the browser's
+/// form (its main thread must not block). The same steps, draws and results.
+///
+/// # Errors
+/// As [`generate_from`].
+pub async fn generate_from_async(
+    ctx: &GpuContext,
+    model: &dyn TokenModel,
+    batch: usize,
+    init: &[u32],
+    start: Option<&[u32]>,
+    opts: &SamplerOptions,
+    on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
+) -> Result<Vec<u32>> {
+    decode_loop(
+        ctx,
+        model,
+        batch,
+        (init, start),
+        opts,
+        on_step,
+        Readback::Await,
+    )
+    .await
+}
+
+/// The decoding loop of [`generate_from`] and [`generate_from_async`], waiting for its
+/// per-step readbacks as `mode` says.
+pub(crate) async fn decode_loop(
+    ctx: &GpuContext,
+    model: &dyn TokenModel,
+    batch: usize,
+    (init, start): (&[u32], Option<&[u32]>),
+    opts: &SamplerOptions,
+    on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
+    mode: Readback,
+) -> Result<Vec<u32>> {
     opts.validate()?;
     let (h, w) = model.grid();
     let l = h * w;
@@ -367,7 +416,7 @@ pub fn generate_from(
             }
             let (ids, probs) = ops::sampling::categorical(&mut rec, &logits, &tu, temperature)?;
             rec.submit();
-            let ids = ids.to_u32(ctx)?;
+            let ids = ids.read_u32(ctx, mode).await?;
             // Non-finite logits (a model or a guidance scale that overflows f32) leave the
             // sampling kernel no valid choice: stop rather than feed garbage ids back.
             if let Some(bad) = ids.iter().find(|&&id| id as usize >= codebook) {
@@ -379,7 +428,7 @@ pub fn generate_from(
                     ),
                 ));
             }
-            (ids, probs.to_f32(ctx)?)
+            (ids, probs.read_f32(ctx, mode).await?)
         };
         let was_masked: Vec<bool> = cur.iter().map(|&t| t == mask).collect();
         let mut newly_fixed = vec![false; batch * l];

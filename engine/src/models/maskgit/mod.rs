@@ -13,6 +13,7 @@
 pub mod transformer;
 pub mod vqgan;
 
+use crate::io::files;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -38,14 +39,15 @@ pub fn is_checkpoint_path(path: &Path) -> bool {
         n.ends_with(SUFFIX)
             && (n.starts_with(TRANSFORMER_PREFIX) || n.starts_with(TOKENIZER_PREFIX))
     };
-    if path.is_dir() {
-        if path.join("model_index.json").is_file() {
+    if files::is_dir(path) {
+        if files::is_file(&path.join("model_index.json")) {
             return false;
         }
-        std::fs::read_dir(path).is_ok_and(|entries| {
+        files::list(path).is_ok_and(|entries| {
             entries
-                .filter_map(|e| e.ok())
-                .any(|e| named(&e.file_name().to_string_lossy()))
+                .iter()
+                .filter_map(|e| e.file_name())
+                .any(|n| named(&n.to_string_lossy()))
         })
     } else {
         path.file_name()
@@ -57,13 +59,15 @@ pub fn is_checkpoint_path(path: &Path) -> bool {
 /// `maskgit_<name>_checkpoint` and `tokenizer_<name>_checkpoint` (paired by `<name>` when it
 /// holds several), or either file, whose sibling must lie beside it.
 pub fn checkpoint_files(path: &Path) -> Result<(PathBuf, PathBuf)> {
-    if path.is_dir() {
+    if files::is_dir(path) {
         let mut transformers = Vec::new();
         let mut tokenizers = Vec::new();
-        for entry in std::fs::read_dir(path).map_err(|e| Error::file(path, e))? {
-            let entry = entry.map_err(|e| Error::file(path, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(SUFFIX) || !entry.path().is_file() {
+        for entry in files::list(path).map_err(|e| Error::file(path, e))? {
+            let name = entry
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !name.ends_with(SUFFIX) || !files::is_file(&entry) {
                 continue;
             }
             if let Some(rest) = name.strip_prefix(TRANSFORMER_PREFIX) {
@@ -120,7 +124,7 @@ pub fn checkpoint_files(path: &Path) -> Result<(PathBuf, PathBuf)> {
             path.join(format!("{TOKENIZER_PREFIX}{rest}")),
         ));
     }
-    if !path.is_file() {
+    if !files::is_file(path) {
         return Err(Error::file(path, "no such file or directory"));
     }
     let name = path
@@ -148,7 +152,7 @@ pub fn checkpoint_files(path: &Path) -> Result<(PathBuf, PathBuf)> {
         ));
     };
     for (p, what) in [(&transformer, "transformer"), (&tokenizer, "tokenizer")] {
-        if !p.is_file() {
+        if !files::is_file(p) {
             return Err(Error::file(
                 p,
                 format!(

@@ -4,10 +4,10 @@
 //! every block maps to its norm's modulation. Struct fields mirror the checkpoint keys
 //! (`down_blocks.1.3.cond_mapper.weight` is `down_blocks[1]`'s block 3). Channels-last.
 
-use super::modules::indices;
-use super::r_embedding;
+use super::resample::Resample;
+use super::{indices, layout_error, r_embedding, shape_of};
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Recorder, Tensor};
+use crate::gpu::{Recorder, Tensor};
 use crate::io::{Checkpoint, Loader};
 use crate::models::nn::Linear;
 use crate::ops;
@@ -32,13 +32,9 @@ impl Config {
     /// # Errors
     /// Missing tensors or a layout unlike `DenoiseUNet`'s.
     pub fn infer(ckpt: &Checkpoint) -> Result<Self> {
-        let bad = |msg: String| Error::shape("load", format!("{}: {msg}", ckpt.describe()));
-        let shape = |name: &str| {
-            ckpt.shape(name)
-                .ok_or_else(|| bad(format!("tensor {name} is missing")))
-        };
-        let &[num_labels, _] = shape("embedding.weight")? else {
-            return Err(bad("embedding.weight is not [codes, width]".into()));
+        let bad = |msg: String| layout_error(ckpt, msg);
+        let &[num_labels, _] = shape_of(ckpt, "embedding.weight", 2)? else {
+            unreachable!()
         };
         let res_blocks = |prefix: &str| -> Vec<usize> {
             indices(ckpt, prefix)
@@ -57,13 +53,19 @@ impl Config {
             let first = blocks
                 .first()
                 .ok_or_else(|| bad(format!("down_blocks.{i} has no ResBlock")))?;
-            c_levels.push(shape(&format!("down_blocks.{i}.{first}.depthwise.1.weight"))?[0]);
+            c_levels.push(
+                shape_of(
+                    ckpt,
+                    &format!("down_blocks.{i}.{first}.depthwise.1.weight"),
+                    4,
+                )?[0],
+            );
             down_levels.push(blocks.len());
         }
         let up_levels = (0..levels)
             .map(|i| res_blocks(&format!("up_blocks.{i}")).len())
             .collect();
-        let c_cond = shape("down_blocks.0.0.cond_mapper.weight")?[1];
+        let c_cond = shape_of(ckpt, "down_blocks.0.0.cond_mapper.weight", 2)?[1];
         Ok(Self {
             num_labels,
             c_levels,
@@ -107,13 +109,6 @@ struct ResBlock {
 
 impl ResBlock {
     fn new(l: &Loader<'_>, c: usize, c_cond: usize, c_skip: usize) -> Result<Self> {
-        let upload = |name: &str, shape: &[usize], v: &[f32]| {
-            if l.checking() {
-                Tensor::placeholder(l.ctx(), name, shape, DType::F32)
-            } else {
-                Tensor::from_f32(l.ctx(), name, shape, v)
-            }
-        };
         let g = l.pp("ln").host("gamma", &[1, 1, 1])?[0];
         let b = l.pp("ln").host("beta", &[1, 1, 1])?[0];
         let cm = l.pp("cond_mapper");
@@ -147,13 +142,13 @@ impl ResBlock {
                 l.tensor("ln.ln.bias", &[c])?,
             ),
             modulation: Linear {
-                weight: upload("cond_mapper.modulation", &[2 * c, c_cond], &mod_w)?,
-                bias: Some(upload("cond_mapper.modulation.bias", &[2 * c], &mod_b)?),
+                weight: l.upload("cond_mapper.modulation", &[2 * c, c_cond], &mod_w)?,
+                bias: Some(l.upload("cond_mapper.modulation.bias", &[2 * c], &mod_b)?),
             },
             fc1: Linear::new(&l.pp("channelwise.0"), c + c_skip, 4 * c, true)?,
             fc2: Linear {
-                weight: upload("channelwise.2.scaled", &[c, 4 * c], &w2)?,
-                bias: Some(upload("channelwise.2.scaled.bias", &[c], &b2)?),
+                weight: l.upload("channelwise.2.scaled", &[c, 4 * c], &w2)?,
+                bias: Some(l.upload("channelwise.2.scaled.bias", &[c], &b2)?),
             },
         })
     }
@@ -200,29 +195,6 @@ impl ResBlock {
     }
 }
 
-/// A k4 s2 p1 convolution (down) or transposed convolution (up), on NCHW between permutes.
-struct Resample {
-    weight: Tensor,
-    bias: Tensor,
-    transposed: bool,
-}
-
-impl Resample {
-    fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
-        let y = ops::layout::permute(rec, x, &[0, 3, 1, 2])?;
-        let y = if self.transposed {
-            ops::conv::conv_transpose2d(rec, &y, &self.weight, Some(&self.bias), 2, 1)?
-        } else {
-            let s = Conv2dSpec {
-                stride: [2, 2],
-                ..Conv2dSpec::same(1)
-            };
-            ops::conv::conv2d(rec, &y, &self.weight, Some(&self.bias), &s)?
-        };
-        ops::layout::permute(rec, &y, &[0, 2, 3, 1])
-    }
-}
-
 struct Level {
     /// Down levels after the first start with a convolution; up levels before the last end
     /// with a transposed one.
@@ -244,18 +216,7 @@ pub struct DenoiseUNet {
 impl DenoiseUNet {
     pub fn new(l: &Loader<'_>, cfg: &Config) -> Result<Self> {
         let n = cfg.c_levels.len();
-        let resample = |lp: &Loader<'_>, cin: usize, cout: usize, transposed: bool| {
-            let shape = if transposed {
-                [cin, cout, 4, 4]
-            } else {
-                [cout, cin, 4, 4]
-            };
-            Ok::<_, Error>(Resample {
-                weight: lp.tensor("weight", &shape)?,
-                bias: lp.tensor("bias", &[cout])?,
-                transposed,
-            })
-        };
+        let resample = Resample::new;
         let mut down_blocks = Vec::new();
         for (i, &count) in cfg.down_levels.iter().enumerate() {
             let lv = l.pp("down_blocks").pp(i);

@@ -7,7 +7,7 @@
 //! (the official `encode(2x − 1)`) and [`GumbelVq::decode`] returns the raw [−1, 1] output.
 //! Encoding takes the argmax of the Gumbel logits (no sampling).
 
-use super::modules::indices;
+use super::{indices, layout_error, shape_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Recorder, Tensor};
 use crate::io::{Checkpoint, Loader};
@@ -36,32 +36,30 @@ impl Config {
     /// # Errors
     /// Missing tensors or a layout unlike taming's.
     pub fn infer(ckpt: &Checkpoint) -> Result<Self> {
-        let bad = |msg: String| Error::shape("load", format!("{}: {msg}", ckpt.describe()));
-        let shape = |name: &str| {
-            ckpt.shape(name)
-                .ok_or_else(|| bad(format!("tensor {name} is missing")))
-        };
-        let ch = shape("encoder.conv_in.weight")?[0];
+        let bad = |msg: &str| layout_error(ckpt, msg);
+        let ch = shape_of(ckpt, "encoder.conv_in.weight", 4)?[0];
         let levels = indices(ckpt, "encoder.down").len();
         if levels == 0 || ch == 0 {
-            return Err(bad("no encoder levels".into()));
+            return Err(bad("no encoder levels"));
         }
         let ch_mult = (0..levels)
-            .map(|i| Ok(shape(&format!("encoder.down.{i}.block.0.conv2.weight"))?[0] / ch))
+            .map(|i| {
+                Ok(shape_of(ckpt, &format!("encoder.down.{i}.block.0.conv2.weight"), 4)?[0] / ch)
+            })
             .collect::<Result<Vec<_>>>()?;
         let num_res_blocks = indices(ckpt, "encoder.down.0.block").len();
         let attn_levels = (0..levels)
             .map(|i| ckpt.contains(&format!("encoder.down.{i}.attn.0.q.weight")))
             .collect();
-        let &[n_embed, embed_dim] = shape("quantize.embed.weight")? else {
-            return Err(bad("quantize.embed.weight is not [codes, dim]".into()));
+        let &[n_embed, embed_dim] = shape_of(ckpt, "quantize.embed.weight", 2)? else {
+            unreachable!()
         };
         Ok(Self {
             ch,
             ch_mult,
             num_res_blocks,
             attn_levels,
-            z_channels: shape("decoder.conv_in.weight")?[1],
+            z_channels: shape_of(ckpt, "decoder.conv_in.weight", 4)?[1],
             embed_dim,
             n_embed,
         })

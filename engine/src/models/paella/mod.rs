@@ -15,15 +15,17 @@
 pub mod denoise_unet;
 pub mod gumbel_vq;
 pub mod modules;
+mod resample;
 pub mod vqgan;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Recorder, Tensor};
-use crate::io::{Checkpoint, Loader, read_config, resolve_dir};
+use crate::io::{Checkpoint, Loader, files, read_config, resolve_dir};
 use crate::models::clip_text::ClipTextModel;
 use crate::models::clip_tokenizer::ClipTokenizer;
 use crate::models::t5::{T5Encoder, byt5_ids};
@@ -36,6 +38,32 @@ pub const BYT5_MAX_LENGTH: usize = 768;
 /// The hub ids the official code loads its text encoders from.
 pub const BYT5_HUB_ID: &str = "google/byt5-xl";
 pub const CLIP_V3_HUB_ID: &str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K";
+
+/// A checkpoint whose layout is not the model's, named with its file.
+pub(crate) fn layout_error(ckpt: &Checkpoint, msg: impl std::fmt::Display) -> Error {
+    Error::shape("load", format!("{}: {msg}", ckpt.describe()))
+}
+
+/// Numeric children of `prefix.` in the checkpoint (`down_blocks` → {0, 1, 2}).
+pub(crate) fn indices(ckpt: &Checkpoint, prefix: &str) -> BTreeSet<usize> {
+    let p = format!("{prefix}.");
+    ckpt.names()
+        .filter_map(|n| n.strip_prefix(&p))
+        .filter_map(|rest| rest.split('.').next()?.parse().ok())
+        .collect()
+}
+
+/// The shape of `name`, which must have `rank` dims.
+pub(crate) fn shape_of<'a>(ckpt: &'a Checkpoint, name: &str, rank: usize) -> Result<&'a [usize]> {
+    match ckpt.shape(name) {
+        Some(s) if s.len() == rank => Ok(s),
+        Some(s) => Err(layout_error(
+            ckpt,
+            format!("{name} is {s:?}, expected rank {rank}"),
+        )),
+        None => Err(layout_error(ckpt, format!("tensor {name} is missing"))),
+    }
+}
 
 /// What a checkpoint file of a Paella folder holds, from its keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,11 +101,11 @@ impl Part {
 
 /// The checkpoint files directly in `dir` and what each holds (files of other kinds skipped).
 fn parts(dir: &Path) -> Result<Vec<(PathBuf, Part)>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+    let mut files: Vec<PathBuf> = files::list(dir)
         .map_err(|e| Error::file(dir, e.to_string()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
+        .into_iter()
         .filter(|p| {
-            p.is_file()
+            files::is_file(p)
                 && p.extension()
                     .and_then(|e| e.to_str())
                     .is_some_and(|e| matches!(e, "pt" | "pth" | "ckpt" | "bin" | "safetensors"))
@@ -97,13 +125,12 @@ fn parts(dir: &Path) -> Result<Vec<(PathBuf, Part)>> {
 /// folder) holding checkpoint files (`.pt`, `.pth`, `.ckpt`, `.bin`, `.safetensors`); which
 /// file is which is decided when it is opened ([`PaellaPipeline::load`]), by their keys.
 pub fn is_paella_folder(dir: &Path) -> bool {
-    dir.is_dir()
-        && !dir.join("model_index.json").is_file()
-        && std::fs::read_dir(dir).is_ok_and(|entries| {
-            entries.filter_map(|e| e.ok()).any(|e| {
-                e.path().is_file()
-                    && e.path()
-                        .extension()
+    files::is_dir(dir)
+        && !files::is_file(&dir.join("model_index.json"))
+        && files::list(dir).is_ok_and(|entries| {
+            entries.iter().any(|e| {
+                files::is_file(e)
+                    && e.extension()
                         .and_then(|x| x.to_str())
                         .is_some_and(is_checkpoint_ext)
             })
@@ -148,7 +175,7 @@ pub fn r_embedding(r: &[f32], dim: usize) -> Vec<f32> {
 /// A text encoder folder: `sub` in the model folder, else the hub id from the local cache.
 fn encoder_dir(root: &Path, sub: &str, hub_id: &str) -> Result<PathBuf> {
     let local = root.join(sub);
-    if local.is_dir() {
+    if files::is_dir(&local) {
         return Ok(local);
     }
     resolve_dir(hub_id).map_err(|_| {
@@ -306,7 +333,7 @@ impl PaellaPipeline {
         let ckpt = Checkpoint::open(std::slice::from_ref(&gen_path))?;
         let (generator, num_labels) = match version {
             Version::V3 => {
-                let settings: Settings = if root.join("tessera.json").is_file() {
+                let settings: Settings = if files::is_file(&root.join("tessera.json")) {
                     read_config(&root.join("tessera.json"))?
                 } else {
                     Settings::default()

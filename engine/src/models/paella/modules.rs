@@ -7,9 +7,7 @@
 //! channels) is then a row norm, the 1×1 convolutions are matmuls, and the k2 s2
 //! (transposed) convolutions are a matmul with a pixel (un)shuffle around it.
 
-use std::collections::BTreeSet;
-
-use super::r_embedding;
+use super::{indices, r_embedding, shape_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Recorder, Tensor};
 use crate::io::{Checkpoint, Loader};
@@ -49,29 +47,6 @@ pub struct Config {
     pub up_blocks: Vec<Vec<char>>,
 }
 
-/// Numeric children of `prefix.` in the checkpoint (`down_blocks` → {0, 1, 2}).
-pub(crate) fn indices(ckpt: &Checkpoint, prefix: &str) -> BTreeSet<usize> {
-    let p = format!("{prefix}.");
-    ckpt.names()
-        .filter_map(|n| n.strip_prefix(&p))
-        .filter_map(|rest| rest.split('.').next()?.parse().ok())
-        .collect()
-}
-
-fn shape_of<'a>(ckpt: &'a Checkpoint, name: &str, rank: usize) -> Result<&'a [usize]> {
-    match ckpt.shape(name) {
-        Some(s) if s.len() == rank => Ok(s),
-        Some(s) => Err(Error::shape(
-            "load",
-            format!("{}: {name} is {s:?}, expected rank {rank}", ckpt.describe()),
-        )),
-        None => Err(Error::shape(
-            "load",
-            format!("{}: tensor {name} is missing", ckpt.describe()),
-        )),
-    }
-}
-
 /// The kind of block `prefix` holds, from its keys.
 fn block_kind(ckpt: &Checkpoint, prefix: &str) -> Option<char> {
     if ckpt.contains(&format!("{prefix}.depthwise.weight")) {
@@ -93,7 +68,7 @@ impl Config {
     /// # Errors
     /// Missing tensors, blocks of unknown kind, widths not divisible into heads.
     pub fn infer(ckpt: &Checkpoint, nhead: Option<&[usize]>, self_attn: bool) -> Result<Self> {
-        let bad = |msg: String| Error::shape("load", format!("{}: {msg}", ckpt.describe()));
+        let bad = |msg: String| super::layout_error(ckpt, msg);
         let &[num_labels, c_in] = shape_of(ckpt, "in_mapper.0.weight", 2)? else {
             unreachable!()
         };
@@ -511,16 +486,7 @@ impl Paella {
                     weight: u
                         .permuted("weight", &[c, cn, 2, 2], &[2, 3, 1, 0])?
                         .reshape(&[4 * cn, c])?,
-                    bias: Some(if l.checking() {
-                        Tensor::placeholder(
-                            l.ctx(),
-                            "upscaler.bias",
-                            &[4 * cn],
-                            crate::gpu::DType::F32,
-                        )?
-                    } else {
-                        Tensor::from_f32(l.ctx(), "upscaler.bias", &[4 * cn], &tiled)?
-                    }),
+                    bias: Some(u.upload("bias.tiled", &[4 * cn], &tiled)?),
                 })
             } else {
                 None

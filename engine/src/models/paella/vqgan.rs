@@ -4,9 +4,10 @@
 //!
 //! Images are in [0, 1] both ways (what the official apps feed and clamp to).
 
-use super::modules::indices;
+use super::resample::Resample;
+use super::{indices, layout_error, shape_of};
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Recorder, Tensor};
+use crate::gpu::{Recorder, Tensor};
 use crate::io::{Checkpoint, Loader};
 use crate::models::nn::Linear;
 use crate::ops;
@@ -29,13 +30,9 @@ impl Config {
     /// # Errors
     /// Missing tensors or a block layout unlike `VQModel`'s.
     pub fn infer(ckpt: &Checkpoint) -> Result<Self> {
-        let bad = |msg: String| Error::shape("load", format!("{}: {msg}", ckpt.describe()));
-        let shape = |name: &str| {
-            ckpt.shape(name)
-                .ok_or_else(|| bad(format!("tensor {name} is missing")))
-        };
-        let &[codebook_size, c_latent] = shape("vquantizer.codebook.weight")? else {
-            return Err(bad("vquantizer.codebook.weight is not [codes, dim]".into()));
+        let bad = |msg: String| layout_error(ckpt, msg);
+        let &[codebook_size, c_latent] = shape_of(ckpt, "vquantizer.codebook.weight", 2)? else {
+            unreachable!()
         };
         // Encoder: ResBlock, then (Conv k4 s2, ResBlock) per further level, then the latent
         // projection: 2·levels entries.
@@ -46,8 +43,11 @@ impl Config {
         let levels = down / 2;
         let c_levels = (0..levels)
             .map(|i| {
-                let s = shape(&format!("down_blocks.{}.depthwise.1.weight", 2 * i))?;
-                Ok(s[0])
+                Ok(shape_of(
+                    ckpt,
+                    &format!("down_blocks.{}.depthwise.1.weight", 2 * i),
+                    4,
+                )?[0])
             })
             .collect::<Result<Vec<_>>>()?;
         // Decoder: the latent projection, bottleneck blocks, then (ConvT, ResBlock) per level.
@@ -98,13 +98,7 @@ struct ResBlock {
 impl ResBlock {
     fn new(l: &Loader<'_>, c: usize) -> Result<Self> {
         let g = l.host("gammas", &[6])?;
-        let filled = |v: f32, name: &str| -> Result<Tensor> {
-            if l.checking() {
-                Tensor::placeholder(l.ctx(), name, &[c], DType::F32)
-            } else {
-                Tensor::from_f32(l.ctx(), name, &[c], &vec![v; c])
-            }
-        };
+        let filled = |v: f32, name: &str| l.upload(name, &[c], &vec![v; c]);
         Ok(Self {
             norm1: (
                 filled(1.0 + g[0], "norm1.weight")?,
@@ -157,30 +151,6 @@ impl ResBlock {
     }
 }
 
-/// A k4 s2 p1 convolution (encoder) or transposed convolution (decoder) between levels, run
-/// on NCHW between two permutes.
-struct Resample {
-    weight: Tensor,
-    bias: Tensor,
-    transposed: bool,
-}
-
-impl Resample {
-    fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
-        let y = ops::layout::permute(rec, x, &[0, 3, 1, 2])?;
-        let y = if self.transposed {
-            ops::conv::conv_transpose2d(rec, &y, &self.weight, Some(&self.bias), 2, 1)?
-        } else {
-            let s = Conv2dSpec {
-                stride: [2, 2],
-                ..Conv2dSpec::same(1)
-            };
-            ops::conv::conv2d(rec, &y, &self.weight, Some(&self.bias), &s)?
-        };
-        ops::layout::permute(rec, &y, &[0, 2, 3, 1])
-    }
-}
-
 enum Stage {
     Res(Box<ResBlock>),
     Resample(Resample),
@@ -219,16 +189,7 @@ impl VqModel {
         let levels = cfg.c_levels.len();
         let (c0, cl, z) = (cfg.c_levels[0], cfg.c_levels[levels - 1], cfg.c_latent);
         let resample = |lp: &Loader<'_>, cin: usize, cout: usize, transposed: bool| {
-            let shape = if transposed {
-                [cin, cout, 4, 4]
-            } else {
-                [cout, cin, 4, 4]
-            };
-            Ok::<_, Error>(Stage::Resample(Resample {
-                weight: lp.tensor("weight", &shape)?,
-                bias: lp.tensor("bias", &[cout])?,
-                transposed,
-            }))
+            Ok::<_, Error>(Stage::Resample(Resample::new(lp, cin, cout, transposed)?))
         };
         let mut down_blocks = Vec::new();
         for (i, &c) in cfg.c_levels.iter().enumerate() {
@@ -252,16 +213,9 @@ impl VqModel {
         let scale: Vec<f32> = (0..z).map(|o| gamma[o] / (var[o] + 1e-5).sqrt()).collect();
         let folded_w: Vec<f32> = (0..z * cl).map(|i| wt[i] * scale[i / cl]).collect();
         let folded_b: Vec<f32> = (0..z).map(|o| beta[o] - mean[o] * scale[o]).collect();
-        let upload = |name: &str, shape: &[usize], v: &[f32]| {
-            if l.checking() {
-                Tensor::placeholder(l.ctx(), name, shape, DType::F32)
-            } else {
-                Tensor::from_f32(l.ctx(), name, shape, v)
-            }
-        };
         let to_latent = Linear {
-            weight: upload("to_latent.weight", &[z, cl], &folded_w)?,
-            bias: Some(upload("to_latent.bias", &[z], &folded_b)?),
+            weight: l.upload("to_latent.weight", &[z, cl], &folded_w)?,
+            bias: Some(l.upload("to_latent.bias", &[z], &folded_b)?),
         };
         let u = l.pp("up_blocks");
         let mut up_blocks = Vec::new();
