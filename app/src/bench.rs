@@ -55,9 +55,10 @@ pub struct BenchArgs {
 fn bench_model(ctx: &GpuContext, name: &str) -> Result<Model> {
     use tessera_engine::io::{Checkpoint, Loader, ModelFolder};
     use tessera_engine::models::amused::{AmusedPipeline, SchedulerConfig, TextStack};
+    use tessera_engine::models::amused::{uvit2d, vq};
+    use tessera_engine::models::clip_text::ClipTextModel;
     use tessera_engine::models::clip_tokenizer::ClipTokenizer;
     use tessera_engine::models::maskgit::{MaskGit, transformer, vqgan};
-    use tessera_engine::models::{clip_text::ClipTextModel, uvit2d, vq};
     let random = match name {
         "maskgit-256-random" => {
             return Ok(Model::MaskGit(Box::new(MaskGit::synthetic(

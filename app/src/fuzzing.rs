@@ -24,7 +24,8 @@ pub fn safetensors_checkpoint(bytes: &[u8]) {
 
 /// Model configs (`config.json` of each component) as the loaders parse and validate them.
 pub fn model_config(bytes: &[u8]) {
-    use tessera_engine::models::{clip_text, uvit2d, vq};
+    use tessera_engine::models::amused::{uvit2d, vq};
+    use tessera_engine::models::clip_text;
     let Ok(text) = std::str::from_utf8(bytes) else {
         return;
     };

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use tessera_engine::gpu::KernelFamily;
 use tessera_engine::io::{Checkpoint, Loader};
-use tessera_engine::models::vq::{Config, VqModel};
+use tessera_engine::models::amused::vq::{Config, VqModel};
 use tessera_engine::ops::conv::{Conv2dSpec, conv2d, upsample_nearest};
 use tessera_engine::ops::elementwise::add;
 use tessera_engine::ops::norm::group_norm;

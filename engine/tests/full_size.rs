@@ -4,7 +4,7 @@
 //! `cargo test --release -p tessera-engine --test full_size -- --ignored`.
 
 use tessera_engine::io::{Checkpoint, Loader};
-use tessera_engine::models::uvit2d::{Conditioning, Config, UVit2DModel};
+use tessera_engine::models::amused::uvit2d::{Conditioning, Config, UVit2DModel};
 use tessera_engine::{GpuContext, Tensor};
 
 #[test]

@@ -8,5 +8,3 @@ pub mod maskgit;
 pub mod nn;
 pub mod paella;
 pub mod t5;
-pub mod uvit2d;
-pub mod vq;

@@ -13,8 +13,8 @@ use std::ops::ControlFlow;
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Readback, Recorder, Tensor};
+use crate::models::amused::uvit2d::{Conditioning, PreparedConditioning};
 use crate::models::amused::{AmusedPipeline, micro_conds};
-use crate::models::uvit2d::{Conditioning, PreparedConditioning};
 use crate::ops;
 use crate::sampling::{
     self, GuidanceSchedule, SamplerKind, SamplerOptions, Step, StepEvent, TokenModel,

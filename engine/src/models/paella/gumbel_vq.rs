@@ -11,8 +11,8 @@ use super::{indices, layout_error, shape_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Recorder, Tensor};
 use crate::io::{Checkpoint, Loader};
+use crate::models::amused::vq::{Conv, GroupNorm, ResnetBlock};
 use crate::models::nn::{Attention, Linear};
-use crate::models::vq::{Conv, GroupNorm, ResnetBlock};
 use crate::ops;
 use crate::ops::conv::Conv2dSpec;
 

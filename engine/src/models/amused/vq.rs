@@ -5,10 +5,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::nn::{Attention, Linear};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Recorder, Tensor};
 use crate::io::{Loader, read_config};
+use crate::models::nn::{Attention, Linear};
 use crate::ops;
 use crate::ops::conv::Conv2dSpec;
 

@@ -2,12 +2,15 @@
 //! UVit2D transformer, VQ model and scheduler settings, with the conditioning the reference
 //! pipeline feeds them.
 
+pub mod uvit2d;
+pub mod vq;
+
 use serde::Deserialize;
 
+use self::uvit2d::{Conditioning, UVit2DModel};
+use self::vq::VqModel;
 use super::clip_text::{ClipTextModel, TextEmbeddings};
 use super::clip_tokenizer::ClipTokenizer;
-use super::uvit2d::{Conditioning, UVit2DModel};
-use super::vq::VqModel;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Recorder, Tensor};
 use crate::io::{ModelFolder, read_config};
