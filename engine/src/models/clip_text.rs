@@ -183,7 +183,7 @@ impl ClipTextModel {
                 "must divide hidden_size",
             ));
         }
-        Loader::load_component(ctx, dir, &["model"], true, |l| {
+        Loader::load_component(ctx, dir, &["model", "pytorch_model"], true, |l| {
             Self::new(l, &config, activation)
         })
     }

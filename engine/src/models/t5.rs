@@ -133,7 +133,9 @@ impl T5Encoder {
                 "num_heads, d_kv and num_layers must be positive",
             ));
         }
-        Loader::load_component(ctx, dir, &["model"], true, |l| Self::new(l, &config, ff))
+        Loader::load_component(ctx, dir, &["model", "pytorch_model"], true, |l| {
+            Self::new(l, &config, ff)
+        })
     }
 
     /// Builds the encoder from any loader (e.g. synthetic weights for benchmarks).
