@@ -147,7 +147,9 @@ fn reduce_sum(li: u32, v: f32) -> f32 {
         }
         workgroupBarrier();
     }
-    let r = red_v[0];
+    // Uniform across the workgroup (a WGSL uniformity requirement where it steers a loop
+    // around barriers).
+    let r = workgroupUniformLoad(&red_v[0]);
     workgroupBarrier();
     return r;
 }
@@ -279,7 +281,7 @@ fn reduce_max(li: u32, v: f32) -> f32 {
         }
         workgroupBarrier();
     }
-    let r = red_v[0];
+    let r = workgroupUniformLoad(&red_v[0]);
     workgroupBarrier();
     return r;
 }
@@ -315,10 +317,11 @@ fn typical_filter(
     }
     let entropy = reduce_sum(li, h);
     // Smallest score bit pattern t whose set {score ≤ t} holds at least the mass; the full
-    // range (+inf) holds all of it.
+    // range (+inf) holds all of it. 32 halvings cover the range; once lo = hi they change
+    // nothing (a fixed count keeps the barriers in uniform control flow).
     var lo = 0u;
     var hi = 0x7f800000u;
-    for (var it = 0u; it < 32u && lo < hi; it++) {
+    for (var it = 0u; it < 32u; it++) {
         let mid = lo + (hi - lo) / 2u;
         var c = 0.0;
         for (var j = li; j < p.cols; j += WG) {

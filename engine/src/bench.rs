@@ -2,7 +2,9 @@
 //! engine's kernels at fixed shapes, measured by wall clock around whole submissions.
 
 use std::ops::ControlFlow;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use web_time::Instant;
 
 use crate::error::Result;
 use crate::gpu::{GpuContext, Profile, Recorder, Tensor, WorkCounts};

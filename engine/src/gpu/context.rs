@@ -134,7 +134,11 @@ impl GpuContext {
         pollster::block_on(Self::new_async())
     }
 
-    async fn new_async() -> Result<Self> {
+    /// [`Self::new`] as a future: the browser's form, where nothing may block.
+    ///
+    /// # Errors
+    /// As [`Self::new`]: no adapter, an unknown `WGPU_BACKEND`, a refused device.
+    pub async fn new_async() -> Result<Self> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         // Compute needs no GL; probing it only prints display-server noise on headless machines.
         desc.backends = match std::env::var("WGPU_BACKEND") {

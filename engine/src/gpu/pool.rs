@@ -11,7 +11,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::error::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::error::Error;
+use crate::error::Result;
 
 /// Every pooled buffer has these usages, so any tensor can be read, written, copied and bound.
 pub const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -73,7 +75,21 @@ impl BufferPool {
         }
     }
 
+    /// A new buffer of `size` bytes. On the web the browser reports an out-of-memory error
+    /// later, through the device's error handler (an error scope there resolves only on the
+    /// event loop, which must not be blocked on).
+    #[cfg(target_arch = "wasm32")]
+    fn create(&self, device: &wgpu::Device, name: &str, size: u64) -> Result<wgpu::Buffer> {
+        Ok(device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size,
+            usage: USAGE,
+            mapped_at_creation: false,
+        }))
+    }
+
     /// A new buffer of `size` bytes, catching the device's out-of-memory error.
+    #[cfg(not(target_arch = "wasm32"))]
     fn create(&self, device: &wgpu::Device, name: &str, size: u64) -> Result<wgpu::Buffer> {
         let attempt = || {
             let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);

@@ -219,7 +219,7 @@ impl<'a> Recorder<'a> {
         }
         if profile.clock == ProfileClock::WallClock {
             // Everything recorded so far, this dispatch last, in one submission.
-            let t = std::time::Instant::now();
+            let t = web_time::Instant::now();
             self.submit_recorded();
             self.ctx.wait_idle();
             self.ctx

@@ -10,7 +10,7 @@ pub mod guidance;
 pub mod schedule;
 
 use std::ops::ControlFlow;
-use std::time::Instant;
+use web_time::Instant;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
