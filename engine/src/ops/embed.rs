@@ -194,6 +194,29 @@ fn gather(rec: &mut Recorder<'_>, ids: &Tensor, table: &Table, times: usize) -> 
     Ok(out)
 }
 
+/// Repeats each of the `rows` rows of `t` (`[rows, ..]`) `times` times: `[r0 × times, r1 ×
+/// times, ..]` (a gather; `t` itself when `times` is 1).
+///
+/// # Errors
+/// A scalar `t`; GPU failures.
+pub fn repeat_rows(rec: &mut Recorder<'_>, t: &Tensor, times: usize) -> Result<Tensor> {
+    let Some(&rows) = t.shape().first() else {
+        return Err(Error::shape("repeat_rows", "a scalar has no rows"));
+    };
+    if times == 1 {
+        return Ok(t.clone());
+    }
+    let inner: usize = t.shape()[1..].iter().product();
+    let idx: Vec<u32> = (0..rows as u32)
+        .flat_map(|r| std::iter::repeat_n(r, times))
+        .collect();
+    let ti = Tensor::from_u32(rec.ctx(), "repeat_rows", &[idx.len()], &idx)?;
+    let out = embedding(rec, &ti, &t.reshape(&[rows, inner])?)?;
+    let mut shape = t.shape().to_vec();
+    shape[0] = rows * times;
+    out.reshape(&shape)
+}
+
 /// Errors naming the first id that is not below `vocab`.
 pub fn check_ids(name: &str, ids: &[u32], vocab: usize) -> Result<()> {
     if let Some((i, &id)) = ids

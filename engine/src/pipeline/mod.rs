@@ -32,20 +32,6 @@ pub struct GuidedTransformer<'a> {
     grid: (usize, usize),
 }
 
-/// Repeats each of the `rows` rows of `t` (`[rows, ..]`) `times` times: `[r0 × times, r1 × times, ..]`.
-fn repeat_rows(rec: &mut Recorder<'_>, t: &Tensor, times: usize) -> Result<Tensor> {
-    let rows = t.shape()[0];
-    let inner: usize = t.shape()[1..].iter().product();
-    let idx: Vec<u32> = (0..rows as u32)
-        .flat_map(|r| std::iter::repeat_n(r, times))
-        .collect();
-    let ti = Tensor::from_u32(rec.ctx(), "repeat_rows", &[idx.len()], &idx)?;
-    let out = ops::embed::embedding(rec, &ti, &t.reshape(&[rows, inner])?)?;
-    let mut shape = t.shape().to_vec();
-    shape[0] = rows * times;
-    out.reshape(&shape)
-}
-
 impl<'a> GuidedTransformer<'a> {
     /// Encodes the prompts and prepares conditioning for `batch` images of `grid` tokens.
     pub fn new(
@@ -68,8 +54,8 @@ impl<'a> GuidedTransformer<'a> {
             vec![prompt]
         };
         let (_, emb) = pipe.text.embed(&mut rec, &prompts)?;
-        let pooled = repeat_rows(&mut rec, &emb.pooled, batch)?;
-        let hidden = repeat_rows(&mut rec, &emb.penultimate, batch)?;
+        let pooled = ops::embed::repeat_rows(&mut rec, &emb.pooled, batch)?;
+        let hidden = ops::embed::repeat_rows(&mut rec, &emb.penultimate, batch)?;
         let f = pipe.vqvae.config.scale_factor();
         let rows = if guided { 2 * batch } else { batch };
         let micro = micro_conds(ctx, rows, (grid.1 * f, grid.0 * f), (0.0, 0.0), 6.0)?;
@@ -455,14 +441,7 @@ pub async fn plan_with<'a>(
             if opts.kind == SamplerKind::Paella {
                 // Paella re-samples every token: it starts from the image's tokens at noise
                 // level ≈ strength (the official `sample(init_x=…, t_start=…)`).
-                let run = ((opts.steps as f64) * strength) as usize;
-                if !(*strength > 0.0 && *strength <= 1.0) || run == 0 {
-                    return Err(Error::shape(
-                        "img2img",
-                        format!("strength {strength} × {} steps runs no step", opts.steps),
-                    ));
-                }
-                opts.start_step = opts.steps - run;
+                opts.start_step = sampling::img2img_start_step(opts.steps, *strength)?;
                 start = Some(ids.repeat(b));
                 (vec![mask; b * ids.len()], grid)
             } else {

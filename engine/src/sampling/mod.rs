@@ -541,6 +541,27 @@ pub(crate) async fn decode_loop(
     Ok(final_tokens)
 }
 
+/// The step img2img starts at: the last ⌊steps·strength⌋ of `steps` run.
+///
+/// # Errors
+/// A strength outside (0, 1], or one that runs no step.
+pub fn img2img_start_step(steps: usize, strength: f64) -> Result<usize> {
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(Error::shape(
+            "img2img",
+            format!("strength {strength} must be in (0, 1]"),
+        ));
+    }
+    let run = ((steps as f64) * strength) as usize;
+    if run == 0 {
+        return Err(Error::shape(
+            "img2img",
+            format!("strength {strength} × {steps} steps runs no step"),
+        ));
+    }
+    Ok(steps - run)
+}
+
 /// img2img start: from `tokens` (all known), run the last ⌊steps·strength⌋ steps, first
 /// masking each token independently with the schedule's ratio at that point (diffusers
 /// `add_noise`). Returns (tokens, start step).
@@ -550,20 +571,7 @@ pub fn img2img_start(
     opts: &SamplerOptions,
     strength: f64,
 ) -> Result<(Vec<u32>, usize)> {
-    if !(strength > 0.0 && strength <= 1.0) {
-        return Err(Error::shape(
-            "img2img",
-            format!("strength {strength} must be in (0, 1]"),
-        ));
-    }
-    let run = ((opts.steps as f64) * strength) as usize;
-    if run == 0 {
-        return Err(Error::shape(
-            "img2img",
-            format!("strength {strength} × {} steps runs no step", opts.steps),
-        ));
-    }
-    let start = opts.steps - run;
+    let start = img2img_start_step(opts.steps, strength)?;
     // Mask as the schedule has it when step `start` begins: γ(start / steps). diffusers reads
     // the same value except at strength 1, where its index wraps to the last step and masks
     // nothing; here strength 1 masks everything, i.e. regenerates the image.

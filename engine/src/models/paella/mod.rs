@@ -591,13 +591,13 @@ impl PaellaPipeline {
                     let (_, states) = t
                         .byt5
                         .ok_or_else(|| Error::shape("paella", "v3 needs ByT5 states"))?;
-                    let byt5 = repeat(&mut rec, &states, batch)?;
-                    let clip = repeat(&mut rec, &t.clip, batch)?;
+                    let byt5 = ops::embed::repeat_rows(&mut rec, &states, batch)?;
+                    let clip = ops::embed::repeat_rows(&mut rec, &t.clip, batch)?;
                     Condition::V3(g.prepare(&mut rec, &byt5, &clip)?)
                 }
                 Generator::V1(_) => {
                     let clip = match t {
-                        Some(t) => repeat(&mut rec, &t.clip, batch)?,
+                        Some(t) => ops::embed::repeat_rows(&mut rec, &t.clip, batch)?,
                         None => {
                             let d = self.clip.config.projection_dim;
                             ops::layout::zeros(&mut rec, &[batch, d])?
@@ -634,15 +634,6 @@ impl PaellaPipeline {
 enum Condition {
     V1(Tensor),
     V3(modules::Prepared),
-}
-
-/// `t` `[1, ..]` repeated to `[n, ..]`.
-fn repeat(rec: &mut Recorder<'_>, t: &Tensor, n: usize) -> Result<Tensor> {
-    if n == 1 {
-        return Ok(t.clone());
-    }
-    let parts: Vec<&Tensor> = std::iter::repeat_n(t, n).collect();
-    ops::layout::concat(rec, &parts, 0)
 }
 
 /// The generator under fixed conditions: the sampler's model. Step i of n runs the official
