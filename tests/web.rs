@@ -40,28 +40,45 @@ fn answer(mut stream: TcpStream, root: &Path) {
     if reader.read_line(&mut line).is_err() {
         return;
     }
-    // Skip the headers.
+    // The headers: only a Range matters.
+    let mut range: Option<(usize, usize)> = None;
     let mut h = String::new();
     while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
+        if let Some((k, v)) = h.split_once(':')
+            && k.eq_ignore_ascii_case("range")
+            && let Some((a, b)) = v.trim().trim_start_matches("bytes=").split_once('-')
+            && let (Ok(a), Ok(b)) = (a.parse(), b.parse())
+        {
+            range = Some((a, b));
+        }
         h.clear();
     }
-    let path = line.split_whitespace().nth(1).unwrap_or("/");
-    let path = path
-        .split('?')
-        .next()
-        .unwrap_or("/")
-        .trim_start_matches('/');
-    let file = root.join(if path.is_empty() { "index.html" } else { path });
-    let (status, body) = match std::fs::read(&file) {
-        Ok(b) if !path.contains("..") => ("200 OK", b),
-        _ => ("404 Not Found", Vec::new()),
+    let target = line.split_whitespace().nth(1).unwrap_or("/");
+    let (path, _query) = target.split_once('?').unwrap_or((target, ""));
+    let path = path.trim_start_matches('/');
+    let (status, body, kind) = match path.strip_prefix("hub/") {
+        Some(hub) => fake_hub(hub),
+        None => {
+            let file = root.join(if path.is_empty() { "index.html" } else { path });
+            let kind = match file.extension().and_then(|e| e.to_str()) {
+                Some("html") => "text/html; charset=utf-8",
+                Some("js") => "text/javascript",
+                Some("wasm") => "application/wasm",
+                Some("json") => "application/json",
+                _ => "application/octet-stream",
+            };
+            match std::fs::read(&file) {
+                Ok(b) if !path.contains("..") => ("200 OK", b, kind),
+                _ => ("404 Not Found", Vec::new(), kind),
+            }
+        }
     };
-    let kind = match file.extension().and_then(|e| e.to_str()) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") => "text/javascript",
-        Some("wasm") => "application/wasm",
-        Some("json") => "application/json",
-        _ => "application/octet-stream",
+    let (status, body) = match range {
+        Some((a, b)) if status.starts_with("200") && a < body.len() => (
+            "206 Partial Content",
+            body[a..=b.min(body.len() - 1)].to_vec(),
+        ),
+        _ => (status, body),
     };
     let _ = write!(
         stream,
@@ -69,6 +86,99 @@ fn answer(mut stream: TcpStream, root: &Path) {
         body.len()
     );
     let _ = stream.write_all(&body);
+}
+
+/// A stand-in for the Hugging Face Hub under `/hub/` (the page's `?hub=`): its API's file
+/// listing (`api/models/{id}`) and files (`{id}/resolve/main/{file}`), for three models:
+/// `test/tiny` (the tiny aMUSEd fixture), `test/huge` (one safetensors file whose header
+/// declares a 1.5 GiB tensor; only its header is ever served) and `test/vast` (files the
+/// listing says are 5 GB in all). Any other id is a 404, as the hub answers.
+fn fake_hub(path: &str) -> (&'static str, Vec<u8>, &'static str) {
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/amused/tiny-a/model");
+    let huge_header = || {
+        let n: u64 = 3 << 29;
+        let json = format!(
+            r#"{{"weight":{{"dtype":"F32","shape":[{}],"data_offsets":[0,{n}]}}}}"#,
+            n / 4
+        );
+        let mut b = (json.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(json.as_bytes());
+        b
+    };
+    let listing = |files: Vec<(String, u64)>| {
+        let siblings: Vec<serde_json::Value> = files
+            .into_iter()
+            .map(|(n, size)| serde_json::json!({"rfilename": n, "size": size}))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({ "siblings": siblings })).expect("json")
+    };
+    let json = "application/json";
+    match path {
+        "api/models/test/tiny" => {
+            let mut files = Vec::new();
+            for entry in walk(&tiny) {
+                let name = entry
+                    .strip_prefix(&tiny)
+                    .expect("inside")
+                    .to_string_lossy()
+                    .into_owned();
+                let size = std::fs::metadata(&entry).map_or(0, |m| m.len());
+                files.push((name, size));
+            }
+            ("200 OK", listing(files), json)
+        }
+        "api/models/test/huge" => (
+            "200 OK",
+            listing(vec![
+                ("model_index.json".into(), 2),
+                (
+                    "transformer/diffusion_pytorch_model.safetensors".into(),
+                    huge_header().len() as u64 + (3 << 29),
+                ),
+            ]),
+            json,
+        ),
+        "api/models/test/vast" => (
+            "200 OK",
+            listing(vec![
+                ("model_index.json".into(), 2),
+                (
+                    "transformer/diffusion_pytorch_model.safetensors".into(),
+                    5_000_000_000,
+                ),
+            ]),
+            json,
+        ),
+        "test/huge/resolve/main/transformer/diffusion_pytorch_model.safetensors" => {
+            ("200 OK", huge_header(), "application/octet-stream")
+        }
+        p => match p.strip_prefix("test/tiny/resolve/main/") {
+            Some(f) if !f.contains("..") => match std::fs::read(tiny.join(f)) {
+                Ok(b) => ("200 OK", b, "application/octet-stream"),
+                Err(_) => ("404 Not Found", Vec::new(), json),
+            },
+            _ => (
+                "404 Not Found",
+                b"{\"error\":\"Repository not found\"}".to_vec(),
+                json,
+            ),
+        },
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Headless Chromium with WebGPU on SwiftShader and a DevTools port; killed on drop.
@@ -85,8 +195,9 @@ impl Drop for Browser {
     }
 }
 
-fn browser() -> (Browser, u16) {
-    let profile = common::tmp("chromium-profile");
+/// A browser of its own for test `name` (two on one profile would be one browser).
+fn browser(name: &str) -> (Browser, u16) {
+    let profile = common::tmp(&format!("chromium-profile-{name}"));
     let _ = std::fs::remove_dir_all(&profile);
     let exe = std::env::var("TESSERA_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let child = Command::new(&exe)
@@ -147,6 +258,8 @@ fn get(port: u16, path: &str) -> String {
 struct Page {
     ws: tungstenite::WebSocket<TcpStream>,
     id: u64,
+    /// The page's console lines and uncaught exceptions so far (printed when a test fails).
+    console: Vec<String>,
 }
 
 impl Page {
@@ -160,7 +273,13 @@ impl Page {
             .to_owned();
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         let (ws, _) = tungstenite::client(url.as_str(), stream).expect("websocket");
-        Self { ws, id: 0 }
+        let mut page = Self {
+            ws,
+            id: 0,
+            console: Vec::new(),
+        };
+        page.call("Runtime.enable", serde_json::json!({}));
+        page
     }
 
     fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
@@ -171,19 +290,85 @@ impl Page {
             .expect("send");
         loop {
             let m = self.ws.read().expect("read");
-            if let Ok(text) = m.to_text()
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(text)
-                && v["id"] == self.id
-            {
+            let Some(v) = m
+                .to_text()
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            else {
+                continue;
+            };
+            if v["id"] == self.id {
                 return v;
             }
+            match v["method"].as_str() {
+                Some("Runtime.consoleAPICalled") => {
+                    let args = v["params"]["args"].as_array().cloned().unwrap_or_default();
+                    let line: Vec<String> = args
+                        .iter()
+                        .map(|a| {
+                            a["value"]
+                                .as_str()
+                                .map_or_else(|| a["value"].to_string(), str::to_owned)
+                        })
+                        .collect();
+                    self.console.push(line.join(" "));
+                }
+                Some("Runtime.exceptionThrown") => {
+                    self.console
+                        .push(v["params"]["exceptionDetails"].to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Opens `url` and waits for its run to end: the title then (` — done` or ` — error: …`).
+    fn run(&mut self, url: &str) -> String {
+        self.call("Page.navigate", serde_json::json!({ "url": url }));
+        self.wait_for_title()
+    }
+
+    /// Waits for the page's run to end: the title then (` — done` or ` — error: …`).
+    fn wait_for_title(&mut self) -> String {
+        let start = Instant::now();
+        let mut last = String::new();
+        loop {
+            let t = self.eval("document.title");
+            if t != last {
+                eprintln!("{:.1} s: {t}", start.elapsed().as_secs_f64());
+                last.clone_from(&t);
+            }
+            if t.ends_with(" — done") || t.contains(" — error") {
+                eprintln!("console:\n{}", self.console.join("\n"));
+                self.console.clear();
+                return t;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "no result after 10 minutes (title {t:?})"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Waits until `expression` evaluates to `want` (at most 2 minutes).
+    fn wait_for(&mut self, expression: &str, want: &str) {
+        let start = Instant::now();
+        while self.eval(expression) != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "{expression} is not {want:?} after 2 minutes (title {:?})\nconsole:\n{}",
+                self.eval("document.title"),
+                self.console.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(300));
         }
     }
 
     fn eval(&mut self, expression: &str) -> String {
         let v = self.call(
             "Runtime.evaluate",
-            serde_json::json!({"expression": expression, "returnByValue": true}),
+            serde_json::json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
         );
         v["result"]["result"]["value"]
             .as_str()
@@ -216,29 +401,13 @@ fn the_page_renders_from_its_url_as_the_native_build_does() {
         "no web build: run tools/web/build.sh"
     );
     let http = serve(site());
-    let (_browser, devtools) = browser();
+    let (_browser, devtools) = browser("render");
     eprintln!("devtools on port {devtools}");
     let mut page = Page::open(devtools);
     eprintln!("page session open");
     let url = format!("http://127.0.0.1:{http}/?prompt=red%20apple&seed=3&steps=12&run=1");
     let start = Instant::now();
-    page.call("Page.navigate", serde_json::json!({ "url": url }));
-    let mut last = String::new();
-    let title = loop {
-        let t = page.eval("document.title");
-        if t != last {
-            eprintln!("{:.1} s: {t}", start.elapsed().as_secs_f64());
-            last.clone_from(&t);
-        }
-        if t.ends_with(" — done") || t.contains(" — error") {
-            break t;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "no result after 10 minutes (title {t:?})"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let title = page.run(&url);
     eprintln!("page load to image: {:.1} s", start.elapsed().as_secs_f64());
     assert!(title.ends_with(" — done"), "{title}");
     let src = page.eval("document.getElementById('result').src");
@@ -278,4 +447,115 @@ fn the_page_renders_from_its_url_as_the_native_build_does() {
         native.trim(),
         "tokens fixed per step, page vs native"
     );
+}
+
+#[test]
+#[ignore = "needs tools/web/build.sh and chromium; CI runs it with --ignored"]
+fn the_page_opens_hub_models_and_says_why_it_cannot() {
+    assert!(
+        site().join("index.html").is_file(),
+        "no web build: run tools/web/build.sh"
+    );
+    let http = serve(site());
+    let (_browser, devtools) = browser("hub");
+    let mut page = Page::open(devtools);
+    let hub = format!("http://127.0.0.1:{http}/hub");
+    let url = |q: &str| format!("http://127.0.0.1:{http}/?hub={hub}&{q}");
+    // A hub model: listed, fetched into memory, opened, run.
+    let title = page.run(&url("model=test/tiny&prompt=a%20cat&seed=1&steps=4&run=1"));
+    assert!(title.ends_with(" — done"), "{title}");
+    let steps = page.eval("document.getElementById('steps').textContent");
+    assert_eq!(steps.split_whitespace().count(), 4, "{steps:?}");
+    // Compare lanes, from the URL as from the command line: done once both are.
+    let title = page.run(&url(
+        "model=test/tiny&prompt=a%20cat&seed=1&steps=4&compare=amused:cosine,maskgit:linear&run=1",
+    ));
+    assert!(title.ends_with(" — done"), "{title}");
+    let steps = page.eval("document.getElementById('steps').textContent");
+    assert_eq!(steps.split_whitespace().count(), 4, "{steps:?}");
+    // Each failure is a message in the page, and the page lives on.
+    for (q, want) in [
+        (
+            "model=nobody/nothing&run=1",
+            "nobody/nothing: no such model",
+        ),
+        ("model=test/huge&run=1", "max_storage_buffer_binding_size"),
+        ("model=test/vast&run=1", "more than a page can hold"),
+        ("steps=many&run=1", "invalid value 'many'"),
+    ] {
+        let title = page.run(&url(q));
+        assert!(
+            title.contains(" — error: ") && title.contains(want),
+            "{q}: {title}"
+        );
+        assert_eq!(
+            page.eval("typeof document.body.innerHTML"),
+            "string",
+            "{q}: the page is alive"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs tools/web/build.sh and chromium; CI runs it with --ignored"]
+fn a_model_folder_dropped_on_the_page_opens_and_generates() {
+    assert!(
+        site().join("index.html").is_file(),
+        "no web build: run tools/web/build.sh"
+    );
+    let http = serve(site());
+    let (_browser, devtools) = browser("drop");
+    let mut page = Page::open(devtools);
+    page.call(
+        "Page.navigate",
+        serde_json::json!({ "url": format!("http://127.0.0.1:{http}/") }),
+    );
+    page.wait_for("document.getElementById('model').textContent", "emoji");
+    // What the page's drop handler does once it has walked a dropped folder (a synthetic drop
+    // event has no folder entries to walk): each file to the app with its path, then done.
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/amused/tiny-a/model");
+    let files: Vec<String> = walk(&tiny)
+        .iter()
+        .map(|p| {
+            p.strip_prefix(&tiny)
+                .expect("inside")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let script = format!(
+        r#"(async () => {{
+            const m = await import("./tessera_web.js");
+            for (const f of {files:?}) {{
+                const r = await fetch("/hub/test/tiny/resolve/main/" + f);
+                m.tessera_dropped_file("tiny", f, new Uint8Array(await r.arrayBuffer()));
+            }}
+            m.tessera_dropped_done("tiny");
+            return "handed over";
+        }})()"#
+    );
+    assert_eq!(page.eval(&script), "handed over");
+    page.wait_for(
+        "document.getElementById('model').textContent",
+        "/dropped/tiny",
+    );
+    // Ctrl+Enter on the canvas: Generate.
+    page.eval("document.getElementById('tessera').focus(), 'focused'");
+    for kind in ["rawKeyDown", "keyUp"] {
+        page.call(
+            "Input.dispatchKeyEvent",
+            serde_json::json!({
+                "type": kind, "modifiers": 2, "key": "Enter", "code": "Enter",
+                "windowsVirtualKeyCode": 13
+            }),
+        );
+    }
+    let title = page.wait_for_title();
+    assert!(title.ends_with(" — done"), "{title}");
+    let steps = page.eval("document.getElementById('steps').textContent");
+    let fixed: usize = steps
+        .split_whitespace()
+        .map(|n| n.parse::<usize>().expect("a count"))
+        .sum();
+    assert!(fixed > 0, "tokens fixed per step: {steps:?}");
 }

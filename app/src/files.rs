@@ -159,6 +159,11 @@ pub fn read_image(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     rgb_to_chw(&open_image(path, "image")?.to_rgb8())
 }
 
+/// [`read_image`] on a file's bytes (`path` names it in errors).
+pub fn image_from_bytes(bytes: &[u8], path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    rgb_to_chw(&decode_image(bytes, path, "image")?.to_rgb8())
+}
+
 /// An image read for a model: RGB f32 NCHW values in [0, 1], its width and height as used,
 /// and the (width, height) the file had.
 pub struct FittedImage {

@@ -2,13 +2,9 @@
 
 mod batch;
 mod bench;
-mod embedded;
-mod gui;
-mod hub;
 mod inspect;
-mod render;
 
-use tessera::{files, pil_resize};
+use tessera::{files, gui, render};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

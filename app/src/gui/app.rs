@@ -1,14 +1,13 @@
 //! The window: the top bar (session), the settings panel, and the Generate, Inpaint /
 //! outpaint and Compare modes, each panel owning its state; shortcuts and dropped files.
 
-use std::path::PathBuf;
-
 use tessera_engine::pipeline::Start;
 
 use super::ScreenshotArgs;
 use super::compare::ComparePanel;
 use super::history::{Made, RECENT_KEY, Recent, Strip};
 use super::inpaint::InpaintPanel;
+use super::platform::Textures;
 use super::runs::{LaneSpec, Runs};
 use super::save::save_buttons;
 use super::screenshot::Screenshot;
@@ -35,14 +34,24 @@ pub struct App {
     recent: Recent,
     /// The images made this session.
     strip: Strip,
+    /// A generation asked for before the model was open (the screenshot mode, the page's
+    /// `run=1`): it starts once the model opens.
+    autorun: bool,
+    /// The start-up options, while the model they are for is still being fetched: its
+    /// settings then come from them and the model, as they do when it opens at once.
+    start_args: Option<RenderArgs>,
+    /// What the page shows of the runs (browser only).
+    #[cfg(target_arch = "wasm32")]
+    page: super::page::Report,
 }
 
 impl App {
     pub fn new(cc: &eframe::CreationContext<'_>, args: &RenderArgs, shot: &ScreenshotArgs) -> Self {
-        let mut session = Session::new(
-            cc.wgpu_render_state.clone(),
-            args.model.clone().unwrap_or_default(),
-        );
+        #[cfg(not(target_arch = "wasm32"))]
+        let textures = cc.wgpu_render_state.clone().map(Textures::new);
+        #[cfg(target_arch = "wasm32")]
+        let textures = Some(Textures::new(cc.egui_ctx.clone()));
+        let mut session = Session::new(textures, args.model.clone().unwrap_or_default());
         session.load_model();
         let mut app = Self {
             settings: SettingsPanel::new(args, session.model.as_deref()),
@@ -57,18 +66,35 @@ impl App {
                 .and_then(|s| eframe::get_value(s, RECENT_KEY))
                 .unwrap_or_default(),
             strip: Strip::default(),
+            autorun: false,
+            start_args: None,
+            #[cfg(target_arch = "wasm32")]
+            page: Default::default(),
         };
+        if app.session.model.is_none() {
+            app.start_args = Some(args.clone());
+        }
         if !shot.compare.is_empty() {
             app.compare.configs = shot.compare.clone();
             app.mode = Mode::Compare;
         }
-        if app.shot.on() {
-            match app.mode {
-                Mode::Compare => app.run_compare(&cc.egui_ctx),
-                _ => app.generate(&cc.egui_ctx, None),
-            }
+        if app.shot.on() || shot.run {
+            app.autorun = true;
+            app.start_autorun(&cc.egui_ctx);
         }
         app
+    }
+
+    /// Starts the generation asked for on start-up once the model is open.
+    fn start_autorun(&mut self, ctx: &egui::Context) {
+        if !self.autorun || self.session.model.is_none() {
+            return;
+        }
+        self.autorun = false;
+        match self.mode {
+            Mode::Compare => self.run_compare(ctx),
+            _ => self.generate(ctx, None),
+        }
     }
 
     /// One lane with the panel's settings.
@@ -80,6 +106,8 @@ impl App {
             model: None,
         };
         self.runs.start(&mut self.session, ctx, vec![lane], start);
+        #[cfg(target_arch = "wasm32")]
+        self.page.started();
     }
 
     /// One lane per Compare configuration, each on its own model where it names one.
@@ -113,12 +141,42 @@ impl App {
             });
         }
         self.runs.start(&mut self.session, ctx, lanes, None);
+        #[cfg(target_arch = "wasm32")]
+        self.page.started();
     }
 
-    fn open_model(&mut self) {
+    fn open_model(&mut self, ctx: &egui::Context) {
         if let Some(m) = self.session.load_model() {
-            self.settings.reset_for(&m);
+            match self.start_args.take() {
+                Some(a) => self.settings = SettingsPanel::new(&a, Some(&m)),
+                None => self.settings.reset_for(&m),
+            }
             Recent::remember(&mut self.recent.models, &self.session.model_arg);
+            self.start_autorun(ctx);
+        }
+    }
+
+    /// Files dropped on the window: an image opens in the inpaint panel; in the browser a
+    /// dropped model folder (read by the page's script) opens as the model.
+    fn take_dropped(&mut self, ctx: &egui::Context) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(f) = ctx.input(|i| i.raw.dropped_files.first().cloned()) {
+            self.inpaint
+                .load(ctx, &f.path().display().to_string(), &mut self.session);
+            self.mode = Mode::Inpaint;
+        }
+        #[cfg(target_arch = "wasm32")]
+        match super::page::take_dropped() {
+            Some(super::page::Dropped::Image(name, bytes)) => {
+                self.inpaint
+                    .load_bytes(ctx, &name, &bytes, &mut self.session);
+                self.mode = Mode::Inpaint;
+            }
+            Some(super::page::Dropped::Model(root)) => {
+                self.session.model_arg = root;
+                self.open_model(ctx);
+            }
+            None => {}
         }
     }
 }
@@ -129,29 +187,29 @@ impl eframe::App for App {
     }
 
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        if self.session.poll_gpu() {
+            self.open_model(ctx);
+        }
+        if self.session.opening_gpu() {
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
         if self.session.download.is_some() {
             if self.session.poll_download() {
-                self.open_model();
+                self.open_model(ctx);
             }
             ctx.request_repaint_after(std::time::Duration::from_millis(200));
         }
+        self.session.show_notices();
         self.runs.receive(&mut self.session);
+        #[cfg(target_arch = "wasm32")]
+        self.page.update(&self.session, &self.runs);
         for (texture, label) in std::mem::take(&mut self.runs.finished) {
             let old = self.strip.push(Made { texture, label });
-            if let Some(rs) = &self.session.render_state {
-                let mut r = rs.renderer.write();
-                for t in old {
-                    r.free_texture(&t);
-                }
+            if let Some(t) = &self.session.textures {
+                t.free(old);
             }
         }
-        let dropped: Option<PathBuf> =
-            ctx.input(|i| i.raw.dropped_files.first().map(|f| f.path().to_path_buf()));
-        if let Some(p) = dropped {
-            self.inpaint
-                .load(ctx, &p.display().to_string(), &mut self.session);
-            self.mode = Mode::Inpaint;
-        }
+        self.take_dropped(ctx);
         if ctx.input(|i| i.modifiers.command && i.key_pressed(egui::Key::Enter))
             && self.mode == Mode::Generate
         {
@@ -170,7 +228,7 @@ impl eframe::App for App {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         egui::Panel::top("top").show(ui, |ui| {
             if self.session.top_bar(ui, &self.recent.models) {
-                self.open_model();
+                self.open_model(ui.ctx());
             }
         });
         egui::Panel::left("settings")

@@ -1,7 +1,8 @@
 //! Native file dialogs (rfd: the desktop portal on Linux, with zenity as its fallback; the
 //! system dialogs on Windows and macOS) for opening images and model folders and for saving.
 //! Where none can open — no D-Bus session bus for the portal and no zenity, as under Xvfb or
-//! over SSH — the buttons say so and the path fields (and drag-and-drop) stay the way in.
+//! over SSH — the buttons say so and the path fields (and drag-and-drop) stay the way in. The
+//! browser has none ([`super::platform::HAS_DIALOGS`]): files are dropped on the page there.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,9 @@ use std::path::{Path, PathBuf};
 /// Why no native dialog can open on this machine, if none can. `env` reads an environment
 /// variable (the process's own in the app; a fake one in the tests).
 pub fn unavailable_with(env: impl Fn(&str) -> Option<OsString>) -> Option<&'static str> {
+    if !super::platform::HAS_DIALOGS {
+        return Some("no file dialogs in the browser: drop the file or folder on the page");
+    }
     if !cfg!(target_os = "linux") {
         return None;
     }
@@ -53,6 +57,36 @@ fn run(f: impl FnOnce() -> Option<PathBuf>) -> Picked {
         return Picked::Unavailable(why);
     }
     f().map_or(Picked::Cancelled, Picked::Path)
+}
+
+/// The browser's stand-in for rfd: never asked ([`unavailable`] answers first).
+#[cfg(target_arch = "wasm32")]
+mod rfd {
+    pub struct FileDialog;
+
+    impl FileDialog {
+        pub fn new() -> Self {
+            Self
+        }
+        pub fn set_title(self, _: &str) -> Self {
+            self
+        }
+        pub fn set_file_name(self, _: &str) -> Self {
+            self
+        }
+        pub fn add_filter(self, _: &str, _: &[&str]) -> Self {
+            self
+        }
+        pub fn pick_file(self) -> Option<std::path::PathBuf> {
+            None
+        }
+        pub fn pick_folder(self) -> Option<std::path::PathBuf> {
+            None
+        }
+        pub fn save_file(self) -> Option<std::path::PathBuf> {
+            None
+        }
+    }
 }
 
 /// An image to open (PNG, JPEG, WebP, BMP, GIF).

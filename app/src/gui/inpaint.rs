@@ -69,18 +69,24 @@ impl InpaintPanel {
     ) -> Option<Start> {
         ui.horizontal(|ui| {
             ui.label("Image");
-            ui.add(
-                egui::TextEdit::singleline(&mut self.image_path)
-                    .hint_text("path to a PNG, or drop a file"),
-            );
-            if ui.button("Load").clicked() {
-                let p = self.image_path.clone();
-                self.load(ui.ctx(), &p, session);
-            }
-            if ui.button("Browse…").clicked()
-                && let Some(p) = super::dialogs::open_image().path(&mut session.message)
-            {
-                self.load(ui.ctx(), &p.display().to_string(), session);
+            if super::platform::HAS_DIALOGS {
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.image_path)
+                        .hint_text("path to a PNG, or drop a file"),
+                );
+                if ui.button("Load").clicked() {
+                    let p = self.image_path.clone();
+                    self.load(ui.ctx(), &p, session);
+                }
+                if ui.button("Browse…").clicked()
+                    && let Some(p) = super::dialogs::open_image().path(&mut session.message)
+                {
+                    self.load(ui.ctx(), &p.display().to_string(), session);
+                }
+            } else if self.image_path.is_empty() {
+                ui.weak("drop an image on the page");
+            } else {
+                ui.label(&self.image_path);
             }
             if ui.button("Use last result").clicked() {
                 self.use_last_result(ui.ctx(), session, runs);
@@ -178,14 +184,26 @@ impl InpaintPanel {
         }
     }
 
-    fn use_last_result(&mut self, ctx: &egui::Context, session: &mut Session, runs: &Runs) {
-        let Some((tokens, grid)) = runs.last_result() else {
-            session.message = Some("no result yet".into());
-            return;
-        };
-        match session.decode_cpu(tokens, grid) {
-            Ok((pixels, size)) => self.set_edit(ctx, pixels, size),
+    /// Opens an image from its bytes (a file dropped on the page in the browser) for editing.
+    #[cfg(target_arch = "wasm32")]
+    pub fn load_bytes(
+        &mut self,
+        ctx: &egui::Context,
+        name: &str,
+        bytes: &[u8],
+        session: &mut Session,
+    ) {
+        self.image_path = name.to_owned();
+        match crate::files::image_from_bytes(bytes, std::path::Path::new(name)) {
+            Ok((pixels, w, h)) => self.set_edit(ctx, pixels, (w, h)),
             Err(e) => session.message = Some(format!("{e:#}")),
+        }
+    }
+
+    fn use_last_result(&mut self, ctx: &egui::Context, session: &mut Session, runs: &Runs) {
+        match runs.last_result() {
+            Some(f) => self.set_edit(ctx, f.pixels.clone(), f.size),
+            None => session.message = Some("no result yet".into()),
         }
     }
 

@@ -12,7 +12,7 @@ use tessera_engine::sampling::{SamplerKind, Schedule};
 use super::canvas::{self, GridView, Overlay};
 use super::session::Session;
 use super::settings::Settings;
-use super::worker::{self, Cancel, Job, Msg, Preview};
+use super::worker::{self, Cancel, Finished, Job, Msg, Preview};
 
 /// One step as received, with its preview texture.
 pub struct Frame {
@@ -45,9 +45,9 @@ pub struct Lane {
     pub class: Option<u32>,
     pub frames: Vec<Frame>,
     pub steps: usize,
-    /// Final image texture, tokens and grid (its crisp texture belongs to the strip of images
-    /// made this session once received).
-    pub result: Option<(Preview, Vec<u32>, (usize, usize))>,
+    /// The final image (its crisp texture belongs to the strip of images made this session
+    /// once received).
+    pub result: Option<Finished>,
     pub error: Option<String>,
     pub running: bool,
 }
@@ -152,18 +152,17 @@ impl Runs {
     }
 
     fn free_lanes(&mut self, session: &Session) {
-        let Some(rs) = &session.render_state else {
+        let Some(t) = &session.textures else {
             return;
         };
-        let mut r = rs.renderer.write();
         for l in self.lanes.drain(..) {
-            for f in &l.frames {
-                r.free_texture(&f.preview.crisp);
-                r.free_texture(&f.preview.smooth);
-            }
-            if let Some((p, ..)) = &l.result {
-                r.free_texture(&p.smooth);
-            }
+            t.free(
+                l.frames
+                    .iter()
+                    .flat_map(|f| [f.preview.crisp, f.preview.smooth]),
+            );
+            // The final image's crisp texture belongs to the strip.
+            t.free(l.result.iter().map(|f| f.preview.smooth));
         }
     }
 
@@ -181,7 +180,7 @@ impl Runs {
             ));
             return;
         }
-        let (Some(gpu), Some(rs)) = (session.gpu.clone(), session.render_state.clone()) else {
+        let (Some(gpu), Some(textures)) = (session.gpu.clone(), session.textures.clone()) else {
             session.message = Some("no GPU device".into());
             return;
         };
@@ -233,7 +232,7 @@ impl Runs {
             worker::spawn(
                 gpu.clone(),
                 model.clone(),
-                rs.clone(),
+                textures.clone(),
                 job,
                 self.tx.clone(),
                 ctx.clone(),
@@ -261,9 +260,10 @@ impl Runs {
                         });
                     }
                 }
-                Msg::Done(lane, id, tokens, grid) => {
+                Msg::Done(lane, finished) => {
                     if let Some(l) = self.lanes.get_mut(lane) {
-                        l.result = Some((id, tokens, grid));
+                        let id = finished.preview;
+                        l.result = Some(*finished);
                         l.running = false;
                         let what = if l.settings.prompt.is_empty() {
                             l.class.map_or_else(String::new, |c| format!("class {c}"))
@@ -300,12 +300,9 @@ impl Runs {
         }
     }
 
-    /// The first lane's final tokens and grid, once it has them.
-    pub fn last_result(&self) -> Option<(&[u32], (usize, usize))> {
-        self.lanes
-            .first()
-            .and_then(|l| l.result.as_ref())
-            .map(|(_, t, g)| (t.as_slice(), *g))
+    /// The first lane's final image, once it has it.
+    pub fn last_result(&self) -> Option<&Finished> {
+        self.lanes.first().and_then(|l| l.result.as_ref())
     }
 
     /// Lane `lane` at the replay step: the token grid (with the overlay) beside the decoded
@@ -375,7 +372,7 @@ impl Runs {
                                     .on_hover_text_at_pointer(canvas::readout(&grid_view, cell));
                             }
                             let shown = if self.replay.is_none() && !l.running {
-                                l.result.as_ref().map(|r| r.0)
+                                l.result.as_ref().map(|r| r.preview)
                             } else {
                                 None
                             };

@@ -2,6 +2,7 @@
 //! and the restart offer after a lost device.
 
 use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -9,23 +10,29 @@ use egui::Color32;
 use tessera_engine::GpuContext;
 use tessera_engine::pipeline::Model;
 
-use crate::hub::{DownloadStatus, needs_download};
+use super::platform;
+use crate::hub::DownloadStatus;
 use crate::render::open_model;
 
-/// A hub model the model field names, downloading on a background thread (the UI keeps
-/// running; the status line shows the progress).
+/// The files of the model the model field names, being fetched off the UI (a hub download
+/// natively; in the browser any model's files, fetched into memory): the UI keeps running, the
+/// top bar shows the progress.
 pub struct Download {
+    /// The model field's text (empty: the default model).
     pub id: String,
     pub status: Arc<Mutex<DownloadStatus>>,
     /// The outcome, once the thread ends.
     pub done: Arc<Mutex<Option<std::result::Result<(), String>>>>,
 }
 
-/// What every panel may use: eframe's device (the engine computes on it), the open model
-/// (any family) and the status line.
+/// What every panel may use: the engine's device (natively eframe's own; in the browser one
+/// it opens, see [`platform::gpu_of`]), where previews become textures, the open model (any
+/// family) and the status line.
 pub struct Session {
     pub gpu: Option<Arc<GpuContext>>,
-    pub render_state: Option<egui_wgpu::RenderState>,
+    pub textures: Option<platform::Textures>,
+    /// The engine's device while it opens (browser only).
+    pending_gpu: Option<platform::PendingGpu>,
     pub model: Option<Arc<Model>>,
     /// What the model field holds: a folder, checkpoint or hub id; empty for the embedded model.
     pub model_arg: String,
@@ -37,31 +44,88 @@ pub struct Session {
     pub failed: Arc<AtomicBool>,
     /// Models compare lanes named, by what they typed: lanes naming one model share it.
     lane_models: std::collections::HashMap<String, Arc<Model>>,
-    /// The model field's hub download, while one runs.
+    /// Why the device or the model last failed to open (cleared by the next success).
+    pub load_error: Option<String>,
+    /// The model field's download, while one runs.
     pub download: Option<Download>,
+    /// Status lines from work finished off the UI (a GIF saved), shown when they arrive.
+    notices: (Sender<String>, Receiver<String>),
 }
 
 impl Session {
-    pub fn new(render_state: Option<egui_wgpu::RenderState>, model_arg: String) -> Self {
-        let gpu = render_state.as_ref().map(|rs| {
-            Arc::new(GpuContext::from_adapter(
-                &rs.adapter,
-                rs.device.clone(),
-                rs.queue.clone(),
-            ))
-        });
+    pub fn new(textures: Option<platform::Textures>, model_arg: String) -> Self {
+        let gpu = textures.as_ref().and_then(platform::gpu_of).map(Arc::new);
+        // In the browser the engine's device opens off the UI ([`Session::poll_gpu`]).
+        let pending_gpu = (gpu.is_none() && textures.is_some()).then(platform::open_gpu);
         Self {
-            message: gpu
-                .is_none()
-                .then(|| "eframe started without a wgpu device".into()),
+            message: Some(match (&gpu, &pending_gpu) {
+                (None, None) => "eframe started without a wgpu device".into(),
+                (None, Some(_)) => "opening the GPU…".into(),
+                _ => String::new(),
+            })
+            .filter(|m| !m.is_empty()),
             gpu,
-            render_state,
+            textures,
+            pending_gpu,
             model: None,
             model_arg,
             device_lost: None,
             failed: Arc::new(AtomicBool::new(false)),
             lane_models: Default::default(),
             download: None,
+            load_error: None,
+            notices: channel(),
+        }
+    }
+
+    /// The device or the model could not open: the status line and [`Session::load_error`]
+    /// say why.
+    fn fail_load(&mut self, why: String) {
+        self.message = Some(why.clone());
+        self.load_error = Some(why);
+    }
+
+    /// Whether the engine's device is still opening (browser only).
+    pub fn opening_gpu(&self) -> bool {
+        self.pending_gpu.is_some()
+    }
+
+    /// The engine's device once it has opened (browser only): true when it just did (the
+    /// caller opens the model then). A device that cannot open leaves the reason in the status
+    /// line.
+    pub fn poll_gpu(&mut self) -> bool {
+        let Some(slot) = &self.pending_gpu else {
+            return false;
+        };
+        let outcome = slot.lock().ok().and_then(|mut s| s.take());
+        match outcome {
+            None => false,
+            Some(r) => {
+                self.pending_gpu = None;
+                match r {
+                    Ok(gpu) => {
+                        self.gpu = Some(Arc::new(gpu));
+                        self.message = None;
+                        true
+                    }
+                    Err(e) => {
+                        self.fail_load(format!("no WebGPU device: {e}"));
+                        false
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where work off the UI posts its status line ([`Session::show_notices`] shows it).
+    pub fn notices(&self) -> Sender<String> {
+        self.notices.0.clone()
+    }
+
+    /// Shows the latest status line posted by work off the UI.
+    pub fn show_notices(&mut self) {
+        while let Ok(m) = self.notices.1.try_recv() {
+            self.message = Some(m);
         }
     }
 
@@ -70,14 +134,16 @@ impl Session {
         Some(self.model_arg.trim()).filter(|m| !m.is_empty())
     }
 
-    /// Opens the model the field names; the status line says why when it cannot. A hub id
-    /// that is not in the local cache starts a background download instead
+    /// Opens the model the field names; the status line says why when it cannot. A model
+    /// whose files must be fetched first ([`platform::needs_fetch`]: an uncached hub id
+    /// natively, any model not yet in memory in the browser) starts that instead
     /// ([`Session::poll_download`] says when to open it).
     pub fn load_model(&mut self) -> Option<Arc<Model>> {
         let gpu = self.gpu.clone()?;
-        if let Some(id) = self.model_name().filter(|m| needs_download(m)) {
+        if platform::needs_fetch(self.model_name()) {
             if self.download.is_none() {
-                self.start_download(id.to_owned());
+                let max_binding = gpu.limits().max_storage_buffer_binding_size;
+                self.start_download(self.model_name().map(str::to_owned), max_binding);
             }
             return None;
         }
@@ -86,28 +152,23 @@ impl Session {
                 let m = Arc::new(m);
                 self.model = Some(m.clone());
                 self.message = None;
+                self.load_error = None;
                 Some(m)
             }
             Err(e) => {
                 self.model = None;
-                self.message = Some(format!("{e:#}"));
+                self.fail_load(format!("{e:#}"));
                 None
             }
         }
     }
 
-    fn start_download(&mut self, id: String) {
+    fn start_download(&mut self, arg: Option<String>, max_binding: u64) {
         let status = Arc::new(Mutex::new(DownloadStatus::default()));
         let done = Arc::new(Mutex::new(None));
-        let (thread_id, thread_status, thread_done) = (id.clone(), status.clone(), done.clone());
-        std::thread::spawn(move || {
-            let r = crate::hub::download(&thread_id, &thread_status, false)
-                .map_err(|e| format!("{e:#}"));
-            if let Ok(mut d) = thread_done.lock() {
-                *d = Some(r);
-            }
-        });
-        self.message = Some(format!("downloading {id}…"));
+        platform::fetch_model(arg.clone(), max_binding, status.clone(), done.clone());
+        let id = arg.unwrap_or_default();
+        self.message = Some(format!("downloading {}…", shown_name(&id)));
         self.download = Some(Download { id, status, done });
     }
 
@@ -121,7 +182,7 @@ impl Session {
         match outcome {
             None => {
                 if let Ok(s) = d.status.lock() {
-                    self.message = Some(s.line(&d.id));
+                    self.message = Some(s.line(shown_name(&d.id)));
                 }
                 false
             }
@@ -133,7 +194,7 @@ impl Session {
                         true
                     }
                     Err(e) => {
-                        self.message = Some(e);
+                        self.fail_load(e);
                         false
                     }
                 }
@@ -144,7 +205,7 @@ impl Session {
     /// The model a compare lane names (opened once, then shared by every lane naming it).
     pub fn lane_model(&mut self, arg: &str) -> Result<Arc<Model>> {
         let arg = arg.trim();
-        if needs_download(arg) {
+        if platform::needs_fetch(Some(arg)) {
             anyhow::bail!(
                 "{arg} is not downloaded yet: open it once in the model field, which downloads it"
             );
@@ -156,17 +217,6 @@ impl Session {
         let m = Arc::new(open_model(&gpu, Some(arg)).with_context(|| format!("lane model {arg}"))?);
         self.lane_models.insert(arg.to_owned(), m.clone());
         Ok(m)
-    }
-
-    /// Decodes tokens on the engine's device and reads the pixels back (for files only).
-    pub fn decode_cpu(
-        &self,
-        tokens: &[u32],
-        grid: (usize, usize),
-    ) -> Result<(Vec<f32>, (usize, usize))> {
-        let gpu = self.gpu.as_ref().context("no GPU device")?;
-        let model = self.model.as_ref().context("no model loaded")?;
-        Ok(model.decode(gpu, tokens, 1, grid)?)
     }
 
     /// The top bar, with a menu of `recent_models`; true when Open was clicked.
@@ -183,10 +233,11 @@ impl Session {
                 );
                 super::history::recent_menu(ui, "models", recent_models, &mut self.model_arg);
                 let mut open = ui.button("Open").clicked();
-                if ui
-                    .button("Browse…")
-                    .on_hover_text("pick a model folder")
-                    .clicked()
+                if platform::HAS_DIALOGS
+                    && ui
+                        .button("Browse…")
+                        .on_hover_text("pick a model folder")
+                        .clicked()
                     && let Some(p) = super::dialogs::open_model_folder().path(&mut self.message)
                 {
                     self.model_arg = p.display().to_string();
@@ -208,35 +259,45 @@ impl Session {
                     ),
                 );
                 if ui.button("Restart tessera").clicked() {
-                    match restart() {
+                    match platform::restart() {
                         Ok(()) => ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close),
                         Err(e) => self.message = Some(format!("restart failed: {e:#}")),
                     }
                 }
             });
         } else if let Some(m) = &self.message {
-            ui.colored_label(Color32::from_rgb(255, 170, 90), m);
+            ui.horizontal(|ui| {
+                if let Some(s) = self.download.as_ref().and_then(|d| d.status.lock().ok())
+                    && s.bytes > 0
+                {
+                    ui.add(
+                        egui::ProgressBar::new(s.bytes_done as f32 / s.bytes as f32)
+                            .desired_width(160.0),
+                    );
+                }
+                ui.colored_label(Color32::from_rgb(255, 170, 90), m);
+            });
         }
         open
     }
 }
 
+/// How the status line names the model field's text (empty: the default model).
+fn shown_name(id: &str) -> &str {
+    if id.is_empty() {
+        "the default model"
+    } else {
+        id
+    }
+}
+
 /// The command that starts this program again with the arguments it was given.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn restart_command() -> Result<std::process::Command> {
     let exe = std::env::current_exe().context("finding the tessera executable")?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(std::env::args_os().skip(1));
     Ok(cmd)
-}
-
-/// After a lost device: starts a new tessera process (which opens a new device) with this
-/// one's arguments; the caller then closes this window. A restart of the GPU state inside the
-/// process is not possible, because eframe's renderer shares the lost device.
-fn restart() -> Result<()> {
-    restart_command()?
-        .spawn()
-        .context("starting a new tessera process")?;
-    Ok(())
 }
 
 #[cfg(test)]

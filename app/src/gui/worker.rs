@@ -1,12 +1,16 @@
-//! Generation off the UI thread: a job runs the engine's pipeline (the same code path as
-//! `--render`) and streams each step to the UI over a channel. Previews are decoded, packed
-//! to RGBA8 and copied into textures on the GPU, then registered with egui-wgpu, so pixels
-//! never travel through the CPU.
+//! Generation off the UI: a job runs the engine's pipeline (the same code path as `--render`)
+//! on a worker thread natively, as a task on the page's event loop in the browser
+//! ([`super::platform::spawn`]), and streams each step to the UI over a channel, with its
+//! prediction decoded into a preview texture ([`platform::Textures`]: copied on the GPU
+//! natively, read back in the browser). The final image is also read back once (for saving,
+//! the page's result and inpainting).
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+
+use super::platform;
 
 use tessera_engine::pipeline::{self, Condition, Model, Request, Start};
 use tessera_engine::sampling::SamplerOptions;
@@ -30,10 +34,18 @@ pub struct StepMsg {
 
 pub enum Msg {
     Step(usize, Box<StepMsg>),
-    Done(usize, Preview, Vec<u32>, (usize, usize)),
+    Done(usize, Box<Finished>),
     /// The run stopped at the user's request (the message says after which step).
     Cancelled(usize, String),
     Failed(usize, Failure),
+}
+
+/// A lane's final image: its texture and its pixels (NCHW [0, 1] floats of the one image, and
+/// their (width, height)).
+pub struct Finished {
+    pub preview: Preview,
+    pub pixels: Vec<f32>,
+    pub size: (usize, usize),
 }
 
 /// Why a run failed.
@@ -93,10 +105,6 @@ pub fn rgba(chw: &[f32], (w, h): (usize, usize)) -> Vec<u8> {
     out
 }
 
-/// A VQ decoder: token ids `[B, h, w]` → image `[B, 3, H, W]`.
-pub type Decoder<'a> =
-    &'a dyn Fn(&mut tessera_engine::Recorder<'_>, &Tensor) -> tessera_engine::Result<Tensor>;
-
 /// A decoded image registered with egui twice, sampled nearest (crisp pixels when enlarged)
 /// and linear (smooth).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,134 +119,136 @@ impl Preview {
     }
 }
 
-/// Decodes one token grid into a new texture registered with egui, all on the GPU.
-pub fn decode_to_texture(
+/// Decodes one token grid with `model`'s VQ decoder into a preview texture; also returns the
+/// decoded image tensor `[1, 3, H, W]`.
+async fn decode_preview(
     gpu: &GpuContext,
-    decode: Decoder<'_>,
-    rs: &egui_wgpu::RenderState,
+    model: &Model,
+    textures: &platform::Textures,
     tokens: &[u32],
     grid: (usize, usize),
-) -> tessera_engine::Result<Preview> {
+) -> tessera_engine::Result<(Preview, Tensor)> {
     let t = Tensor::from_u32(gpu, "tokens", &[1, grid.0, grid.1], tokens)?;
     let mut rec = gpu.recorder();
-    let img = decode(&mut rec, &t)?;
+    let img = model.decode_tensor(&mut rec, &t)?;
     let (h, w) = (img.shape()[2], img.shape()[3]);
     let packed = ops::layout::to_rgba8(&mut rec, &img, 0)?;
-    let texture = rs.device.create_texture(&wgpu::TextureDescriptor {
-        label: Some("tessera preview"),
-        size: wgpu::Extent3d {
-            width: w as u32,
-            height: h as u32,
-            depth_or_array_layers: 1,
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba8Unorm,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-        view_formats: &[],
-    });
-    rec.copy_to_texture(&packed, &texture)?;
-    rec.submit();
-    let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
-    let mut r = rs.renderer.write();
-    Ok(Preview {
-        crisp: r.register_native_texture(&rs.device, &view, wgpu::FilterMode::Nearest),
-        smooth: r.register_native_texture(&rs.device, &view, wgpu::FilterMode::Linear),
-    })
+    let preview = textures.register(gpu, rec, &packed, (w, h)).await?;
+    Ok((preview, img))
 }
 
-/// Where a worker sends its steps: decodes each step's prediction into a texture and posts it.
-struct Streamer<'a> {
-    gpu: &'a GpuContext,
-    rs: &'a egui_wgpu::RenderState,
-    decode: Decoder<'a>,
-    tx: &'a Sender<Msg>,
-    repaint: &'a egui::Context,
+/// Where a run sends its steps: each step's prediction decoded into a preview and posted.
+/// Natively the preview is made before the step returns; in the browser it is made by a task
+/// of its own after the step (its readback awaited), posted with its step in order.
+#[derive(Clone)]
+struct Streamer {
+    gpu: Arc<GpuContext>,
+    model: Arc<Model>,
+    textures: platform::Textures,
+    tx: Sender<Msg>,
+    repaint: egui::Context,
     lane: usize,
-    mask_id: u32,
-    cancel: &'a Cancel,
-    /// A preview failed: the run stopped and the failure was posted.
-    preview_failed: std::cell::Cell<bool>,
+    cancel: Cancel,
+    /// A preview failed: the run stops and the failure was posted.
+    preview_failed: Arc<AtomicBool>,
 }
 
-impl Streamer<'_> {
-    /// Posts the step's preview; stops the run when it was cancelled or the preview failed.
+impl Streamer {
+    /// Posts the step with its preview; stops the run when it was cancelled or a preview
+    /// failed.
     fn step(&self, ev: &tessera_engine::sampling::StepEvent<'_>) -> ControlFlow<()> {
-        if self.cancel.is_cancelled() {
+        if self.cancel.is_cancelled() || self.preview_failed.load(Ordering::Relaxed) {
             return ControlFlow::Break(());
         }
-        let preview = match decode_to_texture(self.gpu, self.decode, self.rs, ev.predicted, ev.grid)
-        {
-            Ok(id) => id,
-            Err(e) => {
-                let mut failure = Failure::from(&e);
-                failure.message = format!("preview: {}", failure.message);
-                let _ = self.tx.send(Msg::Failed(self.lane, failure));
-                self.repaint.request_repaint();
-                self.preview_failed.set(true);
-                return ControlFlow::Break(());
-            }
-        };
+        let mask_id = self.model.mask_id();
         let fixed_total = ev
             .tokens
             .iter()
             .zip(ev.predicted)
-            .filter(|(t, p)| t == p && **t != self.mask_id)
+            .filter(|(t, p)| t == p && **t != mask_id)
             .count();
-        let _ = self.tx.send(Msg::Step(
-            self.lane,
-            Box::new(StepMsg {
-                step: ev.step,
-                steps: ev.steps,
-                tokens: ev.tokens.to_vec(),
-                predicted: ev.predicted.to_vec(),
-                newly_fixed: ev.newly_fixed.to_vec(),
-                confidence: ev.confidence.to_vec(),
-                preview,
-                grid: ev.grid,
-                ms: ev.ms,
-                fixed_total,
-            }),
-        ));
-        self.repaint.request_repaint();
+        let (step, steps, grid, ms) = (ev.step, ev.steps, ev.grid, ev.ms);
+        let (tokens, predicted) = (ev.tokens.to_vec(), ev.predicted.to_vec());
+        let (newly_fixed, confidence) = (ev.newly_fixed.to_vec(), ev.confidence.to_vec());
+        let out = self.clone();
+        platform::run_soon(async move {
+            let preview = decode_preview(&out.gpu, &out.model, &out.textures, &predicted, grid)
+                .await
+                .map(|(p, _)| p);
+            let msg = match preview {
+                Ok(preview) => Msg::Step(
+                    out.lane,
+                    Box::new(StepMsg {
+                        step,
+                        steps,
+                        tokens,
+                        predicted,
+                        newly_fixed,
+                        confidence,
+                        preview,
+                        grid,
+                        ms,
+                        fixed_total,
+                    }),
+                ),
+                Err(e) => {
+                    out.preview_failed.store(true, Ordering::Relaxed);
+                    let mut failure = Failure::from(&e);
+                    failure.message = format!("preview: {}", failure.message);
+                    Msg::Failed(out.lane, failure)
+                }
+            };
+            let _ = out.tx.send(msg);
+            out.repaint.request_repaint();
+        });
         ControlFlow::Continue(())
     }
 
     /// Posts the final image (or the failure) of the run.
-    fn finish(&self, result: tessera_engine::Result<(Vec<u32>, (usize, usize))>) {
-        if self.preview_failed.get() {
+    async fn finish(&self, result: tessera_engine::Result<(Vec<u32>, (usize, usize))>) {
+        if self.preview_failed.load(Ordering::Relaxed) {
             return;
         }
-        let msg = match result.and_then(|(tokens, grid)| {
-            Ok((
-                decode_to_texture(self.gpu, self.decode, self.rs, &tokens, grid)?,
-                tokens,
-                grid,
-            ))
-        }) {
-            Ok((id, tokens, grid)) => Msg::Done(self.lane, id, tokens, grid),
+        let finished = async {
+            let (tokens, grid) = result?;
+            let (preview, img) =
+                decode_preview(&self.gpu, &self.model, &self.textures, &tokens, grid).await?;
+            let size = (img.shape()[3], img.shape()[2]);
+            let pixels = img.read_f32(&self.gpu, platform::READBACK).await?;
+            Ok(Finished {
+                preview,
+                pixels,
+                size,
+            })
+        };
+        let msg = match finished.await {
+            Ok(f) => Msg::Done(self.lane, Box::new(f)),
             Err(e @ tessera_engine::Error::Cancelled { .. }) => {
                 Msg::Cancelled(self.lane, e.to_string())
             }
             Err(e) => Msg::Failed(self.lane, Failure::from(&e)),
         };
-        let _ = self.tx.send(msg);
-        self.repaint.request_repaint();
+        // In the browser the last step's preview may still be on its way: the final image
+        // goes after it.
+        let (tx, repaint) = (self.tx.clone(), self.repaint.clone());
+        platform::run_soon(async move {
+            let _ = tx.send(msg);
+            repaint.request_repaint();
+        });
     }
 }
 
-/// Runs `job` on `model` (any family) in a new thread, streaming its steps to `tx`.
+/// Runs `job` on `model` (any family) off the UI ([`platform::spawn`]), streaming its steps to
+/// `tx`.
 pub fn spawn(
     gpu: Arc<GpuContext>,
     model: Arc<Model>,
-    rs: egui_wgpu::RenderState,
+    textures: platform::Textures,
     job: Job,
     tx: Sender<Msg>,
     repaint: egui::Context,
 ) {
-    std::thread::spawn(move || {
-        let lane = job.lane;
+    platform::spawn(move || async move {
         let req = Request {
             condition: match job.class {
                 Some(label) => Condition::Class { label, name: None },
@@ -252,20 +262,24 @@ pub fn spawn(
             sampler: job.sampler.clone(),
             start: job.start.clone(),
         };
-        let decode =
-            |rec: &mut tessera_engine::Recorder<'_>, t: &Tensor| model.decode_tensor(rec, t);
         let out = Streamer {
-            gpu: &gpu,
-            rs: &rs,
-            decode: &decode,
-            tx: &tx,
-            repaint: &repaint,
-            lane,
-            mask_id: model.mask_id(),
-            cancel: &job.cancel,
+            gpu,
+            model,
+            textures,
+            tx,
+            repaint,
+            lane: job.lane,
+            cancel: job.cancel.clone(),
             preview_failed: Default::default(),
         };
-        let result = pipeline::generate(&gpu, &model, &req, &mut |ev| out.step(ev));
-        out.finish(result.map(|g| (g.tokens, g.grid)));
+        let result = pipeline::generate_with(
+            &out.gpu,
+            &out.model,
+            &req,
+            &mut |ev| out.step(ev),
+            platform::READBACK,
+        )
+        .await;
+        out.finish(result.map(|g| (g.tokens, g.grid))).await;
     });
 }

@@ -25,7 +25,7 @@ pub use animation::frame;
 pub use output::gif_bytes;
 use output::{check_outputs, write_outputs};
 pub use plan::{Plan, mask_to_grid, plan};
-pub(crate) use plan::{check_options, request};
+pub use plan::{check_options, request};
 
 /// What to generate and how: the options `--render`, `tessera batch` and the app share.
 #[derive(Args, Clone, Default)]
@@ -139,7 +139,13 @@ impl std::ops::DerefMut for RenderArgs {
 /// Where `--model` points: a folder, a checkpoint file or a hub id (downloaded into the local
 /// cache first when it is not there: [`crate::hub`]) ([`Model::locate`]), or without one the
 /// embedded default model's folder (see [`crate::embedded`]).
+///
+/// In the browser the model's files are fetched into memory first ([`crate::hub::web`]) and
+/// this is where they are mounted.
 pub fn model_path(arg: Option<&str>) -> Result<PathBuf> {
+    #[cfg(target_arch = "wasm32")]
+    return Ok(crate::hub::web::mount_root(arg));
+    #[cfg(not(target_arch = "wasm32"))]
     match arg {
         Some(m) => {
             crate::hub::fetch_if_missing(m)?;
@@ -172,7 +178,7 @@ pub fn class_name(class: u32, num_classes: usize) -> Option<&'static str> {
 /// The `parameters` text chunk of image `k` of the images `req` made (see
 /// `pipeline::settings`): its own seed (`sampling::image_seed`), so the PNG redoes that image
 /// alone.
-pub(crate) fn settings_text(
+pub fn settings_text(
     a: &RenderArgs,
     model: &Model,
     plan: &Plan,

@@ -243,7 +243,7 @@ pub fn plan(a: &RenderArgs, model: &Model) -> Result<Plan> {
 }
 
 /// The engine's request for `plan`.
-pub(crate) fn request<'a>(a: &'a RenderArgs, model: &Model, plan: &Plan) -> Request<'a> {
+pub fn request<'a>(a: &'a RenderArgs, model: &Model, plan: &Plan) -> Request<'a> {
     Request {
         condition: condition(a, model),
         batch: a.batch,
@@ -326,7 +326,7 @@ pub fn mask_to_grid(l8: &[u8], size: (usize, usize), grid: (usize, usize)) -> Ve
 
 /// The rules about the options that do not depend on the model, checked once, before the GPU
 /// and the model are opened, for every family (the model-dependent rules follow in [`plan`]).
-pub(crate) fn check_options(a: &RenderArgs) -> Result<()> {
+pub fn check_options(a: &RenderArgs) -> Result<()> {
     if !(1..=MAX_BATCH).contains(&a.batch) {
         bail!(
             "--batch must be from 1 to {MAX_BATCH}, got {} (the adapter's buffer limits are \

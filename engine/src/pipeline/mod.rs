@@ -216,7 +216,11 @@ impl Plan<'_> {
         self.run_with(ctx, on_step, Readback::Await).await
     }
 
-    async fn run_with(
+    /// [`Plan::run`] with its readbacks done as `mode` says.
+    ///
+    /// # Errors
+    /// As [`Plan::run`].
+    pub async fn run_with(
         &self,
         ctx: &GpuContext,
         on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
@@ -339,9 +343,24 @@ pub async fn generate_async(
     req: &Request<'_>,
     on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
 ) -> Result<Generated> {
-    plan_with(ctx, model, req, Readback::Await)
+    generate_with(ctx, model, req, on_step, Readback::Await).await
+}
+
+/// [`generate`] with every readback done as `mode` says (the app picks the form its platform
+/// needs: blocking on a worker thread natively, awaited in the browser).
+///
+/// # Errors
+/// As [`generate`].
+pub async fn generate_with(
+    ctx: &GpuContext,
+    model: &Model,
+    req: &Request<'_>,
+    on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
+    mode: Readback,
+) -> Result<Generated> {
+    plan_with(ctx, model, req, mode)
         .await?
-        .run_async(ctx, on_step)
+        .run_with(ctx, on_step, mode)
         .await
 }
 
