@@ -388,6 +388,19 @@ impl Page {
     }
 }
 
+/// The web build served on 127.0.0.1 (its port), a browser of its own for test `name`, and a
+/// DevTools session on its page.
+fn open(name: &str) -> (Browser, u16, Page) {
+    assert!(
+        site().join("index.html").is_file(),
+        "no web build: run tools/web/build.sh"
+    );
+    let http = serve(site());
+    let (browser, devtools) = browser(name);
+    let page = Page::open(devtools);
+    (browser, http, page)
+}
+
 /// The mean colour of the pixels that are not near-white background.
 fn ink(img: &image::RgbImage) -> [f64; 3] {
     let mut sum = [0.0f64; 3];
@@ -407,15 +420,7 @@ fn ink(img: &image::RgbImage) -> [f64; 3] {
 #[test]
 #[ignore = "needs tools/web/build.sh and chromium; CI runs it with --ignored"]
 fn the_page_renders_from_its_url_as_the_native_build_does() {
-    assert!(
-        site().join("index.html").is_file(),
-        "no web build: run tools/web/build.sh"
-    );
-    let http = serve(site());
-    let (_browser, devtools) = browser("render");
-    eprintln!("devtools on port {devtools}");
-    let mut page = Page::open(devtools);
-    eprintln!("page session open");
+    let (_browser, http, mut page) = open("render");
     let url = format!("http://127.0.0.1:{http}/?prompt=red%20apple&seed=3&steps=12&run=1");
     let start = Instant::now();
     let title = page.run(&url);
@@ -463,13 +468,7 @@ fn the_page_renders_from_its_url_as_the_native_build_does() {
 #[test]
 #[ignore = "needs tools/web/build.sh and chromium; CI runs it with --ignored"]
 fn the_page_opens_hub_models_and_says_why_it_cannot() {
-    assert!(
-        site().join("index.html").is_file(),
-        "no web build: run tools/web/build.sh"
-    );
-    let http = serve(site());
-    let (_browser, devtools) = browser("hub");
-    let mut page = Page::open(devtools);
+    let (_browser, http, mut page) = open("hub");
     let hub = format!("http://127.0.0.1:{http}/hub");
     let url = |q: &str| format!("http://127.0.0.1:{http}/?hub={hub}&{q}");
     // A hub model: listed, fetched into memory, opened, run.
@@ -510,13 +509,7 @@ fn the_page_opens_hub_models_and_says_why_it_cannot() {
 #[test]
 #[ignore = "needs tools/web/build.sh and chromium; CI runs it with --ignored"]
 fn dropped_files_open_in_the_inpaint_panel_and_as_the_model() {
-    assert!(
-        site().join("index.html").is_file(),
-        "no web build: run tools/web/build.sh"
-    );
-    let http = serve(site());
-    let (_browser, devtools) = browser("drop");
-    let mut page = Page::open(devtools);
+    let (_browser, http, mut page) = open("drop");
     // A fixed page size, so the panel's buttons are where the layout puts them.
     page.call(
         "Emulation.setDeviceMetricsOverride",

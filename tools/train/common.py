@@ -25,8 +25,15 @@ BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
 MAX_LEN = 77
 
-# Extra words naming the art style of each source package.
-STYLE_WORDS = {"google": "noto", "twitter": "twemoji"}
+# Extra words naming the art style of each source package: data.py's PNG sets (google,
+# twitter) and data_svg.py's SVG sets (noto, twemoji, fluent).
+STYLE_WORDS = {
+    "google": "noto",
+    "twitter": "twemoji",
+    "noto": "noto",
+    "twemoji": "twemoji",
+    "fluent": "fluent",
+}
 
 # Micro-conditioning used for every training image (64 px, uncropped, aesthetic 6), the
 # same vector AmusedPipeline builds for a 64x64 request with default arguments.

@@ -95,16 +95,28 @@ def short_name_words(sn: str) -> str:
     return sn.replace("_", " ").replace("-", " ").strip()
 
 
-def composite_on_white(png_bytes: bytes) -> np.ndarray:
+def composite_on_white(png_bytes: bytes, size: int = 64) -> np.ndarray:
+    """RGBA PNG -> uint8 [size,size,3], alpha-composited on white (resized if needed)."""
     im = Image.open(io.BytesIO(png_bytes)).convert("RGBA")
-    if im.size != (64, 64):
-        im = im.resize((64, 64), Image.LANCZOS)
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.LANCZOS)
     a = np.asarray(im, dtype=np.float32) / 255.0
     rgb = a[..., :3] * a[..., 3:4] + (1.0 - a[..., 3:4])
     return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
+def emoji_variants(e: dict) -> list[tuple[dict, str, str]]:
+    """(entry, caption, unified) for an emoji.json entry and each of its skin-tone variants."""
+    base_caption = e["name"].lower()
+    variants = [(e, base_caption, e["unified"])]
+    for tone_key, var in (e.get("skin_variations") or {}).items():
+        tones = ", ".join(SKIN_TONES[t] for t in tone_key.split("-"))
+        variants.append((var, f"{base_caption}: {tones}", var["unified"]))
+    return variants
+
+
 def is_heldout(group: str, base_caption: str) -> bool:
+    """Held-out split by emoji: `group` is the base emoji's unified code points."""
     if base_caption in SHOWCASE:
         return False
     h = hashlib.sha256(f"{SPLIT_SALT}:{group}".encode()).digest()
@@ -144,10 +156,7 @@ def main():
     for e in emojis:
         base_caption = e["name"].lower()
         group = e["unified"]
-        variants = [(e, base_caption, e["unified"])]
-        for tone_key, var in (e.get("skin_variations") or {}).items():
-            tones = ", ".join(SKIN_TONES[t] for t in tone_key.split("-"))
-            variants.append((var, f"{base_caption}: {tones}", var["unified"]))
+        variants = emoji_variants(e)
         held = is_heldout(group, base_caption)
         for si, s in enumerate(STYLES):
             for var, caption, unified in variants:
