@@ -99,13 +99,57 @@ fn answer(mut stream: TcpStream, root: &Path) {
     let _ = stream.write_all(&body);
 }
 
+/// The files the stand-in hub served, in order.
+static HUB_SERVED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The fixture's transformer weights with every f32 tensor as f16: the half-precision variant
+/// the hub holds beside the full-precision file.
+fn fp16_variant(file: &Path) -> Vec<u8> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let bytes = std::fs::read(file).expect("weights");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        let (dtype, data) = if view.dtype() == Dtype::F32 {
+            let halves: Vec<u8> = view
+                .data()
+                .chunks_exact(4)
+                .flat_map(|c| {
+                    let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    half::f16::from_f32(v).to_le_bytes()
+                })
+                .collect();
+            (Dtype::F16, halves)
+        } else {
+            (view.dtype(), view.data().to_vec())
+        };
+        tensors.push((name, view.shape().to_vec(), dtype, data));
+    }
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, shape, dtype, data)| {
+            (
+                n.clone(),
+                TensorView::new(*dtype, shape.clone(), data).expect("view"),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("serialize")
+}
+
 /// A stand-in for the Hugging Face Hub under `/hub/` (the page's `?hub=`): its API's file
 /// listing (`api/models/{id}`) and files (`{id}/resolve/main/{file}`), for three models:
-/// `test/tiny` (the tiny aMUSEd fixture), `test/huge` (one safetensors file whose header
-/// declares a 1.5 GiB tensor; only its header is ever served) and `test/vast` (files the
-/// listing says are 5 GB in all). Any other id is a 404, as the hub answers.
+/// `test/tiny` (the tiny aMUSEd fixture, its transformer also as an fp16 variant),
+/// `test/huge` (one safetensors file whose header declares a 1.5 GiB tensor; only its header
+/// is ever served) and `test/vast` (files the listing says are 5 GB in all). Any other id is a
+/// 404, as the hub answers.
 fn fake_hub(path: &str) -> (&'static str, Vec<u8>, &'static str) {
+    if let Ok(mut served) = HUB_SERVED.lock() {
+        served.push(path.to_owned());
+    }
     let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/amused/tiny-a/model");
+    let transformer = tiny.join("transformer/diffusion_pytorch_model.safetensors");
+    let fp16 = "transformer/diffusion_pytorch_model.fp16.safetensors";
     let huge_header = || {
         let n: u64 = 3 << 29;
         let json = format!(
@@ -136,6 +180,7 @@ fn fake_hub(path: &str) -> (&'static str, Vec<u8>, &'static str) {
                 let size = std::fs::metadata(&entry).map_or(0, |m| m.len());
                 files.push((name, size));
             }
+            files.push((fp16.to_owned(), fp16_variant(&transformer).len() as u64));
             ("200 OK", listing(files), json)
         }
         "api/models/test/huge" => (
@@ -164,6 +209,11 @@ fn fake_hub(path: &str) -> (&'static str, Vec<u8>, &'static str) {
             ("200 OK", huge_header(), "application/octet-stream")
         }
         p => match p.strip_prefix("test/tiny/resolve/main/") {
+            Some(f) if f == fp16 => (
+                "200 OK",
+                fp16_variant(&transformer),
+                "application/octet-stream",
+            ),
             Some(f) if !f.contains("..") => match std::fs::read(tiny.join(f)) {
                 Ok(b) => ("200 OK", b, "application/octet-stream"),
                 Err(_) => ("404 Not Found", Vec::new(), json),
@@ -474,6 +524,19 @@ fn the_page_opens_hub_models_and_says_why_it_cannot() {
     // A hub model: listed, fetched into memory, opened, run.
     let title = page.run(&url("model=test/tiny&prompt=a%20cat&seed=1&steps=4&run=1"));
     assert!(title.ends_with(" — done"), "{title}");
+    // The page took the half-precision transformer (widened to f32 on SwiftShader, which has
+    // no shader-f16), not the full-precision file beside it.
+    let served = HUB_SERVED.lock().expect("lock").clone();
+    let took = |f: &str| {
+        served
+            .iter()
+            .any(|s| s == &format!("test/tiny/resolve/main/{f}"))
+    };
+    assert!(
+        took("transformer/diffusion_pytorch_model.fp16.safetensors")
+            && !took("transformer/diffusion_pytorch_model.safetensors"),
+        "{served:?}"
+    );
     let steps = page.eval("document.getElementById('steps').textContent");
     assert_eq!(steps.split_whitespace().count(), 4, "{steps:?}");
     // Compare lanes, from the URL as from the command line: done once both are.

@@ -61,25 +61,25 @@ pub fn needs_fetch(arg: Option<&str>) -> bool {
 
 /// Fetches the files of model `arg` (see [`needs_fetch`]) off the UI, reporting into `status`
 /// and, at the end, into `done` (the error as one line). In the browser a model over the
-/// page's limits is refused before its weights are fetched (`max_binding`: the device's
-/// `max_storage_buffer_binding_size`; see [`crate::hub::web`]).
+/// page's limits (or `device`'s) is refused before its weights are fetched (see
+/// [`crate::hub::web`]).
 pub fn fetch_model(
     arg: Option<String>,
-    max_binding: u64,
+    device: crate::hub::DeviceLimits,
     status: Arc<Mutex<DownloadStatus>>,
     done: Arc<Mutex<Option<Result<(), String>>>>,
 ) {
     spawn(move || async move {
         #[cfg(not(target_arch = "wasm32"))]
         let r = {
-            let _ = max_binding; // the desktop's loader checks each tensor as it loads
+            let _ = device; // the desktop's loader checks each tensor as it loads
             match &arg {
                 Some(id) => crate::hub::download(id, &status, false),
                 None => Ok(()),
             }
         };
         #[cfg(target_arch = "wasm32")]
-        let r = crate::hub::web::fetch(arg.as_deref(), &status, max_binding).await;
+        let r = crate::hub::web::fetch(arg.as_deref(), &status, device).await;
         if let Ok(mut d) = done.lock() {
             *d = Some(r.map_err(|e| format!("{e:#}")));
         }

@@ -142,8 +142,8 @@ impl Session {
         let gpu = self.gpu.clone()?;
         if platform::needs_fetch(self.model_name()) {
             if self.download.is_none() {
-                let max_binding = gpu.limits().max_storage_buffer_binding_size;
-                self.start_download(self.model_name().map(str::to_owned), max_binding);
+                let device = crate::hub::DeviceLimits::of(&gpu);
+                self.start_download(self.model_name().map(str::to_owned), device);
             }
             return None;
         }
@@ -163,10 +163,10 @@ impl Session {
         }
     }
 
-    fn start_download(&mut self, arg: Option<String>, max_binding: u64) {
+    fn start_download(&mut self, arg: Option<String>, device: crate::hub::DeviceLimits) {
         let status = Arc::new(Mutex::new(DownloadStatus::default()));
         let done = Arc::new(Mutex::new(None));
-        platform::fetch_model(arg.clone(), max_binding, status.clone(), done.clone());
+        platform::fetch_model(arg.clone(), device, status.clone(), done.clone());
         let id = arg.unwrap_or_default();
         self.message = Some(format!("downloading {}…", shown_name(&id)));
         self.download = Some(Download { id, status, done });

@@ -50,6 +50,24 @@ pub fn needs_download(arg: &str) -> bool {
     is_hub_id(arg) && !Path::new(arg).exists() && resolve_model(arg).is_err()
 }
 
+/// What the engine's device can hold, for checking a model before its weights are fetched.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceLimits {
+    /// `max_storage_buffer_binding_size`: a weight is bound whole.
+    pub max_binding: u64,
+    /// `shader-f16`: f16 weights stay f16 on the device (else they are widened to f32).
+    pub f16: bool,
+}
+
+impl DeviceLimits {
+    pub fn of(gpu: &tessera_engine::GpuContext) -> Self {
+        Self {
+            max_binding: gpu.limits().max_storage_buffer_binding_size,
+            f16: gpu.has_f16(),
+        }
+    }
+}
+
 /// One file of the download.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteFile {
@@ -62,6 +80,14 @@ pub struct RemoteFile {
 /// the same weights are left), the full-precision file where a folder has precision variants
 /// (`*.fp16.safetensors`), and no pictures or git metadata.
 pub fn select_files(names: &[String]) -> Vec<String> {
+    select_files_with(names, false)
+}
+
+/// [`select_files`], taking the `*.fp16.safetensors` variant instead of the full-precision
+/// file where a folder has both when `half` (the browser: half the download and the memory,
+/// which is what lets the published aMUSEd pipelines fit a page; the engine widens f16 weights
+/// to f32 on a device without `shader-f16`).
+pub fn select_files_with(names: &[String], half: bool) -> Vec<String> {
     let folder = |n: &str| n.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
     let has_safetensors = |dir: &str| {
         names
@@ -106,6 +132,20 @@ pub fn select_files(names: &[String]) -> Vec<String> {
             if matches!(ext, "bin" | "pt" | "pth" | "ckpt") && has_safetensors(&folder(n)) {
                 return false;
             }
+            if half && ext == "safetensors" {
+                let fp16 = n.ends_with(".fp16.safetensors");
+                let has_fp16 = |plain: &str| {
+                    let stem = plain.trim_end_matches(".safetensors");
+                    names
+                        .iter()
+                        .any(|m| *m == format!("{stem}.fp16.safetensors"))
+                };
+                return if fp16 {
+                    true
+                } else {
+                    !is_variant(n) && !has_fp16(n) || is_variant(n) && !has_plain(n)
+                };
+            }
             !(ext == "safetensors" && is_variant(n) && has_plain(n))
         })
         .cloned()
@@ -136,7 +176,7 @@ impl DownloadStatus {
 
 #[cfg(test)]
 mod tests {
-    use super::select_files;
+    use super::{select_files, select_files_with};
 
     #[test]
     fn picks_safetensors_full_precision_and_configs() {
@@ -176,6 +216,41 @@ mod tests {
                 // No safetensors beside it: the PyTorch file is the weights.
                 "vqvae/diffusion_pytorch_model.bin",
                 "vqvae/config.json",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_browser_takes_half_precision_variants_where_there_are_some() {
+        let names: Vec<String> = [
+            "model_index.json",
+            "text_encoder/model.safetensors",
+            "text_encoder/model.fp16.safetensors",
+            "transformer/diffusion_pytorch_model.safetensors",
+            "transformer/diffusion_pytorch_model.fp16.safetensors",
+            "vqvae/diffusion_pytorch_model.safetensors",
+            "vqvae/diffusion_pytorch_model.bf16.safetensors",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            select_files_with(&names, true),
+            [
+                "model_index.json",
+                "text_encoder/model.fp16.safetensors",
+                "transformer/diffusion_pytorch_model.fp16.safetensors",
+                // No fp16 variant: the full-precision file (the engine reads no bf16 variant
+                // in its place).
+                "vqvae/diffusion_pytorch_model.safetensors",
+            ]
+        );
+        assert_eq!(
+            select_files_with(&names, false),
+            [
+                "model_index.json",
+                "text_encoder/model.safetensors",
+                "transformer/diffusion_pytorch_model.safetensors",
+                "vqvae/diffusion_pytorch_model.safetensors",
             ]
         );
     }

@@ -24,7 +24,7 @@ use tessera_engine::io::is_hub_id;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
-use super::{DownloadStatus, select_files};
+use super::{DeviceLimits, DownloadStatus, select_files_with};
 
 /// Where the default model's files are served, relative to the page.
 const DEFAULT_URL: &str = "models/emoji";
@@ -63,7 +63,7 @@ pub fn endpoint() -> String {
 /// Fetches model `arg`'s files (None: the default model beside the page) into memory,
 /// reporting files and bytes into `status`, and mounts them at [`mount_root`]. A hub model is
 /// first checked against what the page can hold: [`MEMORY_BUDGET`] in all, and each tensor
-/// within `max_binding` bytes (the device's `max_storage_buffer_binding_size`).
+/// within the binding limit of `device` (see [`check_limits`]).
 ///
 /// # Errors
 /// A dropped folder that is gone, a name that is not a hub id, the hub or the page's server
@@ -72,7 +72,7 @@ pub fn endpoint() -> String {
 pub async fn fetch(
     arg: Option<&str>,
     status: &Arc<Mutex<DownloadStatus>>,
-    max_binding: u64,
+    device: DeviceLimits,
 ) -> Result<()> {
     let (base, mut wanted) = match arg {
         None => {
@@ -93,7 +93,7 @@ pub async fn fetch(
         ),
         Some(id) => {
             let (base, files) = list_hub(id).await?;
-            check_limits(id, &base, &files, max_binding).await?;
+            check_limits(id, &base, &files, device).await?;
             (base, files)
         }
     };
@@ -142,7 +142,8 @@ async fn list_hub(id: &str) -> Result<(String, Vec<(String, u64)>)> {
         })
         .collect();
     let names: Vec<String> = sizes.iter().map(|(n, _)| n.clone()).collect();
-    let wanted = select_files(&names);
+    // Half-precision variants where there are some: half the download and the memory.
+    let wanted = select_files_with(&names, true);
     if wanted.is_empty() {
         bail!("{id}: the repository holds no model files");
     }
@@ -154,14 +155,16 @@ async fn list_hub(id: &str) -> Result<(String, Vec<(String, u64)>)> {
 }
 
 /// Refuses hub model `id` when its files (`(name, size)` under `base`) exceed what a page can
-/// hold: [`MEMORY_BUDGET`] in all, or one tensor over `max_binding` bytes (each safetensors
-/// header is read with a range request; other files are not looked into).
+/// hold: [`MEMORY_BUDGET`] in all, or one tensor larger on the device than its binding limit
+/// (each safetensors header is read with a range request; an f16 tensor counts double on a
+/// device without `shader-f16`, which widens it; other files are not looked into).
 async fn check_limits(
     id: &str,
     base: &str,
     files: &[(String, u64)],
-    max_binding: u64,
+    device: DeviceLimits,
 ) -> Result<()> {
+    let max_binding = device.max_binding;
     let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
     let total: u64 = files.iter().map(|(_, s)| s).sum();
     if total > MEMORY_BUDGET {
@@ -189,10 +192,16 @@ async fn check_limits(
         };
         for (tensor, info) in tensors.iter().filter(|(k, _)| *k != "__metadata__") {
             let offsets = &info["data_offsets"];
-            let bytes = offsets[1]
+            let stored = offsets[1]
                 .as_u64()
                 .unwrap_or(0)
                 .saturating_sub(offsets[0].as_u64().unwrap_or(0));
+            let half = matches!(info["dtype"].as_str(), Some("F16" | "BF16"));
+            let bytes = if half && !device.f16 {
+                2 * stored
+            } else {
+                stored
+            };
             if bytes > max_binding {
                 bail!(
                     "{id}: {name}: tensor {tensor} is {:.0} MiB, over this browser's WebGPU                      limit (max_storage_buffer_binding_size {:.0} MiB); run it with the                      desktop app",
