@@ -495,7 +495,7 @@ fn conv2d_gemm(
     @builtin(local_invocation_index) li: u32,
 ) {
     let pixels = p.oh * p.ow;
-    let taps = p.kh * p.kw;
+    let taps = KH * KW;
     let kdim = p.cin * taps;
     let co_base = wid.y * GEMM_T;
     let pix_base = wid.x * GEMM_T;

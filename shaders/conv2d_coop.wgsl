@@ -44,7 +44,7 @@ fn conv2d_coop(
     @builtin(local_invocation_index) li: u32,
 ) {
     let pixels = p.oh * p.ow;
-    let kdim = p.cin * p.kh * p.kw;
+    let kdim = p.cin * KH * KW;
     let co_base = wid.y * CC_BM;
     let pix_base = wid.x * CC_BN;
     let bi = wid.z;

@@ -38,7 +38,6 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
     [
         "conv2d",
         "conv2d_rows",
-        "conv2d_gemm",
         "conv_transpose2d",
         "conv_transpose2d_rows",
         "depthwise_nhwc",
@@ -47,13 +46,27 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
     ]
     .into_iter()
     .map(spec)
-    .chain([coop_spec()])
+    .chain(
+        [(1, 1), (3, 3), (4, 4)]
+            .into_iter()
+            .flat_map(|k| [gemm_spec(k), coop_spec(k)]),
+    )
     .collect()
 }
 
-/// The implicit GEMM on cooperative matrices (`conv2d_coop.wgsl`, a module of its own).
-fn coop_spec() -> KernelSpec {
+/// The implicit GEMM for a `(kh, kw)` kernel: the size is an override constant (`KH`, `KW`).
+fn gemm_spec((kh, kw): (usize, usize)) -> KernelSpec {
+    spec("conv2d_gemm")
+        .with("KH", kh as f64)
+        .with("KW", kw as f64)
+}
+
+/// The implicit GEMM on cooperative matrices (`conv2d_coop.wgsl`, a module of its own) for a
+/// `(kh, kw)` kernel.
+fn coop_spec((kh, kw): (usize, usize)) -> KernelSpec {
     KernelSpec::new(Module::Conv2dCoop, "conv2d_coop")
+        .with("KH", kh as f64)
+        .with("KW", kw as f64)
 }
 
 /// Stride, zero padding `[top, bottom, left, right]` and groups of a convolution.
@@ -330,7 +343,7 @@ pub fn conv2d_with_strategy(
         )?,
         ConvStrategy::Gemm if blocked(64, 64).iter().all(|&n| n <= max) => run_in(
             rec,
-            &spec("conv2d_gemm"),
+            &gemm_spec((kh, kw)),
             &params,
             x,
             Some((weight, bias)),
@@ -339,7 +352,7 @@ pub fn conv2d_with_strategy(
         )?,
         ConvStrategy::Coop if blocked(64, 64).iter().all(|&n| n <= max) => run_in(
             rec,
-            &coop_spec(),
+            &coop_spec((kh, kw)),
             &params,
             x,
             Some((weight, bias)),
