@@ -3,13 +3,16 @@ decoded, compared in CIEDE2000 over the discs' interiors (the default-model issu
 tokenizer criterion: mean ΔE00 ≤ 5).
 
     python tools/eval/colour_probe.py [--vq assets/models/emoji/vqvae] [--size 64]
-        [--data tools/train/data/emoji64.npz] [--top 24] [--json out.json]
+        [--data tools/train/data/emoji64.npz] [--fills tools/train/data/fill_colours.json]
+        [--top 24] [--json out.json]
 
 The palette: saturated primaries and secondaries, the emoji fills the issue names (Noto's
 green and purple among them), and with --data the --top most frequent fill colours of the
 training images (pixels quantized to 16 levels per channel, near-white and near-black left
-out; each bin's mean colour). Each disc has radius 0.35·size on a white square; ΔE00 is
-averaged over the pixels at least 3 px inside its edge (the VQ's blocks blur the rim).
+out; each bin's mean colour); with --fills the --top first fills of data_svg.py's
+fill_colours.json (its "all" list: flat pixels only, bright colours kept). Each disc has
+radius 0.35·size on a white square; ΔE00 is averaged over the pixels at least 3 px inside
+its edge (the VQ's blocks blur the rim).
 
 Needs torch, diffusers and Pillow (tools/eval/requirements.txt).
 """
@@ -156,7 +159,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--vq", default="assets/models/emoji/vqvae")
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--data", help="emoji64.npz of tools/train/data.py, for its frequent fills")
+    ap.add_argument("--data", help="an images npz of tools/train, for its frequent fills: data.py's "
+                    "emoji64.npz or data_svg.py's emoji_svg64.npz / emoji_svg128.npz")
+    ap.add_argument("--fills", help="fill_colours.json of tools/train/data_svg.py: add its first --top fills")
     ap.add_argument("--top", type=int, default=24)
     ap.add_argument("--json", help="write the table here too")
     args = ap.parse_args()
@@ -169,6 +174,10 @@ def main() -> int:
     palette = list(PALETTE)
     if args.data:
         palette += frequent_fills(args.data, args.top)
+    if args.fills:
+        with open(args.fills) as f:
+            fills = json.load(f)["all"]["fills"][: args.top]
+        palette += [(f"svg fill #{x['rank']} {x['hex']}", tuple(x["rgb"])) for x in fills]
     rows = []
     for name, rgb in palette:
         img, inner = disc_image(rgb, args.size)
