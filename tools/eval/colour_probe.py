@@ -155,6 +155,37 @@ def disc_image(rgb, size: int) -> tuple[np.ndarray, np.ndarray]:
     return img, r <= radius - 3
 
 
+def probe_vq(vq, palette=None, size: int = 64, value_range: str = "01") -> dict:
+    """Encode -> quantize -> decode one disc per palette colour with an in-memory VQModel and
+    return {"rows": [...], "mean_de00": float} (the table main() prints). For training
+    scripts (tools/train/train_vq2.py). value_range is the pixel range fed to the model:
+    "01" = [0, 1], the range AmusedPipeline uses (its VaeImageProcessor has
+    do_normalize=False) and tools/train's VQ is trained on; "pm1" = [-1, 1], what main()
+    feeds by default (kept for comparison with earlier reports)."""
+    import torch
+
+    palette = list(PALETTE) if palette is None else palette
+    imgs, masks = zip(*(disc_image(rgb, size) for _, rgb in palette))
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255.0
+    if value_range == "pm1":
+        x = x * 2 - 1
+    was_training = vq.training
+    vq.eval()
+    with torch.no_grad():
+        y = vq.decode(vq.encode(x).latents).sample
+    vq.train(was_training)
+    if value_range == "pm1":
+        y = (y + 1) / 2
+    outs = (y.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().numpy()
+    rows = []
+    for (name, rgb), img, inner, out in zip(palette, imgs, masks, outs):
+        de = ciede2000(srgb_to_lab(img[inner]), srgb_to_lab(out[inner]))
+        rows.append({"colour": name, "rgb": list(rgb),
+                     "decoded_mean_rgb": [int(v) for v in out[inner].mean(axis=0).round()],
+                     "mean_de00": float(de.mean())})
+    return {"rows": rows, "mean_de00": float(np.mean([r["mean_de00"] for r in rows]))}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--vq", default="assets/models/emoji/vqvae")

@@ -9,6 +9,8 @@
 //! | saving ([`deliver`]) | a file (in the working directory, or where a dialog says) | a download |
 //! | file dialogs ([`HAS_DIALOGS`]) | native dialogs | none: files are dropped on the page |
 //! | restart after a lost device ([`restart`]) | a new process | the page reloaded |
+//! | the engine's device ([`gpu_of`], [`open_gpu`]) | eframe's own wgpu device | a WebGPU device of its own (the UI draws with WebGL) |
+//! | step previews ([`Textures`]) | copied into textures on the GPU | read back into egui textures |
 
 use std::future::Future;
 use std::path::PathBuf;
