@@ -160,8 +160,8 @@ def probe_vq(vq, palette=None, size: int = 64, value_range: str = "01") -> dict:
     return {"rows": [...], "mean_de00": float} (the table main() prints). For training
     scripts (tools/train/train_vq2.py). value_range is the pixel range fed to the model:
     "01" = [0, 1], the range AmusedPipeline uses (its VaeImageProcessor has
-    do_normalize=False) and tools/train's VQ is trained on; "pm1" = [-1, 1], what main()
-    feeds by default (kept for comparison with earlier reports)."""
+    do_normalize=False) and tools/train's VQ is trained on; "pm1" = [-1, 1], what main() fed
+    before 2026-11-30 (kept to compare with earlier reports)."""
     import torch
 
     palette = list(PALETTE) if palette is None else palette
@@ -195,10 +195,13 @@ def main() -> int:
     ap.add_argument("--fills", help="fill_colours.json of tools/train/data_svg.py: add its first --top fills")
     ap.add_argument("--top", type=int, default=24)
     ap.add_argument("--json", help="write the table here too")
+    ap.add_argument("--range", choices=["01", "pm1"], default="01",
+                    help="pixel range fed to the VQ: 01 = [0, 1], AmusedPipeline's and the one "
+                    "tools/train trains on (default); pm1 = [-1, 1], what this script fed before "
+                    "2026-11-30 (its 27.1 on the shipped VQ was measured so)")
     args = ap.parse_args()
     self_test()
 
-    import torch
     from diffusers import VQModel
 
     vq = VQModel.from_pretrained(args.vq).eval()
@@ -209,24 +212,8 @@ def main() -> int:
         with open(args.fills) as f:
             fills = json.load(f)["all"]["fills"][: args.top]
         palette += [(f"svg fill #{x['rank']} {x['hex']}", tuple(x["rgb"])) for x in fills]
-    rows = []
-    for name, rgb in palette:
-        img, inner = disc_image(rgb, args.size)
-        x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
-        with torch.no_grad():
-            latents = vq.encode(x).latents
-            y = vq.decode(latents).sample
-        out = ((y[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
-        de = ciede2000(srgb_to_lab(img[inner]), srgb_to_lab(out[inner]))
-        mean_out = out[inner].mean(axis=0).round().astype(int)
-        rows.append(
-            {
-                "colour": name,
-                "rgb": list(rgb),
-                "decoded_mean_rgb": [int(v) for v in mean_out],
-                "mean_de00": float(de.mean()),
-            }
-        )
+    result = probe_vq(vq, palette, args.size, args.range)
+    rows = result["rows"]
     print("| colour | sRGB | decoded (mean over the interior) | mean ΔE00 |")
     print("|---|---|---|---:|")
     for r in rows:
