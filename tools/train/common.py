@@ -196,3 +196,39 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def die(msg: str):
     print(f"error: {msg}", file=sys.stderr, flush=True)
     sys.exit(1)
+
+
+def npm_pack_spec(spec: str, tgz: Path, force: bool) -> Path:
+    """`npm pack SPEC` into DATA_DIR (nothing installed), unless `tgz` (the tarball npm names
+    it) is there already and not `force`; returns `tgz`."""
+    import subprocess
+
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    if tgz.exists() and not force:
+        return tgz
+    log(f"npm pack {spec} ...")
+    t0 = time.time()
+    subprocess.run(
+        ["npm", "pack", spec, "--pack-destination", str(DATA_DIR), "--silent"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    if not tgz.exists():
+        sys.exit(f"npm pack did not produce {tgz}")
+    log(f"  {tgz.name}: {tgz.stat().st_size / 1e6:.1f} MB in {time.time() - t0:.0f}s")
+    return tgz
+
+
+# Exit status of a training stage stopped by --max-minutes / --stop-after (rerun with --resume).
+EXIT_STOPPED_EARLY = 3
+
+
+def stop_early_if_asked(args, step: int, start_step: int, t_start: float, checkpoint, log_path: Path | None):
+    """The training stages' --stop-after / --max-minutes: once either is reached before the last
+    step, `checkpoint()` and exit with EXIT_STOPPED_EARLY."""
+    stop_now = args.stop_after and step - start_step >= args.stop_after
+    out_of_time = args.max_minutes and time.time() - t_start > args.max_minutes * 60
+    if (stop_now or out_of_time) and step < args.steps:
+        checkpoint()
+        log(f"stopping early at step {step} (--max-minutes / --stop-after); rerun with --resume", log_path)
+        sys.exit(EXIT_STOPPED_EARLY)

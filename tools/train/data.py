@@ -27,15 +27,14 @@ import argparse
 import hashlib
 import io
 import json
-import subprocess
-import sys
 import tarfile
+from pathlib import Path
 import time
 
 import numpy as np
 from PIL import Image
 
-from common import CAPTIONS_JSON, DATA_DIR, DATASET_NPZ, log, write_json
+from common import CAPTIONS_JSON, DATA_DIR, DATASET_NPZ, log, npm_pack_spec, write_json
 
 VERSION = "16.0.0"
 STYLES = ("google", "twitter")
@@ -73,22 +72,10 @@ SHOWCASE = [
 ]
 
 
-def npm_pack(style: str, force: bool) -> "Path":
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    tgz = DATA_DIR / f"{PACKAGES[style]}-{VERSION}.tgz"
-    if tgz.exists() and not force:
-        return tgz
-    log(f"npm pack {PACKAGES[style]}@{VERSION} ...")
-    t0 = time.time()
-    subprocess.run(
-        ["npm", "pack", f"{PACKAGES[style]}@{VERSION}", "--pack-destination", str(DATA_DIR), "--silent"],
-        check=True,
-        stdout=subprocess.DEVNULL,
+def npm_pack(style: str, force: bool) -> Path:
+    return npm_pack_spec(
+        f"{PACKAGES[style]}@{VERSION}", DATA_DIR / f"{PACKAGES[style]}-{VERSION}.tgz", force
     )
-    if not tgz.exists():
-        sys.exit(f"npm pack did not produce {tgz}")
-    log(f"  {tgz.name}: {tgz.stat().st_size / 1e6:.1f} MB in {time.time() - t0:.0f}s")
-    return tgz
 
 
 def short_name_words(sn: str) -> str:

@@ -63,7 +63,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import subprocess
 import sys
 import tarfile
 import time
@@ -72,7 +71,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from common import DATA_DIR, log, write_json
+from common import DATA_DIR, log, npm_pack_spec, write_json
 from data import HELDOUT_PER_MILLE, SPLIT_SALT, composite_on_white, emoji_variants, is_heldout
 from data import npm_pack as npm_pack_png
 from data import short_name_words
@@ -142,22 +141,8 @@ def tarball_path(style: str) -> Path:
 
 
 def npm_pack(style: str, force: bool) -> Path:
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    tgz = tarball_path(style)
-    if tgz.exists() and not force:
-        return tgz
     spec = f"{SETS[style]['package']}@{SETS[style]['version']}"
-    log(f"npm pack {spec} ...")
-    t0 = time.time()
-    subprocess.run(
-        ["npm", "pack", spec, "--pack-destination", str(DATA_DIR), "--silent"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    if not tgz.exists():
-        sys.exit(f"npm pack did not produce {tgz}")
-    log(f"  {tgz.name}: {tgz.stat().st_size / 1e6:.1f} MB in {time.time() - t0:.0f}s")
-    return tgz
+    return npm_pack_spec(spec, tarball_path(style), force)
 
 
 def read_iconify(style: str, force: bool) -> dict:

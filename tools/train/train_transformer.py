@@ -34,7 +34,6 @@ import copy
 import json
 import math
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -43,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from common import (
+    stop_early_if_asked,
     MAX_LEN,
     DATA_DIR,
     MICRO_CONDS,
@@ -60,7 +60,6 @@ from common import (
     write_json,
 )
 
-EXIT_STOPPED_EARLY = 3
 
 
 # --------------------------------------------------------------------------------------
@@ -500,11 +499,7 @@ def main():
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             checkpoint()
             last_ckpt = time.time()
-        stop_now = args.stop_after and step - prog.start_step >= args.stop_after
-        if (stop_now or (args.max_minutes and time.time() - t_start > args.max_minutes * 60)) and step < args.steps:
-            checkpoint()
-            log(f"stopping early at step {step} (--max-minutes / --stop-after); rerun with --resume", log_path)
-            sys.exit(EXIT_STOPPED_EARLY)
+        stop_early_if_asked(args, step, prog.start_step, t_start, checkpoint, log_path)
 
     checkpoint()
     final = args.out / "final"

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from common import (
+    stop_early_if_asked,
     RUNS_DIR,
     Progress,
     cosine_lr,
@@ -53,7 +53,6 @@ from common import (
     write_json,
 )
 
-EXIT_STOPPED_EARLY = 3
 
 
 def vq_config(args) -> dict:
@@ -317,11 +316,7 @@ def train_stage(args, stage: str):
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             checkpoint()
             last_ckpt = time.time()
-        stop_now = args.stop_after and step - prog.start_step >= args.stop_after
-        if (stop_now or (args.max_minutes and time.time() - t_start > args.max_minutes * 60)) and step < args.steps:
-            checkpoint()
-            log(f"stopping early at step {step} (--max-minutes / --stop-after); rerun with --resume", log_path)
-            sys.exit(EXIT_STOPPED_EARLY)
+        stop_early_if_asked(args, step, prog.start_step, t_start, checkpoint, log_path)
 
     checkpoint()
     model.eval()

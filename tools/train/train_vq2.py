@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -64,6 +63,7 @@ import torch
 import torch.nn.functional as F
 
 from common import (
+    stop_early_if_asked,
     DATA_DIR,
     RUNS_DIR,
     Progress,
@@ -77,7 +77,6 @@ from common import (
     write_json,
 )
 from train_vq import (
-    EXIT_STOPPED_EARLY,
     decode_ids,
     edge_l1,
     encode_ids,
@@ -415,11 +414,7 @@ def train(args):
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             checkpoint()
             last_ckpt = time.time()
-        stop_now = args.stop_after and step - prog.start_step >= args.stop_after
-        if (stop_now or (args.max_minutes and time.time() - t_start > args.max_minutes * 60)) and step < args.steps:
-            checkpoint()
-            log(f"stopping early at step {step} (--max-minutes / --stop-after); rerun with --resume", log_path)
-            sys.exit(EXIT_STOPPED_EARLY)
+        stop_early_if_asked(args, step, prog.start_step, t_start, checkpoint, log_path)
 
     checkpoint()
     model.eval()
