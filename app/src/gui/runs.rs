@@ -15,6 +15,7 @@ use super::settings::Settings;
 use super::worker::{self, Cancel, Finished, Job, Msg, Preview};
 
 /// One step as received, with its preview texture.
+#[derive(Clone)]
 pub struct Frame {
     pub step: usize,
     pub tokens: Vec<u32>,

@@ -107,43 +107,29 @@ fn save_gif(session: &mut Session, l: &Lane, to: Destination) {
     };
     let model = l.model.clone();
     let steps = l.steps;
-    let frames: Vec<_> = l
-        .frames
-        .iter()
-        .map(|f| {
-            (
-                f.step,
-                f.grid,
-                f.tokens.clone(),
-                f.predicted.clone(),
-                f.newly_fixed.clone(),
-                f.confidence.clone(),
-                f.ms,
-            )
-        })
-        .collect();
+    let frames = l.frames.clone();
     let notices = session.notices();
     session.message = Some(format!("making the GIF ({} frames)…", frames.len()));
     platform::spawn(move || async move {
         let made = async {
             let mask_id = model.mask_id();
             let mut images = Vec::new();
-            for (step, grid, tokens, predicted, newly_fixed, confidence, ms) in &frames {
+            for f in &frames {
                 let (chw, size) = model
-                    .decode_with(&gpu, predicted, 1, *grid, platform::READBACK)
+                    .decode_with(&gpu, &f.predicted, 1, f.grid, platform::READBACK)
                     .await?;
                 let ev = tessera_engine::sampling::StepEvent {
-                    step: *step,
+                    step: f.step,
                     steps,
-                    grid: *grid,
-                    tokens,
-                    predicted,
-                    newly_fixed,
-                    confidence,
-                    ms: *ms,
+                    grid: f.grid,
+                    tokens: &f.tokens,
+                    predicted: &f.predicted,
+                    newly_fixed: &f.newly_fixed,
+                    confidence: &f.confidence,
+                    ms: f.ms,
                     work: Default::default(),
                 };
-                let fr = crate::render::frame(&chw, size, *grid, &ev, mask_id);
+                let fr = crate::render::frame(&chw, size, f.grid, &ev, mask_id);
                 let k = 256u32.div_ceil(fr.height()).max(1);
                 images.push(image::imageops::resize(
                     &fr,

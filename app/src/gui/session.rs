@@ -58,12 +58,11 @@ impl Session {
         // In the browser the engine's device opens off the UI ([`Session::poll_gpu`]).
         let pending_gpu = (gpu.is_none() && textures.is_some()).then(platform::open_gpu);
         Self {
-            message: Some(match (&gpu, &pending_gpu) {
-                (None, None) => "eframe started without a wgpu device".into(),
-                (None, Some(_)) => "opening the GPU…".into(),
-                _ => String::new(),
-            })
-            .filter(|m| !m.is_empty()),
+            message: match (&gpu, &pending_gpu) {
+                (Some(_), _) => None,
+                (None, Some(_)) => Some("opening the GPU…".into()),
+                (None, None) => Some("eframe started without a wgpu device".into()),
+            },
             gpu,
             textures,
             pending_gpu,
