@@ -256,6 +256,7 @@ fn one_pipeline_checks_what_each_family_takes() {
         guidance,
         sampler: model.sampler_defaults(None, 1, false).expect("defaults"),
         start,
+        super_res: Default::default(),
     };
     let f = mg.vq_factor();
     let (h, w) = mg.grid();

@@ -418,6 +418,7 @@ fn guidance_schedule_first_n_stops_the_unconditional_branch() {
         guidance: 8.0,
         sampler,
         start: Start::Blank((8, 16)),
+        super_res: Default::default(),
     };
     let mut dispatches = Vec::new();
     pipeline::generate(&ctx, &model, &req, &mut |ev| {
@@ -480,6 +481,7 @@ fn mask_free_editing_resamples_random_subsets() {
             iterations: 2,
             fraction: 0.25,
         },
+        super_res: Default::default(),
     };
     let mut steps = Vec::new();
     let out = pipeline::generate(&ctx, &model, &req, &mut |ev| {

@@ -32,6 +32,7 @@ fn blue_heart(side: usize) -> tessera_engine::pipeline::Request<'static> {
         guidance: 3.0,
         sampler: tessera_engine::sampling::SamplerOptions::amused(5),
         start: tessera_engine::pipeline::Start::Blank((side, side)),
+        super_res: Default::default(),
     }
 }
 

@@ -111,6 +111,7 @@ fn bench_model(ctx: &GpuContext, name: &str) -> Result<Model> {
         transformer,
         vqvae,
         defaults: Default::default(),
+        super_res: None,
         folder,
     })))
 }

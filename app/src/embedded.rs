@@ -142,6 +142,7 @@ mod tests {
                 guidance: 3.0,
                 sampler: model.sampler_defaults(None, 3, false).expect("defaults"),
                 start: Start::Blank(model.grid()),
+                super_res: Default::default(),
             };
             pipeline::generate(&ctx, &model, &req, &mut |_| ControlFlow::Continue(()))
                 .expect("generate")

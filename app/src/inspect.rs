@@ -46,9 +46,26 @@ pub struct ForwardArgs {
     /// first step's.
     #[arg(long, value_name = "R")]
     noise_level: Option<f32>,
+    /// Which transformer of a two-stage model: base, or super-res (the super-resolution
+    /// stage, which also takes --low-res-tokens).
+    #[arg(long, value_name = "STAGE", default_value = "base")]
+    stage: Stage,
+    /// safetensors file holding the base stage's `tokens` (i64 or i32, [1, lh, lw]) that
+    /// --stage super-res is conditioned on.
+    #[arg(long, value_name = "FILE")]
+    low_res_tokens: Option<PathBuf>,
     /// Output safetensors file: logits (f32 [1, h·w, codebook]).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+}
+
+/// A two-stage model's transformers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage {
+    /// The base transformer (the only one of most models).
+    Base,
+    /// The super-resolution transformer (`super_res/`).
+    SuperRes,
 }
 
 #[derive(Args)]
@@ -126,22 +143,70 @@ pub fn embed_text(a: &EmbedTextArgs) -> Result<()> {
 /// The conditional logits of a token grid (`--class` for class-conditional models, the prompt
 /// for text models; no guidance).
 pub fn forward(a: &ForwardArgs) -> Result<()> {
+    match (a.stage, &a.low_res_tokens) {
+        (Stage::SuperRes, None) => bail!("--stage super-res needs --low-res-tokens"),
+        (Stage::Base, Some(_)) => bail!("--low-res-tokens applies to --stage super-res"),
+        (Stage::SuperRes, Some(_)) if a.class.is_some() || a.noise_level.is_some() => {
+            bail!("--stage super-res takes --prompt only (no --class or --noise-level)")
+        }
+        _ => {}
+    }
+    // Read before the model loads: a bad file fails fast.
+    let (ids, shape) = read_tokens(&a.tokens, "tokens")?;
+    let low_res = match &a.low_res_tokens {
+        Some(path) => Some(read_tokens(path, "tokens")?),
+        None => None,
+    };
     let ctx = GpuContext::new()?;
     let model = crate::render::open_model(&ctx, a.model.as_deref())?;
-    let (ids, shape) = read_tokens(&a.tokens, "tokens")?;
+    if let Some((lo_ids, lo_shape)) = &low_res {
+        if model.stages() != 2 {
+            bail!(
+                "--stage super-res applies to two-stage models (a super_res/ folder); this model \
+                 has one stage"
+            );
+        }
+        token_grid(lo_ids, lo_shape, model.codebook_size(), "the base codebook")?;
+        let grid = token_grid(
+            &ids,
+            &shape,
+            model.input_vocab(),
+            "the transformer's vocabulary",
+        )?;
+        let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
+        let want = model.grid();
+        if (grid[1], grid[2]) != want {
+            bail!(
+                "tokens are {}×{}; the super-resolution stage's grid is {}×{}",
+                grid[1],
+                grid[2],
+                want.0,
+                want.1
+            );
+        }
+        let logits = model.super_res_logits(&ctx, &tokens, lo_ids, &a.prompt)?;
+        let v = logits.to_f32(&ctx)?;
+        return write_tensors(&a.out, &[Out::F32("logits", logits.shape().to_vec(), &v)]);
+    }
     let grid = token_grid(
         &ids,
         &shape,
         model.input_vocab(),
         "the transformer's vocabulary",
     )?;
-    if model.fixed_grid() && (grid[1], grid[2]) != model.grid() {
+    // The base stage's grid (of a two-stage model too).
+    let base = tessera_engine::pipeline::SuperResOptions {
+        skip: model.stages() == 2,
+        steps: None,
+    };
+    if model.fixed_grid_for(base) && (grid[1], grid[2]) != model.grid_for(base) {
+        let want = model.grid_for(base);
         bail!(
             "tokens are {}×{}; this model's grid is {}×{}",
             grid[1],
             grid[2],
-            model.grid().0,
-            model.grid().1
+            want.0,
+            want.1
         );
     }
     let condition = match a.class {

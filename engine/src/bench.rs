@@ -305,6 +305,7 @@ pub fn end_to_end(
         guidance,
         sampler,
         start: pipeline::Start::Blank(model.grid()),
+        super_res: Default::default(),
     };
     let plan = pipeline::plan(ctx, model, &req)?;
     ctx.wait_idle();

@@ -18,6 +18,8 @@ use super::worker::{self, Cancel, Finished, Job, Msg, Preview};
 #[derive(Clone)]
 pub struct Frame {
     pub step: usize,
+    /// 0: the base (or only) stage; 1: a two-stage model's super-resolution stage.
+    pub stage: usize,
     pub tokens: Vec<u32>,
     pub newly_fixed: Vec<bool>,
     pub confidence: Vec<f32>,
@@ -211,7 +213,10 @@ impl Runs {
                     None => return,
                 },
             };
-            let start = start.clone().unwrap_or(Start::Blank(model.grid()));
+            let super_res = s.super_res_options(&model);
+            let start = start
+                .clone()
+                .unwrap_or(Start::Blank(model.grid_for(super_res)));
             let mut sampler = s.sampler_options();
             if matches!(start, Start::Inpaint { .. } | Start::Outpaint { .. })
                 && s.sampler == SamplerKind::Amused
@@ -226,6 +231,7 @@ impl Runs {
                 guidance: s.guidance,
                 sampler,
                 start,
+                super_res,
                 cancel: self.cancel.clone(),
             };
             self.lanes
@@ -250,6 +256,7 @@ impl Runs {
                         l.steps = m.steps;
                         l.frames.push(Frame {
                             step: m.step,
+                            stage: m.stage,
                             tokens: m.tokens,
                             newly_fixed: m.newly_fixed,
                             confidence: m.confidence,

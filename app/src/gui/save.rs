@@ -92,6 +92,11 @@ pub fn png_bytes(session: &Session, l: &Lane) -> Result<Vec<u8>> {
         guidance: model.has_guidance().then_some(s.guidance),
         size: (w, h),
         model: &model_name,
+        stages: tessera_engine::pipeline::Stages::of(
+            model,
+            &s.super_res_options(model),
+            s.super_res_steps,
+        ),
     }
     .parameters();
     let text = std::collections::HashMap::from([("parameters".to_owned(), params)]);
@@ -121,6 +126,7 @@ fn save_gif(session: &mut Session, l: &Lane, to: Destination) {
                 let ev = tessera_engine::sampling::StepEvent {
                     step: f.step,
                     steps,
+                    stage: f.stage,
                     grid: f.grid,
                     tokens: &f.tokens,
                     predicted: &f.predicted,

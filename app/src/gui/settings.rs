@@ -2,7 +2,7 @@
 //! temperatures, with each model's defaults.
 
 use tessera_engine::models::amused::GenerationDefaults;
-use tessera_engine::pipeline::{Model, ModelConditioning};
+use tessera_engine::pipeline::{Model, ModelConditioning, SuperResOptions};
 use tessera_engine::sampling::{GuidanceSchedule, SamplerKind, SamplerOptions, Schedule};
 
 use crate::render::RenderArgs;
@@ -22,6 +22,10 @@ pub struct Settings {
     pub guidance_schedule: GuidanceSchedule,
     /// Locally typical filtering's mass (Paella v1's default 0.2); `None`: off.
     pub typical_mass: Option<f32>,
+    /// A two-stage model's super-resolution stage: run it (else stop after the base) …
+    pub super_res: bool,
+    /// … with this many steps.
+    pub super_res_steps: usize,
 }
 
 impl Settings {
@@ -52,6 +56,23 @@ impl Settings {
                 Some(m) => Some(m),
                 None => model_opts.typical_mass,
             },
+            super_res: a.stages != Some(1),
+            super_res_steps: a.sr_steps.unwrap_or_else(|| {
+                model
+                    .and_then(Model::default_super_res_steps)
+                    .unwrap_or(tessera_engine::models::amused::super_res::DEFAULT_STEPS)
+            }),
+        }
+    }
+
+    /// The super-resolution stage's options for `model` (the default for a one-stage model).
+    pub fn super_res_options(&self, model: &Model) -> SuperResOptions {
+        if model.stages() < 2 {
+            return SuperResOptions::default();
+        }
+        SuperResOptions {
+            skip: !self.super_res,
+            steps: self.super_res.then_some(self.super_res_steps),
         }
     }
 
@@ -130,6 +151,8 @@ impl SettingsPanel {
             softmax_t,
             guidance_schedule,
             typical_mass,
+            super_res,
+            super_res_steps,
         } = &mut self.settings;
         if !class_model {
             let label = ui.horizontal(|ui| {
@@ -173,6 +196,16 @@ impl SettingsPanel {
         sampler_picker(ui, "sampler", sampler);
         schedule_picker(ui, "schedule", schedule);
         ui.add(egui::Slider::new(steps, 1..=48).text("steps"));
+        if model.is_some_and(|m| m.stages() == 2) {
+            ui.checkbox(super_res, "super-resolution stage")
+                .on_hover_text(
+                    "this model has two stages: the base makes a small image, the \
+                     super-resolution stage its larger version (off: stop after the base)",
+                );
+            if *super_res {
+                ui.add(egui::Slider::new(super_res_steps, 1..=48).text("super-res steps"));
+            }
+        }
         if guided {
             ui.add(egui::Slider::new(guidance, 0.0..=20.0).text("guidance"));
             guidance_schedule_picker(ui, guidance_schedule, *steps);

@@ -157,6 +157,7 @@ fn smooth_toggle_and_fit_reset_the_lanes_view() {
     let cells = 16;
     lane.frames.push(Frame {
         step: 0,
+        stage: 0,
         tokens: vec![model.mask_id(); cells],
         newly_fixed: vec![false; cells],
         confidence: vec![0.0; cells],

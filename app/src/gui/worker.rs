@@ -20,6 +20,8 @@ use tessera_engine::{GpuContext, Tensor, ops};
 pub struct StepMsg {
     pub step: usize,
     pub steps: usize,
+    /// 0: the base (or only) stage; 1: a two-stage model's super-resolution stage.
+    pub stage: usize,
     pub tokens: Vec<u32>,
     pub predicted: Vec<u32>,
     pub newly_fixed: Vec<bool>,
@@ -88,6 +90,7 @@ pub struct Job {
     pub guidance: f32,
     pub sampler: SamplerOptions,
     pub start: Start,
+    pub super_res: tessera_engine::pipeline::SuperResOptions,
     pub cancel: Cancel,
 }
 
@@ -167,7 +170,7 @@ impl Streamer {
             .zip(ev.predicted)
             .filter(|(t, p)| t == p && **t != mask_id)
             .count();
-        let (step, steps, grid, ms) = (ev.step, ev.steps, ev.grid, ev.ms);
+        let (step, steps, grid, ms, stage) = (ev.step, ev.steps, ev.grid, ev.ms, ev.stage);
         let (tokens, predicted) = (ev.tokens.to_vec(), ev.predicted.to_vec());
         let (newly_fixed, confidence) = (ev.newly_fixed.to_vec(), ev.confidence.to_vec());
         let out = self.clone();
@@ -181,6 +184,7 @@ impl Streamer {
                     Box::new(StepMsg {
                         step,
                         steps,
+                        stage,
                         tokens,
                         predicted,
                         newly_fixed,
@@ -261,6 +265,7 @@ pub fn spawn(
             guidance: job.guidance,
             sampler: job.sampler.clone(),
             start: job.start.clone(),
+            super_res: job.super_res,
         };
         let out = Streamer {
             gpu,

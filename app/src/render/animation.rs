@@ -91,6 +91,7 @@ impl Animation {
         let one = StepEvent {
             step: ev.step,
             steps: ev.steps,
+            stage: ev.stage,
             grid: ev.grid,
             tokens: &ev.tokens[..l],
             predicted: first,

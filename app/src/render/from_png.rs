@@ -122,6 +122,12 @@ pub fn apply(g: &GenerationArgs, png: &Path) -> Result<GenerationArgs> {
         v.to_owned()
     ));
     take!(guidance_schedule, "Guidance schedule", |v: &str| v.parse());
+    take!(stages, "Stages", |v: &str| v
+        .parse::<usize>()
+        .map_err(|e| e.to_string()));
+    take!(sr_steps, "Super-res steps", |v: &str| v
+        .parse::<usize>()
+        .map_err(|e| e.to_string()));
     take!(typical_mass, "Typical mass", |v: &str| v
         .parse::<f32>()
         .map_err(|e| e.to_string()));

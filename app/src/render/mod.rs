@@ -100,6 +100,14 @@ pub struct GenerationArgs {
     /// img2img strength in (0, 1]: the fraction of the schedule re-run (default 0.5).
     #[arg(long, value_name = "F")]
     pub strength: Option<f64>,
+    /// Stages to run of a two-stage model (a base and a super-resolution stage): 2 (the
+    /// default) or 1 (stop after the base, at its lower resolution).
+    #[arg(long, value_name = "N")]
+    pub stages: Option<usize>,
+    /// Decoding steps of a two-stage model's super-resolution stage (default: its
+    /// super_res/tessera.json, else 8).
+    #[arg(long, value_name = "N")]
+    pub sr_steps: Option<usize>,
 }
 
 #[derive(Args, Clone, Default)]
@@ -195,6 +203,7 @@ pub fn settings_text(
         guidance: model.has_guidance().then_some(plan.guidance),
         size,
         model: &model_name,
+        stages: plan.stages,
     }
     .parameters();
     HashMap::from([("parameters".to_owned(), params)])

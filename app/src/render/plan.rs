@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use tessera_engine::pipeline::settings::Condition;
-use tessera_engine::pipeline::{Model, ModelConditioning, Request, Start};
+use tessera_engine::pipeline::{Model, ModelConditioning, Request, Stages, Start, SuperResOptions};
 use tessera_engine::sampling::{SamplerKind, SamplerOptions};
 
 use super::{RenderArgs, class_name};
@@ -68,6 +68,10 @@ pub struct Plan {
     pub opts: SamplerOptions,
     pub guidance: f32,
     pub start: Start,
+    /// A two-stage model's super-resolution stage (`--stages`, `--sr-steps`).
+    pub super_res: SuperResOptions,
+    /// How the stages run, for the settings text (`None`: a model of one stage).
+    pub stages: Option<Stages>,
 }
 
 /// `--seed`, or a fresh one.
@@ -145,16 +149,48 @@ pub fn plan(a: &RenderArgs, model: &Model) -> Result<Plan> {
         );
     }
     // Checked before the image is read: a class for a text model, a prompt for a class model.
+    let super_res = SuperResOptions {
+        skip: match a.stages {
+            None | Some(2) => false,
+            Some(_) => true,
+        },
+        steps: a.sr_steps,
+    };
+    let stages = {
+        let probe = Request {
+            condition: condition(a, model),
+            batch: a.batch,
+            guidance,
+            sampler: opts.clone(),
+            start: Start::Blank(model.grid_for(super_res)),
+            super_res,
+        };
+        // Stage options on a model of one stage are refused by the engine's check below.
+        match model.stages() {
+            2 if !super_res.skip => Some(Stages::Both {
+                super_res_steps: model.super_res_sampler(&probe)?.steps,
+            }),
+            2 => Some(Stages::BaseOnly),
+            _ => None,
+        }
+    };
+    if a.stages == Some(2) && model.stages() == 1 {
+        bail!(
+            "--stages 2 applies to two-stage models (a super_res/ folder); this model has one stage"
+        );
+    }
     let check = |start: Start| -> Result<Plan> {
         let plan = Plan {
             opts: opts.clone(),
             guidance,
             start,
+            super_res,
+            stages,
         };
         model.check(&request(a, model, &plan))?;
         Ok(plan)
     };
-    check(Start::Blank(model.grid()))?;
+    check(Start::Blank(model.grid_for(super_res)))?;
     // A request is conditioned on a class or on text, not both.
     if a.class.is_some() {
         for (flag, given) in [
@@ -174,7 +210,7 @@ pub fn plan(a: &RenderArgs, model: &Model) -> Result<Plan> {
             if a.strength.is_some() {
                 bail!("--strength needs --image");
             }
-            Start::Blank(model.grid())
+            Start::Blank(model.grid_for(super_res))
         }
         (Some(img), mask) => {
             let f = model.vq_factor();
@@ -250,6 +286,7 @@ pub fn request<'a>(a: &'a RenderArgs, model: &Model, plan: &Plan) -> Request<'a>
         guidance: plan.guidance,
         sampler: plan.opts.clone(),
         start: plan.start.clone(),
+        super_res: plan.super_res,
     }
 }
 
@@ -341,6 +378,19 @@ pub fn check_options(a: &RenderArgs) -> Result<()> {
         && !(1..=MAX_STEPS).contains(&steps)
     {
         bail!("--steps must be from 1 to {MAX_STEPS}, got {steps}");
+    }
+    if let Some(steps) = a.sr_steps
+        && !(1..=MAX_STEPS).contains(&steps)
+    {
+        bail!("--sr-steps must be from 1 to {MAX_STEPS}, got {steps}");
+    }
+    if let Some(n) = a.stages
+        && !(1..=2).contains(&n)
+    {
+        bail!("--stages must be 1 or 2, got {n}");
+    }
+    if a.stages == Some(1) && a.sr_steps.is_some() {
+        bail!("--sr-steps sets the super-resolution stage, which --stages 1 skips");
     }
     if let Some(t) = &a.choice_temperature {
         temperature_pair(t, "choice-temperature")?;

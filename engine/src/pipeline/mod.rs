@@ -7,13 +7,14 @@ mod model;
 pub mod settings;
 
 pub use model::{Conditioning as ModelConditioning, Family, Model, RequestOption, TextOutput};
-pub use settings::Condition;
+pub use settings::{Condition, Stages};
 
 use std::ops::ControlFlow;
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Readback, Recorder, Tensor};
-use crate::models::amused::uvit2d::{Conditioning, PreparedConditioning};
+use crate::models::amused::super_res::SuperResTransformer;
+use crate::models::amused::uvit2d::{Conditioning, PreparedConditioning, UVit2DModel};
 use crate::models::amused::{AmusedPipeline, micro_conds};
 use crate::ops;
 use crate::sampling::{
@@ -22,26 +23,42 @@ use crate::sampling::{
 
 /// The transformer with fixed conditioning: `[uncond; cond]` text for guidance > 1 (as
 /// diffusers batches it), the conditional text alone otherwise. Everything that depends on the
-/// conditioning alone (text projections, cross-attention keys and values, modulations) is
-/// computed once here, not at every step.
+/// conditioning alone (text projections, cross-attention keys and values, modulations; a
+/// super-resolution stage's low-res encoder) is computed once here, not at every step.
 pub struct GuidedTransformer<'a> {
-    pipe: &'a AmusedPipeline,
+    transformer: StageTransformer<'a>,
+    mask_id: u32,
     prepared: PreparedConditioning,
     guidance: f32,
     schedule: GuidanceSchedule,
     grid: (usize, usize),
 }
 
-impl<'a> GuidedTransformer<'a> {
-    /// Encodes the prompts and prepares conditioning for `batch` images of `grid` tokens.
-    pub fn new(
+/// The network a [`GuidedTransformer`] runs.
+#[derive(Clone, Copy)]
+enum StageTransformer<'a> {
+    Base(&'a UVit2DModel),
+    SuperRes(&'a SuperResTransformer),
+}
+
+/// A prompt's conditioning rows for `batch` images: `[uncond; cond]` with guidance.
+struct TextRows {
+    pooled: Tensor,
+    hidden: Tensor,
+    micro: Tensor,
+    guidance: f32,
+    schedule: GuidanceSchedule,
+}
+
+impl TextRows {
+    /// Embeds the prompts for `batch` images of `size_px` (width, height) pixels.
+    fn new(
         ctx: &GpuContext,
-        pipe: &'a AmusedPipeline,
-        prompt: &str,
-        negative_prompt: &str,
+        pipe: &AmusedPipeline,
+        (prompt, negative_prompt): (&str, &str),
         batch: usize,
         (guidance, schedule): (f32, GuidanceSchedule),
-        grid: (usize, usize),
+        size_px: (usize, usize),
     ) -> Result<Self> {
         if batch == 0 {
             return Err(Error::shape("generate", "batch must be at least 1"));
@@ -56,24 +73,100 @@ impl<'a> GuidedTransformer<'a> {
         let (_, emb) = pipe.text.embed(&mut rec, &prompts)?;
         let pooled = ops::embed::repeat_rows(&mut rec, &emb.pooled, batch)?;
         let hidden = ops::embed::repeat_rows(&mut rec, &emb.penultimate, batch)?;
-        let f = pipe.vqvae.config.scale_factor();
-        let rows = if guided { 2 * batch } else { batch };
-        let micro = micro_conds(ctx, rows, (grid.1 * f, grid.0 * f), (0.0, 0.0), 6.0)?;
-        let prepared = pipe.transformer.prepare(
-            &mut rec,
-            &Conditioning {
-                pooled: &pooled,
-                hidden: &hidden,
-                micro_conds: &micro,
-            },
-        )?;
         rec.submit();
+        let rows = if guided { 2 * batch } else { batch };
+        let micro = micro_conds(ctx, rows, size_px, (0.0, 0.0), 6.0)?;
         Ok(Self {
-            pipe,
-            prepared,
+            pooled,
+            hidden,
+            micro,
             guidance,
             schedule,
+        })
+    }
+
+    fn conditioning(&self) -> Conditioning<'_> {
+        Conditioning {
+            pooled: &self.pooled,
+            hidden: &self.hidden,
+            micro_conds: &self.micro,
+        }
+    }
+}
+
+impl<'a> GuidedTransformer<'a> {
+    /// Encodes the prompts and prepares conditioning for `batch` images of `grid` tokens.
+    pub fn new(
+        ctx: &GpuContext,
+        pipe: &'a AmusedPipeline,
+        prompt: &str,
+        negative_prompt: &str,
+        batch: usize,
+        guidance: (f32, GuidanceSchedule),
+        grid: (usize, usize),
+    ) -> Result<Self> {
+        let f = pipe.vqvae.config.scale_factor();
+        let text = TextRows::new(
+            ctx,
+            pipe,
+            (prompt, negative_prompt),
+            batch,
+            guidance,
+            (grid.1 * f, grid.0 * f),
+        )?;
+        let mut rec = ctx.recorder();
+        let prepared = pipe.transformer.prepare(&mut rec, &text.conditioning())?;
+        rec.submit();
+        Ok(Self {
+            transformer: StageTransformer::Base(&pipe.transformer),
+            mask_id: pipe.scheduler.mask_token_id,
+            prepared,
+            guidance: text.guidance,
+            schedule: text.schedule,
             grid,
+        })
+    }
+
+    /// A two-stage model's super-resolution stage conditioned on `text` and the base stage's
+    /// tokens `low_res` (`[b, lh, lw]` flattened, `low_res_grid` = (lh, lw)).
+    fn super_res(
+        ctx: &GpuContext,
+        pipe: &'a AmusedPipeline,
+        text: &TextRows,
+        low_res: &[u32],
+        low_res_grid: (usize, usize),
+    ) -> Result<Self> {
+        let Some(sr) = &pipe.super_res else {
+            return Err(Error::shape(
+                "super-resolution",
+                "this model has no super-resolution stage",
+            ));
+        };
+        let per = low_res_grid.0 * low_res_grid.1;
+        let b = low_res.len() / per.max(1);
+        ops::embed::check_ids(
+            "low-res tokens",
+            low_res,
+            sr.transformer.low_res_codebook_size(),
+        )?;
+        let ids = Tensor::from_u32(
+            ctx,
+            "low_res_tokens",
+            &[b, low_res_grid.0, low_res_grid.1],
+            low_res,
+        )?;
+        let mut rec = ctx.recorder();
+        let prepared = sr
+            .transformer
+            .prepare(&mut rec, &text.conditioning(), &ids)?;
+        rec.submit();
+        Ok(Self {
+            transformer: StageTransformer::SuperRes(&sr.transformer),
+            mask_id: sr.scheduler.mask_token_id,
+            prepared,
+            guidance: text.guidance,
+            schedule: text.schedule,
+            grid: sr.transformer.config.grid(),
         })
     }
 }
@@ -84,20 +177,23 @@ impl TokenModel for GuidedTransformer<'_> {
     }
 
     fn codebook_size(&self) -> usize {
-        self.pipe.transformer.config.codebook_size
+        match self.transformer {
+            StageTransformer::Base(t) => t.config.codebook_size,
+            StageTransformer::SuperRes(t) => t.config.uvit.codebook_size,
+        }
     }
 
     fn mask_id(&self) -> u32 {
-        self.pipe.scheduler.mask_token_id
+        self.mask_id
     }
 
     fn logits(&self, rec: &mut Recorder<'_>, tokens: &Tensor, step: Step) -> Result<Tensor> {
         // With guidance the prepared conditioning has 2B rows and the transformer runs the B
         // token grids through both halves.
-        let logits = self
-            .pipe
-            .transformer
-            .forward_prepared(rec, tokens, &self.prepared)?;
+        let logits = match self.transformer {
+            StageTransformer::Base(t) => t.forward_prepared(rec, tokens, &self.prepared)?,
+            StageTransformer::SuperRes(t) => t.forward_prepared(rec, tokens, &self.prepared)?,
+        };
         if self.guidance > 1.0 {
             let s = self.schedule.scale(self.guidance, step);
             ops::elementwise::guidance(rec, &logits, s)
@@ -143,6 +239,114 @@ pub enum Start {
 }
 
 impl Start {
+    /// The start of a two-stage model's base stage for this start at the output resolution:
+    /// images averaged over `factor`×`factor` pixel blocks, an inpainting mask's cells kept
+    /// where any of the `factor`×`factor` cells they cover is masked, a blank grid divided.
+    ///
+    /// # Errors
+    /// Sides that `factor` does not divide; outpainting (two-stage models have fixed grids).
+    pub fn scaled_down(&self, factor: usize) -> Result<Start> {
+        if factor <= 1 {
+            return Ok(self.clone());
+        }
+        let uneven = |what: String| {
+            Error::shape(
+                "super-resolution",
+                format!("{what} is not a multiple of the stages' factor {factor}"),
+            )
+        };
+        let image = |image: &[f32], (w, h): (usize, usize)| -> Result<(Vec<f32>, (usize, usize))> {
+            if w % factor != 0 || h % factor != 0 || image.len() != 3 * w * h {
+                return Err(uneven(format!("a {w}×{h} image")));
+            }
+            let (sw, sh) = (w / factor, h / factor);
+            let norm = 1.0 / (factor * factor) as f32;
+            let mut out = vec![0.0; 3 * sw * sh];
+            for c in 0..3 {
+                for y in 0..sh {
+                    for x in 0..sw {
+                        let mut acc = 0.0;
+                        for dy in 0..factor {
+                            let row = &image[(c * h + y * factor + dy) * w + x * factor..];
+                            acc += row[..factor].iter().sum::<f32>();
+                        }
+                        out[(c * sh + y) * sw + x] = acc * norm;
+                    }
+                }
+            }
+            Ok((out, (sw, sh)))
+        };
+        Ok(match self {
+            Start::Blank((h, w)) => {
+                if h % factor != 0 || w % factor != 0 {
+                    return Err(uneven(format!("a {h}×{w} token grid")));
+                }
+                Start::Blank((h / factor, w / factor))
+            }
+            Start::Inpaint {
+                image: px,
+                size,
+                mask,
+            } => {
+                let (image, small) = image(px, *size)?;
+                // The mask is at the token grid: its side is the image's over the VQ factor.
+                let cells = mask.len();
+                let (w, h) = *size;
+                let f = ((w * h) as f64 / cells.max(1) as f64).sqrt().round() as usize;
+                let (gw, gh) = (w / f.max(1), h / f.max(1));
+                if gw * gh != cells || gw % factor != 0 || gh % factor != 0 {
+                    return Err(uneven(format!("a {gw}×{gh} inpainting mask")));
+                }
+                let (sw, sh) = (gw / factor, gh / factor);
+                let mut small_mask = vec![false; sw * sh];
+                for y in 0..gh {
+                    for x in 0..gw {
+                        if mask[y * gw + x] {
+                            small_mask[(y / factor) * sw + x / factor] = true;
+                        }
+                    }
+                }
+                Start::Inpaint {
+                    image,
+                    size: small,
+                    mask: small_mask,
+                }
+            }
+            Start::Img2Img {
+                image: px,
+                size,
+                strength,
+            } => {
+                let (image, size) = image(px, *size)?;
+                Start::Img2Img {
+                    image,
+                    size,
+                    strength: *strength,
+                }
+            }
+            Start::Edit {
+                image: px,
+                size,
+                iterations,
+                fraction,
+            } => {
+                let (image, size) = image(px, *size)?;
+                Start::Edit {
+                    image,
+                    size,
+                    iterations: *iterations,
+                    fraction: *fraction,
+                }
+            }
+            Start::Outpaint { .. } => {
+                return Err(Error::shape(
+                    "super-resolution",
+                    "outpainting needs a model without fixed positions",
+                ));
+            }
+        })
+    }
+
     /// The token grid (height, width) generation fills, for a VQ of scale factor `f`: the
     /// image's grid, grown by the outpainting margins.
     pub fn grid(&self, f: usize) -> (usize, usize) {
@@ -166,8 +370,23 @@ pub struct Request<'a> {
     pub condition: Condition<'a>,
     pub batch: usize,
     pub guidance: f32,
+    /// The base stage's sampler (the only stage of most models).
     pub sampler: SamplerOptions,
+    /// Where generation starts, at the output resolution: for a two-stage model running both
+    /// stages, the super-resolution stage's grid (the base stage starts from it scaled down).
     pub start: Start,
+    /// A two-stage model's super-resolution stage.
+    pub super_res: SuperResOptions,
+}
+
+/// How a two-stage model's super-resolution stage runs ([`Model::stages`]); models of one
+/// stage take only the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SuperResOptions {
+    /// Stop after the base stage (the CLI's `--stages 1`): the base's image is the output.
+    pub skip: bool,
+    /// Steps of the stage; `None`: the model's (its `super_res/tessera.json`, else 8).
+    pub steps: Option<usize>,
 }
 
 /// Final tokens of every image and the grid they fill.
@@ -182,6 +401,14 @@ pub struct Generated {
 /// prepared. [`generate`] is [`plan`] then [`Plan::run`]; the benchmark times the two apart.
 pub struct Plan<'a> {
     model: Box<dyn TokenModel + 'a>,
+    base: StageStart,
+    /// A two-stage model's super-resolution stage, run on the base stage's tokens.
+    super_res: Option<SuperResPlan<'a>>,
+    batch: usize,
+}
+
+/// Where one stage's sampling starts.
+struct StageStart {
     init: Vec<u32>,
     /// Paella img2img: the image's tokens, where the unknown positions start.
     start: Option<Vec<u32>>,
@@ -189,12 +416,27 @@ pub struct Plan<'a> {
     edit: Option<(usize, f64)>,
     opts: SamplerOptions,
     grid: (usize, usize),
-    batch: usize,
+}
+
+impl StageStart {
+    /// Steps the stage reports (an edit's iterations numbered through).
+    fn steps(&self) -> usize {
+        self.edit.map_or(1, |(n, _)| n) * self.opts.steps
+    }
+}
+
+/// The super-resolution stage of a plan: its text conditioning is embedded at plan time, the
+/// low-resolution encoder runs once the base stage's tokens exist.
+struct SuperResPlan<'a> {
+    pipe: &'a AmusedPipeline,
+    text: TextRows,
+    start: StageStart,
 }
 
 impl Plan<'_> {
     /// Runs the decoding loop; `on_step` sees every step (for an edit, the steps of all its
-    /// iterations, numbered through).
+    /// iterations, numbered through; for a two-stage model, the base's steps then the
+    /// super-resolution stage's).
     pub fn run(
         &self,
         ctx: &GpuContext,
@@ -226,69 +468,115 @@ impl Plan<'_> {
         on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
         mode: Readback,
     ) -> Result<Generated> {
-        let Some((iterations, fraction)) = self.edit else {
-            let tokens = sampling::decode_loop(
+        let Some(sr) = &self.super_res else {
+            let tokens = run_stage(
                 ctx,
                 self.model.as_ref(),
+                &self.base,
                 self.batch,
-                (&self.init, self.start.as_deref()),
-                &self.opts,
                 on_step,
                 mode,
             )
             .await?;
             return Ok(Generated {
                 tokens,
-                grid: self.grid,
+                grid: self.base.grid,
                 batch: self.batch,
             });
         };
-        let mask = self.model.mask_id();
-        let per = self.grid.0 * self.grid.1;
-        let count = ((per as f64 * fraction).round() as usize).clamp(1, per);
-        let mut tokens = self.init.clone();
-        let total = iterations * self.opts.steps;
-        for it in 0..iterations {
-            let mut opts = self.opts.clone();
-            opts.seed = self.opts.seed.wrapping_add((it as u64 + 1) << 32);
-            opts.starting_mask_ratio = count as f64 / per as f64;
-            let mut init = tokens.clone();
-            for (k, image) in init.chunks_mut(per).enumerate() {
-                let seed = sampling::image_seed(opts.seed, k) ^ 0x0ed1_7ed1;
-                for i in sampling::random_subset(per, count, seed) {
-                    image[i] = mask;
-                }
-            }
-            let offset = it * self.opts.steps;
-            tokens = sampling::decode_loop(
-                ctx,
-                self.model.as_ref(),
-                self.batch,
-                (&init, None),
-                &opts,
-                &mut |ev| {
-                    on_step(&StepEvent {
-                        step: offset + ev.step,
-                        steps: total,
-                        grid: ev.grid,
-                        tokens: ev.tokens,
-                        predicted: ev.predicted,
-                        newly_fixed: ev.newly_fixed,
-                        confidence: ev.confidence,
-                        ms: ev.ms,
-                        work: ev.work,
-                    })
-                },
-                mode,
-            )
-            .await?;
-        }
+        let total = self.base.steps() + sr.start.steps();
+        let mut numbered = |stage: usize, offset: usize, ev: &StepEvent<'_>| {
+            on_step(&StepEvent {
+                step: offset + ev.step,
+                steps: total,
+                stage,
+                ..*ev
+            })
+        };
+        let low_res = run_stage(
+            ctx,
+            self.model.as_ref(),
+            &self.base,
+            self.batch,
+            &mut |ev| numbered(0, 0, ev),
+            mode,
+        )
+        .await?;
+        let model = GuidedTransformer::super_res(ctx, sr.pipe, &sr.text, &low_res, self.base.grid)?;
+        let offset = self.base.steps();
+        let tokens = run_stage(
+            ctx,
+            &model,
+            &sr.start,
+            self.batch,
+            &mut |ev| numbered(1, offset, ev),
+            mode,
+        )
+        .await?;
         Ok(Generated {
             tokens,
-            grid: self.grid,
+            grid: sr.start.grid,
             batch: self.batch,
         })
     }
+}
+
+/// One stage's sampling: the decoding loop from `stage`'s start, or an edit's iterations.
+async fn run_stage(
+    ctx: &GpuContext,
+    model: &dyn TokenModel,
+    stage: &StageStart,
+    batch: usize,
+    on_step: &mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>,
+    mode: Readback,
+) -> Result<Vec<u32>> {
+    let Some((iterations, fraction)) = stage.edit else {
+        return sampling::decode_loop(
+            ctx,
+            model,
+            batch,
+            (&stage.init, stage.start.as_deref()),
+            &stage.opts,
+            on_step,
+            mode,
+        )
+        .await;
+    };
+    let mask = model.mask_id();
+    let per = stage.grid.0 * stage.grid.1;
+    let count = ((per as f64 * fraction).round() as usize).clamp(1, per);
+    let mut tokens = stage.init.clone();
+    let total = stage.steps();
+    for it in 0..iterations {
+        let mut opts = stage.opts.clone();
+        opts.seed = stage.opts.seed.wrapping_add((it as u64 + 1) << 32);
+        opts.starting_mask_ratio = count as f64 / per as f64;
+        let mut init = tokens.clone();
+        for (k, image) in init.chunks_mut(per).enumerate() {
+            let seed = sampling::image_seed(opts.seed, k) ^ 0x0ed1_7ed1;
+            for i in sampling::random_subset(per, count, seed) {
+                image[i] = mask;
+            }
+        }
+        let offset = it * stage.opts.steps;
+        tokens = sampling::decode_loop(
+            ctx,
+            model,
+            batch,
+            (&init, None),
+            &opts,
+            &mut |ev| {
+                on_step(&StepEvent {
+                    step: offset + ev.step,
+                    steps: total,
+                    ..*ev
+                })
+            },
+            mode,
+        )
+        .await?;
+    }
+    Ok(tokens)
 }
 
 /// Refuses a batch whose logits (`[rows, h·w, codebook]` f32, rows = 2·batch with guidance)
@@ -383,12 +671,92 @@ pub async fn plan_with<'a>(
     }
     model.check(req)?;
     check_batch_fits(ctx, model, req)?;
-    let mask = model.mask_id();
-    let mut opts = req.sampler.clone();
     let b = req.batch;
-    let mut start = None;
+    let two_stage = match model {
+        Model::Amused(p) if !req.super_res.skip => p.super_res.as_ref().map(|sr| (p, sr)),
+        _ => None,
+    };
+    let Some((pipe, sr)) = two_stage else {
+        let base = stage_start(
+            ctx,
+            model,
+            &req.start,
+            b,
+            (model.mask_id(), req.sampler.clone()),
+            mode,
+        )
+        .await?;
+        let token_model = model.token_model(ctx, req, base.grid)?;
+        return Ok(Plan {
+            model: token_model,
+            base,
+            super_res: None,
+            batch: b,
+        });
+    };
+    // Two stages: the request's start is at the output resolution; the base stage starts from
+    // it scaled down to its own grid, the super-resolution stage from it as it is.
+    let factor = sr.transformer.config.uvit.sample_size / sr.transformer.config.low_res_sample_size;
+    let base_start = req.start.scaled_down(factor)?;
+    let base = stage_start(
+        ctx,
+        model,
+        &base_start,
+        b,
+        (model.mask_id(), req.sampler.clone()),
+        mode,
+    )
+    .await?;
+    let token_model = model.token_model(ctx, req, base.grid)?;
+    let sr_opts = model.super_res_sampler(req)?;
+    let start = stage_start(
+        ctx,
+        model,
+        &req.start,
+        b,
+        (sr.scheduler.mask_token_id, sr_opts),
+        mode,
+    )
+    .await?;
+    let Condition::Text {
+        prompt,
+        negative_prompt,
+    } = req.condition
+    else {
+        return Err(Error::shape("generate", "condition does not fit the model"));
+    };
+    let f = pipe.vqvae.config.scale_factor();
+    let text = TextRows::new(
+        ctx,
+        pipe,
+        (prompt, negative_prompt),
+        b,
+        (req.guidance, req.sampler.guidance_schedule),
+        (start.grid.1 * f, start.grid.0 * f),
+    )?;
+    Ok(Plan {
+        model: token_model,
+        base,
+        super_res: Some(SuperResPlan { pipe, text, start }),
+        batch: b,
+    })
+}
+
+/// Where one stage starts for `start`: its tokens (the image encoded; mask ids where the stage
+/// generates) for `batch` images, and `opts` adjusted to it (inpainting's masked fraction,
+/// img2img's first step). `mask` is the stage's mask id.
+async fn stage_start(
+    ctx: &GpuContext,
+    model: &Model,
+    start: &Start,
+    batch: usize,
+    (mask, mut opts): (u32, SamplerOptions),
+    mode: Readback,
+) -> Result<StageStart> {
+    let b = batch;
+    let mut paella_start = None;
     let mut edit = None;
-    let (init, grid) = match &req.start {
+    let (init, grid) = match start {
         Start::Blank(grid) => (vec![mask; b * grid.0 * grid.1], *grid),
         Start::Inpaint {
             image,
@@ -443,7 +811,7 @@ pub async fn plan_with<'a>(
         Start::Outpaint { image, size, grow } => {
             let (ids, (gh, gw)) = model.encode_with(ctx, image, *size, mode).await?;
             let [l, t, _, _] = *grow;
-            let (h, w) = req.start.grid(model.vq_factor());
+            let (h, w) = start.grid(model.vq_factor());
             let mut one = vec![mask; h * w];
             for y in 0..gh {
                 one[(y + t) * w + l..][..gw].copy_from_slice(&ids[y * gw..][..gw]);
@@ -461,7 +829,7 @@ pub async fn plan_with<'a>(
                 // Paella re-samples every token: it starts from the image's tokens at noise
                 // level ≈ strength (the official `sample(init_x=…, t_start=…)`).
                 opts.start_step = sampling::img2img_start_step(opts.steps, *strength)?;
-                start = Some(ids.repeat(b));
+                paella_start = Some(ids.repeat(b));
                 (vec![mask; b * ids.len()], grid)
             } else {
                 // Each image re-masks with its own stream, as a run of one with its seed would.
@@ -479,14 +847,11 @@ pub async fn plan_with<'a>(
             }
         }
     };
-    let token_model = model.token_model(ctx, req, grid)?;
-    Ok(Plan {
-        model: token_model,
+    Ok(StageStart {
         init,
-        start,
+        start: paella_start,
         edit,
         opts,
         grid,
-        batch: b,
     })
 }

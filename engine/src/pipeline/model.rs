@@ -8,7 +8,11 @@
 use std::path::{Path, PathBuf};
 
 use super::settings::Condition;
-use super::{GuidedTransformer, Request, Start};
+use super::{GuidedTransformer, Request, Start, SuperResOptions};
+
+/// Added to the request's seed for a super-resolution stage's sampler, so its draws are not
+/// the base stage's.
+const SUPER_RES_SEED_OFFSET: u64 = 0x5eed_0000_0002;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Readback, Recorder, Tensor};
 use crate::io::ModelFolder;
@@ -74,6 +78,8 @@ pub enum RequestOption {
     NoiseLevel,
     GuidanceSchedule,
     Edit,
+    Stages,
+    SuperResSteps,
 }
 
 impl std::fmt::Display for RequestOption {
@@ -87,6 +93,8 @@ impl std::fmt::Display for RequestOption {
             RequestOption::NoiseLevel => "--noise-level",
             RequestOption::GuidanceSchedule => "--guidance-schedule",
             RequestOption::Edit => "--edit",
+            RequestOption::Stages => "--stages",
+            RequestOption::SuperResSteps => "--sr-steps",
         })
     }
 }
@@ -146,9 +154,42 @@ impl Model {
         matches!(self, Model::Amused(_) | Model::Paella(_))
     }
 
-    /// The token grid (height, width) it generates by default.
+    /// The token grid (height, width) it generates by default: a two-stage model's output
+    /// grid (its super-resolution stage's).
     pub fn grid(&self) -> (usize, usize) {
+        self.grid_for(SuperResOptions::default())
+    }
+
+    /// Generation stages: 2 for an aMUSEd folder with a super-resolution stage
+    /// (`super_res/`), else 1.
+    pub fn stages(&self) -> usize {
         match self {
+            Model::Amused(p) if p.super_res.is_some() => 2,
+            _ => 1,
+        }
+    }
+
+    /// A two-stage model's super-resolution steps when the user gives none (its
+    /// `super_res/tessera.json`'s, else 8); `None` for a model of one stage.
+    pub fn default_super_res_steps(&self) -> Option<usize> {
+        match self {
+            Model::Amused(p) => p.super_res.as_ref().map(|sr| {
+                sr.defaults
+                    .steps
+                    .unwrap_or(crate::models::amused::super_res::DEFAULT_STEPS)
+            }),
+            _ => None,
+        }
+    }
+
+    /// The token grid (height, width) a run with `super_res` ends on by default: a two-stage
+    /// model's super-resolution grid, or its base grid when the stage is skipped.
+    pub fn grid_for(&self, super_res: SuperResOptions) -> (usize, usize) {
+        match self {
+            Model::Amused(p) if !super_res.skip && p.super_res.is_some() => p
+                .super_res
+                .as_ref()
+                .map_or((0, 0), |sr| sr.transformer.config.grid()),
             Model::Amused(p) => {
                 let s = p.transformer.config.sample_size;
                 (s, s)
@@ -166,7 +207,55 @@ impl Model {
     /// Whether its positions are fixed (learned position embeddings of one grid size): then
     /// only that grid runs, and outpainting does not apply.
     pub fn fixed_grid(&self) -> bool {
-        matches!(self, Model::MaskGit(_))
+        self.fixed_grid_for(SuperResOptions::default())
+    }
+
+    /// [`Self::fixed_grid`] for a run with `super_res`: a two-stage model's super-resolution
+    /// stage has learned positions of one grid.
+    pub fn fixed_grid_for(&self, super_res: SuperResOptions) -> bool {
+        match self {
+            Model::MaskGit(_) => true,
+            Model::Amused(p) => !super_res.skip && p.super_res.is_some(),
+            Model::Paella(_) => false,
+        }
+    }
+
+    /// The super-resolution stage's sampler for `req`: the base's kind, guidance schedule and
+    /// seed stream moved on (so the two stages draw apart), the stage's own steps (the
+    /// request's, else its `tessera.json`'s, else 8), choice temperature and masking schedule
+    /// (linear when inpainting, as for the base).
+    ///
+    /// # Errors
+    /// A model without the stage; a scheduler config naming an unknown schedule.
+    pub fn super_res_sampler(&self, req: &Request<'_>) -> Result<SamplerOptions> {
+        let Model::Amused(p) = self else {
+            return Err(Error::Request {
+                option: RequestOption::Stages,
+                message: format!("{} models have one stage", self.family()),
+            });
+        };
+        let Some(sr) = &p.super_res else {
+            return Err(Error::Request {
+                option: RequestOption::Stages,
+                message: "this model has one stage (no super_res/ folder)".into(),
+            });
+        };
+        let seed = req.sampler.seed.wrapping_add(SUPER_RES_SEED_OFFSET);
+        let mut o = sr.defaults.sampler_options(req.sampler.kind, seed);
+        if let Some(steps) = req.super_res.steps {
+            o.steps = steps;
+        }
+        o.guidance_schedule = req.sampler.guidance_schedule;
+        o.schedule = if matches!(req.start, Start::Inpaint { .. }) {
+            Schedule::Linear
+        } else {
+            sr.scheduler
+                .masking_schedule
+                .parse()
+                .map_err(|e: String| Error::config(&sr.folder.root, "masking_schedule", e))?
+        };
+        o.validate()?;
+        Ok(o)
     }
 
     /// Logit rows per image in one buffer under `guidance`: 2 where both branches run as one
@@ -367,15 +456,37 @@ impl Model {
                 ),
             );
         }
-        if self.fixed_grid() {
+        if self.stages() == 1 && (req.super_res.skip || req.super_res.steps.is_some()) {
+            let option = if req.super_res.skip {
+                RequestOption::Stages
+            } else {
+                RequestOption::SuperResSteps
+            };
+            return refuse(
+                option,
+                "applies to two-stage models (a base and a super-resolution stage, super_res/); \
+                 this model has one stage"
+                    .into(),
+            );
+        }
+        if req.super_res.skip && req.super_res.steps.is_some() {
+            return refuse(
+                RequestOption::SuperResSteps,
+                "sets the super-resolution stage, which --stages 1 skips".into(),
+            );
+        }
+        if req.super_res.steps == Some(0) {
+            return refuse(RequestOption::SuperResSteps, "must be at least 1".into());
+        }
+        if self.fixed_grid_for(req.super_res) {
             if matches!(req.start, Start::Outpaint { .. }) {
-                let (h, w) = self.grid();
+                let (h, w) = self.grid_for(req.super_res);
                 return refuse(
                     RequestOption::Outpaint,
                     format!("needs a model without fixed positions; this grid is fixed at {h}×{w}"),
                 );
             }
-            let want = self.grid();
+            let want = self.grid_for(req.super_res);
             let got = req.start.grid(self.vq_factor());
             if got != want {
                 let f = self.vq_factor();
@@ -519,6 +630,11 @@ impl Model {
             guidance: 1.0,
             sampler: SamplerOptions::amused(0),
             start: Start::Blank((h, w)),
+            // The base stage's transformer (of a two-stage model too).
+            super_res: SuperResOptions {
+                skip: self.stages() == 2,
+                steps: None,
+            },
         };
         self.check(&req)?;
         if let Some(r) = noise_level {
@@ -544,6 +660,76 @@ impl Model {
             return Ok(logits);
         }
         let model = self.token_model(ctx, &req, (h, w))?;
+        let mut rec = ctx.recorder();
+        let logits = model.logits(&mut rec, tokens, Step { index: 0, steps: 1 })?;
+        rec.submit();
+        Ok(logits)
+    }
+
+    /// A two-stage model's super-resolution transformer: conditional logits `[B, h·w,
+    /// codebook]` for high-res `tokens` u32 `[B, h, w]` (mask id allowed) given the base
+    /// stage's `low_res` tokens u32 `[B, lh, lw]` and `prompt`, no guidance (`tessera forward
+    /// --stage super-res`).
+    ///
+    /// # Errors
+    /// [`Error::Request`] for a model without the stage; ids outside the codebooks, grids other
+    /// than the stage's; GPU failures.
+    pub fn super_res_logits(
+        &self,
+        ctx: &GpuContext,
+        tokens: &Tensor,
+        low_res: &[u32],
+        prompt: &str,
+    ) -> Result<Tensor> {
+        let (Model::Amused(p), 2) = (self, self.stages()) else {
+            return Err(Error::Request {
+                option: RequestOption::Stages,
+                message: "super-res applies to two-stage models (a super_res/ folder); this \
+                          model has one stage"
+                    .into(),
+            });
+        };
+        let Some(sr) = &p.super_res else {
+            return Err(Error::shape("forward", "no super-resolution stage"));
+        };
+        let &[b, h, w] = tokens.shape() else {
+            return Err(Error::shape(
+                "forward",
+                format!("tokens {:?} are not [B, h, w]", tokens.shape()),
+            ));
+        };
+        let want = sr.transformer.config.grid();
+        if (h, w) != want {
+            return Err(Error::shape(
+                "forward",
+                format!(
+                    "tokens are {h}×{w}; the super-resolution stage works on {}×{}",
+                    want.0, want.1
+                ),
+            ));
+        }
+        let lr_grid = sr.transformer.config.low_res_grid();
+        if low_res.len() != b * lr_grid.0 * lr_grid.1 {
+            return Err(Error::shape(
+                "forward",
+                format!(
+                    "{} low-res tokens for {b} grids of {}×{}",
+                    low_res.len(),
+                    lr_grid.0,
+                    lr_grid.1
+                ),
+            ));
+        }
+        let f = p.vqvae.config.scale_factor();
+        let text = super::TextRows::new(
+            ctx,
+            p,
+            (prompt, ""),
+            b,
+            (1.0, Default::default()),
+            (w * f, h * f),
+        )?;
+        let model = GuidedTransformer::super_res(ctx, p, &text, low_res, lr_grid)?;
         let mut rec = ctx.recorder();
         let logits = model.logits(&mut rec, tokens, Step { index: 0, steps: 1 })?;
         rec.submit();

@@ -28,6 +28,34 @@ pub struct Settings<'a> {
     pub size: (usize, usize),
     /// The model as the user named it (folder, file or hub id).
     pub model: &'a str,
+    /// How a two-stage model's stages ran; `None` for a model of one stage.
+    pub stages: Option<Stages>,
+}
+
+/// How a two-stage model's stages ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stages {
+    /// The base stage alone (`--stages 1`).
+    BaseOnly,
+    /// Both stages, the super-resolution stage with this many steps.
+    Both { super_res_steps: usize },
+}
+
+impl Stages {
+    /// How a run of `model` with `super_res` runs its stages (`None`: one-stage model).
+    pub fn of(
+        model: &super::Model,
+        super_res: &super::SuperResOptions,
+        steps: usize,
+    ) -> Option<Self> {
+        (model.stages() == 2).then_some(if super_res.skip {
+            Stages::BaseOnly
+        } else {
+            Stages::Both {
+                super_res_steps: steps,
+            }
+        })
+    }
 }
 
 impl Settings<'_> {
@@ -78,6 +106,14 @@ impl Settings<'_> {
             None if o.kind == SamplerKind::Paella => pairs.push(("Typical mass", "0".into())),
             None => {}
         }
+        match self.stages {
+            Some(Stages::BaseOnly) => pairs.push(("Stages", "1".into())),
+            Some(Stages::Both { super_res_steps }) => {
+                pairs.push(("Stages", "2".into()));
+                pairs.push(("Super-res steps", super_res_steps.to_string()));
+            }
+            None => {}
+        }
         pairs.push(("Seed", o.seed.to_string()));
         pairs.push(("Size", format!("{}x{}", self.size.0, self.size.1)));
         pairs.push(("Model", self.model.to_owned()));
@@ -103,6 +139,7 @@ mod tests {
             guidance: Some(3.5),
             size: (64, 48),
             model: "emoji",
+            stages: None,
         }
         .parameters();
         assert_eq!(
@@ -120,6 +157,7 @@ mod tests {
             guidance: None,
             size: (256, 256),
             model: "maskgit",
+            stages: None,
         }
         .parameters();
         assert!(class.starts_with("class 207 (golden retriever)\nSteps: 12"));
@@ -127,5 +165,27 @@ mod tests {
         assert!(class.contains("Softmax temperature: 1:0.2"));
         assert!(class.contains("Typical mass: 0"));
         assert!(!class.contains("Schedule") && !class.contains("Choice temperature"));
+        assert!(!class.contains("Stages"));
+        o.kind = SamplerKind::Amused;
+        let two = |stages| {
+            Settings {
+                condition: Condition::Text {
+                    prompt: "green apple",
+                    negative_prompt: "",
+                },
+                sampler: &o,
+                guidance: Some(4.0),
+                size: (128, 128),
+                model: "emoji",
+                stages: Some(stages),
+            }
+            .parameters()
+        };
+        assert!(
+            two(Stages::Both { super_res_steps: 8 })
+                .contains("Stages: 2, Super-res steps: 8, Seed")
+        );
+        let base = two(Stages::BaseOnly);
+        assert!(base.contains("Stages: 1, Seed") && !base.contains("Super-res"));
     }
 }

@@ -165,7 +165,7 @@ impl SamplerOptions {
         self.kind != SamplerKind::Paella
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.steps == 0 || self.start_step >= self.steps {
             return Err(Error::shape(
                 "sampler",
@@ -188,9 +188,12 @@ impl SamplerOptions {
 
 /// What one decoding step did; the CLI prints progress from it, the app animates it.
 pub struct StepEvent<'a> {
-    /// Index of this step within the full schedule.
+    /// Index of this step within the full schedule (of every stage, numbered through).
     pub step: usize,
     pub steps: usize,
+    /// The stage the step belongs to: 0 for the base (or only) stage, 1 for a two-stage
+    /// model's super-resolution stage (whose grid is larger).
+    pub stage: usize,
     /// Token grid (height, width) of each image.
     pub grid: (usize, usize),
     /// Grid state after the step, `[B, h, w]` flattened (mask id where still masked).
@@ -523,6 +526,7 @@ pub(crate) async fn decode_loop(
         let flow = on_step(&StepEvent {
             step,
             steps: opts.steps,
+            stage: 0,
             grid: (h, w),
             tokens: shown,
             predicted: &predicted,

@@ -2,11 +2,13 @@
 //! UVit2D transformer, VQ model and scheduler settings, with the conditioning the reference
 //! pipeline feeds them.
 
+pub mod super_res;
 pub mod uvit2d;
 pub mod vq;
 
 use serde::Deserialize;
 
+use self::super_res::SuperResPipeline;
 use self::uvit2d::{Conditioning, UVit2DModel};
 use self::vq::VqModel;
 use super::clip_text::{ClipTextModel, TextEmbeddings};
@@ -131,6 +133,8 @@ pub struct AmusedPipeline {
     pub scheduler: SchedulerConfig,
     /// Settings from the folder's optional `tessera.json`.
     pub defaults: GenerationDefaults,
+    /// The super-resolution stage (`super_res/`) of a two-stage model.
+    pub super_res: Option<SuperResPipeline>,
 }
 
 impl AmusedPipeline {
@@ -140,8 +144,25 @@ impl AmusedPipeline {
         let vqvae = VqModel::load(ctx, &folder.component("vqvae")?)?;
         let sched_path = folder.component("scheduler")?.join("scheduler_config.json");
         let scheduler: SchedulerConfig = read_config(&sched_path)?;
-        check_compatible(&text, &transformer, &vqvae, &scheduler, folder)?;
+        let vq_dir = folder.root.join("vqvae");
+        check_compatible(&text, &transformer, (&vqvae, &vq_dir), &scheduler, folder)?;
         let defaults = GenerationDefaults::read(folder)?;
+        let super_res = match SuperResPipeline::folder_of(folder) {
+            Some(dir) => {
+                let sr = SuperResPipeline::load(ctx, &dir)?;
+                let sr_vq = (&vqvae, vq_dir.as_path());
+                check_compatible(
+                    &text,
+                    &sr.transformer.uvit,
+                    sr_vq,
+                    &sr.scheduler,
+                    &sr.folder,
+                )?;
+                check_stages(&transformer, scheduler.mask_token_id, &sr)?;
+                Some(sr)
+            }
+            None => None,
+        };
         Ok(Self {
             folder: folder.clone(),
             text,
@@ -149,6 +170,7 @@ impl AmusedPipeline {
             vqvae,
             scheduler,
             defaults,
+            super_res,
         })
     }
 
@@ -196,12 +218,14 @@ pub fn micro_conds(
 fn check_compatible(
     text: &TextStack,
     t: &UVit2DModel,
-    vq: &VqModel,
+    (vq, vq_dir): (&VqModel, &std::path::Path),
     s: &SchedulerConfig,
     folder: &ModelFolder,
 ) -> Result<()> {
     let tc = &t.config;
     let file = |c: &str| folder.root.join(c).join("config.json");
+    // A super-resolution stage decodes with the base folder's vqvae.
+    let vq_file = vq_dir.join("config.json");
     if text.text_encoder.config.projection_dim != tc.cond_embed_dim {
         return Err(Error::config(
             file("transformer"),
@@ -224,7 +248,7 @@ fn check_compatible(
     }
     if vq.config.num_vq_embeddings != tc.codebook_size {
         return Err(Error::config(
-            file("vqvae"),
+            vq_file,
             "num_vq_embeddings",
             format!(
                 "{} ≠ transformer codebook_size {}",
@@ -239,6 +263,53 @@ fn check_compatible(
             format!(
                 "{} is not a non-code id below vocab_size {}",
                 s.mask_token_id, tc.vocab_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A super-resolution stage fits its base: it is conditioned on the base's token grid and codes.
+fn check_stages(base: &UVit2DModel, base_mask: u32, sr: &SuperResPipeline) -> Result<()> {
+    let c = &sr.transformer.config;
+    let file = sr.folder.root.join("transformer/config.json");
+    if c.low_res_codebook_size != base.config.codebook_size {
+        return Err(Error::config(
+            file,
+            "low_res_codebook_size",
+            format!(
+                "{} ≠ the base transformer's codebook_size {}",
+                c.low_res_codebook_size, base.config.codebook_size
+            ),
+        ));
+    }
+    if sr.scheduler.mask_token_id != base_mask {
+        return Err(Error::config(
+            sr.folder.root.join("scheduler/scheduler_config.json"),
+            "mask_token_id",
+            format!(
+                "{} ≠ the base scheduler's mask_token_id {base_mask}",
+                sr.scheduler.mask_token_id
+            ),
+        ));
+    }
+    if !c.uvit.sample_size.is_multiple_of(c.low_res_sample_size) {
+        return Err(Error::config(
+            file,
+            "sample_size",
+            format!(
+                "{} is not a multiple of low_res_sample_size {}",
+                c.uvit.sample_size, c.low_res_sample_size
+            ),
+        ));
+    }
+    if c.low_res_sample_size != base.config.sample_size {
+        return Err(Error::config(
+            file,
+            "low_res_sample_size",
+            format!(
+                "{} ≠ the base transformer's sample_size {}",
+                c.low_res_sample_size, base.config.sample_size
             ),
         ));
     }

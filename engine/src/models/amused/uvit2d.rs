@@ -705,6 +705,19 @@ impl UVit2DModel {
         tokens: &Tensor,
         prepared: &PreparedConditioning,
     ) -> Result<Tensor> {
+        self.forward_positioned(rec, tokens, prepared, None)
+    }
+
+    /// [`UVit2DModel::forward_prepared`] with a learned position table `[1, h·w,
+    /// block_out_channels]` added to the token embeddings (the super-resolution transformer's;
+    /// the released aMUSEd models have none).
+    pub(crate) fn forward_positioned(
+        &self,
+        rec: &mut Recorder<'_>,
+        tokens: &Tensor,
+        prepared: &PreparedConditioning,
+        positions: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let [tb, h, w] = *tokens.shape() else {
             return Err(Error::shape(
                 "UVit2DModel",
@@ -724,6 +737,21 @@ impl UVit2DModel {
             &self.embed_table,
             b / tb,
         )?;
+        let x = match positions {
+            Some(p) => {
+                if p.shape() != [1, h * w, self.config.block_out_channels] {
+                    return Err(Error::shape(
+                        "UVit2DModel",
+                        format!(
+                            "a {h}×{w} token grid; the position table is {:?}",
+                            p.shape()
+                        ),
+                    ));
+                }
+                ops::elementwise::add(rec, &x, p)?
+            }
+            None => x,
+        };
         let (x, grid) = self
             .down_block
             .forward(rec, &x, (h, w), &prepared.down_block)?;
