@@ -122,6 +122,21 @@ fn compare_lanes_run_on_their_own_models() {
     );
 }
 
+/// A two-stage model: the base's grid fills in, then the super-resolution stage's; the window
+/// ends on the larger image.
+#[test]
+fn two_stage_models_run_both_stages_in_the_window() {
+    let dir = std::env::temp_dir().join(format!("tessera-app-sr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let out = dir.join("two-stage.png");
+    run_screenshot_with(&out, "amused/tiny-sr/model", &["--sr-steps", "4"]);
+    let img = image::open(&out).expect("png").to_rgba8();
+    assert!(
+        distinct_colors(&img, 300, 90, 1270, 500) > 200,
+        "generated image region is flat"
+    );
+}
+
 #[test]
 fn maskgit_checkpoints_open_with_a_class_picker() {
     let dir = std::env::temp_dir().join(format!("tessera-app-mg-{}", std::process::id()));

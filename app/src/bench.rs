@@ -196,8 +196,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         None
     };
     if let (Some(e), false) = (&e2e, args.json) {
+        let super_res = if e.super_res_steps > 0 {
+            format!(
+                ", then {} super-resolution steps at {:.1} ms/step",
+                e.super_res_steps, e.super_res_step_ms
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "end to end ({}, {} steps, batch {}): text {:.1} ms, {:.1} ms/step, decode {:.1} ms, total {:.1} ms (first run {:.1} ms), peak {:.1} MiB, {:.1} dispatches and {:.1} submits per step",
+            "end to end ({}, {} steps, batch {}): text {:.1} ms, {:.1} ms/step{super_res}, decode {:.1} ms, total {:.1} ms (first run {:.1} ms), peak {:.1} MiB, {:.1} dispatches and {:.1} submits per step",
             e.model,
             e.steps,
             e.batch,
@@ -257,7 +265,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let end_to_end = e2e.map(|e| {
             serde_json::json!({
                 "model": e.model, "steps": e.steps, "batch": e.batch, "text_ms": e.text_ms,
-                "step_ms": e.step_ms, "decode_ms": e.decode_ms, "total_ms": e.total_ms,
+                "step_ms": e.step_ms, "super_res_steps": e.super_res_steps,
+                "super_res_step_ms": e.super_res_step_ms,
+                "decode_ms": e.decode_ms, "total_ms": e.total_ms,
                 "first_run_ms": first_run_ms,
                 "peak_bytes": e.peak_bytes, "dispatches_per_step": e.dispatches_per_step,
                 "submits_per_step": e.submits_per_step

@@ -243,12 +243,17 @@ pub struct EndToEnd {
     pub batch: usize,
     /// Prompt embedding and the step-invariant conditioning (0 for class-conditional models).
     pub text_ms: f64,
+    /// Mean wall time of a base-stage step.
     pub step_ms: f64,
+    /// A two-stage model's super-resolution steps (0 for a model of one stage) and their mean
+    /// wall time, the low-res encoder's one pass included.
+    pub super_res_steps: usize,
+    pub super_res_step_ms: f64,
     pub decode_ms: f64,
     pub total_ms: f64,
     pub peak_bytes: u64,
-    /// Compute dispatches and queue submissions per decoding step (sampling and readback
-    /// included), averaged over the steps.
+    /// Compute dispatches and queue submissions per base-stage decoding step (sampling and
+    /// readback included), averaged over the steps.
     pub dispatches_per_step: f64,
     pub submits_per_step: f64,
     /// Per-kernel breakdown of each phase ("text", "steps", "decode") when the context was
@@ -314,12 +319,24 @@ pub fn end_to_end(
     end_phase(ctx, &mut phases, "text");
     let t1 = Instant::now();
     let mut work = WorkCounts::default();
+    // Wall time of each stage: from the run's start to the base's last step, from there to
+    // the super-resolution stage's last.
+    let mut ends = [None::<f64>; 2];
+    let mut super_res_steps = 0;
     let generated = plan.run(ctx, &mut |e| {
-        work.dispatches += e.work.dispatches;
-        work.submits += e.work.submits;
+        if e.stage == 0 {
+            work.dispatches += e.work.dispatches;
+            work.submits += e.work.submits;
+        } else {
+            super_res_steps += 1;
+        }
+        ends[e.stage.min(1)] = Some(t1.elapsed().as_secs_f64() * 1e3);
         ControlFlow::Continue(())
     })?;
-    let step_ms = t1.elapsed().as_secs_f64() * 1e3 / steps.max(1) as f64;
+    let base_ms = ends[0].unwrap_or_default();
+    let step_ms = base_ms / steps.max(1) as f64;
+    let super_res_step_ms =
+        ends[1].map_or(0.0, |end| (end - base_ms) / super_res_steps.max(1) as f64);
     // As in `--render`: the conditioning is released before decoding.
     drop(plan);
     end_phase(ctx, &mut phases, "steps");
@@ -334,6 +351,8 @@ pub fn end_to_end(
         batch,
         text_ms,
         step_ms,
+        super_res_steps,
+        super_res_step_ms,
         decode_ms,
         total_ms: t0.elapsed().as_secs_f64() * 1e3,
         peak_bytes: ctx.memory_stats().1,

@@ -404,9 +404,11 @@ impl Runs {
         } else {
             "done"
         };
+        // A two-stage model's steps: the base's, then the super-resolution stage's.
+        let stage = if f.stage == 1 { " · super-res" } else { "" };
         ui.add(
             egui::Label::new(format!(
-                "{} · step {}/{} · {:.0} ms/step · {status}",
+                "{} · step {}/{}{stage} · {:.0} ms/step · {status}",
                 l.label(),
                 f.step + 1,
                 l.steps,

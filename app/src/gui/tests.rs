@@ -51,6 +51,45 @@ fn settings_show_a_prompt_for_text_models_and_a_class_picker_for_class_models() 
 }
 
 #[test]
+fn two_stage_models_show_the_super_resolution_toggle() {
+    let two = open("../tests/fixtures/amused/tiny-sr/model");
+    let mut panel = SettingsPanel::new(&RenderArgs::default(), Some(&two));
+    assert_eq!(
+        panel.settings.super_res_steps, 8,
+        "the stage's default steps"
+    );
+    let mut h = Harness::new_ui(|ui| panel.ui(ui, Some(&two), &[]));
+    h.run();
+    h.get_by_label("super-resolution stage").click();
+    h.run();
+    assert!(
+        h.query_all_by_label_contains("super-res steps")
+            .next()
+            .is_none(),
+        "steps hidden with the stage off"
+    );
+    drop(h);
+    let off = panel.settings.super_res_options(&two);
+    assert!(off.skip, "the toggle turned the stage off");
+    assert_eq!(two.grid_for(off), (4, 4));
+    panel.settings.super_res = true;
+    let on = panel.settings.super_res_options(&two);
+    assert_eq!((on.skip, on.steps), (false, Some(8)));
+    assert_eq!(two.grid_for(on), (8, 8));
+    // A model of one stage has no toggle, and its options stay the default.
+    let one = open("../tests/fixtures/amused/tiny-b/model");
+    let mut panel = SettingsPanel::new(&RenderArgs::default(), Some(&one));
+    let mut h = Harness::new_ui(|ui| panel.ui(ui, Some(&one), &[]));
+    h.run();
+    assert!(h.query_by_label("super-resolution stage").is_none());
+    drop(h);
+    assert_eq!(
+        panel.settings.super_res_options(&one),
+        tessera_engine::pipeline::SuperResOptions::default()
+    );
+}
+
+#[test]
 fn cancel_is_disabled_while_nothing_runs() {
     let mut h = Harness::new_ui_state(
         |ui, (runs, session): &mut (Runs, Session)| runs.cancel_button(ui, session),

@@ -243,8 +243,15 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
         let (t0, t1) = opts.softmax_temperature;
         format!("temperature {t0}→{t1}")
     };
+    let stages = match plan.stages {
+        Some(pipeline::Stages::Both { super_res_steps }) => {
+            format!(" + {super_res_steps} super-resolution steps")
+        }
+        Some(pipeline::Stages::BaseOnly) => " (base stage only)".to_owned(),
+        None => String::new(),
+    };
     eprintln!(
-        "seed {} · {} sampler · {rule} · {} steps · {what}",
+        "seed {} · {} sampler · {rule} · {} steps{stages} · {what}",
         opts.seed, opts.kind, opts.steps
     );
     let bar = ProgressBar::new(opts.steps as u64);
