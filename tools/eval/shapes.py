@@ -8,6 +8,9 @@ tools/train/data). An image counts as recognised when its nearest real outline i
 emoji's. Prints a per-prompt table and the overall share recognised (chance: 1 / number of
 prompts), writes --out (JSON).
 
+Renders larger than the outlines (a two-stage model's 128 px output) are box-downsampled to
+their 64 px before the ink mask is taken.
+
 Colour is ignored on purpose (tests/default_model.rs checks colours); this measures outline
 only, so prompts should have distinct outlines (one apple, not red and green).
 
@@ -63,7 +66,15 @@ def render(args, prompt: str, seed: int, out_dir: Path) -> list[np.ndarray]:
         sys.exit(f"error: tessera failed ({proc.returncode}) on {prompt!r}:\n{' '.join(cmd)}\n{proc.stderr[-3000:]}")
     files = [stem] if args.per_prompt == 1 else [stem.with_name(f"{stem.stem}-{k + 1}.png")
                                                 for k in range(args.per_prompt)]
-    return [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    return [Image.open(f).convert("RGB") for f in files]
+
+
+def at_size(img: Image.Image, side: int) -> np.ndarray:
+    """The render at the real outlines' size: a two-stage model's output (128 px) is compared
+    with the 64 px outlines after a box downsample, as the base stage sees an image."""
+    if img.size != (side, side):
+        img = img.resize((side, side), Image.Resampling.BOX)
+    return np.asarray(img)
 
 
 def main():
@@ -93,7 +104,7 @@ def main():
     rows, hits, total, t0 = [], 0, 0, time.time()
     for p in args.prompts:
         for k, img in enumerate(render(args, p, args.seed, out_dir)):
-            m = ink(img, args.ink_below)
+            m = ink(at_size(img, images.shape[1]), args.ink_below)
             scores = {q: max(iou(m, r) for r in real[q]) for q in args.prompts}
             nearest = max(scores, key=scores.get)
             margin = scores[p] - max(v for q, v in scores.items() if q != p)

@@ -276,6 +276,8 @@ class SuperResTransformer(nn.Module):
             for k, v in self.flat_state_dict().items()
         }
         save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+        # safetensors writes 0600; model files are shared like the other components' (0644).
+        (folder / WEIGHTS_NAME).chmod(0o644)
 
     @classmethod
     def from_pretrained(cls, folder, dtype: torch.dtype = torch.float32) -> "SuperResTransformer":
