@@ -12,43 +12,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-#[cfg(feature = "embed-model")]
-macro_rules! model_file {
-    ($p:literal) => {
-        (
-            $p,
-            include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../assets/models/emoji/",
-                $p
-            )) as &[u8],
-        )
-    };
-}
-
-/// Every file of the pipeline folder, by path inside it.
-#[cfg(feature = "embed-model")]
-const FILES: &[(&str, &[u8])] = &[
-    model_file!("model_index.json"),
-    model_file!("MODEL_CARD.md"),
-    model_file!("tessera.json"),
-    model_file!("scheduler/scheduler_config.json"),
-    model_file!("text_encoder/config.json"),
-    model_file!("text_encoder/model.safetensors"),
-    model_file!("tokenizer/merges.txt"),
-    model_file!("tokenizer/special_tokens_map.json"),
-    model_file!("tokenizer/tokenizer.json"),
-    model_file!("tokenizer/tokenizer_config.json"),
-    model_file!("tokenizer/vocab.json"),
-    model_file!("transformer/config.json"),
-    model_file!("transformer/diffusion_pytorch_model.safetensors"),
-    model_file!("vqvae/config.json"),
-    model_file!("vqvae/diffusion_pytorch_model.safetensors"),
-];
-
-/// A build without the `embed-model` feature carries no model files.
-#[cfg(not(feature = "embed-model"))]
-const FILES: &[(&str, &[u8])] = &[];
+/// Every file of the pipeline folder, by path inside it (listed by `build.rs`: all of
+/// `assets/models/emoji`, sub-folders included; empty without the `embed-model` feature, when
+/// the model is read from disk).
+const FILES: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/embedded_files.rs"));
 
 /// The folder in the source tree this binary was built from, when it is still there and holds
 /// exactly the embedded files.
@@ -150,5 +117,28 @@ mod tests {
         };
         assert_eq!(run(&root), run(&disk));
         assert!(!root.exists(), "nothing was written to disk");
+    }
+
+    /// Every file of the folder is embedded, sub-folders (a `super_res/` stage) included.
+    #[test]
+    fn every_file_of_the_folder_is_embedded() {
+        fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, root, out);
+                } else if let Ok(rel) = p.strip_prefix(root) {
+                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/emoji");
+        let mut on_disk = Vec::new();
+        walk(&dir, &dir, &mut on_disk);
+        on_disk.retain(|n| !n.split('/').any(|part| part.starts_with('.')));
+        on_disk.sort();
+        let embedded: Vec<String> = FILES.iter().map(|(n, _)| (*n).to_owned()).collect();
+        assert_eq!(embedded, on_disk);
+        assert!(embedded.iter().any(|n| n == "model_index.json"));
     }
 }
