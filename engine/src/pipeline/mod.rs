@@ -241,11 +241,12 @@ pub enum Start {
 impl Start {
     /// The start of a two-stage model's base stage for this start at the output resolution:
     /// images averaged over `factor`×`factor` pixel blocks, an inpainting mask's cells kept
-    /// where any of the `factor`×`factor` cells they cover is masked, a blank grid divided.
+    /// where any of the `factor`×`factor` cells they cover is masked (the mask is at the token
+    /// grid of a VQ of scale `vq_factor`), a blank grid divided.
     ///
     /// # Errors
     /// Sides that `factor` does not divide; outpainting (two-stage models have fixed grids).
-    pub fn scaled_down(&self, factor: usize) -> Result<Start> {
+    pub fn scaled_down(&self, factor: usize, vq_factor: usize) -> Result<Start> {
         if factor <= 1 {
             return Ok(self.clone());
         }
@@ -289,12 +290,10 @@ impl Start {
                 mask,
             } => {
                 let (image, small) = image(px, *size)?;
-                // The mask is at the token grid: its side is the image's over the VQ factor.
-                let cells = mask.len();
+                // The mask is at the token grid: the image's sides over the VQ factor.
                 let (w, h) = *size;
-                let f = ((w * h) as f64 / cells.max(1) as f64).sqrt().round() as usize;
-                let (gw, gh) = (w / f.max(1), h / f.max(1));
-                if gw * gh != cells || gw % factor != 0 || gh % factor != 0 {
+                let (gw, gh) = (w / vq_factor.max(1), h / vq_factor.max(1));
+                if gw * gh != mask.len() || gw % factor != 0 || gh % factor != 0 {
                     return Err(uneven(format!("a {gw}×{gh} inpainting mask")));
                 }
                 let (sw, sh) = (gw / factor, gh / factor);
@@ -697,7 +696,7 @@ pub async fn plan_with<'a>(
     // Two stages: the request's start is at the output resolution; the base stage starts from
     // it scaled down to its own grid, the super-resolution stage from it as it is.
     let factor = sr.transformer.config.uvit.sample_size / sr.transformer.config.low_res_sample_size;
-    let base_start = req.start.scaled_down(factor)?;
+    let base_start = req.start.scaled_down(factor, model.vq_factor())?;
     let base = stage_start(
         ctx,
         model,
@@ -854,4 +853,76 @@ async fn stage_start(
         opts,
         grid,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_scales_down_to_the_base_stage() {
+        // 4×2 px, channels 0, 1, 2 holding x + 10·y (+ 100·c): 2×2 blocks average.
+        let (w, h) = (4, 2);
+        let image: Vec<f32> = (0..3)
+            .flat_map(|c| {
+                (0..h).flat_map(move |y| (0..w).map(move |x| (x + 10 * y + 100 * c) as f32))
+            })
+            .collect();
+        let Start::Img2Img {
+            image: small,
+            size,
+            strength,
+        } = (Start::Img2Img {
+            image: image.clone(),
+            size: (w, h),
+            strength: 0.4,
+        })
+        .scaled_down(2, 1)
+        .expect("scales")
+        else {
+            panic!("img2img stays img2img");
+        };
+        assert_eq!((size, strength), ((2, 1), 0.4));
+        assert_eq!(small, vec![5.5, 7.5, 105.5, 107.5, 205.5, 207.5]);
+        // The mask at the token grid (VQ factor 1 here): a cell of the 2×1 grid is kept where
+        // any of its four cells is.
+        let mut mask = vec![false; 8];
+        mask[7] = true;
+        let Start::Inpaint {
+            mask: small, size, ..
+        } = (Start::Inpaint {
+            image: image.clone(),
+            size: (w, h),
+            mask,
+        })
+        .scaled_down(2, 1)
+        .expect("scales")
+        else {
+            panic!("inpaint stays inpaint");
+        };
+        assert_eq!((small, size), (vec![false, true], (2, 1)));
+        assert!(matches!(
+            Start::Blank((8, 6)).scaled_down(2, 4),
+            Ok(Start::Blank((4, 3)))
+        ));
+        // Sides the factor does not divide, and outpainting, are refused.
+        assert!(Start::Blank((7, 6)).scaled_down(2, 4).is_err());
+        let odd = Start::Edit {
+            image: vec![0.0; 3 * 3 * 2],
+            size: (3, 2),
+            iterations: 1,
+            fraction: 0.5,
+        };
+        assert!(odd.scaled_down(2, 1).is_err());
+        let grow = Start::Outpaint {
+            image,
+            size: (w, h),
+            grow: [1, 0, 0, 0],
+        };
+        assert!(grow.scaled_down(2, 1).is_err());
+        assert!(
+            grow.scaled_down(1, 1).is_ok(),
+            "factor 1 is the start itself"
+        );
+    }
 }
