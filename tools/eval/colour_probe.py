@@ -172,7 +172,7 @@ def probe_vq(vq, palette=None, size: int = 64, value_range: str = "01") -> dict:
     was_training = vq.training
     vq.eval()
     with torch.no_grad():
-        y = vq.decode(vq.encode(x).latents).sample
+        y = vq.decode(vq.encode(x.to(next(vq.parameters()).device)).latents).sample.cpu()
     vq.train(was_training)
     if value_range == "pm1":
         y = (y + 1) / 2

@@ -232,3 +232,55 @@ def stop_early_if_asked(args, step: int, start_step: int, t_start: float, checkp
         checkpoint()
         log(f"stopping early at step {step} (--max-minutes / --stop-after); rerun with --resume", log_path)
         sys.exit(EXIT_STOPPED_EARLY)
+
+
+class StepBudget:
+    """Wall-clock limits of a training loop that still end it normally (final weights, result
+    JSON), unlike --max-minutes, which checkpoints and exits for a later --resume:
+
+    --budget-minutes M   time steps 20-60 of this invocation, then set the total step count to
+                         what fits in M minutes of training since the loop started (the log
+                         prints it, so a run can be repeated with that --steps; the learning-rate
+                         warm-up should outlast step 60, so the schedule is the one that --steps
+                         would give). Evaluations during the rest are not accounted for.
+    --finish-minutes F   once the loop has run F minutes, make the current step the last one
+                         (the cosine schedule is then cut short): a hard wall-clock limit.
+
+    Call after_step(step) after each finished step (after prog.tick), before the loop's
+    `step == args.steps` checks, so the last step's log / eval / save run as usual."""
+
+    def __init__(self, args, prog: Progress, device, log_path: Path | None, t_start: float,
+                 first: int = 20, last: int = 60, use_budget: bool = True):
+        self.args, self.prog, self.log_path, self.t_start = args, prog, log_path, t_start
+        self.cuda = torch.device(device).type == "cuda"
+        self.budget = (getattr(args, "budget_minutes", 0.0) or 0.0) if use_budget else 0.0
+        self.finish = getattr(args, "finish_minutes", 0.0) or 0.0
+        self.first, self.last, self.t_probe = first, last, None
+
+    def after_step(self, step: int):
+        args, done = self.args, step - self.prog.start_step
+        if self.budget and done in (self.first, self.last):
+            if self.cuda:
+                torch.cuda.synchronize()  # steps are queued ahead of the GPU: time finished work
+            if done == self.first:
+                self.t_probe = time.time()
+            elif self.t_probe is not None:
+                per_step = (time.time() - self.t_probe) / (self.last - self.first)
+                left = self.budget * 60 - (time.time() - self.t_start)
+                args.steps = step + max(1, int(left / per_step))
+                self.prog.total = args.steps
+                log(f"--budget-minutes {self.budget}: {per_step * 1000:.1f} ms/step -> --steps {args.steps}", self.log_path)
+        if self.finish and step < args.steps and time.time() - self.t_start > self.finish * 60:
+            log(f"--finish-minutes {self.finish}: ending the run at step {step} of {args.steps}", self.log_path)
+            args.steps = step
+            self.prog.total = step
+
+
+def add_budget_args(ap):
+    """--budget-minutes / --finish-minutes (see StepBudget)."""
+    ap.add_argument("--budget-minutes", type=float, default=0.0,
+                    help="set --steps from the measured speed: time steps 20-60, then train as many steps as fit "
+                         "in this many minutes (the log prints the number); the final weights are written as usual")
+    ap.add_argument("--finish-minutes", type=float, default=0.0,
+                    help="hard limit: after this many minutes of training, the current step becomes the last one "
+                         "(final weights and results written as usual; unlike --max-minutes, no exit 3)")

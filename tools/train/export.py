@@ -15,6 +15,12 @@ transformer logits as the fp32 training weights (up to fp16 rounding); the token
 identical ids to the trained one; total size <= --max-mb; one image generates.
 
 Usage: python export.py --out ../../assets/models/emoji
+
+The default model v2 (run_device_v2.sh): `--vq-dir` may be train_vq2.py's stage1/ (any VQModel
+folder works; the card then reports result_vq2.json's PSNR and colour probe instead of the two
+train_vq.py stages), `--svg-data` describes data_svg.py's three SVG sets in the card, and
+`--sources` names the attribution files the card includes (run_device_v2.sh: SOURCES_svg.md alone,
+which credits emoji-data's names too; the PNG sets of SOURCES.md are not used).
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from common import DATA_DIR, MAX_LEN, MICRO_CONDS, RUNS_DIR, log
@@ -54,23 +59,66 @@ def model_card(out: Path, pipe, sizes: dict, args) -> str:
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     vq_res = read_json(args.vq_dir.parent / "result_decoder.json") or {}
     vq1_res = read_json(args.vq_dir.parent / "result_vq.json") or {}
+    vq2_res = read_json(args.vq_dir.parent / "result_vq2.json") or {}  # train_vq2.py's stage1/
     tr_res = read_json(args.transformer_dir.parent / "result.json") or {}
-    sources = (DATA_DIR / "SOURCES.md").read_text(encoding="utf-8") if (DATA_DIR / "SOURCES.md").exists() else ""
-    sources = sources.replace("# Training data: sources and licences", "## Training data: sources and licences")
-    sources = sources.replace("\n## ", "\n### ").replace("\n### Training data", "\n## Training data")
+    parts = []
+    for path in args.sources or [DATA_DIR / "SOURCES.md"]:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        text = text.replace("# Training data: sources and licences", "## Training data: sources and licences")
+        text = text.replace("\n## ", "\n### ").replace("\n### Training data", "\n## Training data")
+        if text.startswith("# "):  # an addendum (SOURCES_svg.md): its title one level down
+            text = "#" + text.replace(" (addendum to SOURCES.md)", "", 1)
+        parts.append(text.strip())
+    sources = "\n\n".join(p for p in parts if p)
     gflop = tr_res.get("transformer_forward_gflop")
     tc, uc, vc = te.config, tr.config, vq.config
+    if args.svg_data:
+        intro = [
+            "A small text-to-image aMUSEd pipeline (diffusers `AmusedPipeline` layout) trained from scratch",
+            "on emoji artwork: type an emoji name (`blue heart`, `grinning face`, `green apple`) and it",
+            "draws a 64x64 emoji-like image in 12 parallel decoding steps. It is tessera's default model",
+            "v2, trained from scratch with `tools/train/run_device_v2.sh` (one GPU command) on SVG emoji",
+            "rasterized by `tools/train/data_svg.py`.",
+            "",
+            "Contains material derived from Twemoji graphics (Copyright 2019 Twitter, Inc and other",
+            "contributors, CC-BY 4.0), Noto Emoji graphics (Copyright Google Inc., Apache-2.0) and Fluent",
+            "Emoji Flat graphics (Copyright (c) Microsoft Corporation, MIT); see \"Training data\" below.",
+        ]
+    else:
+        intro = [
+            "A small text-to-image aMUSEd pipeline (diffusers `AmusedPipeline` layout) trained from scratch",
+            "on emoji artwork: type an emoji name (`blue heart`, `grinning face`, `green apple`) and it",
+            "draws a 64x64 emoji-like image in 12 parallel decoding steps. It is tessera's embedded default",
+            "model, trained from scratch on a 2-core CPU with `tools/train/run_all.sh`.",
+            "",
+            "Contains material derived from Twemoji graphics (Copyright 2019 Twitter, Inc and other",
+            "contributors, CC-BY 4.0) and Noto Emoji graphics (Copyright Google Inc., Apache-2.0); see",
+            "\"Training data\" below.",
+        ]
+    if vq2_res:
+        vq_lines = [
+            "1. VQ (`train_vq2.py`, one stage): encoder + EMA codebook (k-means initialised, dead codes",
+            "   restarted) + decoder, L1 + MSE + image-gradient loss + an L1 term in CIELAB on token-sized",
+            "   blocks, colour-balanced sampling and synthetic flat-colour images."
+            + (f" Held-out PSNR {vq2_res['heldout_psnr_db']:.2f} dB" if "heldout_psnr_db" in vq2_res else "")
+            + (f", colour probe mean ΔE00 {vq2_res['probe_de00']:.1f} (15 colours; with the 24 most frequent"
+               f" fills {vq2_res['probe_fills_de00']:.1f})" if "probe_de00" in vq2_res else "")
+            + ("." if "heldout_psnr_db" in vq2_res else ""),
+            "2. Text encoder + transformer trained together from scratch with the masked-token objective",
+        ]
+    else:
+        vq_lines = [
+            "1. VQ stage 1: encoder + codebook + decoder, L1 + MSE + image-gradient loss, codebook and",
+            "   commitment losses, dead-code re-seeding."
+            + (f" Held-out PSNR {vq1_res['heldout_psnr_db']:.2f} dB." if "heldout_psnr_db" in vq1_res else ""),
+            "2. VQ stage 2: encoder and codebook frozen, decoder fine-tuned."
+            + (f" Held-out PSNR {vq_res['heldout_psnr_db']:.2f} dB." if "heldout_psnr_db" in vq_res else ""),
+            "3. Text encoder + transformer trained together from scratch with the masked-token objective",
+        ]
     lines = [
         "# tessera emoji model",
         "",
-        "A small text-to-image aMUSEd pipeline (diffusers `AmusedPipeline` layout) trained from scratch",
-        "on emoji artwork: type an emoji name (`blue heart`, `grinning face`, `green apple`) and it",
-        "draws a 64x64 emoji-like image in 12 parallel decoding steps. It is tessera's embedded default",
-        "model, trained from scratch on a 2-core CPU with `tools/train/run_all.sh`.",
-        "",
-        "Contains material derived from Twemoji graphics (Copyright 2019 Twitter, Inc and other",
-        "contributors, CC-BY 4.0) and Noto Emoji graphics (Copyright Google Inc., Apache-2.0); see",
-        "\"Training data\" below.",
+        *intro,
         "",
         "## Components",
         "",
@@ -90,14 +138,10 @@ def model_card(out: Path, pipe, sizes: dict, args) -> str:
         "",
         "## Training",
         "",
-        "Recipe and exact command lines: `tools/train/` (README.md, run_all.sh).",
+        "Recipe and exact command lines: `tools/train/` (README.md, "
+        + ("run_device_v2.sh)." if args.svg_data else "run_all.sh)."),
         "",
-        "1. VQ stage 1: encoder + codebook + decoder, L1 + MSE + image-gradient loss, codebook and",
-        "   commitment losses, dead-code re-seeding."
-        + (f" Held-out PSNR {vq1_res['heldout_psnr_db']:.2f} dB." if "heldout_psnr_db" in vq1_res else ""),
-        "2. VQ stage 2: encoder and codebook frozen, decoder fine-tuned."
-        + (f" Held-out PSNR {vq_res['heldout_psnr_db']:.2f} dB." if "heldout_psnr_db" in vq_res else ""),
-        "3. Text encoder + transformer trained together from scratch with the masked-token objective",
+        *vq_lines,
         "   (cosine masking ratio, 10 % empty-caption dropout for classifier-free guidance, 20 % of",
         "   samples corrupted with random tokens Paella-style), EMA weights exported.",
     ]
@@ -111,10 +155,13 @@ def model_card(out: Path, pipe, sizes: dict, args) -> str:
         "",
         "## Limitations",
         "",
-        "- 64x64 only; tiny model, trained for minutes: shapes and colours follow the prompt loosely,",
+        "- 64x64 base (a super_res/ stage, where present, samples 128x128 from it); tiny model, trained"
+        if args.svg_data else "- 64x64 only; tiny model, trained for minutes: shapes and colours follow the prompt loosely,",
+        *(["  for minutes: shapes and colours follow the prompt loosely,"] if args.svg_data else []),
         "  fine detail (faces, text on flags) is often wrong.",
         "- Knows emoji names (Unicode / emoji-data names, lower-cased) and little else.",
-        "- Outputs imitate Noto Emoji and Twemoji artwork; see the attribution below.",
+        "- Outputs imitate Noto Emoji, Twemoji and Fluent Emoji artwork; see the attribution below."
+        if args.svg_data else "- Outputs imitate Noto Emoji and Twemoji artwork; see the attribution below.",
         "",
         sources.strip(),
         "",
@@ -130,6 +177,11 @@ def main():
     ap.add_argument("--tokenizer-dir", type=Path, default=RUNS_DIR / "tokenizer")
     ap.add_argument("--max-mb", type=float, default=32.0)
     ap.add_argument("--no-card", action="store_true", help="do not write MODEL_CARD.md")
+    ap.add_argument("--sources", type=Path, nargs="+", default=None,
+                    help="attribution files the card includes, in order (default data/SOURCES.md; the v2 model: "
+                         "data/SOURCES_svg.md)")
+    ap.add_argument("--svg-data", action="store_true",
+                    help="the card describes data_svg.py's SVG sets (Noto, Twemoji, Fluent) and run_device_v2.sh")
     ap.add_argument("--guidance-scale", type=float, default=1.0,
                     help="tessera.json: the guidance scale tessera uses when none is given (chosen by tools/eval/sweep.py --guidance)")
     ap.add_argument("--choice-temperature", type=float, nargs=2, default=[2.0, 0.0], metavar=("T0", "T1"),

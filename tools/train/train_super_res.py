@@ -11,7 +11,9 @@ Stages (run in this order; each one writes into --out, default runs/sr):
                   base model trains on, so lo is exactly what the base would have to produce).
                   Writes OUT/sr_tokens.npz (uint16 hi / lo, dataset index, heldout, style, the
                   records' captions as JSON, image sizes, codebook size), so the train and
-                  export stages need no data/ folder (e.g. on a GPU machine).
+                  export stages need no data/ folder (e.g. on a GPU machine). `--device cuda`
+                  encodes on a GPU; train_transformer.py trains the base on this cache's lo
+                  grids (`--tokens OUT/sr_tokens.npz --tokens-key lo`).
   --stage train   Text encoder + tokenizer FROZEN from a base AmusedPipeline folder (--base);
                   conditioning exactly as the base uses it (pooled = text_embeds, hidden =
                   hidden_states[-2]) with micro-conds [128, 128, 0, 0, 6] of the high-res image.
@@ -24,7 +26,8 @@ Stages (run in this order; each one writes into --out, default runs/sr):
                   are imperfect). AdamW + warm-up + cosine, grad clip 1, EMA (exported),
                   held-out / train token accuracy at 50 % and 90 % masking every --eval-every
                   steps, checkpoint every --ckpt-minutes, --resume, --max-minutes /
-                  --stop-after (exit 3), `--device cuda --bf16` for a GPU, --info / --bench.
+                  --stop-after (exit 3), --budget-minutes / --finish-minutes (end on time with
+                  the final weights written), `--device cuda --bf16` for a GPU, --info / --bench.
                   Writes OUT/ckpt.pt, OUT/log.txt, OUT/final/ (EMA, fp32), OUT/result.json.
   --stage export  Writes --model-out DIR/super_res/ (save_super_res_folder, fp16 weights) and
                   DIR/super_res/tessera.json ({"steps": --sr-steps}); DIR must be a base
@@ -33,7 +36,8 @@ Stages (run in this order; each one writes into --out, default runs/sr):
                   reloads with SuperResTransformer.from_pretrained and compares its logits with
                   the training EMA weights, checks diffusers still opens DIR as its base, and
                   renders OUT/export_preview.png (two-stage samples + held-out SR from true LR
-                  tokens) unless --no-preview.
+                  tokens) unless --no-preview; --card adds a super-resolution section to DIR's
+                  MODEL_CARD.md.
 
 Examples:
   python train_super_res.py --stage cache --vq runs/vq2/stage1
@@ -64,6 +68,8 @@ from common import (
     RUNS_DIR,
     HERE,
     Progress,
+    StepBudget,
+    add_budget_args,
     cosine_lr,
     die,
     load_checkpoint,
@@ -200,7 +206,8 @@ def cache_stage(args):
     if out_path.exists() and not args.force:
         log(f"{out_path} exists; nothing to do (--force rebuilds it)", log_path)
         return
-    vq = VQModel.from_pretrained(str(args.vq)).float().eval()
+    device = torch.device(args.device)
+    vq = VQModel.from_pretrained(str(args.vq)).float().eval().to(device)
     k = vq.config.num_vq_embeddings
     records = json.loads((args.data_dir / "captions_svg.json").read_text(encoding="utf-8"))["records"]
     z_hi, z_lo = np.load(args.data_dir / "emoji_svg128.npz"), np.load(args.data_dir / "emoji_svg64.npz")
@@ -215,11 +222,12 @@ def cache_stage(args):
     index = np.arange(n) if not args.limit or args.limit >= n else np.linspace(0, n - 1, args.limit).round().astype(np.int64)
     t0 = time.time()
     img_hi, img_lo = z_hi["images"][index], z_lo["images"][index]
-    log(f"loaded {len(index)} of {n} images (128 and 64 px) in {time.time() - t0:.0f}s; VQ {args.vq}, codebook {k}", log_path)
+    log(f"loaded {len(index)} of {n} images (128 and 64 px) in {time.time() - t0:.0f}s; VQ {args.vq}, codebook {k}, "
+        f"device {device}", log_path)
     hi, lo = [], []
     for i in range(0, len(index), args.cache_batch):
-        hi.append(encode_ids(vq, to_tensor(img_hi[i : i + args.cache_batch])).numpy().astype(np.uint16))
-        lo.append(encode_ids(vq, to_tensor(img_lo[i : i + args.cache_batch])).numpy().astype(np.uint16))
+        hi.append(encode_ids(vq, to_tensor(img_hi[i : i + args.cache_batch]).to(device)).cpu().numpy().astype(np.uint16))
+        lo.append(encode_ids(vq, to_tensor(img_lo[i : i + args.cache_batch]).to(device)).cpu().numpy().astype(np.uint16))
         if (i // args.cache_batch) % 10 == 0:
             log(f"  cache {min(i + args.cache_batch, len(index))}/{len(index)} images, {time.time() - t0:.0f}s", log_path)
     hi, lo = np.concatenate(hi), np.concatenate(lo)
@@ -453,6 +461,7 @@ def train_stage(args):
         sampler = Sampler(train_idx, args.batch, args.seed)
     prog = Progress(args.steps, step, log_path)
     t_start = last_ckpt = time.time()
+    budget = StepBudget(args, prog, device, log_path, t_start)  # --budget-minutes / --finish-minutes
     acc = {"loss": 0.0, "acc": 0.0, "n": 0}
     while step < args.steps:
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
@@ -479,6 +488,7 @@ def train_stage(args):
         step += 1
         ema_update((ema,), (model,), min(args.ema, (1 + step) / (10 + step)))
         prog.tick(step)
+        budget.after_step(step)
         with torch.no_grad():
             acc["acc"] += (logits.argmax(-1) == tok)[w > 0].float().mean()
         acc["loss"] += loss.detach()
@@ -505,7 +515,8 @@ def train_stage(args):
     held = evaluate(ema, text, hi, lo, records, held_idx, mask_id, px, amp=amp) if len(held_idx) else {}
     raw = evaluate(model, text, hi, lo, records, held_idx, mask_id, px, amp=amp) if len(held_idx) else {}
     write_json(args.out / "result.json", {
-        "steps": step, "heldout_ema": held, "heldout_raw": raw, "params": n_params,
+        "steps": step, "heldout_ema": held, "heldout_raw": raw, "params": n_params, "batch": args.batch,
+        "minutes": (time.time() - t_start) / 60,
         "fp16_mb": n_params * 2 / 1e6, "forward_gflop": flops / 1e9, "config": cfg,
         "parent_copy_heldout": parent_agreement(hi[held_idx], lo[held_idx]) if len(held_idx) else None,
     })
@@ -664,8 +675,56 @@ def export_stage(args):
     log(f"exported {root}: {folder_size(root) / 1e6:.2f} MB (weights "
         f"{(root / 'transformer' / 'diffusion_pytorch_model.safetensors').stat().st_size / 1e6:.2f} MB); "
         f"whole two-stage folder {folder_size(dest) / 1e6:.2f} MB; tessera.json {json.dumps(defaults)}", log_path)
+    if args.card:
+        card_section(args, dest, root, defaults, log_path)
     if not args.no_preview:
         preview(args, dest, new, cache, log_path)
+
+
+def card_section(args, dest: Path, root: Path, defaults: dict, log_path):
+    """--card: write a "## Super-resolution stage" section into DEST/MODEL_CARD.md (export.py's
+    card), before "## Limitations"; an existing section of that name is replaced."""
+    card = dest / "MODEL_CARD.md"
+    if not card.exists():
+        log(f"--card: {card} not found (export.py writes it); no SR section written", log_path)
+        return
+    res = read_json_or_empty(args.out / "result.json")
+    cfg = json.loads((root / "transformer" / "config.json").read_text(encoding="utf-8"))
+    h = res.get("heldout_ema") or {}
+    weights = root / "transformer" / "diffusion_pytorch_model.safetensors"
+    lines = [
+        "## Super-resolution stage (super_res/)",
+        "",
+        "A second stage (Muse-style super-resolution, tessera's `super_res/` format, docs/model-folders.md):",
+        f"a SuperResTransformer samples the {cfg['sample_size'] * 4} px image's {cfg['sample_size']}x{cfg['sample_size']} "
+        f"tokens from the prompt and the base's {cfg['low_res_sample_size']}x{cfg['low_res_sample_size']} tokens in "
+        f"{defaults['steps']} steps; the base's vqvae decodes both grids.",
+        f"{res.get('params', 0) / 1e6:.2f}M parameters (hidden {cfg['hidden_size']}, {cfg['num_hidden_layers']} layers, "
+        f"low-res encoder {cfg['low_res_hidden_size']} x {cfg['low_res_num_layers']} layers), fp16 weights "
+        f"{weights.stat().st_size / 1e6:.1f} MB. Trained with `tools/train/train_super_res.py` (the base's text encoder "
+        f"frozen)" + (f": {res['steps']} steps at batch {res.get('batch', '?')}" if "steps" in res else "") + ".",
+    ]
+    if h:
+        lines.append(
+            f"Held-out masked-token accuracy (EMA, 32x32 tokens given the true 16x16 ones): "
+            f"{h['acc@0.5'] * 100:.1f} % at 50 % masking, {h['acc@0.9'] * 100:.1f} % at 90 %"
+            + (f" (copying the low-res parent token: {res['parent_copy_heldout'] * 100:.1f} %)."
+               if res.get("parent_copy_heldout") is not None else "."))
+    section = "\n".join(lines) + "\n\n"
+    text = card.read_text(encoding="utf-8")
+    head = "## Super-resolution stage"
+    if head in text:  # replace the old section (up to the next "## " heading or the end)
+        a = text.index(head)
+        b = text.find("\n## ", a + len(head))
+        text = text[:a] + (text[b + 1 :] if b >= 0 else "")
+    at = text.find("## Limitations")
+    text = text[:at] + section + text[at:] if at >= 0 else text.rstrip("\n") + "\n\n" + section
+    card.write_text(text, encoding="utf-8")
+    log(f"--card: wrote the super-resolution section into {card}", log_path)
+
+
+def read_json_or_empty(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 # --------------------------------------------------------------------------------------
@@ -683,7 +742,7 @@ def main():
     ap.add_argument("--vq", type=Path, default=None, help="cache: diffusers VQModel folder (the base's VQ)")
     ap.add_argument("--data-dir", type=Path, default=DATA_DIR, help="cache: folder with emoji_svg{64,128}.npz + captions_svg.json")
     ap.add_argument("--limit", type=int, default=0, help="cache: only this many images, evenly spaced (smoke tests)")
-    ap.add_argument("--cache-batch", type=int, default=64)
+    ap.add_argument("--cache-batch", type=int, default=64, help="cache: images per VQ encoder batch")
     ap.add_argument("--force", action="store_true", help="cache: rebuild an existing cache")
     # model
     ap.add_argument("--hidden", type=int, default=256)
@@ -718,7 +777,8 @@ def main():
     ap.add_argument("--max-minutes", type=float, default=0.0)
     ap.add_argument("--stop-after", type=int, default=0, help="stop (with a checkpoint) after this many steps in this invocation")
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="cache / train: torch device (cpu or cuda)")
+    add_budget_args(ap)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     ap.add_argument("--info", action="store_true", help="print config, params, fp16 size and FLOPs, then exit")
     ap.add_argument("--bench", type=int, default=0, help="like --info, then time this many training steps at --batch")
@@ -729,6 +789,8 @@ def main():
     ap.add_argument("--choice-temperature", type=float, nargs=2, default=None, metavar=("T0", "T1"),
                     help="export: also write this choice temperature into super_res/tessera.json")
     ap.add_argument("--no-preview", action="store_true", help="export: skip the preview samples")
+    ap.add_argument("--card", action="store_true",
+                    help="export: write a super-resolution section into DIR/MODEL_CARD.md (export.py's card)")
     ap.add_argument("--preview-prompts", default="blue heart,grinning face,green apple,red apple")
     ap.add_argument("--preview-guidance", type=float, default=None, help="export preview: default the base's tessera.json guidance")
     args = ap.parse_args()

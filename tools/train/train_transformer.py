@@ -20,6 +20,11 @@ checkpoint (models, EMA, optimiser, step, RNG) every few minutes; --resume conti
 Runs on the CPU by default; `--device cuda --bf16` trains on a GPU (see README.md: that is how
 the shipped model was trained), `--init-from DIR` starts from a finished run's weights.
 
+Token cache (--tokens): train_vq.py's tokens.npz (int16 `tokens` [N,16,16] + codebook_size;
+captions and held-out flags from --data-dir's captions.json), or any npz with the grid under
+--tokens-key that carries its own records: train_super_res.py's sr_tokens.npz (`--tokens-key lo`:
+the 64 px SVG set's 16x16 grids, with records_json and heldout, so no captions file is needed).
+
 Output: runs/transformer/final/{text_encoder,transformer}/ (save_pretrained, EMA; fp32, or
 fp16 with --save-fp16).
 
@@ -42,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from common import (
+    StepBudget,
     stop_early_if_asked,
     MAX_LEN,
     DATA_DIR,
@@ -285,7 +291,11 @@ def main():
     ap.add_argument("--out", type=Path, default=RUNS_DIR / "transformer")
     ap.add_argument("--tokens", type=Path, default=RUNS_DIR / "vq" / "tokens.npz")
     ap.add_argument("--tokenizer", type=Path, default=RUNS_DIR / "tokenizer")
-    ap.add_argument("--data-dir", type=Path, default=DATA_DIR, help="folder holding captions.json")
+    ap.add_argument("--tokens-key", default="tokens",
+                    help="the token grid's key in --tokens (tokens: train_vq.py's cache; lo: train_super_res.py's "
+                         "sr_tokens.npz, whose records_json / heldout replace captions.json)")
+    ap.add_argument("--data-dir", type=Path, default=DATA_DIR,
+                    help="folder holding captions.json (not read when --tokens carries records_json)")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=6e-4)
@@ -332,6 +342,9 @@ def main():
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start from the weights of a finished run (a folder with text_encoder/ and transformer/, "
                          "as final/ holds) with a fresh optimiser, instead of from random weights")
+    ap.add_argument("--finish-minutes", type=float, default=0.0,
+                    help="hard limit: after this many minutes of training the current step becomes the last one "
+                         "(final weights and result.json written as usual; unlike --max-minutes, no exit 3)")
     ap.add_argument("--save-fp16", action="store_true", help="save the final EMA weights in fp16 (what export writes anyway)")
     ap.add_argument("--info", action="store_true", help="print configs, params and FLOPs, then exit")
     args = ap.parse_args()
@@ -342,7 +355,9 @@ def main():
     setup_torch(args.seed)
     tokenizer = CLIPTokenizer.from_pretrained(str(args.tokenizer))
     cache = np.load(args.tokens)
-    tokens = cache["tokens"]
+    if args.tokens_key not in cache.files:
+        raise SystemExit(f"{args.tokens} has no '{args.tokens_key}' array (it has {cache.files}); see --tokens-key")
+    tokens = cache[args.tokens_key]
     codebook = int(cache["codebook_size"])
     hw = tokens.shape[1]
     tcfg = text_config(args, tokenizer)
@@ -364,8 +379,13 @@ def main():
         print(json.dumps({"text": tcfg, "uvit": ucfg}, indent=1))
         return
 
-    records, heldout = load_records(args.data_dir)
-    assert len(records) == tokens.shape[0]
+    if "records_json" in cache.files:  # train_super_res.py's cache carries its records and split
+        records = json.loads(bytes(cache["records_json"]).decode("utf-8"))
+        heldout = cache["heldout"].astype(bool)
+        log(f"records and held-out split from {args.tokens} ({len(records)} images, '{args.tokens_key}' grids)", log_path)
+    else:
+        records, heldout = load_records(args.data_dir)
+    assert len(records) == tokens.shape[0] == len(heldout)
     train_idx = np.nonzero(~heldout)[0]
     held_idx = np.nonzero(heldout)[0]
     train_eval_idx = train_idx[np.linspace(0, len(train_idx) - 1, min(args.eval_train_n, len(train_idx))).astype(int)]
@@ -434,6 +454,7 @@ def main():
         sampler = Sampler(train_idx, args.batch, args.seed)
     prog = Progress(args.steps, step, log_path)
     t_start = last_ckpt = time.time()
+    finish = StepBudget(args, prog, device, log_path, t_start, use_budget=False)  # --finish-minutes (budget: below)
     acc = {"loss": 0.0, "acc": 0.0, "n": 0}
     te.train(), tr.train()
     while step < args.steps:
@@ -471,6 +492,7 @@ def main():
             args.steps = step + max(1, int((args.budget_minutes * 60 - (time.time() - t_start)) / per_step))
             prog.total = args.steps
             log(f"--budget-minutes {args.budget_minutes}: {per_step * 1000:.1f} ms/step -> --steps {args.steps}", log_path)
+        finish.after_step(step)
         with torch.no_grad():
             m = w > 0
             # summed on the device, read at log time: no GPU sync per step
@@ -511,7 +533,8 @@ def main():
     write_json(
         args.out / "result.json",
         {"steps": step, "heldout_ema": held, "heldout_raw": raw, "params_text": n_te, "params_transformer": n_tr,
-         "transformer_forward_gflop": flops / 1e9},
+         "transformer_forward_gflop": flops / 1e9, "batch": args.batch, "minutes": (time.time() - t_start) / 60,
+         "tokens": str(args.tokens), "tokens_key": args.tokens_key},
     )
     log(f"done: saved EMA weights to {final}; held-out EMA {held}, raw {raw}", log_path)
 

@@ -166,14 +166,15 @@ def decode_ids(model, ids: torch.Tensor) -> torch.Tensor:
 def evaluate(model, images: np.ndarray, idx: np.ndarray, batch: int = 64, tokens: np.ndarray | None = None):
     """Held-out PSNR (mean over images), plus code usage. Uses cached tokens when given."""
     model.eval()
+    dev = next(model.parameters()).device  # the images go where the model is (CPU or a GPU)
     ps, used = [], set()
     for i in range(0, len(idx), batch):
         j = idx[i : i + batch]
-        x = to_tensor(images[j])
-        ids = torch.from_numpy(tokens[j].astype(np.int64)) if tokens is not None else encode_ids(model, x)
+        x = to_tensor(images[j]).to(dev)
+        ids = torch.from_numpy(tokens[j].astype(np.int64)).to(dev) if tokens is not None else encode_ids(model, x)
         used.update(ids.flatten().tolist())
         rec = decode_ids(model, ids).clamp(0, 1)
-        ps.append(psnr(rec, x))
+        ps.append(psnr(rec, x).cpu())
     model.train()
     return float(torch.cat(ps).mean()), len(used)
 

@@ -40,6 +40,13 @@ over the palette + fill_colours.json's 24 most frequent fills, and the worst col
 Every probe / eval result is appended to OUT/curve_vq2.jsonl. Checkpoints every
 --ckpt-minutes (and on --max-minutes / --stop-after), resume with --resume.
 
+Device and time: `--device cuda` trains on a GPU (fp32; the image array and the EMA codebook live
+there too, and the losses are read at log time only); `--data-dir` points at another folder
+of data_svg.py's files (pack_v2.py unpack writes one). `--budget-minutes M` sets --steps from
+the measured speed so that training ends after ~M minutes with its final weights, and
+`--finish-minutes F` ends the run at the current step after F minutes (run_device_v2.sh uses
+both; --max-minutes instead exits 3 for a later --resume).
+
 Output (OUT = --out, default runs/vq2): stage1/ (VQModel), ckpt_vq2.pt, log_vq2.txt,
 curve_vq2.jsonl, recon_vq2.png (held-out originals over reconstructions, then probe discs),
 result_vq2.json.
@@ -67,6 +74,8 @@ from common import (
     DATA_DIR,
     RUNS_DIR,
     Progress,
+    StepBudget,
+    add_budget_args,
     cosine_lr,
     load_checkpoint,
     log,
@@ -96,22 +105,22 @@ import colour_probe  # noqa: E402  (tools/eval/colour_probe.py)
 # --------------------------------------------------------------------------------------
 
 
-def load_svg_data(mix_png: bool):
+def load_svg_data(mix_png: bool, data_dir: Path = DATA_DIR):
     """Returns (images uint8 [N,64,64,3], heldout bool [N], weights float64 [N] (0 for
-    held-out images), hue names, per-hue train counts)."""
-    z = np.load(DATA_DIR / "emoji_svg64.npz")
+    held-out images), hue names, per-hue train counts, hue ids [N of the SVG set])."""
+    z = np.load(data_dir / "emoji_svg64.npz")
     images, heldout, hue = z["images"], z["heldout"].astype(bool), z["hue"].astype(np.int64)
-    hues = json.loads((DATA_DIR / "captions_svg.json").read_text(encoding="utf-8"))["hues"]
+    hues = json.loads((data_dir / "captions_svg.json").read_text(encoding="utf-8"))["hues"]
     counts = np.bincount(hue[~heldout], minlength=len(hues))
     class_w = 1.0 / np.sqrt(np.maximum(counts, 1))
     weights = np.where(heldout, 0.0, class_w[hue])
     if mix_png:
-        p = np.load(DATA_DIR / "emoji64.npz")
+        p = np.load(data_dir / "emoji64.npz")
         ph = p["heldout"].astype(bool)
         images = np.concatenate([images, p["images"]])
         heldout = np.concatenate([heldout, ph])
         weights = np.concatenate([weights, np.where(ph, 0.0, weights[weights > 0].mean())])
-    return images, heldout, weights / weights.sum(), hues, counts
+    return images, heldout, weights / weights.sum(), hues, counts, hue
 
 
 def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -209,7 +218,7 @@ class EMACodebook:
         self.decay = decay
         self.eps = eps
         k, d = weight.shape
-        self.cluster_size = torch.zeros(k)
+        self.cluster_size = torch.zeros(k, device=weight.device)
         self.embed_sum = weight.detach().clone()
 
     def reset(self, codes: torch.Tensor, hits: float = 1.0):
@@ -234,7 +243,7 @@ class EMACodebook:
         dead = torch.nonzero(self.cluster_size < threshold).flatten()
         if len(dead):
             pick = z[torch.randint(0, z.shape[0], (len(dead),), generator=g)]
-            pick = pick + 0.01 * pick.std() * torch.randn(pick.shape, generator=g)
+            pick = pick + 0.01 * pick.std() * torch.randn(pick.shape, generator=g).to(pick.device)
             hits = max(threshold * 2, 1.0)  # a fresh code gets a few steps to attract vectors
             self.weight.data[dead] = pick
             self.cluster_size[dead] = hits
@@ -245,8 +254,8 @@ class EMACodebook:
         return {"cluster_size": self.cluster_size, "embed_sum": self.embed_sum}
 
     def load(self, st: dict):
-        self.cluster_size = st["cluster_size"].clone()
-        self.embed_sum = st["embed_sum"].clone()
+        self.cluster_size = st["cluster_size"].clone().to(self.weight.device)
+        self.embed_sum = st["embed_sum"].clone().to(self.weight.device)
 
 
 # --------------------------------------------------------------------------------------
@@ -285,15 +294,20 @@ def train(args):
     ckpt_path, final_dir, log_path = out / "ckpt_vq2.pt", out / "stage1", out / "log_vq2.txt"
     curve_path = out / "curve_vq2.jsonl"
     setup_torch(args.seed)
-    images, heldout, weights, hues, counts = load_svg_data(args.mix_png)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes; matmuls stay fp32 (nearest-code search)
+    images, heldout, weights, hues, counts, hue_arr = load_svg_data(args.mix_png, args.data_dir)
+    # The image array where the model is (128 MB on a GPU); batches are gathered there.
+    images_dev = torch.from_numpy(images).to(device)
     held_idx = np.nonzero(heldout)[0]
     if args.eval_n:
         held_idx = held_idx[np.linspace(0, len(held_idx) - 1, min(args.eval_n, len(held_idx))).astype(int)]
     w_t = torch.from_numpy(weights)
-    base_pal, fill_pal = probe_palettes(args.fills, args.fill_top)
+    base_pal, fill_pal = probe_palettes(args.fills or args.data_dir / "fill_colours.json", args.fill_top)
 
     cfg = vq_config(args)
-    model = make_vq(cfg)
+    model = make_vq(cfg).to(device)
     codebook = model.quantize.embedding.weight
     codebook.requires_grad_(False)  # updated by EMA, not by the optimiser
     ema = EMACodebook(codebook, args.ema_decay)
@@ -315,13 +329,13 @@ def train(args):
         log(f"note: {ckpt_path} exists but --resume not given; starting from scratch", log_path)
     model.train()
 
-    hue_arr = np.load(DATA_DIR / "emoji_svg64.npz")["hue"].astype(np.int64)
     eff_share = np.bincount(hue_arr, weights=weights[: len(hue_arr)], minlength=len(hues))
     eff_share = eff_share / eff_share.sum()
     log(
         f"vq2: {len(images)} images ({(~heldout).sum()} train, {len(held_idx)} held-out evaluated), "
         f"batch {args.batch} = {n_real} real + {n_synth} synthetic, params {sum(p.numel() for p in model.parameters()) / 1e6:.3f}M, "
-        f"codebook {args.codebook} x {args.latent}, steps {args.steps}, lr {args.lr}, colour weight {args.colour_weight}",
+        f"codebook {args.codebook} x {args.latent}, steps {args.steps}, lr {args.lr}, colour weight {args.colour_weight}, "
+        f"device {device}",
         log_path,
     )
     log(
@@ -334,10 +348,11 @@ def train(args):
     def batch_for(step: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         idx = torch.multinomial(w_t, n_real, replacement=True, generator=g).numpy()
-        x = to_tensor(images[np.sort(idx)])
+        # = to_tensor(images[np.sort(idx)]), gathered on the model's device
+        x = images_dev[torch.from_numpy(np.sort(idx)).to(device)].permute(0, 3, 1, 2).float().div(255.0).contiguous()
         if n_synth:
-            x = torch.cat([x, synthetic_batch(n_synth, 64, g)])
-        flip = torch.rand(x.shape[0], generator=g) < 0.5
+            x = torch.cat([x, synthetic_batch(n_synth, 64, g).to(device)])
+        flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(device)
         return torch.where(flip[:, None, None, None], x.flip(3), x), g
 
     def encode_flat(x):
@@ -362,8 +377,9 @@ def train(args):
 
     prog = Progress(args.steps, step, log_path)
     t_start = last_ckpt = time.time()
+    budget = StepBudget(args, prog, device, log_path, t_start)
     acc: dict = {}
-    batch_counts = torch.zeros(args.codebook)
+    batch_counts = torch.zeros(args.codebook, device=device)
     while step < args.steps:
         x, g = batch_for(step)
         lr = cosine_lr(step, args.steps, args.lr, args.warmup)
@@ -388,8 +404,10 @@ def train(args):
         batch_counts += ema.update(z.detach(), ids)
         step += 1
         prog.tick(step)
+        budget.after_step(step)
         for k, v in {"l1": l1, "mse": l2, "edge": le, "lab": lc, "commit": l_commit}.items():
-            acc[k] = acc.get(k, 0.0) + float(v.detach())
+            # summed in float64 on the model's device (no GPU sync per step), read at log time
+            acc[k] = acc.get(k, 0.0) + v.detach().double()
         acc["n"] = acc.get("n", 0) + 1
 
         if step % args.restart_every == 0 and step < args.steps * 0.9:
@@ -399,10 +417,11 @@ def train(args):
         if step % args.log_every == 0 or step == args.steps:
             n = acc.pop("n")
             live = int((ema.cluster_size >= args.dead_threshold).sum())
+            acc = {k: float(v) for k, v in acc.items()}
             msg = " ".join(f"{k} {v / n:.4f}" for k, v in acc.items())
             prog.line(step, f"lr {lr:.2e} {msg} live {live}/{args.codebook} ppl_batch {perplexity(batch_counts):.0f} ppl_ema {perplexity(ema.cluster_size):.0f}")
             record("train", **{k: v / n for k, v in acc.items()}, live=live, ppl_batch=perplexity(batch_counts), ppl_ema=perplexity(ema.cluster_size))
-            acc, batch_counts = {}, torch.zeros(args.codebook)
+            acc, batch_counts = {}, torch.zeros(args.codebook, device=device)
         if args.probe_every and (step % args.probe_every == 0 or step == args.steps):
             pr = run_probe(model, base_pal, fill_pal)
             log(f"  probe step {step}: mean ΔE00 {pr['probe_de00']:.2f} (15 colours; ≤ 5 wanted), {pr['probe_fills_de00']:.2f} with {len(fill_pal)} fills; worst {pr['worst']}", log_path)
@@ -418,14 +437,16 @@ def train(args):
 
     checkpoint()
     model.eval()
+    model.save_pretrained(str(final_dir), safe_serialization=True)  # first: the weights survive a failing report
     p, u = evaluate(model, images, np.nonzero(heldout)[0])
     pr = run_probe(model, base_pal, fill_pal)
     sel = held_idx[np.linspace(0, len(held_idx) - 1, 16).astype(int)]
     xs = to_tensor(images[sel])
     discs = torch.from_numpy(np.stack([colour_probe.disc_image(c, 64)[0] for _, c in base_pal[:15]] + [np.full((64, 64, 3), 255, np.uint8)])).permute(0, 3, 1, 2).float() / 255
-    save_grid(out / "recon_vq2.png", [xs, decode_ids(model, encode_ids(model, xs)).clamp(0, 1), discs, decode_ids(model, encode_ids(model, discs)).clamp(0, 1)])
-    model.save_pretrained(str(final_dir), safe_serialization=True)
-    write_json(out / "result_vq2.json", {"heldout_psnr_db": p, "heldout_codes_used": u, "steps": step, **pr})
+    roundtrip = lambda t: decode_ids(model, encode_ids(model, t.to(device))).clamp(0, 1).cpu()  # noqa: E731
+    save_grid(out / "recon_vq2.png", [xs, roundtrip(xs), discs, roundtrip(discs)])
+    write_json(out / "result_vq2.json", {"heldout_psnr_db": p, "heldout_codes_used": u, "steps": step, "batch": args.batch,
+                                         "minutes": (time.time() - t_start) / 60, "device": str(device), **pr})
     log(f"vq2 done: held-out PSNR {p:.2f} dB, codes used {u}, probe ΔE00 {pr['probe_de00']:.2f}; saved {final_dir}", log_path)
 
 
@@ -452,7 +473,8 @@ def main():
     ap.add_argument("--codebook", type=int, default=1024)
     ap.add_argument("--groups", type=int, default=16)
     ap.add_argument("--mid-attention", action="store_true")
-    ap.add_argument("--fills", type=Path, default=DATA_DIR / "fill_colours.json")
+    ap.add_argument("--data-dir", type=Path, default=DATA_DIR, help="folder with emoji_svg64.npz and captions_svg.json (data_svg.py)")
+    ap.add_argument("--fills", type=Path, default=None, help="fill_colours.json for the probe (default DATA_DIR/fill_colours.json)")
     ap.add_argument("--fill-top", type=int, default=24)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--log-every", type=int, default=25)
@@ -463,6 +485,8 @@ def main():
     ap.add_argument("--max-minutes", type=float, default=0.0)
     ap.add_argument("--stop-after", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--device", default="cpu", help="torch device: cpu or cuda (fp32 either way)")
+    add_budget_args(ap)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     train(args)
