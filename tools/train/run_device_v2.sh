@@ -22,7 +22,9 @@
 # so the last stages, not the command, absorb a slow start.
 #
 # Environment: PYTHON (python3), OUT (runs/v2/out; the device tool sets it), RUNS (runs/v2),
-# PACK (device/v2_data.xz), DEVICE (cuda), VQ_MIN / BASE_MIN / SR_MIN (1.75 / 3.25 / 1.75 minutes
+# PACK (device/v2_data.xz), VQ_DIR (a VQ trained elsewhere: train_vq2.py's OUT folder, e.g.
+# device/vq2 carried beside the pack; the VQ stage is skipped and base/SR get 4.25/2.5 minutes),
+# DEVICE (cuda), VQ_MIN / BASE_MIN / SR_MIN (1.75 / 3.25 / 1.75 minutes
 # of training; the rest of the chain is expected to take ~2.2 min), TOTAL_MIN (9.3: the whole
 # command's deadline, under the device tool's 10-minute limit), VQ_BATCH (128), BASE_BATCH (512),
 # SR_BATCH (512), OMP_NUM_THREADS (8).
@@ -77,6 +79,9 @@ elif [ "${SMOKE:-0}" != 1 ]; then
   OUT=${OUT:-$RUNS/out}
   DEVICE=${DEVICE:-cuda}
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+  if [ -n "${VQ_DIR:-}" ]; then  # no VQ stage: its minutes go to the transformers
+    VQ_MIN=0; BASE_MIN=${BASE_MIN:-4.25}; SR_MIN=${SR_MIN:-2.5}
+  fi
   VQ_MIN=${VQ_MIN:-1.75}; BASE_MIN=${BASE_MIN:-3.25}; SR_MIN=${SR_MIN:-1.75}; TOTAL_MIN=${TOTAL_MIN:-9.3}
   VQ_BATCH=${VQ_BATCH:-128}; BASE_BATCH=${BASE_BATCH:-512}; SR_BATCH=${SR_BATCH:-512}
   # train_vq2.py's defaults: run_all.sh's VQ sizes with 1024 codes; probe/eval every 500 steps
@@ -225,14 +230,25 @@ fi
 # 1. data
 run_stage unpack "$PY" pack_v2.py unpack --pack "$PACK" --data-dir "$DATA" || exit 1
 
-# 2. VQ
-RESERVE=$(( OVH_VQ + OVH_CACHE + $(secs "$BASE_MIN") + OVH_BASE + OVH_EXPORT + $(secs "$SR_MIN") + OVH_SR + OVH_SREXPORT + OVH_PACK ))
-B=$(fit "$VQ_MIN" "$RESERVE")
+# 2. VQ: trained here, or (VQ_DIR) one trained elsewhere (train_vq2.py's OUT folder: stage1/ and
+# result_vq2.json), e.g. on the project machine's CPU, which leaves this run's minutes to the
+# transformers
 rm -rf "$RUNS/vq2" "$RUNS/sr" "$RUNS/base" "$RUNS/export/v2"  # no stale outputs from an earlier run
-# (a failure after the weights are saved, e.g. in the final report, still lets the chain go on)
-run_stage vq2 "$PY" train_vq2.py --out "$RUNS/vq2" --data-dir "$DATA" --device "$DEVICE" --batch "$VQ_BATCH" \
-  --steps 1000000 --budget-minutes "$B" --finish-minutes "$(plus "$B" 0.15)" $VQ_ARGS \
-  || [ -f "$RUNS/vq2/stage1/diffusion_pytorch_model.safetensors" ] || exit 1
+if [ -n "${VQ_DIR:-}" ]; then
+  stamp "VQ from $VQ_DIR (not trained here)"
+  mkdir -p "$RUNS/vq2"
+  cp -r "$VQ_DIR/stage1" "$RUNS/vq2/stage1" || exit 1
+  for f in result_vq2.json log_vq2.txt curve_vq2.jsonl recon_vq2.png; do
+    [ -f "$VQ_DIR/$f" ] && cp "$VQ_DIR/$f" "$RUNS/vq2/$f"
+  done
+else
+  RESERVE=$(( OVH_VQ + OVH_CACHE + $(secs "$BASE_MIN") + OVH_BASE + OVH_EXPORT + $(secs "$SR_MIN") + OVH_SR + OVH_SREXPORT + OVH_PACK ))
+  B=$(fit "$VQ_MIN" "$RESERVE")
+  # (a failure after the weights are saved, e.g. in the final report, still lets the chain go on)
+  run_stage vq2 "$PY" train_vq2.py --out "$RUNS/vq2" --data-dir "$DATA" --device "$DEVICE" --batch "$VQ_BATCH" \
+    --steps 1000000 --budget-minutes "$B" --finish-minutes "$(plus "$B" 0.15)" $VQ_ARGS \
+    || [ -f "$RUNS/vq2/stage1/diffusion_pytorch_model.safetensors" ] || exit 1
+fi
 
 # 3. token cache (hi 32x32 from 128 px, lo 16x16 from 64 px)
 CACHE=(train_super_res.py --stage cache --out "$RUNS/sr" --vq "$RUNS/vq2/stage1" --data-dir "$DATA" --force)
