@@ -84,6 +84,7 @@ from common import (
 )
 from super_res_model import SuperResTransformer, save_super_res_folder
 from train_transformer import (
+    add_uvit_args,
     CaptionIds,
     GroupSampler,
     Sampler,
@@ -745,15 +746,7 @@ def main():
     ap.add_argument("--cache-batch", type=int, default=64, help="cache: images per VQ encoder batch")
     ap.add_argument("--force", action="store_true", help="cache: rebuild an existing cache")
     # model
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=3)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--intermediate", type=int, default=512)
-    ap.add_argument("--in-channels", type=int, default=64)
-    ap.add_argument("--block-channels", type=int, default=128)
-    ap.add_argument("--block-heads", type=int, default=2)
-    ap.add_argument("--micro-dim", type=int, default=16)
-    ap.add_argument("--downsample", type=int, default=1, help="1: transformer layers at half token resolution (16x16)")
+    add_uvit_args(ap, layers=3)
     ap.add_argument("--low-res-hidden", type=int, default=128)
     ap.add_argument("--low-res-layers", type=int, default=2)
     ap.add_argument("--low-res-heads", type=int, default=2)

@@ -286,6 +286,20 @@ def amp_context(amp: str | None, device: torch.device):
 # --------------------------------------------------------------------------------------
 
 
+def add_uvit_args(ap, layers: int):
+    """The UVit2D's size flags (uvit_config reads them): this script's base transformer and
+    train_super_res.py's super-resolution stage share them; `layers` is the default depth."""
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=layers)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--intermediate", type=int, default=512)
+    ap.add_argument("--in-channels", type=int, default=64)
+    ap.add_argument("--block-channels", type=int, default=128)
+    ap.add_argument("--block-heads", type=int, default=2)
+    ap.add_argument("--micro-dim", type=int, default=16)
+    ap.add_argument("--downsample", type=int, default=1, help="1: transformer layers at half token resolution")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=RUNS_DIR / "transformer")
@@ -315,16 +329,7 @@ def main():
     ap.add_argument("--text-layers", type=int, default=3)
     ap.add_argument("--text-heads", type=int, default=2)
     ap.add_argument("--text-proj", type=int, default=128)
-    # UVit2D
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--intermediate", type=int, default=512)
-    ap.add_argument("--in-channels", type=int, default=64)
-    ap.add_argument("--block-channels", type=int, default=128)
-    ap.add_argument("--block-heads", type=int, default=2)
-    ap.add_argument("--micro-dim", type=int, default=16)
-    ap.add_argument("--downsample", type=int, default=1, help="1: transformer layers at half token resolution")
+    add_uvit_args(ap, layers=6)
     ap.add_argument("--seed", type=int, default=4321)
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--eval-every", type=int, default=250)
