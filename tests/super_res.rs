@@ -193,6 +193,8 @@ fn two_stage_inpainting_keeps_the_image_outside_the_mask_at_full_resolution() {
         "encode",
         "--model",
         s(&model),
+        "--stage",
+        "super-res",
         "--image",
         s(&input),
         "--out",
@@ -200,6 +202,21 @@ fn two_stage_inpainting_keeps_the_image_outside_the_mask_at_full_resolution() {
     ]);
     let (shape, orig) = tokens(&encoded);
     assert_eq!(shape, vec![1, 8, 8]);
+    // The stage decodes with the base's VQ: its grid gives the 32 px image.
+    let decoded = tmp("sr-decoded.png");
+    ok(&[
+        "decode",
+        "--model",
+        s(&model),
+        "--stage",
+        "super-res",
+        "--tokens",
+        s(&encoded),
+        "--out",
+        s(&decoded),
+    ]);
+    let img = image::open(&decoded).expect("png").to_rgb8();
+    assert_eq!(img.dimensions(), (32, 32));
     // Right quarter white = repaint: token columns 6–7 of 8 (columns 3 of the base's 4).
     let mask = tmp("sr-mask.png");
     let mut m = image::GrayImage::new(32, 32);
@@ -346,6 +363,54 @@ fn bad_two_stage_input_is_one_error_line_before_work() {
         s(&wrong),
     ]);
     run(forward(&model, "super-res", Some(&wrong)), "4×4");
+    // decode / encode --stage super-res: the stage's grid, on two-stage models.
+    let png = tmp("never-decoded.png");
+    fails(
+        &[
+            "decode",
+            "--model",
+            s(&model),
+            "--stage",
+            "super-res",
+            "--tokens",
+            s(&lo),
+            "--out",
+            s(&png),
+        ],
+        &png,
+        "8×8",
+    );
+    fails(
+        &[
+            "decode",
+            "--model",
+            s(&one_stage),
+            "--stage",
+            "super-res",
+            "--tokens",
+            s(&lo),
+            "--out",
+            s(&png),
+        ],
+        &png,
+        "two-stage",
+    );
+    let st = tmp("never-encoded.st");
+    fails(
+        &[
+            "encode",
+            "--model",
+            s(&model),
+            "--stage",
+            "super-res",
+            "--image",
+            s(&small),
+            "--out",
+            s(&st),
+        ],
+        &st,
+        "8×8",
+    );
     // A broken super_res/ folder is named when the model opens.
     for (what, edit, expect) in [
         ("class", "model_index.json", "_class_name"),

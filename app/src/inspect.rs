@@ -82,6 +82,10 @@ pub struct DecodeArgs {
     /// Also write the unclipped decoder output as `image` (f32 [1, 3, H, W]).
     #[arg(long, value_name = "FILE")]
     raw: Option<PathBuf>,
+    /// Which stage's tokens of a two-stage model: base, or super-res (its larger grid; both
+    /// stages decode with the base folder's VQ).
+    #[arg(long, value_name = "STAGE", default_value = "base")]
+    stage: Stage,
 }
 
 #[derive(Args)]
@@ -95,6 +99,10 @@ pub struct EncodeArgs {
     /// Output safetensors file: tokens (i64 [1, h, w]).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    /// Which stage's tokens of a two-stage model: base, or super-res (an image of the output
+    /// size; both stages encode with the base folder's VQ).
+    #[arg(long, value_name = "STAGE", default_value = "base")]
+    stage: Stage,
 }
 
 fn token_grid(ids: &[u32], shape: &[usize], limit: usize, what: &str) -> Result<[usize; 3]> {
@@ -222,11 +230,42 @@ pub fn forward(a: &ForwardArgs) -> Result<()> {
     write_tensors(&a.out, &[Out::F32("logits", logits.shape().to_vec(), &v)])
 }
 
+/// `--stage super-res` of `decode` and `encode`: a two-stage model, and a grid of its
+/// super-resolution stage (the stages share the base folder's VQ, so `base` takes any grid).
+fn check_stage_grid(
+    model: &tessera_engine::pipeline::Model,
+    stage: Stage,
+    grid: (usize, usize),
+    what: &str,
+) -> Result<()> {
+    if stage == Stage::Base {
+        return Ok(());
+    }
+    if model.stages() != 2 {
+        bail!(
+            "--stage super-res applies to two-stage models (a super_res/ folder); this model has \
+             one stage"
+        );
+    }
+    let want = model.grid();
+    if grid != want {
+        bail!(
+            "{what} is {}×{}; the super-resolution stage's grid is {}×{}",
+            grid.0,
+            grid.1,
+            want.0,
+            want.1
+        );
+    }
+    Ok(())
+}
+
 pub fn decode(a: &DecodeArgs) -> Result<()> {
     let ctx = GpuContext::new()?;
     let (ids, shape) = read_tokens(&a.tokens, "tokens")?;
     let model = crate::render::open_model(&ctx, a.model.as_deref())?;
     let grid = token_grid(&ids, &shape, model.codebook_size(), "the VQ codebook")?;
+    check_stage_grid(&model, a.stage, (grid[1], grid[2]), "tokens")?;
     let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
     let mut rec = ctx.recorder();
     let image = model.decode_tensor(&mut rec, &tokens)?;
@@ -259,6 +298,7 @@ pub fn encode(a: &EncodeArgs) -> Result<()> {
             a.image.display()
         );
     }
+    check_stage_grid(&model, a.stage, (h / f, w / f), "the image's token grid")?;
     let (ids, (gh, gw)) = model
         .encode(&ctx, &pixels, (w, h))
         .with_context(|| format!("encoding {}", a.image.display()))?;
