@@ -24,7 +24,7 @@
 # Environment: PYTHON (python3), OUT (runs/v2/out; the device tool sets it), RUNS (runs/v2),
 # PACK (device/v2_data.xz), VQ_DIR (a VQ trained elsewhere: train_vq2.py's OUT folder, e.g.
 # device/vq2 carried beside the pack; the VQ stage is skipped and base/SR get 4.25/2.5 minutes),
-# DEVICE (cuda), VQ_MIN / BASE_MIN / SR_MIN (1.75 / 3.25 / 1.75 minutes
+# CACHE_LIMIT (cache only that many images: a dry run), DEVICE (cuda), VQ_MIN / BASE_MIN / SR_MIN (1.75 / 3.25 / 1.75 minutes
 # of training; the rest of the chain is expected to take ~2.2 min), TOTAL_MIN (9.3: the whole
 # command's deadline, under the device tool's 10-minute limit), VQ_BATCH (128), BASE_BATCH (512),
 # SR_BATCH (512), OMP_NUM_THREADS (8).
@@ -252,6 +252,8 @@ fi
 
 # 3. token cache (hi 32x32 from 128 px, lo 16x16 from 64 px)
 CACHE=(train_super_res.py --stage cache --out "$RUNS/sr" --vq "$RUNS/vq2/stage1" --data-dir "$DATA" --force)
+# CACHE_LIMIT=N: only N images (a dry run of the real sizes on a CPU)
+[ -n "${CACHE_LIMIT:-}" ] && CACHE_ARGS="$CACHE_ARGS --limit $CACHE_LIMIT"
 run_stage cache "$PY" "${CACHE[@]}" --device "$DEVICE" $CACHE_ARGS \
   || { [ "$DEVICE" != cpu ] && run_stage cache_on_cpu "$PY" "${CACHE[@]}" --device cpu; } || exit 1
 
