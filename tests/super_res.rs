@@ -439,3 +439,35 @@ fn bad_two_stage_input_is_one_error_line_before_work() {
         fails(&render(&out, &["--model", s(&bad)]), &out, expect);
     }
 }
+
+#[test]
+fn a_prompt_list_sets_the_stages_per_line() {
+    let list = tmp("sr-list.jsonl");
+    std::fs::write(
+        &list,
+        "{\"prompt\": \"a red apple\"}\n{\"prompt\": \"a red apple\", \"stages\": 1}\n\
+         {\"prompt\": \"a red apple\", \"sr_steps\": 3}\n",
+    )
+    .expect("write list");
+    let out = tmp("sr-batch");
+    ok(&[
+        "batch",
+        s(&list),
+        "--out",
+        s(&out),
+        "--model",
+        s(&fixture().join("model")),
+        "--steps",
+        "2",
+    ]);
+    let size = |n: &str| {
+        image::open(out.join(n))
+            .expect("png")
+            .to_rgb8()
+            .dimensions()
+    };
+    assert_eq!(size("00001.png"), (32, 32));
+    assert_eq!(size("00002.png"), (16, 16));
+    assert!(png_text(&out.join("00002.png")).contains("Stages: 1,"));
+    assert!(png_text(&out.join("00003.png")).contains("Super-res steps: 3,"));
+}

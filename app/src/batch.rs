@@ -4,8 +4,8 @@
 //!
 //! PROMPTS is a text file (one prompt a line) or JSON Lines (an object a line with `prompt`,
 //! `negative_prompt`, `class`, `seed`, `steps`, `guidance`, `sampler`, `schedule`,
-//! `choice_temperature`, `softmax_temperature`, `typical_mass`, `guidance_schedule`; a field
-//! overrides the command line). Blank
+//! `choice_temperature`, `softmax_temperature`, `typical_mass`, `guidance_schedule`, and for
+//! two-stage models `stages` and `sr_steps`; a field overrides the command line). Blank
 //! lines are skipped; entries are numbered by line, so an edit elsewhere in the file never
 //! renames an entry's output. Entry `n` (the file's line `n`, 1-based) writes `DIR/NNNNN.png`.
 
@@ -58,6 +58,8 @@ struct Entry {
     softmax_temperature: Option<String>,
     typical_mass: Option<f32>,
     guidance_schedule: Option<String>,
+    stages: Option<usize>,
+    sr_steps: Option<usize>,
 }
 
 /// A job of the list: its line number (1-based) and its arguments.
@@ -134,6 +136,8 @@ fn read_jobs(a: &BatchArgs) -> Result<Vec<Job>> {
             g.choice_temperature = e.choice_temperature.or(g.choice_temperature);
             g.softmax_temperature = e.softmax_temperature.or(g.softmax_temperature);
             g.typical_mass = e.typical_mass.or(g.typical_mass);
+            g.stages = e.stages.or(g.stages);
+            g.sr_steps = e.sr_steps.or(g.sr_steps);
             if let Some(v) = e.guidance_schedule {
                 g.guidance_schedule = Some(
                     v.parse::<GuidanceSchedule>()
