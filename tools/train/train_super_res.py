@@ -92,6 +92,7 @@ from train_transformer import (
     corrupt,
     ema_update,
     encode_text,
+    masked_token_scores,
     to_device,
     uvit_config,
 )
@@ -294,31 +295,18 @@ def sr_flops(model, cfg: dict) -> int:
 @torch.no_grad()
 def evaluate(model, text, hi, lo, records, idx, mask_id, px, ratios=(0.5, 0.9), batch=64, seed=999, amp=None):
     """Masked HR-token accuracy / CE on the given images (plain captions, clean LR tokens),
-    fixed masks."""
+    fixed masks (train_transformer.masked_token_scores)."""
     model.eval()
     dev = next(model.parameters()).device
     hw = hi.shape[1]
-    res = {}
-    for r in ratios:
-        g = torch.Generator().manual_seed(seed)
-        correct = total = 0
-        ce = 0.0
-        for i in range(0, len(idx), batch):
-            j = idx[i : i + batch]
-            tok = torch.from_numpy(hi[j].astype(np.int64)).reshape(len(j), -1)
-            n = tok.shape[1]
-            sel = torch.rand(len(j), n, generator=g).argsort(1).argsort(1) < max(1, math.ceil(r * n))
-            inp = torch.where(sel, torch.full_like(tok, mask_id), tok)
-            low = torch.from_numpy(lo[j].astype(np.int64))
-            cond = text([records[t]["caption"] for t in j])
-            with amp_context(amp, dev):
-                logits = sr_forward(model, inp.to(dev), low.to(dev), cond, micro_conds_for(px, len(j), dev), hw)
-            logits = logits.float().cpu()
-            correct += (logits.argmax(-1) == tok)[sel].sum().item()
-            total += sel.sum().item()
-            ce += F.cross_entropy(logits[sel], tok[sel], reduction="sum").item()
-        res[f"acc@{r}"] = correct / total
-        res[f"ce@{r}"] = ce / total
+
+    def logits_of(j, inp):
+        low = torch.from_numpy(lo[j].astype(np.int64))
+        cond = text([records[t]["caption"] for t in j])
+        with amp_context(amp, dev):
+            return sr_forward(model, inp.to(dev), low.to(dev), cond, micro_conds_for(px, len(j), dev), hw)
+
+    res = masked_token_scores(hi, idx, mask_id, logits_of, ratios, batch, seed)
     model.train()
     return res
 

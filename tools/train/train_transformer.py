@@ -242,10 +242,11 @@ def forward(te, tr, caption_ids: CaptionIds, captions: list[str], inp: torch.Ten
 
 
 @torch.no_grad()
-def evaluate(te, tr, caption_ids, tokens, records, idx, hw, mask_id, ratios=(0.5, 0.9), batch=64, seed=999, amp=None):
-    """Masked-token accuracy / CE on the given images (captions: plain names), fixed masks."""
-    te.eval(), tr.eval()
-    dev = next(tr.parameters()).device
+def masked_token_scores(tokens, idx, mask_id: int, logits_of, ratios=(0.5, 0.9), batch=64, seed=999) -> dict:
+    """Masked-token accuracy / CE of images `idx` of `tokens` [N, h, w] under fixed masks (the
+    same positions at every call for a seed): at each ratio r, ceil(r * h * w) positions (>= 1)
+    of every image are masked. `logits_of(j, inp)` gives the logits [len(j), h*w, codebook] for
+    images j with the masked inputs inp (int64 [len(j), h*w], CPU). Returns acc@r and ce@r."""
     res = {}
     for r in ratios:
         g = torch.Generator().manual_seed(seed)
@@ -258,14 +259,26 @@ def evaluate(te, tr, caption_ids, tokens, records, idx, hw, mask_id, ratios=(0.5
             k = max(1, math.ceil(r * n))
             sel = torch.rand(len(j), n, generator=g).argsort(1).argsort(1) < k
             inp = torch.where(sel, torch.full_like(tok, mask_id), tok)
-            with amp_context(amp, dev):
-                logits = forward(te, tr, caption_ids, [records[t]["caption"] for t in j], inp.to(dev), hw)
-            logits = logits.float().cpu()
+            logits = logits_of(j, inp).float().cpu()
             correct += (logits.argmax(-1) == tok)[sel].sum().item()
             total += sel.sum().item()
             ce += F.cross_entropy(logits[sel], tok[sel], reduction="sum").item()
         res[f"acc@{r}"] = correct / total
         res[f"ce@{r}"] = ce / total
+    return res
+
+
+@torch.no_grad()
+def evaluate(te, tr, caption_ids, tokens, records, idx, hw, mask_id, ratios=(0.5, 0.9), batch=64, seed=999, amp=None):
+    """Masked-token accuracy / CE on the given images (captions: plain names), fixed masks."""
+    te.eval(), tr.eval()
+    dev = next(tr.parameters()).device
+
+    def logits_of(j, inp):
+        with amp_context(amp, dev):
+            return forward(te, tr, caption_ids, [records[t]["caption"] for t in j], inp.to(dev), hw)
+
+    res = masked_token_scores(tokens, idx, mask_id, logits_of, ratios, batch, seed)
     te.train(), tr.train()
     return res
 
