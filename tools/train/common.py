@@ -250,10 +250,10 @@ class StepBudget:
     `step == args.steps` checks, so the last step's log / eval / save run as usual."""
 
     def __init__(self, args, prog: Progress, device, log_path: Path | None, t_start: float,
-                 first: int = 20, last: int = 60, use_budget: bool = True):
+                 first: int = 20, last: int = 60):
         self.args, self.prog, self.log_path, self.t_start = args, prog, log_path, t_start
         self.cuda = torch.device(device).type == "cuda"
-        self.budget = (getattr(args, "budget_minutes", 0.0) or 0.0) if use_budget else 0.0
+        self.budget = getattr(args, "budget_minutes", 0.0) or 0.0
         self.finish = getattr(args, "finish_minutes", 0.0) or 0.0
         self.first, self.last, self.t_probe = first, last, None
 

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from common import (
+    add_budget_args,
     StepBudget,
     stop_early_if_asked,
     MAX_LEN,
@@ -353,16 +354,10 @@ def main():
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--device", default="cpu", help="torch device: cpu (the recipe's default) or cuda")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only; weights and optimiser stay fp32)")
-    ap.add_argument("--budget-minutes", type=float, default=0.0,
-                    help="set --steps from the measured speed: time steps 20-60 of this run, then train for "
-                         "as many steps as fit in this many minutes (the log prints the number, so the run "
-                         "can be repeated with that --steps); the LR warm-up must outlast the measurement")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start from the weights of a finished run (a folder with text_encoder/ and transformer/, "
                          "as final/ holds) with a fresh optimiser, instead of from random weights")
-    ap.add_argument("--finish-minutes", type=float, default=0.0,
-                    help="hard limit: after this many minutes of training the current step becomes the last one "
-                         "(final weights and result.json written as usual; unlike --max-minutes, no exit 3)")
+    add_budget_args(ap)  # --budget-minutes (the LR warm-up must outlast its measurement) / --finish-minutes
     ap.add_argument("--save-fp16", action="store_true", help="save the final EMA weights in fp16 (what export writes anyway)")
     ap.add_argument("--info", action="store_true", help="print configs, params and FLOPs, then exit")
     args = ap.parse_args()
@@ -472,7 +467,7 @@ def main():
         sampler = Sampler(train_idx, args.batch, args.seed)
     prog = Progress(args.steps, step, log_path)
     t_start = last_ckpt = time.time()
-    finish = StepBudget(args, prog, device, log_path, t_start, use_budget=False)  # --finish-minutes (budget: below)
+    budget = StepBudget(args, prog, device, log_path, t_start)  # --budget-minutes / --finish-minutes
     acc = {"loss": 0.0, "acc": 0.0, "n": 0}
     te.train(), tr.train()
     while step < args.steps:
@@ -501,16 +496,7 @@ def main():
         step += 1
         ema_update((ema_te, ema_tr), (te, tr), min(args.ema, (1 + step) / (10 + step)))
         prog.tick(step)
-        if args.budget_minutes and step - prog.start_step in (20, 60) and device.type == "cuda":
-            torch.cuda.synchronize()  # steps are queued ahead of the GPU: time finished work
-        if args.budget_minutes and step - prog.start_step == 20:
-            t_probe = time.time()
-        if args.budget_minutes and step - prog.start_step == 60:
-            per_step = (time.time() - t_probe) / 40
-            args.steps = step + max(1, int((args.budget_minutes * 60 - (time.time() - t_start)) / per_step))
-            prog.total = args.steps
-            log(f"--budget-minutes {args.budget_minutes}: {per_step * 1000:.1f} ms/step -> --steps {args.steps}", log_path)
-        finish.after_step(step)
+        budget.after_step(step)
         with torch.no_grad():
             m = w > 0
             # summed on the device, read at log time: no GPU sync per step
