@@ -167,70 +167,55 @@ pub fn forward(a: &ForwardArgs) -> Result<()> {
     };
     let ctx = GpuContext::new()?;
     let model = crate::render::open_model(&ctx, a.model.as_deref())?;
-    if let Some((lo_ids, lo_shape)) = &low_res {
-        if model.stages() != 2 {
-            bail!(
-                "--stage super-res applies to two-stage models (a super_res/ folder); this model \
-                 has one stage"
-            );
-        }
-        token_grid(lo_ids, lo_shape, model.codebook_size(), "the base codebook")?;
-        let grid = token_grid(
-            &ids,
-            &shape,
-            model.input_vocab(),
-            "the transformer's vocabulary",
-        )?;
-        let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
-        let want = model.grid();
-        if (grid[1], grid[2]) != want {
-            bail!(
-                "tokens are {}×{}; the super-resolution stage's grid is {}×{}",
-                grid[1],
-                grid[2],
-                want.0,
-                want.1
-            );
-        }
-        let logits = model.super_res_logits(&ctx, &tokens, lo_ids, &a.prompt)?;
-        let v = logits.to_f32(&ctx)?;
-        return write_tensors(&a.out, &[Out::F32("logits", logits.shape().to_vec(), &v)]);
-    }
     let grid = token_grid(
         &ids,
         &shape,
         model.input_vocab(),
         "the transformer's vocabulary",
     )?;
-    // The base stage's grid (of a two-stage model too).
-    let base = tessera_engine::pipeline::SuperResOptions {
-        skip: model.stages() == 2,
-        steps: None,
-    };
-    if model.fixed_grid_for(base) && (grid[1], grid[2]) != model.grid_for(base) {
-        let want = model.grid_for(base);
-        bail!(
-            "tokens are {}×{}; this model's grid is {}×{}",
-            grid[1],
-            grid[2],
-            want.0,
-            want.1
-        );
-    }
-    let condition = match a.class {
-        Some(label) => Condition::Class { label, name: None },
-        None => Condition::Text {
-            prompt: &a.prompt,
-            negative_prompt: "",
-        },
-    };
     let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
-    let logits = model.logits(&ctx, &tokens, condition, a.noise_level)?;
+    let logits = match &low_res {
+        Some((lo_ids, lo_shape)) => {
+            check_stage_grid(
+                &model,
+                Stage::SuperRes,
+                (grid[1], grid[2]),
+                "the tokens' grid",
+            )?;
+            token_grid(lo_ids, lo_shape, model.codebook_size(), "the base codebook")?;
+            model.super_res_logits(&ctx, &tokens, lo_ids, &a.prompt)?
+        }
+        None => {
+            // The base stage's grid (of a two-stage model too).
+            let base = tessera_engine::pipeline::SuperResOptions {
+                skip: model.stages() == 2,
+                steps: None,
+            };
+            if model.fixed_grid_for(base) && (grid[1], grid[2]) != model.grid_for(base) {
+                let want = model.grid_for(base);
+                bail!(
+                    "tokens are {}×{}; this model's grid is {}×{}",
+                    grid[1],
+                    grid[2],
+                    want.0,
+                    want.1
+                );
+            }
+            let condition = match a.class {
+                Some(label) => Condition::Class { label, name: None },
+                None => Condition::Text {
+                    prompt: &a.prompt,
+                    negative_prompt: "",
+                },
+            };
+            model.logits(&ctx, &tokens, condition, a.noise_level)?
+        }
+    };
     let v = logits.to_f32(&ctx)?;
     write_tensors(&a.out, &[Out::F32("logits", logits.shape().to_vec(), &v)])
 }
 
-/// `--stage super-res` of `decode` and `encode`: a two-stage model, and a grid of its
+/// `--stage super-res` of `forward`, `decode` and `encode`: a two-stage model, and a grid of its
 /// super-resolution stage (the stages share the base folder's VQ, so `base` takes any grid).
 fn check_stage_grid(
     model: &tessera_engine::pipeline::Model,
@@ -265,7 +250,7 @@ pub fn decode(a: &DecodeArgs) -> Result<()> {
     let (ids, shape) = read_tokens(&a.tokens, "tokens")?;
     let model = crate::render::open_model(&ctx, a.model.as_deref())?;
     let grid = token_grid(&ids, &shape, model.codebook_size(), "the VQ codebook")?;
-    check_stage_grid(&model, a.stage, (grid[1], grid[2]), "tokens")?;
+    check_stage_grid(&model, a.stage, (grid[1], grid[2]), "the tokens' grid")?;
     let tokens = Tensor::from_u32(&ctx, "tokens", &grid, &ids)?;
     let mut rec = ctx.recorder();
     let image = model.decode_tensor(&mut rec, &tokens)?;

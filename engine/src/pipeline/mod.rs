@@ -13,7 +13,7 @@ use std::ops::ControlFlow;
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Readback, Recorder, Tensor};
-use crate::models::amused::super_res::SuperResTransformer;
+use crate::models::amused::super_res::{SuperResPipeline, SuperResTransformer};
 use crate::models::amused::uvit2d::{Conditioning, PreparedConditioning, UVit2DModel};
 use crate::models::amused::{AmusedPipeline, micro_conds};
 use crate::ops;
@@ -51,9 +51,10 @@ struct TextRows {
 }
 
 impl TextRows {
-    /// Embeds the prompts for `batch` images of `size_px` (width, height) pixels.
+    /// Embeds the prompts for `batch` images of `size_px` (width, height) pixels, recorded in
+    /// `rec` (the caller submits).
     fn new(
-        ctx: &GpuContext,
+        rec: &mut Recorder<'_>,
         pipe: &AmusedPipeline,
         (prompt, negative_prompt): (&str, &str),
         batch: usize,
@@ -64,18 +65,16 @@ impl TextRows {
             return Err(Error::shape("generate", "batch must be at least 1"));
         }
         let guided = guidance > 1.0;
-        let mut rec = ctx.recorder();
         let prompts: Vec<&str> = if guided {
             vec![negative_prompt, prompt]
         } else {
             vec![prompt]
         };
-        let (_, emb) = pipe.text.embed(&mut rec, &prompts)?;
-        let pooled = ops::embed::repeat_rows(&mut rec, &emb.pooled, batch)?;
-        let hidden = ops::embed::repeat_rows(&mut rec, &emb.penultimate, batch)?;
-        rec.submit();
+        let (_, emb) = pipe.text.embed(rec, &prompts)?;
+        let pooled = ops::embed::repeat_rows(rec, &emb.pooled, batch)?;
+        let hidden = ops::embed::repeat_rows(rec, &emb.penultimate, batch)?;
         let rows = if guided { 2 * batch } else { batch };
-        let micro = micro_conds(ctx, rows, size_px, (0.0, 0.0), 6.0)?;
+        let micro = micro_conds(rec.ctx(), rows, size_px, (0.0, 0.0), 6.0)?;
         Ok(Self {
             pooled,
             hidden,
@@ -106,15 +105,15 @@ impl<'a> GuidedTransformer<'a> {
         grid: (usize, usize),
     ) -> Result<Self> {
         let f = pipe.vqvae.config.scale_factor();
+        let mut rec = ctx.recorder();
         let text = TextRows::new(
-            ctx,
+            &mut rec,
             pipe,
             (prompt, negative_prompt),
             batch,
             guidance,
             (grid.1 * f, grid.0 * f),
         )?;
-        let mut rec = ctx.recorder();
         let prepared = pipe.transformer.prepare(&mut rec, &text.conditioning())?;
         rec.submit();
         Ok(Self {
@@ -131,17 +130,11 @@ impl<'a> GuidedTransformer<'a> {
     /// tokens `low_res` (`[b, lh, lw]` flattened, `low_res_grid` = (lh, lw)).
     fn super_res(
         ctx: &GpuContext,
-        pipe: &'a AmusedPipeline,
+        sr: &'a SuperResPipeline,
         text: &TextRows,
         low_res: &[u32],
         low_res_grid: (usize, usize),
     ) -> Result<Self> {
-        let Some(sr) = &pipe.super_res else {
-            return Err(Error::shape(
-                "super-resolution",
-                "this model has no super-resolution stage",
-            ));
-        };
         let per = low_res_grid.0 * low_res_grid.1;
         let b = low_res.len() / per.max(1);
         ops::embed::check_ids(
@@ -427,7 +420,7 @@ impl StageStart {
 /// The super-resolution stage of a plan: its text conditioning is embedded at plan time, the
 /// low-resolution encoder runs once the base stage's tokens exist.
 struct SuperResPlan<'a> {
-    pipe: &'a AmusedPipeline,
+    stage: &'a SuperResPipeline,
     text: TextRows,
     start: StageStart,
 }
@@ -501,7 +494,8 @@ impl Plan<'_> {
             mode,
         )
         .await?;
-        let model = GuidedTransformer::super_res(ctx, sr.pipe, &sr.text, &low_res, self.base.grid)?;
+        let model =
+            GuidedTransformer::super_res(ctx, sr.stage, &sr.text, &low_res, self.base.grid)?;
         let offset = self.base.steps();
         let tokens = run_stage(
             ctx,
@@ -671,9 +665,10 @@ pub async fn plan_with<'a>(
     model.check(req)?;
     check_batch_fits(ctx, model, req)?;
     let b = req.batch;
-    let two_stage = match model {
-        Model::Amused(p) if !req.super_res.skip => p.super_res.as_ref().map(|sr| (p, sr)),
-        _ => None,
+    let two_stage = if req.super_res.skip {
+        None
+    } else {
+        model.super_res_stage()
     };
     let Some((pipe, sr)) = two_stage else {
         let base = stage_start(
@@ -725,18 +720,24 @@ pub async fn plan_with<'a>(
         return Err(Error::shape("generate", "condition does not fit the model"));
     };
     let f = pipe.vqvae.config.scale_factor();
+    let mut rec = ctx.recorder();
     let text = TextRows::new(
-        ctx,
+        &mut rec,
         pipe,
         (prompt, negative_prompt),
         b,
         (req.guidance, req.sampler.guidance_schedule),
         (start.grid.1 * f, start.grid.0 * f),
     )?;
+    rec.submit();
     Ok(Plan {
         model: token_model,
         base,
-        super_res: Some(SuperResPlan { pipe, text, start }),
+        super_res: Some(SuperResPlan {
+            stage: sr,
+            text,
+            start,
+        }),
         batch: b,
     })
 }

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Readback, Recorder, Tensor};
 use crate::io::ModelFolder;
 use crate::models::amused::AmusedPipeline;
+use crate::models::amused::super_res::SuperResPipeline;
 use crate::models::clip_text::TextEmbeddings;
 use crate::models::maskgit::{self, MaskGit};
 use crate::models::paella::{self, PaellaPipeline};
@@ -163,33 +164,49 @@ impl Model {
     /// Generation stages: 2 for an aMUSEd folder with a super-resolution stage
     /// (`super_res/`), else 1.
     pub fn stages(&self) -> usize {
+        if self.super_res_stage().is_some() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// A two-stage model's base pipeline and super-resolution stage; `None` for a model of one
+    /// stage.
+    pub(crate) fn super_res_stage(&self) -> Option<(&AmusedPipeline, &SuperResPipeline)> {
         match self {
-            Model::Amused(p) if p.super_res.is_some() => 2,
-            _ => 1,
+            Model::Amused(p) => p.super_res.as_ref().map(|sr| (&**p, sr)),
+            _ => None,
+        }
+    }
+
+    /// The error for a super-resolution `option` or command on a model of one stage.
+    fn one_stage(option: RequestOption) -> Error {
+        Error::Request {
+            option,
+            message: "applies to two-stage models (a base and a super-resolution stage, \
+                      super_res/); this model has one stage"
+                .into(),
         }
     }
 
     /// A two-stage model's super-resolution steps when the user gives none (its
     /// `super_res/tessera.json`'s, else 8); `None` for a model of one stage.
     pub fn default_super_res_steps(&self) -> Option<usize> {
-        match self {
-            Model::Amused(p) => p.super_res.as_ref().map(|sr| {
-                sr.defaults
-                    .steps
-                    .unwrap_or(crate::models::amused::super_res::DEFAULT_STEPS)
-            }),
-            _ => None,
-        }
+        self.super_res_stage().map(|(_, sr)| {
+            sr.defaults
+                .steps
+                .unwrap_or(crate::models::amused::super_res::DEFAULT_STEPS)
+        })
     }
 
     /// The token grid (height, width) a run with `super_res` ends on by default: a two-stage
     /// model's super-resolution grid, or its base grid when the stage is skipped.
     pub fn grid_for(&self, super_res: SuperResOptions) -> (usize, usize) {
+        if let (false, Some((_, sr))) = (super_res.skip, self.super_res_stage()) {
+            return sr.transformer.config.grid();
+        }
         match self {
-            Model::Amused(p) if !super_res.skip && p.super_res.is_some() => p
-                .super_res
-                .as_ref()
-                .map_or((0, 0), |sr| sr.transformer.config.grid()),
             Model::Amused(p) => {
                 let s = p.transformer.config.sample_size;
                 (s, s)
@@ -213,11 +230,7 @@ impl Model {
     /// [`Self::fixed_grid`] for a run with `super_res`: a two-stage model's super-resolution
     /// stage has learned positions of one grid.
     pub fn fixed_grid_for(&self, super_res: SuperResOptions) -> bool {
-        match self {
-            Model::MaskGit(_) => true,
-            Model::Amused(p) => !super_res.skip && p.super_res.is_some(),
-            Model::Paella(_) => false,
-        }
+        matches!(self, Model::MaskGit(_)) || !super_res.skip && self.super_res_stage().is_some()
     }
 
     /// The super-resolution stage's sampler for `req`: the base's kind, guidance schedule and
@@ -228,17 +241,8 @@ impl Model {
     /// # Errors
     /// A model without the stage; a scheduler config naming an unknown schedule.
     pub fn super_res_sampler(&self, req: &Request<'_>) -> Result<SamplerOptions> {
-        let Model::Amused(p) = self else {
-            return Err(Error::Request {
-                option: RequestOption::Stages,
-                message: format!("{} models have one stage", self.family()),
-            });
-        };
-        let Some(sr) = &p.super_res else {
-            return Err(Error::Request {
-                option: RequestOption::Stages,
-                message: "this model has one stage (no super_res/ folder)".into(),
-            });
+        let Some((_, sr)) = self.super_res_stage() else {
+            return Err(Self::one_stage(RequestOption::Stages));
         };
         let seed = req.sampler.seed.wrapping_add(SUPER_RES_SEED_OFFSET);
         let mut o = sr.defaults.sampler_options(req.sampler.kind, seed);
@@ -462,12 +466,7 @@ impl Model {
             } else {
                 RequestOption::SuperResSteps
             };
-            return refuse(
-                option,
-                "applies to two-stage models (a base and a super-resolution stage, super_res/); \
-                 this model has one stage"
-                    .into(),
-            );
+            return Err(Self::one_stage(option));
         }
         if req.super_res.skip && req.super_res.steps.is_some() {
             return refuse(
@@ -681,16 +680,8 @@ impl Model {
         low_res: &[u32],
         prompt: &str,
     ) -> Result<Tensor> {
-        let (Model::Amused(p), 2) = (self, self.stages()) else {
-            return Err(Error::Request {
-                option: RequestOption::Stages,
-                message: "super-res applies to two-stage models (a super_res/ folder); this \
-                          model has one stage"
-                    .into(),
-            });
-        };
-        let Some(sr) = &p.super_res else {
-            return Err(Error::shape("forward", "no super-resolution stage"));
+        let Some((p, sr)) = self.super_res_stage() else {
+            return Err(Self::one_stage(RequestOption::Stages));
         };
         let &[b, h, w] = tokens.shape() else {
             return Err(Error::shape(
@@ -721,15 +712,17 @@ impl Model {
             ));
         }
         let f = p.vqvae.config.scale_factor();
+        let mut rec = ctx.recorder();
         let text = super::TextRows::new(
-            ctx,
+            &mut rec,
             p,
             (prompt, ""),
             b,
             (1.0, Default::default()),
             (w * f, h * f),
         )?;
-        let model = GuidedTransformer::super_res(ctx, p, &text, low_res, lr_grid)?;
+        rec.submit();
+        let model = GuidedTransformer::super_res(ctx, sr, &text, low_res, lr_grid)?;
         let mut rec = ctx.recorder();
         let logits = model.logits(&mut rec, tokens, Step { index: 0, steps: 1 })?;
         rec.submit();
