@@ -156,24 +156,9 @@ pub fn plan(a: &RenderArgs, model: &Model) -> Result<Plan> {
         },
         steps: a.sr_steps,
     };
-    let stages = {
-        let probe = Request {
-            condition: condition(a, model),
-            batch: a.batch,
-            guidance,
-            sampler: opts.clone(),
-            start: Start::Blank(model.grid_for(super_res)),
-            super_res,
-        };
-        // Stage options on a model of one stage are refused by the engine's check below.
-        match model.stages() {
-            2 if !super_res.skip => Some(Stages::Both {
-                super_res_steps: model.super_res_sampler(&probe)?.steps,
-            }),
-            2 => Some(Stages::BaseOnly),
-            _ => None,
-        }
-    };
+    // Stage options on a model of one stage are refused by the engine's check below.
+    let super_res_steps = a.sr_steps.or(model.default_super_res_steps());
+    let stages = Stages::of(model, &super_res, super_res_steps.unwrap_or_default());
     if a.stages == Some(2) && model.stages() == 1 {
         bail!(
             "--stages 2 applies to two-stage models (a super_res/ folder); this model has one stage"
