@@ -1,12 +1,13 @@
 // conv2d_coop: conv2d_gemm's implicit GEMM (one group) on cooperative matrices (tensor cores):
 // per image, out[co, pixel] = bias[co] + Σ_k weight[co, k] · patch[k, pixel] with
 // k = (ci, ky, kx) and the patch gathered from x on the fly (zero outside the image); weights
-// and patch rounded to f16, products accumulated in f32 (16×16×16 tiles, 32-wide subgroups).
+// and patch rounded to f16, products accumulated in f32 (FR×FR×FR fragments, SG-wide
+// subgroups: the cooperative-matrix prelude, shaders.rs CoopShape).
 // Params and bindings come from conv2d_params.wgsl, behind `enable f16; enable
 // wgpu_cooperative_matrix;`.
 //
-// Mapping as in matmul_coop64.wgsl: a workgroup of 128 invocations (four subgroups) owns 64
-// output channels × 64 output pixels, each subgroup a 32×32 quarter as 2×2 accumulators; K is
+// Mapping as in matmul_coop64.wgsl: a workgroup of 128 invocations (128 / SG subgroups) owns 64
+// output channels × 64 output pixels, each subgroup a 2FR×2FR block as 2×2 accumulators; K is
 // walked 32 at a time, the next slice's weights and patch values read into registers while
 // the tensor cores multiply the current one from workgroup memory.
 
@@ -48,15 +49,16 @@ fn conv2d_coop(
     let co_base = wid.y * CC_BM;
     let pix_base = wid.x * CC_BN;
     let bi = wid.z;
-    let sg = li / 32u;
-    let wr = 32u * (sg / 2u);
-    let wc = 32u * (sg % 2u);
+    let sg = li / SG;
+    let per_row = CC_BN / (2u * FR);
+    let wr = 2u * FR * (sg / per_row);
+    let wc = 2u * FR * (sg % per_row);
 
     for (var i = 0u; i < 32u; i++) {
         cc_sh[li + i * CC_THREADS] = 0.0;
     }
     workgroupBarrier();
-    var c00 = coopLoadT<coop_mat16x16<f32, C>>(&cc_sh[0], CC_BN);
+    var c00 = coopLoadT<FragC>(&cc_sh[0], CC_BN);
     var c01 = c00;
     var c10 = c00;
     var c11 = c00;
@@ -83,11 +85,11 @@ fn conv2d_coop(
                 rx[i] = cc_patch(bi, pix_base, k1, li + i * CC_THREADS);
             }
         }
-        for (var kk = 0u; kk < 2u; kk++) {
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&cw_sh[wr * CC_SA + 16u * kk], CC_SA);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&cw_sh[(wr + 16u) * CC_SA + 16u * kk], CC_SA);
-            let b0 = coopLoadT<coop_mat16x16<f16, B>>(&cx_sh[16u * kk * CC_SB + wc], CC_SB);
-            let b1 = coopLoadT<coop_mat16x16<f16, B>>(&cx_sh[16u * kk * CC_SB + wc + 16u], CC_SB);
+        for (var kk = 0u; kk < CC_BK / FR; kk++) {
+            let a0 = coopLoadT<FragA>(&cw_sh[wr * CC_SA + FR * kk], CC_SA);
+            let a1 = coopLoadT<FragA>(&cw_sh[(wr + FR) * CC_SA + FR * kk], CC_SA);
+            let b0 = coopLoadT<FragB>(&cx_sh[FR * kk * CC_SB + wc], CC_SB);
+            let b1 = coopLoadT<FragB>(&cx_sh[FR * kk * CC_SB + wc + FR], CC_SB);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
             c10 = coopMultiplyAdd(a1, b0, c10);
@@ -97,9 +99,9 @@ fn conv2d_coop(
     }
 
     coopStoreT(c00, &cc_sh[wr * CC_BN + wc], CC_BN);
-    coopStoreT(c01, &cc_sh[wr * CC_BN + wc + 16u], CC_BN);
-    coopStoreT(c10, &cc_sh[(wr + 16u) * CC_BN + wc], CC_BN);
-    coopStoreT(c11, &cc_sh[(wr + 16u) * CC_BN + wc + 16u], CC_BN);
+    coopStoreT(c01, &cc_sh[wr * CC_BN + wc + FR], CC_BN);
+    coopStoreT(c10, &cc_sh[(wr + FR) * CC_BN + wc], CC_BN);
+    coopStoreT(c11, &cc_sh[(wr + FR) * CC_BN + wc + FR], CC_BN);
     workgroupBarrier();
 
     let out_base = bi * p.cout * pixels;

@@ -1,6 +1,8 @@
-// Batched matrix multiply on cooperative matrices (tensor cores): f16 × f16 → f32 tiles of
-// 16×16×16, for adapters with `EXPERIMENTAL_COOPERATIVE_MATRIX` that offer that configuration
-// and run subgroups of exactly 32 invocations (NVIDIA). The engine picks it only there.
+// Batched matrix multiply on cooperative matrices (tensor cores): f16 × f16 → f32 fragments of
+// FR×FR×FR, for adapters with `EXPERIMENTAL_COOPERATIVE_MATRIX` that offer that configuration
+// with subgroups of exactly SG invocations (FR, SG and the FragA/FragB/FragC aliases come from
+// the cooperative-matrix prelude, shaders.rs CoopShape: 16 and 32 on NVIDIA, 8 and 8 on
+// lavapipe).
 //
 //   C[b] = act(A[b] · op(B[b]) (+ bias)) (+ residual[b])
 //   A: [M, K] f32 (rounded to f16 on the way in), C and residual: [M, N] f32, bias: [N] f32
@@ -10,24 +12,24 @@
 // Declarations and operand reads come from matmul_params.wgsl, B from a weights_*.wgsl
 // prelude; f32 weights are rounded to f16 too.
 //
-// Mapping: a workgroup is one subgroup of 32 invocations and owns a 32×32 tile of C as four
-// 16×16 f32 accumulators. K is walked in steps of 16: the invocations stage A's 32×16 and B's
-// 16×32 slices in workgroup memory as f16 (zero outside the matrix, so any M, N, K work),
+// Mapping: a workgroup is one subgroup of SG invocations and owns a 2FR×2FR tile of C as four
+// FR×FR f32 accumulators. K is walked in steps of FR: the invocations stage A's 2FR×FR and B's
+// FR×2FR slices in workgroup memory as f16 (zero outside the matrix, so any M, N, K work),
 // load two A and two B matrices from there and do four multiply-adds. At the end the
 // accumulators go through workgroup memory so that the epilogue (bias, activation, residual)
 // and the bounds checks run per element, as in the other matmul kernels.
 
-const TM: u32 = 32u;
-const TN: u32 = 32u;
-const TK: u32 = 16u;
-const THREADS: u32 = 32u;
+const TM: u32 = 2u * FR;
+const TN: u32 = 2u * FR;
+const TK: u32 = FR;
+const THREADS: u32 = SG;
 
 // a_sh[m * TK + k], b_sh[k * TN + n], c_sh[m * TN + n]: row-major.
-var<workgroup> a_sh: array<f16, 512>;
-var<workgroup> b_sh: array<f16, 512>;
-var<workgroup> c_sh: array<f32, 1024>;
+var<workgroup> a_sh: array<f16, TM * TK>;
+var<workgroup> b_sh: array<f16, TK * TN>;
+var<workgroup> c_sh: array<f32, TM * TN>;
 
-@compute @workgroup_size(32, 1, 1)
+@compute @workgroup_size(SG, 1, 1)
 fn matmul_coop16(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
@@ -42,7 +44,7 @@ fn matmul_coop16(
         c_sh[li + i * THREADS] = 0.0;
     }
     workgroupBarrier();
-    var c00 = coopLoadT<coop_mat16x16<f32, C>>(&c_sh[0], TN);
+    var c00 = coopLoadT<FragC>(&c_sh[0], TN);
     var c01 = c00;
     var c10 = c00;
     var c11 = c00;
@@ -69,10 +71,10 @@ fn matmul_coop16(
             b_sh[kl * TN + nl] = f16(b_at(b_base, n, k0 + kl, n < p.n));
         }
         workgroupBarrier();
-        let a0 = coopLoadT<coop_mat16x16<f16, A>>(&a_sh[0], TK);
-        let a1 = coopLoadT<coop_mat16x16<f16, A>>(&a_sh[16u * TK], TK);
-        let b0 = coopLoadT<coop_mat16x16<f16, B>>(&b_sh[0], TN);
-        let b1 = coopLoadT<coop_mat16x16<f16, B>>(&b_sh[16], TN);
+        let a0 = coopLoadT<FragA>(&a_sh[0], TK);
+        let a1 = coopLoadT<FragA>(&a_sh[FR * TK], TK);
+        let b0 = coopLoadT<FragB>(&b_sh[0], TN);
+        let b1 = coopLoadT<FragB>(&b_sh[FR], TN);
         c00 = coopMultiplyAdd(a0, b0, c00);
         c01 = coopMultiplyAdd(a0, b1, c01);
         c10 = coopMultiplyAdd(a1, b0, c10);
@@ -81,9 +83,9 @@ fn matmul_coop16(
     }
 
     coopStoreT(c00, &c_sh[0], TN);
-    coopStoreT(c01, &c_sh[16], TN);
-    coopStoreT(c10, &c_sh[16u * TN], TN);
-    coopStoreT(c11, &c_sh[16u * TN + 16u], TN);
+    coopStoreT(c01, &c_sh[FR], TN);
+    coopStoreT(c10, &c_sh[FR * TN], TN);
+    coopStoreT(c11, &c_sh[FR * TN + FR], TN);
     workgroupBarrier();
 
     let c_base = wid.z * p.c_batch_stride;

@@ -1,6 +1,8 @@
 // Batched matrix multiply on cooperative matrices (tensor cores) with 64×64 workgroup tiles:
-// f16 × f16 → f32 products of 16×16×16, for adapters with `EXPERIMENTAL_COOPERATIVE_MATRIX`
-// that offer that configuration and run subgroups of exactly 32 invocations (NVIDIA).
+// f16 × f16 → f32 products of FR×FR×FR, for adapters with `EXPERIMENTAL_COOPERATIVE_MATRIX`
+// that offer that configuration with subgroups of exactly SG invocations (FR, SG and the
+// FragA/FragB/FragC aliases come from the cooperative-matrix prelude, shaders.rs CoopShape:
+// 16 and 32 on NVIDIA, 8 and 8 on lavapipe).
 //
 //   C[b] = act(A[b] · op(B[b]) (+ bias)) (+ residual[b])
 //   A: [M, K] f32 (rounded to f16 on the way in), C and residual: [M, N] f32, bias: [N] f32
@@ -14,8 +16,8 @@
 // C[m, n] = (v + bias[n]) · act(g + bias[N + n]) (+ residual), v and g the products with B rows
 // n and N + n.
 //
-// Mapping: a workgroup of 128 invocations (four subgroups of 32) owns a 64×64 tile of C; each
-// subgroup owns a 32×32 quarter as 2×2 accumulators of 16×16 (and 2×2 more for the gates). K
+// Mapping: a workgroup of 128 invocations (128 / SG subgroups) owns a 64×64 tile of C; each
+// subgroup owns a 2FR×2FR block as 2×2 accumulators of FR×FR (and 2×2 more for the gates). K
 // is walked 32 at a time: each invocation reads its share of the next A and B slices into
 // registers (vec4 loads) while the tensor cores work on the current one in workgroup memory,
 // so global loads overlap the multiplies. Rows of the workgroup-memory tiles are padded to a
@@ -101,18 +103,18 @@ fn b_store(v: u32, x: vec4<f32>) {
     b_sh[at + 3u] = f16(x.w);
 }
 
-// Columns 16·j.. of op(B) for K rows 16·kk.. of the slice, as a B operand; `gate` picks the
+// Columns FR·j.. of op(B) for K rows FR·kk.. of the slice, as a B operand; `gate` picks the
 // gate rows (TRANS_B only).
-fn b_frag(j: u32, kk: u32, gate: bool) -> coop_mat16x16<f16, B> {
+fn b_frag(j: u32, kk: u32, gate: bool) -> FragB {
     if (TRANS_B) {
-        var r = 16u * j;
+        var r = FR * j;
         if (gate) {
             r += BN;
         }
         // Column-major: element (k, n) at b_sh[n * SB + k].
-        return coopLoad<coop_mat16x16<f16, B>>(&b_sh[r * SB + 16u * kk], SB);
+        return coopLoad<FragB>(&b_sh[r * SB + FR * kk], SB);
     }
-    return coopLoadT<coop_mat16x16<f16, B>>(&b_sh[16u * kk * SBN + 16u * j], SBN);
+    return coopLoadT<FragB>(&b_sh[FR * kk * SBN + FR * j], SBN);
 }
 
 @compute @workgroup_size(128, 1, 1)
@@ -124,10 +126,11 @@ fn matmul_coop64(
     let col0 = wid.x * BN;
     let a_base = wid.z * p.a_batch_stride;
     let b_base = wid.z * p.b_batch_stride;
-    // This invocation's subgroup and the 32×32 quarter of the tile it owns.
-    let sg = li / 32u;
-    let wr = 32u * (sg / 2u);
-    let wc = 32u * (sg % 2u);
+    // This invocation's subgroup and the 2FR×2FR block of the tile it owns.
+    let sg = li / SG;
+    let per_row = BN / (2u * FR);
+    let wr = 2u * FR * (sg / per_row);
+    let wc = 2u * FR * (sg % per_row);
     // B vec4s per slice: 64 rows × 8 (TRANS_B), 128 × 8 gated, 32 × 16 otherwise.
     var b_shares = 4u;
     if (GATED) {
@@ -139,7 +142,7 @@ fn matmul_coop64(
         c_sh[li + i * THREADS] = 0.0;
     }
     workgroupBarrier();
-    var c00 = coopLoadT<coop_mat16x16<f32, C>>(&c_sh[0], BN);
+    var c00 = coopLoadT<FragC>(&c_sh[0], BN);
     var c01 = c00;
     var c10 = c00;
     var c11 = c00;
@@ -175,18 +178,18 @@ fn matmul_coop64(
                 rb[i] = b_load(b_base, col0, k1, li + i * THREADS);
             }
         }
-        for (var kk = 0u; kk < 2u; kk++) {
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&a_sh[wr * SA + 16u * kk], SA);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&a_sh[(wr + 16u) * SA + 16u * kk], SA);
-            let b0 = b_frag(wc / 16u, kk, false);
-            let b1 = b_frag(wc / 16u + 1u, kk, false);
+        for (var kk = 0u; kk < BK / FR; kk++) {
+            let a0 = coopLoadT<FragA>(&a_sh[wr * SA + FR * kk], SA);
+            let a1 = coopLoadT<FragA>(&a_sh[(wr + FR) * SA + FR * kk], SA);
+            let b0 = b_frag(wc / FR, kk, false);
+            let b1 = b_frag(wc / FR + 1u, kk, false);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
             c10 = coopMultiplyAdd(a1, b0, c10);
             c11 = coopMultiplyAdd(a1, b1, c11);
             if (GATED) {
-                let h0 = b_frag(wc / 16u, kk, true);
-                let h1 = b_frag(wc / 16u + 1u, kk, true);
+                let h0 = b_frag(wc / FR, kk, true);
+                let h1 = b_frag(wc / FR + 1u, kk, true);
                 g00 = coopMultiplyAdd(a0, h0, g00);
                 g01 = coopMultiplyAdd(a0, h1, g01);
                 g10 = coopMultiplyAdd(a1, h0, g10);
@@ -197,9 +200,9 @@ fn matmul_coop64(
     }
 
     coopStoreT(c00, &c_sh[wr * BN + wc], BN);
-    coopStoreT(c01, &c_sh[wr * BN + wc + 16u], BN);
-    coopStoreT(c10, &c_sh[(wr + 16u) * BN + wc], BN);
-    coopStoreT(c11, &c_sh[(wr + 16u) * BN + wc + 16u], BN);
+    coopStoreT(c01, &c_sh[wr * BN + wc + FR], BN);
+    coopStoreT(c10, &c_sh[(wr + FR) * BN + wc], BN);
+    coopStoreT(c11, &c_sh[(wr + FR) * BN + wc + FR], BN);
     workgroupBarrier();
 
     let c_base = wid.z * p.c_batch_stride;
@@ -222,9 +225,9 @@ fn matmul_coop64(
     }
     workgroupBarrier();
     coopStoreT(g00, &c_sh[wr * BN + wc], BN);
-    coopStoreT(g01, &c_sh[wr * BN + wc + 16u], BN);
-    coopStoreT(g10, &c_sh[(wr + 16u) * BN + wc], BN);
-    coopStoreT(g11, &c_sh[(wr + 16u) * BN + wc + 16u], BN);
+    coopStoreT(g01, &c_sh[wr * BN + wc + FR], BN);
+    coopStoreT(g10, &c_sh[(wr + FR) * BN + wc], BN);
+    coopStoreT(g11, &c_sh[(wr + FR) * BN + wc + FR], BN);
     workgroupBarrier();
     for (var i = 0u; i < 32u; i++) {
         let e = li + i * THREADS;

@@ -140,7 +140,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut emit = |t: KernelTiming| {
         if !args.json {
             println!(
-                "{:<14} {:<24} {:<4} {:>10.3} ms {:>9.2} GFLOPS",
+                "{:<16} {:<24} {:<4} {:>10.3} ms {:>9.2} GFLOPS",
                 t.name,
                 format!("{:?}", t.shape),
                 t.dtype,
@@ -169,8 +169,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         // aMUSEd-256 shapes with guidance (two rows): 16 heads × 64 over 256 image tokens,
         // self and cross (77 text tokens).
-        emit(bench::attention(&ctx, [2, 16, 256, 256, 64], budget)?);
-        emit(bench::attention(&ctx, [2, 16, 256, 77, 64], budget)?);
+        for shape in [[2, 16, 256, 256, 64], [2, 16, 256, 77, 64]] {
+            emit(bench::attention(&ctx, shape, None, budget)?);
+            for k in bench::other_attention_kernels(&ctx, shape[4]) {
+                emit(bench::attention(&ctx, shape, Some(k), budget)?);
+            }
+        }
         // VQ decoder's widest 3×3 conv at 16×16 and its 128-channel conv at 64×64.
         for shape in [[768, 768, 16], [128, 128, 64]] {
             emit(bench::conv3x3(&ctx, shape, None, budget)?);
@@ -277,7 +281,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "adapter": { "name": ctx.info.name, "backend": format!("{:?}", ctx.info.backend) },
             "pipeline_cache_loaded_bytes": ctx.pipeline_cache_loaded(),
             "kernel_family": format!("{:?}", ctx.kernel_family()),
-            "cooperative_matrix_16": ctx.cooperative_matrix_16(),
+            // The tensor-core kernels' fragment size (16 or 8), null without them.
+            "cooperative_matrix": ctx.cooperative_matrix().map(|s| s.size()),
             // Benchmarking overrides of the kernel choice (TESSERA_MATMUL, TESSERA_CONV).
             "matmul_strategy": MatmulStrategy::forced().map(|s| format!("{s:?}")),
             "conv_strategy": ConvStrategy::forced().map(|s| format!("{s:?}")),

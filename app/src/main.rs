@@ -109,12 +109,17 @@ fn info() -> Result<()> {
         );
     }
     println!(
-        "kernels: {:?} family, 16×16 f16 cooperative-matrix matmul {}",
+        "kernels: {:?} family, tensor-core kernels {}",
         ctx.kernel_family(),
-        if ctx.cooperative_matrix_16() {
-            "on"
-        } else {
-            "off"
+        match ctx.cooperative_matrix() {
+            Some(shape) if ctx.kernel_family() == tessera_engine::gpu::KernelFamily::Tiled => {
+                format!("on ({0}×{0} f16 fragments)", shape.size())
+            }
+            Some(shape) => format!(
+                "available ({0}×{0} f16 fragments) but not chosen for this family",
+                shape.size()
+            ),
+            None => "off".to_owned(),
         }
     );
     println!(

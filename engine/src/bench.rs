@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::gpu::{GpuContext, Profile, Recorder, Tensor, WorkCounts};
 use crate::models::amused::GenerationDefaults;
 use crate::ops;
-use crate::ops::attention::AttentionSpec;
+use crate::ops::attention::{AttentionKernel, AttentionSpec};
 use crate::ops::conv::{Conv2dSpec, ConvStrategy};
 use crate::ops::matmul::{BLayout, Epilogue, MatmulStrategy, Problem};
 use crate::pipeline::{self, Condition, Model, ModelConditioning};
@@ -135,7 +135,11 @@ pub fn other_matmul_strategies(
         layout: BLayout::NK,
         gated,
     };
-    let chosen = MatmulStrategy::choose(ctx.kernel_family(), ctx.cooperative_matrix_16(), &problem);
+    let chosen = MatmulStrategy::choose(
+        ctx.kernel_family(),
+        ctx.cooperative_matrix().is_some(),
+        &problem,
+    );
     MatmulStrategy::ALL
         .into_iter()
         .filter(|s| *s != chosen && s.available(ctx) && s.supports(&problem))
@@ -153,10 +157,12 @@ pub const MODEL_MATMULS: [([usize; 3], bool); 5] = [
     ([154, 768, 3072], false),
 ];
 
-/// Fused attention, `batch × heads` heads of `head_dim` over `lq` queries and `lk` keys.
+/// Fused attention, `batch × heads` heads of `head_dim` over `lq` queries and `lk` keys, by
+/// `kernel` (`None`: the one the engine picks).
 pub fn attention(
     ctx: &GpuContext,
     [batch, heads, lq, lk, head_dim]: [usize; 5],
+    kernel: Option<AttentionKernel>,
     budget: Duration,
 ) -> Result<KernelTiming> {
     let w = heads * head_dim;
@@ -180,11 +186,11 @@ pub fn attention(
     )?;
     let spec = AttentionSpec::new(heads, head_dim);
     let ms = time_it(ctx, budget, |rec| {
-        ops::attention::attention(rec, &q, &k, &v, &spec)
+        ops::attention::attention_with_kernel(rec, &q, &k, &v, &spec, kernel)
     })?;
     let flops = 4.0 * (batch * heads * lq * lk * head_dim) as f64;
     Ok(KernelTiming {
-        name: "attention".into(),
+        name: kernel.map_or_else(|| "attention".into(), |k| format!("attention/{k:?}")),
         shape: vec![batch, heads, lq, lk, head_dim],
         dtype: "f32",
         ms,
@@ -225,10 +231,27 @@ pub fn conv3x3(
     })
 }
 
+/// The attention kernels other than the chosen one that compute `head_dim` on this adapter
+/// (for the kernel table's comparison rows; vec4-aligned layouts).
+pub fn other_attention_kernels(ctx: &GpuContext, head_dim: usize) -> Vec<AttentionKernel> {
+    let chosen = ops::attention::choose_kernel(
+        ctx.kernel_family(),
+        ctx.limits().max_compute_workgroup_storage_size,
+        true,
+        AttentionKernel::Coop.available(ctx, head_dim, true),
+    );
+    AttentionKernel::ALL
+        .into_iter()
+        .filter(|k| {
+            *k != chosen && *k != AttentionKernel::Staged && k.available(ctx, head_dim, true)
+        })
+        .collect()
+}
+
 /// The convolution strategies other than the chosen one (for the kernel table's comparison
 /// rows).
 pub fn other_conv_strategies(ctx: &GpuContext) -> Vec<ConvStrategy> {
-    let chosen = ConvStrategy::choose(ctx.kernel_family(), ctx.cooperative_matrix_16(), 1);
+    let chosen = ConvStrategy::choose(ctx.kernel_family(), ctx.cooperative_matrix().is_some(), 1);
     ConvStrategy::ALL
         .into_iter()
         .filter(|s| *s != chosen && s.supports(1) && s.available(ctx))

@@ -35,6 +35,7 @@ const EMBED: &str = include_str!("../../shaders/embed.wgsl");
 const CONV2D: &str = include_str!("../../shaders/conv2d.wgsl");
 const CONV2D_PARAMS: &str = include_str!("../../shaders/conv2d_params.wgsl");
 const CONV2D_COOP: &str = include_str!("../../shaders/conv2d_coop.wgsl");
+const ATTENTION_COOP: &str = include_str!("../../shaders/attention_coop.wgsl");
 const SAMPLING: &str = include_str!("../../shaders/sampling.wgsl");
 
 /// How matmul reads its B operand (the weights).
@@ -47,6 +48,52 @@ pub enum WeightFormat {
     F16Packed,
 }
 
+/// The cooperative-matrix configuration a tensor-core kernel is compiled for: square f16 × f16 →
+/// f32 fragments of [`size`](Self::size) and subgroups of [`subgroup`](Self::subgroup)
+/// invocations, chosen so that a 128-invocation workgroup holds one 2×2 block of fragments per
+/// subgroup over a 64×64 tile. The kernels name their fragment types `FragA`, `FragB`, `FragC`
+/// and read `FR` (the fragment size) and `SG` (the subgroup width) from a prelude made by
+/// [`CoopShape::prelude`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CoopShape {
+    /// 16×16×16 fragments, 32-wide subgroups (NVIDIA through Vulkan).
+    M16,
+    /// 8×8×8 fragments, 8-wide subgroups (Mesa's lavapipe since 25.x: lets the tensor-core
+    /// kernels be tested on a CPU).
+    M8,
+}
+
+impl CoopShape {
+    pub const ALL: [CoopShape; 2] = [CoopShape::M16, CoopShape::M8];
+
+    /// Fragment size (M = N = K).
+    pub fn size(self) -> u32 {
+        match self {
+            CoopShape::M16 => 16,
+            CoopShape::M8 => 8,
+        }
+    }
+
+    /// The subgroup width the kernels' mapping needs: 128 invocations = (64 / 2·size)²
+    /// subgroups.
+    pub fn subgroup(self) -> u32 {
+        self.size() * self.size() / 8
+    }
+
+    /// The WGSL declarations of `FR`, `SG` and the fragment aliases (after the enable
+    /// directives).
+    pub fn prelude(self) -> String {
+        let f = self.size();
+        format!(
+            "const FR: u32 = {f}u;\nconst SG: u32 = {sg}u;\n\
+             alias FragA = coop_mat{f}x{f}<f16, A>;\n\
+             alias FragB = coop_mat{f}x{f}<f16, B>;\n\
+             alias FragC = coop_mat{f}x{f}<f32, C>;\n",
+            sg = self.subgroup()
+        )
+    }
+}
+
 /// One WGSL module (a kernel family; matmul comes in one module per weight format).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Module {
@@ -54,12 +101,13 @@ pub enum Module {
     /// 64×64 tiles with 8×8 outputs per invocation, for large products on GPUs
     /// (`matmul_tile64.wgsl`).
     MatmulTile64(WeightFormat),
-    /// 16×16×16 f16 cooperative matrices (tensor cores), f32 accumulation
-    /// (`matmul_coop16.wgsl`); needs `EXPERIMENTAL_COOPERATIVE_MATRIX` and `SHADER_F16`.
-    MatmulCoop16(WeightFormat),
-    /// The same cooperative matrices on 64×64 workgroup tiles of four subgroups, vec4 loads
+    /// f16 cooperative matrices (tensor cores), f32 accumulation, one subgroup per 2×2
+    /// fragments (`matmul_coop16.wgsl`); needs `EXPERIMENTAL_COOPERATIVE_MATRIX` and
+    /// `SHADER_F16`.
+    MatmulCoop16(WeightFormat, CoopShape),
+    /// The same cooperative matrices on 64×64 workgroup tiles of 128 invocations, vec4 loads
     /// staged through registers (`matmul_coop64.wgsl`); gated units too.
-    MatmulCoop64(WeightFormat),
+    MatmulCoop64(WeightFormat, CoopShape),
     /// The register-blocked matmul for CPU adapters (`matmul_rows.wgsl`).
     MatmulRows(WeightFormat),
     /// Products of at most 8 rows, split along B's rows and K (`matmul_gemv.wgsl`).
@@ -69,6 +117,13 @@ pub enum Module {
     AttentionFlash,
     /// Attention for CPU adapters (`attention_rows.wgsl`).
     AttentionRows,
+    /// Flash attention whose two products run on cooperative matrices
+    /// (`attention_coop.wgsl`); `wide`: head sizes 65–128 (else ≤ 64), which set the
+    /// workgroup-memory tiles.
+    AttentionCoop {
+        shape: CoopShape,
+        wide: bool,
+    },
     Norm,
     Elementwise,
     Layout,
@@ -76,41 +131,68 @@ pub enum Module {
     Conv2d,
     /// conv2d.wgsl with the implicit GEMM on cooperative matrices (`conv2d_coop.wgsl`); needs
     /// `EXPERIMENTAL_COOPERATIVE_MATRIX` and `SHADER_F16`.
-    Conv2dCoop,
+    Conv2dCoop(CoopShape),
     Sampling,
 }
 
 impl Module {
-    pub const ALL: [Module; 28] = [
-        Module::Matmul(WeightFormat::F32),
-        Module::Matmul(WeightFormat::F16),
-        Module::Matmul(WeightFormat::F16Packed),
-        Module::MatmulTile64(WeightFormat::F32),
-        Module::MatmulTile64(WeightFormat::F16),
-        Module::MatmulTile64(WeightFormat::F16Packed),
-        Module::MatmulCoop16(WeightFormat::F32),
-        Module::MatmulCoop16(WeightFormat::F16),
-        Module::MatmulCoop16(WeightFormat::F16Packed),
-        Module::MatmulCoop64(WeightFormat::F32),
-        Module::MatmulCoop64(WeightFormat::F16),
-        Module::MatmulCoop64(WeightFormat::F16Packed),
-        Module::MatmulRows(WeightFormat::F32),
-        Module::MatmulRows(WeightFormat::F16),
-        Module::MatmulRows(WeightFormat::F16Packed),
-        Module::MatmulGemv(WeightFormat::F32),
-        Module::MatmulGemv(WeightFormat::F16),
-        Module::MatmulGemv(WeightFormat::F16Packed),
-        Module::Attention,
-        Module::AttentionFlash,
-        Module::AttentionRows,
-        Module::Norm,
-        Module::Elementwise,
-        Module::Layout,
-        Module::Embed,
-        Module::Conv2d,
-        Module::Conv2dCoop,
-        Module::Sampling,
-    ];
+    pub const ALL: [Module; 39] = {
+        use CoopShape::{M8, M16};
+        use WeightFormat::{F16, F16Packed, F32};
+        [
+            Module::Matmul(F32),
+            Module::Matmul(F16),
+            Module::Matmul(F16Packed),
+            Module::MatmulTile64(F32),
+            Module::MatmulTile64(F16),
+            Module::MatmulTile64(F16Packed),
+            Module::MatmulCoop16(F32, M16),
+            Module::MatmulCoop16(F16, M16),
+            Module::MatmulCoop16(F16Packed, M16),
+            Module::MatmulCoop16(F32, M8),
+            Module::MatmulCoop16(F16, M8),
+            Module::MatmulCoop16(F16Packed, M8),
+            Module::MatmulCoop64(F32, M16),
+            Module::MatmulCoop64(F16, M16),
+            Module::MatmulCoop64(F16Packed, M16),
+            Module::MatmulCoop64(F32, M8),
+            Module::MatmulCoop64(F16, M8),
+            Module::MatmulCoop64(F16Packed, M8),
+            Module::MatmulRows(F32),
+            Module::MatmulRows(F16),
+            Module::MatmulRows(F16Packed),
+            Module::MatmulGemv(F32),
+            Module::MatmulGemv(F16),
+            Module::MatmulGemv(F16Packed),
+            Module::Attention,
+            Module::AttentionFlash,
+            Module::AttentionRows,
+            Module::AttentionCoop {
+                shape: M16,
+                wide: false,
+            },
+            Module::AttentionCoop {
+                shape: M16,
+                wide: true,
+            },
+            Module::AttentionCoop {
+                shape: M8,
+                wide: false,
+            },
+            Module::AttentionCoop {
+                shape: M8,
+                wide: true,
+            },
+            Module::Norm,
+            Module::Elementwise,
+            Module::Layout,
+            Module::Embed,
+            Module::Conv2d,
+            Module::Conv2dCoop(M16),
+            Module::Conv2dCoop(M8),
+            Module::Sampling,
+        ]
+    };
 
     pub fn name(self) -> &'static str {
         match self {
@@ -120,12 +202,26 @@ impl Module {
             Module::MatmulTile64(WeightFormat::F32) => "matmul_tile64_f32",
             Module::MatmulTile64(WeightFormat::F16) => "matmul_tile64_f16",
             Module::MatmulTile64(WeightFormat::F16Packed) => "matmul_tile64_f16_packed",
-            Module::MatmulCoop16(WeightFormat::F32) => "matmul_coop16_f32",
-            Module::MatmulCoop16(WeightFormat::F16) => "matmul_coop16_f16",
-            Module::MatmulCoop16(WeightFormat::F16Packed) => "matmul_coop16_f16_packed",
-            Module::MatmulCoop64(WeightFormat::F32) => "matmul_coop64_f32",
-            Module::MatmulCoop64(WeightFormat::F16) => "matmul_coop64_f16",
-            Module::MatmulCoop64(WeightFormat::F16Packed) => "matmul_coop64_f16_packed",
+            Module::MatmulCoop16(w, CoopShape::M16) => match w {
+                WeightFormat::F32 => "matmul_coop16_f32",
+                WeightFormat::F16 => "matmul_coop16_f16",
+                WeightFormat::F16Packed => "matmul_coop16_f16_packed",
+            },
+            Module::MatmulCoop16(w, CoopShape::M8) => match w {
+                WeightFormat::F32 => "matmul_coop16_f32_m8",
+                WeightFormat::F16 => "matmul_coop16_f16_m8",
+                WeightFormat::F16Packed => "matmul_coop16_f16_packed_m8",
+            },
+            Module::MatmulCoop64(w, CoopShape::M16) => match w {
+                WeightFormat::F32 => "matmul_coop64_f32",
+                WeightFormat::F16 => "matmul_coop64_f16",
+                WeightFormat::F16Packed => "matmul_coop64_f16_packed",
+            },
+            Module::MatmulCoop64(w, CoopShape::M8) => match w {
+                WeightFormat::F32 => "matmul_coop64_f32_m8",
+                WeightFormat::F16 => "matmul_coop64_f16_m8",
+                WeightFormat::F16Packed => "matmul_coop64_f16_packed_m8",
+            },
             Module::MatmulRows(WeightFormat::F32) => "matmul_rows_f32",
             Module::MatmulRows(WeightFormat::F16) => "matmul_rows_f16",
             Module::MatmulRows(WeightFormat::F16Packed) => "matmul_rows_f16_packed",
@@ -135,12 +231,19 @@ impl Module {
             Module::Attention => "attention",
             Module::AttentionFlash => "attention_flash",
             Module::AttentionRows => "attention_rows",
+            Module::AttentionCoop { shape, wide } => match (shape, wide) {
+                (CoopShape::M16, false) => "attention_coop",
+                (CoopShape::M16, true) => "attention_coop_wide",
+                (CoopShape::M8, false) => "attention_coop_m8",
+                (CoopShape::M8, true) => "attention_coop_wide_m8",
+            },
             Module::Norm => "norm",
             Module::Elementwise => "elementwise",
             Module::Layout => "layout",
             Module::Embed => "embed",
             Module::Conv2d => "conv2d",
-            Module::Conv2dCoop => "conv2d_coop",
+            Module::Conv2dCoop(CoopShape::M16) => "conv2d_coop",
+            Module::Conv2dCoop(CoopShape::M8) => "conv2d_coop_m8",
             Module::Sampling => "sampling",
         }
     }
@@ -163,7 +266,7 @@ impl Module {
                     "{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{MATMUL_PARAMS}\n{TILE8X8}\n{kernel}\n{MATMUL_EPILOGUE}"
                 )
             }
-            Module::MatmulCoop16(w) => {
+            Module::MatmulCoop16(w, shape) => {
                 // Enable directives come before every declaration: the f16 prelude's own
                 // `enable f16;` is dropped for the one here.
                 let prelude = match w {
@@ -173,11 +276,13 @@ impl Module {
                 }
                 .replace("enable f16;", "");
                 format!(
-                    "enable f16;\nenable wgpu_cooperative_matrix;\n{prelude}\n{ACTIVATION}\n\
-                     {MATMUL_IO}\n{MATMUL_PARAMS}\n{MATMUL_COOP16}\n{MATMUL_EPILOGUE}"
+                    "enable f16;\nenable wgpu_cooperative_matrix;\n{coop}\n{prelude}\n\
+                     {ACTIVATION}\n{MATMUL_IO}\n{MATMUL_PARAMS}\n{MATMUL_COOP16}\n\
+                     {MATMUL_EPILOGUE}",
+                    coop = shape.prelude()
                 )
             }
-            Module::MatmulCoop64(w) => {
+            Module::MatmulCoop64(w, shape) => {
                 let prelude = match w {
                     WeightFormat::F32 => WEIGHTS4_F32,
                     WeightFormat::F16 => WEIGHTS4_F16,
@@ -185,8 +290,9 @@ impl Module {
                 }
                 .replace("enable f16;", "");
                 format!(
-                    "enable f16;\nenable wgpu_cooperative_matrix;\n{prelude}\n{ACTIVATION}\n\
-                     {MATMUL_IO}\n{MATMUL_COOP64}\n{MATMUL_EPILOGUE}"
+                    "enable f16;\nenable wgpu_cooperative_matrix;\n{coop}\n{prelude}\n\
+                     {ACTIVATION}\n{MATMUL_IO}\n{MATMUL_COOP64}\n{MATMUL_EPILOGUE}",
+                    coop = shape.prelude()
                 )
             }
             Module::MatmulRows(w) | Module::MatmulGemv(w) => {
@@ -205,13 +311,22 @@ impl Module {
             Module::Attention => format!("{ATTENTION_PARAMS}\n{ATTENTION}"),
             Module::AttentionFlash => format!("{ATTENTION_PARAMS}\n{ATTENTION_FLASH}"),
             Module::AttentionRows => format!("{ATTENTION_PARAMS}\n{ATTENTION_ROWS}"),
+            Module::AttentionCoop { shape, wide } => format!(
+                "enable f16;\nenable wgpu_cooperative_matrix;\n{coop}\nconst DMAX: u32 = {dmax}u;\n\
+                 const BQ: u32 = {bq}u;\n{ATTENTION_PARAMS}\n{ATTENTION_COOP}",
+                coop = shape.prelude(),
+                dmax = if wide { 128 } else { 64 },
+                bq = if wide { 16 } else { 32 },
+            ),
             Module::Norm => NORM.to_owned(),
             Module::Elementwise => format!("{ACTIVATION}\n{ELEMENTWISE}"),
             Module::Layout => LAYOUT.to_owned(),
             Module::Embed => EMBED.to_owned(),
             Module::Conv2d => format!("{TILE8X8}\n{CONV2D_PARAMS}\n{CONV2D}"),
-            Module::Conv2dCoop => format!(
-                "enable f16;\nenable wgpu_cooperative_matrix;\n{CONV2D_PARAMS}\n{CONV2D_COOP}"
+            Module::Conv2dCoop(shape) => format!(
+                "enable f16;\nenable wgpu_cooperative_matrix;\n{coop}\n{CONV2D_PARAMS}\n\
+                 {CONV2D_COOP}",
+                coop = shape.prelude()
             ),
             Module::Sampling => SAMPLING.to_owned(),
         }
@@ -225,9 +340,10 @@ impl Module {
                 | Module::MatmulTile64(WeightFormat::F16)
                 | Module::MatmulRows(WeightFormat::F16)
                 | Module::MatmulGemv(WeightFormat::F16)
-                | Module::MatmulCoop16(_)
-                | Module::MatmulCoop64(_)
-                | Module::Conv2dCoop
+                | Module::MatmulCoop16(..)
+                | Module::MatmulCoop64(..)
+                | Module::AttentionCoop { .. }
+                | Module::Conv2dCoop(_)
         )
     }
 
@@ -236,7 +352,10 @@ impl Module {
     pub fn needs_cooperative_matrix(self) -> bool {
         matches!(
             self,
-            Module::MatmulCoop16(_) | Module::MatmulCoop64(_) | Module::Conv2dCoop
+            Module::MatmulCoop16(..)
+                | Module::MatmulCoop64(..)
+                | Module::AttentionCoop { .. }
+                | Module::Conv2dCoop(_)
         )
     }
 }

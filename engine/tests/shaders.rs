@@ -25,7 +25,10 @@ fn parse(module: Module) -> (naga::Module, naga::valid::ModuleInfo) {
         | Module::MatmulRows(WeightFormat::F16Packed)
         | Module::MatmulGemv(WeightFormat::F16Packed) => Capabilities::SHADER_FLOAT16_IN_FLOAT32,
         // Cooperative matrices exist with the f16 feature on Vulkan and Metal only.
-        Module::MatmulCoop16(_) | Module::MatmulCoop64(_) | Module::Conv2dCoop => {
+        Module::MatmulCoop16(..)
+        | Module::MatmulCoop64(..)
+        | Module::AttentionCoop { .. }
+        | Module::Conv2dCoop(_) => {
             Capabilities::COOPERATIVE_MATRIX
                 | Capabilities::SHADER_FLOAT16
                 | Capabilities::SHADER_FLOAT16_IN_FLOAT32

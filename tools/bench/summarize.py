@@ -62,8 +62,9 @@ def main():
             continue
         name = e["model"]
         model = "default" if name.rstrip("/").endswith("models/emoji") else name
-        who = "tessera" + ("" if not t.get("cooperative_matrix_16") else " (tensor cores)")
-        if t.get("kernel_family") == "Tiled" and not t.get("cooperative_matrix_16"):
+        coop = t.get("cooperative_matrix", t.get("cooperative_matrix_16"))
+        who = "tessera" + ("" if not coop else " (tensor cores)")
+        if t.get("kernel_family") == "Tiled" and not coop:
             who = "tessera (plain WGSL)"
         forced = [f"{k}={t[k]}" for k in ("matmul_strategy", "conv_strategy") if t.get(k)]
         if t.get("shader_checks") not in (None, "Bounds"):

@@ -46,9 +46,10 @@ pub fn device_features(adapter: &wgpu::Adapter) -> (wgpu::Features, wgpu::Experi
 #[allow(unsafe_code)]
 fn experimental_opt_in() -> wgpu::ExperimentalFeatures {
     // SAFETY: wgpu's experimental features may contain bugs with undefined behaviour. The only
-    // one the engine requests is EXPERIMENTAL_COOPERATIVE_MATRIX, used by one kernel
-    // (`shaders/matmul_coop16.wgsl`) that the kernel tests check against a CPU reference on
-    // the adapter before it is chosen, and `TESSERA_KERNELS=tiled` turns it off.
+    // one the engine requests is EXPERIMENTAL_COOPERATIVE_MATRIX, used by the tensor-core
+    // kernels (`shaders/matmul_coop16.wgsl`, `matmul_coop64.wgsl`, `conv2d_coop.wgsl`,
+    // `attention_coop.wgsl`) that the kernel tests check against a CPU reference, and
+    // `TESSERA_KERNELS=tiled` turns it off.
     unsafe { wgpu::ExperimentalFeatures::enabled() }
 }
 
@@ -69,8 +70,8 @@ pub struct GpuContext {
     kernels: KernelFamily,
     /// The adapter's cooperative-matrix configurations (empty without the adapter or feature).
     coop_configs: Vec<wgpu::CooperativeMatrixProperties>,
-    /// Whether `matmul_coop16.wgsl` runs here.
-    coop16: bool,
+    /// The cooperative-matrix shape the tensor-core kernels run with here, if any.
+    coop: Option<crate::shaders::CoopShape>,
     profile: std::sync::Mutex<Option<ProfileState>>,
     /// Dispatches recorded and queue submissions made so far ([`GpuContext::work_counts`]).
     dispatches: std::sync::atomic::AtomicU64,
@@ -193,26 +194,39 @@ impl GpuContext {
             ctx.coop_configs = adapter.cooperative_matrix_properties();
         }
         use wgpu::CooperativeScalarType::{F16, F32};
-        ctx.coop16 = ctx.kernels == KernelFamily::Tiled
-            && ctx.has_f16()
-            && ctx.info.subgroup_min_size == 32
-            && ctx.info.subgroup_max_size == 32
-            && ctx.coop_configs.iter().any(|c| {
-                (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
-                    && c.ab_type == F16
-                    && c.cr_type == F32
-            });
+        let (sub_min, sub_max) = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
+        let has_f16 = ctx.has_f16();
+        let configs = &ctx.coop_configs;
+        ctx.coop = crate::shaders::CoopShape::ALL.into_iter().find(|shape| {
+            let (f, sg) = (shape.size(), shape.subgroup());
+            has_f16
+                && sub_min == sg
+                && sub_max == sg
+                && configs.iter().any(|c| {
+                    (c.m_size, c.n_size, c.k_size) == (f, f, f)
+                        && c.ab_type == F16
+                        && c.cr_type == F32
+                })
+        });
         log::info!(
-            "cooperative matrices: {} configurations, 16×16 f16 kernel {}",
+            "cooperative matrices: {} configurations, tensor-core kernels {}",
             ctx.coop_configs.len(),
-            if ctx.coop16 { "on" } else { "off" }
+            match ctx.coop {
+                Some(shape) => format!("on ({0}×{0} f16 fragments)", shape.size()),
+                None => "off".to_owned(),
+            }
         );
         ctx
     }
 
-    /// Whether the 16×16 f16 cooperative-matrix matmul runs on this device.
-    pub fn cooperative_matrix_16(&self) -> bool {
-        self.coop16
+    /// The cooperative-matrix shape the tensor-core kernels (`Coop16`, `Coop64`, the
+    /// convolution's and attention's) run with on this device: an f16 × f16 → f32
+    /// configuration of that fragment size and subgroups of exactly the width the kernels
+    /// need; `None` without the feature or such a configuration. Whether they are *chosen* is
+    /// up to the kernel family ([`KernelFamily::Tiled`] only): a CPU adapter that has them
+    /// (lavapipe since Mesa 25) runs them only when asked for, in the kernel tests.
+    pub fn cooperative_matrix(&self) -> Option<crate::shaders::CoopShape> {
+        self.coop
     }
 
     /// The adapter's cooperative-matrix configurations (what `tessera info` lists).
@@ -286,7 +300,7 @@ impl GpuContext {
             limits,
             features,
             coop_configs: Vec::new(),
-            coop16: false,
+            coop: None,
         }
     }
 

@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use super::to_u32;
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, KernelFamily, Recorder, Tensor};
-use crate::shaders::{KernelSpec, Module};
+use crate::shaders::{CoopShape, KernelSpec, Module};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -56,10 +56,33 @@ fn flash_spec(head_dim: usize) -> KernelSpec {
     KernelSpec::new(Module::AttentionFlash, "attention_flash").with("D4", (head_dim / 4) as f64)
 }
 
+/// The cooperative-matrix kernel's variant for a head size: narrow (≤ 64: 32 queries per
+/// workgroup) or wide (65–128: 16 queries), and the workgroup memory it declares (the sum of
+/// `attention_coop.wgsl`'s arrays).
+fn coop_variant(shape: CoopShape, head_dim: usize) -> (bool, usize, u32) {
+    let wide = head_dim > 64;
+    let (dmax, bq) = if wide { (128, 16) } else { (64, 32) };
+    let f = shape.size();
+    let bkv = 32;
+    let ds = dmax + 8;
+    let bytes = 2 * (bq * ds + 2 * bkv * ds + bq * (bkv + 8)) + 4 * (bq * dmax + f * f);
+    (wide, bq as usize, bytes)
+}
+
+fn coop_spec(shape: CoopShape, head_dim: usize) -> KernelSpec {
+    let (wide, _, _) = coop_variant(shape, head_dim);
+    KernelSpec::new(Module::AttentionCoop { shape, wide }, "attention_coop")
+        .with("D", head_dim as f64)
+}
+
 pub(crate) fn specs() -> Vec<KernelSpec> {
     let mut v = vec![spec()];
     v.extend((4..=MAX_HEAD_DIM).step_by(4).map(rows_spec));
     v.extend((4..=MAX_HEAD_DIM).step_by(4).map(flash_spec));
+    for shape in CoopShape::ALL {
+        let f = shape.size() as usize;
+        v.extend((f..=MAX_HEAD_DIM).step_by(f).map(|d| coop_spec(shape, d)));
+    }
     v
 }
 
@@ -74,17 +97,62 @@ pub enum AttentionKernel {
     /// `attention.wgsl`: a query per invocation, keys staged in workgroup memory; any head
     /// size, stride and offset (the fallback).
     Staged,
+    /// `attention_coop.wgsl`: flash attention whose two products run on cooperative matrices
+    /// (tensor cores), Q, K, V and the probabilities rounded to f16, scores and softmax in
+    /// f32; 32 queries per workgroup (16 for heads wider than 64). Head sizes that are
+    /// multiples of the fragment size up to 128, vec4-aligned slices, where
+    /// [`GpuContext::cooperative_matrix`](crate::GpuContext::cooperative_matrix) gives a shape
+    /// and the adapter has the workgroup memory.
+    Coop,
+}
+
+impl AttentionKernel {
+    pub const ALL: [AttentionKernel; 4] = [
+        AttentionKernel::Rows,
+        AttentionKernel::Flash,
+        AttentionKernel::Staged,
+        AttentionKernel::Coop,
+    ];
+
+    /// Whether the kernel runs on `ctx` for this head size and layout (`aligned`: head size,
+    /// strides and offsets multiples of 4).
+    pub fn available(self, ctx: &crate::GpuContext, head_dim: usize, aligned: bool) -> bool {
+        let storage = ctx.limits().max_compute_workgroup_storage_size;
+        match self {
+            AttentionKernel::Staged => true,
+            AttentionKernel::Rows => aligned && head_dim <= MAX_HEAD_DIM,
+            AttentionKernel::Flash => {
+                aligned && head_dim <= MAX_HEAD_DIM && storage >= FLASH_WORKGROUP_BYTES
+            }
+            AttentionKernel::Coop => ctx
+                .cooperative_matrix()
+                .is_some_and(|shape| coop_fits(shape, storage, head_dim, aligned)),
+        }
+    }
+}
+
+/// Whether the cooperative-matrix kernel computes this head size and layout with `storage`
+/// bytes of workgroup memory.
+fn coop_fits(shape: CoopShape, storage: u32, head_dim: usize, aligned: bool) -> bool {
+    aligned
+        && head_dim <= MAX_HEAD_DIM
+        && head_dim.is_multiple_of(shape.size() as usize)
+        && coop_variant(shape, head_dim).2 <= storage
 }
 
 /// The kernel [`attention`] uses for this family, adapter and layout: vec4-aligned heads and
-/// slices get the family's fast kernel, anything else the staged one.
+/// slices get the family's fast kernel — on GPUs the cooperative-matrix one where `coop` says
+/// it computes this head size (see [`AttentionKernel::available`]) — anything else the staged
+/// one.
 pub fn choose_kernel(
     family: KernelFamily,
     workgroup_storage: u32,
     aligned: bool,
+    coop: bool,
 ) -> AttentionKernel {
     match family {
         KernelFamily::Cpu if aligned => AttentionKernel::Rows,
+        KernelFamily::Tiled if aligned && coop => AttentionKernel::Coop,
         KernelFamily::Tiled if aligned && workgroup_storage >= FLASH_WORKGROUP_BYTES => {
             AttentionKernel::Flash
         }
@@ -146,6 +214,24 @@ pub fn attention<'a>(
     k: impl Into<Columns<'a>>,
     v: impl Into<Columns<'a>>,
     spec_: &AttentionSpec,
+) -> Result<Tensor> {
+    attention_with_kernel(rec, q, k, v, spec_, None)
+}
+
+/// [`attention`] with the kernel named (`None`: [`choose_kernel`]'s pick), for the kernel
+/// tests and `tessera bench`. Heads wider than [`MAX_HEAD_DIM`] go through matmuls whatever
+/// is named.
+///
+/// # Errors
+/// As [`attention`]; also [`Error::MissingFeature`] or [`Error::Shape`] when the named kernel
+/// does not run on this adapter or does not compute this head size and layout.
+pub fn attention_with_kernel<'a>(
+    rec: &mut Recorder<'_>,
+    q: impl Into<Columns<'a>>,
+    k: impl Into<Columns<'a>>,
+    v: impl Into<Columns<'a>>,
+    spec_: &AttentionSpec,
+    kernel: Option<AttentionKernel>,
 ) -> Result<Tensor> {
     const OP: &str = "attention";
     let (q, k, v) = (q.into(), k.into(), v.into());
@@ -226,15 +312,40 @@ pub fn attention<'a>(
     let aligned = [head_dim, wq, wk, wv, q.offset, k.offset, v.offset]
         .iter()
         .all(|x| x % 4 == 0);
-    let kernel = choose_kernel(
-        rec.kernel_family(),
-        rec.ctx().limits().max_compute_workgroup_storage_size,
-        aligned,
-    );
+    let ctx = rec.ctx();
+    let kernel = match kernel {
+        Some(kernel) if kernel.available(ctx, head_dim, aligned) => kernel,
+        Some(AttentionKernel::Coop) if ctx.cooperative_matrix().is_none() => {
+            return Err(Error::MissingFeature {
+                op: OP,
+                feature: super::COOP_FEATURE,
+            });
+        }
+        Some(kernel) => {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "the {kernel:?} kernel does not compute head size {head_dim} with these \
+                     strides and offsets on this adapter"
+                ),
+            ));
+        }
+        None => choose_kernel(
+            rec.kernel_family(),
+            ctx.limits().max_compute_workgroup_storage_size,
+            aligned,
+            AttentionKernel::Coop.available(ctx, head_dim, aligned),
+        ),
+    };
     let (kernel_spec, per_group) = match kernel {
         AttentionKernel::Rows => (rows_spec(head_dim), ROWS_QUERIES_PER_GROUP),
         AttentionKernel::Flash => (flash_spec(head_dim), FLASH_QUERIES_PER_GROUP),
         AttentionKernel::Staged => (spec(), QUERIES_PER_GROUP),
+        AttentionKernel::Coop => {
+            let shape = ctx.cooperative_matrix().unwrap_or(CoopShape::M16);
+            let (_, bq, _) = coop_variant(shape, head_dim);
+            (coop_spec(shape, head_dim), bq)
+        }
     };
     let groups = [
         u("query blocks", lq.div_ceil(per_group))?,

@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 use super::{WG, chunked, expect_shape, groups_for, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, KernelFamily, Recorder, Tensor};
-use crate::shaders::{KernelSpec, Module};
+use crate::shaders::{CoopShape, KernelSpec, Module};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
@@ -46,11 +46,11 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
     ]
     .into_iter()
     .map(spec)
-    .chain(
-        [(1, 1), (3, 3), (4, 4)]
+    .chain([(1, 1), (3, 3), (4, 4)].into_iter().flat_map(|k| {
+        [gemm_spec(k)]
             .into_iter()
-            .flat_map(|k| [gemm_spec(k), coop_spec(k)]),
-    )
+            .chain(CoopShape::ALL.map(|shape| coop_spec(shape, k)))
+    }))
     .collect()
 }
 
@@ -63,8 +63,8 @@ fn gemm_spec((kh, kw): (usize, usize)) -> KernelSpec {
 
 /// The implicit GEMM on cooperative matrices (`conv2d_coop.wgsl`, a module of its own) for a
 /// `(kh, kw)` kernel.
-fn coop_spec((kh, kw): (usize, usize)) -> KernelSpec {
-    KernelSpec::new(Module::Conv2dCoop, "conv2d_coop")
+fn coop_spec(shape: CoopShape, (kh, kw): (usize, usize)) -> KernelSpec {
+    KernelSpec::new(Module::Conv2dCoop(shape), "conv2d_coop")
         .with("KH", kh as f64)
         .with("KW", kw as f64)
 }
@@ -193,10 +193,10 @@ pub enum ConvStrategy {
     /// `conv2d_gemm`: an implicit GEMM on 64 channel × 64 pixel tiles with 8×8 per invocation
     /// (the 3×3 convolutions of the VQ decoders), for GPUs; one group.
     Gemm,
-    /// `conv2d_coop`: the implicit GEMM on 16×16×16 f16 cooperative matrices (tensor cores)
-    /// with f32 accumulation, weights and patch rounded to f16; where
-    /// [`GpuContext::cooperative_matrix_16`](crate::GpuContext) says the adapter runs it; one
-    /// group.
+    /// `conv2d_coop`: the implicit GEMM on f16 cooperative matrices (tensor cores) with f32
+    /// accumulation, weights and patch rounded to f16; where
+    /// [`GpuContext::cooperative_matrix`](crate::GpuContext::cooperative_matrix) gives a
+    /// shape; one group.
     Coop,
 }
 
@@ -210,7 +210,7 @@ impl ConvStrategy {
 
     /// Whether the adapter runs this kernel at all (cooperative matrices need the feature).
     pub fn available(self, ctx: &crate::GpuContext) -> bool {
-        self != ConvStrategy::Coop || ctx.cooperative_matrix_16()
+        self != ConvStrategy::Coop || ctx.cooperative_matrix().is_some()
     }
 
     /// Whether the kernel computes a convolution with `groups` groups.
@@ -305,16 +305,16 @@ pub fn conv2d_with_strategy(
         )?;
         return Ok(out);
     }
-    let coop = rec.ctx().cooperative_matrix_16();
+    let shape = rec.ctx().cooperative_matrix();
     let strategy = strategy.unwrap_or_else(|| {
         ConvStrategy::forced()
             .filter(|s| s.available(rec.ctx()) && s.supports(g))
-            .unwrap_or_else(|| ConvStrategy::choose(rec.kernel_family(), coop, g))
+            .unwrap_or_else(|| ConvStrategy::choose(rec.kernel_family(), shape.is_some(), g))
     });
     if !strategy.available(rec.ctx()) {
         return Err(Error::MissingFeature {
             op: OP,
-            feature: "EXPERIMENTAL_COOPERATIVE_MATRIX with 16×16 f16 tiles and 32-wide subgroups",
+            feature: super::COOP_FEATURE,
         });
     }
     if !strategy.supports(g) {
@@ -352,7 +352,7 @@ pub fn conv2d_with_strategy(
         )?,
         ConvStrategy::Coop if blocked(64, 64).iter().all(|&n| n <= max) => run_in(
             rec,
-            &coop_spec((kh, kw)),
+            &coop_spec(shape.unwrap_or(CoopShape::M16), (kh, kw)),
             &params,
             x,
             Some((weight, bias)),

@@ -4,10 +4,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{expect_rank, to_u32};
+use super::{COOP_FEATURE, expect_rank, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, KernelFamily, Recorder, Tensor};
-use crate::shaders::{KernelSpec, Module, WeightFormat};
+use crate::shaders::{CoopShape, KernelSpec, Module, WeightFormat};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -58,18 +58,34 @@ fn tile64_spec(format: WeightFormat, trans_b: bool, act: Option<Activation>) -> 
     ungated_spec(Module::MatmulTile64(format), "matmul_tile64", trans_b, act)
 }
 
-fn coop16_spec(format: WeightFormat, trans_b: bool, act: Option<Activation>) -> KernelSpec {
-    ungated_spec(Module::MatmulCoop16(format), "matmul_coop16", trans_b, act)
+fn coop16_spec(
+    format: WeightFormat,
+    shape: CoopShape,
+    trans_b: bool,
+    act: Option<Activation>,
+) -> KernelSpec {
+    ungated_spec(
+        Module::MatmulCoop16(format, shape),
+        "matmul_coop16",
+        trans_b,
+        act,
+    )
 }
 
 fn coop64_spec(
     format: WeightFormat,
+    shape: CoopShape,
     trans_b: bool,
     gated: bool,
     act: Option<Activation>,
 ) -> KernelSpec {
-    ungated_spec(Module::MatmulCoop64(format), "matmul_coop64", trans_b, act)
-        .with("GATED", f64::from(u8::from(gated)))
+    ungated_spec(
+        Module::MatmulCoop64(format, shape),
+        "matmul_coop64",
+        trans_b,
+        act,
+    )
+    .with("GATED", f64::from(u8::from(gated)))
 }
 
 fn gemv_spec(format: WeightFormat, act: Option<Activation>) -> KernelSpec {
@@ -116,13 +132,14 @@ pub enum MatmulStrategy {
     /// `matmul_tile64.wgsl`: 64×64 tiles, 8×8 outputs per invocation (twice the multiply-adds
     /// per workgroup-memory load). Not for gated units.
     Tile64,
-    /// `matmul_coop16.wgsl`: 16×16×16 f16 cooperative matrices (tensor cores) with f32
-    /// accumulation, 32×32 tiles per 32-invocation subgroup; A (and f32 weights) rounded to
-    /// f16. Only where [`GpuContext::cooperative_matrix_16`](crate::GpuContext) says the
-    /// adapter runs it. Not for gated units.
+    /// `matmul_coop16.wgsl`: f16 cooperative matrices (tensor cores) with f32 accumulation,
+    /// one subgroup per 2×2 fragments (32×32 tiles with NVIDIA's 16×16 fragments); A (and f32
+    /// weights) rounded to f16. Only where
+    /// [`GpuContext::cooperative_matrix`](crate::GpuContext::cooperative_matrix) gives a shape.
+    /// Not for gated units.
     Coop16,
-    /// `matmul_coop64.wgsl`: the same 16×16×16 f16 cooperative matrices on 64×64 tiles of
-    /// four subgroups, A and B read as vec4s and staged through registers while the previous
+    /// `matmul_coop64.wgsl`: the same cooperative matrices on 64×64 tiles of 128
+    /// invocations, A and B read as vec4s and staged through registers while the previous
     /// K slice is multiplied. K a multiple of 4; B in `[K, N]` layout needs N a multiple of 4;
     /// gated units with B in `[N, K]` layout.
     Coop64,
@@ -156,10 +173,11 @@ impl MatmulStrategy {
     }
 
     /// Whether the adapter runs this kernel at all (cooperative matrices need the feature,
-    /// the 16×16 f16 configuration and 32-invocation subgroups).
+    /// an f16 configuration and subgroups of the width the kernels need:
+    /// [`GpuContext::cooperative_matrix`](crate::GpuContext::cooperative_matrix)).
     pub fn available(self, ctx: &crate::GpuContext) -> bool {
         match self {
-            MatmulStrategy::Coop16 | MatmulStrategy::Coop64 => ctx.cooperative_matrix_16(),
+            MatmulStrategy::Coop16 | MatmulStrategy::Coop64 => ctx.cooperative_matrix().is_some(),
             _ => true,
         }
     }
@@ -236,11 +254,15 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
             for t in [false, true] {
                 v.push(spec(f, t, false, act));
                 v.push(tile64_spec(f, t, act));
-                v.push(coop16_spec(f, t, act));
-                v.push(coop64_spec(f, t, false, act));
+                for shape in CoopShape::ALL {
+                    v.push(coop16_spec(f, shape, t, act));
+                    v.push(coop64_spec(f, shape, t, false, act));
+                }
             }
             v.push(spec(f, true, true, act));
-            v.push(coop64_spec(f, true, true, act));
+            for shape in CoopShape::ALL {
+                v.push(coop64_spec(f, shape, true, true, act));
+            }
             v.push(rows_spec(f, false, act));
             v.push(gemv_spec(f, act));
             v.push(rows_spec(f, true, act));
@@ -514,18 +536,23 @@ pub fn matmul_with_strategy(
         layout,
         gated: epilogue.gated,
     };
-    let coop = rec.ctx().cooperative_matrix_16();
+    let shape = rec.ctx().cooperative_matrix();
     let strategy = strategy.unwrap_or_else(|| {
         MatmulStrategy::forced()
             .filter(|s| s.available(rec.ctx()) && s.supports(&problem))
-            .unwrap_or_else(|| MatmulStrategy::choose(rec.kernel_family(), coop, &problem))
+            .unwrap_or_else(|| {
+                MatmulStrategy::choose(rec.kernel_family(), shape.is_some(), &problem)
+            })
     });
-    if !strategy.available(rec.ctx()) {
-        return Err(Error::MissingFeature {
-            op: OP,
-            feature: "EXPERIMENTAL_COOPERATIVE_MATRIX with 16×16 f16 tiles and 32-wide subgroups",
-        });
-    }
+    let coop_shape = match (strategy.rounds_to_f16(), shape) {
+        (true, None) => {
+            return Err(Error::MissingFeature {
+                op: OP,
+                feature: COOP_FEATURE,
+            });
+        }
+        (_, shape) => shape.unwrap_or(CoopShape::M16),
+    };
     if !strategy.supports(&problem) {
         return Err(Error::shape(
             OP,
@@ -579,17 +606,26 @@ pub fn matmul_with_strategy(
                 params.batch,
             ],
         ),
-        MatmulStrategy::Coop16 => (
-            coop16_spec(format, layout == BLayout::NK, epilogue.activation),
-            [
-                params.n.div_ceil(TILE),
-                params.m.div_ceil(TILE),
-                params.batch,
-            ],
-        ),
+        MatmulStrategy::Coop16 => {
+            let tile = 2 * coop_shape.size();
+            (
+                coop16_spec(
+                    format,
+                    coop_shape,
+                    layout == BLayout::NK,
+                    epilogue.activation,
+                ),
+                [
+                    params.n.div_ceil(tile),
+                    params.m.div_ceil(tile),
+                    params.batch,
+                ],
+            )
+        }
         MatmulStrategy::Coop64 => (
             coop64_spec(
                 format,
+                coop_shape,
                 layout == BLayout::NK,
                 epilogue.gated,
                 epilogue.activation,

@@ -19,6 +19,10 @@ use crate::shaders::Module;
 /// The strategy an environment variable `var` names among `all` (by its `Debug` name, any case;
 /// empty or unset: none), for the benchmarking overrides `TESSERA_MATMUL` and `TESSERA_CONV`.
 /// A name that matches none is logged and ignored.
+/// What a cooperative-matrix kernel needs, for [`Error::MissingFeature`](crate::Error).
+pub(crate) const COOP_FEATURE: &str = "EXPERIMENTAL_COOPERATIVE_MATRIX with square f16 fragments \
+     and subgroups of the kernels' width (16×16 and 32, or 8×8 and 8)";
+
 pub(crate) fn strategy_from_env<S: Copy + std::fmt::Debug>(var: &str, all: &[S]) -> Option<S> {
     let v = std::env::var(var).ok().filter(|v| !v.is_empty())?;
     let s = all
@@ -94,18 +98,19 @@ pub fn params_size(module: Module) -> usize {
     match module {
         Module::Matmul(_)
         | Module::MatmulTile64(_)
-        | Module::MatmulCoop16(_)
-        | Module::MatmulCoop64(_)
+        | Module::MatmulCoop16(..)
+        | Module::MatmulCoop64(..)
         | Module::MatmulRows(_)
         | Module::MatmulGemv(_) => size_of::<matmul::Params>(),
-        Module::Attention | Module::AttentionFlash | Module::AttentionRows => {
-            size_of::<attention::Params>()
-        }
+        Module::Attention
+        | Module::AttentionFlash
+        | Module::AttentionRows
+        | Module::AttentionCoop { .. } => size_of::<attention::Params>(),
         Module::Norm => size_of::<norm::Params>(),
         Module::Elementwise => size_of::<elementwise::Params>(),
         Module::Layout => size_of::<layout::Params>(),
         Module::Embed => size_of::<embed::Params>(),
-        Module::Conv2d | Module::Conv2dCoop => size_of::<conv::Params>(),
+        Module::Conv2d | Module::Conv2dCoop(_) => size_of::<conv::Params>(),
         Module::Sampling => size_of::<sampling::Params>(),
     }
 }

@@ -133,6 +133,39 @@ fn implicit_gemm_conv_edges() {
     );
 }
 
+/// The tensor-core implicit GEMM (`ConvStrategy::Coop`) on an adapter that has cooperative
+/// matrices (an NVIDIA GPU; lavapipe from Mesa 25 on): tiles of 64 channels × 64 pixels and
+/// K slices of 32 taps, across and off them, 1×1, 3×3 and 4×4 kernels, stride and padding.
+/// `check` runs it beside the other strategies wherever it is available; this test fails on an
+/// adapter without it rather than skipping (`--ignored`: tools/bench/run_device.sh,
+/// tools/dev/coop-lavapipe.sh).
+#[test]
+#[ignore = "needs cooperative matrices (a GPU, or lavapipe ≥ 25: tools/dev/coop-lavapipe.sh)"]
+fn coop_kernels_conv_on_an_adapter_with_cooperative_matrices() {
+    assert!(
+        ConvStrategy::Coop.available(ctx()),
+        "this adapter ({}) has no cooperative matrices the kernels use: {:?}",
+        ctx().info.name,
+        ctx().cooperative_matrix_configs()
+    );
+    check([1, 16, 9, 9], 64, [3, 3], Conv2dSpec::same(1), true, 1500);
+    check([2, 7, 11, 13], 70, [3, 3], Conv2dSpec::same(1), false, 1501);
+    check(
+        [1, 40, 12, 12],
+        130,
+        [1, 1],
+        Conv2dSpec::same(0),
+        true,
+        1502,
+    );
+    let strided = Conv2dSpec {
+        stride: [2, 2],
+        padding: [1, 2, 1, 2],
+        groups: 1,
+    };
+    check([1, 9, 17, 15], 33, [4, 4], strided, true, 1503);
+}
+
 #[test]
 fn conv3x3_same_padding_with_bias() {
     check([2, 5, 7, 9], 6, [3, 3], Conv2dSpec::same(1), true, 1);

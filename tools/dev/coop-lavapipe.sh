@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs the engine's kernel tests — the tensor-core (cooperative-matrix) kernels included — on
+# the CPU, through a newer lavapipe: Mesa's software Vulkan driver offers
+# VK_KHR_cooperative_matrix (8×8×8 f16 fragments, 8-wide subgroups) in Mesa 26 (checked:
+# 26.2.6), but the project machine's Debian bookworm ships 22.3, and the 25.0 of
+# bookworm-backports has no cooperative matrices either. So this script keeps a minimal Debian sid
+# root file system (debootstrap, ~250 MB) with sid's mesa-vulkan-drivers and runs the test
+# binary built on the host inside it (chroot; the host's repository is bind-mounted at the
+# same path). Needs root, debootstrap and the Debian mirror; not part of CI (sid moves).
+#
+#   tools/dev/coop-lavapipe.sh                 # build the kernel tests, run all (ignored too)
+#   tools/dev/coop-lavapipe.sh -- coop_kernels # pass arguments to the test binary instead
+#   tools/dev/coop-lavapipe.sh --info          # `tessera info` there (needs a built binary)
+#   tools/dev/coop-lavapipe.sh --setup         # only make the root file system (exit 1: could not)
+#
+# Environment: SID_ROOT (/work/sid), MIRROR (http://deb.debian.org/debian).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+SID_ROOT=${SID_ROOT:-/work/sid}
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+
+if [ ! -e "$SID_ROOT/usr/lib/x86_64-linux-gnu/libvulkan_lvp.so" ]; then
+  command -v debootstrap > /dev/null || apt-get install -y -q debootstrap > /dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -q debootstrap > /dev/null; }
+  echo "setting up $SID_ROOT (Debian sid with mesa-vulkan-drivers)…" >&2
+  debootstrap --variant=minbase --include=libvulkan1,mesa-vulkan-drivers sid "$SID_ROOT" "$MIRROR" \
+    > "$SID_ROOT.debootstrap.log" 2>&1 || { tail -20 "$SID_ROOT.debootstrap.log" >&2; exit 1; }
+fi
+# The repository goes in read-only and both mounts come out again on exit, so that removing
+# the root file system can never reach the repository.
+mkdir -p "$SID_ROOT$ROOT" "$SID_ROOT/proc"
+unmount() {
+  umount "$SID_ROOT$ROOT" 2> /dev/null || true
+  umount "$SID_ROOT/proc" 2> /dev/null || true
+}
+trap unmount EXIT
+mountpoint -q "$SID_ROOT/proc" || mount --bind /proc "$SID_ROOT/proc"
+if ! mountpoint -q "$SID_ROOT$ROOT"; then
+  mount --bind "$ROOT" "$SID_ROOT$ROOT"
+  mount -o remount,bind,ro "$SID_ROOT$ROOT"
+fi
+in_sid() { chroot "$SID_ROOT" env XDG_RUNTIME_DIR=/tmp WGPU_BACKEND=vulkan bash -c "cd '$ROOT' && $*"; }
+
+if [ "${1:-}" = --setup ]; then
+  in_sid "true"
+  exit
+fi
+if [ "${1:-}" = --info ]; then
+  in_sid target/release/tessera info
+  exit
+fi
+cd "$ROOT"
+cargo build --release -p tessera-engine --tests 2>&1 | grep -E "^(error|warning)" || true
+KT=$(ls -t target/release/deps/kernels-* | grep -v '\.d$' | head -1)
+[ "${1:-}" = -- ] && shift
+if [ $# -eq 0 ]; then
+  set -- --include-ignored --test-threads 2
+fi
+echo "lavapipe: $(strings "$SID_ROOT/usr/lib/x86_64-linux-gnu/libvulkan_lvp.so" | grep -m1 -o 'Mesa [0-9][0-9.]*' || echo '?')" >&2
+in_sid "$KT $*"
