@@ -8,10 +8,14 @@
 # binary built on the host inside it (chroot; the host's repository is bind-mounted at the
 # same path). Needs root, debootstrap and the Debian mirror; not part of CI (sid moves).
 #
-#   tools/dev/coop-lavapipe.sh                 # build the kernel tests, run all (ignored too)
-#   tools/dev/coop-lavapipe.sh -- coop_kernels # pass arguments to the test binary instead
+#   tools/dev/coop-lavapipe.sh                 # build the tests; run every kernel test (ignored
+#                                              # too) and the embedded model on the tensor-core
+#                                              # path (tests/default_model.rs, ignored test)
+#   tools/dev/coop-lavapipe.sh -- coop_kernels # pass arguments to the kernel-test binary instead
 #   tools/dev/coop-lavapipe.sh --info          # `tessera info` there (needs a built binary)
 #   tools/dev/coop-lavapipe.sh --setup         # only make the root file system (exit 1: could not)
+#   tools/dev/coop-lavapipe.sh --run 'CMD'     # CMD there, from the repository (read-only; write
+#                                              # to /tmp, which is the root's own)
 #
 # Environment: SID_ROOT (/work/sid), MIRROR (http://deb.debian.org/debian).
 set -euo pipefail
@@ -45,16 +49,25 @@ if [ "${1:-}" = --setup ]; then
   in_sid "true"
   exit
 fi
+if [ "${1:-}" = --run ]; then
+  in_sid "$2"
+  exit
+fi
 if [ "${1:-}" = --info ]; then
   in_sid target/release/tessera info
   exit
 fi
 cd "$ROOT"
-cargo build --release -p tessera-engine --tests 2>&1 | grep -E "^(error|warning)" || true
-KT=$(ls -t target/release/deps/kernels-* | grep -v '\.d$' | head -1)
-[ "${1:-}" = -- ] && shift
-if [ $# -eq 0 ]; then
-  set -- --include-ignored --test-threads 2
-fi
+cargo build --release -p tessera-engine -p tessera --tests 2>&1 | grep -E "^(error|warning)" || true
+newest() { ls -t target/release/deps/"$1"-* | grep -v '\.d$' | head -1; }
+KT=$(newest kernels)
 echo "lavapipe: $(strings "$SID_ROOT/usr/lib/x86_64-linux-gnu/libvulkan_lvp.so" | grep -m1 -o 'Mesa [0-9][0-9.]*' || echo '?')" >&2
-in_sid "$KT $*"
+if [ "${1:-}" = -- ]; then
+  shift
+  in_sid "$KT $*"
+  exit
+fi
+# Every kernel test (the cooperative-matrix ones included), then the embedded model end to end
+# on the tensor-core path (TESSERA_KERNELS=coop) against diffusers' fixtures and the plain kernels.
+in_sid "$KT --include-ignored --test-threads 2"
+in_sid "$(newest default_model) --ignored tensor_cores"

@@ -17,7 +17,7 @@ pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::PIPELINE_CACHE);
 
 /// Cooperative matrices (tensor cores): an experimental wgpu feature, requested where the
-/// adapter has it unless `TESSERA_KERNELS` names a family (`tiled` or `cpu`).
+/// adapter has it unless `TESSERA_KERNELS` is `tiled` or `cpu` (plain WGSL kernels).
 pub const COOPERATIVE_FEATURES: wgpu::Features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
 
 /// The features a device for the engine should be created with on `adapter` (what it has of
@@ -106,14 +106,19 @@ pub enum KernelFamily {
 }
 
 impl KernelFamily {
-    /// `TESSERA_KERNELS=tiled|cpu` overrides the choice made from the adapter type.
+    /// `TESSERA_KERNELS=tiled|cpu` overrides the choice made from the adapter type (both
+    /// without cooperative matrices); `coop` is the Tiled family with them where the adapter
+    /// has them — what a GPU gets by default, also on a software adapter that has them
+    /// (lavapipe ≥ 26), to check the tensor-core path end to end on a CPU.
     fn choose(info: &wgpu::AdapterInfo) -> Self {
         match std::env::var("TESSERA_KERNELS").ok().as_deref() {
-            Some("tiled") => KernelFamily::Tiled,
+            Some("tiled" | "coop") => KernelFamily::Tiled,
             Some("cpu") => KernelFamily::Cpu,
             other => {
                 if let Some(v) = other.filter(|v| !v.is_empty()) {
-                    log::warn!("TESSERA_KERNELS={v:?} is not tiled or cpu; choosing by adapter");
+                    log::warn!(
+                        "TESSERA_KERNELS={v:?} is not tiled, coop or cpu; choosing by adapter"
+                    );
                 }
                 if is_software_adapter(info) {
                     KernelFamily::Cpu
