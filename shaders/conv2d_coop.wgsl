@@ -33,10 +33,23 @@ fn cc_weight(co_base: u32, k0: u32, kdim: u32, e: u32) -> f32 {
     return 0.0;
 }
 
-// Patch element of the i-th share: neighbouring invocations take neighbouring output pixels
-// of one tap.
-fn cc_patch(bi: u32, pix_base: u32, k0: u32, e: u32) -> f32 {
-    return patch_at(bi, k0 + e / CC_BN, pix_base + e % CC_BN);
+// Patch element k = (ci, ky, kx) of the i-th share. Neighbouring invocations take
+// neighbouring output pixels of one tap, and an invocation's pixel is the same in every share
+// of every slice (li % CC_BN: CC_THREADS is a multiple of CC_BN), so its top-left input
+// coordinates (iy0, ix0) are worked out once, and only divisions by the constant kernel size
+// are left per element. `pixel_ok`: the pixel is inside the output.
+fn cc_patch(bi: u32, k: u32, kdim: u32, iy0: i32, ix0: i32, pixel_ok: bool) -> f32 {
+    if (pixel_ok && k < kdim) {
+        let taps = KH * KW;
+        let ci = k / taps;
+        let t = k % taps;
+        let iy = iy0 + i32(t / KW);
+        let ix = ix0 + i32(t % KW);
+        if (iy >= 0 && ix >= 0 && u32(iy) < p.h && u32(ix) < p.w) {
+            return x[((bi * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+        }
+    }
+    return 0.0;
 }
 
 @compute @workgroup_size(128, 1, 1)
@@ -63,12 +76,21 @@ fn conv2d_coop(
     var c10 = c00;
     var c11 = c00;
 
+    // This invocation's output pixel (the same in every share) and its first tap's input
+    // coordinates; its i-th patch share is tap row li / CC_BN + i · (CC_THREADS / CC_BN).
+    let q = pix_base + li % CC_BN;
+    let pixel_ok = q < pixels;
+    let iy0 = i32((q / p.ow) * p.stride_h) - i32(p.pad_top);
+    let ix0 = i32((q % p.ow) * p.stride_w) - i32(p.pad_left);
+    let tap0 = li / CC_BN;
+    let tap_step = CC_THREADS / CC_BN;
+
     // 64 × 32 weights and 32 × 64 patch values per slice: 16 of each per invocation.
     var rw: array<f32, 16>;
     var rx: array<f32, 16>;
     for (var i = 0u; i < 16u; i++) {
         rw[i] = cc_weight(co_base, 0u, kdim, li + i * CC_THREADS);
-        rx[i] = cc_patch(bi, pix_base, 0u, li + i * CC_THREADS);
+        rx[i] = cc_patch(bi, tap0 + i * tap_step, kdim, iy0, ix0, pixel_ok);
     }
 
     for (var k0 = 0u; k0 < kdim; k0 += CC_BK) {
@@ -82,7 +104,7 @@ fn conv2d_coop(
         if (k1 < kdim) {
             for (var i = 0u; i < 16u; i++) {
                 rw[i] = cc_weight(co_base, k1, kdim, li + i * CC_THREADS);
-                rx[i] = cc_patch(bi, pix_base, k1, li + i * CC_THREADS);
+                rx[i] = cc_patch(bi, k1 + tap0 + i * tap_step, kdim, iy0, ix0, pixel_ok);
             }
         }
         for (var kk = 0u; kk < CC_BK / FR; kk++) {
