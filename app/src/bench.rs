@@ -151,6 +151,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         timings.push(t);
     };
     if !args.no_kernels {
+        emit(bench::dispatch_host(&ctx)?);
         for &n in &args.sizes {
             emit(bench::matmul(&ctx, [n; 3], false, false, None, budget)?);
             emit(bench::matmul(&ctx, [n; 3], false, true, None, budget)?);

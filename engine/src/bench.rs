@@ -157,6 +157,38 @@ pub const MODEL_MATMULS: [([usize; 3], bool); 5] = [
     ([154, 768, 3072], false),
 ];
 
+/// Host time per dispatch: 2000 dispatches of a 64-element kernel recorded into one
+/// recorder (each reading the previous one's output) and submitted, without waiting for the
+/// GPU; the best of three rounds after a warm-up, in ms per dispatch (row `dispatch-host`).
+/// What recording costs the CPU apart from the kernels (pipeline lookup, parameters, bind
+/// group, buffer for the output), which a GPU step pays ~100–350 times.
+pub fn dispatch_host(ctx: &GpuContext) -> Result<KernelTiming> {
+    const N: usize = 2000;
+    let x = Tensor::from_f32(ctx, "bench.x", &[64], &pseudo_random(64, 8))?;
+    let mut best = f64::INFINITY;
+    for round in 0..4 {
+        let t = Instant::now();
+        let mut rec = ctx.recorder();
+        let mut y = x.clone();
+        for _ in 0..N {
+            y = ops::elementwise::scale(&mut rec, &y, 1.0)?;
+        }
+        rec.submit();
+        let ms = t.elapsed().as_secs_f64() * 1e3 / N as f64;
+        ctx.wait_idle();
+        if round > 0 {
+            best = best.min(ms);
+        }
+    }
+    Ok(KernelTiming {
+        name: "dispatch-host".into(),
+        shape: vec![N],
+        dtype: "f32",
+        ms: best,
+        gflops: 0.0,
+    })
+}
+
 /// Fused attention, `batch × heads` heads of `head_dim` over `lq` queries and `lk` keys, by
 /// `kernel` (`None`: the one the engine picks).
 pub fn attention(

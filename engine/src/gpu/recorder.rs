@@ -30,6 +30,75 @@ pub struct Recorder<'a> {
     /// submitted: an op's intermediate tensors drop before submission, and another thread
     /// sharing the context must not get their buffers and submit writes to them first.
     held: Vec<Arc<PooledBuffer>>,
+    /// The dispatches' uniform parameters, packed into a few buffers.
+    uniforms: UniformArena,
+}
+
+/// The `Params` of many dispatches in one uniform buffer (a new one every [`ARENA_BYTES`]), at
+/// offsets aligned to the adapter's `min_uniform_buffer_offset_alignment`, written with one
+/// `write_buffer` per buffer before the commands that read them are submitted — instead of a
+/// buffer and a write per dispatch (host time that showed on the H200's text stage and costs
+/// a JavaScript call each in the browser).
+#[derive(Default)]
+struct UniformArena {
+    chunks: Vec<ArenaChunk>,
+}
+
+struct ArenaChunk {
+    buffer: wgpu::Buffer,
+    data: Vec<u8>,
+    /// Bytes of `data` already written to `buffer`.
+    written: usize,
+}
+
+/// Size of one arena buffer: 256 dispatches at the usual 256-byte alignment.
+const ARENA_BYTES: u64 = 64 * 1024;
+
+impl UniformArena {
+    /// Places `params` and returns the buffer and offset to bind it at.
+    fn push(&mut self, device: &wgpu::Device, align: u64, params: &[u8]) -> (usize, u64) {
+        let size = (params.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        let fits = self.chunks.last().map(|c| {
+            let at = (c.data.len() as u64).next_multiple_of(align);
+            (at + size <= ARENA_BYTES).then_some(at)
+        });
+        let at = match fits.flatten() {
+            Some(at) => at,
+            None => {
+                self.chunks.push(ArenaChunk {
+                    buffer: device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("tessera params"),
+                        size: ARENA_BYTES.max(size),
+                        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    }),
+                    data: Vec::new(),
+                    written: 0,
+                });
+                0
+            }
+        };
+        let chunk = self.chunks.len() - 1;
+        let data = &mut self.chunks[chunk].data;
+        data.resize(at as usize, 0);
+        data.extend_from_slice(params);
+        data.resize((at + size) as usize, 0);
+        (chunk, at)
+    }
+
+    /// Writes what is not written yet (before a submission); chunks that are full and written
+    /// are dropped (wgpu keeps them alive until the commands using them are done).
+    fn write(&mut self, queue: &wgpu::Queue) {
+        for c in &mut self.chunks {
+            if c.written < c.data.len() {
+                queue.write_buffer(&c.buffer, c.written as u64, &c.data[c.written..]);
+                c.written = c.data.len();
+            }
+        }
+        let last = self.chunks.pop();
+        self.chunks.clear();
+        self.chunks.extend(last);
+    }
 }
 
 /// Dispatches (pairs of timestamps) per query set.
@@ -56,6 +125,7 @@ impl GpuContext {
             placeholder: None,
             family: self.kernel_family(),
             held: Vec::new(),
+            uniforms: UniformArena::default(),
             profile: self.profile_clock().map(|clock| RecorderProfile {
                 clock,
                 sets: Vec::new(),
@@ -110,15 +180,11 @@ impl<'a> Recorder<'a> {
         self.ctx.check_device()?;
         let device = &self.ctx.device;
         let pipeline = self.ctx.pipelines.get(device, spec);
-        // Not `create_buffer_init`: its mapping panics on a lost device, `write_buffer` reports
-        // through the error handler (and lands before this recorder's commands run).
-        let uniform = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("tessera params"),
-            size: (params.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        self.ctx.queue.write_buffer(&uniform, 0, params);
+        // Written by `write_buffer` at submission (not mapped at creation: mapping panics on a
+        // lost device, `write_buffer` reports through the error handler), which lands before
+        // this recorder's commands run.
+        let align = u64::from(self.ctx.limits().min_uniform_buffer_offset_alignment);
+        let (chunk, offset) = self.uniforms.push(device, align, params);
         if self.placeholder.is_none() && bindings.iter().any(|(_, b)| matches!(b, Binding::Unused))
         {
             self.placeholder = Some(device.create_buffer(&wgpu::BufferDescriptor {
@@ -131,7 +197,13 @@ impl<'a> Recorder<'a> {
         let max_binding = self.ctx.limits().max_storage_buffer_binding_size;
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
-            resource: uniform.as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.uniforms.chunks[chunk].buffer,
+                offset,
+                size: wgpu::BufferSize::new(
+                    (params.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT),
+                ),
+            }),
         }];
         for (index, b) in bindings {
             let buffer = match b {
@@ -330,6 +402,7 @@ impl<'a> Recorder<'a> {
     /// buffers those commands held (they are on the queue now).
     fn submit_recorded(&mut self) {
         self.pass = None;
+        self.uniforms.write(&self.ctx.queue);
         let encoder = std::mem::replace(
             &mut self.encoder,
             self.ctx
@@ -345,6 +418,7 @@ impl<'a> Recorder<'a> {
     /// Submits everything recorded.
     pub fn submit(mut self) -> wgpu::SubmissionIndex {
         self.pass = None;
+        self.uniforms.write(&self.ctx.queue);
         match self.profile.take() {
             Some(p) if !p.labels.is_empty() => self.submit_timed(p),
             _ => self.ctx.submit_commands([self.encoder.finish()]),
