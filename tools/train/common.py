@@ -284,3 +284,32 @@ def add_budget_args(ap):
     ap.add_argument("--finish-minutes", type=float, default=0.0,
                     help="hard limit: after this many minutes of training, the current step becomes the last one "
                          "(final weights and results written as usual; unlike --max-minutes, no exit 3)")
+
+
+class Prefetcher:
+    """Makes training batches one step ahead on a worker thread, so that the CPU work of step
+    s + 1 (index draws, masking, captions, pinned copies) overlaps the kernel launches of step s
+    instead of following them (the GPU loop is bound by the Python side). `make(step)` must
+    depend on `step` alone (seeded per step), so the batches are the same as made inline.
+
+        pf = Prefetcher(make, first_step, last_step)
+        batch = pf.get(step)   # make(step), and starts make(step + 1)
+    """
+
+    def __init__(self, make, first: int, end: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.make, self.end = make, end
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches")
+        self.next = (first, self.pool.submit(make, first)) if first < end else None
+
+    def get(self, step: int):
+        if self.next is not None and self.next[0] == step:
+            batch = self.next[1].result()
+        else:  # a step out of order (not expected): made inline
+            batch = self.make(step)
+        self.next = (step + 1, self.pool.submit(self.make, step + 1)) if step + 1 < self.end else None
+        return batch
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)

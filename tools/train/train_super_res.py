@@ -64,6 +64,7 @@ import torch.nn.functional as F
 
 from common import (
     DATA_DIR,
+    Prefetcher,
     MAX_LEN,
     RUNS_DIR,
     HERE,
@@ -443,16 +444,21 @@ def train_stage(args):
             "text_encoder_sha256": te_sha, "base": str(args.base), "vq": cache["vq"],
         })
 
+    def new_sampler(batch: int):
+        if args.per_group > 0:
+            return GroupSampler(train_idx, [r["group"] for r in records], batch, args.seed, args.per_group)
+        return Sampler(train_idx, batch, args.seed)
+
+    sampler = new_sampler(args.batch)
     if args.per_group > 0:
-        sampler = GroupSampler(train_idx, [r["group"] for r in records], args.batch, args.seed, args.per_group)
         log(f"balanced sampling: {sampler.epoch_len} images per epoch (at most {args.per_group} per emoji)", log_path)
-    else:
-        sampler = Sampler(train_idx, args.batch, args.seed)
     prog = Progress(args.steps, step, log_path)
     t_start = last_ckpt = time.time()
     budget = StepBudget(args, prog, device, log_path, t_start)  # --budget-minutes / --finish-minutes
     acc = {"loss": 0.0, "acc": 0.0, "n": 0}
-    while step < args.steps:
+    def make_batch(step: int):
+        """Step `step`'s batch (seeded by the step alone): captions, targets, inputs, weights,
+        low-res tokens."""
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         bidx = sampler.batch_indices(step)
         cap_rng = random.Random(args.seed * 7919 + step)
@@ -460,20 +466,39 @@ def train_stage(args):
         tok = torch.from_numpy(hi[bidx].astype(np.int64)).reshape(len(bidx), -1)
         inp, w = corrupt(tok, g, mask_id, codebook, args.paella)
         low = noisy_low_res(torch.from_numpy(lo[bidx].astype(np.int64)), g, args.low_res_noise, codebook)
-        tok, inp, w, low = (to_device(t, device) for t in (tok, inp, w, low))
+        return (captions, *(to_device(t, device) for t in (tok, inp, w, low)))
+
+    batches = Prefetcher(make_batch, step, args.steps)
+    while step < args.steps:
+        captions, tok, inp, w, low = batches.get(step)
         lr = cosine_lr(step, args.steps, args.lr, args.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
 
-        cond = text(captions)
-        with amp_context(amp, device):
-            logits = sr_forward(model, inp, low, cond, micro_conds_for(px, len(bidx), device), hw)
-        ce = F.cross_entropy(logits.float().reshape(-1, codebook), tok.reshape(-1), reduction="none").view_as(w)
-        loss = (ce * w).sum() / w.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        try:
+            cond = text(captions)
+            with amp_context(amp, device):
+                logits = sr_forward(model, inp, low, cond, micro_conds_for(px, len(captions), device), hw)
+            ce = F.cross_entropy(logits.float().reshape(-1, codebook), tok.reshape(-1), reduction="none").view_as(w)
+            loss = (ce * w).sum() / w.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+        except torch.OutOfMemoryError:
+            # A batch too large for this GPU's memory in the first steps: half of it, same
+            # steps and schedule (the step budget is measured later, on steps 20-60).
+            if step > prog.start_step + 5 or args.batch <= 32:
+                raise
+            logits = ce = loss = None
+            opt.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            args.batch //= 2
+            log(f"out of GPU memory at batch {2 * args.batch}: going on at batch {args.batch}", log_path)
+            sampler = new_sampler(args.batch)
+            batches.close()
+            batches = Prefetcher(make_batch, step, args.steps)
+            continue
         step += 1
         ema_update((ema,), (model,), min(args.ema, (1 + step) / (10 + step)))
         prog.tick(step)
@@ -499,6 +524,7 @@ def train_stage(args):
             last_ckpt = time.time()
         stop_early_if_asked(args, step, prog.start_step, t_start, checkpoint, log_path)
 
+    batches.close()
     checkpoint()
     copy.deepcopy(ema).cpu().save_pretrained(args.out / "final")
     held = evaluate(ema, text, hi, lo, records, held_idx, mask_id, px, amp=amp) if len(held_idx) else {}

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from common import (
+    Prefetcher,
     add_budget_args,
     StepBudget,
     stop_early_if_asked,
@@ -197,8 +198,11 @@ def corrupt(tokens: torch.Tensor, g: torch.Generator, mask_id: int, codebook: in
     u = torch.rand(b, generator=g)
     ratio = torch.cos(u * math.pi / 2)
     n_corrupt = (ratio * n).ceil().clamp(1, n).long()
-    ranks = torch.rand(b, n, generator=g).argsort(1).argsort(1)
-    sel = ranks < n_corrupt[:, None]
+    # The n_corrupt positions with the smallest draws (one sort; the same selection as ranking
+    # the draws, argsort().argsort() < n_corrupt, bar exact ties).
+    r = torch.rand(b, n, generator=g)
+    kth = r.sort(1).values.gather(1, (n_corrupt - 1)[:, None])
+    sel = r <= kth
     paella = torch.rand(b, generator=g) < p_paella
     rand_tok = torch.randint(0, codebook, (b, n), generator=g)
     fill = torch.where(paella[:, None], rand_tok, torch.full_like(tokens, mask_id))
@@ -234,7 +238,11 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def forward(te, tr, caption_ids: CaptionIds, captions: list[str], inp: torch.Tensor, hw: int):
-    ids = to_device(caption_ids(captions), inp.device)
+    return forward_ids(te, tr, to_device(caption_ids(captions), inp.device), inp, hw)
+
+
+def forward_ids(te, tr, ids: torch.Tensor, inp: torch.Tensor, hw: int):
+    """forward() with the captions already tokenized (ids [B, MAX_LEN] on inp's device)."""
     pooled, hidden = encode_text(te, ids)
     micro = torch.tensor([MICRO_CONDS], dtype=hidden.dtype, device=inp.device).expand(inp.shape[0], -1)
     logits = tr(inp.view(-1, hw, hw), micro_conds=micro, pooled_text_emb=pooled, encoder_hidden_states=hidden)
@@ -460,17 +468,21 @@ def main():
             },
         )
 
+    def new_sampler(batch: int):
+        if args.per_group > 0:
+            return GroupSampler(train_idx, [r["group"] for r in records], batch, args.seed, args.per_group)
+        return Sampler(train_idx, batch, args.seed)
+
+    sampler = new_sampler(args.batch)
     if args.per_group > 0:
-        sampler = GroupSampler(train_idx, [r["group"] for r in records], args.batch, args.seed, args.per_group)
         log(f"balanced sampling: {sampler.epoch_len} images per epoch (at most {args.per_group} per emoji)", log_path)
-    else:
-        sampler = Sampler(train_idx, args.batch, args.seed)
     prog = Progress(args.steps, step, log_path)
     t_start = last_ckpt = time.time()
     budget = StepBudget(args, prog, device, log_path, t_start)  # --budget-minutes / --finish-minutes
     acc = {"loss": 0.0, "acc": 0.0, "n": 0}
     te.train(), tr.train()
-    while step < args.steps:
+    def make_batch(step: int):
+        """Step `step`'s batch (seeded by the step alone): caption ids, targets, inputs, weights."""
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         bidx = sampler.batch_indices(step)
         cap_rng = random.Random(args.seed * 7919 + step)
@@ -479,20 +491,39 @@ def main():
         ]
         tok = torch.from_numpy(tokens[bidx].astype(np.int64)).reshape(len(bidx), -1)
         inp, w = corrupt(tok, g, mask_id, codebook, args.paella)
-        tok, inp, w = (to_device(t, device) for t in (tok, inp, w))
+        return tuple(to_device(t, device) for t in (caption_ids(captions), tok, inp, w))
+
+    batches = Prefetcher(make_batch, step, args.steps)
+    while step < args.steps:
+        ids, tok, inp, w = batches.get(step)
         s0 = min(args.schedule_from, step)
         lr = cosine_lr(step - s0, args.steps - s0, args.lr, args.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
 
-        with amp_context(amp, device):
-            logits = forward(te, tr, caption_ids, captions, inp, hw)
-        ce = F.cross_entropy(logits.float().reshape(-1, codebook), tok.reshape(-1), reduction="none").view_as(w)
-        loss = (ce * w).sum() / w.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        try:
+            with amp_context(amp, device):
+                logits = forward_ids(te, tr, ids, inp, hw)
+            ce = F.cross_entropy(logits.float().reshape(-1, codebook), tok.reshape(-1), reduction="none").view_as(w)
+            loss = (ce * w).sum() / w.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+        except torch.OutOfMemoryError:
+            # A batch too large for this GPU's memory in the first steps: half of it, same
+            # steps and schedule (the step budget is measured later, on steps 20-60).
+            if step > prog.start_step + 5 or args.batch <= 32:
+                raise
+            logits = ce = loss = None
+            opt.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            args.batch //= 2
+            log(f"out of GPU memory at batch {2 * args.batch}: going on at batch {args.batch}", log_path)
+            sampler = new_sampler(args.batch)
+            batches.close()
+            batches = Prefetcher(make_batch, step, args.steps)
+            continue
         step += 1
         ema_update((ema_te, ema_tr), (te, tr), min(args.ema, (1 + step) / (10 + step)))
         prog.tick(step)
@@ -527,6 +558,7 @@ def main():
             last_ckpt = time.time()
         stop_early_if_asked(args, step, prog.start_step, t_start, checkpoint, log_path)
 
+    batches.close()
     checkpoint()
     final = args.out / "final"
     for name, m in (("text_encoder", ema_te), ("transformer", ema_tr)):
