@@ -24,9 +24,16 @@
 // multiple of 16 bytes off the natural stride, against bank conflicts. At the end the
 // accumulators go through workgroup memory so that the epilogue and the bounds checks run
 // per element, with coalesced stores.
+//
+// Sliced K (KSPLIT = 2): twice the invocations (256, two groups of 128 / SG subgroups) for the
+// same 64×64 tile; each group multiplies every other FR-deep step of each K slice into its own
+// accumulators, and the two groups' sums are added on the way out through workgroup memory.
+// Twice the subgroups per tile, the same loads per tile: for products whose 64×64 tiles are
+// too few to keep a GPU's tensor cores busy (the text encoder's 154 rows, batch-1 images).
 
 override TRANS_B: bool = true;
 override GATED: bool = false;
+override KSPLIT: u32 = 1u;
 
 // Params, the other bindings and ACT: matmul_io.wgsl (prepended).
 @group(0) @binding(1) var<storage, read> a_buf: array<vec4<f32>>;
@@ -34,7 +41,6 @@ override GATED: bool = false;
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 32u;
-const THREADS: u32 = 128u;
 // a_sh[m * SA + k]: the A slice, row-major.
 const SA: u32 = 40u;
 // TRANS_B: b_sh[n * SB + k] (B's own layout; 128 rows when gated: values, then gates).
@@ -117,29 +123,37 @@ fn b_frag(j: u32, kk: u32, gate: bool) -> FragB {
     return coopLoadT<FragB>(&b_sh[FR * kk * SBN + FR * j], SBN);
 }
 
-@compute @workgroup_size(128, 1, 1)
+@compute @workgroup_size(128u * KSPLIT, 1, 1)
 fn matmul_coop64(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
+    let threads = 128u * KSPLIT;
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
     let a_base = wid.z * p.a_batch_stride;
     let b_base = wid.z * p.b_batch_stride;
-    // This invocation's subgroup and the 2FR×2FR block of the tile it owns.
+    // This invocation's subgroup, its K group (sliced K) and the 2FR×2FR block of the tile it
+    // owns.
     let sg = li / SG;
+    let group = sg / (128u / SG);
+    let sgl = sg % (128u / SG);
     let per_row = BN / (2u * FR);
-    let wr = 2u * FR * (sg / per_row);
-    let wc = 2u * FR * (sg % per_row);
-    // B vec4s per slice: 64 rows × 8 (TRANS_B), 128 × 8 gated, 32 × 16 otherwise.
-    var b_shares = 4u;
+    let wr = 2u * FR * (sgl / per_row);
+    let wc = 2u * FR * (sgl % per_row);
+    // Vec4s per slice and invocation: A 64 × 8; B 64 rows × 8 (TRANS_B), 128 × 8 gated,
+    // 32 × 16 otherwise.
+    let a_shares = 512u / threads;
+    var b_shares = 512u / threads;
     if (GATED) {
-        b_shares = 8u;
+        b_shares = 1024u / threads;
     }
+    // Tile elements per invocation.
+    let per_inv = 4096u / threads;
 
     // Zero accumulators, loaded from zeroed workgroup memory.
-    for (var i = 0u; i < 32u; i++) {
-        c_sh[li + i * THREADS] = 0.0;
+    for (var i = 0u; i < per_inv; i++) {
+        c_sh[li + i * threads] = 0.0;
     }
     workgroupBarrier();
     var c00 = coopLoadT<FragC>(&c_sh[0], BN);
@@ -153,32 +167,32 @@ fn matmul_coop64(
 
     var ra: array<vec4<f32>, 4>;
     var rb: array<vec4<f32>, 8>;
-    for (var i = 0u; i < 4u; i++) {
-        ra[i] = a_load(a_base, row0, 0u, li + i * THREADS);
+    for (var i = 0u; i < a_shares; i++) {
+        ra[i] = a_load(a_base, row0, 0u, li + i * threads);
     }
     for (var i = 0u; i < b_shares; i++) {
-        rb[i] = b_load(b_base, col0, 0u, li + i * THREADS);
+        rb[i] = b_load(b_base, col0, 0u, li + i * threads);
     }
 
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        for (var i = 0u; i < 4u; i++) {
-            a_store(li + i * THREADS, ra[i]);
+        for (var i = 0u; i < a_shares; i++) {
+            a_store(li + i * threads, ra[i]);
         }
         for (var i = 0u; i < b_shares; i++) {
-            b_store(li + i * THREADS, rb[i]);
+            b_store(li + i * threads, rb[i]);
         }
         workgroupBarrier();
         // The next slice's loads are in flight while this one is multiplied.
         let k1 = k0 + BK;
         if (k1 < p.k) {
-            for (var i = 0u; i < 4u; i++) {
-                ra[i] = a_load(a_base, row0, k1, li + i * THREADS);
+            for (var i = 0u; i < a_shares; i++) {
+                ra[i] = a_load(a_base, row0, k1, li + i * threads);
             }
             for (var i = 0u; i < b_shares; i++) {
-                rb[i] = b_load(b_base, col0, k1, li + i * THREADS);
+                rb[i] = b_load(b_base, col0, k1, li + i * threads);
             }
         }
-        for (var kk = 0u; kk < BK / FR; kk++) {
+        for (var kk = group; kk < BK / FR; kk += KSPLIT) {
             let a0 = coopLoadT<FragA>(&a_sh[wr * SA + FR * kk], SA);
             let a1 = coopLoadT<FragA>(&a_sh[(wr + FR) * SA + FR * kk], SA);
             let b0 = b_frag(wc / FR, kk, false);
@@ -199,43 +213,55 @@ fn matmul_coop64(
         workgroupBarrier();
     }
 
-    coopStoreT(c00, &c_sh[wr * BN + wc], BN);
-    coopStoreT(c01, &c_sh[wr * BN + wc + FR], BN);
-    coopStoreT(c10, &c_sh[(wr + FR) * BN + wc], BN);
-    coopStoreT(c11, &c_sh[(wr + FR) * BN + wc + FR], BN);
-    workgroupBarrier();
+    // Each invocation's per_inv elements of the tile (element li + i · threads), summed over
+    // the K groups through workgroup memory; then the gates the same way.
+    var values: array<f32, 32>;
+    var gates: array<f32, 32>;
+    for (var i = 0u; i < per_inv; i++) {
+        values[i] = 0.0;
+        gates[i] = 0.0;
+    }
+    for (var gi = 0u; gi < KSPLIT; gi++) {
+        if (group == gi) {
+            coopStoreT(c00, &c_sh[wr * BN + wc], BN);
+            coopStoreT(c01, &c_sh[wr * BN + wc + FR], BN);
+            coopStoreT(c10, &c_sh[(wr + FR) * BN + wc], BN);
+            coopStoreT(c11, &c_sh[(wr + FR) * BN + wc + FR], BN);
+        }
+        workgroupBarrier();
+        for (var i = 0u; i < per_inv; i++) {
+            values[i] += c_sh[li + i * threads];
+        }
+        workgroupBarrier();
+    }
+    if (GATED) {
+        for (var gi = 0u; gi < KSPLIT; gi++) {
+            if (group == gi) {
+                coopStoreT(g00, &c_sh[wr * BN + wc], BN);
+                coopStoreT(g01, &c_sh[wr * BN + wc + FR], BN);
+                coopStoreT(g10, &c_sh[(wr + FR) * BN + wc], BN);
+                coopStoreT(g11, &c_sh[(wr + FR) * BN + wc + FR], BN);
+            }
+            workgroupBarrier();
+            for (var i = 0u; i < per_inv; i++) {
+                gates[i] += c_sh[li + i * threads];
+            }
+            workgroupBarrier();
+        }
+    }
 
     let c_base = wid.z * p.c_batch_stride;
-    if (!GATED) {
-        for (var i = 0u; i < 32u; i++) {
-            let e = li + i * THREADS;
-            let m = row0 + e / BN;
-            let n = col0 + e % BN;
-            if (m < p.m && n < p.n) {
-                let idx = c_base + m * p.n + n;
-                c_buf[idx] = epilogue(idx, n, c_sh[e]);
-            }
-        }
-        return;
-    }
-    // Gated: the values leave workgroup memory for registers, the gates take their place.
-    var values: array<f32, 32>;
-    for (var i = 0u; i < 32u; i++) {
-        values[i] = c_sh[li + i * THREADS];
-    }
-    workgroupBarrier();
-    coopStoreT(g00, &c_sh[wr * BN + wc], BN);
-    coopStoreT(g01, &c_sh[wr * BN + wc + FR], BN);
-    coopStoreT(g10, &c_sh[(wr + FR) * BN + wc], BN);
-    coopStoreT(g11, &c_sh[(wr + FR) * BN + wc + FR], BN);
-    workgroupBarrier();
-    for (var i = 0u; i < 32u; i++) {
-        let e = li + i * THREADS;
+    for (var i = 0u; i < per_inv; i++) {
+        let e = li + i * threads;
         let m = row0 + e / BN;
         let n = col0 + e % BN;
         if (m < p.m && n < p.n) {
             let idx = c_base + m * p.n + n;
-            c_buf[idx] = epilogue_gated(idx, n, values[i], c_sh[e]);
+            if (GATED) {
+                c_buf[idx] = epilogue_gated(idx, n, values[i], gates[i]);
+            } else {
+                c_buf[idx] = epilogue(idx, n, values[i]);
+            }
         }
     }
 }

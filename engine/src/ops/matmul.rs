@@ -72,20 +72,27 @@ fn coop16_spec(
     )
 }
 
+/// `matmul_coop64.wgsl`; `k_split` 2 is the sliced-K variant (256 invocations per tile).
 fn coop64_spec(
     format: WeightFormat,
     shape: CoopShape,
     trans_b: bool,
     gated: bool,
     act: Option<Activation>,
+    k_split: u32,
 ) -> KernelSpec {
-    ungated_spec(
+    let spec = ungated_spec(
         Module::MatmulCoop64(format, shape),
         "matmul_coop64",
         trans_b,
         act,
     )
-    .with("GATED", f64::from(u8::from(gated)))
+    .with("GATED", f64::from(u8::from(gated)));
+    if k_split == 1 {
+        spec
+    } else {
+        spec.with("KSPLIT", f64::from(k_split))
+    }
 }
 
 fn gemv_spec(format: WeightFormat, act: Option<Activation>) -> KernelSpec {
@@ -143,6 +150,11 @@ pub enum MatmulStrategy {
     /// K slice is multiplied. K a multiple of 4; B in `[K, N]` layout needs N a multiple of 4;
     /// gated units with B in `[N, K]` layout.
     Coop64,
+    /// `matmul_coop64.wgsl` with sliced K: two groups of subgroups per 64×64 tile (256
+    /// invocations), each multiplying every other step of each K slice, their sums added at
+    /// the end — twice the subgroups per tile for products with too few tiles to fill a GPU.
+    /// What Coop64 computes.
+    Coop64SlicedK,
     /// `matmul_gemv.wgsl`: at most 8 rows, spread over B's rows and along K (memory-bound
     /// products: adaptive-norm projections of the pooled text, batch-1 products). B in
     /// `[N, K]` layout, K a multiple of 4; not for gated units.
@@ -150,21 +162,26 @@ pub enum MatmulStrategy {
 }
 
 impl MatmulStrategy {
-    pub const ALL: [MatmulStrategy; 6] = [
+    pub const ALL: [MatmulStrategy; 7] = [
         MatmulStrategy::Gemv,
         MatmulStrategy::Rows,
         MatmulStrategy::Tile32,
         MatmulStrategy::Tile64,
         MatmulStrategy::Coop16,
         MatmulStrategy::Coop64,
+        MatmulStrategy::Coop64SlicedK,
     ];
 
     /// Whether the kernel multiplies f16 roundings of its operands (cooperative matrices).
     pub fn rounds_to_f16(self) -> bool {
-        matches!(self, MatmulStrategy::Coop16 | MatmulStrategy::Coop64)
+        matches!(
+            self,
+            MatmulStrategy::Coop16 | MatmulStrategy::Coop64 | MatmulStrategy::Coop64SlicedK
+        )
     }
 
-    /// The strategy `TESSERA_MATMUL` names (`rows`, `tile32`, `tile64`, `coop16`, `coop64`),
+    /// The strategy `TESSERA_MATMUL` names (`rows`, `tile32`, `tile64`, `coop16`, `coop64`,
+    /// `coop64slicedk`),
     /// read once: a benchmarking override that products use wherever that kernel computes them
     /// and the adapter runs it (the others keep [`choose`](Self::choose)'s pick).
     pub fn forced() -> Option<MatmulStrategy> {
@@ -177,7 +194,9 @@ impl MatmulStrategy {
     /// [`GpuContext::cooperative_matrix`](crate::GpuContext::cooperative_matrix)).
     pub fn available(self, ctx: &crate::GpuContext) -> bool {
         match self {
-            MatmulStrategy::Coop16 | MatmulStrategy::Coop64 => ctx.cooperative_matrix().is_some(),
+            MatmulStrategy::Coop16 | MatmulStrategy::Coop64 | MatmulStrategy::Coop64SlicedK => {
+                ctx.cooperative_matrix().is_some()
+            }
             _ => true,
         }
     }
@@ -193,7 +212,7 @@ impl MatmulStrategy {
             }
             MatmulStrategy::Tile32 => true,
             MatmulStrategy::Tile64 | MatmulStrategy::Coop16 => !problem.gated,
-            MatmulStrategy::Coop64 => {
+            MatmulStrategy::Coop64 | MatmulStrategy::Coop64SlicedK => {
                 problem.k.is_multiple_of(4)
                     && match problem.layout {
                         BLayout::NK => true,
@@ -256,12 +275,16 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
                 v.push(tile64_spec(f, t, act));
                 for shape in CoopShape::ALL {
                     v.push(coop16_spec(f, shape, t, act));
-                    v.push(coop64_spec(f, shape, t, false, act));
+                    for k_split in [1, 2] {
+                        v.push(coop64_spec(f, shape, t, false, act, k_split));
+                    }
                 }
             }
             v.push(spec(f, true, true, act));
             for shape in CoopShape::ALL {
-                v.push(coop64_spec(f, shape, true, true, act));
+                for k_split in [1, 2] {
+                    v.push(coop64_spec(f, shape, true, true, act, k_split));
+                }
             }
             v.push(rows_spec(f, false, act));
             v.push(gemv_spec(f, act));
@@ -622,13 +645,18 @@ pub fn matmul_with_strategy(
                 ],
             )
         }
-        MatmulStrategy::Coop64 => (
+        MatmulStrategy::Coop64 | MatmulStrategy::Coop64SlicedK => (
             coop64_spec(
                 format,
                 coop_shape,
                 layout == BLayout::NK,
                 epilogue.gated,
                 epilogue.activation,
+                if strategy == MatmulStrategy::Coop64SlicedK {
+                    2
+                } else {
+                    1
+                },
             ),
             [
                 params.n.div_ceil(TILE64),
