@@ -284,9 +284,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "kernel_family": format!("{:?}", ctx.kernel_family()),
             // The tensor-core kernels' fragment size (16 or 8), null without them.
             "cooperative_matrix": ctx.cooperative_matrix().map(|s| s.size()),
-            // Benchmarking overrides of the kernel choice (TESSERA_MATMUL, TESSERA_CONV).
+            // Benchmarking overrides of the kernel choice (TESSERA_MATMUL, TESSERA_CONV,
+            // TESSERA_ATTENTION).
             "matmul_strategy": MatmulStrategy::forced().map(|s| format!("{s:?}")),
             "conv_strategy": ConvStrategy::forced().map(|s| format!("{s:?}")),
+            "attention_kernel": tessera_engine::ops::attention::AttentionKernel::forced()
+                .map(|k| format!("{k:?}")),
             "shader_checks": format!("{:?}", tessera_engine::gpu::ShaderChecks::get()),
             "kernels": kernels,
             "end_to_end": end_to_end,

@@ -88,10 +88,12 @@ else
 fi
 # The amused-256 configuration on other kernel choices, after the reference (they are the
 # optional part): each VARIANTS word is one run's environment, assignments joined by commas —
-# wgpu's full shader checks (loop-bounding counters included, as before they were dropped), the
-# plain WGSL kernels (no cooperative matrices; also the fallback should their pipelines fail on
-# this driver), no injected checks at all.
-VARIANTS="${VARIANTS:-TESSERA_SHADER_CHECKS=full TESSERA_KERNELS=tiled TESSERA_SHADER_CHECKS=none}"
+# every product on the sliced-K tensor-core matmul (not chosen by default yet), attention on
+# the plain flash kernel instead of the tensor-core one (chosen since 2026-11-30, not measured
+# on a GPU before), the plain WGSL kernels (no cooperative matrices; also the fallback should
+# their pipelines fail on this driver). TESSERA_SHADER_CHECKS=full|none are the other
+# documented choices (docs/benchmarks.md, H200 section).
+VARIANTS="${VARIANTS:-TESSERA_MATMUL=coop64slicedk TESSERA_ATTENTION=flash TESSERA_KERNELS=tiled}"
 for v in $VARIANTS; do
     echo "$(date +%T) bench variant $v" >> "$LOG"
     env ${v//,/ } timeout 120 "$TESSERA_BIN" bench --json --no-kernels --profile \

@@ -66,7 +66,7 @@ def main():
         who = "tessera" + ("" if not coop else " (tensor cores)")
         if t.get("kernel_family") == "Tiled" and not coop:
             who = "tessera (plain WGSL)"
-        forced = [f"{k}={t[k]}" for k in ("matmul_strategy", "conv_strategy") if t.get(k)]
+        forced = [f"{k}={t[k]}" for k in ("matmul_strategy", "conv_strategy", "attention_kernel") if t.get(k)]
         if t.get("shader_checks") not in (None, "Bounds"):
             forced.append(f"shader checks {t['shader_checks']}")
         if forced:

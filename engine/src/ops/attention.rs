@@ -114,6 +114,14 @@ impl AttentionKernel {
         AttentionKernel::Coop,
     ];
 
+    /// The kernel `TESSERA_ATTENTION` names (`rows`, `flash`, `staged`, `coop`), read once: a
+    /// benchmarking override that attention calls use wherever that kernel computes them (the
+    /// others keep [`choose_kernel`]'s pick).
+    pub fn forced() -> Option<AttentionKernel> {
+        static FORCED: std::sync::OnceLock<Option<AttentionKernel>> = std::sync::OnceLock::new();
+        *FORCED.get_or_init(|| super::strategy_from_env("TESSERA_ATTENTION", &AttentionKernel::ALL))
+    }
+
     /// Whether the kernel runs on `ctx` for this head size and layout (`aligned`: head size,
     /// strides and offsets multiples of 4).
     pub fn available(self, ctx: &crate::GpuContext, head_dim: usize, aligned: bool) -> bool {
@@ -330,12 +338,16 @@ pub fn attention_with_kernel<'a>(
                 ),
             ));
         }
-        None => choose_kernel(
-            rec.kernel_family(),
-            ctx.limits().max_compute_workgroup_storage_size,
-            aligned,
-            AttentionKernel::Coop.available(ctx, head_dim, aligned),
-        ),
+        None => AttentionKernel::forced()
+            .filter(|k| k.available(ctx, head_dim, aligned))
+            .unwrap_or_else(|| {
+                choose_kernel(
+                    rec.kernel_family(),
+                    ctx.limits().max_compute_workgroup_storage_size,
+                    aligned,
+                    AttentionKernel::Coop.available(ctx, head_dim, aligned),
+                )
+            }),
     };
     let (kernel_spec, per_group) = match kernel {
         AttentionKernel::Rows => (rows_spec(head_dim), ROWS_QUERIES_PER_GROUP),
