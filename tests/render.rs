@@ -424,7 +424,14 @@ fn bench_json_has_the_documented_fields() {
     assert!(kernels.iter().any(|k| k["name"] == "matmul"
         && k["shape"] == serde_json::json!([32, 32, 32])
         && k["dtype"] == "f16"));
-    for k in kernels {
+    // Host time per dispatch (no FLOPs), then kernels.
+    assert!(
+        kernels.iter().any(|k| k["name"] == "dispatch-host"
+            && k["ms"].as_f64().is_some_and(|x| x > 0.0)
+            && k["gflops"] == 0.0),
+        "{kernels:?}"
+    );
+    for k in kernels.iter().filter(|k| k["name"] != "dispatch-host") {
         assert!(
             k["ms"].as_f64().is_some_and(|x| x > 0.0)
                 && k["gflops"].as_f64().is_some_and(|x| x > 0.0),
