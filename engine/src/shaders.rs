@@ -58,7 +58,7 @@ pub enum WeightFormat {
 pub enum CoopShape {
     /// 16×16×16 fragments, 32-wide subgroups (NVIDIA through Vulkan).
     M16,
-    /// 8×8×8 fragments, 8-wide subgroups (Mesa's lavapipe since 25.x: lets the tensor-core
+    /// 8×8×8 fragments, 8-wide subgroups (Mesa's lavapipe in Mesa 26: lets the tensor-core
     /// kernels be tested on a CPU).
     M8,
 }

@@ -229,7 +229,7 @@ impl GpuContext {
     /// configuration of that fragment size and subgroups of exactly the width the kernels
     /// need; `None` without the feature or such a configuration. Whether they are *chosen* is
     /// up to the kernel family ([`KernelFamily::Tiled`] only): a CPU adapter that has them
-    /// (lavapipe since Mesa 25) runs them only when asked for, in the kernel tests.
+    /// (lavapipe in Mesa 26) runs them only when asked for, in the kernel tests.
     pub fn cooperative_matrix(&self) -> Option<crate::shaders::CoopShape> {
         self.coop
     }

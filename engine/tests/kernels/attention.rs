@@ -177,7 +177,7 @@ fn kernel_choice_follows_family_alignment_and_workgroup_memory() {
         choose_kernel(KernelFamily::Cpu, 1 << 15, false, false),
         AttentionKernel::Staged
     );
-    // A CPU adapter with cooperative matrices (lavapipe since Mesa 25) keeps its kernel.
+    // A CPU adapter with cooperative matrices (lavapipe in Mesa 26) keeps its kernel.
     assert_eq!(
         choose_kernel(KernelFamily::Cpu, 1 << 15, true, true),
         AttentionKernel::Rows
@@ -262,14 +262,14 @@ fn heads_wider_than_the_fused_kernel_fall_back_to_matmuls() {
 }
 
 /// The tensor-core attention kernel on an adapter that has cooperative matrices (an NVIDIA GPU
-/// through Vulkan; lavapipe from Mesa 25 on, with 8×8 fragments): both variants (heads ≤ 64
+/// through Vulkan; lavapipe in Mesa 26, with 8×8 fragments): both variants (heads ≤ 64
 /// and up to 128), query counts off the 32- and 16-query tiles, key counts off the 32-key
 /// block, causal rows, cross-attention to 77 keys, the guided aMUSEd shape's head layout.
 /// Ignored by default (the project's CI lavapipe has no cooperative matrices);
 /// `tools/bench/run_device.sh` and `tools/dev/coop-lavapipe.sh` run it with `--ignored`, and
 /// there an adapter without them fails it rather than skipping.
 #[test]
-#[ignore = "needs cooperative matrices (a GPU, or lavapipe ≥ 25: tools/dev/coop-lavapipe.sh)"]
+#[ignore = "needs cooperative matrices (a GPU, or lavapipe ≥ 26: tools/dev/coop-lavapipe.sh)"]
 fn coop_kernels_attention_on_an_adapter_with_cooperative_matrices() {
     let shape = ctx().cooperative_matrix().unwrap_or_else(|| {
         panic!(

@@ -134,13 +134,13 @@ fn implicit_gemm_conv_edges() {
 }
 
 /// The tensor-core implicit GEMM (`ConvStrategy::Coop`) on an adapter that has cooperative
-/// matrices (an NVIDIA GPU; lavapipe from Mesa 25 on): tiles of 64 channels × 64 pixels and
+/// matrices (an NVIDIA GPU; lavapipe in Mesa 26): tiles of 64 channels × 64 pixels and
 /// K slices of 32 taps, across and off them, 1×1, 3×3 and 4×4 kernels, stride and padding.
 /// `check` runs it beside the other strategies wherever it is available; this test fails on an
 /// adapter without it rather than skipping (`--ignored`: tools/bench/run_device.sh,
 /// tools/dev/coop-lavapipe.sh).
 #[test]
-#[ignore = "needs cooperative matrices (a GPU, or lavapipe ≥ 25: tools/dev/coop-lavapipe.sh)"]
+#[ignore = "needs cooperative matrices (a GPU, or lavapipe ≥ 26: tools/dev/coop-lavapipe.sh)"]
 fn coop_kernels_conv_on_an_adapter_with_cooperative_matrices() {
     assert!(
         ConvStrategy::Coop.available(ctx()),

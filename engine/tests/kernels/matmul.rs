@@ -619,14 +619,14 @@ fn tile64_kernel_edges_and_choice() {
 }
 
 /// The tensor-core kernels on an adapter that has cooperative matrices (16×16 fragments and
-/// 32-wide subgroups on an NVIDIA GPU through Vulkan; 8×8 and 8 on lavapipe from Mesa 25 on):
+/// 32-wide subgroups on an NVIDIA GPU through Vulkan; 8×8 and 8 on lavapipe in Mesa 26):
 /// sizes on and off their 2×2-fragment and 64×64 tiles and K steps, both layouts, every weight
 /// format, the epilogue (gated units: `epilogue_bias_activation_residual_and_gated_units`,
 /// which runs every available strategy). The project's CI lavapipe has none, so it runs where
 /// `tools/bench/run_device.sh` or `tools/dev/coop-lavapipe.sh` run the kernel tests with
 /// `--ignored`; there, an adapter without them fails it rather than skipping.
 #[test]
-#[ignore = "needs cooperative matrices (a GPU, or lavapipe ≥ 25: tools/dev/coop-lavapipe.sh)"]
+#[ignore = "needs cooperative matrices (a GPU, or lavapipe ≥ 26: tools/dev/coop-lavapipe.sh)"]
 fn coop_kernels_on_an_adapter_with_cooperative_matrices() {
     assert!(
         MatmulStrategy::Coop16.available(ctx()) && MatmulStrategy::Coop64.available(ctx()),
