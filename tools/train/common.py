@@ -311,5 +311,25 @@ class Prefetcher:
         self.next = (step + 1, self.pool.submit(self.make, step + 1)) if step + 1 < self.end else None
         return batch
 
+    def restart(self, step: int):
+        """Drops the batch made ahead and makes `step`'s again (after `make` changed, e.g. a
+        smaller batch)."""
+        if self.next is not None:
+            self.next[1].cancel()
+        self.next = (step, self.pool.submit(self.make, step)) if step < self.end else None
+
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def halve_batch_after_oom(args, step: int, start_step: int, opt, log_path: Path | None):
+    """After torch.OutOfMemoryError in a training step: within the run's first 5 steps (and
+    above batch 32) frees what the step allocated and halves args.batch, so that the caller
+    goes on with smaller batches (same steps and schedule; step budgets are measured later, on
+    steps 20-60); otherwise re-raises."""
+    if step > start_step + 5 or args.batch <= 32:
+        raise
+    opt.zero_grad(set_to_none=True)
+    torch.cuda.empty_cache()
+    args.batch //= 2
+    log(f"out of GPU memory at batch {2 * args.batch}: going on at batch {args.batch}", log_path)

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from common import (
     DATA_DIR,
     Prefetcher,
+    halve_batch_after_oom,
     MAX_LEN,
     RUNS_DIR,
     HERE,
@@ -93,6 +94,7 @@ from train_transformer import (
     corrupt,
     ema_update,
     encode_text,
+    masked_ce_step,
     masked_token_scores,
     to_device,
     uvit_config,
@@ -479,25 +481,12 @@ def train_stage(args):
             cond = text(captions)
             with amp_context(amp, device):
                 logits = sr_forward(model, inp, low, cond, micro_conds_for(px, len(captions), device), hw)
-            ce = F.cross_entropy(logits.float().reshape(-1, codebook), tok.reshape(-1), reduction="none").view_as(w)
-            loss = (ce * w).sum() / w.sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            loss = masked_ce_step(opt, params, logits, tok, w, codebook)
         except torch.OutOfMemoryError:
-            # A batch too large for this GPU's memory in the first steps: half of it, same
-            # steps and schedule (the step budget is measured later, on steps 20-60).
-            if step > prog.start_step + 5 or args.batch <= 32:
-                raise
-            logits = ce = loss = None
-            opt.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
-            args.batch //= 2
-            log(f"out of GPU memory at batch {2 * args.batch}: going on at batch {args.batch}", log_path)
+            logits = cond = None
+            halve_batch_after_oom(args, step, prog.start_step, opt, log_path)
             sampler = new_sampler(args.batch)
-            batches.close()
-            batches = Prefetcher(make_batch, step, args.steps)
+            batches.restart(step)
             continue
         step += 1
         ema_update((ema,), (model,), min(args.ema, (1 + step) / (10 + step)))

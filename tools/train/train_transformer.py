@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from common import (
     Prefetcher,
     add_budget_args,
+    halve_batch_after_oom,
     StepBudget,
     stop_early_if_asked,
     MAX_LEN,
@@ -292,6 +293,19 @@ def evaluate(te, tr, caption_ids, tokens, records, idx, hw, mask_id, ratios=(0.5
     return res
 
 
+def masked_ce_step(opt, params, logits: torch.Tensor, tok: torch.Tensor, w: torch.Tensor, codebook: int):
+    """One optimiser step on the weighted token cross-entropy (logits [B, L, codebook], targets
+    tok [B, L], weights w [B, L]: the corrupted positions), gradients clipped to norm 1.
+    Returns the loss (on the device)."""
+    ce = F.cross_entropy(logits.float().reshape(-1, codebook), tok.reshape(-1), reduction="none").view_as(w)
+    loss = (ce * w).sum() / w.sum()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return loss
+
+
 def ema_update(ema_models, models, decay: float):
     with torch.no_grad():
         for em, m in zip(ema_models, models):
@@ -504,25 +518,12 @@ def main():
         try:
             with amp_context(amp, device):
                 logits = forward_ids(te, tr, ids, inp, hw)
-            ce = F.cross_entropy(logits.float().reshape(-1, codebook), tok.reshape(-1), reduction="none").view_as(w)
-            loss = (ce * w).sum() / w.sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            loss = masked_ce_step(opt, params, logits, tok, w, codebook)
         except torch.OutOfMemoryError:
-            # A batch too large for this GPU's memory in the first steps: half of it, same
-            # steps and schedule (the step budget is measured later, on steps 20-60).
-            if step > prog.start_step + 5 or args.batch <= 32:
-                raise
-            logits = ce = loss = None
-            opt.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
-            args.batch //= 2
-            log(f"out of GPU memory at batch {2 * args.batch}: going on at batch {args.batch}", log_path)
+            logits = None
+            halve_batch_after_oom(args, step, prog.start_step, opt, log_path)
             sampler = new_sampler(args.batch)
-            batches.close()
-            batches = Prefetcher(make_batch, step, args.steps)
+            batches.restart(step)
             continue
         step += 1
         ema_update((ema_te, ema_tr), (te, tr), min(args.ema, (1 + step) / (10 + step)))
