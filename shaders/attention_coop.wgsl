@@ -21,11 +21,8 @@
 // of 4. D = head_dim is an override constant. Scores and the softmax stay f32; Q, K, V and P
 // are rounded to f16 (as PyTorch's fp16 attention does).
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q_buf: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> k_buf: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> v_buf: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> o_buf: array<vec4<f32>>;
+// Params: attention_params.wgsl; p, q_buf, k_buf, v_buf, o_buf, visible_keys:
+// attention_vec4_io.wgsl (both prepended).
 
 // head_dim: a multiple of FR, at most DMAX.
 override D: u32 = 64u;
@@ -108,13 +105,8 @@ fn attention_coop(
     let zero = coopLoadT<FragC>(&z_sh[0], FR);
 
     // Keys this query sees (causal: j ≤ i + Lk − Lq), and the keys any query of the tile sees.
-    var key_end = p.lk;
-    var tile_end = p.lk;
-    if (p.causal != 0u) {
-        key_end = u32(clamp(i32(qi) + 1 + i32(p.lk) - i32(p.lq), 0, i32(p.lk)));
-        let last_q = min(q0 + BQ, p.lq) - 1u;
-        tile_end = u32(clamp(i32(last_q) + 1 + i32(p.lk) - i32(p.lq), 0, i32(p.lk)));
-    }
+    let key_end = visible_keys(qi);
+    let tile_end = visible_keys(min(q0 + BQ, p.lq) - 1u);
     let k_base = (b * p.k_batch_stride + p.k_offset) / 4u + col4;
     let v_base = (b * p.v_batch_stride + p.v_offset) / 4u + col4;
     let k_step = p.k_stride / 4u;

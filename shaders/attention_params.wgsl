@@ -1,5 +1,5 @@
-// The Params every attention kernel reads (prepended to attention.wgsl, attention_rows.wgsl
-// and attention_flash.wgsl; mirrored by ops::attention::Params). Strides and offsets are in
+// The Params every attention kernel reads (prepended to attention.wgsl, attention_rows.wgsl,
+// attention_flash.wgsl and attention_coop.wgsl; mirrored by ops::attention::Params). Strides and offsets are in
 // f32 elements; q/k/v_offset select the columns of a fused projection.
 
 struct Params {

@@ -11,11 +11,8 @@
 // Needs head_dim % 4 == 0, head_dim ≤ 128, and every stride and offset a multiple of 4 (Q, K, V
 // and O are read and written as vec4).
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q_buf: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> k_buf: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> v_buf: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> o_buf: array<vec4<f32>>;
+// Params: attention_params.wgsl; p, q_buf, k_buf, v_buf, o_buf, visible_keys:
+// attention_vec4_io.wgsl (both prepended).
 
 // head_dim / 4.
 override D4: u32 = 16u;
@@ -40,10 +37,7 @@ fn attention_rows(
         q[j] = q_buf[q_base + j] * p.scale;
         acc[j] = vec4<f32>(0.0);
     }
-    var key_end = p.lk;
-    if (p.causal != 0u) {
-        key_end = u32(clamp(i32(row) + 1 + i32(p.lk) - i32(p.lq), 0, i32(p.lk)));
-    }
+    let key_end = visible_keys(row);
     let k_base = (b * p.k_batch_stride + p.k_offset + col) / 4u;
     let v_base = (b * p.v_batch_stride + p.v_offset + col) / 4u;
     let k_step = p.k_stride / 4u;

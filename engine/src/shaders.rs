@@ -28,6 +28,7 @@ const ATTENTION_PARAMS: &str = include_str!("../../shaders/attention_params.wgsl
 const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
 const ATTENTION_FLASH: &str = include_str!("../../shaders/attention_flash.wgsl");
 const ATTENTION_ROWS: &str = include_str!("../../shaders/attention_rows.wgsl");
+const ATTENTION_VEC4_IO: &str = include_str!("../../shaders/attention_vec4_io.wgsl");
 const NORM: &str = include_str!("../../shaders/norm.wgsl");
 const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
 const LAYOUT: &str = include_str!("../../shaders/layout.wgsl");
@@ -309,11 +310,15 @@ impl Module {
                 format!("{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{kernel}\n{MATMUL_EPILOGUE}")
             }
             Module::Attention => format!("{ATTENTION_PARAMS}\n{ATTENTION}"),
-            Module::AttentionFlash => format!("{ATTENTION_PARAMS}\n{ATTENTION_FLASH}"),
-            Module::AttentionRows => format!("{ATTENTION_PARAMS}\n{ATTENTION_ROWS}"),
+            Module::AttentionFlash => {
+                format!("{ATTENTION_PARAMS}\n{ATTENTION_VEC4_IO}\n{ATTENTION_FLASH}")
+            }
+            Module::AttentionRows => {
+                format!("{ATTENTION_PARAMS}\n{ATTENTION_VEC4_IO}\n{ATTENTION_ROWS}")
+            }
             Module::AttentionCoop { shape, wide } => format!(
                 "enable f16;\nenable wgpu_cooperative_matrix;\n{coop}\nconst DMAX: u32 = {dmax}u;\n\
-                 const BQ: u32 = {bq}u;\n{ATTENTION_PARAMS}\n{ATTENTION_COOP}",
+                 const BQ: u32 = {bq}u;\n{ATTENTION_PARAMS}\n{ATTENTION_VEC4_IO}\n{ATTENTION_COOP}",
                 coop = shape.prelude(),
                 dmax = if wide { 128 } else { 64 },
                 bq = if wide { 16 } else { 32 },
