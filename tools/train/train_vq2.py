@@ -70,6 +70,7 @@ import torch
 import torch.nn.functional as F
 
 from common import (
+    die,
     stop_early_if_asked,
     DATA_DIR,
     RUNS_DIR,
@@ -306,6 +307,11 @@ def train(args):
     w_t = torch.from_numpy(weights)
     base_pal, fill_pal = probe_palettes(args.fills or args.data_dir / "fill_colours.json", args.fill_top)
 
+    if args.init_from:  # the architecture is the initial VQ's
+        ic = json.loads((args.init_from / "config.json").read_text(encoding="utf-8"))
+        args.channels, args.codebook, args.latent = ic["block_out_channels"], ic["num_vq_embeddings"], ic["latent_channels"]
+        args.groups, args.layers_per_block = ic["norm_num_groups"], ic["layers_per_block"]
+        args.mid_attention = ic.get("mid_block_add_attention", False)
     cfg = vq_config(args)
     model = make_vq(cfg).to(device)
     codebook = model.quantize.embedding.weight
@@ -317,6 +323,22 @@ def train(args):
     n_real = args.batch - n_synth
 
     step = 0
+    if args.init_from and not (args.resume and ckpt_path.exists()):
+        # Fine-tuning from a trained VQ (a warm restart: its weights and codebook, a fresh
+        # optimiser and schedule, no k-means), with its architecture (set above).
+        from diffusers import VQModel
+
+        init = VQModel.from_pretrained(str(args.init_from))
+        got = {k: init.config[k] for k in cfg}
+        if json.loads(json.dumps(got)) != json.loads(json.dumps(cfg)):
+            die(f"--init-from {args.init_from}: its config {got} is not this run's {cfg}")
+        model.load_state_dict(init.state_dict())
+        # Every code starts with the EMA hit count of a uniformly used codebook at this batch
+        # (tokens per step / codes, accumulated over the EMA's horizon), so the first batches
+        # move the codes as little as a running EMA would, not as far as a fresh one.
+        tokens_per_step = args.batch * (64 // 2 ** (len(args.channels) - 1)) ** 2
+        ema.reset(codebook.detach().clone(), hits=tokens_per_step / args.codebook / (1 - args.ema_decay))
+        log(f"initialised from {args.init_from} (warm restart: fresh optimiser, no k-means)", log_path)
     if args.resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
         model.load_state_dict(ck["model"])
@@ -360,7 +382,7 @@ def train(args):
         b, d, h, w = lat.shape
         return lat, lat.permute(0, 2, 3, 1).reshape(-1, d)
 
-    if step == 0:  # k-means initialisation of the codebook from encoder outputs
+    if step == 0 and not args.init_from:  # k-means initialisation of the codebook from encoder outputs
         t0 = time.time()
         with torch.no_grad():
             zs = torch.cat([encode_flat(batch_for(-1 - i)[0])[1] for i in range(args.kmeans_batches)])
@@ -485,6 +507,9 @@ def main():
     ap.add_argument("--max-minutes", type=float, default=0.0)
     ap.add_argument("--stop-after", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="start from this VQModel folder (a train_vq2.py stage1/): its architecture, weights and codebook; "
+                         "a fresh optimiser and schedule (use a warm-up of ~100 steps)")
     ap.add_argument("--device", default="cpu", help="torch device: cpu or cuda (fp32 either way)")
     add_budget_args(ap)
     args = ap.parse_args()
