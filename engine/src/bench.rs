@@ -266,12 +266,7 @@ pub fn conv3x3(
 /// The attention kernels other than the chosen one that compute `head_dim` on this adapter
 /// (for the kernel table's comparison rows; vec4-aligned layouts).
 pub fn other_attention_kernels(ctx: &GpuContext, head_dim: usize) -> Vec<AttentionKernel> {
-    let chosen = ops::attention::choose_kernel(
-        ctx.kernel_family(),
-        ctx.limits().max_compute_workgroup_storage_size,
-        true,
-        AttentionKernel::Coop.available(ctx, head_dim, true),
-    );
+    let chosen = AttentionKernel::chosen(ctx, ctx.kernel_family(), head_dim, true);
     AttentionKernel::ALL
         .into_iter()
         .filter(|k| {

@@ -81,18 +81,25 @@ impl CoopShape {
         self.size() * self.size() / 8
     }
 
-    /// The WGSL declarations of `FR`, `SG` and the fragment aliases (after the enable
-    /// directives).
+    /// The head of a tensor-core module: the `f16` and cooperative-matrix enable directives,
+    /// then `FR`, `SG` and the fragment aliases.
     pub fn prelude(self) -> String {
         let f = self.size();
         format!(
-            "const FR: u32 = {f}u;\nconst SG: u32 = {sg}u;\n\
+            "enable f16;\nenable wgpu_cooperative_matrix;\n\
+             const FR: u32 = {f}u;\nconst SG: u32 = {sg}u;\n\
              alias FragA = coop_mat{f}x{f}<f16, A>;\n\
              alias FragB = coop_mat{f}x{f}<f16, B>;\n\
              alias FragC = coop_mat{f}x{f}<f32, C>;\n",
             sg = self.subgroup()
         )
     }
+}
+
+/// `attention_coop.wgsl`'s tiles for narrow heads (≤ 64) or `wide` ones (65–128): the largest
+/// head size its workgroup arrays hold (`DMAX`) and the queries per workgroup (`BQ`).
+pub fn attention_coop_tiles(wide: bool) -> (u32, u32) {
+    if wide { (128, 16) } else { (64, 32) }
 }
 
 /// One WGSL module (a kernel family; matmul comes in one module per weight format).
@@ -269,7 +276,7 @@ impl Module {
             }
             Module::MatmulCoop16(w, shape) => {
                 // Enable directives come before every declaration: the f16 prelude's own
-                // `enable f16;` is dropped for the one here.
+                // `enable f16;` is dropped for the cooperative-matrix prelude's.
                 let prelude = match w {
                     WeightFormat::F32 => WEIGHTS_F32,
                     WeightFormat::F16 => WEIGHTS_F16,
@@ -277,9 +284,8 @@ impl Module {
                 }
                 .replace("enable f16;", "");
                 format!(
-                    "enable f16;\nenable wgpu_cooperative_matrix;\n{coop}\n{prelude}\n\
-                     {ACTIVATION}\n{MATMUL_IO}\n{MATMUL_PARAMS}\n{MATMUL_COOP16}\n\
-                     {MATMUL_EPILOGUE}",
+                    "{coop}\n{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{MATMUL_PARAMS}\n\
+                     {MATMUL_COOP16}\n{MATMUL_EPILOGUE}",
                     coop = shape.prelude()
                 )
             }
@@ -291,8 +297,8 @@ impl Module {
                 }
                 .replace("enable f16;", "");
                 format!(
-                    "enable f16;\nenable wgpu_cooperative_matrix;\n{coop}\n{prelude}\n\
-                     {ACTIVATION}\n{MATMUL_IO}\n{MATMUL_COOP64}\n{MATMUL_EPILOGUE}",
+                    "{coop}\n{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{MATMUL_COOP64}\n\
+                     {MATMUL_EPILOGUE}",
                     coop = shape.prelude()
                 )
             }
@@ -316,21 +322,21 @@ impl Module {
             Module::AttentionRows => {
                 format!("{ATTENTION_PARAMS}\n{ATTENTION_VEC4_IO}\n{ATTENTION_ROWS}")
             }
-            Module::AttentionCoop { shape, wide } => format!(
-                "enable f16;\nenable wgpu_cooperative_matrix;\n{coop}\nconst DMAX: u32 = {dmax}u;\n\
-                 const BQ: u32 = {bq}u;\n{ATTENTION_PARAMS}\n{ATTENTION_VEC4_IO}\n{ATTENTION_COOP}",
-                coop = shape.prelude(),
-                dmax = if wide { 128 } else { 64 },
-                bq = if wide { 16 } else { 32 },
-            ),
+            Module::AttentionCoop { shape, wide } => {
+                let (dmax, bq) = attention_coop_tiles(wide);
+                format!(
+                    "{coop}\nconst DMAX: u32 = {dmax}u;\nconst BQ: u32 = {bq}u;\n\
+                     {ATTENTION_PARAMS}\n{ATTENTION_VEC4_IO}\n{ATTENTION_COOP}",
+                    coop = shape.prelude(),
+                )
+            }
             Module::Norm => NORM.to_owned(),
             Module::Elementwise => format!("{ACTIVATION}\n{ELEMENTWISE}"),
             Module::Layout => LAYOUT.to_owned(),
             Module::Embed => EMBED.to_owned(),
             Module::Conv2d => format!("{TILE8X8}\n{CONV2D_PARAMS}\n{CONV2D}"),
             Module::Conv2dCoop(shape) => format!(
-                "enable f16;\nenable wgpu_cooperative_matrix;\n{coop}\n{CONV2D_PARAMS}\n\
-                 {CONV2D_COOP}",
+                "{coop}\n{CONV2D_PARAMS}\n{CONV2D_COOP}",
                 coop = shape.prelude()
             ),
             Module::Sampling => SAMPLING.to_owned(),

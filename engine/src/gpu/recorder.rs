@@ -55,8 +55,13 @@ struct ArenaChunk {
 const ARENA_BYTES: u64 = 64 * 1024;
 
 impl UniformArena {
-    /// Places `params` and returns the buffer and offset to bind it at.
-    fn push(&mut self, device: &wgpu::Device, align: u64, params: &[u8]) -> (usize, u64) {
+    /// Places `params` and returns the chunk, offset and size to bind it at.
+    fn push(
+        &mut self,
+        device: &wgpu::Device,
+        align: u64,
+        params: &[u8],
+    ) -> (usize, u64, Option<wgpu::BufferSize>) {
         let size = (params.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
         let fits = self.chunks.last().map(|c| {
             let at = (c.data.len() as u64).next_multiple_of(align);
@@ -83,7 +88,7 @@ impl UniformArena {
         data.resize(at as usize, 0);
         data.extend_from_slice(params);
         data.resize((at + size) as usize, 0);
-        (chunk, at)
+        (chunk, at, wgpu::BufferSize::new(size))
     }
 
     /// Writes what is not written yet (before a submission); chunks that are full and written
@@ -184,7 +189,7 @@ impl<'a> Recorder<'a> {
         // lost device, `write_buffer` reports through the error handler), which lands before
         // this recorder's commands run.
         let align = u64::from(self.ctx.limits().min_uniform_buffer_offset_alignment);
-        let (chunk, offset) = self.uniforms.push(device, align, params);
+        let (chunk, offset, size) = self.uniforms.push(device, align, params);
         if self.placeholder.is_none() && bindings.iter().any(|(_, b)| matches!(b, Binding::Unused))
         {
             self.placeholder = Some(device.create_buffer(&wgpu::BufferDescriptor {
@@ -200,9 +205,7 @@ impl<'a> Recorder<'a> {
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: &self.uniforms.chunks[chunk].buffer,
                 offset,
-                size: wgpu::BufferSize::new(
-                    (params.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT),
-                ),
+                size,
             }),
         }];
         for (index, b) in bindings {

@@ -61,7 +61,7 @@ fn flash_spec(head_dim: usize) -> KernelSpec {
 /// `attention_coop.wgsl`'s arrays).
 fn coop_variant(shape: CoopShape, head_dim: usize) -> (bool, usize, u32) {
     let wide = head_dim > 64;
-    let (dmax, bq) = if wide { (128, 16) } else { (64, 32) };
+    let (dmax, bq) = crate::shaders::attention_coop_tiles(wide);
     let f = shape.size();
     let bkv = 32;
     let ds = dmax + 8;
@@ -136,6 +136,23 @@ impl AttentionKernel {
                 .cooperative_matrix()
                 .is_some_and(|shape| coop_fits(shape, storage, head_dim, aligned)),
         }
+    }
+
+    /// The kernel `family` picks on `ctx` for this head size and layout: [`choose_kernel`]
+    /// given the adapter's workgroup memory and whether the cooperative-matrix kernel computes
+    /// it there.
+    pub fn chosen(
+        ctx: &crate::GpuContext,
+        family: KernelFamily,
+        head_dim: usize,
+        aligned: bool,
+    ) -> AttentionKernel {
+        choose_kernel(
+            family,
+            ctx.limits().max_compute_workgroup_storage_size,
+            aligned,
+            AttentionKernel::Coop.available(ctx, head_dim, aligned),
+        )
     }
 }
 
@@ -341,12 +358,7 @@ pub fn attention_with_kernel<'a>(
         None => AttentionKernel::forced()
             .filter(|k| k.available(ctx, head_dim, aligned))
             .unwrap_or_else(|| {
-                choose_kernel(
-                    rec.kernel_family(),
-                    ctx.limits().max_compute_workgroup_storage_size,
-                    aligned,
-                    AttentionKernel::Coop.available(ctx, head_dim, aligned),
-                )
+                AttentionKernel::chosen(ctx, rec.kernel_family(), head_dim, aligned)
             }),
     };
     let (kernel_spec, per_group) = match kernel {

@@ -180,10 +180,10 @@ impl MatmulStrategy {
         )
     }
 
-    /// The strategy `TESSERA_MATMUL` names (`rows`, `tile32`, `tile64`, `coop16`, `coop64`,
-    /// `coop64slicedk`),
-    /// read once: a benchmarking override that products use wherever that kernel computes them
-    /// and the adapter runs it (the others keep [`choose`](Self::choose)'s pick).
+    /// The strategy `TESSERA_MATMUL` names (`gemv`, `rows`, `tile32`, `tile64`, `coop16`,
+    /// `coop64`, `coop64slicedk`), read once: a benchmarking override that products use wherever
+    /// that kernel computes them and the adapter runs it (the others keep
+    /// [`choose`](Self::choose)'s pick).
     pub fn forced() -> Option<MatmulStrategy> {
         static FORCED: std::sync::OnceLock<Option<MatmulStrategy>> = std::sync::OnceLock::new();
         *FORCED.get_or_init(|| super::strategy_from_env("TESSERA_MATMUL", &MatmulStrategy::ALL))
@@ -567,15 +567,14 @@ pub fn matmul_with_strategy(
                 MatmulStrategy::choose(rec.kernel_family(), shape.is_some(), &problem)
             })
     });
-    let coop_shape = match (strategy.rounds_to_f16(), shape) {
-        (true, None) => {
-            return Err(Error::MissingFeature {
-                op: OP,
-                feature: COOP_FEATURE,
-            });
-        }
-        (_, shape) => shape.unwrap_or(CoopShape::M16),
-    };
+    if !strategy.available(rec.ctx()) {
+        return Err(Error::MissingFeature {
+            op: OP,
+            feature: COOP_FEATURE,
+        });
+    }
+    // What the cooperative-matrix kernels compile for (they run only where it is Some).
+    let coop_shape = shape.unwrap_or(CoopShape::M16);
     if !strategy.supports(&problem) {
         return Err(Error::shape(
             OP,

@@ -16,13 +16,13 @@ use crate::error::{Error, Result};
 use crate::gpu::{Recorder, Tensor, linear_workgroups};
 use crate::shaders::Module;
 
-/// The strategy an environment variable `var` names among `all` (by its `Debug` name, any case;
-/// empty or unset: none), for the benchmarking overrides `TESSERA_MATMUL` and `TESSERA_CONV`.
-/// A name that matches none is logged and ignored.
 /// What a cooperative-matrix kernel needs, for [`Error::MissingFeature`](crate::Error).
 pub(crate) const COOP_FEATURE: &str = "EXPERIMENTAL_COOPERATIVE_MATRIX with square f16 fragments \
      and subgroups of the kernels' width (16×16 and 32, or 8×8 and 8)";
 
+/// The strategy an environment variable `var` names among `all` (by its `Debug` name, any case;
+/// empty or unset: none), for the benchmarking overrides `TESSERA_MATMUL`, `TESSERA_CONV` and
+/// `TESSERA_ATTENTION`. A name that matches none is logged and ignored.
 pub(crate) fn strategy_from_env<S: Copy + std::fmt::Debug>(var: &str, all: &[S]) -> Option<S> {
     let v = std::env::var(var).ok().filter(|v| !v.is_empty())?;
     let s = all
