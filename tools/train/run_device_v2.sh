@@ -4,7 +4,10 @@
 # minutes). README.md, "Training v2 on a GPU machine (run_device_v2.sh)", has the exact `run` call.
 #
 #   0. install diffusers from tools/bench/wheels (when python3 lacks it)
-#   1. unpack device/v2_data.xz (pack_v2.py pack, made here) -> RUNS/data: 128 px + 64 px SVG sets
+#   1. unpack device/v2_data.xz (pack_v2.py pack, made here) -> RUNS/data: 128 px + 64 px SVG sets;
+#      tokenizer.py: a CLIP-format BPE tokenizer (TOKENIZER_VOCAB = 2048 entries) learned from
+#      their training captions (v1's tokenizer, learned from v1's captions, splits "fluent"
+#      and "purple" into pieces; TOKENIZER=DIR uses a folder made elsewhere instead)
 #   2. train_vq2.py        colour-faithful VQ (1024 codes), fp32 on the GPU, VQ_MIN minutes
 #   3. train_super_res.py --stage cache   hi 32x32 / lo 16x16 tokens of every image through that VQ
 #   4. train_transformer.py   text encoder + UVit2D (the shipped model's sizes) on the lo tokens,
@@ -26,6 +29,7 @@
 # device/vq2 carried beside the pack; instead of training one from scratch, it is fine-tuned
 # here for VQ_MIN = 1 minute — a warm restart, kept only if its held-out PSNR is higher — and
 # base/SR get 3.5/2 minutes; VQ_MIN=0 uses it as it is, with 4.25/2.5),
+# TOKENIZER (a tokenizer folder to use instead of learning one), TOKENIZER_VOCAB (2048),
 # CACHE_LIMIT (cache only that many images: a dry run), DEVICE (cuda), VQ_MIN / BASE_MIN / SR_MIN (1.75 / 3.25 / 1.75 minutes
 # of training; the rest of the chain is expected to take ~2.2 min), TOTAL_MIN (9.3: the whole
 # command's deadline, under the device tool's 10-minute limit), VQ_BATCH (128), BASE_BATCH (1024),
@@ -42,7 +46,7 @@ export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 ROOT=$(cd ../.. && pwd)
 PACK=${PACK:-device/v2_data.xz}
-TOKENIZER=${TOKENIZER:-$ROOT/assets/models/emoji/tokenizer}
+TOKENIZER_VOCAB=${TOKENIZER_VOCAB:-2048}
 
 if [ "${SMOKE:-0}" = 1 ]; then
   RUNS=${RUNS:-runs/smoke/v2}
@@ -238,6 +242,11 @@ fi
 
 # 1. data
 run_stage unpack "$PY" pack_v2.py unpack --pack "$PACK" --data-dir "$DATA" || exit 1
+if [ -z "${TOKENIZER:-}" ]; then
+  TOKENIZER="$RUNS/tokenizer"
+  run_stage tokenizer "$PY" tokenizer.py --captions "$DATA/captions_svg.json" --vocab-size "$TOKENIZER_VOCAB" \
+    --out "$TOKENIZER" --force || exit 1
+fi
 
 # 2. VQ: trained here, or (VQ_DIR) one trained elsewhere (train_vq2.py's OUT folder: stage1/ and
 # result_vq2.json), e.g. on the project machine's CPU, which leaves this run's minutes to the

@@ -193,17 +193,21 @@ class GroupSampler(Sampler):
         return picked[rng.permutation(len(picked))]
 
 
+def lowest_k(r: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """bool [B, n]: True at the k[b] smallest of each row b of the draws r [B, n] (k int64 [B],
+    1 <= k <= n). One sort; the same selection as ranking the draws, r.argsort(1).argsort(1) <
+    k[:, None], bar exact ties."""
+    kth = r.sort(1).values.gather(1, (k - 1)[:, None])
+    return r <= kth
+
+
 def corrupt(tokens: torch.Tensor, g: torch.Generator, mask_id: int, codebook: int, p_paella: float):
     """tokens [B, L] -> (input ids [B, L], loss weights [B, L])."""
     b, n = tokens.shape
     u = torch.rand(b, generator=g)
     ratio = torch.cos(u * math.pi / 2)
     n_corrupt = (ratio * n).ceil().clamp(1, n).long()
-    # The n_corrupt positions with the smallest draws (one sort; the same selection as ranking
-    # the draws, argsort().argsort() < n_corrupt, bar exact ties).
-    r = torch.rand(b, n, generator=g)
-    kth = r.sort(1).values.gather(1, (n_corrupt - 1)[:, None])
-    sel = r <= kth
+    sel = lowest_k(torch.rand(b, n, generator=g), n_corrupt)
     paella = torch.rand(b, generator=g) < p_paella
     rand_tok = torch.randint(0, codebook, (b, n), generator=g)
     fill = torch.where(paella[:, None], rand_tok, torch.full_like(tokens, mask_id))
@@ -267,7 +271,7 @@ def masked_token_scores(tokens, idx, mask_id: int, logits_of, ratios=(0.5, 0.9),
             tok = torch.from_numpy(tokens[j].astype(np.int64)).reshape(len(j), -1)
             n = tok.shape[1]
             k = max(1, math.ceil(r * n))
-            sel = torch.rand(len(j), n, generator=g).argsort(1).argsort(1) < k
+            sel = lowest_k(torch.rand(len(j), n, generator=g), torch.full((len(j),), k))
             inp = torch.where(sel, torch.full_like(tok, mask_id), tok)
             logits = logits_of(j, inp).float().cpu()
             correct += (logits.argmax(-1) == tok)[sel].sum().item()
