@@ -471,3 +471,57 @@ fn a_prompt_list_sets_the_stages_per_line() {
     assert!(png_text(&out.join("00002.png")).contains("Stages: 1,"));
     assert!(png_text(&out.join("00003.png")).contains("Super-res steps: 3,"));
 }
+
+/// The library's two-stage pipeline: its base stage is the base folder's own pipeline token for
+/// token (the same prompt rows, the base's micro-conditioning), and planning both stages records
+/// no more GPU work than planning the base alone, because the prompts are encoded once for both.
+#[test]
+fn the_base_stage_of_two_is_the_base_alone_and_the_text_is_encoded_once() {
+    use std::ops::ControlFlow;
+    use tessera_engine::GpuContext;
+    use tessera_engine::pipeline::{self, Condition, Model, Request, Start, SuperResOptions};
+    use tessera_engine::sampling::SamplerOptions;
+
+    let ctx = GpuContext::new().expect("adapter (apt-get install mesa-vulkan-drivers)");
+    let model = Model::open(&ctx, &fixture().join("model")).expect("load");
+    let request = |skip: bool, grid: usize| Request {
+        condition: Condition::Text {
+            prompt: "a red apple",
+            negative_prompt: "",
+        },
+        batch: 1,
+        guidance: 3.0,
+        sampler: SamplerOptions::amused(7),
+        start: Start::Blank((grid, grid)),
+        super_res: SuperResOptions { skip, steps: None },
+    };
+    let planned = |req: &Request<'_>| {
+        let before = ctx.work_counts();
+        let plan = pipeline::plan(&ctx, &model, req).expect("plan");
+        (plan, ctx.work_counts() - before)
+    };
+    let (one, one_work) = planned(&request(true, 4));
+    let (two, two_work) = planned(&request(false, 8));
+    assert!(
+        one_work.dispatches > 0,
+        "the base's plan encodes the prompts"
+    );
+    assert_eq!(
+        two_work.dispatches, one_work.dispatches,
+        "a two-stage plan records the base's work and nothing more"
+    );
+    let alone = one
+        .run(&ctx, &mut |_| ControlFlow::Continue(()))
+        .expect("run");
+    let mut base_of_two = Vec::new();
+    let both = two
+        .run(&ctx, &mut |ev| {
+            if ev.stage == 0 {
+                base_of_two = ev.tokens.to_vec();
+            }
+            ControlFlow::Continue(())
+        })
+        .expect("run");
+    assert_eq!((alone.grid, both.grid), ((4, 4), (8, 8)));
+    assert_eq!(base_of_two, alone.tokens);
+}

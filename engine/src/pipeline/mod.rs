@@ -84,6 +84,19 @@ impl TextRows {
         })
     }
 
+    /// The same prompt rows for images of another `size_px` (a two-stage model's other stage):
+    /// the text embeddings are shared, only the micro-conditioning is new.
+    fn resized(&self, ctx: &GpuContext, size_px: (usize, usize)) -> Result<Self> {
+        let rows = self.pooled.shape()[0];
+        Ok(Self {
+            pooled: self.pooled.clone(),
+            hidden: self.hidden.clone(),
+            micro: micro_conds(ctx, rows, size_px, (0.0, 0.0), 6.0)?,
+            guidance: self.guidance,
+            schedule: self.schedule,
+        })
+    }
+
     fn conditioning(&self) -> Conditioning<'_> {
         Conditioning {
             pooled: &self.pooled,
@@ -114,8 +127,20 @@ impl<'a> GuidedTransformer<'a> {
             guidance,
             (grid.1 * f, grid.0 * f),
         )?;
-        let prepared = pipe.transformer.prepare(&mut rec, &text.conditioning())?;
+        let guided = Self::base(&mut rec, pipe, &text, grid)?;
         rec.submit();
+        Ok(guided)
+    }
+
+    /// The base transformer with `text`'s conditioning prepared (recorded in `rec`; the caller
+    /// submits) for a grid of `grid` tokens.
+    fn base(
+        rec: &mut Recorder<'_>,
+        pipe: &'a AmusedPipeline,
+        text: &TextRows,
+        grid: (usize, usize),
+    ) -> Result<Self> {
+        let prepared = pipe.transformer.prepare(rec, &text.conditioning())?;
         Ok(Self {
             transformer: StageTransformer::Base(&pipe.transformer),
             mask_id: pipe.scheduler.mask_token_id,
@@ -701,7 +726,6 @@ pub async fn plan_with<'a>(
         mode,
     )
     .await?;
-    let token_model = model.token_model(ctx, req, base.grid)?;
     let sr_opts = model.super_res_sampler(req)?;
     let start = stage_start(
         ctx,
@@ -719,6 +743,8 @@ pub async fn plan_with<'a>(
     else {
         return Err(Error::shape("generate", "condition does not fit the model"));
     };
+    // The prompts are encoded once for both stages; each stage has its own micro-conditioning
+    // (its image size).
     let f = pipe.vqvae.config.scale_factor();
     let mut rec = ctx.recorder();
     let text = TextRows::new(
@@ -729,6 +755,10 @@ pub async fn plan_with<'a>(
         (req.guidance, req.sampler.guidance_schedule),
         (start.grid.1 * f, start.grid.0 * f),
     )?;
+    let base_text = text.resized(ctx, (base.grid.1 * f, base.grid.0 * f))?;
+    let token_model = Box::new(GuidedTransformer::base(
+        &mut rec, pipe, &base_text, base.grid,
+    )?);
     rec.submit();
     Ok(Plan {
         model: token_model,
