@@ -28,7 +28,8 @@
 # PACK (device/v2_data.xz), VQ_DIR (a VQ trained elsewhere: train_vq2.py's OUT folder, e.g.
 # device/vq2 carried beside the pack; instead of training one from scratch, it is fine-tuned
 # here for VQ_MIN = 1 minute — a warm restart, kept only if its held-out PSNR is higher — and
-# base/SR get 3.5/2 minutes; VQ_MIN=0 uses it as it is, with 4.25/2.5),
+# base/SR get 3.5/2 minutes; VQ_MIN=0, the default when its result_vq2.json already has a
+# held-out PSNR of 28 dB or more, uses it as it is, with 4.25/2.5),
 # TOKENIZER (a tokenizer folder to use instead of learning one), TOKENIZER_VOCAB (2048),
 # CACHE_LIMIT (cache only that many images: a dry run), DEVICE (cuda), VQ_MIN / BASE_MIN / SR_MIN (1.75 / 3.25 / 1.75 minutes
 # of training; the rest of the chain is expected to take ~2.2 min), TOTAL_MIN (9.3: the whole
@@ -88,6 +89,11 @@ elif [ "${SMOKE:-0}" != 1 ]; then
   DEVICE=${DEVICE:-cuda}
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
   if [ -n "${VQ_DIR:-}" ]; then  # a short fine-tune of that VQ; the rest to the transformers
+    # ... unless it already meets the tokenizer's PSNR target (>= 28 dB held out): then as it is
+    if [ -z "${VQ_MIN:-}" ] && "$PY" -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1]))["heldout_psnr_db"] >= 28 else 1)' \
+         "$VQ_DIR/result_vq2.json" 2>/dev/null; then
+      VQ_MIN=0
+    fi
     VQ_MIN=${VQ_MIN:-1}
     if [ "$(awk -v m="$VQ_MIN" 'BEGIN { print (m > 0) }')" = 1 ]; then
       BASE_MIN=${BASE_MIN:-3.5}; SR_MIN=${SR_MIN:-2}
