@@ -54,6 +54,34 @@ def cond_logits(pipe, prompt: str, tokens: torch.Tensor) -> torch.Tensor:
     return pipe.transformer(tokens, micro_conds=micro, pooled_text_emb=out.text_embeds, encoder_hidden_states=out.hidden_states[-2])
 
 
+def probe_table(vq, before_path: Path) -> list[str]:
+    """Card lines: tools/eval/colour_probe.py's disc probe of `vq` (the exported VQ, its fp16
+    weights) beside `before_path` (colour_probe.py --json of the previous VQ), on the same
+    palette (the before file's colours) at its size; [] without that file."""
+    before = read_json(before_path)
+    if not before:
+        return []
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+    import colour_probe  # tools/eval/colour_probe.py
+
+    palette = [(r["colour"], tuple(r["rgb"])) for r in before["rows"]]
+    after = colour_probe.probe_vq(vq, palette, size=before["size"], value_range="01")
+    lines = [
+        "Colour probe (`tools/eval/colour_probe.py`: flat discs on white, encoded and decoded, CIEDE2000",
+        f"over the discs' interiors at {before['size']} px; the criterion is a mean ΔE00 <= 5), the shipped",
+        "v1 VQ before and this VQ after:",
+        "",
+        "| colour | sRGB | v1 decoded | v1 ΔE00 | v2 decoded | v2 ΔE00 |",
+        "|---|---|---|---:|---|---:|",
+    ]
+    for b, a in zip(before["rows"], after["rows"]):
+        lines.append(f"| {b['colour']} | {tuple(b['rgb'])} | {tuple(b['decoded_mean_rgb'])} | {b['mean_de00']:.1f} "
+                     f"| {tuple(a['decoded_mean_rgb'])} | {a['mean_de00']:.1f} |")
+    lines += [f"| **mean over {len(palette)}** | | | **{before['mean_de00']:.1f}** | | **{after['mean_de00']:.1f}** |", ""]
+    log(f"colour probe: mean ΔE00 {before['mean_de00']:.2f} (v1) -> {after['mean_de00']:.2f} over {len(palette)} colours")
+    return lines
+
+
 def model_card(out: Path, pipe, sizes: dict, args) -> str:
     te, tr, vq = pipe.text_encoder, pipe.transformer, pipe.vqvae
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
@@ -106,7 +134,9 @@ def model_card(out: Path, pipe, sizes: dict, args) -> str:
             + ("." if "heldout_psnr_db" in vq2_res else ""),
             "2. Text encoder + transformer trained together from scratch with the masked-token objective",
         ]
+        probe_lines = probe_table(vq, args.probe_before)
     else:
+        probe_lines = []
         vq_lines = [
             "1. VQ stage 1: encoder + codebook + decoder, L1 + MSE + image-gradient loss, codebook and",
             "   commitment losses, dead-code re-seeding."
@@ -151,6 +181,8 @@ def model_card(out: Path, pipe, sizes: dict, args) -> str:
             f"   Held-out (unseen emoji) masked-token accuracy: {h['acc@0.5'] * 100:.1f} % at 50 % masking, "
             f"{h['acc@0.9'] * 100:.1f} % at 90 % masking."
         )
+    if probe_lines:
+        lines += ["", *probe_lines]
     lines += [
         "",
         "## Limitations",
@@ -180,6 +212,10 @@ def main():
     ap.add_argument("--sources", type=Path, nargs="+", default=None,
                     help="attribution files the card includes, in order (default data/SOURCES.md; the v2 model: "
                          "data/SOURCES_svg.md)")
+    ap.add_argument("--probe-before", type=Path,
+                    default=Path(__file__).resolve().parents[1] / "eval" / "colour_probe_v1.json",
+                    help="a v2 card (train_vq2.py's VQ) shows the colour probe of this colour_probe.py --json "
+                         "(the shipped v1 VQ's) beside the new VQ's, on its palette")
     ap.add_argument("--svg-data", action="store_true",
                     help="the card describes data_svg.py's SVG sets (Noto, Twemoji, Fluent) and run_device_v2.sh")
     ap.add_argument("--guidance-scale", type=float, default=1.0,
