@@ -78,10 +78,11 @@ def load_dataset(data_dir: Path = DATA_DIR):
     return images, records, heldout
 
 
-def load_records(data_dir: Path = DATA_DIR):
+def load_records(data_dir: Path = DATA_DIR, name: str = CAPTIONS_JSON):
     """Returns (records list, heldout bool [N]) from captions.json alone (what the transformer
-    stage needs besides the token cache; the image array stays on disk)."""
-    records = json.loads((data_dir / CAPTIONS_JSON).read_text(encoding="utf-8"))["records"]
+    stage and the tokenizer need; the image array stays on disk), or from another captions file
+    `name` in data.py's record format (data_svg.py's captions_svg.json)."""
+    records = json.loads((data_dir / name).read_text(encoding="utf-8"))["records"]
     return records, np.array([bool(r["heldout"]) for r in records])
 
 

@@ -37,7 +37,7 @@ from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, 
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 
-from common import BOS, EOS, MAX_LEN, RUNS_DIR, caption_variants, load_dataset, log
+from common import BOS, EOS, MAX_LEN, RUNS_DIR, caption_variants, load_records, log
 
 SPLIT_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
@@ -245,18 +245,14 @@ def main():
     ap.add_argument("--out", type=Path, default=RUNS_DIR / "tokenizer")
     ap.add_argument("--captions", type=Path, default=None,
                     help="captions file in data.py's record format, each record with a heldout flag "
-                         "(default: data.py's captions.json with the held-out flags of its npz)")
+                         "(default: data.py's captions.json)")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args()
     if (args.out / "tokenizer.json").exists() and not args.force:
         log(f"{args.out}/tokenizer.json exists; nothing to do (use --force to rebuild)")
         return
 
-    if args.captions:
-        records = json.loads(args.captions.read_text(encoding="utf-8"))["records"]
-        heldout = [bool(r["heldout"]) for r in records]
-    else:
-        _, records, heldout = load_dataset()
+    records, heldout = load_records(args.captions.parent, args.captions.name) if args.captions else load_records()
     texts = []
     for rec, held in zip(records, heldout):
         if not held:
