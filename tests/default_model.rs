@@ -38,33 +38,53 @@ fn assert_matches_fixture(out: &Path, fixture_file: &str, key: &str) {
     assert!(e < 1e-4, "{key}: relative error {e:.2e}");
 }
 
-#[test]
-fn forward_matches_diffusers() {
-    let out = tmp("default-forward.safetensors");
-    ok(&[
+/// `tessera forward` of the masked fixture tokens with the fixture's prompt, logits to `out`.
+fn forward_args(out: &Path) -> Vec<String> {
+    let tokens = fixture("tokens_masked.safetensors");
+    owned(&[
         "forward",
         "--tokens",
-        s(&fixture("tokens_masked.safetensors")),
+        s(&tokens),
         "--prompt",
         &prompt(),
         "--out",
-        s(&out),
-    ]);
+        s(out),
+    ])
+}
+
+/// `tessera decode` of the full fixture tokens: the PNG to `png`, the raw image to `raw`.
+fn decode_args(png: &Path, raw: &Path) -> Vec<String> {
+    let tokens = fixture("tokens_full.safetensors");
+    owned(&[
+        "decode",
+        "--tokens",
+        s(&tokens),
+        "--out",
+        s(png),
+        "--raw",
+        s(raw),
+    ])
+}
+
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn forward_matches_diffusers() {
+    let out = tmp("default-forward.safetensors");
+    ok(&refs(&forward_args(&out)));
     assert_matches_fixture(&out, "forward.safetensors", "logits");
 }
 
 #[test]
 fn decode_and_encode_match_diffusers() {
     let (png, raw) = (tmp("default-decode.png"), tmp("default-decode.safetensors"));
-    ok(&[
-        "decode",
-        "--tokens",
-        s(&fixture("tokens_full.safetensors")),
-        "--out",
-        s(&png),
-        "--raw",
-        s(&raw),
-    ]);
+    ok(&refs(&decode_args(&png, &raw)));
     assert_matches_fixture(&raw, "decode.safetensors", "image");
 
     let enc = tmp("default-encode.safetensors");
@@ -114,19 +134,7 @@ fn tensor_cores_end_to_end_match_diffusers_and_the_plain_kernels() {
         "TESSERA_KERNELS=coop: no tensor-core kernels on this adapter:\n{info}"
     );
     let out = tmp("coop-forward.safetensors");
-    let tokens = fixture("tokens_masked.safetensors");
-    with_kernels(
-        "coop",
-        &[
-            "forward",
-            "--tokens",
-            s(&tokens),
-            "--prompt",
-            &prompt(),
-            "--out",
-            s(&out),
-        ],
-    );
+    with_kernels("coop", &refs(&forward_args(&out)));
     let (gs, got) = field(&out, "logits");
     let (ws, want) = field(&fixture("forward.safetensors"), "logits");
     assert_eq!(gs, ws);
@@ -147,18 +155,7 @@ fn tensor_cores_end_to_end_match_diffusers_and_the_plain_kernels() {
     assert!(same >= 0.97, "logits: argmax agrees at {same:.3}");
 
     let (png, raw) = (tmp("coop-decode.png"), tmp("coop-decode.safetensors"));
-    with_kernels(
-        "coop",
-        &[
-            "decode",
-            "--tokens",
-            s(&fixture("tokens_full.safetensors")),
-            "--out",
-            s(&png),
-            "--raw",
-            s(&raw),
-        ],
-    );
+    with_kernels("coop", &refs(&decode_args(&png, &raw)));
     let e = rel_err(
         &field(&raw, "image").1,
         &field(&fixture("decode.safetensors"), "image").1,

@@ -74,14 +74,19 @@ impl TextRows {
         let pooled = ops::embed::repeat_rows(rec, &emb.pooled, batch)?;
         let hidden = ops::embed::repeat_rows(rec, &emb.penultimate, batch)?;
         let rows = if guided { 2 * batch } else { batch };
-        let micro = micro_conds(rec.ctx(), rows, size_px, (0.0, 0.0), 6.0)?;
         Ok(Self {
+            micro: Self::micro(rec.ctx(), rows, size_px)?,
             pooled,
             hidden,
-            micro,
             guidance,
             schedule,
         })
+    }
+
+    /// The `[rows, 5]` micro-conditioning of images of `size_px` at diffusers' defaults
+    /// (`micro_conditioning_crop_coord` (0, 0), `micro_conditioning_aesthetic_score` 6).
+    fn micro(ctx: &GpuContext, rows: usize, size_px: (usize, usize)) -> Result<Tensor> {
+        micro_conds(ctx, rows, size_px, (0.0, 0.0), 6.0)
     }
 
     /// The same prompt rows for images of another `size_px` (a two-stage model's other stage):
@@ -91,7 +96,7 @@ impl TextRows {
         Ok(Self {
             pooled: self.pooled.clone(),
             hidden: self.hidden.clone(),
-            micro: micro_conds(ctx, rows, size_px, (0.0, 0.0), 6.0)?,
+            micro: Self::micro(ctx, rows, size_px)?,
             guidance: self.guidance,
             schedule: self.schedule,
         })
