@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Gets this checkout ready for a lent GPU machine (the `device` tool's `run`) and prints the
+# calls to make, with what each carries and whether it fits the 64 MiB that travels.
+#
+#   bash tools/dev/gpu-prep.sh          # build + stage everything, then print the calls
+#   bash tools/dev/gpu-prep.sh sizes    # only check sizes and print the calls
+#   bash tools/dev/gpu-prep.sh blank    # empty the committed default model's weights (the
+#                                       # training call cannot carry them); `restore` undoes it
+#
+# What it stages (all ignored by git through .git/info/exclude or .gitignore):
+#   .devbin/tessera.xz, .devbin/kernels.xz  `tessera --no-default-features` and the engine's
+#       kernel-test binary, stripped and xz-compressed (docs/benchmarks.md "Measuring on a GPU")
+#   .gl/*.deb          the Vulkan loader (libvulkan1): the GPU machine has the NVIDIA driver
+#       but no loader (/work/.library/device/README.md)
+#   tools/bench/wheels diffusers for tools/bench/reference.py (fetch_wheels.sh)
+# The training call's inputs (tools/train/device: the v2 pack and the CPU-trained VQ) are made
+# by tools/train (README "Training v2 on a GPU machine"); this script only checks they are there.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+LIMIT=$((64 * 1024 * 1024))
+MODEL=assets/models/emoji
+
+exclude() { grep -qxF "$1" .git/info/exclude 2>/dev/null || echo "$1" >> .git/info/exclude; }
+# bytes that travel: tracked + untracked-not-ignored files as they are now, plus the carried paths
+tree_bytes() { git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1; }
+carried_bytes() { local n=0 p; for p in "$@"; do n=$((n + $(du -sb "$p" 2>/dev/null | cut -f1 || echo 0))); done; echo "$n"; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+model_bytes() { du -cb "$MODEL"/*/*.safetensors | tail -1 | cut -f1; }
+
+case "${1:-all}" in
+  blank)
+    for f in "$MODEL"/*/*.safetensors; do : > "$f"; done
+    echo "emptied $MODEL/*/*.safetensors; undo with: bash $0 restore (git checkout -- $MODEL)"
+    exit 0 ;;
+  restore)
+    git checkout -- "$MODEL"
+    echo "restored $MODEL"
+    exit 0 ;;
+  all)
+    exclude /.devbin/
+    exclude /.gl/
+    mkdir -p .devbin
+    cargo build --release -p tessera --no-default-features
+    tests=$(cargo test --release -p tessera-engine --test kernels --no-run --message-format=json 2>/dev/null \
+      | python3 -c 'import json, sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "kernels":
+        print(m["executable"])' | tail -1)
+    [ -x "$tests" ] || { echo "Error: no kernel-test binary from cargo test --no-run" >&2; exit 1; }
+    for pair in "target/release/tessera:tessera" "$tests:kernels"; do
+      src=${pair%%:*} name=${pair##*:}
+      strip -o ".devbin/$name" "$src"
+      xz -6 -f ".devbin/$name"
+    done
+    [ -n "$(ls tools/bench/wheels/diffusers-*.whl 2>/dev/null)" ] || bash tools/bench/fetch_wheels.sh
+    if [ -z "$(ls .gl/libvulkan1_*.deb 2>/dev/null)" ]; then
+      mkdir -p .gl /tmp/amd64/partial
+      o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+      # shellcheck disable=SC2086
+      apt-get $o update -qq && (cd .gl && apt-get $o download libvulkan1)
+    fi ;;
+  sizes) ;;
+  *) echo "Error: unknown command '$1' (all, sizes, blank, restore)" >&2; exit 1 ;;
+esac
+
+tree=$(tree_bytes)
+bench_carry=(.devbin .gl tools/bench/wheels)
+train_carry=(tools/train/device tools/bench/wheels)
+bench=$((tree + $(carried_bytes "${bench_carry[@]}")))
+train=$((tree + $(carried_bytes "${train_carry[@]}")))
+# the training call travels with the model's weights emptied (`blank`), if they are not already
+weights=$(model_bytes)
+train_blank=$((train - weights))
+for f in .devbin/tessera.xz .devbin/kernels.xz tools/train/device/v2_data.xz \
+         tools/train/device/vq2/result_vq2.json; do
+  [ -f "$f" ] || echo "missing: $f"
+done
+echo "working tree $(mib "$tree") (the model's weights $(mib "$weights")); limit $(mib "$LIMIT")"
+echo "bench call:    $(mib "$bench")$([ "$bench" -le "$LIMIT" ] || echo '  OVER THE LIMIT')"
+echo "training call: $(mib "$train_blank") with the weights blanked$([ "$train_blank" -le "$LIMIT" ] || echo '  OVER THE LIMIT')"
+tok=""
+tok_note=""
+if [ -f tools/train/device/tokenizer/vocab.json ]; then
+  tok="TOKENIZER=device/tokenizer"
+  tok_note=" $tok: the tokenizer of the CPU run (run_cpu_v2.sh)."
+fi
+cat <<EOF
+
+1. The GPU-speed benchmark (first claim), ~4-5 minutes (docs/benchmarks.md)
+run(command = "for f in .gl/*.deb; do dpkg -x \$f /; done; ldconfig; n=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json; [ -f \$n ] && export VK_DRIVER_FILES=\$n; xz -dkf .devbin/tessera.xz .devbin/kernels.xz && chmod +x .devbin/tessera .devbin/kernels && TESSERA_BIN=.devbin/tessera KERNEL_TESTS=.devbin/kernels OUT=\$OUT bash tools/bench/run_device.sh",
+    carry = ["${bench_carry[0]}", "${bench_carry[1]}", "${bench_carry[2]}"], timeout_s = 420)
+
+2. The default model v2's training, in what is left (tools/train/README.md): within 30 s of the first call's
+   return the machine is still warm. First \`bash $0 blank\`, afterwards \`bash $0 restore\`;
+   TOTAL_MIN about 1.5 minutes under status's budget_left_s.$tok_note
+run(command = "TOTAL_MIN=7 VQ_DIR=device/vq2 ${tok:+$tok }bash tools/train/run_device_v2.sh",
+    carry = ["${train_carry[0]}", "${train_carry[1]}"], timeout_s = 480)
+EOF
