@@ -48,6 +48,7 @@ PY=${PYTHON:-python3}
 ROOT=$(cd ../.. && pwd)
 PACK=${PACK:-device/v2_data.xz}
 TOKENIZER_VOCAB=${TOKENIZER_VOCAB:-2048}
+positive() { awk -v m="$1" 'BEGIN { exit !(m > 0) }'; }  # is the number $1 above 0?
 
 if [ "${SMOKE:-0}" = 1 ]; then
   RUNS=${RUNS:-runs/smoke/v2}
@@ -95,7 +96,7 @@ elif [ "${SMOKE:-0}" != 1 ]; then
       VQ_MIN=0
     fi
     VQ_MIN=${VQ_MIN:-1}
-    if [ "$(awk -v m="$VQ_MIN" 'BEGIN { print (m > 0) }')" = 1 ]; then
+    if positive "$VQ_MIN"; then
       BASE_MIN=${BASE_MIN:-3.5}; SR_MIN=${SR_MIN:-2}
     else
       BASE_MIN=${BASE_MIN:-4.25}; SR_MIN=${SR_MIN:-2.5}
@@ -266,7 +267,7 @@ fi
 rm -rf "$RUNS/vq2" "$RUNS/vq2_tune" "$RUNS/sr" "$RUNS/base" "$RUNS/export/v2"  # no stale outputs from an earlier run
 if [ -n "${VQ_DIR:-}" ]; then
   mkdir -p "$RUNS/vq2"
-  if [ "$(awk -v m="$VQ_MIN" 'BEGIN { print (m > 0) }')" = 1 ]; then
+  if positive "$VQ_MIN"; then
     # A warm restart from VQ_DIR (its architecture, weights and codebook; fresh optimiser, lr
     # 3e-4 after 100 warm-up steps): kept if its held-out PSNR beats VQ_DIR's.
     RESERVE=$(( OVH_VQ + OVH_CACHE + $(secs "$BASE_MIN") + OVH_BASE + OVH_EXPORT + $(secs "$SR_MIN") + OVH_SR + OVH_SREXPORT + OVH_PACK ))
