@@ -432,7 +432,7 @@ def train_stage(args):
         f"config: {json.dumps(cfg)}\nbase {args.base} (text encoder frozen), batch {args.batch}, steps {args.steps}, "
         f"lr {args.lr}, caption dropout {args.caption_dropout}, paella {args.paella}, low-res noise "
         f"{args.low_res_noise}, train {len(train_idx)} / held-out {len(held_idx)} images, device {device}"
-        f"{' (bf16 autocast)' if amp and device.type == 'cuda' else ''}\n"
+        f"{' (bf16 autocast)' if amp else ''}\n"
         f"copy-the-parent baseline (HR token = its LR parent): held-out "
         f"{parent_agreement(hi[held_idx], lo[held_idx]) * 100 if len(held_idx) else float('nan'):.1f} %, "
         f"train {parent_agreement(hi[train_idx], lo[train_idx]) * 100:.1f} %",
@@ -775,7 +775,7 @@ def main():
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--device", default="cpu", help="cache / train: torch device (cpu or cuda)")
     add_budget_args(ap)
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA or a CPU with bf16 instructions)")
     ap.add_argument("--info", action="store_true", help="print config, params, fp16 size and FLOPs, then exit")
     ap.add_argument("--bench", type=int, default=0, help="like --info, then time this many training steps at --batch")
     # export

@@ -317,9 +317,9 @@ def ema_update(ema_models, models, decay: float):
 
 
 def amp_context(amp: str | None, device: torch.device):
-    """bf16 autocast on CUDA when asked (--bf16); a no-op otherwise."""
-    if amp == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast when asked (--bf16), on CUDA or the CPU; a no-op otherwise."""
+    if amp == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -379,7 +379,7 @@ def main():
     ap.add_argument("--stop-after", type=int, default=0, help="stop (with a checkpoint) after this many steps in this invocation (for testing resume)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--device", default="cpu", help="torch device: cpu (the recipe's default) or cuda")
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only; weights and optimiser stay fp32)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA or a CPU with bf16 instructions; weights and optimiser stay fp32)")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start from the weights of a finished run (a folder with text_encoder/ and transformer/, "
                          "as final/ holds) with a fresh optimiser, instead of from random weights")
@@ -472,7 +472,7 @@ def main():
         f"configs: {json.dumps({'text': tcfg, 'uvit': ucfg})}\n"
         f"batch {args.batch}, steps {args.steps}, lr {args.lr}, caption dropout {args.caption_dropout}, "
         f"paella {args.paella}, train {len(train_idx)} / held-out {len(held_idx)} images, device {device}"
-        f"{' (bf16 autocast)' if amp and device.type == 'cuda' else ''}",
+        f"{' (bf16 autocast)' if amp else ''}",
         log_path,
     )
 
