@@ -21,8 +21,8 @@
 // of 4. D = head_dim is an override constant. Scores and the softmax stay f32; Q, K, V and P
 // are rounded to f16 (as PyTorch's fp16 attention does).
 
-// Params: attention_params.wgsl; p, q_buf, k_buf, v_buf, o_buf, visible_keys:
-// attention_vec4_io.wgsl (both prepended).
+// p, q_buf, k_buf, v_buf, o_buf, visible_keys: attention_vec4_io.wgsl (prepended); Params:
+// ops::attention::Params (appended).
 
 // head_dim: a multiple of FR, at most DMAX.
 override D: u32 = 64u;

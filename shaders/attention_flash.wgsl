@@ -14,8 +14,8 @@
 // 4. D4 = head_dim / 4 is an override constant, so every loop over the head has a fixed trip
 // count.
 
-// Params: attention_params.wgsl; p, q_buf, k_buf, v_buf, o_buf, visible_keys:
-// attention_vec4_io.wgsl (both prepended).
+// p, q_buf, k_buf, v_buf, o_buf, visible_keys: attention_vec4_io.wgsl (prepended); Params:
+// ops::attention::Params (appended).
 
 // head_dim / 4.
 override D4: u32 = 16u;

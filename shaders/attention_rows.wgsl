@@ -11,8 +11,8 @@
 // Needs head_dim % 4 == 0, head_dim ≤ 128, and every stride and offset a multiple of 4 (Q, K, V
 // and O are read and written as vec4).
 
-// Params: attention_params.wgsl; p, q_buf, k_buf, v_buf, o_buf, visible_keys:
-// attention_vec4_io.wgsl (both prepended).
+// p, q_buf, k_buf, v_buf, o_buf, visible_keys: attention_vec4_io.wgsl (prepended); Params:
+// ops::attention::Params (appended).
 
 // head_dim / 4.
 override D4: u32 = 16u;

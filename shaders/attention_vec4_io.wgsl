@@ -1,5 +1,5 @@
 // The bindings of the vec4 attention kernels (prepended to attention_rows.wgsl,
-// attention_flash.wgsl and attention_coop.wgsl after attention_params.wgsl): Q, K, V and O read
+// attention_flash.wgsl and attention_coop.wgsl): Q, K, V and O read
 // and written as vec4s, so head_dim, every stride and every offset is a multiple of 4.
 
 @group(0) @binding(0) var<uniform> p: Params;

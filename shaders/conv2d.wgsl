@@ -19,7 +19,7 @@
 // Thread mapping: one invocation per output element, except the register-blocked kernels
 // (conv2d_rows, conv_transpose2d_rows) and the implicit GEMM (conv2d_gemm) below.
 
-// Params and bindings: conv2d_params.wgsl (prepended).
+// Bindings: conv2d_io.wgsl (prepended); Params: ops::conv::Params (appended).
 
 const WG: u32 = 256u;
 

@@ -3,8 +3,8 @@
 // k = (ci, ky, kx) and the patch gathered from x on the fly (zero outside the image); weights
 // and patch rounded to f16, products accumulated in f32 (FR×FR×FR fragments, SG-wide
 // subgroups: the cooperative-matrix prelude, shaders.rs CoopShape).
-// Params and bindings come from conv2d_params.wgsl, behind `enable f16; enable
-// wgpu_cooperative_matrix;`.
+// Bindings come from conv2d_io.wgsl, behind `enable f16; enable wgpu_cooperative_matrix;`;
+// Params from ops::conv::Params (appended).
 //
 // Mapping as in matmul_coop64.wgsl: a workgroup of 128 invocations (128 / SG subgroups) owns 64
 // output channels × 64 output pixels, each subgroup a 2FR×2FR block as 2×2 accumulators; K is

@@ -14,21 +14,8 @@
 //
 // Thread mapping: one invocation per output element (256 per workgroup, linearised over x, y).
 
-struct Params {
-    n: u32,
-    rows: u32,
-    cols: u32,
-    _pad0: u32,
-    alpha: f32,
-    beta: f32,
-    _pad1: u32,
-    _pad2: u32,
-    shape: vec4<u32>,
-    a_strides: vec4<u32>,
-    b_strides: vec4<u32>,
-    offsets: vec4<u32>,
-}
-
+// struct Params: generated from the Rust declaration (ops::elementwise::Params, kernel_params!)
+// and appended by shaders::Module::source.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;

@@ -11,21 +11,8 @@
 //              [sin(t·f), cos(t·f)] or, with flip = 1, [cos(t·f), sin(t·f)];
 //              an odd column count leaves the last column 0.
 
-struct Params {
-    rows: u32,
-    cols: u32,
-    vocab: u32,
-    flip: u32,
-    shift: f32,
-    max_period: f32,
-    scale: f32,
-    first: u32,
-    total: u32,
-    id_rows: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
+// struct Params: generated from the Rust declaration (ops::embed::Params, kernel_params!)
+// and appended by shaders::Module::source.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
 @group(0) @binding(2) var<storage, read> table: array<f32>;

@@ -5,20 +5,8 @@
 //        Covers permute, slicing (split), concat (copy into a slice of the output), broadcast.
 // fill:  dst[out_offset + i] = value for i < n.
 
-struct Params {
-    n: u32,
-    in_offset: u32,
-    out_offset: u32,
-    value: u32,
-    shape: vec4<u32>,
-    in_strides: vec4<u32>,
-    out_strides: vec4<u32>,
-    // The two outermost dims of a 6-d copy (x, y) and their strides; 1 and 0 below rank 5.
-    outer: vec4<u32>,
-    in_outer: vec4<u32>,
-    out_outer: vec4<u32>,
-}
-
+// struct Params: generated from the Rust declaration (ops::layout::Params, kernel_params!)
+// and appended by shaders::Module::source.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<u32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<u32>;

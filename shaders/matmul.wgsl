@@ -5,7 +5,7 @@
 //   op(B) = B with B stored [K, N]          (TRANS_B = false)
 //         = Bᵀ with B stored [N, K]         (TRANS_B = true: PyTorch Linear weights)
 //
-// Declarations and operand reads come from matmul_params.wgsl, B from a weights_*.wgsl prelude.
+// Declarations and operand reads come from matmul_operands.wgsl, B from a weights_*.wgsl prelude.
 // A batch stride of 0 broadcasts that operand over the batch.
 //
 // Thread mapping: a workgroup of 8×8 invocations owns a 32×32 tile of C; invocation (x, y)

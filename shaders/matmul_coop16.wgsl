@@ -9,7 +9,7 @@
 //   op(B) = B with B stored [K, N]          (TRANS_B = false)
 //         = Bᵀ with B stored [N, K]         (TRANS_B = true: PyTorch Linear weights)
 //
-// Declarations and operand reads come from matmul_params.wgsl, B from a weights_*.wgsl
+// Declarations and operand reads come from matmul_operands.wgsl, B from a weights_*.wgsl
 // prelude; f32 weights are rounded to f16 too.
 //
 // Mapping: a workgroup is one subgroup of SG invocations and owns a 2FR×2FR tile of C as four

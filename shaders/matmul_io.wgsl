@@ -1,6 +1,6 @@
-// Declarations every matmul kernel shares (mirrored by ops::matmul::Params): parameters, the
-// bias, output and residual bindings, and the activation override. A (binding 1) is declared
-// by matmul_params.wgsl (scalars) or by the kernels that read it as vec4s along K; B
+// Declarations every matmul kernel shares: the uniform p (Params: ops::matmul::Params,
+// appended), the bias, output and residual bindings, and the activation override. A (binding 1) is declared
+// by matmul_operands.wgsl (scalars) or by the kernels that read it as vec4s along K; B
 // (binding 2) by a weights_*.wgsl or weights4_*.wgsl prelude. Batch strides are in scalars.
 //
 //   C[b] = act(A[b] · op(B[b]) (+ bias)) (+ residual[b])
@@ -11,18 +11,8 @@
 // the store path cost small products 10–15 %).
 override ACT: u32 = 0u;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    a_batch_stride: u32,
-    b_batch_stride: u32,
-    c_batch_stride: u32,
-    // 1: + bias[n]; 2: + residual (same layout as C).
-    flags: u32,
-}
-
+// struct Params: generated from the Rust declaration (ops::matmul::Params, kernel_params!)
+// and appended by shaders::Module::source.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c_buf: array<f32>;

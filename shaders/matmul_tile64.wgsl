@@ -7,7 +7,7 @@
 //   op(B) = B with B stored [K, N]          (TRANS_B = false)
 //         = Bᵀ with B stored [N, K]         (TRANS_B = true: PyTorch Linear weights)
 //
-// Declarations and operand reads come from matmul_params.wgsl, B from a weights_*.wgsl
+// Declarations and operand reads come from matmul_operands.wgsl, B from a weights_*.wgsl
 // prelude. No gated units (matmul.wgsl has them).
 //
 // Thread mapping: a workgroup of 8×8 invocations owns a 64×64 tile of C; invocation (x, y) owns

@@ -14,21 +14,8 @@
 //   cols = C]: G = ‖x‖₂ over H·W per channel, N = G / (mean_c G + eps),
 //   y = weight·(x·N) + bias + x.
 
-struct Params {
-    rows: u32,
-    cols: u32,
-    inner: u32,
-    outer_stride: u32,
-    elem_stride: u32,
-    flags: u32,
-    eps: f32,
-    groups: u32,
-    mod_rows: u32,
-    chunks: u32,
-    chunk_len: u32,
-    _pad0: u32,
-}
-
+// struct Params: generated from the Rust declaration (ops::norm::Params, kernel_params!)
+// and appended by shaders::Module::source.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;

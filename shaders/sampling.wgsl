@@ -18,17 +18,8 @@
 //
 // Thread mapping: one workgroup of 256 invocations per row.
 
-struct Params {
-    rows: u32,
-    cols: u32,
-    row_stride: u32,
-    k: u32,
-    temperature: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
+// struct Params: generated from the Rust declaration (ops::sampling::Params, kernel_params!)
+// and appended by shaders::Module::source.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> uniforms: array<f32>;

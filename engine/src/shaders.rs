@@ -4,6 +4,10 @@
 //! A [`KernelSpec`] names a module, an entry point and the override constants; it is the
 //! pipeline-cache key. [`all_specs`] lists every configuration any op can ask for, so the naga
 //! translation test covers exactly what the engine runs.
+//!
+//! Each op's uniform `Params` is declared once, in Rust, with [`kernel_params!`]; its WGSL
+//! `struct Params` is generated from that declaration ([`ParamsLayout::wgsl`]) and appended to
+//! the module's source, so the two cannot drift apart.
 
 use std::fmt;
 
@@ -14,7 +18,7 @@ const MATMUL_COOP16: &str = include_str!("../../shaders/matmul_coop16.wgsl");
 const MATMUL_COOP64: &str = include_str!("../../shaders/matmul_coop64.wgsl");
 const MATMUL_GEMV: &str = include_str!("../../shaders/matmul_gemv.wgsl");
 const TILE8X8: &str = include_str!("../../shaders/tile8x8.wgsl");
-const MATMUL_PARAMS: &str = include_str!("../../shaders/matmul_params.wgsl");
+const MATMUL_OPERANDS: &str = include_str!("../../shaders/matmul_operands.wgsl");
 const MATMUL_IO: &str = include_str!("../../shaders/matmul_io.wgsl");
 const MATMUL_EPILOGUE: &str = include_str!("../../shaders/matmul_epilogue.wgsl");
 const WEIGHTS_F32: &str = include_str!("../../shaders/weights_f32.wgsl");
@@ -24,7 +28,6 @@ const MATMUL_ROWS: &str = include_str!("../../shaders/matmul_rows.wgsl");
 const WEIGHTS4_F32: &str = include_str!("../../shaders/weights4_f32.wgsl");
 const WEIGHTS4_F16: &str = include_str!("../../shaders/weights4_f16.wgsl");
 const WEIGHTS4_F16_PACKED: &str = include_str!("../../shaders/weights4_f16_packed.wgsl");
-const ATTENTION_PARAMS: &str = include_str!("../../shaders/attention_params.wgsl");
 const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
 const ATTENTION_FLASH: &str = include_str!("../../shaders/attention_flash.wgsl");
 const ATTENTION_ROWS: &str = include_str!("../../shaders/attention_rows.wgsl");
@@ -34,10 +37,84 @@ const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
 const LAYOUT: &str = include_str!("../../shaders/layout.wgsl");
 const EMBED: &str = include_str!("../../shaders/embed.wgsl");
 const CONV2D: &str = include_str!("../../shaders/conv2d.wgsl");
-const CONV2D_PARAMS: &str = include_str!("../../shaders/conv2d_params.wgsl");
+const CONV2D_IO: &str = include_str!("../../shaders/conv2d_io.wgsl");
 const CONV2D_COOP: &str = include_str!("../../shaders/conv2d_coop.wgsl");
 const ATTENTION_COOP: &str = include_str!("../../shaders/attention_coop.wgsl");
 const SAMPLING: &str = include_str!("../../shaders/sampling.wgsl");
+
+/// The WGSL type of a kernel-parameter field: 4-byte scalars and 4-vectors of them, so that a
+/// `#[repr(C)]` struct of them has WGSL's uniform layout wherever its vectors start at 16-byte
+/// offsets (the shader tests check every struct's offsets against naga's).
+pub trait WgslType {
+    /// The type's WGSL spelling.
+    const WGSL: &'static str;
+}
+
+impl WgslType for u32 {
+    const WGSL: &'static str = "u32";
+}
+
+impl WgslType for f32 {
+    const WGSL: &'static str = "f32";
+}
+
+impl WgslType for [u32; 4] {
+    const WGSL: &'static str = "vec4<u32>";
+}
+
+/// A kernel's uniform `Params` as the Rust struct lays it out: each field's name, WGSL type and
+/// byte offset, and the size in bytes. Made by [`kernel_params!`].
+#[derive(Clone, Copy, Debug)]
+pub struct ParamsLayout {
+    /// (name, WGSL type, byte offset) in declaration order.
+    pub fields: &'static [(&'static str, &'static str, usize)],
+    /// `size_of` the Rust struct.
+    pub size: usize,
+}
+
+impl ParamsLayout {
+    /// The WGSL declaration `struct Params { name: type, … }`.
+    pub fn wgsl(&self) -> String {
+        let fields: String = self
+            .fields
+            .iter()
+            .map(|(name, ty, _)| format!("    {name}: {ty},\n"))
+            .collect();
+        format!("struct Params {{\n{fields}}}\n")
+    }
+}
+
+/// Declares a kernel's uniform parameters once: the `#[repr(C)]`, `Pod` Rust struct its launcher
+/// fills, and (as `Params::LAYOUT`, a [`ParamsLayout`]) the field list from which its module's
+/// WGSL `struct Params` is generated. Field types implement [`WgslType`].
+macro_rules! kernel_params {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $($(#[$field_meta:meta])* $field:ident: $ty:ty),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        $vis struct $name {
+            $($(#[$field_meta])* $field: $ty),*
+        }
+
+        impl $name {
+            /// This struct's fields as the WGSL `struct Params` is generated from them.
+            pub(crate) const LAYOUT: $crate::shaders::ParamsLayout = $crate::shaders::ParamsLayout {
+                fields: &[$((
+                    stringify!($field),
+                    <$ty as $crate::shaders::WgslType>::WGSL,
+                    std::mem::offset_of!($name, $field),
+                )),*],
+                size: std::mem::size_of::<$name>(),
+            };
+        }
+    };
+}
+pub(crate) use kernel_params;
 
 /// How matmul reads its B operand (the weights).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -256,8 +333,38 @@ impl Module {
         }
     }
 
-    /// The complete WGSL text of the module.
+    /// The complete WGSL text of the module: its kernels, then its generated `struct Params`
+    /// (WGSL declarations may come in any order; enable directives stay first).
     pub fn source(self) -> String {
+        format!("{}\n{}", self.kernels(), self.params().wgsl())
+    }
+
+    /// The layout of the uniform `Params` every kernel of the module reads (its op's
+    /// [`kernel_params!`] struct).
+    pub fn params(self) -> ParamsLayout {
+        use crate::ops::{attention, conv, elementwise, embed, layout, matmul, norm, sampling};
+        match self {
+            Module::Matmul(_)
+            | Module::MatmulTile64(_)
+            | Module::MatmulCoop16(..)
+            | Module::MatmulCoop64(..)
+            | Module::MatmulRows(_)
+            | Module::MatmulGemv(_) => matmul::Params::LAYOUT,
+            Module::Attention
+            | Module::AttentionFlash
+            | Module::AttentionRows
+            | Module::AttentionCoop { .. } => attention::Params::LAYOUT,
+            Module::Norm => norm::Params::LAYOUT,
+            Module::Elementwise => elementwise::Params::LAYOUT,
+            Module::Layout => layout::Params::LAYOUT,
+            Module::Embed => embed::Params::LAYOUT,
+            Module::Conv2d | Module::Conv2dCoop(_) => conv::Params::LAYOUT,
+            Module::Sampling => sampling::Params::LAYOUT,
+        }
+    }
+
+    /// The module's WGSL without its `struct Params`.
+    fn kernels(self) -> String {
         match self {
             Module::Matmul(w) | Module::MatmulTile64(w) => {
                 let prelude = match w {
@@ -271,7 +378,7 @@ impl Module {
                     MATMUL_TILE64
                 };
                 format!(
-                    "{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{MATMUL_PARAMS}\n{TILE8X8}\n{kernel}\n{MATMUL_EPILOGUE}"
+                    "{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{MATMUL_OPERANDS}\n{TILE8X8}\n{kernel}\n{MATMUL_EPILOGUE}"
                 )
             }
             Module::MatmulCoop16(w, shape) => {
@@ -284,7 +391,7 @@ impl Module {
                 }
                 .replace("enable f16;", "");
                 format!(
-                    "{coop}\n{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{MATMUL_PARAMS}\n\
+                    "{coop}\n{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{MATMUL_OPERANDS}\n\
                      {MATMUL_COOP16}\n{MATMUL_EPILOGUE}",
                     coop = shape.prelude()
                 )
@@ -315,18 +422,18 @@ impl Module {
                 };
                 format!("{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{kernel}\n{MATMUL_EPILOGUE}")
             }
-            Module::Attention => format!("{ATTENTION_PARAMS}\n{ATTENTION}"),
+            Module::Attention => ATTENTION.to_owned(),
             Module::AttentionFlash => {
-                format!("{ATTENTION_PARAMS}\n{ATTENTION_VEC4_IO}\n{ATTENTION_FLASH}")
+                format!("{ATTENTION_VEC4_IO}\n{ATTENTION_FLASH}")
             }
             Module::AttentionRows => {
-                format!("{ATTENTION_PARAMS}\n{ATTENTION_VEC4_IO}\n{ATTENTION_ROWS}")
+                format!("{ATTENTION_VEC4_IO}\n{ATTENTION_ROWS}")
             }
             Module::AttentionCoop { shape, wide } => {
                 let (dmax, bq) = attention_coop_tiles(wide);
                 format!(
                     "{coop}\nconst DMAX: u32 = {dmax}u;\nconst BQ: u32 = {bq}u;\n\
-                     {ATTENTION_PARAMS}\n{ATTENTION_VEC4_IO}\n{ATTENTION_COOP}",
+                     {ATTENTION_VEC4_IO}\n{ATTENTION_COOP}",
                     coop = shape.prelude(),
                 )
             }
@@ -334,11 +441,10 @@ impl Module {
             Module::Elementwise => format!("{ACTIVATION}\n{ELEMENTWISE}"),
             Module::Layout => LAYOUT.to_owned(),
             Module::Embed => EMBED.to_owned(),
-            Module::Conv2d => format!("{TILE8X8}\n{CONV2D_PARAMS}\n{CONV2D}"),
-            Module::Conv2dCoop(shape) => format!(
-                "{coop}\n{CONV2D_PARAMS}\n{CONV2D_COOP}",
-                coop = shape.prelude()
-            ),
+            Module::Conv2d => format!("{TILE8X8}\n{CONV2D_IO}\n{CONV2D}"),
+            Module::Conv2dCoop(shape) => {
+                format!("{coop}\n{CONV2D_IO}\n{CONV2D_COOP}", coop = shape.prelude())
+            }
             Module::Sampling => SAMPLING.to_owned(),
         }
     }

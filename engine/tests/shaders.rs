@@ -4,7 +4,6 @@
 
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use tessera_engine::ops::params_size;
 use tessera_engine::shaders::{KernelSpec, Module, WeightFormat, all_specs};
 
 fn parse(module: Module) -> (naga::Module, naga::valid::ModuleInfo) {
@@ -170,6 +169,9 @@ fn every_entry_point_and_override_is_used_by_some_configuration() {
     }
 }
 
+/// Each module's `Params` is generated from its Rust declaration (`kernel_params!`); this checks
+/// that WGSL lays it out as `#[repr(C)]` does (uniform-buffer alignment: a `vec4` must start
+/// at a multiple of 16 bytes): the same members, at the same offsets, the same size.
 #[test]
 fn rust_params_match_wgsl_params_layout() {
     for m in Module::ALL {
@@ -179,16 +181,23 @@ fn rust_params_match_wgsl_params_layout() {
             .iter()
             .find(|(_, t)| t.name.as_deref() == Some("Params"))
             .unwrap_or_else(|| panic!("{} has no Params struct", m.name()));
-        let span = match &params.1.inner {
-            naga::TypeInner::Struct { span, .. } => *span as usize,
+        let (members, span) = match &params.1.inner {
+            naga::TypeInner::Struct { members, span } => (members, *span as usize),
             other => panic!("{}: Params is {other:?}", m.name()),
         };
+        let wgsl: Vec<(&str, usize)> = members
+            .iter()
+            .map(|mem| (mem.name.as_deref().unwrap_or(""), mem.offset as usize))
+            .collect();
+        let layout = m.params();
+        let rust: Vec<(&str, usize)> = layout.fields.iter().map(|&(n, _, o)| (n, o)).collect();
+        assert_eq!(wgsl, rust, "{}: Params members (name, offset)", m.name());
         assert_eq!(
             span,
-            params_size(m),
-            "{}: WGSL Params is {span} bytes, the Rust mirror {}",
+            layout.size,
+            "{}: WGSL Params is {span} bytes, the Rust struct {}",
             m.name(),
-            params_size(m)
+            layout.size
         );
     }
 }

@@ -1,36 +1,36 @@
 //! Fused multi-head attention (`shaders/attention.wgsl`) with online softmax: self- and
 //! cross-attention, causal or not.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::to_u32;
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, KernelFamily, Recorder, Tensor};
-use crate::shaders::{CoopShape, KernelSpec, Module};
+use crate::shaders::{CoopShape, KernelSpec, Module, kernel_params};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    batch: u32,
-    heads: u32,
-    lq: u32,
-    lk: u32,
-    head_dim: u32,
-    q_stride: u32,
-    k_stride: u32,
-    v_stride: u32,
-    o_stride: u32,
-    q_offset: u32,
-    k_offset: u32,
-    v_offset: u32,
-    q_batch_stride: u32,
-    k_batch_stride: u32,
-    v_batch_stride: u32,
-    o_batch_stride: u32,
-    scale: f32,
-    causal: u32,
-    _pad0: u32,
-    _pad1: u32,
+kernel_params! {
+    /// Every attention kernel's parameters. Strides and offsets are in f32 elements;
+    /// `q/k/v_offset` select the columns of a fused projection.
+    pub(crate) struct Params {
+        batch: u32,
+        heads: u32,
+        lq: u32,
+        lk: u32,
+        head_dim: u32,
+        q_stride: u32,
+        k_stride: u32,
+        v_stride: u32,
+        o_stride: u32,
+        q_offset: u32,
+        k_offset: u32,
+        v_offset: u32,
+        q_batch_stride: u32,
+        k_batch_stride: u32,
+        v_batch_stride: u32,
+        o_batch_stride: u32,
+        scale: f32,
+        causal: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// Largest head size the kernel holds in registers.

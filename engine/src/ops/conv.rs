@@ -2,32 +2,32 @@
 //! (asymmetric allowed) and groups (depthwise included), transposed conv, nearest upsample,
 //! zero padding.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{WG, chunked, expect_shape, groups_for, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, KernelFamily, Recorder, Tensor};
-use crate::shaders::{CoopShape, KernelSpec, Module};
+use crate::shaders::{CoopShape, KernelSpec, Module, kernel_params};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-pub(crate) struct Params {
-    batch: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    oh: u32,
-    ow: u32,
-    groups: u32,
-    kh: u32,
-    kw: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_top: u32,
-    pad_left: u32,
-    has_bias: u32,
-    pad_mode: u32,
+kernel_params! {
+    #[derive(Default)]
+    pub(crate) struct Params {
+        batch: u32,
+        cin: u32,
+        h: u32,
+        w: u32,
+        cout: u32,
+        oh: u32,
+        ow: u32,
+        groups: u32,
+        kh: u32,
+        kw: u32,
+        stride_h: u32,
+        stride_w: u32,
+        pad_top: u32,
+        pad_left: u32,
+        has_bias: u32,
+    /// depthwise_nhwc's padding: 0 zeros, 1 replicate (edge), 2 reflect.
+        pad_mode: u32,
+    }
 }
 
 fn spec(entry: &'static str) -> KernelSpec {

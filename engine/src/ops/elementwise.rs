@@ -1,29 +1,28 @@
 //! Elementwise and row-wise ops (`shaders/elementwise.wgsl`): activations, broadcast binary ops,
 //! GEGLU, softmax, adaptive modulation.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::matmul::Activation;
 use super::{WG, chunked, groups_for, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, Recorder, Tensor};
-use crate::shaders::{KernelSpec, Module};
+use crate::shaders::{KernelSpec, Module, kernel_params};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-pub(crate) struct Params {
-    n: u32,
-    rows: u32,
-    cols: u32,
-    _pad0: u32,
-    alpha: f32,
-    beta: f32,
-    _pad1: u32,
-    _pad2: u32,
-    shape: [u32; 4],
-    a_strides: [u32; 4],
-    b_strides: [u32; 4],
-    offsets: [u32; 4],
+kernel_params! {
+    #[derive(Default)]
+    pub(crate) struct Params {
+        n: u32,
+        rows: u32,
+        cols: u32,
+        _pad0: u32,
+        alpha: f32,
+        beta: f32,
+        _pad1: u32,
+        _pad2: u32,
+        shape: [u32; 4],
+        a_strides: [u32; 4],
+        b_strides: [u32; 4],
+        offsets: [u32; 4],
+    }
 }
 
 /// Activation (or scalar op) applied by [`unary`].

@@ -1,27 +1,26 @@
 //! Embeddings (`shaders/embed.wgsl`): table lookup and sinusoidal (timestep-style) embedding.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{WG, groups_for, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, GpuContext, Recorder, Tensor};
-use crate::shaders::{KernelSpec, Module};
+use crate::shaders::{KernelSpec, Module, kernel_params};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-pub(crate) struct Params {
-    rows: u32,
-    cols: u32,
-    vocab: u32,
-    flip: u32,
-    shift: f32,
-    max_period: f32,
-    scale: f32,
-    first: u32,
-    total: u32,
-    id_rows: u32,
-    _pad1: u32,
-    _pad2: u32,
+kernel_params! {
+    #[derive(Default)]
+    pub(crate) struct Params {
+        rows: u32,
+        cols: u32,
+        vocab: u32,
+        flip: u32,
+        shift: f32,
+        max_period: f32,
+        scale: f32,
+        first: u32,
+        total: u32,
+        id_rows: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
 
 fn spec(entry: &'static str) -> KernelSpec {

@@ -1,26 +1,26 @@
 //! Layout helpers (`shaders/layout.wgsl`) on 32-bit tensors: permute, slice, concat, fill.
 //! Reshape is free (`Tensor::reshape`).
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{WG, groups_for, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, Recorder, Tensor};
-use crate::shaders::{KernelSpec, Module};
+use crate::shaders::{KernelSpec, Module, kernel_params};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-pub(crate) struct Params {
-    n: u32,
-    in_offset: u32,
-    out_offset: u32,
-    value: u32,
-    shape: [u32; 4],
-    in_strides: [u32; 4],
-    out_strides: [u32; 4],
-    outer: [u32; 4],
-    in_outer: [u32; 4],
-    out_outer: [u32; 4],
+kernel_params! {
+    #[derive(Default)]
+    pub(crate) struct Params {
+        n: u32,
+        in_offset: u32,
+        out_offset: u32,
+        value: u32,
+        shape: [u32; 4],
+        in_strides: [u32; 4],
+        out_strides: [u32; 4],
+    /// The two outermost dims of a 6-d copy (x, y) and their strides; 1 and 0 below rank 5.
+        outer: [u32; 4],
+        in_outer: [u32; 4],
+        out_outer: [u32; 4],
+    }
 }
 
 fn spec(entry: &'static str) -> KernelSpec {

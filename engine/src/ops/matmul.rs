@@ -2,24 +2,23 @@
 //! f32 accumulation, B plain or transposed, and a fused epilogue (bias, activation, residual
 //! add) so that a linear layer with its activation or its skip connection is one dispatch.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{COOP_FEATURE, expect_rank, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, KernelFamily, Recorder, Tensor};
-use crate::shaders::{CoopShape, KernelSpec, Module, WeightFormat};
+use crate::shaders::{CoopShape, KernelSpec, Module, WeightFormat, kernel_params};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    a_batch_stride: u32,
-    b_batch_stride: u32,
-    c_batch_stride: u32,
-    flags: u32,
+kernel_params! {
+    pub(crate) struct Params {
+        m: u32,
+        n: u32,
+        k: u32,
+        batch: u32,
+        a_batch_stride: u32,
+        b_batch_stride: u32,
+        c_batch_stride: u32,
+    /// 1: + bias[n]; 2: + residual (same layout as C).
+        flags: u32,
+    }
 }
 
 const TILE: u32 = 32;

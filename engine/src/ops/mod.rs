@@ -14,7 +14,6 @@ pub mod sampling;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Recorder, Tensor, linear_workgroups};
-use crate::shaders::Module;
 
 /// What a cooperative-matrix kernel needs, for [`Error::MissingFeature`](crate::Error).
 pub(crate) const COOP_FEATURE: &str = "EXPERIMENTAL_COOPERATIVE_MATRIX with square f16 fragments \
@@ -90,27 +89,4 @@ pub(crate) fn expect_shape(op: &'static str, t: &Tensor, shape: &[usize]) -> Res
         ));
     }
     Ok(())
-}
-
-/// Size in bytes of the Rust mirror of each module's WGSL `Params` struct (checked against the
-/// WGSL layout by the shader tests).
-pub fn params_size(module: Module) -> usize {
-    match module {
-        Module::Matmul(_)
-        | Module::MatmulTile64(_)
-        | Module::MatmulCoop16(..)
-        | Module::MatmulCoop64(..)
-        | Module::MatmulRows(_)
-        | Module::MatmulGemv(_) => size_of::<matmul::Params>(),
-        Module::Attention
-        | Module::AttentionFlash
-        | Module::AttentionRows
-        | Module::AttentionCoop { .. } => size_of::<attention::Params>(),
-        Module::Norm => size_of::<norm::Params>(),
-        Module::Elementwise => size_of::<elementwise::Params>(),
-        Module::Layout => size_of::<layout::Params>(),
-        Module::Embed => size_of::<embed::Params>(),
-        Module::Conv2d | Module::Conv2dCoop(_) => size_of::<conv::Params>(),
-        Module::Sampling => size_of::<sampling::Params>(),
-    }
 }

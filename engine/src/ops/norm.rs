@@ -1,30 +1,28 @@
 //! Normalisations (`shaders/norm.wgsl`): layer norm (with or without mean, i.e. RMS norm; with
 //! or without affine), group norm on NCHW with optional fused SiLU, global response norm.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{WG, chunked, expect_shape, groups_for, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, KernelFamily, Recorder, Tensor};
-use crate::shaders::{KernelSpec, Module};
+use crate::shaders::{KernelSpec, Module, kernel_params};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    rows: u32,
-    cols: u32,
-    inner: u32,
-    outer_stride: u32,
-    elem_stride: u32,
-    flags: u32,
-    eps: f32,
-    groups: u32,
-    mod_rows: u32,
-    /// Group norm in pieces (`group_norm_partial` / `group_norm_apply`): pieces per group and
-    /// elements per piece.
-    chunks: u32,
-    chunk_len: u32,
-    _pad: u32,
+kernel_params! {
+    pub(crate) struct Params {
+        rows: u32,
+        cols: u32,
+        inner: u32,
+        outer_stride: u32,
+        elem_stride: u32,
+        flags: u32,
+        eps: f32,
+        groups: u32,
+        mod_rows: u32,
+        /// Group norm in pieces (`group_norm_partial` / `group_norm_apply`): pieces per group and
+        /// elements per piece.
+        chunks: u32,
+        chunk_len: u32,
+        _pad: u32,
+    }
 }
 
 const HAS_WEIGHT: u32 = 1;

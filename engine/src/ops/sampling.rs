@@ -1,24 +1,23 @@
 //! Row-wise selection on the GPU (`shaders/sampling.wgsl`): argmax, top-k, and categorical
 //! draws from caller-supplied uniforms (so the host's seeded RNG decides every draw).
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{groups_for, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, DType, Recorder, Tensor};
-use crate::shaders::{KernelSpec, Module};
+use crate::shaders::{KernelSpec, Module, kernel_params};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-pub(crate) struct Params {
-    rows: u32,
-    cols: u32,
-    row_stride: u32,
-    k: u32,
-    temperature: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+kernel_params! {
+    #[derive(Default)]
+    pub(crate) struct Params {
+        rows: u32,
+        cols: u32,
+        row_stride: u32,
+        k: u32,
+        temperature: f32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
 
 /// Largest k [`topk`] accepts.

@@ -1,25 +1,7 @@
-// The Params and bindings of the convolution kernels (prepended to conv2d.wgsl and
-// conv2d_coop.wgsl; mirrored by ops::conv::Params).
+// The bindings of the convolution kernels (prepended to conv2d.wgsl and conv2d_coop.wgsl).
 
-struct Params {
-    batch: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    oh: u32,
-    ow: u32,
-    groups: u32,
-    kh: u32,
-    kw: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_top: u32,
-    pad_left: u32,
-    has_bias: u32,
-    // depthwise_nhwc's padding: 0 zeros, 1 replicate (edge), 2 reflect.
-    pad_mode: u32,
-}
+// struct Params: generated from the Rust declaration (ops::conv::Params, kernel_params!)
+// and appended by shaders::Module::source.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
