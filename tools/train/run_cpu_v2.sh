@@ -2,9 +2,9 @@
 # The default model v2's chain on the project machine's CPU, spread over as many sessions as it
 # takes: every invocation continues where the last one stopped and returns before MINUTES (a
 # session's wall-clock share) are up. Same stages and sizes as run_device_v2.sh, CPU batch sizes
-# and learning rates, bf16 autocast (1.3-1.5x faster on a CPU with AVX-512 BF16), fixed schedules (BASE_STEPS, SR_STEPS) so that a resumed run is the run
-# that would have gone straight through (train_transformer.py / train_super_res.py --resume are
-# exact). A GPU run (run_device_v2.sh) supersedes it; pass this run's tokenizer to that one
+# and learning rates, bf16 autocast (1.3-1.5x faster on a CPU with AVX-512 BF16), fixed
+# schedules (BASE_STEPS, SR_STEPS) so that a resumed run is the run that would have gone
+# straight through (train_transformer.py / train_super_res.py --resume are exact). A GPU run (run_device_v2.sh) supersedes it; pass this run's tokenizer to that one
 # (TOKENIZER=RUNS/tokenizer) to keep the two comparable.
 #
 #   nohup nice -n 19 env MINUTES=150 bash run_cpu_v2.sh >> runs/v2cpu/chain.log 2>&1 &
@@ -60,12 +60,11 @@ if [ ! -f "$RUNS/sr/sr_tokens.npz" ]; then
   "$PY" train_super_res.py --stage cache --out "$RUNS/sr" --vq "$RUNS/vq2/stage1" --data-dir "$DATA" || exit 1
 fi
 
-# base: run_device_v2.sh's sizes (the shipped model's), the CPU recipe's batch and learning rate
+# base: train_transformer.py's default size (the shipped model's, run_device_v2.sh's SIZE), the
+# CPU recipe's batch and learning rate
 if [ ! -f "$RUNS/base/final/transformer/config.json" ]; then
   train base "$PY" train_transformer.py --out "$RUNS/base" --tokens "$RUNS/sr/sr_tokens.npz" --tokens-key lo \
     --tokenizer "$TOK" --device cpu --bf16 --batch 32 --per-group 2 --save-fp16 --steps "$BASE_STEPS" \
-    --hidden 256 --layers 6 --heads 4 --intermediate 512 --in-channels 64 --block-channels 128 --block-heads 2 \
-    --text-hidden 128 --text-layers 3 --text-heads 2 --text-proj 128 \
     --eval-every 500 --log-every 25 --lr 6e-4 --warmup 200
 fi
 if [ ! -f "$RUNS/export/v2/model_index.json" ]; then
