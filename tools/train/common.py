@@ -3,6 +3,7 @@ checkpoints). Imported by the other scripts in tools/train/; not run on its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -89,6 +90,13 @@ def load_records(data_dir: Path = DATA_DIR, name: str = CAPTIONS_JSON):
 # --------------------------------------------------------------------------------------
 # Reproducibility, logging, checkpoints
 # --------------------------------------------------------------------------------------
+
+
+def amp_context(amp: str | None, device: torch.device):
+    """bf16 autocast when asked (--bf16), on CUDA or the CPU; a no-op otherwise."""
+    if amp == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def setup_torch(seed: int):

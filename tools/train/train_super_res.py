@@ -63,6 +63,7 @@ import torch
 import torch.nn.functional as F
 
 from common import (
+    amp_context,
     DATA_DIR,
     Prefetcher,
     halve_batch_after_oom,
@@ -90,7 +91,6 @@ from train_transformer import (
     CaptionIds,
     GroupSampler,
     Sampler,
-    amp_context,
     corrupt,
     ema_update,
     encode_text,
@@ -328,6 +328,7 @@ def bench(args, model, cfg, text, device, amp):
     mask_id = cfg["vocab_size"] - 1
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **({"fused": True} if device.type == "cuda" else {}))
     g = torch.Generator().manual_seed(0)
+    fmodel = torch.compile(model) if args.compile else model
     times = []
     for i in range(args.bench + 2):
         t0 = time.time()
@@ -337,7 +338,7 @@ def bench(args, model, cfg, text, device, amp):
         tok, inp, w, low = (to_device(t, device) for t in (tok, inp, w, low))
         cond = text(["blue heart"] * args.batch)
         with amp_context(amp, device):
-            logits = sr_forward(model, inp, low, cond, micro_conds_for(hw * 4, args.batch, device), hw)
+            logits = sr_forward(fmodel, inp, low, cond, micro_conds_for(hw * 4, args.batch, device), hw)
         ce = F.cross_entropy(logits.float().reshape(-1, k), tok.reshape(-1), reduction="none").view_as(w)
         loss = (ce * w).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
@@ -470,6 +471,8 @@ def train_stage(args):
         low = noisy_low_res(torch.from_numpy(lo[bidx].astype(np.int64)), g, args.low_res_noise, codebook)
         return (captions, *(to_device(t, device) for t in (tok, inp, w, low)))
 
+    # The training forward may be compiled; checkpoints, EMA and evaluation use the eager module.
+    fmodel = torch.compile(model) if args.compile else model
     batches = Prefetcher(make_batch, step, args.steps)
     while step < args.steps:
         captions, tok, inp, w, low = batches.get(step)
@@ -480,7 +483,7 @@ def train_stage(args):
         try:
             cond = text(captions)
             with amp_context(amp, device):
-                logits = sr_forward(model, inp, low, cond, micro_conds_for(px, len(captions), device), hw)
+                logits = sr_forward(fmodel, inp, low, cond, micro_conds_for(px, len(captions), device), hw)
             loss = masked_ce_step(opt, params, logits, tok, w, codebook)
         except torch.OutOfMemoryError:
             logits = cond = None
@@ -776,6 +779,8 @@ def main():
     ap.add_argument("--device", default="cpu", help="cache / train: torch device (cpu or cuda)")
     add_budget_args(ap)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA or a CPU with bf16 instructions)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the training forward (CPU: faster per step after a minute or two of compiling; needs a C++ compiler)")
     ap.add_argument("--info", action="store_true", help="print config, params, fp16 size and FLOPs, then exit")
     ap.add_argument("--bench", type=int, default=0, help="like --info, then time this many training steps at --batch")
     # export

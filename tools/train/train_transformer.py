@@ -34,7 +34,6 @@ Example: python train_transformer.py --steps 2000 --resume
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import math
@@ -48,6 +47,7 @@ import torch.nn.functional as F
 
 from common import (
     Prefetcher,
+    amp_context,
     add_budget_args,
     halve_batch_after_oom,
     StepBudget,
@@ -316,13 +316,6 @@ def ema_update(ema_models, models, decay: float):
             torch._foreach_lerp_(list(em.parameters()), list(m.parameters()), 1.0 - decay)
 
 
-def amp_context(amp: str | None, device: torch.device):
-    """bf16 autocast when asked (--bf16), on CUDA or the CPU; a no-op otherwise."""
-    if amp == "bf16" and device.type in ("cuda", "cpu"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 # --------------------------------------------------------------------------------------
 
 
@@ -380,6 +373,8 @@ def main():
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--device", default="cpu", help="torch device: cpu (the recipe's default) or cuda")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA or a CPU with bf16 instructions; weights and optimiser stay fp32)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the training forward (CPU: ~1.3x faster per step after ~80 s of compiling; needs a C++ compiler)")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start from the weights of a finished run (a folder with text_encoder/ and transformer/, "
                          "as final/ holds) with a fresh optimiser, instead of from random weights")
@@ -511,6 +506,8 @@ def main():
         inp, w = corrupt(tok, g, mask_id, codebook, args.paella)
         return tuple(to_device(t, device) for t in (caption_ids(captions), tok, inp, w))
 
+    # The training forward may be compiled; checkpoints, EMA and evaluation use the eager modules.
+    fte, ftr = (torch.compile(te), torch.compile(tr)) if args.compile else (te, tr)
     batches = Prefetcher(make_batch, step, args.steps)
     while step < args.steps:
         ids, tok, inp, w = batches.get(step)
@@ -521,7 +518,7 @@ def main():
 
         try:
             with amp_context(amp, device):
-                logits = forward_ids(te, tr, ids, inp, hw)
+                logits = forward_ids(fte, ftr, ids, inp, hw)
             loss = masked_ce_step(opt, params, logits, tok, w, codebook)
         except torch.OutOfMemoryError:
             logits = None

@@ -70,6 +70,7 @@ import torch
 import torch.nn.functional as F
 
 from common import (
+    amp_context,
     die,
     stop_early_if_asked,
     DATA_DIR,
@@ -319,6 +320,7 @@ def train(args):
     ema = EMACodebook(codebook, args.ema_decay)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    amp = "bf16" if args.bf16 else None
     n_synth = int(round(args.batch * args.synth_frac))
     n_real = args.batch - n_synth
 
@@ -378,7 +380,8 @@ def train(args):
         return torch.where(flip[:, None, None, None], x.flip(3), x), g
 
     def encode_flat(x):
-        lat = model.encode(x).latents
+        with amp_context(amp, device):
+            lat = model.encode(x).latents.float()  # the code search, EMA and losses stay fp32
         b, d, h, w = lat.shape
         return lat, lat.permute(0, 2, 3, 1).reshape(-1, d)
 
@@ -413,7 +416,8 @@ def train(args):
         zq = codebook[ids]
         l_commit = F.mse_loss(z, zq)
         quant = (z + (zq - z).detach()).reshape(b, h, w, d).permute(0, 3, 1, 2)
-        rec = model.decoder(model.post_quant_conv(quant))
+        with amp_context(amp, device):
+            rec = model.decoder(model.post_quant_conv(quant)).float()
         l1 = (rec - x).abs().mean()
         l2 = F.mse_loss(rec, x)
         le = edge_l1(rec, x)
@@ -472,6 +476,38 @@ def train(args):
     log(f"vq2 done: held-out PSNR {p:.2f} dB, codes used {u}, probe ΔE00 {pr['probe_de00']:.2f}; saved {final_dir}", log_path)
 
 
+def keep(args):
+    """--keep DIR: the finished OUT/stage1 as the fp16 folder that is committed to git (project
+    machines do not keep runs/ from one session to the next). DIR/stage1 holds the VQModel with
+    fp16 weights (diffusers loads them as fp32 by default; export.py writes fp16 anyway), and
+    DIR/result_vq2.json the held-out PSNR and colour probe measured on those fp16 weights, with
+    the run's steps, batch and minutes; the run's log, curve and picture are copied beside."""
+    import shutil
+
+    from diffusers import VQModel
+
+    src = args.out / "stage1"
+    if not (src / "config.json").exists():
+        die(f"--keep: {src} has no finished VQ (config.json); train to the end first")
+    images, heldout, *_ = load_svg_data(False, args.data_dir)
+    model = VQModel.from_pretrained(str(src)).eval()
+    half = VQModel.from_pretrained(str(src)).half()
+    model.load_state_dict({k: v.float() for k, v in half.state_dict().items()})  # the fp16 weights, widened
+    p, u = evaluate(model, images, np.nonzero(heldout)[0])
+    pr = run_probe(model, *probe_palettes(args.fills or args.data_dir / "fill_colours.json", args.fill_top))
+    dest = args.keep
+    dest.mkdir(parents=True, exist_ok=True)
+    half.save_pretrained(str(dest / "stage1"), safe_serialization=True)
+    run = json.loads((args.out / "result_vq2.json").read_text(encoding="utf-8"))
+    write_json(dest / "result_vq2.json", {**run, "heldout_psnr_db": p, "heldout_codes_used": u, **pr, "weights": "fp16",
+                                          "fp32_heldout_psnr_db": run["heldout_psnr_db"], "fp32_probe_de00": run["probe_de00"]})
+    for name in ("log_vq2.txt", "curve_vq2.jsonl", "recon_vq2.png"):
+        if (args.out / name).exists():
+            shutil.copy(args.out / name, dest / name)
+    log(f"kept {src} as fp16 in {dest}: held-out PSNR {p:.2f} dB (fp32 {run['heldout_psnr_db']:.2f}), "
+        f"probe ΔE00 {pr['probe_de00']:.2f} (fp32 {run['probe_de00']:.2f})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=RUNS_DIR / "vq2")
@@ -510,9 +546,16 @@ def main():
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start from this VQModel folder (a train_vq2.py stage1/): its architecture, weights and codebook; "
                          "a fresh optimiser and schedule (use a warm-up of ~100 steps)")
-    ap.add_argument("--device", default="cpu", help="torch device: cpu or cuda (fp32 either way)")
+    ap.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    ap.add_argument("--bf16", action="store_true",
+                    help="bf16 autocast for the encoder and decoder convolutions (CUDA, or a CPU with AVX-512 BF16 / AMX); "
+                         "the nearest-code search, EMA codebook, losses and evaluation stay fp32")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="do not train: write OUT's finished VQ with fp16 weights, re-measured, into this folder (see keep())")
     add_budget_args(ap)
     args = ap.parse_args()
+    if args.keep:
+        return keep(args)
     args.out.mkdir(parents=True, exist_ok=True)
     train(args)
 
