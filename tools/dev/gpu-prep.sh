@@ -4,8 +4,11 @@
 #
 #   bash tools/dev/gpu-prep.sh          # build + stage everything, then print the calls
 #   bash tools/dev/gpu-prep.sh sizes    # only check sizes and print the calls
-#   bash tools/dev/gpu-prep.sh blank    # empty the committed default model's weights (the
-#                                       # training call cannot carry them); `restore` undoes it
+#   bash tools/dev/gpu-prep.sh blank    # before the training call: empty the committed default
+#                                       # model's weights and tools/train/v2/model's (it cannot
+#                                       # carry them; it keeps tools/train/v2/vq2, its VQ_DIR)
+#   bash tools/dev/gpu-prep.sh blank-v2 # before the benchmark call: empty tools/train/v2's weights
+#   bash tools/dev/gpu-prep.sh restore  # undo either (git checkout)
 #
 # What it stages (all ignored by git through .git/info/exclude or .gitignore):
 #   .devbin/tessera.xz, .devbin/kernels.xz  `tessera --no-default-features` and the engine's
@@ -13,28 +16,41 @@
 #   .gl/*.deb          the Vulkan loader (libvulkan1): the GPU machine has the NVIDIA driver
 #       but no loader (/work/.library/device/README.md)
 #   tools/bench/wheels diffusers for tools/bench/reference.py (fetch_wheels.sh)
-# The training call's inputs (tools/train/device: the v2 pack and the CPU-trained VQ) are made
-# by tools/train (README "Training v2 on a GPU machine"); this script only checks they are there.
+#   tools/train/device/v2_data.xz  the training call's data (data_svg.py, then pack_v2.py pack;
+#       PYTHON with tools/train/requirements.txt); its VQ is tools/train/v2/vq2, tracked
+#       (tools/train/README "Training v2 on a GPU machine")
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LIMIT=$((64 * 1024 * 1024))
 MODEL=assets/models/emoji
+V2=tools/train/v2
+PY=${PYTHON:-python3}
 
 exclude() { grep -qxF "$1" .git/info/exclude 2>/dev/null || echo "$1" >> .git/info/exclude; }
 # bytes that travel: tracked + untracked-not-ignored files as they are now, plus the carried paths
 tree_bytes() { git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1; }
 carried_bytes() { local n=0 p; for p in "$@"; do n=$((n + $(du -sb "$p" 2>/dev/null | cut -f1 || echo 0))); done; echo "$n"; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
-model_bytes() { du -cb "$MODEL"/*/*.safetensors | tail -1 | cut -f1; }
+# bytes of the safetensors files under the given folders (0 when there are none)
+weight_bytes() {
+  local n=0 f
+  while IFS= read -r -d '' f; do n=$((n + $(stat -c %s "$f"))); done < <(find "$@" -name '*.safetensors' -print0 2>/dev/null)
+  echo "$n"
+}
+empty_weights() { find "$@" -name '*.safetensors' -exec sh -c ': > "$1"' _ {} \; 2>/dev/null; true; }
 
 case "${1:-all}" in
   blank)
-    for f in "$MODEL"/*/*.safetensors; do : > "$f"; done
-    echo "emptied $MODEL/*/*.safetensors; undo with: bash $0 restore (git checkout -- $MODEL)"
+    empty_weights "$MODEL" "$V2/model"
+    echo "emptied the weights under $MODEL and $V2/model; undo with: bash $0 restore"
+    exit 0 ;;
+  blank-v2)
+    empty_weights "$V2"
+    echo "emptied the weights under $V2; undo with: bash $0 restore"
     exit 0 ;;
   restore)
-    git checkout -- "$MODEL"
-    echo "restored $MODEL"
+    git checkout -- "$MODEL" "$(ls -d "$V2" 2>/dev/null || echo "$MODEL")"
+    echo "restored $MODEL and $V2"
     exit 0 ;;
   all)
     exclude /.devbin/
@@ -54,6 +70,9 @@ for l in sys.stdin:
       xz -6 -f ".devbin/$name"
     done
     [ -n "$(ls tools/bench/wheels/diffusers-*.whl 2>/dev/null)" ] || bash tools/bench/fetch_wheels.sh
+    if [ ! -f tools/train/device/v2_data.xz ]; then
+      (cd tools/train && { [ -f data/emoji_svg128.npz ] || "$PY" data_svg.py --sizes 64,128; } && "$PY" pack_v2.py pack)
+    fi
     if [ -z "$(ls .gl/libvulkan1_*.deb 2>/dev/null)" ]; then
       mkdir -p .gl /tmp/amd64/partial
       o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
@@ -67,33 +86,34 @@ esac
 tree=$(tree_bytes)
 bench_carry=(.devbin .gl tools/bench/wheels)
 train_carry=(tools/train/device tools/bench/wheels)
-bench=$((tree + $(carried_bytes "${bench_carry[@]}")))
-train=$((tree + $(carried_bytes "${train_carry[@]}")))
-# the training call travels with the model's weights emptied (`blank`), if they are not already
-weights=$(model_bytes)
-train_blank=$((train - weights))
+# the benchmark call travels with tools/train/v2's weights emptied (`blank-v2`), the training
+# call with the default model's and v2/model's (`blank`), if they are not already
+weights=$(weight_bytes "$MODEL")
+v2_weights=$(weight_bytes "$V2")
+bench=$((tree - v2_weights + $(carried_bytes "${bench_carry[@]}")))
+train=$((tree - weights - $(weight_bytes "$V2/model") + $(carried_bytes "${train_carry[@]}")))
 for f in .devbin/tessera.xz .devbin/kernels.xz tools/train/device/v2_data.xz \
-         tools/train/device/vq2/result_vq2.json; do
+         "$V2/vq2/result_vq2.json"; do
   [ -f "$f" ] || echo "missing: $f"
 done
-echo "working tree $(mib "$tree") (the model's weights $(mib "$weights")); limit $(mib "$LIMIT")"
-echo "bench call:    $(mib "$bench")$([ "$bench" -le "$LIMIT" ] || echo '  OVER THE LIMIT')"
-echo "training call: $(mib "$train_blank") with the weights blanked$([ "$train_blank" -le "$LIMIT" ] || echo '  OVER THE LIMIT')"
+echo "working tree $(mib "$tree") (the default model's weights $(mib "$weights"), $V2's $(mib "$v2_weights")); limit $(mib "$LIMIT")"
+echo "bench call:    $(mib "$bench") after blank-v2$([ "$bench" -le "$LIMIT" ] || echo '  OVER THE LIMIT')"
+echo "training call: $(mib "$train") after blank$([ "$train" -le "$LIMIT" ] || echo '  OVER THE LIMIT')"
 tok=""
 tok_note=""
-if [ -f tools/train/device/tokenizer/vocab.json ]; then
-  tok="TOKENIZER=device/tokenizer"
-  tok_note=" $tok: the tokenizer of the CPU run (run_cpu_v2.sh)."
+if [ -f "$V2/model/tokenizer/vocab.json" ]; then
+  tok="TOKENIZER=v2/model/tokenizer"
+  tok_note=" $tok: the tokenizer of the CPU-trained base (run_cpu_v2.sh)."
 fi
 cat <<EOF
 
-1. The GPU-speed benchmark (first claim), ~4-5 minutes (docs/benchmarks.md)
+1. The GPU-speed benchmark (first claim), ~4-5 minutes (docs/benchmarks.md). First \`bash $0 blank-v2\`.
 run(command = "for f in .gl/*.deb; do dpkg -x \$f /; done; ldconfig; n=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json; [ -f \$n ] && export VK_DRIVER_FILES=\$n; xz -dkf .devbin/tessera.xz .devbin/kernels.xz && chmod +x .devbin/tessera .devbin/kernels && TESSERA_BIN=.devbin/tessera KERNEL_TESTS=.devbin/kernels OUT=\$OUT bash tools/bench/run_device.sh",
     carry = ["${bench_carry[0]}", "${bench_carry[1]}", "${bench_carry[2]}"], timeout_s = 420)
 
 2. The default model v2's training, in what is left (tools/train/README.md): within 30 s of the first call's
-   return the machine is still warm. First \`bash $0 blank\`, afterwards \`bash $0 restore\`;
+   return the machine is still warm. First \`bash $0 restore && bash $0 blank\`, afterwards \`bash $0 restore\`;
    TOTAL_MIN about 1.5 minutes under status's budget_left_s.$tok_note
-run(command = "TOTAL_MIN=7 VQ_DIR=device/vq2 ${tok:+$tok }bash tools/train/run_device_v2.sh",
+run(command = "TOTAL_MIN=7 VQ_DIR=v2/vq2 ${tok:+$tok }bash tools/train/run_device_v2.sh",
     carry = ["${train_carry[0]}", "${train_carry[1]}"], timeout_s = 480)
 EOF

@@ -1,86 +1,120 @@
 #!/usr/bin/env bash
-# The default model v2's chain on the project machine's CPU, spread over as many sessions as it
-# takes: every invocation continues where the last one stopped and returns before MINUTES (a
-# session's wall-clock share) are up. Same stages and sizes as run_device_v2.sh, CPU batch sizes
-# and learning rates, bf16 autocast (1.3-1.5x faster on a CPU with AVX-512 BF16), fixed
-# schedules (BASE_STEPS, SR_STEPS) so that a resumed run is the run that would have gone
-# straight through (train_transformer.py / train_super_res.py --resume are exact). A GPU run (run_device_v2.sh) supersedes it; pass this run's tokenizer to that one
-# (TOKENIZER=RUNS/tokenizer) to keep the two comparable.
+# The default model v2's chain on the project machine's CPU, one stage per session.
 #
-#   nohup nice -n 19 env MINUTES=150 bash run_cpu_v2.sh >> runs/v2cpu/chain.log 2>&1 &
+# A project machine keeps nothing from one session to the next but git: runs/, data/ and the
+# Python environment are gone, and so is a half-trained checkpoint. So every stage here runs to
+# its end within one invocation, on a schedule sized to the time it has (--budget-minutes: the
+# steps are set from the speed measured at steps 20-60, so the cosine schedule ends on time),
+# and writes what it finished into KEEP (tools/train/v2/, tracked), which is then committed;
+# the next session's invocation starts from there:
 #
-# Stages (each skipped once its output exists): unpack the pack (pack_v2.py), tokenizer
-# (tokenizer.py --captions, 2048 entries), VQ (VQ_DIR as it is, default device/vq2: it meets the
-# tokenizer targets), token cache (train_super_res.py --stage cache), base (train_transformer.py
-# on the lo tokens), export (export.py -> RUNS/export/v2), super-resolution (train_super_res.py
-# --stage train), its export (--stage export --card). Exit 0: the chain is done; 3: out of time,
-# run it again; anything else: a stage failed (its log says which).
+#   KEEP/vq2/     train_vq2.py --bf16, kept with fp16 weights (--keep; held-out PSNR and colour
+#                 probe re-measured on them). Used as it is by the later stages and by
+#                 run_device_v2.sh (VQ_DIR).
+#   KEEP/model/   the base AmusedPipeline folder (export.py: the learned 2048-entry tokenizer, text
+#                 encoder, UVit2D, the VQ above; fp16), then, in a later session, the same folder
+#                 with super_res/ (train_super_res.py --stage export --card): the two-stage model.
 #
-# Environment: MINUTES (150), RUNS (runs/v2cpu), PYTHON (python3), OMP_NUM_THREADS (2),
-# BASE_STEPS (16000), SR_STEPS (6000), VQ_DIR (device/vq2), PACK (device/v2_data.xz).
+# A stage starts only with at least its minimum (VQ_MIN_MIN, BASE_MIN_MIN, SR_MIN_MIN minutes)
+# left; with less, or after finishing one, the script exits 3: commit KEEP and run it again in the
+# next session. Exit 0: KEEP/model is the finished two-stage folder (then tools/train/README.md's
+# "Installing it as the default model"). Anything else: a stage failed (its log says which).
+#
+#   cd tools/train && nohup nice -n 19 env PYTHON=… MINUTES=150 bash run_cpu_v2.sh >> runs/v2cpu/chain.log 2>&1 &
+#   git add v2 && git commit …                       # after it exits 3 or 0
+#
+# Each session also rebuilds what is not kept (about 15 minutes, included in MINUTES): the SVG
+# data (data_svg.py --sizes 64,128, ~2 minutes), the tokenizer (base session only) and the token
+# cache through KEEP/vq2's fp16 weights (~9 minutes; deterministic, so every stage sees the
+# tokens the shipped VQ gives).
+#
+# Speeds on the 2-core EPYC (AVX-512 BF16), idle, batch 32: VQ 0.57 s/step (bf16; fp32 1.21);
+# base 0.56 s/step compiled (torch.compile, ~80 s to compile; eager bf16 0.73); SR ~1.3-1.8 s/step.
+#
+# Environment: MINUTES (150: this invocation's share of the session), PYTHON (python3), KEEP (v2),
+# RUNS (runs/v2cpu), DATA (data), OMP_NUM_THREADS (2), VQ_MAX / BASE_MAX / SR_MAX (the longest a
+# stage trains: 110 / 120 / 120 minutes), VQ_MIN_MIN / BASE_MIN_MIN / SR_MIN_MIN (60 / 75 / 75).
 set -u
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
+KEEP=${KEEP:-v2}
 RUNS=${RUNS:-runs/v2cpu}
-DATA=$RUNS/data
-TOK=$RUNS/tokenizer
-VQ_DIR=${VQ_DIR:-device/vq2}
-PACK=${PACK:-device/v2_data.xz}
-BASE_STEPS=${BASE_STEPS:-16000}
-SR_STEPS=${SR_STEPS:-6000}
+DATA=${DATA:-data}
 MINUTES=${MINUTES:-150}
+VQ_MAX=${VQ_MAX:-110}; BASE_MAX=${BASE_MAX:-120}; SR_MAX=${SR_MAX:-120}
+VQ_MIN_MIN=${VQ_MIN_MIN:-60}; BASE_MIN_MIN=${BASE_MIN_MIN:-75}; SR_MIN_MIN=${SR_MIN_MIN:-75}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 T0=$(date +%s)
-mkdir -p "$RUNS"
+mkdir -p "$RUNS" "$KEEP"
 
 stamp() { echo "=== [$(date '+%F %H:%M:%S') +$(( $(date +%s) - T0 ))s] $*"; }
-# minutes left of this invocation's share, less a reserve for the checkpoint and final evaluation
-left() { awk -v m="$MINUTES" -v e="$(( $(date +%s) - T0 ))" 'BEGIN { printf "%.1f", m - e / 60 - 4 }'; }
-# run a training stage in the time left: 0 done, 3 out of time (checkpointed), else failed
-train() {
-  local l
+# minutes left of this invocation's share, less a reserve for the final evaluation and export
+left() { awk -v m="$MINUTES" -v e="$(( $(date +%s) - T0 ))" 'BEGIN { printf "%.1f", m - e / 60 - 8 }'; }
+smaller() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b) ? a : b }'; }
+# the training budget for a stage (its maximum, or what is left; printed), or exit 3 below its minimum
+budget() {
+  local l b
   l=$(left)
-  if awk -v l="$l" 'BEGIN { exit !(l < 2) }'; then stamp "no time left for $1"; exit 3; fi
-  stamp "$1 for at most $l minutes: ${*:2}"
-  "${@:2}" --resume --max-minutes "$l"
-  local rc=$?
-  stamp "$1: exit $rc"
-  [ "$rc" = 0 ] || exit "$rc"
+  b=$(smaller "$l" "$2")
+  if awk -v b="$b" -v m="$3" 'BEGIN { exit !(b < m) }'; then
+    stamp "$1 needs at least $3 minutes, $l are left: commit $KEEP and run again in the next session" >&2
+    exit 3
+  fi
+  echo "$b"
+}
+done_stage() { stamp "$1 done: commit $KEEP (git add $KEEP && git commit), then run again in the next session"; exit 3; }
+finish() { awk -v b="$1" 'BEGIN { printf "%.1f", b + 5 }'; }  # --finish-minutes: a hard stop a little later
+
+stamp "v2 CPU chain: keep $KEEP, runs $RUNS, $MINUTES minutes, $OMP_NUM_THREADS threads"
+[ -f "$DATA/emoji_svg128.npz" ] && [ -f "$DATA/captions_svg.json" ] \
+  || "$PY" data_svg.py --sizes 64,128 || exit 1
+
+# 1. VQ (one session)
+if [ ! -f "$KEEP/vq2/result_vq2.json" ]; then
+  b=$(budget vq2 "$VQ_MAX" "$VQ_MIN_MIN") || exit $?
+  stamp "vq2 for $b minutes"
+  "$PY" train_vq2.py --out "$RUNS/vq2" --data-dir "$DATA" --bf16 --steps 1000000 --budget-minutes "$b" \
+    --finish-minutes "$(finish "$b")" --probe-every 500 --eval-every 500 --resume || exit 1
+  "$PY" train_vq2.py --out "$RUNS/vq2" --data-dir "$DATA" --keep "$KEEP/vq2" || exit 1
+  done_stage vq2
+fi
+
+cache() {
+  if [ ! -f "$RUNS/sr/sr_tokens.npz" ]; then
+    stamp "token cache through $KEEP/vq2"
+    "$PY" train_super_res.py --stage cache --out "$RUNS/sr" --vq "$KEEP/vq2/stage1" --data-dir "$DATA" || exit 1
+  fi
 }
 
-stamp "v2 CPU chain: runs $RUNS, base $BASE_STEPS / SR $SR_STEPS steps, $MINUTES minutes, $OMP_NUM_THREADS threads"
-[ -f "$DATA/captions_svg.json" ] || "$PY" pack_v2.py unpack --pack "$PACK" --data-dir "$DATA" || exit 1
-[ -f "$TOK/vocab.json" ] || "$PY" tokenizer.py --captions "$DATA/captions_svg.json" --vocab-size 2048 \
-  --out "$TOK" --force || exit 1
-if [ ! -f "$RUNS/vq2/stage1/diffusion_pytorch_model.safetensors" ]; then
-  mkdir -p "$RUNS/vq2" && cp -r "$VQ_DIR/stage1" "$VQ_DIR/result_vq2.json" "$RUNS/vq2/" || exit 1
-fi
-if [ ! -f "$RUNS/sr/sr_tokens.npz" ]; then
-  stamp "token cache"
-  "$PY" train_super_res.py --stage cache --out "$RUNS/sr" --vq "$RUNS/vq2/stage1" --data-dir "$DATA" || exit 1
-fi
-
-# base: train_transformer.py's default size (the shipped model's, run_device_v2.sh's SIZE), the
-# CPU recipe's batch and learning rate
-if [ ! -f "$RUNS/base/final/transformer/config.json" ]; then
-  train base "$PY" train_transformer.py --out "$RUNS/base" --tokens "$RUNS/sr/sr_tokens.npz" --tokens-key lo \
-    --tokenizer "$TOK" --device cpu --bf16 --batch 32 --per-group 2 --save-fp16 --steps "$BASE_STEPS" \
-    --eval-every 500 --log-every 25 --lr 6e-4 --warmup 200
-fi
-if [ ! -f "$RUNS/export/v2/model_index.json" ]; then
-  stamp "export the base pipeline"
-  "$PY" export.py --out "$RUNS/export/v2" --vq-dir "$RUNS/vq2/stage1" --transformer-dir "$RUNS/base/final" \
-    --tokenizer-dir "$TOK" --svg-data --sources "$DATA/SOURCES_svg.md" || exit 1
+# 2. base (one session): text encoder + UVit2D at train_transformer.py's defaults (the shipped
+# model's sizes, run_device_v2.sh's SIZE), the CPU recipe's batch and learning rate
+if [ ! -f "$KEEP/model/model_index.json" ]; then
+  [ -f "$RUNS/tokenizer/vocab.json" ] || "$PY" tokenizer.py --captions "$DATA/captions_svg.json" \
+    --vocab-size 2048 --out "$RUNS/tokenizer" --force || exit 1
+  cache
+  b=$(budget base "$BASE_MAX" "$BASE_MIN_MIN") || exit $?
+  stamp "base for $b minutes"
+  "$PY" train_transformer.py --out "$RUNS/base" --tokens "$RUNS/sr/sr_tokens.npz" --tokens-key lo \
+    --tokenizer "$RUNS/tokenizer" --device cpu --bf16 --compile --batch 32 --per-group 2 --save-fp16 \
+    --steps 1000000 --budget-minutes "$b" --finish-minutes "$(finish "$b")" --eval-every 500 --log-every 25 \
+    --lr 6e-4 --warmup 200 --resume || exit 1
+  "$PY" export.py --out "$RUNS/export/v2" --vq-dir "$KEEP/vq2/stage1" --transformer-dir "$RUNS/base/final" \
+    --tokenizer-dir "$RUNS/tokenizer" --svg-data --sources "$DATA/SOURCES_svg.md" || exit 1
+  mkdir -p "$KEEP/model" && cp -r "$RUNS/export/v2/." "$KEEP/model/" || exit 1
+  for f in log.txt result.json; do [ -f "$RUNS/base/$f" ] && cp "$RUNS/base/$f" "$KEEP/base_$f"; done
+  done_stage base
 fi
 
-# super-resolution: train_super_res.py's default size, conditioned by the exported base's text encoder
-if [ ! -f "$RUNS/sr/final/config.json" ]; then
-  train sr "$PY" train_super_res.py --stage train --out "$RUNS/sr" --base "$RUNS/export/v2" --device cpu --bf16 \
-    --batch 32 --steps "$SR_STEPS" --eval-every 500 --log-every 25 --lr 6e-4 --warmup 200
-fi
-if [ ! -d "$RUNS/export/v2/super_res" ]; then
-  stamp "export the super-resolution stage"
-  "$PY" train_super_res.py --stage export --out "$RUNS/sr" --model-out "$RUNS/export/v2" --base "$RUNS/export/v2" \
+# 3. super-resolution (one session), conditioned by the kept base's frozen text encoder
+if [ ! -d "$KEEP/model/super_res" ]; then
+  cache
+  b=$(budget sr "$SR_MAX" "$SR_MIN_MIN") || exit $?
+  stamp "super-resolution for $b minutes"
+  "$PY" train_super_res.py --stage train --out "$RUNS/sr" --base "$KEEP/model" --device cpu --bf16 --compile \
+    --batch 32 --steps 1000000 --budget-minutes "$b" --finish-minutes "$(finish "$b")" --eval-every 500 \
+    --log-every 25 --lr 6e-4 --warmup 200 --resume || exit 1
+  "$PY" train_super_res.py --stage export --out "$RUNS/sr" --model-out "$KEEP/model" --base "$KEEP/model" \
     --card || exit 1
+  for f in log.txt result.json; do [ -f "$RUNS/sr/$f" ] && cp "$RUNS/sr/$f" "$KEEP/sr_$f"; done
 fi
-stamp "chain done: $RUNS/export/v2"
+stamp "chain done: $KEEP/model (commit it; then tools/train/README.md, \"Installing it as the default model\")"

@@ -25,9 +25,9 @@
 # so the last stages, not the command, absorb a slow start.
 #
 # Environment: PYTHON (python3), OUT (runs/v2/out; the device tool sets it), RUNS (runs/v2),
-# PACK (device/v2_data.xz), VQ_DIR (a VQ trained elsewhere: train_vq2.py's OUT folder, e.g.
-# device/vq2 carried beside the pack; instead of training one from scratch, it is fine-tuned
-# here for VQ_MIN = 1 minute — a warm restart, kept only if its held-out PSNR is higher — and
+# PACK (device/v2_data.xz), VQ_DIR (a VQ trained elsewhere: train_vq2.py's OUT folder; default
+# v2/vq2, the one run_cpu_v2.sh keeps in git, when it exists (not with SMOKE=1); instead of
+# training one from scratch, it is fine-tuned here for VQ_MIN = 1 minute — a warm restart, kept only if its held-out PSNR is higher — and
 # base/SR get 3.5/2 minutes; VQ_MIN=0, the default when its result_vq2.json already has a
 # held-out PSNR of 28 dB or more, uses it as it is, with 4.25/2.5),
 # TOKENIZER (a tokenizer folder to use instead of learning one), TOKENIZER_VOCAB (2048),
@@ -47,6 +47,8 @@ export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 ROOT=$(cd ../.. && pwd)
 PACK=${PACK:-device/v2_data.xz}
+# The VQ kept in git by run_cpu_v2.sh (v2/vq2) is the default VQ_DIR when there is one.
+if [ -z "${VQ_DIR:-}" ] && [ "${SMOKE:-0}" != 1 ] && [ -f v2/vq2/result_vq2.json ]; then VQ_DIR=v2/vq2; fi
 TOKENIZER_VOCAB=${TOKENIZER_VOCAB:-2048}
 positive() { awk -v m="$1" 'BEGIN { exit !(m > 0) }'; }  # is the number $1 above 0?
 
