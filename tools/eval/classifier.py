@@ -181,7 +181,7 @@ def main():
 
     images, records, heldout = load_emoji_data()
     labels = sorted({r[LABEL_FIELD] for r in records})
-    label_id = {l: i for i, l in enumerate(labels)}
+    label_id = {label: i for i, label in enumerate(labels)}
     y_all = np.array([label_id[r[LABEL_FIELD]] for r in records], dtype=np.int64)
     tr_idx = np.flatnonzero(~heldout)
     ho_idx = np.flatnonzero(heldout)

@@ -179,7 +179,7 @@ def render_schedule(args, cfg: dict, schedule: str) -> dict:
 
 def score(feats, logits, prompt_of_image, prompts, labels, real_all, real_prompt, n_boot, rng, eps) -> dict:
     """Metrics of one image set. prompt_of_image[i] is the prompt index of image i."""
-    label_idx = {l: i for i, l in enumerate(labels)}
+    label_idx = {label: i for i, label in enumerate(labels)}
     by_index = {p["index"]: p for p in prompts}
     expected = np.array([label_idx[by_index[j]["label"]] for j in prompt_of_image])
     held = np.array([by_index[j]["heldout"] for j in prompt_of_image])

@@ -28,8 +28,8 @@ import hashlib
 import io
 import json
 import tarfile
-from pathlib import Path
 import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image

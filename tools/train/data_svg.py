@@ -72,9 +72,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from common import DATA_DIR, log, npm_pack_spec, write_json
-from data import HELDOUT_PER_MILLE, SPLIT_SALT, composite_on_white, emoji_variants, is_heldout
+from data import HELDOUT_PER_MILLE, SPLIT_SALT, composite_on_white, emoji_variants, is_heldout, short_name_words
 from data import npm_pack as npm_pack_png
-from data import short_name_words
 
 STYLES = ("noto", "twemoji", "fluent")
 SETS = {
@@ -358,7 +357,7 @@ def colour_stats(images: np.ndarray, style: np.ndarray, train: np.ndarray, base:
                 {
                     "rank": len(out) + 1,
                     "rgb": [int(x) for x in mean],
-                    "hex": "#%02x%02x%02x" % tuple(int(x) for x in mean),
+                    "hex": "#" + "".join(f"{int(x):02x}" for x in mean),
                     "hue": HUES[int(hue_class(mean[None])[0])],
                     "pixel_share": round(float(counts[v][b]) / total, 5),
                     "images_covering_1pct": int(images_with[v][b]),

@@ -280,7 +280,7 @@ class SuperResTransformer(nn.Module):
         (folder / WEIGHTS_NAME).chmod(0o644)
 
     @classmethod
-    def from_pretrained(cls, folder, dtype: torch.dtype = torch.float32) -> "SuperResTransformer":
+    def from_pretrained(cls, folder, dtype: torch.dtype = torch.float32) -> SuperResTransformer:
         """Load a save_pretrained folder; weights are converted to ``dtype`` whatever their
         on-disk dtype. Returns the model in eval mode."""
         folder = Path(folder)

@@ -63,18 +63,18 @@ import torch
 import torch.nn.functional as F
 
 from common import (
-    amp_context,
     DATA_DIR,
-    Prefetcher,
-    halve_batch_after_oom,
+    HERE,
     MAX_LEN,
     RUNS_DIR,
-    HERE,
+    Prefetcher,
     Progress,
     StepBudget,
     add_budget_args,
+    amp_context,
     cosine_lr,
     die,
+    halve_batch_after_oom,
     load_checkpoint,
     log,
     rng_state,
@@ -87,10 +87,10 @@ from common import (
 )
 from super_res_model import SuperResTransformer, save_super_res_folder
 from train_transformer import (
-    add_uvit_args,
     CaptionIds,
     GroupSampler,
     Sampler,
+    add_uvit_args,
     corrupt,
     ema_update,
     encode_text,
@@ -99,7 +99,8 @@ from train_transformer import (
     to_device,
     uvit_config,
 )
-from train_vq import decode_ids, encode_ids, evaluate as vq_evaluate, save_grid, to_tensor
+from train_vq import decode_ids, encode_ids, save_grid, to_tensor
+from train_vq import evaluate as vq_evaluate
 
 DEFAULT_BASE = HERE.parent.parent / "assets" / "models" / "emoji"
 CACHE_NAME = "sr_tokens.npz"
@@ -508,9 +509,8 @@ def train_stage(args):
             t0 = time.time()
             held = evaluate(ema, text, hi, lo, records, held_eval_idx, mask_id, px, amp=amp) if len(held_eval_idx) else {}
             trn = evaluate(ema, text, hi, lo, records, train_eval_idx, mask_id, px, amp=amp)
-            log("  eval (EMA) step %d: held-out %s | train %s (%.0fs)" % (
-                step, " ".join(f"{k} {v:.3f}" for k, v in held.items()),
-                " ".join(f"{k} {v:.3f}" for k, v in trn.items()), time.time() - t0), log_path)
+            scores = [" ".join(f"{k} {v:.3f}" for k, v in d.items()) for d in (held, trn)]
+            log(f"  eval (EMA) step {step}: held-out {scores[0]} | train {scores[1]} ({time.time() - t0:.0f}s)", log_path)
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             checkpoint()
             last_ckpt = time.time()

@@ -46,18 +46,17 @@ import torch
 import torch.nn.functional as F
 
 from common import (
-    Prefetcher,
-    amp_context,
-    add_budget_args,
-    halve_batch_after_oom,
-    StepBudget,
-    stop_early_if_asked,
-    MAX_LEN,
     DATA_DIR,
+    MAX_LEN,
     MICRO_CONDS,
     RUNS_DIR,
+    Prefetcher,
     Progress,
+    StepBudget,
+    add_budget_args,
+    amp_context,
     cosine_lr,
+    halve_batch_after_oom,
     load_checkpoint,
     load_records,
     log,
@@ -66,10 +65,9 @@ from common import (
     save_checkpoint,
     set_rng_state,
     setup_torch,
+    stop_early_if_asked,
     write_json,
 )
-
-
 
 # --------------------------------------------------------------------------------------
 # Model configs
@@ -545,16 +543,8 @@ def main():
             t0 = time.time()
             held = evaluate(ema_te, ema_tr, caption_ids, tokens, records, held_idx, hw, mask_id, amp=amp)
             trn = evaluate(ema_te, ema_tr, caption_ids, tokens, records, train_eval_idx, hw, mask_id, amp=amp)
-            log(
-                "  eval (EMA) step %d: held-out %s | train %s (%.0fs)"
-                % (
-                    step,
-                    " ".join(f"{k} {v:.3f}" for k, v in held.items()),
-                    " ".join(f"{k} {v:.3f}" for k, v in trn.items()),
-                    time.time() - t0,
-                ),
-                log_path,
-            )
+            scores = [" ".join(f"{k} {v:.3f}" for k, v in d.items()) for d in (held, trn)]
+            log(f"  eval (EMA) step {step}: held-out {scores[0]} | train {scores[1]} ({time.time() - t0:.0f}s)", log_path)
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             checkpoint()
             last_ckpt = time.time()

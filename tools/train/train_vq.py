@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from common import (
-    stop_early_if_asked,
     RUNS_DIR,
     Progress,
     cosine_lr,
@@ -50,9 +49,9 @@ from common import (
     save_checkpoint,
     set_rng_state,
     setup_torch,
+    stop_early_if_asked,
     write_json,
 )
-
 
 
 def vq_config(args) -> dict:

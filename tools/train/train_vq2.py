@@ -70,21 +70,21 @@ import torch
 import torch.nn.functional as F
 
 from common import (
-    amp_context,
-    die,
-    stop_early_if_asked,
     DATA_DIR,
     RUNS_DIR,
     Progress,
     StepBudget,
     add_budget_args,
+    amp_context,
     cosine_lr,
+    die,
     load_checkpoint,
     log,
     rng_state,
     save_checkpoint,
     set_rng_state,
     setup_torch,
+    stop_early_if_asked,
     write_json,
 )
 from train_vq import (
