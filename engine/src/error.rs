@@ -37,8 +37,15 @@ pub enum Error {
         limit: u64,
     },
 
+    /// Tensors or token grids whose shapes do not fit the operation or the model.
     #[error("{op}: {message}")]
     Shape { op: &'static str, message: String },
+
+    /// A caller's value outside what the operation takes (a count, strength, temperature,
+    /// fraction or mask), with the rule it breaks. Request options the opened model does not
+    /// take are [`Error::Request`].
+    #[error("{op}: {message}")]
+    InvalidArgument { op: &'static str, message: String },
 
     #[error("{op}: tensor {name:?} has dtype {got}, expected {expected}")]
     DType {
@@ -139,6 +146,13 @@ impl Error {
 
     pub(crate) fn shape(op: &'static str, message: impl Into<String>) -> Self {
         Error::Shape {
+            op,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn invalid(op: &'static str, message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
             op,
             message: message.into(),
         }

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use tessera_engine::sampling::{
     self, SamplerKind, SamplerOptions, Schedule, Step, StepEvent, TokenModel,
 };
-use tessera_engine::{GpuContext, Recorder, Result, Tensor};
+use tessera_engine::{Error, GpuContext, Recorder, Result, Tensor};
 
 fn ctx() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
@@ -252,12 +252,15 @@ fn img2img_small_strength_keeps_most_tokens() {
         all.iter().all(|&t| t == codes),
         "strength 1 regenerates everything"
     );
-    assert!(sampling::img2img_start(&tokens, codes, &opts, 0.0).is_err());
-    assert!(sampling::img2img_start(&tokens, codes, &opts, 1.5).is_err());
-    assert!(
-        sampling::img2img_start(&tokens, codes, &opts, 0.05).is_err(),
-        "runs no step"
-    );
+    for (strength, why) in [(0.0, "zero"), (1.5, "above 1"), (0.05, "runs no step")] {
+        assert!(
+            matches!(
+                sampling::img2img_start(&tokens, codes, &opts, strength),
+                Err(Error::InvalidArgument { .. })
+            ),
+            "{why}"
+        );
+    }
 }
 
 #[test]
@@ -328,25 +331,40 @@ fn bad_options_are_errors() {
     let model = Fixed::new(1, (2, 2), 10, 7);
     let mut o = SamplerOptions::amused(1);
     o.steps = 0;
-    assert!(
+    assert!(matches!(
         sampling::generate(ctx(), &model, 1, &[10; 4], &o, &mut |_| {
             ControlFlow::Continue(())
-        })
-        .is_err()
+        }),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let mut o = SamplerOptions::paella(4);
+    o.softmax_temperature.1 = 0.0;
+    assert!(
+        matches!(
+            sampling::generate(ctx(), &model, 1, &[1; 4], &o, &mut |_| {
+                ControlFlow::Continue(())
+            }),
+            Err(Error::InvalidArgument { .. })
+        ),
+        "Paella temperature 0"
     );
     let o = SamplerOptions::amused(1);
     assert!(
-        sampling::generate(ctx(), &model, 1, &[10; 3], &o, &mut |_| {
-            ControlFlow::Continue(())
-        })
-        .is_err(),
+        matches!(
+            sampling::generate(ctx(), &model, 1, &[10; 3], &o, &mut |_| {
+                ControlFlow::Continue(())
+            }),
+            Err(Error::Shape { .. })
+        ),
         "wrong length"
     );
     assert!(
-        sampling::generate(ctx(), &model, 1, &[10, 10, 10, 99], &o, &mut |_| {
-            ControlFlow::Continue(())
-        })
-        .is_err(),
+        matches!(
+            sampling::generate(ctx(), &model, 1, &[10, 10, 10, 99], &o, &mut |_| {
+                ControlFlow::Continue(())
+            }),
+            Err(Error::Shape { .. })
+        ),
         "bad id"
     );
 }

@@ -121,7 +121,7 @@ pub fn categorical(
         ));
     }
     if !(temperature > 0.0 && temperature.is_finite()) {
-        return Err(Error::shape(
+        return Err(Error::invalid(
             OP,
             format!("temperature {temperature} must be positive (use argmax for 0)"),
         ));
@@ -161,7 +161,7 @@ pub fn typical_filter(rec: &mut Recorder<'_>, logits: &Tensor, mass: f32) -> Res
     const OP: &str = "typical_filter";
     let (rows, cols) = rows_cols(OP, logits)?;
     if !(mass > 0.0 && mass <= 1.0) {
-        return Err(Error::shape(OP, format!("mass {mass} must be in (0, 1]")));
+        return Err(Error::invalid(OP, format!("mass {mass} must be in (0, 1]")));
     }
     let out = Tensor::empty(rec.ctx(), "typical.logits", logits.shape(), DType::F32)?;
     let params = Params {

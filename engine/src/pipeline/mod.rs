@@ -62,7 +62,7 @@ impl TextRows {
         size_px: (usize, usize),
     ) -> Result<Self> {
         if batch == 0 {
-            return Err(Error::shape("generate", "batch must be at least 1"));
+            return Err(Error::invalid("generate", "batch must be at least 1"));
         }
         let guided = guidance > 1.0;
         let prompts: Vec<&str> = if guided {
@@ -690,7 +690,7 @@ pub async fn plan_with<'a>(
     mode: Readback,
 ) -> Result<Plan<'a>> {
     if req.batch == 0 {
-        return Err(Error::shape("generate", "batch must be at least 1"));
+        return Err(Error::invalid("generate", "batch must be at least 1"));
     }
     model.check(req)?;
     check_batch_fits(ctx, model, req)?;
@@ -811,7 +811,7 @@ async fn stage_start(
             }
             let masked = region.iter().filter(|m| **m).count();
             if masked == 0 {
-                return Err(Error::shape(
+                return Err(Error::invalid(
                     "inpaint",
                     "the mask selects no token (white = repaint)",
                 ));
@@ -831,7 +831,7 @@ async fn stage_start(
             fraction,
         } => {
             if *iterations == 0 || !(*fraction > 0.0 && *fraction < 1.0) {
-                return Err(Error::shape(
+                return Err(Error::invalid(
                     "edit",
                     format!(
                         "{iterations} iterations re-masking {fraction} of the tokens: need at \

@@ -650,7 +650,7 @@ impl Model {
                 });
             }
             let Condition::Text { prompt, .. } = condition else {
-                return Err(Error::shape("forward", "Paella takes a prompt"));
+                return Err(Error::invalid("forward", "Paella takes a prompt"));
             };
             let model = p.guided(ctx, prompt, "", b, (1.0, Default::default()), (h, w))?;
             let mut rec = ctx.recorder();

@@ -167,7 +167,7 @@ impl SamplerOptions {
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.steps == 0 || self.start_step >= self.steps {
-            return Err(Error::shape(
+            return Err(Error::invalid(
                 "sampler",
                 format!(
                     "steps {} with start step {}: need 0 ≤ start < steps",
@@ -177,7 +177,7 @@ impl SamplerOptions {
         }
         let (t0, t1) = self.softmax_temperature;
         if self.kind == SamplerKind::Paella && !(t0 > 0.0 && t1 > 0.0) {
-            return Err(Error::shape(
+            return Err(Error::invalid(
                 "sampler",
                 "Paella temperatures must be positive",
             ));
@@ -551,14 +551,14 @@ pub(crate) async fn decode_loop(
 /// A strength outside (0, 1], or one that runs no step.
 pub fn img2img_start_step(steps: usize, strength: f64) -> Result<usize> {
     if !(strength > 0.0 && strength <= 1.0) {
-        return Err(Error::shape(
+        return Err(Error::invalid(
             "img2img",
             format!("strength {strength} must be in (0, 1]"),
         ));
     }
     let run = ((steps as f64) * strength) as usize;
     if run == 0 {
-        return Err(Error::shape(
+        return Err(Error::invalid(
             "img2img",
             format!("strength {strength} × {steps} steps runs no step"),
         ));
