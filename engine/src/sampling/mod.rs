@@ -2,11 +2,15 @@
 //! (confidence-based re-masking from the initial unknown count), aMUSEd (diffusers'
 //! `AmusedScheduler`) and Paella (re-noising to the initial random tokens).
 //!
-//! Randomness comes from one ChaCha8 stream seeded by the caller and drawn on the host in a
-//! fixed order (categorical uniforms, then Gumbel uniforms, then re-noise uniforms), so a seed
-//! fixes every draw whatever the GPU.
+//! The loop here asks the model for logits and draws each position's code; what a step does
+//! with those draws is its family's: `remask::step` (MaskGIT, aMUSEd) or `paella::step`.
+//! Randomness comes from one ChaCha8 stream per image, seeded by the caller and drawn on the
+//! host in a fixed order (categorical uniforms here, then the step's own: Gumbel uniforms or
+//! re-noise uniforms), so a seed fixes every draw whatever the GPU.
 
 pub mod guidance;
+mod paella;
+mod remask;
 pub mod schedule;
 
 use std::ops::ControlFlow;
@@ -218,18 +222,28 @@ fn linspace(a: f32, b: f32, n: usize, i: usize) -> f32 {
     }
 }
 
-/// Gumbel(0, 1) from a uniform, with aMUSEd's clamps.
-fn gumbel(u: f32) -> f32 {
-    -(-(u.max(1e-20)).ln()).max(1e-20).ln()
+/// What one step reads: the tokens it started from (`cur`, u32 `[B·l]`, the mask id where
+/// unknown) and what the model's logits gave at every position (`ids`, the drawn codes, and
+/// `probs`, their probabilities).
+#[derive(Clone, Copy)]
+struct StepInput<'a> {
+    opts: &'a SamplerOptions,
+    step: usize,
+    batch: usize,
+    /// Positions per grid (h·w).
+    l: usize,
+    mask: u32,
+    cur: &'a [u32],
+    ids: &'a [u32],
+    probs: &'a [f32],
 }
 
-/// The `mask_len` lowest noisy confidences of one sample: positions with noisy confidence
-/// strictly below the `mask_len`-th smallest (so infinitely confident positions never qualify).
-fn remask(noisy: &[f32], mask_len: usize) -> Vec<bool> {
-    let mut sorted = noisy.to_vec();
-    sorted.sort_by(f32::total_cmp);
-    let cutoff = sorted[mask_len.min(sorted.len() - 1)];
-    noisy.iter().map(|&v| v < cutoff).collect()
+/// What one step leaves: the tokens the next step starts from, this step's predictions (the
+/// result if it is the last) and the positions that became final in it.
+struct StepOutcome {
+    next: Vec<u32>,
+    predicted: Vec<u32>,
+    newly_fixed: Vec<bool>,
 }
 
 /// `count` distinct positions of `0..n`, drawn uniformly from a ChaCha8 stream seeded with
@@ -433,95 +447,38 @@ pub(crate) async fn decode_loop(
             }
             (ids, probs.read_f32(ctx, mode).await?)
         };
-        let was_masked: Vec<bool> = cur.iter().map(|&t| t == mask).collect();
-        let mut newly_fixed = vec![false; batch * l];
-        let predicted: Vec<u32>;
-        match opts.kind {
-            SamplerKind::MaskGit | SamplerKind::Amused => {
-                let sampled: Vec<u32> = (0..batch * l)
-                    .map(|i| if was_masked[i] { ids[i] } else { cur[i] })
-                    .collect();
-                let r = (step + 1) as f64 / opts.steps as f64;
-                let gumbels: Vec<f32> = (0..batch * l)
-                    .map(|i| gumbel(rngs[i / l].random::<f32>()))
-                    .collect();
-                let mut next = sampled.clone();
-                let amused_last = opts.kind == SamplerKind::Amused && last;
-                if !amused_last {
-                    for b in 0..batch {
-                        let range = b * l..(b + 1) * l;
-                        let unknown = was_masked[range.clone()].iter().filter(|m| **m).count();
-                        let (target, tau) = match opts.kind {
-                            SamplerKind::MaskGit => (
-                                (n0[b] as f64 * opts.schedule.mask_ratio(r, n0[b])).floor(),
-                                opts.choice_temperature.0 * (1.0 - r as f32),
-                            ),
-                            _ => (
-                                (l as f64
-                                    * opts.schedule.mask_ratio(r, l)
-                                    * opts.starting_mask_ratio)
-                                    .floor(),
-                                linspace(
-                                    opts.choice_temperature.0,
-                                    opts.choice_temperature.1,
-                                    opts.steps,
-                                    step,
-                                ),
-                            ),
-                        };
-                        let mask_len = (target as i64).min(unknown as i64 - 1).max(1) as usize;
-                        let noisy: Vec<f32> = range
-                            .clone()
-                            .map(|i| {
-                                let conf = if was_masked[i] {
-                                    probs[i]
-                                } else {
-                                    f32::INFINITY
-                                };
-                                conf.max(1e-20).ln() + tau * gumbels[i]
-                            })
-                            .collect();
-                        for (j, m) in remask(&noisy, mask_len).into_iter().enumerate() {
-                            if m {
-                                next[b * l + j] = mask;
-                            }
-                        }
-                    }
-                }
-                final_tokens = sampled.clone();
-                // MaskGIT returns the last step's samples before re-masking.
-                if opts.kind == SamplerKind::MaskGit && last {
-                    next = sampled.clone();
-                }
-                predicted = sampled;
-                cur = next;
-            }
+        let inp = StepInput {
+            opts,
+            step,
+            batch,
+            l,
+            mask,
+            cur: &cur,
+            ids: &ids,
+            probs: &probs,
+        };
+        let StepOutcome {
+            next,
+            predicted,
+            newly_fixed,
+        } = match opts.kind {
+            SamplerKind::MaskGit | SamplerKind::Amused => remask::step(&inp, &n0, &mut rngs),
             SamplerKind::Paella => {
-                let mut x: Vec<u32> = (0..batch * l)
-                    .map(|i| if known[i] { init[i] } else { ids[i] })
-                    .collect();
-                final_tokens = x.clone();
-                predicted = x.clone();
                 let t_next = model.noise_level(Step {
                     index: step + 1,
                     steps: opts.steps,
                 });
-                for i in 0..batch * l {
-                    let renoise = !last && !known[i] && rngs[i / l].random::<f32>() < t_next;
-                    if renoise {
-                        x[i] = noise[i];
-                    }
-                    newly_fixed[i] = !renoise && !settled[i];
-                    settled[i] = !renoise;
-                }
-                cur = x;
+                let mut state = paella::Renoise {
+                    known: &known,
+                    init,
+                    noise: &noise,
+                    settled: &mut settled,
+                };
+                paella::step(&inp, &mut state, t_next, &mut rngs)
             }
-        }
-        if opts.kind != SamplerKind::Paella {
-            for i in 0..batch * l {
-                newly_fixed[i] = was_masked[i] && (cur[i] != mask || last);
-            }
-        }
+        };
+        final_tokens.clone_from(&predicted);
+        cur = next;
         let shown = if last { &final_tokens } else { &cur };
         let flow = on_step(&StepEvent {
             step,
