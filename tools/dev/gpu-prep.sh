@@ -37,7 +37,8 @@ weight_bytes() {
   while IFS= read -r -d '' f; do n=$((n + $(stat -c %s "$f"))); done < <(find "$@" -name '*.safetensors' -print0 2>/dev/null)
   echo "$n"
 }
-empty_weights() { find "$@" -name '*.safetensors' -exec sh -c ': > "$1"' _ {} \; 2>/dev/null; true; }
+# (a folder that does not exist yet, such as v2/model before the base is trained, is skipped)
+empty_weights() { find "$@" -name '*.safetensors' -exec sh -c ': > "$1"' _ {} \; 2>/dev/null || true; }
 
 case "${1:-all}" in
   blank)
@@ -49,7 +50,7 @@ case "${1:-all}" in
     echo "emptied the weights under $V2; undo with: bash $0 restore"
     exit 0 ;;
   restore)
-    git checkout -- "$MODEL" "$(ls -d "$V2" 2>/dev/null || echo "$MODEL")"
+    git checkout -- "$MODEL" "$V2"
     echo "restored $MODEL and $V2"
     exit 0 ;;
   all)
