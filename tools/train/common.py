@@ -191,6 +191,12 @@ def log(msg: str, log_path: Path | None = None):
             f.write(msg + "\n")
 
 
+def eval_line(step: int, held: dict, train: dict, seconds: float) -> str:
+    """The transformers' periodic evaluation as one log line: held-out and training scores."""
+    scores = [" ".join(f"{k} {v:.3f}" for k, v in d.items()) for d in (held, train)]
+    return f"  eval (EMA) step {step}: held-out {scores[0]} | train {scores[1]} ({seconds:.0f}s)"
+
+
 def write_json(path: Path, obj):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

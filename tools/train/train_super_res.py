@@ -74,6 +74,7 @@ from common import (
     amp_context,
     cosine_lr,
     die,
+    eval_line,
     halve_batch_after_oom,
     load_checkpoint,
     log,
@@ -509,8 +510,7 @@ def train_stage(args):
             t0 = time.time()
             held = evaluate(ema, text, hi, lo, records, held_eval_idx, mask_id, px, amp=amp) if len(held_eval_idx) else {}
             trn = evaluate(ema, text, hi, lo, records, train_eval_idx, mask_id, px, amp=amp)
-            scores = [" ".join(f"{k} {v:.3f}" for k, v in d.items()) for d in (held, trn)]
-            log(f"  eval (EMA) step {step}: held-out {scores[0]} | train {scores[1]} ({time.time() - t0:.0f}s)", log_path)
+            log(eval_line(step, held, trn, time.time() - t0), log_path)
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             checkpoint()
             last_ckpt = time.time()

@@ -56,6 +56,7 @@ from common import (
     add_budget_args,
     amp_context,
     cosine_lr,
+    eval_line,
     halve_batch_after_oom,
     load_checkpoint,
     load_records,
@@ -543,8 +544,7 @@ def main():
             t0 = time.time()
             held = evaluate(ema_te, ema_tr, caption_ids, tokens, records, held_idx, hw, mask_id, amp=amp)
             trn = evaluate(ema_te, ema_tr, caption_ids, tokens, records, train_eval_idx, hw, mask_id, amp=amp)
-            scores = [" ".join(f"{k} {v:.3f}" for k, v in d.items()) for d in (held, trn)]
-            log(f"  eval (EMA) step {step}: held-out {scores[0]} | train {scores[1]} ({time.time() - t0:.0f}s)", log_path)
+            log(eval_line(step, held, trn, time.time() - t0), log_path)
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             checkpoint()
             last_ckpt = time.time()

@@ -490,14 +490,13 @@ def keep(args):
     if not (src / "config.json").exists():
         die(f"--keep: {src} has no finished VQ (config.json); train to the end first")
     images, heldout, *_ = load_svg_data(False, args.data_dir)
-    model = VQModel.from_pretrained(str(src)).eval()
-    half = VQModel.from_pretrained(str(src)).half()
-    model.load_state_dict({k: v.float() for k, v in half.state_dict().items()})  # the fp16 weights, widened
-    p, u = evaluate(model, images, np.nonzero(heldout)[0])
-    pr = run_probe(model, *probe_palettes(args.fills or args.data_dir / "fill_colours.json", args.fill_top))
     dest = args.keep
     dest.mkdir(parents=True, exist_ok=True)
-    half.save_pretrained(str(dest / "stage1"), safe_serialization=True)
+    model = VQModel.from_pretrained(str(src)).half()
+    model.save_pretrained(str(dest / "stage1"), safe_serialization=True)
+    model = model.float().eval()  # the fp16 weights, widened: what is measured is what was saved
+    p, u = evaluate(model, images, np.nonzero(heldout)[0])
+    pr = run_probe(model, *probe_palettes(args.fills or args.data_dir / "fill_colours.json", args.fill_top))
     run = json.loads((args.out / "result_vq2.json").read_text(encoding="utf-8"))
     write_json(dest / "result_vq2.json", {**run, "heldout_psnr_db": p, "heldout_codes_used": u, **pr, "weights": "fp16",
                                           "fp32_heldout_psnr_db": run["heldout_psnr_db"], "fp32_probe_de00": run["probe_de00"]})
