@@ -238,6 +238,13 @@ struct StepInput<'a> {
     probs: &'a [f32],
 }
 
+impl StepInput<'_> {
+    /// Whether this is the schedule's last step (its predictions are the result).
+    fn is_last(&self) -> bool {
+        self.step + 1 == self.opts.steps
+    }
+}
+
 /// What one step leaves: the tokens the next step starts from, this step's predictions (the
 /// result if it is the last) and the positions that became final in it.
 struct StepOutcome {

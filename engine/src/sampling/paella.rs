@@ -28,15 +28,8 @@ pub(super) fn step(
     t_next: f32,
     rngs: &mut [ChaCha8Rng],
 ) -> StepOutcome {
-    let StepInput {
-        opts,
-        step,
-        batch,
-        l,
-        ids,
-        ..
-    } = *inp;
-    let last = step + 1 == opts.steps;
+    let StepInput { batch, l, ids, .. } = *inp;
+    let last = inp.is_last();
     let predicted: Vec<u32> = (0..batch * l)
         .map(|i| {
             if state.known[i] {

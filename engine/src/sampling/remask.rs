@@ -36,7 +36,7 @@ pub(super) fn step(inp: &StepInput<'_>, n0: &[usize], rngs: &mut [ChaCha8Rng]) -
         ids,
         probs,
     } = *inp;
-    let last = step + 1 == opts.steps;
+    let last = inp.is_last();
     let was_masked: Vec<bool> = cur.iter().map(|&t| t == mask).collect();
     let sampled: Vec<u32> = (0..batch * l)
         .map(|i| if was_masked[i] { ids[i] } else { cur[i] })
