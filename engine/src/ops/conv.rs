@@ -331,35 +331,22 @@ pub fn conv2d_with_strategy(
             params.batch,
         ]
     };
-    match strategy {
-        ConvStrategy::Rows if blocked(64, 32).iter().all(|&n| n <= max) => run_in(
-            rec,
-            &spec("conv2d_rows"),
-            &params,
-            x,
-            Some((weight, bias)),
-            &out,
-            blocked(64, 32),
-        )?,
-        ConvStrategy::Gemm if blocked(64, 64).iter().all(|&n| n <= max) => run_in(
-            rec,
-            &gemm_spec((kh, kw)),
-            &params,
-            x,
-            Some((weight, bias)),
-            &out,
+    // the tiled kernels, where their grid fits the adapter's dispatch limits; else the direct one
+    let tiled = match strategy {
+        ConvStrategy::Rows => Some((spec("conv2d_rows"), blocked(64, 32))),
+        ConvStrategy::Gemm => Some((gemm_spec((kh, kw)), blocked(64, 64))),
+        ConvStrategy::Coop => Some((
+            coop_spec(shape.unwrap_or(CoopShape::M16), (kh, kw)),
             blocked(64, 64),
-        )?,
-        ConvStrategy::Coop if blocked(64, 64).iter().all(|&n| n <= max) => run_in(
-            rec,
-            &coop_spec(shape.unwrap_or(CoopShape::M16), (kh, kw)),
-            &params,
-            x,
-            Some((weight, bias)),
-            &out,
-            blocked(64, 64),
-        )?,
-        _ => run(rec, "conv2d", &params, x, Some((weight, bias)), &out)?,
+        )),
+        _ => None,
+    }
+    .filter(|(_, groups)| groups.iter().all(|&n| n <= max));
+    match tiled {
+        Some((kernel, groups)) => {
+            run_in(rec, &kernel, &params, x, Some((weight, bias)), &out, groups)?
+        }
+        None => run(rec, "conv2d", &params, x, Some((weight, bias)), &out)?,
     }
     Ok(out)
 }
