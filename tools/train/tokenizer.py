@@ -16,6 +16,13 @@ in its record format with `--captions` (data_svg.py's captions_svg.json, whose s
 include "fluent" and whose emoji names v1's tokenizer splits into 2+ pieces in 1172 of
 2409 words).
 
+The learned set of merges is the same on every run, but BpeTrainer orders merges of equal
+count by its hash maps' iteration order, which changes from process to process: at --vocab-size
+2048 on captions_svg.json three runs gave three merges.txt that differ in where such ties
+stand (e.g. "co p</w>" one place earlier or later), so ids differ between runs. A model is
+tied to the tokenizer it was trained with, which is why the exported folder carries its own
+tokenizer/ (and why tools/train/v2/model's is the one the later stages use), not a rerun.
+
 Writes runs/tokenizer/: vocab.json, merges.txt, tokenizer.json, tokenizer_config.json,
 special_tokens_map.json. Then checks that four encoders agree on every caption and on a
 set of awkward strings: the tokenizers.Tokenizer built here, transformers' CLIPTokenizer
