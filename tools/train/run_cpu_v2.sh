@@ -33,7 +33,8 @@
 #
 # Environment: MINUTES (150: this invocation's share of the session), PYTHON (python3), KEEP (v2),
 # RUNS (runs/v2cpu), DATA (data), OMP_NUM_THREADS (2), VQ_MAX / BASE_MAX / SR_MAX (the longest a
-# stage trains: 110 / 120 / 120 minutes), VQ_MIN_MIN / BASE_MIN_MIN / SR_MIN_MIN (60 / 75 / 75).
+# stage trains: 110 / 120 / 120 minutes), VQ_MIN_MIN / BASE_MIN_MIN / SR_MIN_MIN (60 / 75 / 75);
+# MORE_BASE=1 (one more base session, stage 2b below) with LR_MORE (its peak learning rate, 3e-4).
 set -u
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -103,6 +104,30 @@ if [ ! -f "$KEEP/model/model_index.json" ]; then
   mkdir -p "$KEEP/model" && cp -r "$RUNS/export/v2/." "$KEEP/model/" || exit 1
   for f in log.txt result.json; do [ -f "$RUNS/base/$f" ] && cp "$RUNS/base/$f" "$KEEP/base_$f"; done
   done_stage base
+fi
+
+# 2b. MORE_BASE=1 (a session instead of 3, as many times as wanted, before the SR stage): more
+# training for the kept base, which one CPU session leaves far short of the shipped model's shapes
+# (v2/README.md). A warm restart: from KEEP/model's weights (--init-from; fresh optimiser, its own
+# cosine schedule from LR_MORE) with KEEP/model's own tokenizer (a retrained one would differ in its
+# ids: tokenizer.py), exported over KEEP/model. Not after super_res/ exists: that stage
+# cross-attends to the base's frozen text encoder, which this would change.
+if [ "${MORE_BASE:-0}" = 1 ]; then
+  [ -d "$KEEP/model/super_res" ] && { stamp "MORE_BASE: $KEEP/model already has super_res/" >&2; exit 1; }
+  cache
+  b=$(budget base "$BASE_MAX" "$BASE_MIN_MIN") || exit $?
+  stamp "more base training for $b minutes, from $KEEP/model"
+  rm -rf "$RUNS/base_more"
+  "$PY" train_transformer.py --out "$RUNS/base_more" --init-from "$KEEP/model" --tokens "$RUNS/sr/sr_tokens.npz" \
+    --tokens-key lo --tokenizer "$KEEP/model/tokenizer" --device cpu --bf16 --compile --batch 32 --per-group 2 \
+    --save-fp16 --steps 1000000 --budget-minutes "$b" --finish-minutes "$(finish "$b")" --eval-every 500 \
+    --log-every 25 --lr "${LR_MORE:-3e-4}" --warmup 200 || exit 1
+  "$PY" export.py --out "$RUNS/export/v2_more" --vq-dir "$KEEP/vq2/stage1" --transformer-dir "$RUNS/base_more/final" \
+    --tokenizer-dir "$KEEP/model/tokenizer" --svg-data --sources "$DATA/SOURCES_svg.md" || exit 1
+  rm -rf "$KEEP/model" && mkdir -p "$KEEP/model" && cp -r "$RUNS/export/v2_more/." "$KEEP/model/" || exit 1
+  n=$(( $(ls "$KEEP"/base_more*_result.json 2> /dev/null | wc -l) + 1 ))
+  for f in log.txt result.json; do [ -f "$RUNS/base_more/$f" ] && cp "$RUNS/base_more/$f" "$KEEP/base_more${n}_$f"; done
+  done_stage "more base ($n)"
 fi
 
 # 3. super-resolution (one session), conditioned by the kept base's frozen text encoder
