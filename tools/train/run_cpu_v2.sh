@@ -87,23 +87,35 @@ cache() {
   fi
 }
 
-# 2. base (one session): text encoder + UVit2D at train_transformer.py's defaults (the shipped
-# model's sizes, run_device_v2.sh's SIZE), the CPU recipe's batch and learning rate
+# KEEP/PREFIX_log.txt and KEEP/PREFIX_result.json from the run folder FROM
+keep_logs() { for f in log.txt result.json; do [ -f "$1/$f" ] && cp "$1/$f" "$KEEP/$2_$f"; done; }
+
+# One base session: text encoder + UVit2D at train_transformer.py's defaults (the shipped model's
+# sizes, run_device_v2.sh's SIZE) and the CPU recipe's batch, trained into RUNS/NAME with the
+# tokenizer TOKENIZER and peak learning rate LR (more train_transformer.py arguments follow), then
+# exported with that tokenizer as KEEP/model (replacing it) and its log kept as KEEP/PREFIX_*.
+base_session() {
+  local name=$1 tokenizer=$2 lr=$3 prefix=$4 b
+  shift 4
+  cache
+  b=$(budget base "$BASE_MAX" "$BASE_MIN_MIN") || exit $?
+  stamp "$prefix for $b minutes"
+  "$PY" train_transformer.py --out "$RUNS/$name" --tokens "$RUNS/sr/sr_tokens.npz" --tokens-key lo \
+    --tokenizer "$tokenizer" --device cpu --bf16 --compile --batch 32 --per-group 2 --save-fp16 \
+    --steps 1000000 --budget-minutes "$b" --finish-minutes "$(finish "$b")" --eval-every 500 --log-every 25 \
+    --lr "$lr" --warmup 200 "$@" || exit 1
+  "$PY" export.py --out "$RUNS/export/$name" --vq-dir "$KEEP/vq2/stage1" --transformer-dir "$RUNS/$name/final" \
+    --tokenizer-dir "$tokenizer" --svg-data --sources "$DATA/SOURCES_svg.md" || exit 1
+  rm -rf "$KEEP/model" && mkdir -p "$KEEP/model" && cp -r "$RUNS/export/$name/." "$KEEP/model/" || exit 1
+  keep_logs "$RUNS/$name" "$prefix"
+  done_stage "$prefix"
+}
+
+# 2. base (one session), with a tokenizer learned from v2's captions
 if [ ! -f "$KEEP/model/model_index.json" ]; then
   [ -f "$RUNS/tokenizer/vocab.json" ] || "$PY" tokenizer.py --captions "$DATA/captions_svg.json" \
     --vocab-size 2048 --out "$RUNS/tokenizer" --force || exit 1
-  cache
-  b=$(budget base "$BASE_MAX" "$BASE_MIN_MIN") || exit $?
-  stamp "base for $b minutes"
-  "$PY" train_transformer.py --out "$RUNS/base" --tokens "$RUNS/sr/sr_tokens.npz" --tokens-key lo \
-    --tokenizer "$RUNS/tokenizer" --device cpu --bf16 --compile --batch 32 --per-group 2 --save-fp16 \
-    --steps 1000000 --budget-minutes "$b" --finish-minutes "$(finish "$b")" --eval-every 500 --log-every 25 \
-    --lr 6e-4 --warmup 200 --resume || exit 1
-  "$PY" export.py --out "$RUNS/export/v2" --vq-dir "$KEEP/vq2/stage1" --transformer-dir "$RUNS/base/final" \
-    --tokenizer-dir "$RUNS/tokenizer" --svg-data --sources "$DATA/SOURCES_svg.md" || exit 1
-  mkdir -p "$KEEP/model" && cp -r "$RUNS/export/v2/." "$KEEP/model/" || exit 1
-  for f in log.txt result.json; do [ -f "$RUNS/base/$f" ] && cp "$RUNS/base/$f" "$KEEP/base_$f"; done
-  done_stage base
+  base_session base "$RUNS/tokenizer" 6e-4 base --resume
 fi
 
 # 2b. MORE_BASE=1 (a session instead of 3, as many times as wanted, before the SR stage): more
@@ -114,20 +126,9 @@ fi
 # cross-attends to the base's frozen text encoder, which this would change.
 if [ "${MORE_BASE:-0}" = 1 ]; then
   [ -d "$KEEP/model/super_res" ] && { stamp "MORE_BASE: $KEEP/model already has super_res/" >&2; exit 1; }
-  cache
-  b=$(budget base "$BASE_MAX" "$BASE_MIN_MIN") || exit $?
-  stamp "more base training for $b minutes, from $KEEP/model"
   rm -rf "$RUNS/base_more"
-  "$PY" train_transformer.py --out "$RUNS/base_more" --init-from "$KEEP/model" --tokens "$RUNS/sr/sr_tokens.npz" \
-    --tokens-key lo --tokenizer "$KEEP/model/tokenizer" --device cpu --bf16 --compile --batch 32 --per-group 2 \
-    --save-fp16 --steps 1000000 --budget-minutes "$b" --finish-minutes "$(finish "$b")" --eval-every 500 \
-    --log-every 25 --lr "${LR_MORE:-3e-4}" --warmup 200 || exit 1
-  "$PY" export.py --out "$RUNS/export/v2_more" --vq-dir "$KEEP/vq2/stage1" --transformer-dir "$RUNS/base_more/final" \
-    --tokenizer-dir "$KEEP/model/tokenizer" --svg-data --sources "$DATA/SOURCES_svg.md" || exit 1
-  rm -rf "$KEEP/model" && mkdir -p "$KEEP/model" && cp -r "$RUNS/export/v2_more/." "$KEEP/model/" || exit 1
-  n=$(( $(ls "$KEEP"/base_more*_result.json 2> /dev/null | wc -l) + 1 ))
-  for f in log.txt result.json; do [ -f "$RUNS/base_more/$f" ] && cp "$RUNS/base_more/$f" "$KEEP/base_more${n}_$f"; done
-  done_stage "more base ($n)"
+  base_session base_more "$KEEP/model/tokenizer" "${LR_MORE:-3e-4}" \
+    "base_more$(( $(ls "$KEEP"/base_more*_result.json 2> /dev/null | wc -l) + 1 ))" --init-from "$KEEP/model"
 fi
 
 # 3. super-resolution (one session), conditioned by the kept base's frozen text encoder
@@ -140,6 +141,6 @@ if [ ! -d "$KEEP/model/super_res" ]; then
     --log-every 25 --lr 6e-4 --warmup 200 --resume || exit 1
   "$PY" train_super_res.py --stage export --out "$RUNS/sr" --model-out "$KEEP/model" --base "$KEEP/model" \
     --card || exit 1
-  for f in log.txt result.json; do [ -f "$RUNS/sr/$f" ] && cp "$RUNS/sr/$f" "$KEEP/sr_$f"; done
+  keep_logs "$RUNS/sr" sr
 fi
 stamp "chain done: $KEEP/model (commit it; then tools/train/README.md, \"Installing it as the default model\")"
