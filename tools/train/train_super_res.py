@@ -67,15 +67,9 @@ from common import (
     HERE,
     MAX_LEN,
     RUNS_DIR,
-    Prefetcher,
-    Progress,
-    StepBudget,
     add_budget_args,
     amp_context,
-    cosine_lr,
     die,
-    eval_line,
-    halve_batch_after_oom,
     load_checkpoint,
     log,
     rng_state,
@@ -83,7 +77,6 @@ from common import (
     save_checkpoint,
     set_rng_state,
     setup_torch,
-    stop_early_if_asked,
     write_json,
 )
 from super_res_model import SuperResTransformer, save_super_res_folder
@@ -91,13 +84,13 @@ from train_transformer import (
     CaptionIds,
     GroupSampler,
     Sampler,
+    adamw,
     add_uvit_args,
     corrupt,
-    ema_update,
     encode_text,
-    masked_ce_step,
     masked_token_scores,
     to_device,
+    train_loop,
     uvit_config,
 )
 from train_vq import decode_ids, encode_ids, save_grid, to_tensor
@@ -407,14 +400,7 @@ def train_stage(args):
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
-    params = list(model.parameters())
-    decay, no_decay = [], []
-    for nme, p in model.named_parameters():
-        (decay if p.ndim >= 2 and "embedding" not in nme else no_decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.98), **({"fused": True} if device.type == "cuda" else {}),
-    )
+    opt = adamw((model,), args.lr, args.weight_decay, device)
     ckpt_path = args.out / "ckpt.pt"
     step = 0
     py_rng = random.Random(args.seed)
@@ -442,7 +428,7 @@ def train_stage(args):
         log_path,
     )
 
-    def checkpoint():
+    def checkpoint(step: int):
         save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
             "rng": rng_state(py_rng), "config": cfg, "mask_id": mask_id, "hi_px": px,
@@ -454,14 +440,7 @@ def train_stage(args):
             return GroupSampler(train_idx, [r["group"] for r in records], batch, args.seed, args.per_group)
         return Sampler(train_idx, batch, args.seed)
 
-    sampler = new_sampler(args.batch)
-    if args.per_group > 0:
-        log(f"balanced sampling: {sampler.epoch_len} images per epoch (at most {args.per_group} per emoji)", log_path)
-    prog = Progress(args.steps, step, log_path)
-    t_start = last_ckpt = time.time()
-    budget = StepBudget(args, prog, device, log_path, t_start)  # --budget-minutes / --finish-minutes
-    acc = {"loss": 0.0, "acc": 0.0, "n": 0}
-    def make_batch(step: int):
+    def make_batch(sampler, step: int):
         """Step `step`'s batch (seeded by the step alone): captions, targets, inputs, weights,
         low-res tokens."""
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
@@ -475,49 +454,22 @@ def train_stage(args):
 
     # The training forward may be compiled; checkpoints, EMA and evaluation use the eager module.
     fmodel = torch.compile(model) if args.compile else model
-    batches = Prefetcher(make_batch, step, args.steps)
-    while step < args.steps:
-        captions, tok, inp, w, low = batches.get(step)
-        lr = cosine_lr(step, args.steps, args.lr, args.warmup)
-        for group in opt.param_groups:
-            group["lr"] = lr
 
-        try:
-            cond = text(captions)
-            with amp_context(amp, device):
-                logits = sr_forward(fmodel, inp, low, cond, micro_conds_for(px, len(captions), device), hw)
-            loss = masked_ce_step(opt, params, logits, tok, w, codebook)
-        except torch.OutOfMemoryError:
-            logits = cond = None
-            halve_batch_after_oom(args, step, prog.start_step, opt, log_path)
-            sampler = new_sampler(args.batch)
-            batches.restart(step)
-            continue
-        step += 1
-        ema_update((ema,), (model,), min(args.ema, (1 + step) / (10 + step)))
-        prog.tick(step)
-        budget.after_step(step)
-        with torch.no_grad():
-            acc["acc"] += (logits.argmax(-1) == tok)[w > 0].float().mean()
-        acc["loss"] += loss.detach()
-        acc["n"] += 1
+    def train_forward(batch):
+        captions, tok, inp, w, low = batch
+        cond = text(captions)
+        with amp_context(amp, device):
+            return sr_forward(fmodel, inp, low, cond, micro_conds_for(px, len(captions), device), hw), tok, w
 
-        if step % args.log_every == 0 or step == args.steps:
-            n = acc.pop("n")
-            prog.line(step, f"lr {lr:.2e} loss {float(acc['loss']) / n:.4f} acc {float(acc['acc']) / n:.3f}")
-            acc = {"loss": 0.0, "acc": 0.0, "n": 0}
-        if step % args.eval_every == 0 or step == args.steps:
-            t0 = time.time()
-            held = evaluate(ema, text, hi, lo, records, held_eval_idx, mask_id, px, amp=amp) if len(held_eval_idx) else {}
-            trn = evaluate(ema, text, hi, lo, records, train_eval_idx, mask_id, px, amp=amp)
-            log(eval_line(step, held, trn, time.time() - t0), log_path)
-        if time.time() - last_ckpt > args.ckpt_minutes * 60:
-            checkpoint()
-            last_ckpt = time.time()
-        stop_early_if_asked(args, step, prog.start_step, t_start, checkpoint, log_path)
+    def evaluate_emas():
+        held = evaluate(ema, text, hi, lo, records, held_eval_idx, mask_id, px, amp=amp) if len(held_eval_idx) else {}
+        return held, evaluate(ema, text, hi, lo, records, train_eval_idx, mask_id, px, amp=amp)
 
-    batches.close()
-    checkpoint()
+    step, t_start = train_loop(
+        args, step=step, models=(model,), emas=(ema,), opt=opt, new_sampler=new_sampler, make_batch=make_batch,
+        forward=train_forward, evaluate_emas=evaluate_emas, checkpoint=checkpoint, codebook=codebook,
+        device=device, log_path=log_path,
+    )
     copy.deepcopy(ema).cpu().save_pretrained(args.out / "final")
     held = evaluate(ema, text, hi, lo, records, held_idx, mask_id, px, amp=amp) if len(held_idx) else {}
     raw = evaluate(model, text, hi, lo, records, held_idx, mask_id, px, amp=amp) if len(held_idx) else {}

@@ -39,6 +39,7 @@ import json
 import math
 import random
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -315,6 +316,93 @@ def ema_update(ema_models, models, decay: float):
             torch._foreach_lerp_(list(em.parameters()), list(m.parameters()), 1.0 - decay)
 
 
+def adamw(modules, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW (betas 0.9 / 0.98) over every parameter of `modules`: weight decay on the weight
+    matrices, none on biases, norms and embeddings (two parameter groups, in that order, as the
+    checkpoints hold them); fused on CUDA."""
+    decay, no_decay = [], []
+    for m in modules:
+        for n, p in m.named_parameters():
+            (decay if p.ndim >= 2 and "embedding" not in n else no_decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.98),
+        **({"fused": True} if device.type == "cuda" else {}),
+    )
+
+
+def train_loop(args, *, step: int, models, emas, opt, new_sampler, make_batch, forward, evaluate_emas,
+               checkpoint, codebook: int, device: torch.device, log_path: Path) -> tuple[int, float]:
+    """The masked-token training loop that this script's base stage and train_super_res.py's
+    super-resolution stage share, from `step` to args.steps (which --budget-minutes /
+    --finish-minutes may change on the way), batches made one step ahead (Prefetcher):
+
+    - new_sampler(batch) -> Sampler; make_batch(sampler, step) -> the step's batch (seeded by
+      `step` alone);
+    - forward(batch) -> (logits [B, L, codebook], targets tok [B, L], weights w [B, L]) under the
+      caller's autocast; the loss is masked_ce_step's, over every parameter of `models`;
+    - learning rate: cosine_lr from args.schedule_from (0 when absent) with args.warmup / args.lr;
+      each of `emas` follows its model in `models` (decay min(args.ema, (1+s)/(10+s)));
+    - logs loss and accuracy on the corrupted tokens every args.log_every steps, evaluate_emas()
+      -> (held-out, train) scores every args.eval_every; checkpoint(step) every
+      args.ckpt_minutes and at the end; --stop-after / --max-minutes exit 3 after a checkpoint;
+      out of memory in the first steps halves args.batch (halve_batch_after_oom).
+
+    Returns (the last step, the loop's start time)."""
+    params = [p for m in models for p in m.parameters()]
+    sampler = new_sampler(args.batch)
+    if args.per_group > 0:
+        log(f"balanced sampling: {sampler.epoch_len} images per epoch (at most {args.per_group} per emoji)", log_path)
+    prog = Progress(args.steps, step, log_path)
+    t_start = last_ckpt = time.time()
+    budget = StepBudget(args, prog, device, log_path, t_start)  # --budget-minutes / --finish-minutes
+    acc = {"loss": 0.0, "acc": 0.0, "n": 0}
+    batches = Prefetcher(lambda s: make_batch(sampler, s), step, args.steps)
+    while step < args.steps:
+        batch = batches.get(step)
+        s0 = min(getattr(args, "schedule_from", 0), step)
+        lr = cosine_lr(step - s0, args.steps - s0, args.lr, args.warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+        try:
+            logits, tok, w = forward(batch)
+            loss = masked_ce_step(opt, params, logits, tok, w, codebook)
+        except torch.OutOfMemoryError:
+            logits = None
+            halve_batch_after_oom(args, step, prog.start_step, opt, log_path)
+            sampler = new_sampler(args.batch)
+            batches.restart(step)
+            continue
+        step += 1
+        ema_update(emas, models, min(args.ema, (1 + step) / (10 + step)))
+        prog.tick(step)
+        budget.after_step(step)
+        with torch.no_grad():
+            # summed on the device, read at log time: no GPU sync per step
+            acc["acc"] += (logits.argmax(-1) == tok)[w > 0].float().mean()
+        acc["loss"] += loss.detach()
+        acc["n"] += 1
+
+        if step % args.log_every == 0 or step == args.steps:
+            n = acc.pop("n")
+            prog.line(step, f"lr {lr:.2e} loss {float(acc['loss']) / n:.4f} acc {float(acc['acc']) / n:.3f}")
+            acc = {"loss": 0.0, "acc": 0.0, "n": 0}
+        if step % args.eval_every == 0 or step == args.steps:
+            t0 = time.time()
+            held, trn = evaluate_emas()
+            log(eval_line(step, held, trn, time.time() - t0), log_path)
+        if time.time() - last_ckpt > args.ckpt_minutes * 60:
+            checkpoint(step)
+            last_ckpt = time.time()
+        stop_early_if_asked(args, step, prog.start_step, t_start, partial(checkpoint, step), log_path)
+
+    batches.close()
+    checkpoint(step)
+    return step, t_start
+
+
 # --------------------------------------------------------------------------------------
 
 
@@ -439,17 +527,7 @@ def main():
     ema_te, ema_tr = copy.deepcopy(te).eval(), copy.deepcopy(tr).eval()
     for p in list(ema_te.parameters()) + list(ema_tr.parameters()):
         p.requires_grad_(False)
-    params = list(te.parameters()) + list(tr.parameters())
-    decay, no_decay = [], []
-    for m in (te, tr):
-        for n, p in m.named_parameters():
-            (decay if p.ndim >= 2 and "embedding" not in n else no_decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr,
-        betas=(0.9, 0.98),
-        **({"fused": True} if device.type == "cuda" else {}),
-    )
+    opt = adamw((te, tr), args.lr, args.weight_decay, device)
     ckpt_path = args.out / "ckpt.pt"
     step = 0
     py_rng = random.Random(args.seed)
@@ -470,7 +548,7 @@ def main():
         log_path,
     )
 
-    def checkpoint():
+    def checkpoint(step: int):
         save_checkpoint(
             ckpt_path,
             {
@@ -485,15 +563,7 @@ def main():
             return GroupSampler(train_idx, [r["group"] for r in records], batch, args.seed, args.per_group)
         return Sampler(train_idx, batch, args.seed)
 
-    sampler = new_sampler(args.batch)
-    if args.per_group > 0:
-        log(f"balanced sampling: {sampler.epoch_len} images per epoch (at most {args.per_group} per emoji)", log_path)
-    prog = Progress(args.steps, step, log_path)
-    t_start = last_ckpt = time.time()
-    budget = StepBudget(args, prog, device, log_path, t_start)  # --budget-minutes / --finish-minutes
-    acc = {"loss": 0.0, "acc": 0.0, "n": 0}
-    te.train(), tr.train()
-    def make_batch(step: int):
+    def make_batch(sampler, step: int):
         """Step `step`'s batch (seeded by the step alone): caption ids, targets, inputs, weights."""
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         bidx = sampler.batch_indices(step)
@@ -507,51 +577,22 @@ def main():
 
     # The training forward may be compiled; checkpoints, EMA and evaluation use the eager modules.
     fte, ftr = (torch.compile(te), torch.compile(tr)) if args.compile else (te, tr)
-    batches = Prefetcher(make_batch, step, args.steps)
-    while step < args.steps:
-        ids, tok, inp, w = batches.get(step)
-        s0 = min(args.schedule_from, step)
-        lr = cosine_lr(step - s0, args.steps - s0, args.lr, args.warmup)
-        for group in opt.param_groups:
-            group["lr"] = lr
 
-        try:
-            with amp_context(amp, device):
-                logits = forward_ids(fte, ftr, ids, inp, hw)
-            loss = masked_ce_step(opt, params, logits, tok, w, codebook)
-        except torch.OutOfMemoryError:
-            logits = None
-            halve_batch_after_oom(args, step, prog.start_step, opt, log_path)
-            sampler = new_sampler(args.batch)
-            batches.restart(step)
-            continue
-        step += 1
-        ema_update((ema_te, ema_tr), (te, tr), min(args.ema, (1 + step) / (10 + step)))
-        prog.tick(step)
-        budget.after_step(step)
-        with torch.no_grad():
-            m = w > 0
-            # summed on the device, read at log time: no GPU sync per step
-            acc["acc"] += (logits.argmax(-1) == tok)[m].float().mean()
-        acc["loss"] += loss.detach()
-        acc["n"] += 1
+    def train_forward(batch):
+        ids, tok, inp, w = batch
+        with amp_context(amp, device):
+            return forward_ids(fte, ftr, ids, inp, hw), tok, w
 
-        if step % args.log_every == 0 or step == args.steps:
-            n = acc.pop("n")
-            prog.line(step, f"lr {lr:.2e} loss {float(acc['loss']) / n:.4f} acc {float(acc['acc']) / n:.3f}")
-            acc = {"loss": 0.0, "acc": 0.0, "n": 0}
-        if step % args.eval_every == 0 or step == args.steps:
-            t0 = time.time()
-            held = evaluate(ema_te, ema_tr, caption_ids, tokens, records, held_idx, hw, mask_id, amp=amp)
-            trn = evaluate(ema_te, ema_tr, caption_ids, tokens, records, train_eval_idx, hw, mask_id, amp=amp)
-            log(eval_line(step, held, trn, time.time() - t0), log_path)
-        if time.time() - last_ckpt > args.ckpt_minutes * 60:
-            checkpoint()
-            last_ckpt = time.time()
-        stop_early_if_asked(args, step, prog.start_step, t_start, checkpoint, log_path)
+    def evaluate_emas():
+        return (evaluate(ema_te, ema_tr, caption_ids, tokens, records, held_idx, hw, mask_id, amp=amp),
+                evaluate(ema_te, ema_tr, caption_ids, tokens, records, train_eval_idx, hw, mask_id, amp=amp))
 
-    batches.close()
-    checkpoint()
+    te.train(), tr.train()
+    step, t_start = train_loop(
+        args, step=step, models=(te, tr), emas=(ema_te, ema_tr), opt=opt, new_sampler=new_sampler,
+        make_batch=make_batch, forward=train_forward, evaluate_emas=evaluate_emas, checkpoint=checkpoint,
+        codebook=codebook, device=device, log_path=log_path,
+    )
     final = args.out / "final"
     for name, m in (("text_encoder", ema_te), ("transformer", ema_tr)):
         m = copy.deepcopy(m).cpu()
