@@ -24,6 +24,12 @@ pub const COOPERATIVE_FEATURES: wgpu::Features = wgpu::Features::EXPERIMENTAL_CO
 /// [`WANTED_FEATURES`] and, unless turned off, [`COOPERATIVE_FEATURES`]) and the experimental
 /// opt-in that the cooperative ones need. The engine's own device and the app's (eframe's)
 /// are both made with these.
+///
+/// Cooperative matrices are requested only where the tensor-core kernels can run
+/// (`coop_shape`): an adapter may list the feature with no configuration or subgroup width
+/// they use, and some then refuse the device (lavapipe in Mesa 26 at
+/// `LP_NATIVE_VECTOR_WIDTH=128`, whose 4-wide subgroups no kernel uses: wgpu panics on the
+/// refusal instead of returning an error).
 pub fn device_features(adapter: &wgpu::Adapter) -> (wgpu::Features, wgpu::ExperimentalFeatures) {
     let coop_allowed = !matches!(
         std::env::var("TESSERA_KERNELS").ok().as_deref(),
@@ -33,13 +39,48 @@ pub fn device_features(adapter: &wgpu::Adapter) -> (wgpu::Features, wgpu::Experi
     if coop_allowed {
         wanted |= COOPERATIVE_FEATURES;
     }
-    let features = adapter.features() & wanted;
+    let mut features = adapter.features() & wanted;
+    if features.intersects(COOPERATIVE_FEATURES) {
+        let configs = adapter.cooperative_matrix_properties();
+        let has_f16 = features.contains(wgpu::Features::SHADER_F16);
+        let info = adapter.get_info();
+        let subgroups = (info.subgroup_min_size, info.subgroup_max_size);
+        if coop_shape(subgroups, has_f16, &configs).is_none() {
+            log::info!(
+                "cooperative matrices: not requested, no configuration the kernels use \
+                 (square f16 × f16 → f32 fragments of 16 or 8 with subgroups of exactly 32 or 8)"
+            );
+            features.remove(COOPERATIVE_FEATURES);
+        }
+    }
     let experimental = if features.intersects(COOPERATIVE_FEATURES) {
         experimental_opt_in()
     } else {
         wgpu::ExperimentalFeatures::disabled()
     };
     (features, experimental)
+}
+
+/// The cooperative-matrix shape the tensor-core kernels run with on an adapter whose subgroups
+/// are `subgroups` (minimum, maximum) invocations wide, with f16 shaders (`has_f16`) and the
+/// cooperative-matrix `configs` it lists: the first [`CoopShape`](crate::shaders::CoopShape)
+/// with an f16 × f16 → f32 configuration of its fragment size whose subgroup width the
+/// adapter fixes (minimum = maximum = the shape's); `None` if there is none.
+fn coop_shape(
+    (sub_min, sub_max): (u32, u32),
+    has_f16: bool,
+    configs: &[wgpu::CooperativeMatrixProperties],
+) -> Option<crate::shaders::CoopShape> {
+    use wgpu::CooperativeScalarType::{F16, F32};
+    crate::shaders::CoopShape::ALL.into_iter().find(|shape| {
+        let (f, sg) = (shape.size(), shape.subgroup());
+        has_f16
+            && sub_min == sg
+            && sub_max == sg
+            && configs.iter().any(|c| {
+                (c.m_size, c.n_size, c.k_size) == (f, f, f) && c.ab_type == F16 && c.cr_type == F32
+            })
+    })
 }
 
 /// The one unsafe call of the device set-up.
@@ -192,27 +233,14 @@ impl GpuContext {
     pub fn from_adapter(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = adapter.get_info();
         let mut ctx = Self::from_device(device, queue, info);
-        if ctx
-            .features
-            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
-        {
+        if adapter.features().contains(COOPERATIVE_FEATURES) {
+            // listed (`tessera info`) even where the device was made without them
             ctx.coop_configs = adapter.cooperative_matrix_properties();
         }
-        use wgpu::CooperativeScalarType::{F16, F32};
-        let (sub_min, sub_max) = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
-        let has_f16 = ctx.has_f16();
-        let configs = &ctx.coop_configs;
-        ctx.coop = crate::shaders::CoopShape::ALL.into_iter().find(|shape| {
-            let (f, sg) = (shape.size(), shape.subgroup());
-            has_f16
-                && sub_min == sg
-                && sub_max == sg
-                && configs.iter().any(|c| {
-                    (c.m_size, c.n_size, c.k_size) == (f, f, f)
-                        && c.ab_type == F16
-                        && c.cr_type == F32
-                })
-        });
+        if ctx.features.contains(COOPERATIVE_FEATURES) {
+            let subgroups = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
+            ctx.coop = coop_shape(subgroups, ctx.has_f16(), &ctx.coop_configs);
+        }
         log::info!(
             "cooperative matrices: {} configurations, tensor-core kernels {}",
             ctx.coop_configs.len(),
@@ -526,4 +554,66 @@ pub fn is_software_adapter(info: &wgpu::AdapterInfo) -> bool {
         ]
         .iter()
         .any(|s| name.contains(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coop_shape;
+    use crate::shaders::CoopShape;
+    use wgpu::CooperativeScalarType::{F16, F32};
+
+    fn config(
+        size: u32,
+        ab: wgpu::CooperativeScalarType,
+        cr: wgpu::CooperativeScalarType,
+    ) -> wgpu::CooperativeMatrixProperties {
+        wgpu::CooperativeMatrixProperties {
+            m_size: size,
+            n_size: size,
+            k_size: size,
+            ab_type: ab,
+            cr_type: cr,
+            saturating_accumulation: false,
+        }
+    }
+
+    /// Configurations like those adapters list (the H200 through Vulkan: 16×16×16, 16×8×16 and
+    /// 16×8×8 f16 → f16/f32 with 32-wide subgroups, docs/benchmarks.md; lavapipe in Mesa 26:
+    /// 8×8×8 with subgroups of 8, 4 or 16 at 256, 128 or 512 bits; wgpu's Metal backend: three
+    /// 8×8 configurations with subgroups of 4–64) and the shape the kernels take there, if any.
+    #[test]
+    fn coop_shape_needs_f16_to_f32_fragments_and_the_kernels_subgroup_width() {
+        let nvidia = [config(16, F16, F16), config(16, F16, F32)];
+        assert_eq!(coop_shape((32, 32), true, &nvidia), Some(CoopShape::M16));
+        assert_eq!(coop_shape((32, 32), false, &nvidia), None, "no f16 shaders");
+        assert_eq!(
+            coop_shape((32, 64), true, &nvidia),
+            None,
+            "subgroup width not fixed"
+        );
+        let lavapipe = [config(8, F16, F16), config(8, F16, F32)];
+        assert_eq!(coop_shape((8, 8), true, &lavapipe), Some(CoopShape::M8));
+        assert_eq!(
+            coop_shape((4, 4), true, &lavapipe),
+            None,
+            "128-bit lavapipe"
+        );
+        assert_eq!(
+            coop_shape((16, 16), true, &lavapipe),
+            None,
+            "512-bit lavapipe"
+        );
+        let metal = [
+            config(8, F32, F32),
+            config(8, F16, F16),
+            config(8, F16, F32),
+        ];
+        assert_eq!(coop_shape((4, 64), true, &metal), None);
+        assert_eq!(
+            coop_shape((32, 32), true, &[config(16, F16, F16)]),
+            None,
+            "f16 accumulators only"
+        );
+        assert_eq!(coop_shape((32, 32), true, &[]), None);
+    }
 }
