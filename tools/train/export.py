@@ -82,6 +82,15 @@ def probe_table(vq, before_path: Path) -> list[str]:
     return lines
 
 
+def recipe_script(args) -> str | None:
+    """The recipe script the card names: the first `tools/train/NAME.sh` in --recipe, else
+    run_device_v2.sh for the v2 (SVG) model; None for the v1 model (run_all.sh)."""
+    for word in (args.recipe or "").replace("`", " ").split():
+        if word.endswith(".sh"):
+            return word.rsplit("/", 1)[-1]
+    return "run_device_v2.sh" if args.svg_data else None
+
+
 def model_card(out: Path, pipe, sizes: dict, args) -> str:
     te, tr, vq = pipe.text_encoder, pipe.transformer, pipe.vqvae
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
@@ -105,7 +114,7 @@ def model_card(out: Path, pipe, sizes: dict, args) -> str:
             "A small text-to-image aMUSEd pipeline (diffusers `AmusedPipeline` layout) trained from scratch",
             "on emoji artwork: type an emoji name (`blue heart`, `grinning face`, `green apple`) and it",
             "draws a 64x64 emoji-like image in 12 parallel decoding steps. It is tessera's default model",
-            "v2, trained from scratch with `tools/train/run_device_v2.sh` (one GPU command) on SVG emoji",
+            f"v2, trained from scratch with {args.recipe or '`tools/train/run_device_v2.sh` (one GPU command)'} on SVG emoji",
             "rasterized by `tools/train/data_svg.py`.",
             "",
             "Contains material derived from Twemoji graphics (Copyright 2019 Twitter, Inc and other",
@@ -169,7 +178,7 @@ def model_card(out: Path, pipe, sizes: dict, args) -> str:
         "## Training",
         "",
         "Recipe and exact command lines: `tools/train/` (README.md, "
-        + ("run_device_v2.sh)." if args.svg_data else "run_all.sh)."),
+        + (f"{script})." if (script := recipe_script(args)) else "run_all.sh)."),
         "",
         *vq_lines,
         "   (cosine masking ratio, 10 % empty-caption dropout for classifier-free guidance, 20 % of",
@@ -181,6 +190,8 @@ def model_card(out: Path, pipe, sizes: dict, args) -> str:
             f"   Held-out (unseen emoji) masked-token accuracy: {h['acc@0.5'] * 100:.1f} % at 50 % masking, "
             f"{h['acc@0.9'] * 100:.1f} % at 90 % masking."
         )
+    if args.training_note:
+        lines.append(f"   {args.training_note}")
     if probe_lines:
         lines += ["", *probe_lines]
     lines += [
@@ -218,6 +229,11 @@ def main():
                          "(the shipped v1 VQ's) beside the new VQ's, on its palette")
     ap.add_argument("--svg-data", action="store_true",
                     help="the card describes data_svg.py's SVG sets (Noto, Twemoji, Fluent) and run_device_v2.sh")
+    ap.add_argument("--recipe", default=None,
+                    help="v2 card: how it was trained (default \"`tools/train/run_device_v2.sh` (one GPU command)\"); "
+                         "its .sh script is also the card's recipe reference")
+    ap.add_argument("--training-note", default="",
+                    help="card: a line added to the transformer's training step (e.g. further sessions)")
     ap.add_argument("--guidance-scale", type=float, default=1.0,
                     help="tessera.json: the guidance scale tessera uses when none is given (chosen by tools/eval/sweep.py --guidance)")
     ap.add_argument("--choice-temperature", type=float, nargs=2, default=[2.0, 0.0], metavar=("T0", "T1"),

@@ -105,7 +105,9 @@ base_session() {
     --steps 1000000 --budget-minutes "$b" --finish-minutes "$(finish "$b")" --eval-every 500 --log-every 25 \
     --lr "$lr" --warmup 200 "$@" || exit 1
   "$PY" export.py --out "$RUNS/export/$name" --vq-dir "$KEEP/vq2/stage1" --transformer-dir "$RUNS/$name/final" \
-    --tokenizer-dir "$tokenizer" --svg-data --sources "$DATA/SOURCES_svg.md" || exit 1
+    --tokenizer-dir "$tokenizer" --svg-data --sources "$DATA/SOURCES_svg.md" \
+    --recipe "\`tools/train/run_cpu_v2.sh\` on a 2-core CPU (one stage per session)" \
+    --training-note "${EXPORT_NOTE:-}" || exit 1
   rm -rf "$KEEP/model" && mkdir -p "$KEEP/model" && cp -r "$RUNS/export/$name/." "$KEEP/model/" || exit 1
   keep_logs "$RUNS/$name" "$prefix"
   done_stage "$prefix"
@@ -127,8 +129,11 @@ fi
 if [ "${MORE_BASE:-0}" = 1 ]; then
   [ -d "$KEEP/model/super_res" ] && { stamp "MORE_BASE: $KEEP/model already has super_res/" >&2; exit 1; }
   rm -rf "$RUNS/base_more"
-  base_session base_more "$KEEP/model/tokenizer" "${LR_MORE:-3e-4}" \
-    "base_more$(( $(ls "$KEEP"/base_more*_result.json 2> /dev/null | wc -l) + 1 ))" --init-from "$KEEP/model"
+  n=$(( $(ls "$KEEP"/base_more*_result.json 2> /dev/null | wc -l) + 1 ))
+  EXPORT_NOTE="Then $n more session(s) of the same objective (MORE_BASE=1), each a warm restart from the \
+previous weights (fresh optimiser, cosine from peak LR ${LR_MORE:-3e-4}); the accuracy above is the last one's \
+(the sessions' logs: tools/train/v2/base*_log.txt)."
+  base_session base_more "$KEEP/model/tokenizer" "${LR_MORE:-3e-4}" "base_more$n" --init-from "$KEEP/model"
 fi
 
 # 3. super-resolution (one session), conditioned by the kept base's frozen text encoder
