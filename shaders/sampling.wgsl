@@ -193,7 +193,10 @@ fn categorical(
     if (li > 0u) {
         excl = scan[li - 1u];
     }
-    let total = scan[WG - 1u];
+    // The scan's entry for the chunk holding the last column. The empty chunks after it add
+    // their zeros in other orders, so their entries can round above or below it: one of them
+    // must never own the goal (it would pick a column past the row).
+    let total = scan[(max(p.cols, 1u) - 1u) / chunk];
     // Non-finite or empty totals (overflowing logits) have no valid choice: a defined result,
     // NONE, which the host rejects as outside the codebook.
     if (!(total > 0.0 && total <= 3.4e38 && total1 > 0.0 && total1 <= 3.4e38)) {
@@ -203,9 +206,9 @@ fn categorical(
         }
         return;
     }
-    // Strictly below total, so exactly one chunk owns the goal.
+    // Strictly below total, so a non-empty chunk owns the goal: the first whose entry exceeds it.
     let goal = min(uniforms[row] * total, bitcast<f32>(bitcast<u32>(total) - 1u));
-    if (excl <= goal && goal < incl) {
+    if (start < end && excl <= goal && goal < incl) {
         var acc = excl;
         var pick = NONE;
         var last = start;

@@ -146,6 +146,31 @@ fn categorical_extreme_uniforms_stay_in_range() {
     assert!(ids.iter().all(|&i| i < 3), "{ids:?}");
 }
 
+/// Rows narrower than the workgroup (96 columns: a Paella codebook) with u at the top of
+/// [0, 1): the chunk sums' scan adds the empty chunks' zeros in other orders, so its last entry
+/// can round above the last column's; the draw must still land on a column of the row.
+#[test]
+fn categorical_top_uniform_stays_in_narrow_rows() {
+    let (rows, cols) = (2048, 96);
+    let mut r = rng(0x5ca1);
+    let x: Vec<f32> = randn(&mut r, rows * cols).iter().map(|v| v * 3.0).collect();
+    let tx = upload("logits", &[rows, cols], &x);
+    let tu = Tensor::from_f32(ctx(), "u", &[rows], &vec![0.99999994; rows]).expect("u");
+    for temperature in [1.0, 0.2] {
+        let (ids, _) = run(|rec| categorical(rec, &tx, &tu, temperature));
+        let ids = ids.to_u32(ctx()).expect("ids");
+        let bad: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| **i as usize >= cols)
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "temperature {temperature}: rows with ids ≥ {cols}: {bad:?}"
+        );
+    }
+}
+
 #[test]
 fn categorical_rejects_zero_temperature() {
     let tx = upload("logits", &[1, 4], &[0.0; 4]);
