@@ -82,8 +82,6 @@ from common import (
 from super_res_model import SuperResTransformer, save_super_res_folder
 from train_transformer import (
     CaptionIds,
-    GroupSampler,
-    Sampler,
     adamw,
     add_uvit_args,
     corrupt,
@@ -435,11 +433,6 @@ def train_stage(args):
             "text_encoder_sha256": te_sha, "base": str(args.base), "vq": cache["vq"],
         })
 
-    def new_sampler(batch: int):
-        if args.per_group > 0:
-            return GroupSampler(train_idx, [r["group"] for r in records], batch, args.seed, args.per_group)
-        return Sampler(train_idx, batch, args.seed)
-
     def make_batch(sampler, step: int):
         """Step `step`'s batch (seeded by the step alone): captions, targets, inputs, weights,
         low-res tokens."""
@@ -466,7 +459,8 @@ def train_stage(args):
         return held, evaluate(ema, text, hi, lo, records, train_eval_idx, mask_id, px, amp=amp)
 
     step, t_start = train_loop(
-        args, step=step, models=(model,), emas=(ema,), opt=opt, new_sampler=new_sampler, make_batch=make_batch,
+        args, step=step, models=(model,), emas=(ema,), opt=opt, train_idx=train_idx,
+        groups=[r["group"] for r in records], make_batch=make_batch,
         forward=train_forward, evaluate_emas=evaluate_emas, checkpoint=checkpoint, codebook=codebook,
         device=device, log_path=log_path,
     )

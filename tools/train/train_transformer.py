@@ -332,14 +332,15 @@ def adamw(modules, lr: float, weight_decay: float, device: torch.device) -> torc
     )
 
 
-def train_loop(args, *, step: int, models, emas, opt, new_sampler, make_batch, forward, evaluate_emas,
+def train_loop(args, *, step: int, models, emas, opt, train_idx, groups, make_batch, forward, evaluate_emas,
                checkpoint, codebook: int, device: torch.device, log_path: Path) -> tuple[int, float]:
     """The masked-token training loop that this script's base stage and train_super_res.py's
     super-resolution stage share, from `step` to args.steps (which --budget-minutes /
     --finish-minutes may change on the way), batches made one step ahead (Prefetcher):
 
-    - new_sampler(batch) -> Sampler; make_batch(sampler, step) -> the step's batch (seeded by
-      `step` alone);
+    - batches draw from the images `train_idx` (a Sampler, or with args.per_group a GroupSampler
+      over their emoji `groups`, one per record); make_batch(sampler, step) -> the step's batch
+      (seeded by `step` alone);
     - forward(batch) -> (logits [B, L, codebook], targets tok [B, L], weights w [B, L]) under the
       caller's autocast; the loss is masked_ce_step's, over every parameter of `models`;
     - learning rate: cosine_lr from args.schedule_from (0 when absent) with args.warmup / args.lr;
@@ -351,6 +352,12 @@ def train_loop(args, *, step: int, models, emas, opt, new_sampler, make_batch, f
 
     Returns (the last step, the loop's start time)."""
     params = [p for m in models for p in m.parameters()]
+
+    def new_sampler(batch: int):
+        if args.per_group > 0:
+            return GroupSampler(train_idx, groups, batch, args.seed, args.per_group)
+        return Sampler(train_idx, batch, args.seed)
+
     sampler = new_sampler(args.batch)
     if args.per_group > 0:
         log(f"balanced sampling: {sampler.epoch_len} images per epoch (at most {args.per_group} per emoji)", log_path)
@@ -558,11 +565,6 @@ def main():
             },
         )
 
-    def new_sampler(batch: int):
-        if args.per_group > 0:
-            return GroupSampler(train_idx, [r["group"] for r in records], batch, args.seed, args.per_group)
-        return Sampler(train_idx, batch, args.seed)
-
     def make_batch(sampler, step: int):
         """Step `step`'s batch (seeded by the step alone): caption ids, targets, inputs, weights."""
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
@@ -589,8 +591,8 @@ def main():
 
     te.train(), tr.train()
     step, t_start = train_loop(
-        args, step=step, models=(te, tr), emas=(ema_te, ema_tr), opt=opt, new_sampler=new_sampler,
-        make_batch=make_batch, forward=train_forward, evaluate_emas=evaluate_emas, checkpoint=checkpoint,
+        args, step=step, models=(te, tr), emas=(ema_te, ema_tr), opt=opt, train_idx=train_idx,
+        groups=[r["group"] for r in records], make_batch=make_batch, forward=train_forward, evaluate_emas=evaluate_emas, checkpoint=checkpoint,
         codebook=codebook, device=device, log_path=log_path,
     )
     final = args.out / "final"
