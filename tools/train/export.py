@@ -82,13 +82,11 @@ def probe_table(vq, before_path: Path) -> list[str]:
     return lines
 
 
-def recipe_script(args) -> str | None:
-    """The recipe script the card names: the first `tools/train/NAME.sh` in --recipe, else
-    run_device_v2.sh for the v2 (SVG) model; None for the v1 model (run_all.sh)."""
-    for word in (args.recipe or "").replace("`", " ").split():
-        if word.endswith(".sh"):
-            return word.rsplit("/", 1)[-1]
-    return "run_device_v2.sh" if args.svg_data else None
+# The v2 recipes a card can name (--recipe) and how the card describes each.
+RECIPES = {
+    "run_device_v2.sh": "`tools/train/run_device_v2.sh` (one GPU command)",
+    "run_cpu_v2.sh": "`tools/train/run_cpu_v2.sh` on a 2-core CPU (one stage per session)",
+}
 
 
 def model_card(out: Path, pipe, sizes: dict, args) -> str:
@@ -114,7 +112,7 @@ def model_card(out: Path, pipe, sizes: dict, args) -> str:
             "A small text-to-image aMUSEd pipeline (diffusers `AmusedPipeline` layout) trained from scratch",
             "on emoji artwork: type an emoji name (`blue heart`, `grinning face`, `green apple`) and it",
             "draws a 64x64 emoji-like image in 12 parallel decoding steps. It is tessera's default model",
-            f"v2, trained from scratch with {args.recipe or '`tools/train/run_device_v2.sh` (one GPU command)'} on SVG emoji",
+            f"v2, trained from scratch with {RECIPES[args.recipe]} on SVG emoji",
             "rasterized by `tools/train/data_svg.py`.",
             "",
             "Contains material derived from Twemoji graphics (Copyright 2019 Twitter, Inc and other",
@@ -178,7 +176,7 @@ def model_card(out: Path, pipe, sizes: dict, args) -> str:
         "## Training",
         "",
         "Recipe and exact command lines: `tools/train/` (README.md, "
-        + (f"{script})." if (script := recipe_script(args)) else "run_all.sh)."),
+        + (f"{args.recipe})." if args.svg_data else "run_all.sh)."),
         "",
         *vq_lines,
         "   (cosine masking ratio, 10 % empty-caption dropout for classifier-free guidance, 20 % of",
@@ -229,9 +227,8 @@ def main():
                          "(the shipped v1 VQ's) beside the new VQ's, on its palette")
     ap.add_argument("--svg-data", action="store_true",
                     help="the card describes data_svg.py's SVG sets (Noto, Twemoji, Fluent) and run_device_v2.sh")
-    ap.add_argument("--recipe", default=None,
-                    help="v2 card: how it was trained (default \"`tools/train/run_device_v2.sh` (one GPU command)\"); "
-                         "its .sh script is also the card's recipe reference")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="run_device_v2.sh",
+                    help="v2 card: the recipe script it was trained with")
     ap.add_argument("--training-note", default="",
                     help="card: a line added to the transformer's training step (e.g. further sessions)")
     ap.add_argument("--guidance-scale", type=float, default=1.0,

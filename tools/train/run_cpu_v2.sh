@@ -93,10 +93,11 @@ keep_logs() { for f in log.txt result.json; do [ -f "$1/$f" ] && cp "$1/$f" "$KE
 # One base session: text encoder + UVit2D at train_transformer.py's defaults (the shipped model's
 # sizes, run_device_v2.sh's SIZE) and the CPU recipe's batch, trained into RUNS/NAME with the
 # tokenizer TOKENIZER and peak learning rate LR (more train_transformer.py arguments follow), then
-# exported with that tokenizer as KEEP/model (replacing it) and its log kept as KEEP/PREFIX_*.
+# exported with that tokenizer as KEEP/model (replacing it; NOTE: a line for its card's training
+# section) and its log kept as KEEP/PREFIX_*.
 base_session() {
-  local name=$1 tokenizer=$2 lr=$3 prefix=$4 b
-  shift 4
+  local name=$1 tokenizer=$2 lr=$3 prefix=$4 note=$5 b
+  shift 5
   cache
   b=$(budget base "$BASE_MAX" "$BASE_MIN_MIN") || exit $?
   stamp "$prefix for $b minutes"
@@ -106,8 +107,7 @@ base_session() {
     --lr "$lr" --warmup 200 "$@" || exit 1
   "$PY" export.py --out "$RUNS/export/$name" --vq-dir "$KEEP/vq2/stage1" --transformer-dir "$RUNS/$name/final" \
     --tokenizer-dir "$tokenizer" --svg-data --sources "$DATA/SOURCES_svg.md" \
-    --recipe "\`tools/train/run_cpu_v2.sh\` on a 2-core CPU (one stage per session)" \
-    --training-note "${EXPORT_NOTE:-}" || exit 1
+    --recipe run_cpu_v2.sh --training-note "$note" || exit 1
   rm -rf "$KEEP/model" && mkdir -p "$KEEP/model" && cp -r "$RUNS/export/$name/." "$KEEP/model/" || exit 1
   keep_logs "$RUNS/$name" "$prefix"
   done_stage "$prefix"
@@ -117,7 +117,7 @@ base_session() {
 if [ ! -f "$KEEP/model/model_index.json" ]; then
   [ -f "$RUNS/tokenizer/vocab.json" ] || "$PY" tokenizer.py --captions "$DATA/captions_svg.json" \
     --vocab-size 2048 --out "$RUNS/tokenizer" --force || exit 1
-  base_session base "$RUNS/tokenizer" 6e-4 base --resume
+  base_session base "$RUNS/tokenizer" 6e-4 base "" --resume
 fi
 
 # 2b. MORE_BASE=1 (a session instead of 3, as many times as wanted, before the SR stage): more
@@ -130,10 +130,10 @@ if [ "${MORE_BASE:-0}" = 1 ]; then
   [ -d "$KEEP/model/super_res" ] && { stamp "MORE_BASE: $KEEP/model already has super_res/" >&2; exit 1; }
   rm -rf "$RUNS/base_more"
   n=$(( $(ls "$KEEP"/base_more*_result.json 2> /dev/null | wc -l) + 1 ))
-  EXPORT_NOTE="Then $n more session(s) of the same objective (MORE_BASE=1), each a warm restart from the \
-previous weights (fresh optimiser, cosine from peak LR ${LR_MORE:-3e-4}); the accuracy above is the last one's \
-(the sessions' logs: tools/train/v2/base*_log.txt)."
-  base_session base_more "$KEEP/model/tokenizer" "${LR_MORE:-3e-4}" "base_more$n" --init-from "$KEEP/model"
+  base_session base_more "$KEEP/model/tokenizer" "${LR_MORE:-3e-4}" "base_more$n" \
+    "Then $n more session(s) of the same objective (MORE_BASE=1), each a warm restart from the previous \
+weights (fresh optimiser, cosine from peak LR ${LR_MORE:-3e-4}); the accuracy above is the last one's (the \
+sessions' logs: tools/train/v2/base*_log.txt)." --init-from "$KEEP/model"
 fi
 
 # 3. super-resolution (one session), conditioned by the kept base's frozen text encoder
