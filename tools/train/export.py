@@ -84,8 +84,8 @@ def probe_table(vq, before_path: Path) -> list[str]:
 
 # The v2 recipes a card can name (--recipe) and how the card describes each.
 RECIPES = {
-    "run_device_v2.sh": "`tools/train/run_device_v2.sh` (one GPU command)",
-    "run_cpu_v2.sh": "`tools/train/run_cpu_v2.sh` on a 2-core CPU (one stage per session)",
+    "run_device_v2.sh": "`tools/train/run_device_v2.sh` in one GPU command",
+    "run_cpu_v2.sh": "`tools/train/run_cpu_v2.sh`, one stage per session on a 2-core CPU",
 }
 
 
@@ -111,9 +111,9 @@ def model_card(out: Path, pipe, sizes: dict, args) -> str:
         intro = [
             "A small text-to-image aMUSEd pipeline (diffusers `AmusedPipeline` layout) trained from scratch",
             "on emoji artwork: type an emoji name (`blue heart`, `grinning face`, `green apple`) and it",
-            "draws a 64x64 emoji-like image in 12 parallel decoding steps. It is tessera's default model",
-            f"v2, trained from scratch with {RECIPES[args.recipe]} on SVG emoji",
-            "rasterized by `tools/train/data_svg.py`.",
+            "draws a 64x64 emoji-like image in 12 parallel decoding steps. It is version 2 of tessera's",
+            "default model, trained from scratch on SVG emoji (rasterized by `tools/train/data_svg.py`)",
+            f"with {RECIPES[args.recipe]}.",
             "",
             "Contains material derived from Twemoji graphics (Copyright 2019 Twitter, Inc and other",
             "contributors, CC-BY 4.0), Noto Emoji graphics (Copyright Google Inc., Apache-2.0) and Fluent",
