@@ -30,6 +30,30 @@ kernel_params! {
     }
 }
 
+impl Params {
+    /// The sizes every kernel of the module reads: an input `[b, cin, h, w]` and an output of
+    /// `cout` channels of `oh` × `ow`; the other fields are zero (no groups, taps, stride or
+    /// padding) for the caller to fill in.
+    fn sizes(
+        op: &'static str,
+        [b, cin, h, w]: [usize; 4],
+        cout: usize,
+        [oh, ow]: [usize; 2],
+    ) -> Result<Self> {
+        let u = |what: &str, v: usize| to_u32(op, what, v);
+        Ok(Self {
+            batch: u("batch", b)?,
+            cin: u("cin", cin)?,
+            h: u("h", h)?,
+            w: u("w", w)?,
+            cout: u("cout", cout)?,
+            oh: u("oh", oh)?,
+            ow: u("ow", ow)?,
+            ..Default::default()
+        })
+    }
+}
+
 fn spec(entry: &'static str) -> KernelSpec {
     KernelSpec::new(Module::Conv2d, entry)
 }
@@ -162,13 +186,6 @@ fn conv_params(
     let ow = (w + pl + pr - kw) / st_w + 1;
     let u = |what: &str, v: usize| to_u32(op, what, v);
     Ok(Params {
-        batch: u("batch", b)?,
-        cin: u("cin", cin)?,
-        h: u("h", h)?,
-        w: u("w", w)?,
-        cout: u("cout", cout)?,
-        oh: u("oh", oh)?,
-        ow: u("ow", ow)?,
         groups: u("groups", s.groups)?,
         kh: u("kh", kh)?,
         kw: u("kw", kw)?,
@@ -177,7 +194,7 @@ fn conv_params(
         pad_top: u("pad", pt)?,
         pad_left: u("pad", pl)?,
         has_bias: u32::from(has_bias),
-        pad_mode: 0,
+        ..Params::sizes(op, [b, cin, h, w], cout, [oh, ow])?
     })
 }
 
@@ -478,13 +495,6 @@ pub fn conv_transpose2d(
     )?;
     let u = |what: &str, v: usize| to_u32(OP, what, v);
     let params = Params {
-        batch: u("batch", b)?,
-        cin: u("cin", cin)?,
-        h: u("h", h)?,
-        w: u("w", w)?,
-        cout: u("cout", cout)?,
-        oh: u("oh", oh)?,
-        ow: u("ow", ow)?,
         groups: 1,
         kh: u("kh", kh)?,
         kw: u("kw", kw)?,
@@ -493,7 +503,7 @@ pub fn conv_transpose2d(
         pad_top: u("pad", padding)?,
         pad_left: u("pad", padding)?,
         has_bias: u32::from(bias.is_some()),
-        pad_mode: 0,
+        ..Params::sizes(OP, [b, cin, h, w], cout, [oh, ow])?
     };
     // Patches that do not overlap (stride = kernel, no padding): the CPU adapters' kernel.
     let max = rec.ctx().limits().max_compute_workgroups_per_dimension;
@@ -551,16 +561,9 @@ pub fn upsample_nearest(rec: &mut Recorder<'_>, x: &Tensor, factor: usize) -> Re
     }
     let u = |what: &str, v: usize| to_u32(OP, what, v);
     let params = Params {
-        batch: u("batch", b)?,
-        cin: u("c", c)?,
-        h: u("h", h)?,
-        w: u("w", w)?,
-        cout: u("c", c)?,
-        oh: u("oh", h * factor)?,
-        ow: u("ow", w * factor)?,
         stride_h: u("factor", factor)?,
         stride_w: u("factor", factor)?,
-        ..Default::default()
+        ..Params::sizes(OP, [b, c, h, w], c, [h * factor, w * factor])?
     };
     run(rec, "upsample_nearest", &params, x, None, &out)?;
     Ok(out)
@@ -575,16 +578,9 @@ pub fn pad2d(rec: &mut Recorder<'_>, x: &Tensor, padding: [usize; 4]) -> Result<
     let out = Tensor::empty(rec.ctx(), "pad2d.out", &[b, c, oh, ow], DType::F32)?;
     let u = |what: &str, v: usize| to_u32(OP, what, v);
     let params = Params {
-        batch: u("batch", b)?,
-        cin: u("c", c)?,
-        h: u("h", h)?,
-        w: u("w", w)?,
-        cout: u("c", c)?,
-        oh: u("oh", oh)?,
-        ow: u("ow", ow)?,
         pad_top: u("pad", pt)?,
         pad_left: u("pad", pl)?,
-        ..Default::default()
+        ..Params::sizes(OP, [b, c, h, w], c, [oh, ow])?
     };
     run(rec, "pad2d", &params, x, None, &out)?;
     Ok(out)
