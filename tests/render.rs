@@ -443,6 +443,14 @@ fn bench_json_has_the_documented_fields() {
     for key in ["text_ms", "step_ms", "decode_ms", "total_ms"] {
         assert!(e[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {e}");
     }
+    // The host's share of a phase: something, and no more than the phase's wall time.
+    for (part, whole) in [("text_record_ms", "text_ms"), ("step_record_ms", "step_ms")] {
+        let (part, whole) = (e[part].as_f64(), e[whole].as_f64());
+        assert!(
+            part.zip(whole).is_some_and(|(p, w)| p > 0.0 && p <= w),
+            "{part:?} of {whole:?}: {e}"
+        );
+    }
     assert!(e["peak_bytes"].as_u64().is_some_and(|x| x > 0));
     assert!(v.get("pipeline_cache_loaded_bytes").is_some(), "{v}");
 }

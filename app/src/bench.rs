@@ -210,12 +210,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             String::new()
         };
         println!(
-            "end to end ({}, {} steps, batch {}): text {:.1} ms, {:.1} ms/step{super_res}, decode {:.1} ms, total {:.1} ms (first run {:.1} ms), peak {:.1} MiB, {:.1} dispatches and {:.1} submits per step",
+            "end to end ({}, {} steps, batch {}): text {:.1} ms ({:.1} recording), {:.1} ms/step ({:.1} recording){super_res}, decode {:.1} ms, total {:.1} ms (first run {:.1} ms), peak {:.1} MiB, {:.1} dispatches and {:.1} submits per step",
             e.model,
             e.steps,
             e.batch,
             e.text_ms,
+            e.text_record_ms,
             e.step_ms,
+            e.step_record_ms,
             e.decode_ms,
             e.total_ms,
             first_run_ms.unwrap_or(0.0),
@@ -270,7 +272,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let end_to_end = e2e.map(|e| {
             serde_json::json!({
                 "model": e.model, "steps": e.steps, "batch": e.batch, "text_ms": e.text_ms,
-                "step_ms": e.step_ms, "super_res_steps": e.super_res_steps,
+                "text_record_ms": e.text_record_ms,
+                "step_ms": e.step_ms, "step_record_ms": e.step_record_ms, "super_res_steps": e.super_res_steps,
                 "super_res_step_ms": e.super_res_step_ms,
                 "decode_ms": e.decode_ms, "total_ms": e.total_ms,
                 "first_run_ms": first_run_ms,

@@ -293,8 +293,13 @@ pub struct EndToEnd {
     pub batch: usize,
     /// Prompt embedding and the step-invariant conditioning (0 for class-conditional models).
     pub text_ms: f64,
+    /// The host's share of `text_ms`: recording and submitting its commands
+    /// ([`WorkCounts::record_ns`]).
+    pub text_record_ms: f64,
     /// Mean wall time of a base-stage step.
     pub step_ms: f64,
+    /// The host's share of `step_ms`: recording and submitting the step's commands.
+    pub step_record_ms: f64,
     /// A two-stage model's super-resolution steps (0 for a model of one stage) and their mean
     /// wall time, the low-res encoder's one pass included.
     pub super_res_steps: usize,
@@ -336,6 +341,7 @@ pub fn end_to_end(
     // first run's time (`first_run_ms`) includes allocation and pipeline compilation.
     ctx.reset_peak();
     let t0 = Instant::now();
+    let work0 = ctx.work_counts();
     let mut sampler = model.sampler_defaults(None, 0, false)?;
     sampler.steps = steps;
     let (condition, guidance) = match model.conditioning() {
@@ -365,6 +371,7 @@ pub fn end_to_end(
     let plan = pipeline::plan(ctx, model, &req)?;
     ctx.wait_idle();
     let text_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let text_record_ms = (ctx.work_counts() - work0).record_ns as f64 * 1e-6;
     let mut phases = Vec::new();
     end_phase(ctx, &mut phases, "text");
     let t1 = Instant::now();
@@ -377,6 +384,7 @@ pub fn end_to_end(
         if e.stage == 0 {
             work.dispatches += e.work.dispatches;
             work.submits += e.work.submits;
+            work.record_ns += e.work.record_ns;
         } else {
             super_res_steps += 1;
         }
@@ -400,7 +408,9 @@ pub fn end_to_end(
         steps,
         batch,
         text_ms,
+        text_record_ms,
         step_ms,
+        step_record_ms: work.record_ns as f64 * 1e-6 / steps.max(1) as f64,
         super_res_steps,
         super_res_step_ms,
         decode_ms,

@@ -4,7 +4,8 @@
 
 Prints the adapter, the kernel table, and one end-to-end table with, for each model, tessera
 and diffusers fp32/fp16 side by side and the ratio of their totals (diffusers ÷ tessera: above 1
-means tessera is faster). Standard library only.
+means tessera is faster); tessera's text and step times carry their host share (recording and
+submitting the commands) in brackets. Standard library only.
 """
 
 import json
@@ -34,6 +35,11 @@ def key(model):
 
 def fmt(v, digits=1):
     return "–" if v is None else f"{v:.{digits}f}"
+
+
+def with_host(e, wall, host):
+    """A phase's wall time, with its host share (recording and submitting) where tessera gave it."""
+    return fmt(e[wall]) + ("" if e.get(host) is None else f" (host {fmt(e[host])})")
 
 
 def main():
@@ -71,7 +77,8 @@ def main():
             forced.append(f"shader checks {t['shader_checks']}")
         if forced:
             who += " " + ", ".join(forced)
-        print(f"| {model} | {who} | {fmt(e['text_ms'])} | {fmt(e['step_ms'])} | "
+        print(f"| {model} | {who} | {with_host(e, 'text_ms', 'text_record_ms')} | "
+              f"{with_host(e, 'step_ms', 'step_record_ms')} | "
               f"{fmt(e['decode_ms'])} | {fmt(e['total_ms'])} | {fmt(e.get('first_run_ms'))} | "
               f"{fmt(e.get('dispatches_per_step'))} | {fmt(e.get('submits_per_step'))} | "
               f"{fmt(e['peak_bytes'] / 2**20)} | |")

@@ -117,14 +117,21 @@ pub struct GpuContext {
     /// Dispatches recorded and queue submissions made so far ([`GpuContext::work_counts`]).
     dispatches: std::sync::atomic::AtomicU64,
     submits: std::sync::atomic::AtomicU64,
+    record_ns: std::sync::atomic::AtomicU64,
 }
 
 /// Work issued to the GPU through a context: compute dispatches recorded and command-buffer
-/// submissions (including readbacks), counted from its creation.
+/// submissions (including readbacks), counted from its creation, and the host time spent
+/// recording them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkCounts {
     pub dispatches: u64,
     pub submits: u64,
+    /// Host nanoseconds from each submitted [`Recorder`](crate::gpu::Recorder)'s creation to
+    /// its submission, less the queue's submit calls (lavapipe runs the commands inside
+    /// them): recording the commands, writing their parameters, finishing the command
+    /// buffers — CPU work that the GPU waits for.
+    pub record_ns: u64,
 }
 
 impl std::ops::Sub for WorkCounts {
@@ -133,6 +140,7 @@ impl std::ops::Sub for WorkCounts {
         WorkCounts {
             dispatches: self.dispatches.saturating_sub(rhs.dispatches),
             submits: self.submits.saturating_sub(rhs.submits),
+            record_ns: self.record_ns.saturating_sub(rhs.record_ns),
         }
     }
 }
@@ -323,6 +331,7 @@ impl GpuContext {
             profile: std::sync::Mutex::new(None),
             dispatches: Default::default(),
             submits: Default::default(),
+            record_ns: Default::default(),
             device,
             queue,
             info,
@@ -419,7 +428,15 @@ impl GpuContext {
         WorkCounts {
             dispatches: self.dispatches.load(Relaxed),
             submits: self.submits.load(Relaxed),
+            record_ns: self.record_ns.load(Relaxed),
         }
+    }
+
+    /// Adds a recorder's host time to [`WorkCounts::record_ns`].
+    pub(crate) fn count_record(&self, host: std::time::Duration) {
+        let ns = u64::try_from(host.as_nanos()).unwrap_or(u64::MAX);
+        self.record_ns
+            .fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn count_dispatch(&self) {

@@ -32,6 +32,10 @@ pub struct Recorder<'a> {
     held: Vec<Arc<PooledBuffer>>,
     /// The dispatches' uniform parameters, packed into a few buffers.
     uniforms: UniformArena,
+    /// When recording began, and the time spent since in the queue's submit calls of
+    /// [`Recorder::flush`] ([`WorkCounts::record_ns`](crate::gpu::WorkCounts::record_ns)).
+    started: web_time::Instant,
+    in_submit: std::time::Duration,
 }
 
 /// The `Params` of many dispatches in one uniform buffer (a new one every [`ARENA_BYTES`]), at
@@ -131,6 +135,8 @@ impl GpuContext {
             family: self.kernel_family(),
             held: Vec::new(),
             uniforms: UniformArena::default(),
+            started: web_time::Instant::now(),
+            in_submit: std::time::Duration::ZERO,
             profile: self.profile_clock().map(|clock| RecorderProfile {
                 clock,
                 sets: Vec::new(),
@@ -414,7 +420,10 @@ impl<'a> Recorder<'a> {
                     label: Some("tessera ops"),
                 }),
         );
-        self.ctx.submit_commands([encoder.finish()]);
+        let commands = encoder.finish();
+        let t = web_time::Instant::now();
+        self.ctx.submit_commands([commands]);
+        self.in_submit += t.elapsed();
         self.held.clear();
     }
 
@@ -423,9 +432,24 @@ impl<'a> Recorder<'a> {
         self.pass = None;
         self.uniforms.write(&self.ctx.queue);
         match self.profile.take() {
-            Some(p) if !p.labels.is_empty() => self.submit_timed(p),
-            _ => self.ctx.submit_commands([self.encoder.finish()]),
+            Some(p) if !p.labels.is_empty() => {
+                self.ctx.count_record(self.host_time());
+                self.submit_timed(p)
+            }
+            _ => {
+                let commands = self.encoder.finish();
+                // `WorkCounts::record_ns`: this recorder's host time, less its submit calls.
+                let host = self.started.elapsed().saturating_sub(self.in_submit);
+                self.ctx.count_record(host);
+                self.ctx.submit_commands([commands])
+            }
         }
+    }
+
+    /// The host time since this recorder was created, less its submit calls
+    /// ([`WorkCounts::record_ns`](crate::gpu::WorkCounts::record_ns)).
+    fn host_time(&self) -> std::time::Duration {
+        self.started.elapsed().saturating_sub(self.in_submit)
     }
 
     /// Submits with the timestamp queries resolved and read back (waits for the GPU), adding
