@@ -293,12 +293,12 @@ pub struct EndToEnd {
     pub batch: usize,
     /// Prompt embedding and the step-invariant conditioning (0 for class-conditional models).
     pub text_ms: f64,
-    /// The host's share of `text_ms`: recording and submitting its commands
-    /// ([`WorkCounts::record_ns`]).
+    /// The host's share of `text_ms`: recording its commands, the queue's submit calls left
+    /// out ([`WorkCounts::record_ns`]).
     pub text_record_ms: f64,
     /// Mean wall time of a base-stage step.
     pub step_ms: f64,
-    /// The host's share of `step_ms`: recording and submitting the step's commands.
+    /// The host's share of `step_ms`: recording the step's commands, likewise.
     pub step_record_ms: f64,
     /// A two-stage model's super-resolution steps (0 for a model of one stage) and their mean
     /// wall time, the low-res encoder's one pass included.

@@ -4,8 +4,8 @@
 
 Prints the adapter, the kernel table, and one end-to-end table with, for each model, tessera
 and diffusers fp32/fp16 side by side and the ratio of their totals (diffusers ÷ tessera: above 1
-means tessera is faster); tessera's text and step times carry their host share (recording and
-submitting the commands) in brackets. Standard library only.
+means tessera is faster); tessera's text and step times carry their host share (recording the
+commands, the queue's submit calls left out) in brackets. Standard library only.
 """
 
 import json
@@ -38,7 +38,7 @@ def fmt(v, digits=1):
 
 
 def with_host(e, wall, host):
-    """A phase's wall time, with its host share (recording and submitting) where tessera gave it."""
+    """A phase's wall time, with its host share (recording the commands) where tessera gave it."""
     return fmt(e[wall]) + ("" if e.get(host) is None else f" (host {fmt(e[host])})")
 
 

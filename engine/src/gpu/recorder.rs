@@ -32,10 +32,37 @@ pub struct Recorder<'a> {
     held: Vec<Arc<PooledBuffer>>,
     /// The dispatches' uniform parameters, packed into a few buffers.
     uniforms: UniformArena,
-    /// When recording began, and the time spent since in the queue's submit calls of
-    /// [`Recorder::flush`] ([`WorkCounts::record_ns`](crate::gpu::WorkCounts::record_ns)).
+    /// This recorder's host time ([`WorkCounts::record_ns`](crate::gpu::WorkCounts::record_ns)).
+    clock: HostClock,
+}
+
+/// A recorder's host time: from its creation, less the queue's submit calls (lavapipe runs
+/// the commands inside them).
+struct HostClock {
     started: web_time::Instant,
     in_submit: std::time::Duration,
+}
+
+impl HostClock {
+    fn new() -> Self {
+        Self {
+            started: web_time::Instant::now(),
+            in_submit: std::time::Duration::ZERO,
+        }
+    }
+
+    /// Submits `commands` through `ctx`, the call's time left out of [`HostClock::host`].
+    fn submit(&mut self, ctx: &GpuContext, commands: wgpu::CommandBuffer) -> wgpu::SubmissionIndex {
+        let t = web_time::Instant::now();
+        let index = ctx.submit_commands([commands]);
+        self.in_submit += t.elapsed();
+        index
+    }
+
+    /// The host time so far, less the submit calls.
+    fn host(&self) -> std::time::Duration {
+        self.started.elapsed().saturating_sub(self.in_submit)
+    }
 }
 
 /// The `Params` of many dispatches in one uniform buffer (a new one every [`ARENA_BYTES`]), at
@@ -135,8 +162,7 @@ impl GpuContext {
             family: self.kernel_family(),
             held: Vec::new(),
             uniforms: UniformArena::default(),
-            started: web_time::Instant::now(),
-            in_submit: std::time::Duration::ZERO,
+            clock: HostClock::new(),
             profile: self.profile_clock().map(|clock| RecorderProfile {
                 clock,
                 sets: Vec::new(),
@@ -420,10 +446,7 @@ impl<'a> Recorder<'a> {
                     label: Some("tessera ops"),
                 }),
         );
-        let commands = encoder.finish();
-        let t = web_time::Instant::now();
-        self.ctx.submit_commands([commands]);
-        self.in_submit += t.elapsed();
+        self.clock.submit(self.ctx, encoder.finish());
         self.held.clear();
     }
 
@@ -433,23 +456,15 @@ impl<'a> Recorder<'a> {
         self.uniforms.write(&self.ctx.queue);
         match self.profile.take() {
             Some(p) if !p.labels.is_empty() => {
-                self.ctx.count_record(self.host_time());
+                self.ctx.count_record(self.clock.host());
                 self.submit_timed(p)
             }
             _ => {
                 let commands = self.encoder.finish();
-                // `WorkCounts::record_ns`: this recorder's host time, less its submit calls.
-                let host = self.started.elapsed().saturating_sub(self.in_submit);
-                self.ctx.count_record(host);
+                self.ctx.count_record(self.clock.host());
                 self.ctx.submit_commands([commands])
             }
         }
-    }
-
-    /// The host time since this recorder was created, less its submit calls
-    /// ([`WorkCounts::record_ns`](crate::gpu::WorkCounts::record_ns)).
-    fn host_time(&self) -> std::time::Duration {
-        self.started.elapsed().saturating_sub(self.in_submit)
     }
 
     /// Submits with the timestamp queries resolved and read back (waits for the GPU), adding
