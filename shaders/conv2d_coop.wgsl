@@ -6,15 +6,19 @@
 // Bindings come from conv2d_io.wgsl, behind `enable f16; enable wgpu_cooperative_matrix;`;
 // Params from ops::conv::Params (appended).
 //
-// Mapping as in matmul_coop64.wgsl: a workgroup of 128 invocations (128 / SG subgroups) owns 64
-// output channels × 64 output pixels, each subgroup a 2FR×2FR block as 2×2 accumulators; K is
+// Mapping as in matmul_coop64.wgsl: a workgroup of WG invocations ((64 / 2FR)² subgroups of SG;
+// 128, 256 or 512) owns 64 output channels × 64 output pixels, each subgroup a 2FR×2FR block as
+// 2×2 accumulators; K is
 // walked 32 at a time, the next slice's weights and patch values read into registers while
 // the tensor cores multiply the current one from workgroup memory.
 
 const CC_BM: u32 = 64u;
 const CC_BN: u32 = 64u;
 const CC_BK: u32 = 32u;
-const CC_THREADS: u32 = 128u;
+const CC_THREADS: u32 = WG;
+// Elements per invocation of a 64 × 32 slice and of the 64 × 64 tile.
+const CC_SHARES: u32 = 2048u / WG;
+const CC_TILE_SHARES: u32 = 4096u / WG;
 // cw_sh[co * CC_SA + k], cx_sh[k * CC_SB + pixel], cc_sh[co * CC_BN + pixel].
 const CC_SA: u32 = 40u;
 const CC_SB: u32 = 72u;
@@ -52,7 +56,7 @@ fn cc_patch(bi: u32, k: u32, kdim: u32, iy0: i32, ix0: i32, pixel_ok: bool) -> f
     return 0.0;
 }
 
-@compute @workgroup_size(128, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn conv2d_coop(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
@@ -67,7 +71,7 @@ fn conv2d_coop(
     let wr = 2u * FR * (sg / per_row);
     let wc = 2u * FR * (sg % per_row);
 
-    for (var i = 0u; i < 32u; i++) {
+    for (var i = 0u; i < CC_TILE_SHARES; i++) {
         cc_sh[li + i * CC_THREADS] = 0.0;
     }
     workgroupBarrier();
@@ -85,16 +89,17 @@ fn conv2d_coop(
     let tap0 = li / CC_BN;
     let tap_step = CC_THREADS / CC_BN;
 
-    // 64 × 32 weights and 32 × 64 patch values per slice: 16 of each per invocation.
-    var rw: array<f32, 16>;
-    var rx: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) {
+    // 64 × 32 weights and 32 × 64 patch values per slice: CC_SHARES (16, 8 or 4) of each per
+    // invocation.
+    var rw: array<f32, CC_SHARES>;
+    var rx: array<f32, CC_SHARES>;
+    for (var i = 0u; i < CC_SHARES; i++) {
         rw[i] = cc_weight(co_base, 0u, kdim, li + i * CC_THREADS);
         rx[i] = cc_patch(bi, tap0 + i * tap_step, kdim, iy0, ix0, pixel_ok);
     }
 
     for (var k0 = 0u; k0 < kdim; k0 += CC_BK) {
-        for (var i = 0u; i < 16u; i++) {
+        for (var i = 0u; i < CC_SHARES; i++) {
             let e = li + i * CC_THREADS;
             cw_sh[(e / CC_BK) * CC_SA + e % CC_BK] = f16(rw[i]);
             cx_sh[(e / CC_BN) * CC_SB + e % CC_BN] = f16(rx[i]);
@@ -102,7 +107,7 @@ fn conv2d_coop(
         workgroupBarrier();
         let k1 = k0 + CC_BK;
         if (k1 < kdim) {
-            for (var i = 0u; i < 16u; i++) {
+            for (var i = 0u; i < CC_SHARES; i++) {
                 rw[i] = cc_weight(co_base, k1, kdim, li + i * CC_THREADS);
                 rx[i] = cc_patch(bi, k1 + tap0 + i * tap_step, kdim, iy0, ix0, pixel_ok);
             }
@@ -127,7 +132,7 @@ fn conv2d_coop(
     workgroupBarrier();
 
     let out_base = bi * p.cout * pixels;
-    for (var i = 0u; i < 32u; i++) {
+    for (var i = 0u; i < CC_TILE_SHARES; i++) {
         let e = li + i * CC_THREADS;
         let co = co_base + e / CC_BN;
         let q = pix_base + e % CC_BN;

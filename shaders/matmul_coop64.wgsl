@@ -1,8 +1,8 @@
 // Batched matrix multiply on cooperative matrices (tensor cores) with 64×64 workgroup tiles:
 // f16 × f16 → f32 products of FR×FR×FR, for adapters with `EXPERIMENTAL_COOPERATIVE_MATRIX`
-// that offer that configuration with subgroups of exactly SG invocations (FR, SG and the
+// that offer that configuration with subgroups of exactly SG invocations (FR, SG, WG and the
 // FragA/FragB/FragC aliases come from the cooperative-matrix prelude, shaders.rs CoopShape:
-// 16 and 32 on NVIDIA, 8 and 8 on lavapipe).
+// FR 16 with SG 32 on NVIDIA, 8 with 32 on Apple GPUs, 8 with 8 or 16 on lavapipe).
 //
 //   C[b] = act(A[b] · op(B[b]) (+ bias)) (+ residual[b])
 //   A: [M, K] f32 (rounded to f16 on the way in), C and residual: [M, N] f32, bias: [N] f32
@@ -16,8 +16,9 @@
 // C[m, n] = (v + bias[n]) · act(g + bias[N + n]) (+ residual), v and g the products with B rows
 // n and N + n.
 //
-// Mapping: a workgroup of 128 invocations (128 / SG subgroups) owns a 64×64 tile of C; each
-// subgroup owns a 2FR×2FR block as 2×2 accumulators of FR×FR (and 2×2 more for the gates). K
+// Mapping: a workgroup of WG invocations, (64 / 2FR)² subgroups of SG (WG is 128, 256 or 512),
+// owns a 64×64 tile of C; each subgroup owns a 2FR×2FR block as 2×2 accumulators of FR×FR (and
+// 2×2 more for the gates). K
 // is walked 32 at a time: each invocation reads its share of the next A and B slices into
 // registers (vec4 loads) while the tensor cores work on the current one in workgroup memory,
 // so global loads overlap the multiplies. Rows of the workgroup-memory tiles are padded to a
@@ -25,7 +26,7 @@
 // accumulators go through workgroup memory so that the epilogue and the bounds checks run
 // per element, with coalesced stores.
 //
-// Sliced K (KSPLIT = 2): twice the invocations (256, two groups of 128 / SG subgroups) for the
+// Sliced K (KSPLIT = 2, where 2·WG ≤ 512): twice the invocations (two groups of WG) for the
 // same 64×64 tile; each group multiplies every other FR-deep step of each K slice into its own
 // accumulators, and the two groups' sums are added on the way out through workgroup memory.
 // Twice the subgroups per tile, the same loads per tile: for products whose 64×64 tiles are
@@ -123,12 +124,12 @@ fn b_frag(j: u32, kk: u32, gate: bool) -> FragB {
     return coopLoadT<FragB>(&b_sh[FR * kk * SBN + FR * j], SBN);
 }
 
-@compute @workgroup_size(128u * KSPLIT, 1, 1)
+@compute @workgroup_size(WG * KSPLIT, 1, 1)
 fn matmul_coop64(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let threads = 128u * KSPLIT;
+    let threads = WG * KSPLIT;
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
     let a_base = wid.z * p.a_batch_stride;
@@ -136,13 +137,13 @@ fn matmul_coop64(
     // This invocation's subgroup, its K group (sliced K) and the 2FR×2FR block of the tile it
     // owns.
     let sg = li / SG;
-    let group = sg / (128u / SG);
-    let sgl = sg % (128u / SG);
+    let group = sg / (WG / SG);
+    let sgl = sg % (WG / SG);
     let per_row = BN / (2u * FR);
     let wr = 2u * FR * (sgl / per_row);
     let wc = 2u * FR * (sgl % per_row);
-    // Vec4s per slice and invocation: A 64 × 8; B 64 rows × 8 (TRANS_B), 128 × 8 gated,
-    // 32 × 16 otherwise.
+    // Vec4s per slice and invocation (threads is 128 to 512): A 64 × 8; B 64 rows × 8
+    // (TRANS_B), 128 × 8 gated, 32 × 16 otherwise.
     let a_shares = 512u / threads;
     var b_shares = 512u / threads;
     if (GATED) {

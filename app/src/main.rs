@@ -113,12 +113,9 @@ fn info() -> Result<()> {
         ctx.kernel_family(),
         match ctx.cooperative_matrix() {
             Some(shape) if ctx.kernel_family() == tessera_engine::gpu::KernelFamily::Tiled => {
-                format!("on ({0}×{0} f16 fragments)", shape.size())
+                format!("on ({shape})")
             }
-            Some(shape) => format!(
-                "available ({0}×{0} f16 fragments) but not chosen for this family",
-                shape.size()
-            ),
+            Some(shape) => format!("available ({shape}) but not chosen for this family"),
             None => "off".to_owned(),
         }
     );

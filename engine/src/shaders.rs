@@ -127,48 +127,103 @@ pub enum WeightFormat {
 }
 
 /// The cooperative-matrix configuration a tensor-core kernel is compiled for: square f16 × f16 →
-/// f32 fragments of [`size`](Self::size) and subgroups of [`subgroup`](Self::subgroup)
-/// invocations, chosen so that a 128-invocation workgroup holds one 2×2 block of fragments per
-/// subgroup over a 64×64 tile. The kernels name their fragment types `FragA`, `FragB`, `FragC`
-/// and read `FR` (the fragment size) and `SG` (the subgroup width) from a prelude made by
-/// [`CoopShape::prelude`].
+/// f32 fragments of [`size`](Self::size) and subgroups of exactly [`subgroup`](Self::subgroup)
+/// invocations. The 64×64-tile kernels (`matmul_coop64.wgsl`, `conv2d_coop.wgsl`) give each
+/// subgroup one 2×2 block of fragments, so their workgroups hold
+/// [`workgroup`](Self::workgroup) = (64 / 2·size)² subgroups; attention's 128 invocations share
+/// their fragments out over 128 / subgroup subgroups; `matmul_coop16.wgsl` is one subgroup. The
+/// kernels name their fragment types `FragA`, `FragB`, `FragC` and read `FR` (the fragment
+/// size), `SG` (the subgroup width) and `WG` (the 64×64 tiles' workgroup size) from a prelude
+/// made by [`CoopShape::prelude`].
+///
+/// A kernel's mapping is only right where the adapter's subgroups have exactly its width: the
+/// context picks the shape from a fixed width the adapter reports, or from a probe where it
+/// reports a range (Metal's 4–64: Apple GPUs run 32-wide simdgroups with 8×8 fragments).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CoopShape {
-    /// 16×16×16 fragments, 32-wide subgroups (NVIDIA through Vulkan).
+    /// 16×16×16 fragments, 32-wide subgroups (NVIDIA through Vulkan; AMD in wave32).
     M16,
-    /// 8×8×8 fragments, 8-wide subgroups (Mesa's lavapipe in Mesa 26: lets the tensor-core
-    /// kernels be tested on a CPU).
+    /// 16×16×16 fragments, 64-wide subgroups (AMD in wave64): 256-invocation 64×64 tiles.
+    M16W64,
+    /// 8×8×8 fragments, 32-wide subgroups (Apple GPUs through Metal): 512-invocation tiles.
+    M8W32,
+    /// 8×8×8 fragments, 16-wide subgroups (lavapipe in Mesa 26 at 512 bits): 256 invocations.
+    M8W16,
+    /// 8×8×8 fragments, 8-wide subgroups (lavapipe in Mesa 26 at its default 256 bits: lets
+    /// the tensor-core kernels be tested on a CPU).
     M8,
 }
 
 impl CoopShape {
-    pub const ALL: [CoopShape; 2] = [CoopShape::M16, CoopShape::M8];
+    /// Every shape, in the order the context prefers them for one subgroup width.
+    pub const ALL: [CoopShape; 5] = [
+        CoopShape::M16,
+        CoopShape::M16W64,
+        CoopShape::M8W32,
+        CoopShape::M8W16,
+        CoopShape::M8,
+    ];
 
     /// Fragment size (M = N = K).
     pub fn size(self) -> u32 {
         match self {
-            CoopShape::M16 => 16,
+            CoopShape::M16 | CoopShape::M16W64 => 16,
+            CoopShape::M8W32 | CoopShape::M8W16 | CoopShape::M8 => 8,
+        }
+    }
+
+    /// The subgroup width the kernels' mapping needs.
+    pub fn subgroup(self) -> u32 {
+        match self {
+            CoopShape::M16W64 => 64,
+            CoopShape::M16 | CoopShape::M8W32 => 32,
+            CoopShape::M8W16 => 16,
             CoopShape::M8 => 8,
         }
     }
 
-    /// The subgroup width the kernels' mapping needs: 128 invocations = (64 / 2·size)²
-    /// subgroups.
-    pub fn subgroup(self) -> u32 {
-        self.size() * self.size() / 8
+    /// Invocations of a 64×64-tile workgroup: (64 / 2·size)² subgroups (128, 256 or 512; twice
+    /// that for the sliced-K matmul).
+    pub fn workgroup(self) -> u32 {
+        let per_side = 64 / (2 * self.size());
+        per_side * per_side * self.subgroup()
+    }
+
+    /// What the module names of kernels compiled for this shape end with (`""` for
+    /// [`M16`](Self::M16)).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            CoopShape::M16 => "",
+            CoopShape::M16W64 => "_m16w64",
+            CoopShape::M8W32 => "_m8w32",
+            CoopShape::M8W16 => "_m8w16",
+            CoopShape::M8 => "_m8",
+        }
     }
 
     /// The head of a tensor-core module: the `f16` and cooperative-matrix enable directives,
-    /// then `FR`, `SG` and the fragment aliases.
+    /// then `FR`, `SG`, `WG` and the fragment aliases.
     pub fn prelude(self) -> String {
         let f = self.size();
         format!(
             "enable f16;\nenable wgpu_cooperative_matrix;\n\
-             const FR: u32 = {f}u;\nconst SG: u32 = {sg}u;\n\
+             const FR: u32 = {f}u;\nconst SG: u32 = {sg}u;\nconst WG: u32 = {wg}u;\n\
              alias FragA = coop_mat{f}x{f}<f16, A>;\n\
              alias FragB = coop_mat{f}x{f}<f16, B>;\n\
              alias FragC = coop_mat{f}x{f}<f32, C>;\n",
-            sg = self.subgroup()
+            sg = self.subgroup(),
+            wg = self.workgroup()
+        )
+    }
+}
+
+impl fmt::Display for CoopShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{0}×{0} f16 fragments, {1}-wide subgroups",
+            self.size(),
+            self.subgroup()
         )
     }
 }
@@ -221,115 +276,67 @@ pub enum Module {
 }
 
 impl Module {
-    pub const ALL: [Module; 39] = {
-        use CoopShape::{M8, M16};
+    /// Every module: the plain ones, and each tensor-core one for every [`CoopShape`].
+    pub fn all() -> Vec<Module> {
         use WeightFormat::{F16, F16Packed, F32};
-        [
-            Module::Matmul(F32),
-            Module::Matmul(F16),
-            Module::Matmul(F16Packed),
-            Module::MatmulTile64(F32),
-            Module::MatmulTile64(F16),
-            Module::MatmulTile64(F16Packed),
-            Module::MatmulCoop16(F32, M16),
-            Module::MatmulCoop16(F16, M16),
-            Module::MatmulCoop16(F16Packed, M16),
-            Module::MatmulCoop16(F32, M8),
-            Module::MatmulCoop16(F16, M8),
-            Module::MatmulCoop16(F16Packed, M8),
-            Module::MatmulCoop64(F32, M16),
-            Module::MatmulCoop64(F16, M16),
-            Module::MatmulCoop64(F16Packed, M16),
-            Module::MatmulCoop64(F32, M8),
-            Module::MatmulCoop64(F16, M8),
-            Module::MatmulCoop64(F16Packed, M8),
-            Module::MatmulRows(F32),
-            Module::MatmulRows(F16),
-            Module::MatmulRows(F16Packed),
-            Module::MatmulGemv(F32),
-            Module::MatmulGemv(F16),
-            Module::MatmulGemv(F16Packed),
+        let formats = [F32, F16, F16Packed];
+        let mut v: Vec<Module> = formats.map(Module::Matmul).into();
+        v.extend(formats.map(Module::MatmulTile64));
+        for shape in CoopShape::ALL {
+            v.extend(formats.map(|w| Module::MatmulCoop16(w, shape)));
+            v.extend(formats.map(|w| Module::MatmulCoop64(w, shape)));
+            v.extend([false, true].map(|wide| Module::AttentionCoop { shape, wide }));
+            v.push(Module::Conv2dCoop(shape));
+        }
+        v.extend(formats.map(Module::MatmulRows));
+        v.extend(formats.map(Module::MatmulGemv));
+        v.extend([
             Module::Attention,
             Module::AttentionFlash,
             Module::AttentionRows,
-            Module::AttentionCoop {
-                shape: M16,
-                wide: false,
-            },
-            Module::AttentionCoop {
-                shape: M16,
-                wide: true,
-            },
-            Module::AttentionCoop {
-                shape: M8,
-                wide: false,
-            },
-            Module::AttentionCoop {
-                shape: M8,
-                wide: true,
-            },
             Module::Norm,
             Module::Elementwise,
             Module::Layout,
             Module::Embed,
             Module::Conv2d,
-            Module::Conv2dCoop(M16),
-            Module::Conv2dCoop(M8),
             Module::Sampling,
-        ]
-    };
+        ]);
+        v
+    }
 
-    pub fn name(self) -> &'static str {
+    /// The module's name (pipeline labels, messages): the kernel file's, with the weight
+    /// format and the cooperative-matrix shape's [`suffix`](CoopShape::suffix).
+    pub fn name(self) -> String {
+        let format = |w: WeightFormat| match w {
+            WeightFormat::F32 => "f32",
+            WeightFormat::F16 => "f16",
+            WeightFormat::F16Packed => "f16_packed",
+        };
         match self {
-            Module::Matmul(WeightFormat::F32) => "matmul_f32",
-            Module::Matmul(WeightFormat::F16) => "matmul_f16",
-            Module::Matmul(WeightFormat::F16Packed) => "matmul_f16_packed",
-            Module::MatmulTile64(WeightFormat::F32) => "matmul_tile64_f32",
-            Module::MatmulTile64(WeightFormat::F16) => "matmul_tile64_f16",
-            Module::MatmulTile64(WeightFormat::F16Packed) => "matmul_tile64_f16_packed",
-            Module::MatmulCoop16(w, CoopShape::M16) => match w {
-                WeightFormat::F32 => "matmul_coop16_f32",
-                WeightFormat::F16 => "matmul_coop16_f16",
-                WeightFormat::F16Packed => "matmul_coop16_f16_packed",
-            },
-            Module::MatmulCoop16(w, CoopShape::M8) => match w {
-                WeightFormat::F32 => "matmul_coop16_f32_m8",
-                WeightFormat::F16 => "matmul_coop16_f16_m8",
-                WeightFormat::F16Packed => "matmul_coop16_f16_packed_m8",
-            },
-            Module::MatmulCoop64(w, CoopShape::M16) => match w {
-                WeightFormat::F32 => "matmul_coop64_f32",
-                WeightFormat::F16 => "matmul_coop64_f16",
-                WeightFormat::F16Packed => "matmul_coop64_f16_packed",
-            },
-            Module::MatmulCoop64(w, CoopShape::M8) => match w {
-                WeightFormat::F32 => "matmul_coop64_f32_m8",
-                WeightFormat::F16 => "matmul_coop64_f16_m8",
-                WeightFormat::F16Packed => "matmul_coop64_f16_packed_m8",
-            },
-            Module::MatmulRows(WeightFormat::F32) => "matmul_rows_f32",
-            Module::MatmulRows(WeightFormat::F16) => "matmul_rows_f16",
-            Module::MatmulRows(WeightFormat::F16Packed) => "matmul_rows_f16_packed",
-            Module::MatmulGemv(WeightFormat::F32) => "matmul_gemv_f32",
-            Module::MatmulGemv(WeightFormat::F16) => "matmul_gemv_f16",
-            Module::MatmulGemv(WeightFormat::F16Packed) => "matmul_gemv_f16_packed",
-            Module::Attention => "attention",
-            Module::AttentionFlash => "attention_flash",
-            Module::AttentionRows => "attention_rows",
-            Module::AttentionCoop { shape, wide } => match (shape, wide) {
-                (CoopShape::M16, false) => "attention_coop",
-                (CoopShape::M16, true) => "attention_coop_wide",
-                (CoopShape::M8, false) => "attention_coop_m8",
-                (CoopShape::M8, true) => "attention_coop_wide_m8",
-            },
-            Module::Norm => "norm",
-            Module::Elementwise => "elementwise",
-            Module::Layout => "layout",
-            Module::Embed => "embed",
-            Module::Conv2d => "conv2d",
-            Module::Conv2dCoop(CoopShape::M16) => "conv2d_coop",
-            Module::Conv2dCoop(CoopShape::M8) => "conv2d_coop_m8",
-            Module::Sampling => "sampling",
+            Module::Matmul(w) => format!("matmul_{}", format(w)),
+            Module::MatmulTile64(w) => format!("matmul_tile64_{}", format(w)),
+            Module::MatmulCoop16(w, shape) => {
+                format!("matmul_coop16_{}{}", format(w), shape.suffix())
+            }
+            Module::MatmulCoop64(w, shape) => {
+                format!("matmul_coop64_{}{}", format(w), shape.suffix())
+            }
+            Module::MatmulRows(w) => format!("matmul_rows_{}", format(w)),
+            Module::MatmulGemv(w) => format!("matmul_gemv_{}", format(w)),
+            Module::Attention => "attention".to_owned(),
+            Module::AttentionFlash => "attention_flash".to_owned(),
+            Module::AttentionRows => "attention_rows".to_owned(),
+            Module::AttentionCoop { shape, wide } => {
+                let wide = if wide { "_wide" } else { "" };
+                format!("attention_coop{wide}{}", shape.suffix())
+            }
+            Module::Norm => "norm".to_owned(),
+            Module::Elementwise => "elementwise".to_owned(),
+            Module::Layout => "layout".to_owned(),
+            Module::Embed => "embed".to_owned(),
+            Module::Conv2d => "conv2d".to_owned(),
+            Module::Conv2dCoop(shape) => format!("conv2d_coop{}", shape.suffix()),
+            Module::Sampling => "sampling".to_owned(),
         }
     }
 

@@ -42,7 +42,7 @@ fn parse(module: Module) -> (naga::Module, naga::valid::ModuleInfo) {
 
 #[test]
 fn every_module_parses_and_validates() {
-    for m in Module::ALL {
+    for m in Module::all() {
         parse(m);
     }
 }
@@ -146,7 +146,7 @@ fn every_kernel_configuration_translates_to_spirv_msl_hlsl_glsl() {
 #[test]
 fn every_entry_point_and_override_is_used_by_some_configuration() {
     let specs = all_specs();
-    for m in Module::ALL {
+    for m in Module::all() {
         let (module, _) = parse(m);
         for ep in &module.entry_points {
             assert!(
@@ -174,7 +174,7 @@ fn every_entry_point_and_override_is_used_by_some_configuration() {
 /// at a multiple of 16 bytes): the same members, at the same offsets, the same size.
 #[test]
 fn rust_params_match_wgsl_params_layout() {
-    for m in Module::ALL {
+    for m in Module::all() {
         let (module, _) = parse(m);
         let params = module
             .types

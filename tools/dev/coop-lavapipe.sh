@@ -9,8 +9,10 @@
 # same path). Needs root, debootstrap and the Debian mirror; not part of CI (sid moves).
 #
 #   tools/dev/coop-lavapipe.sh                 # build the tests; run every kernel test (ignored
-#                                              # too) and the embedded model on the tensor-core
-#                                              # path (tests/default_model.rs, ignored test)
+#                                              # too), the embedded model on the tensor-core
+#                                              # path (tests/default_model.rs, ignored test),
+#                                              # and the tensor-core kernel tests compiled for
+#                                              # 16- and 32-wide subgroups
 #   tools/dev/coop-lavapipe.sh -- coop_kernels # pass arguments to the kernel-test binary instead
 #   tools/dev/coop-lavapipe.sh --info          # `tessera info` there (needs a built binary)
 #   tools/dev/coop-lavapipe.sh --setup         # only make the root file system (exit 1: could not)
@@ -71,3 +73,10 @@ fi
 # on the tensor-core path (TESSERA_KERNELS=coop) against diffusers' fixtures and the plain kernels.
 in_sid "$KT --include-ignored --test-threads 2"
 in_sid "$(newest default_model) --ignored tensor_cores"
+# The tensor-core kernels again as compiled for 16- and 32-wide subgroups (256- and
+# 512-invocation tiles: 512-bit lavapipe, Apple GPUs), which run right, repeating work, on
+# lavapipe's 8-wide ones (TESSERA_COOP_SHAPE; lavapipe itself crashes compiling any
+# cooperative-matrix kernel at 512 bits, so it cannot run them natively).
+for shape in m8w16 m8w32; do
+  in_sid "TESSERA_COOP_SHAPE=$shape $KT coop_kernels --include-ignored --test-threads 2"
+done

@@ -9,6 +9,7 @@ use super::pipeline::Pipelines;
 use super::pool::BufferPool;
 use super::profile::{Profile, ProfileClock, ProfileState};
 use crate::error::{Error, Result};
+use crate::shaders::CoopShape;
 
 /// Optional features the engine uses when the adapter has them.
 pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
@@ -25,9 +26,9 @@ pub const COOPERATIVE_FEATURES: wgpu::Features = wgpu::Features::EXPERIMENTAL_CO
 /// opt-in that the cooperative ones need. The engine's own device and the app's (eframe's)
 /// are both made with these.
 ///
-/// Cooperative matrices are requested only where the tensor-core kernels can run
-/// (`coop_shape`): an adapter may list the feature with no configuration or subgroup width
-/// they use, and some then refuse the device (lavapipe in Mesa 26 at
+/// Cooperative matrices are requested only where the tensor-core kernels might run
+/// ([`coop_candidates`]): an adapter may list the feature with no configuration or subgroup
+/// width they use, and some then refuse the device (lavapipe in Mesa 26 at
 /// `LP_NATIVE_VECTOR_WIDTH=128`, whose 4-wide subgroups no kernel uses: wgpu panics on the
 /// refusal instead of returning an error).
 pub fn device_features(adapter: &wgpu::Adapter) -> (wgpu::Features, wgpu::ExperimentalFeatures) {
@@ -45,10 +46,14 @@ pub fn device_features(adapter: &wgpu::Adapter) -> (wgpu::Features, wgpu::Experi
         let has_f16 = features.contains(wgpu::Features::SHADER_F16);
         let info = adapter.get_info();
         let subgroups = (info.subgroup_min_size, info.subgroup_max_size);
-        if coop_shape(subgroups, has_f16, &configs).is_none() {
+        let invocations = adapter.limits().max_compute_invocations_per_workgroup;
+        // A range of widths is narrowed down by a probe that needs subgroup builtins.
+        let probe = subgroups.0 == subgroups.1 || features.contains(wgpu::Features::SUBGROUP);
+        if !probe || coop_candidates(subgroups, has_f16, &configs, invocations).is_empty() {
             log::info!(
                 "cooperative matrices: not requested, no configuration the kernels use \
-                 (square f16 × f16 → f32 fragments of 16 or 8 with subgroups of exactly 32 or 8)"
+                 (square f16 × f16 → f32 fragments of 16 with subgroups of 32 or 64, of 8 with \
+                 8, 16 or 32)"
             );
             features.remove(COOPERATIVE_FEATURES);
         }
@@ -61,26 +66,36 @@ pub fn device_features(adapter: &wgpu::Adapter) -> (wgpu::Features, wgpu::Experi
     (features, experimental)
 }
 
-/// The cooperative-matrix shape the tensor-core kernels run with on an adapter whose subgroups
-/// are `subgroups` (minimum, maximum) invocations wide, with f16 shaders (`has_f16`) and the
-/// cooperative-matrix `configs` it lists: the first [`CoopShape`](crate::shaders::CoopShape)
-/// with an f16 × f16 → f32 configuration of its fragment size whose subgroup width the
-/// adapter fixes (minimum = maximum = the shape's); `None` if there is none.
-fn coop_shape(
+/// The cooperative-matrix shapes the tensor-core kernels could run with on an adapter whose
+/// subgroups are `subgroups` (minimum, maximum) invocations wide, with f16 shaders (`has_f16`),
+/// the cooperative-matrix `configs` it lists and workgroups of at most `invocations`: each
+/// [`CoopShape`], in its order of preference, with an f16 × f16 →
+/// f32 configuration of its fragment size, a subgroup width in the range and a 64×64-tile
+/// workgroup within the limit. Where the adapter fixes the width (minimum = maximum), the
+/// first is the one the kernels take; otherwise a probe picks (`GpuContext::choose_coop_shape`).
+fn coop_candidates(
     (sub_min, sub_max): (u32, u32),
     has_f16: bool,
     configs: &[wgpu::CooperativeMatrixProperties],
-) -> Option<crate::shaders::CoopShape> {
+    invocations: u32,
+) -> Vec<CoopShape> {
     use wgpu::CooperativeScalarType::{F16, F32};
-    crate::shaders::CoopShape::ALL.into_iter().find(|shape| {
-        let (f, sg) = (shape.size(), shape.subgroup());
-        has_f16
-            && sub_min == sg
-            && sub_max == sg
-            && configs.iter().any(|c| {
-                (c.m_size, c.n_size, c.k_size) == (f, f, f) && c.ab_type == F16 && c.cr_type == F32
-            })
-    })
+    if !has_f16 {
+        return Vec::new();
+    }
+    CoopShape::ALL
+        .into_iter()
+        .filter(|shape| {
+            let (f, sg) = (shape.size(), shape.subgroup());
+            (sub_min..=sub_max).contains(&sg)
+                && shape.workgroup() <= invocations
+                && configs.iter().any(|c| {
+                    (c.m_size, c.n_size, c.k_size) == (f, f, f)
+                        && c.ab_type == F16
+                        && c.cr_type == F32
+                })
+        })
+        .collect()
 }
 
 /// The one unsafe call of the device set-up.
@@ -112,7 +127,7 @@ pub struct GpuContext {
     /// The adapter's cooperative-matrix configurations (empty without the adapter or feature).
     coop_configs: Vec<wgpu::CooperativeMatrixProperties>,
     /// The cooperative-matrix shape the tensor-core kernels run with here, if any.
-    coop: Option<crate::shaders::CoopShape>,
+    coop: Option<CoopShape>,
     profile: std::sync::Mutex<Option<ProfileState>>,
     /// Dispatches recorded and queue submissions made so far ([`GpuContext::work_counts`]).
     dispatches: std::sync::atomic::AtomicU64,
@@ -246,27 +261,161 @@ impl GpuContext {
             ctx.coop_configs = adapter.cooperative_matrix_properties();
         }
         if ctx.features.contains(COOPERATIVE_FEATURES) {
-            let subgroups = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
-            ctx.coop = coop_shape(subgroups, ctx.has_f16(), &ctx.coop_configs);
+            ctx.coop = ctx.choose_coop_shape();
         }
         log::info!(
             "cooperative matrices: {} configurations, tensor-core kernels {}",
             ctx.coop_configs.len(),
             match ctx.coop {
-                Some(shape) => format!("on ({0}×{0} f16 fragments)", shape.size()),
+                Some(shape) => format!("on ({shape})"),
                 None => "off".to_owned(),
             }
         );
         ctx
     }
 
+    /// The shape the tensor-core kernels take on this device ([`coop_candidates`]): where the
+    /// adapter reports a fixed subgroup width, the candidate of that width; where it reports a
+    /// range (Metal: 4–64), the candidate of the width a probe dispatch measures, kept only if
+    /// the tensor-core matmul kernels then compute a trial product exactly
+    /// ([`probe`](super::probe)). The probe waits for the GPU (a few milliseconds, once per
+    /// context), so it runs on native targets only; browsers offer no cooperative matrices.
+    fn choose_coop_shape(&mut self) -> Option<CoopShape> {
+        let subgroups = (self.info.subgroup_min_size, self.info.subgroup_max_size);
+        let invocations = self.limits.max_compute_invocations_per_workgroup;
+        let candidates =
+            coop_candidates(subgroups, self.has_f16(), &self.coop_configs, invocations);
+        let forced = crate::ops::strategy_from_env("TESSERA_COOP_SHAPE", &CoopShape::ALL);
+        if let Some(shape) = forced {
+            return self.forced_coop_shape(shape, subgroups, invocations);
+        }
+        if subgroups.0 == subgroups.1 {
+            return candidates.first().copied();
+        }
+        if candidates.is_empty() || cfg!(target_arch = "wasm32") {
+            return None;
+        }
+        self.probe_coop_shape(&candidates)
+    }
+
+    /// `TESSERA_COOP_SHAPE`'s shape (`m16`, `m16w64`, `m8w32`, `m8w16`, `m8`; a testing
+    /// override) where its kernels compute right on this adapter: a configuration of its
+    /// fragment size, a workgroup within the limit, and subgroups a whole multiple of the
+    /// adapter's (fixed) width. Kernels compiled for wider subgroups than the adapter's are
+    /// right, if wasteful: the adapter's subgroups within one of the kernel's all see the same
+    /// subgroup index and repeat its work. That lets lavapipe's 8-wide subgroups run the
+    /// 256- and 512-invocation mappings of `M8W16` and `M8W32` (`tools/dev/coop-lavapipe.sh`).
+    fn forced_coop_shape(
+        &self,
+        shape: CoopShape,
+        (sub_min, sub_max): (u32, u32),
+        invocations: u32,
+    ) -> Option<CoopShape> {
+        let width = shape.subgroup();
+        let fits = coop_candidates(
+            (width, width),
+            self.has_f16(),
+            &self.coop_configs,
+            invocations,
+        )
+        .contains(&shape);
+        if fits && sub_min == sub_max && width.is_multiple_of(sub_max) {
+            log::warn!("TESSERA_COOP_SHAPE: tensor-core kernels compiled for {shape}");
+            Some(shape)
+        } else {
+            log::warn!(
+                "TESSERA_COOP_SHAPE={shape:?} does not run on this adapter (subgroups \
+                 {sub_min}–{sub_max}): tensor-core kernels off"
+            );
+            None
+        }
+    }
+
+    /// The subgroup width this device's compute kernels run with, measured by one dispatch of a
+    /// 128-invocation workgroup that reports the `subgroup_size` builtin: `Some(width)` if its
+    /// invocations agree, `None` if not. What the context relies on where the adapter reports a
+    /// range of widths. Waits for the GPU; needs `Features::SUBGROUP`.
+    ///
+    /// # Errors
+    /// A device without `SUBGROUP` ([`Error::MissingFeature`]), a lost device, a failed
+    /// readback.
+    pub fn measure_subgroup_width(&self) -> Result<Option<u32>> {
+        if !self.features.contains(wgpu::Features::SUBGROUP) {
+            return Err(Error::MissingFeature {
+                op: "subgroup width probe",
+                feature: "SUBGROUP",
+            });
+        }
+        super::probe::subgroup_width(self)
+    }
+
+    /// Whether every tensor-core kernel compiled for `shape` computes a small problem off its
+    /// tiles right on this device: the matmuls and the convolution exactly (small integers),
+    /// attention within 1e-2 of the plain flash kernel. Runs the kernels with `shape` whatever
+    /// the context's own (which it leaves as it was); waits for the GPU.
+    ///
+    /// # Errors
+    /// A lost device, a refused kernel (the adapter lacks the shape's configuration or
+    /// workgroup size) or a failed readback.
+    pub fn coop_trial(&mut self, shape: CoopShape) -> Result<bool> {
+        // The kernels read the shape from the context.
+        let before = self.coop.replace(shape);
+        let trial = super::probe::coop_trial(self);
+        self.coop = before;
+        trial
+    }
+
+    /// What the context does to pick a cooperative-matrix shape where the adapter reports a
+    /// range of subgroup widths: among `candidates`, the one whose width
+    /// [`measure_subgroup_width`](Self::measure_subgroup_width) gives, kept if the
+    /// tensor-core matmul kernels (`Coop64`, `Coop16`) compute a trial product off their tiles
+    /// exactly with it (small integers: exact in f16 and f32); `None` (logged) otherwise. Public
+    /// so that the kernel tests can run it where the width is fixed, and compare.
+    pub fn probe_coop_shape(&mut self, candidates: &[CoopShape]) -> Option<CoopShape> {
+        let width = match self.measure_subgroup_width() {
+            Ok(Some(width)) => width,
+            Ok(None) => {
+                log::warn!("cooperative matrices: off, subgroup widths differ within a workgroup");
+                return None;
+            }
+            Err(e) => {
+                log::warn!("cooperative matrices: off, the subgroup-width probe failed: {e}");
+                return None;
+            }
+        };
+        let Some(&shape) = candidates.iter().find(|s| s.subgroup() == width) else {
+            log::info!(
+                "cooperative matrices: off, no kernel for the measured {width}-wide subgroups"
+            );
+            return None;
+        };
+        match self.coop_trial(shape) {
+            Ok(true) => {
+                log::info!("cooperative matrices: {width}-wide subgroups measured, trial exact");
+                Some(shape)
+            }
+            Ok(false) => {
+                log::warn!(
+                    "cooperative matrices: off, the tensor-core kernels got the trial product \
+                     wrong with the measured {width}-wide subgroups"
+                );
+                None
+            }
+            Err(e) => {
+                log::warn!("cooperative matrices: off, the trial product failed: {e}");
+                None
+            }
+        }
+    }
+
     /// The cooperative-matrix shape the tensor-core kernels (`Coop16`, `Coop64`, the
     /// convolution's and attention's) run with on this device: an f16 × f16 → f32
     /// configuration of that fragment size and subgroups of exactly the width the kernels
-    /// need; `None` without the feature or such a configuration. Whether they are *chosen* is
+    /// need (measured where the adapter reports a range); `None` without the feature or such a
+    /// configuration. Whether they are *chosen* is
     /// up to the kernel family ([`KernelFamily::Tiled`] only): a CPU adapter that has them
     /// (lavapipe in Mesa 26) runs them only when asked for, in the kernel tests.
-    pub fn cooperative_matrix(&self) -> Option<crate::shaders::CoopShape> {
+    pub fn cooperative_matrix(&self) -> Option<CoopShape> {
         self.coop
     }
 
@@ -575,8 +724,7 @@ pub fn is_software_adapter(info: &wgpu::AdapterInfo) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::coop_shape;
-    use crate::shaders::CoopShape;
+    use super::{CoopShape, coop_candidates};
     use wgpu::CooperativeScalarType::{F16, F32};
 
     fn config(
@@ -597,40 +745,74 @@ mod tests {
     /// Configurations like those adapters list (the H200 through Vulkan: 16×16×16, 16×8×16 and
     /// 16×8×8 f16 → f16/f32 with 32-wide subgroups, docs/benchmarks.md; lavapipe in Mesa 26:
     /// 8×8×8 with subgroups of 8, 4 or 16 at 256, 128 or 512 bits; wgpu's Metal backend: three
-    /// 8×8 configurations with subgroups of 4–64) and the shape the kernels take there, if any.
+    /// 8×8 configurations with subgroups of 4–64; AMD through Vulkan: 16×16×16 with 32–64) and
+    /// the shapes the kernels could take there, first the one they take where the width is
+    /// fixed.
     #[test]
-    fn coop_shape_needs_f16_to_f32_fragments_and_the_kernels_subgroup_width() {
+    fn coop_candidates_need_f16_to_f32_fragments_a_kernel_subgroup_width_and_the_invocations() {
+        use CoopShape::{M8, M8W16, M8W32, M16, M16W64};
         let nvidia = [config(16, F16, F16), config(16, F16, F32)];
-        assert_eq!(coop_shape((32, 32), true, &nvidia), Some(CoopShape::M16));
-        assert_eq!(coop_shape((32, 32), false, &nvidia), None, "no f16 shaders");
+        assert_eq!(coop_candidates((32, 32), true, &nvidia, 1024), [M16]);
+        assert!(
+            coop_candidates((32, 32), false, &nvidia, 1024).is_empty(),
+            "no f16 shaders"
+        );
         assert_eq!(
-            coop_shape((32, 64), true, &nvidia),
-            None,
-            "subgroup width not fixed"
+            coop_candidates((32, 64), true, &nvidia, 1024),
+            [M16, M16W64],
+            "AMD"
+        );
+        assert_eq!(
+            coop_candidates((32, 64), true, &nvidia, 128),
+            [M16],
+            "128 invocations"
         );
         let lavapipe = [config(8, F16, F16), config(8, F16, F32)];
-        assert_eq!(coop_shape((8, 8), true, &lavapipe), Some(CoopShape::M8));
-        assert_eq!(
-            coop_shape((4, 4), true, &lavapipe),
-            None,
+        assert_eq!(coop_candidates((8, 8), true, &lavapipe, 1024), [M8]);
+        assert!(
+            coop_candidates((4, 4), true, &lavapipe, 1024).is_empty(),
             "128-bit lavapipe"
         );
         assert_eq!(
-            coop_shape((16, 16), true, &lavapipe),
-            None,
-            "512-bit lavapipe"
+            coop_candidates((16, 16), true, &lavapipe, 1024),
+            [M8W16],
+            "512 bits"
+        );
+        assert!(
+            coop_candidates((16, 16), true, &lavapipe, 128).is_empty(),
+            "256 needed"
         );
         let metal = [
             config(8, F32, F32),
             config(8, F16, F16),
             config(8, F16, F32),
         ];
-        assert_eq!(coop_shape((4, 64), true, &metal), None);
         assert_eq!(
-            coop_shape((32, 32), true, &[config(16, F16, F16)]),
-            None,
+            coop_candidates((4, 64), true, &metal, 1024),
+            [M8W32, M8W16, M8]
+        );
+        assert_eq!(coop_candidates((4, 64), true, &metal, 256), [M8W16, M8]);
+        assert!(
+            coop_candidates((32, 32), true, &[config(16, F16, F16)], 1024).is_empty(),
             "f16 accumulators only"
         );
-        assert_eq!(coop_shape((32, 32), true, &[]), None);
+        assert!(coop_candidates((32, 32), true, &[], 1024).is_empty());
+    }
+
+    /// Each shape's 64×64-tile workgroup is (64 / 2·size)² subgroups of its width, within the
+    /// 128–512 invocations `matmul_coop64.wgsl` and `conv2d_coop.wgsl` share their loads over,
+    /// and attention's 128 invocations are whole subgroups of it.
+    #[test]
+    fn coop_shapes_fit_the_kernels_mappings() {
+        for shape in CoopShape::ALL {
+            let per_side = 64 / (2 * shape.size());
+            assert_eq!(
+                shape.workgroup(),
+                per_side * per_side * shape.subgroup(),
+                "{shape:?}"
+            );
+            assert!([128, 256, 512].contains(&shape.workgroup()), "{shape:?}");
+            assert_eq!(128 % shape.subgroup(), 0, "{shape:?}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 mod context;
 mod pipeline;
 pub mod pool;
+mod probe;
 pub mod profile;
 mod recorder;
 mod tensor;

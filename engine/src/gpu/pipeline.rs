@@ -207,7 +207,7 @@ impl Pipelines {
             Arc::new(create_module(
                 device,
                 wgpu::ShaderModuleDescriptor {
-                    label: Some(module.name()),
+                    label: Some(&module.name()),
                     source: wgpu::ShaderSource::Wgsl(source.into()),
                 },
                 ShaderChecks::get(),

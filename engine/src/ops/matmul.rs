@@ -71,7 +71,20 @@ fn coop16_spec(
     )
 }
 
-/// `matmul_coop64.wgsl`; `k_split` 2 is the sliced-K variant (256 invocations per tile).
+/// The most invocations the sliced-K matmul's register shares allow (`matmul_coop64.wgsl`
+/// spreads a slice's 512 vec4s of A over them).
+const SLICED_K_MAX_INVOCATIONS: u32 = 512;
+
+/// The K slicings `matmul_coop64.wgsl` compiles for with `shape`: 1, and 2 where twice its
+/// workgroup stays within [`SLICED_K_MAX_INVOCATIONS`].
+fn k_splits(shape: CoopShape) -> impl Iterator<Item = u32> {
+    [1, 2]
+        .into_iter()
+        .filter(move |k| k * shape.workgroup() <= SLICED_K_MAX_INVOCATIONS)
+}
+
+/// `matmul_coop64.wgsl`; `k_split` 2 is the sliced-K variant (twice the shape's invocations
+/// per tile).
 fn coop64_spec(
     format: WeightFormat,
     shape: CoopShape,
@@ -80,18 +93,14 @@ fn coop64_spec(
     act: Option<Activation>,
     k_split: u32,
 ) -> KernelSpec {
-    let spec = ungated_spec(
+    ungated_spec(
         Module::MatmulCoop64(format, shape),
         "matmul_coop64",
         trans_b,
         act,
     )
-    .with("GATED", f64::from(u8::from(gated)));
-    if k_split == 1 {
-        spec
-    } else {
-        spec.with("KSPLIT", f64::from(k_split))
-    }
+    .with("GATED", f64::from(u8::from(gated)))
+    .with("KSPLIT", f64::from(k_split))
 }
 
 fn gemv_spec(format: WeightFormat, act: Option<Activation>) -> KernelSpec {
@@ -144,15 +153,15 @@ pub enum MatmulStrategy {
     /// [`GpuContext::cooperative_matrix`](crate::GpuContext::cooperative_matrix) gives a shape.
     /// Not for gated units.
     Coop16,
-    /// `matmul_coop64.wgsl`: the same cooperative matrices on 64×64 tiles of 128
-    /// invocations, A and B read as vec4s and staged through registers while the previous
+    /// `matmul_coop64.wgsl`: the same cooperative matrices on 64×64 tiles (128 invocations
+    /// with NVIDIA's shape: [`CoopShape::workgroup`]), A and B read as vec4s and staged through registers while the previous
     /// K slice is multiplied. K a multiple of 4; B in `[K, N]` layout needs N a multiple of 4;
     /// gated units with B in `[N, K]` layout.
     Coop64,
     /// `matmul_coop64.wgsl` with sliced K: two groups of subgroups per 64×64 tile (256
-    /// invocations), each multiplying every other step of each K slice, their sums added at
-    /// the end — twice the subgroups per tile for products with too few tiles to fill a GPU.
-    /// What Coop64 computes.
+    /// invocations with NVIDIA's shape; only where that is at most 512), each multiplying
+    /// every other step of each K slice, their sums added at the end — twice the subgroups per
+    /// tile for products with too few tiles to fill a GPU. What Coop64 computes.
     Coop64SlicedK,
     /// `matmul_gemv.wgsl`: at most 8 rows, spread over B's rows and along K (memory-bound
     /// products: adaptive-norm projections of the pooled text, batch-1 products). B in
@@ -193,9 +202,12 @@ impl MatmulStrategy {
     /// [`GpuContext::cooperative_matrix`](crate::GpuContext::cooperative_matrix)).
     pub fn available(self, ctx: &crate::GpuContext) -> bool {
         match self {
-            MatmulStrategy::Coop16 | MatmulStrategy::Coop64 | MatmulStrategy::Coop64SlicedK => {
-                ctx.cooperative_matrix().is_some()
-            }
+            MatmulStrategy::Coop16 | MatmulStrategy::Coop64 => ctx.cooperative_matrix().is_some(),
+            MatmulStrategy::Coop64SlicedK => ctx.cooperative_matrix().is_some_and(|shape| {
+                let invocations = 2 * shape.workgroup();
+                invocations <= SLICED_K_MAX_INVOCATIONS
+                    && invocations <= ctx.limits().max_compute_invocations_per_workgroup
+            }),
             _ => true,
         }
     }
@@ -274,14 +286,14 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
                 v.push(tile64_spec(f, t, act));
                 for shape in CoopShape::ALL {
                     v.push(coop16_spec(f, shape, t, act));
-                    for k_split in [1, 2] {
+                    for k_split in k_splits(shape) {
                         v.push(coop64_spec(f, shape, t, false, act, k_split));
                     }
                 }
             }
             v.push(spec(f, true, true, act));
             for shape in CoopShape::ALL {
-                for k_split in [1, 2] {
+                for k_split in k_splits(shape) {
                     v.push(coop64_spec(f, shape, true, true, act, k_split));
                 }
             }

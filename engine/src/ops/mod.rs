@@ -17,7 +17,8 @@ use crate::gpu::{Recorder, Tensor, linear_workgroups};
 
 /// What a cooperative-matrix kernel needs, for [`Error::MissingFeature`](crate::Error).
 pub(crate) const COOP_FEATURE: &str = "EXPERIMENTAL_COOPERATIVE_MATRIX with square f16 fragments \
-     and subgroups of the kernels' width (16×16 and 32, or 8×8 and 8)";
+     and subgroups of a width the kernels are compiled for (16×16 with 32 or 64, 8×8 with 8, 16 \
+     or 32)";
 
 /// The strategy an environment variable `var` names among `all` (by its `Debug` name, any case;
 /// empty or unset: none), for the benchmarking overrides `TESSERA_MATMUL`, `TESSERA_CONV` and

@@ -2,8 +2,8 @@ use tessera_engine::ops::matmul::{
     Activation, BLayout, Epilogue, MatmulStrategy, Problem, linear, matmul, matmul_with_format,
     matmul_with_strategy,
 };
-use tessera_engine::shaders::WeightFormat;
-use tessera_engine::{DType, Error, Tensor};
+use tessera_engine::shaders::{CoopShape, WeightFormat};
+use tessera_engine::{DType, Error, GpuContext, Tensor};
 
 use crate::common::*;
 
@@ -616,6 +616,65 @@ fn tile64_kernel_edges_and_choice() {
     )
     .expect_err("gated on Tile64");
     assert!(err.to_string().contains("Tile64"), "{err}");
+}
+
+/// The probe that picks the tensor-core shape where an adapter reports a range of subgroup
+/// widths (Metal, AMD) picks, where the width is fixed, the shape the context took from it,
+/// and its trial product comes out exact: on lavapipe in Mesa 26, `M8` at 256 bits and `M8W16`
+/// (256-invocation tiles) at `LP_NATIVE_VECTOR_WIDTH=512` (`tools/dev/coop-lavapipe.sh` runs
+/// both); on NVIDIA, `M16`.
+#[test]
+#[ignore = "needs cooperative matrices (a GPU, or lavapipe ≥ 26: tools/dev/coop-lavapipe.sh)"]
+fn coop_shape_probe_agrees_with_a_fixed_subgroup_width() {
+    let mut c = GpuContext::new().expect("adapter");
+    let fixed = c.cooperative_matrix().unwrap_or_else(|| {
+        panic!(
+            "this adapter ({}) has no cooperative matrices the kernels use: {:?}",
+            c.info.name,
+            c.cooperative_matrix_configs()
+        )
+    });
+    assert_eq!(c.info.subgroup_min_size, fixed.subgroup());
+    assert_eq!(c.probe_coop_shape(&CoopShape::ALL), Some(fixed));
+    assert_eq!(
+        c.cooperative_matrix(),
+        Some(fixed),
+        "the probe leaves the context's shape"
+    );
+}
+
+/// Every tensor-core shape whose subgroups are a whole multiple of the adapter's (fixed) width
+/// computes the context's trial problems right (matmuls and convolution exact, attention within
+/// 1e-2): kernels compiled for wider subgroups repeat work but stay right
+/// (`GpuContext::coop_trial`). On lavapipe's 8-wide subgroups that runs the 128-, 256- and
+/// 512-invocation mappings (`M8`, `M8W16`, `M8W32`) that Apple GPUs and 512-bit lavapipe
+/// take, which no adapter here can run natively (lavapipe 26 at 512 bits crashes compiling
+/// any cooperative-matrix kernel).
+#[test]
+#[ignore = "needs cooperative matrices (a GPU, or lavapipe ≥ 26: tools/dev/coop-lavapipe.sh)"]
+fn coop_trial_passes_for_every_shape_as_wide_as_the_adapters_subgroups_or_wider() {
+    let mut c = GpuContext::new().expect("adapter");
+    let fixed = c
+        .cooperative_matrix()
+        .expect("cooperative matrices the kernels use");
+    let width = c.info.subgroup_max_size;
+    let invocations = c.limits().max_compute_invocations_per_workgroup;
+    let mut tried = Vec::new();
+    for shape in CoopShape::ALL {
+        if shape.size() == fixed.size()
+            && shape.subgroup().is_multiple_of(width)
+            && shape.workgroup() <= invocations
+        {
+            assert!(c.coop_trial(shape).expect("trial runs"), "{shape:?}");
+            tried.push(shape);
+        }
+    }
+    assert!(tried.contains(&fixed), "{tried:?}");
+    assert_eq!(
+        c.cooperative_matrix(),
+        Some(fixed),
+        "the trials leave the context's shape"
+    );
 }
 
 /// The tensor-core kernels on an adapter that has cooperative matrices (16×16 fragments and

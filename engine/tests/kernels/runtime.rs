@@ -250,3 +250,24 @@ fn concurrent_readbacks_on_one_device_all_complete() {
         t.join().expect("thread");
     }
 }
+
+/// The subgroup-width probe (what the context picks a tensor-core shape by where an adapter
+/// reports a range of widths, as Metal's 4–64) reads a width within what the adapter reports,
+/// the same in every invocation where the adapter fixes it (lavapipe: 8 at its default 256
+/// bits). Without `SUBGROUP` it is a named error.
+#[test]
+fn subgroup_width_probe_reads_a_width_the_adapter_reports() {
+    let c = fresh();
+    let (min, max) = (c.info.subgroup_min_size, c.info.subgroup_max_size);
+    match c.measure_subgroup_width() {
+        Ok(width) => {
+            let width = width.expect("one width for every invocation");
+            assert!((min..=max).contains(&width), "{width} outside {min}–{max}");
+            assert!(width.is_power_of_two(), "{width}");
+        }
+        Err(e) => {
+            assert!(!c.features().contains(wgpu::Features::SUBGROUP), "{e}");
+            assert!(matches!(e, Error::MissingFeature { .. }), "{e}");
+        }
+    }
+}
