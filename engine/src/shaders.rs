@@ -147,7 +147,8 @@ pub enum CoopShape {
     M16W64,
     /// 8×8×8 fragments, 32-wide subgroups (Apple GPUs through Metal): 512-invocation tiles.
     M8W32,
-    /// 8×8×8 fragments, 16-wide subgroups (lavapipe in Mesa 26 at 512 bits): 256 invocations.
+    /// 8×8×8 fragments, 16-wide subgroups: 256 invocations (lavapipe in Mesa 26 at 512 bits
+    /// has the width and configuration, but crashes compiling any cooperative-matrix kernel).
     M8W16,
     /// 8×8×8 fragments, 8-wide subgroups (lavapipe in Mesa 26 at its default 256 bits: lets
     /// the tensor-core kernels be tested on a CPU).

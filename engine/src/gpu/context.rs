@@ -285,6 +285,17 @@ impl GpuContext {
         let invocations = self.limits.max_compute_invocations_per_workgroup;
         let candidates =
             coop_candidates(subgroups, self.has_f16(), &self.coop_configs, invocations);
+        if is_software_adapter(&self.info) && subgroups != (8, 8) {
+            // lavapipe 26 at 512 bits (16-wide subgroups) crashes inside its pipeline compiler
+            // on every cooperative-matrix kernel; at its default 256 bits (8) they run.
+            log::info!(
+                "cooperative matrices: off, a software adapter's {}–{}-wide subgroups (only \
+                 8-wide ones are known to compile them)",
+                subgroups.0,
+                subgroups.1
+            );
+            return None;
+        }
         let forced = crate::ops::strategy_from_env("TESSERA_COOP_SHAPE", &CoopShape::ALL);
         if let Some(shape) = forced {
             return self.forced_coop_shape(shape, subgroups, invocations);
