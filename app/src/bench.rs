@@ -285,8 +285,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "adapter": { "name": ctx.info.name, "backend": format!("{:?}", ctx.info.backend) },
             "pipeline_cache_loaded_bytes": ctx.pipeline_cache_loaded(),
             "kernel_family": format!("{:?}", ctx.kernel_family()),
-            // The tensor-core kernels' fragment size (16 or 8), null without them.
+            // The tensor-core kernels' fragment size (16 or 8) and the subgroup width they are
+            // compiled for (8 to 64), null without them.
             "cooperative_matrix": ctx.cooperative_matrix().map(|s| s.size()),
+            "cooperative_matrix_subgroup": ctx.cooperative_matrix().map(|s| s.subgroup()),
             // Benchmarking overrides of the kernel choice (TESSERA_MATMUL, TESSERA_CONV,
             // TESSERA_ATTENTION).
             "matmul_strategy": MatmulStrategy::forced().map(|s| format!("{s:?}")),

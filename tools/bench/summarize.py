@@ -69,7 +69,9 @@ def main():
         name = e["model"]
         model = "default" if name.rstrip("/").endswith("models/emoji") else name
         coop = t.get("cooperative_matrix", t.get("cooperative_matrix_16"))
-        who = "tessera" + ("" if not coop else " (tensor cores)")
+        width = t.get("cooperative_matrix_subgroup")
+        shape = f" {coop}×{coop}, {width}-wide subgroups" if coop and width else ""
+        who = "tessera" + ("" if not coop else f" (tensor cores{shape})")
         if t.get("kernel_family") == "Tiled" and not coop:
             who = "tessera (plain WGSL)"
         forced = [f"{k}={t[k]}" for k in ("matmul_strategy", "conv_strategy", "attention_kernel") if t.get(k)]
