@@ -84,8 +84,18 @@ fn info() -> Result<()> {
         ctx.features()
             & (tessera_engine::gpu::WANTED_FEATURES | tessera_engine::gpu::COOPERATIVE_FEATURES)
     );
+    // Where the adapter reports a range (Metal: 4–64), what the compute kernels really get.
+    let measured = if i.subgroup_min_size == i.subgroup_max_size {
+        String::new()
+    } else {
+        match ctx.measure_subgroup_width() {
+            Ok(Some(width)) => format!(" ({width} measured)"),
+            Ok(None) => " (widths differ within a workgroup)".to_owned(),
+            Err(e) => format!(" (not measured: {e})"),
+        }
+    };
     println!(
-        "subgroup size: {}–{}",
+        "subgroup size: {}–{}{measured}",
         i.subgroup_min_size, i.subgroup_max_size
     );
     let configs = ctx.cooperative_matrix_configs();
