@@ -2,7 +2,7 @@
 // f16 × f16 → f32 products of FR×FR×FR, for adapters with `EXPERIMENTAL_COOPERATIVE_MATRIX`
 // that offer that configuration with subgroups of exactly SG invocations (FR, SG, WG and the
 // FragA/FragB/FragC aliases come from the cooperative-matrix prelude, shaders.rs CoopShape:
-// FR 16 with SG 32 on NVIDIA, 8 with 32 on Apple GPUs, 8 with 8 or 16 on lavapipe).
+// FR 16 with SG 32 on NVIDIA, 8 with 32 on Apple GPUs, 8 with 8 on lavapipe).
 //
 //   C[b] = act(A[b] · op(B[b]) (+ bias)) (+ residual[b])
 //   A: [M, K] f32 (rounded to f16 on the way in), C and residual: [M, N] f32, bias: [N] f32

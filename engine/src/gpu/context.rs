@@ -277,14 +277,12 @@ impl GpuContext {
     /// The shape the tensor-core kernels take on this device ([`coop_candidates`]): where the
     /// adapter reports a fixed subgroup width, the candidate of that width; where it reports a
     /// range (Metal: 4–64), the candidate of the width a probe dispatch measures, kept only if
-    /// the tensor-core matmul kernels then compute a trial product exactly
-    /// ([`probe`](super::probe)). The probe waits for the GPU (a few milliseconds, once per
-    /// context), so it runs on native targets only; browsers offer no cooperative matrices.
+    /// the tensor-core kernels then pass [`coop_trial`](Self::coop_trial). The probe waits for
+    /// the GPU (a few milliseconds, once per context), so it runs on native targets only;
+    /// browsers offer no cooperative matrices. `TESSERA_COOP_SHAPE` overrides the choice.
     fn choose_coop_shape(&mut self) -> Option<CoopShape> {
         let subgroups = (self.info.subgroup_min_size, self.info.subgroup_max_size);
         let invocations = self.limits.max_compute_invocations_per_workgroup;
-        let candidates =
-            coop_candidates(subgroups, self.has_f16(), &self.coop_configs, invocations);
         if is_software_adapter(&self.info) && subgroups != (8, 8) {
             // lavapipe 26 at 512 bits (16-wide subgroups) crashes inside its pipeline compiler
             // on every cooperative-matrix kernel; at its default 256 bits (8) they run.
@@ -300,6 +298,8 @@ impl GpuContext {
         if let Some(shape) = forced {
             return self.forced_coop_shape(shape, subgroups, invocations);
         }
+        let candidates =
+            coop_candidates(subgroups, self.has_f16(), &self.coop_configs, invocations);
         if subgroups.0 == subgroups.1 {
             return candidates.first().copied();
         }
@@ -378,10 +378,9 @@ impl GpuContext {
 
     /// What the context does to pick a cooperative-matrix shape where the adapter reports a
     /// range of subgroup widths: among `candidates`, the one whose width
-    /// [`measure_subgroup_width`](Self::measure_subgroup_width) gives, kept if the
-    /// tensor-core matmul kernels (`Coop64`, `Coop16`) compute a trial product off their tiles
-    /// exactly with it (small integers: exact in f16 and f32); `None` (logged) otherwise. Public
-    /// so that the kernel tests can run it where the width is fixed, and compare.
+    /// [`measure_subgroup_width`](Self::measure_subgroup_width) gives, kept if its kernels pass
+    /// [`coop_trial`](Self::coop_trial); `None` (logged) otherwise. Public so that the kernel
+    /// tests can run it where the width is fixed, and compare.
     pub fn probe_coop_shape(&mut self, candidates: &[CoopShape]) -> Option<CoopShape> {
         let width = match self.measure_subgroup_width() {
             Ok(Some(width)) => width,
@@ -407,13 +406,13 @@ impl GpuContext {
             }
             Ok(false) => {
                 log::warn!(
-                    "cooperative matrices: off, the tensor-core kernels got the trial product \
-                     wrong with the measured {width}-wide subgroups"
+                    "cooperative matrices: off, the tensor-core kernels got the trial wrong with \
+                     the measured {width}-wide subgroups"
                 );
                 None
             }
             Err(e) => {
-                log::warn!("cooperative matrices: off, the trial product failed: {e}");
+                log::warn!("cooperative matrices: off, the trial failed: {e}");
                 None
             }
         }
@@ -423,8 +422,7 @@ impl GpuContext {
     /// convolution's and attention's) run with on this device: an f16 × f16 → f32
     /// configuration of that fragment size and subgroups of exactly the width the kernels
     /// need (measured where the adapter reports a range); `None` without the feature or such a
-    /// configuration. Whether they are *chosen* is
-    /// up to the kernel family ([`KernelFamily::Tiled`] only): a CPU adapter that has them
+    /// configuration. Whether they are *chosen* is up to the kernel family ([`KernelFamily::Tiled`] only): a CPU adapter that has them
     /// (lavapipe in Mesa 26) runs them only when asked for, in the kernel tests.
     pub fn cooperative_matrix(&self) -> Option<CoopShape> {
         self.coop

@@ -154,8 +154,8 @@ pub enum MatmulStrategy {
     /// Not for gated units.
     Coop16,
     /// `matmul_coop64.wgsl`: the same cooperative matrices on 64×64 tiles (128 invocations
-    /// with NVIDIA's shape: [`CoopShape::workgroup`]), A and B read as vec4s and staged through registers while the previous
-    /// K slice is multiplied. K a multiple of 4; B in `[K, N]` layout needs N a multiple of 4;
+    /// with NVIDIA's shape: [`CoopShape::workgroup`]), A and B read as vec4s and staged through
+    /// registers while the previous K slice is multiplied. K a multiple of 4; B in `[K, N]` layout needs N a multiple of 4;
     /// gated units with B in `[N, K]` layout.
     Coop64,
     /// `matmul_coop64.wgsl` with sliced K: two groups of subgroups per 64×64 tile (256

@@ -620,9 +620,8 @@ fn tile64_kernel_edges_and_choice() {
 
 /// The probe that picks the tensor-core shape where an adapter reports a range of subgroup
 /// widths (Metal, AMD) picks, where the width is fixed, the shape the context took from it,
-/// and its trial product comes out exact: on lavapipe in Mesa 26, `M8` at 256 bits and `M8W16`
-/// (256-invocation tiles) at `LP_NATIVE_VECTOR_WIDTH=512` (`tools/dev/coop-lavapipe.sh` runs
-/// both); on NVIDIA, `M16`.
+/// and its trial comes out right: on lavapipe in Mesa 26 (`tools/dev/coop-lavapipe.sh`), `M8`;
+/// on NVIDIA, `M16`.
 #[test]
 #[ignore = "needs cooperative matrices (a GPU, or lavapipe ≥ 26: tools/dev/coop-lavapipe.sh)"]
 fn coop_shape_probe_agrees_with_a_fixed_subgroup_width() {
@@ -647,9 +646,9 @@ fn coop_shape_probe_agrees_with_a_fixed_subgroup_width() {
 /// computes the context's trial problems right (matmuls and convolution exact, attention within
 /// 1e-2): kernels compiled for wider subgroups repeat work but stay right
 /// (`GpuContext::coop_trial`). On lavapipe's 8-wide subgroups that runs the 128-, 256- and
-/// 512-invocation mappings (`M8`, `M8W16`, `M8W32`) that Apple GPUs and 512-bit lavapipe
-/// take, which no adapter here can run natively (lavapipe 26 at 512 bits crashes compiling
-/// any cooperative-matrix kernel).
+/// 512-invocation mappings (`M8`, `M8W16`, `M8W32`; Apple GPUs take `M8W32`), which no adapter
+/// here runs natively (lavapipe 26 at 512 bits, 16-wide, crashes compiling any
+/// cooperative-matrix kernel).
 #[test]
 #[ignore = "needs cooperative matrices (a GPU, or lavapipe ≥ 26: tools/dev/coop-lavapipe.sh)"]
 fn coop_trial_passes_for_every_shape_as_wide_as_the_adapters_subgroups_or_wider() {
