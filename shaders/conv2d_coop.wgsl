@@ -11,6 +11,13 @@
 // 2×2 accumulators; K is
 // walked 32 at a time, the next slice's weights and patch values read into registers while
 // the tensor cores multiply the current one from workgroup memory.
+//
+// K order: PyTorch's (ci, ky, kx), or, with TAP_MAJOR (the launcher sets it where cin is a
+// multiple of 32 and the kernel has more than one tap), (ky, kx, ci): every slice is then 32
+// channels of one tap, so its input pixel is bounds-checked once per slice and the channel walk
+// is a constant stride, instead of splitting every element's k into channel and tap (integer
+// work that outweighed the tensor cores' on an H200: 7 TFLOPS against the matmul's 34–40).
+// The weights stay [cout, cin, kh, kw] and are read at a stride of kh·kw.
 
 const CC_BM: u32 = 64u;
 const CC_BN: u32 = 64u;
@@ -22,6 +29,8 @@ const CC_TILE_SHARES: u32 = 4096u / WG;
 // cw_sh[co * CC_SA + k], cx_sh[k * CC_SB + pixel], cc_sh[co * CC_BN + pixel].
 const CC_SA: u32 = 40u;
 const CC_SB: u32 = 72u;
+
+override TAP_MAJOR: bool = false;
 
 var<workgroup> cw_sh: array<f16, 2560>;  // 64 × CC_SA
 var<workgroup> cx_sh: array<f16, 2304>;  // 32 × CC_SB
@@ -54,6 +63,61 @@ fn cc_patch(bi: u32, k: u32, kdim: u32, iy0: i32, ix0: i32, pixel_ok: bool) -> f
         }
     }
     return 0.0;
+}
+
+// Where this invocation's shares of the tap-major slice of channels c0 .. c0 + 32 at tap t
+// start: `w` the weight index of its first share (its channel c0 + li % CC_BK, output channel
+// `co_row`), `x` the input index of its first share (channel c0 + li / CC_BN, the tap's pixel),
+// `ok` whether that pixel is inside the image (and the output pixel inside the output).
+struct TapSlice {
+    w: u32,
+    x: u32,
+    ok: bool,
+}
+
+fn cc_tap_slice(
+    bi: u32,
+    co_row: u32,
+    c0: u32,
+    t: u32,
+    iy0: i32,
+    ix0: i32,
+    pixel_ok: bool,
+    li: u32,
+) -> TapSlice {
+    let iy = iy0 + i32(t / KW);
+    let ix = ix0 + i32(t % KW);
+    let ok = pixel_ok && iy >= 0 && ix >= 0 && u32(iy) < p.h && u32(ix) < p.w;
+    let pixel = select(0u, u32(iy) * p.w + u32(ix), ok);
+    let x = (bi * p.cin + c0 + li / CC_BN) * p.h * p.w + pixel;
+    let w = co_row * p.cin * KH * KW + (c0 + li % CC_BK) * KH * KW + t;
+    return TapSlice(w, x, ok);
+}
+
+// Reads the shares of the tap-major slice `s` into rw and rx: share i is output channel
+// co_row + i · steps.x (weights, steps.y apart) and the input channel steps.z further on.
+fn cc_load_tap_slice(
+    rw: ptr<function, array<f32, CC_SHARES>>,
+    rx: ptr<function, array<f32, CC_SHARES>>,
+    s: TapSlice,
+    co_row: u32,
+    steps: vec3<u32>,
+) {
+    for (var i = 0u; i < CC_SHARES; i++) {
+        (*rw)[i] = 0.0;
+        if (co_row + i * steps.x < p.cout) {
+            (*rw)[i] = weight[s.w + i * steps.y];
+        }
+    }
+    if (s.ok) {
+        for (var i = 0u; i < CC_SHARES; i++) {
+            (*rx)[i] = x[s.x + i * steps.z];
+        }
+    } else {
+        for (var i = 0u; i < CC_SHARES; i++) {
+            (*rx)[i] = 0.0;
+        }
+    }
 }
 
 @compute @workgroup_size(WG, 1, 1)
@@ -93,9 +157,22 @@ fn conv2d_coop(
     // invocation.
     var rw: array<f32, CC_SHARES>;
     var rx: array<f32, CC_SHARES>;
-    for (var i = 0u; i < CC_SHARES; i++) {
-        rw[i] = cc_weight(co_base, 0u, kdim, li + i * CC_THREADS);
-        rx[i] = cc_patch(bi, tap0 + i * tap_step, kdim, iy0, ix0, pixel_ok);
+    // Tap-major: share i of a slice is output channel co_row + i · co_step (weights) and input
+    // channel + i · tap_step (patch), i.e. strides w_step and x_step from the slice's start.
+    let co_row = co_base + li / CC_BK;
+    let co_step = CC_THREADS / CC_BK;
+    let w_step = co_step * kdim;
+    let x_step = tap_step * p.h * p.w;
+    var c0 = 0u;
+    var t = 0u;
+    if (TAP_MAJOR) {
+        let s = cc_tap_slice(bi, co_row, 0u, 0u, iy0, ix0, pixel_ok, li);
+        cc_load_tap_slice(&rw, &rx, s, co_row, vec3<u32>(co_step, w_step, x_step));
+    } else {
+        for (var i = 0u; i < CC_SHARES; i++) {
+            rw[i] = cc_weight(co_base, 0u, kdim, li + i * CC_THREADS);
+            rx[i] = cc_patch(bi, tap0 + i * tap_step, kdim, iy0, ix0, pixel_ok);
+        }
     }
 
     for (var k0 = 0u; k0 < kdim; k0 += CC_BK) {
@@ -106,7 +183,17 @@ fn conv2d_coop(
         }
         workgroupBarrier();
         let k1 = k0 + CC_BK;
-        if (k1 < kdim) {
+        if (TAP_MAJOR) {
+            c0 += CC_BK;
+            if (c0 == p.cin) {
+                c0 = 0u;
+                t += 1u;
+            }
+        }
+        if (TAP_MAJOR && k1 < kdim) {
+            let s = cc_tap_slice(bi, co_row, c0, t, iy0, ix0, pixel_ok, li);
+            cc_load_tap_slice(&rw, &rx, s, co_row, vec3<u32>(co_step, w_step, x_step));
+        } else if (k1 < kdim) {
             for (var i = 0u; i < CC_SHARES; i++) {
                 rw[i] = cc_weight(co_base, k1, kdim, li + i * CC_THREADS);
                 rx[i] = cc_patch(bi, k1 + tap0 + i * tap_step, kdim, iy0, ix0, pixel_ok);

@@ -179,7 +179,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         // VQ decoder's widest 3×3 conv at 16×16 and its 128-channel conv at 64×64.
         for shape in [[768, 768, 16], [128, 128, 64]] {
             emit(bench::conv3x3(&ctx, shape, None, budget)?);
-            for s in bench::other_conv_strategies(&ctx) {
+            for s in bench::other_conv_strategies(&ctx, shape[0]) {
                 emit(bench::conv3x3(&ctx, shape, Some(s), budget)?);
             }
         }

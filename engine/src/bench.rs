@@ -275,13 +275,14 @@ pub fn other_attention_kernels(ctx: &GpuContext, head_dim: usize) -> Vec<Attenti
         .collect()
 }
 
-/// The convolution strategies other than the chosen one (for the kernel table's comparison
-/// rows).
-pub fn other_conv_strategies(ctx: &GpuContext) -> Vec<ConvStrategy> {
-    let chosen = ConvStrategy::choose(ctx.kernel_family(), ctx.cooperative_matrix().is_some(), 1);
+/// The convolution strategies other than the chosen one that compute [`conv3x3`] from `cin`
+/// channels (for the kernel table's comparison rows).
+pub fn other_conv_strategies(ctx: &GpuContext, cin: usize) -> Vec<ConvStrategy> {
+    let coop = ctx.cooperative_matrix().is_some();
+    let chosen = ConvStrategy::choose(ctx.kernel_family(), coop, 1, cin, (3, 3));
     ConvStrategy::ALL
         .into_iter()
-        .filter(|s| *s != chosen && s.supports(1) && s.available(ctx))
+        .filter(|s| *s != chosen && s.supports(1, cin, (3, 3)) && s.available(ctx))
         .collect()
 }
 

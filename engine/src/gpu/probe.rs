@@ -114,9 +114,14 @@ fn matmul_trial(ctx: &GpuContext) -> Result<bool> {
     Ok(true)
 }
 
-/// A 3×3 convolution, 4 → 72 channels on a 9×9 image (81 pixels), zero padding 1, exact.
+/// 3×3 convolutions to 72 channels on a 9×9 image (81 pixels), zero padding 1, exact: from 4
+/// channels (`ConvStrategy::Coop`) and from 32 (`ConvStrategy::CoopTaps`).
 fn conv_trial(ctx: &GpuContext) -> Result<bool> {
-    let (cin, cout, hw) = (4, 72, 9);
+    Ok(conv_trial_from(ctx, 4)? && conv_trial_from(ctx, conv::COOP_SLICE)?)
+}
+
+fn conv_trial_from(ctx: &GpuContext, cin: usize) -> Result<bool> {
+    let (cout, hw) = (72, 9);
     let (x, w) = (ints(cin * hw * hw, 5, 3), ints(cout * cin * 9, 7, 2));
     let mut want = vec![0.0f32; cout * hw * hw];
     for (co, plane) in want.chunks_mut(hw * hw).enumerate() {
@@ -144,12 +149,16 @@ fn conv_trial(ctx: &GpuContext) -> Result<bool> {
         &w,
         None,
         &conv::Conv2dSpec::same(1),
-        Some(conv::ConvStrategy::Coop),
+        Some(if cin.is_multiple_of(conv::COOP_SLICE) {
+            conv::ConvStrategy::CoopTaps
+        } else {
+            conv::ConvStrategy::Coop
+        }),
     )?;
     rec.submit();
     let ok = y.to_f32(ctx)? == want;
     if !ok {
-        log::debug!("cooperative matrices: the convolution trial is wrong");
+        log::debug!("cooperative matrices: the convolution trial from {cin} channels is wrong");
     }
     Ok(ok)
 }

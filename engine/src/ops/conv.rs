@@ -71,9 +71,16 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
     .into_iter()
     .map(spec)
     .chain([(1, 1), (3, 3), (4, 4)].into_iter().flat_map(|k| {
-        [gemm_spec(k)]
-            .into_iter()
-            .chain(CoopShape::ALL.map(|shape| coop_spec(shape, k)))
+        let tap_major: &[bool] = if k.0 * k.1 > 1 {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        [gemm_spec(k)].into_iter().chain(
+            CoopShape::ALL
+                .into_iter()
+                .flat_map(move |shape| tap_major.iter().map(move |&tm| coop_spec(shape, k, tm))),
+        )
     }))
     .collect()
 }
@@ -86,12 +93,16 @@ fn gemm_spec((kh, kw): (usize, usize)) -> KernelSpec {
 }
 
 /// The implicit GEMM on cooperative matrices (`conv2d_coop.wgsl`, a module of its own) for a
-/// `(kh, kw)` kernel.
-fn coop_spec(shape: CoopShape, (kh, kw): (usize, usize)) -> KernelSpec {
+/// `(kh, kw)` kernel; `tap_major`: K in (ky, kx, ci) order ([`ConvStrategy::CoopTaps`]).
+fn coop_spec(shape: CoopShape, (kh, kw): (usize, usize), tap_major: bool) -> KernelSpec {
     KernelSpec::new(Module::Conv2dCoop(shape), "conv2d_coop")
         .with("KH", kh as f64)
         .with("KW", kw as f64)
+        .with("TAP_MAJOR", f64::from(u8::from(tap_major)))
 }
+
+/// K values (taps × input channels) per slice of `conv2d_coop.wgsl` (`CC_BK`).
+pub const COOP_SLICE: usize = 32;
 
 /// Stride, zero padding `[top, bottom, left, right]` and groups of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,46 +222,74 @@ pub enum ConvStrategy {
     /// (the 3×3 convolutions of the VQ decoders), for GPUs; one group.
     Gemm,
     /// `conv2d_coop`: the implicit GEMM on f16 cooperative matrices (tensor cores) with f32
-    /// accumulation, weights and patch rounded to f16; where
-    /// [`GpuContext::cooperative_matrix`](crate::GpuContext::cooperative_matrix) gives a
+    /// accumulation, weights and patch rounded to f16, K in PyTorch's (ci, ky, kx) order;
+    /// where [`GpuContext::cooperative_matrix`](crate::GpuContext::cooperative_matrix) gives a
     /// shape; one group.
     Coop,
+    /// `conv2d_coop` with K walked tap by tap, (ky, kx, ci) (`TAP_MAJOR`): each slice of
+    /// [`COOP_SLICE`] is channels of one tap, so its input pixel is checked once and its
+    /// channels are read at a constant stride, where `Coop` splits every element's index into
+    /// channel and tap. Same products summed in another order; one group, input channels a
+    /// multiple of [`COOP_SLICE`], more than one tap (the 3×3 convolutions of the VQ decoders).
+    CoopTaps,
 }
 
 impl ConvStrategy {
-    pub const ALL: [ConvStrategy; 4] = [
+    pub const ALL: [ConvStrategy; 5] = [
         ConvStrategy::Direct,
         ConvStrategy::Rows,
         ConvStrategy::Gemm,
         ConvStrategy::Coop,
+        ConvStrategy::CoopTaps,
     ];
 
     /// Whether the adapter runs this kernel at all (cooperative matrices need the feature).
     pub fn available(self, ctx: &crate::GpuContext) -> bool {
-        self != ConvStrategy::Coop || ctx.cooperative_matrix().is_some()
+        !self.tensor_cores() || ctx.cooperative_matrix().is_some()
     }
 
-    /// Whether the kernel computes a convolution with `groups` groups.
-    pub fn supports(self, groups: usize) -> bool {
-        self == ConvStrategy::Direct || groups == 1
+    /// Whether this is a cooperative-matrix kernel.
+    pub fn tensor_cores(self) -> bool {
+        matches!(self, ConvStrategy::Coop | ConvStrategy::CoopTaps)
+    }
+
+    /// Whether the kernel computes a convolution with `groups` groups of `cin` input channels
+    /// in all and a `(kh, kw)` kernel.
+    pub fn supports(self, groups: usize, cin: usize, (kh, kw): (usize, usize)) -> bool {
+        match self {
+            ConvStrategy::Direct => true,
+            ConvStrategy::CoopTaps => groups == 1 && cin.is_multiple_of(COOP_SLICE) && kh * kw > 1,
+            _ => groups == 1,
+        }
     }
 
     /// For one group: the implicit GEMM on cooperative matrices on GPUs that have them
-    /// (`coop`), else the register blocks — on an H200 they ran the VQ decoder's 3×3
-    /// convolutions 1.6–2× faster than the plain implicit GEMM (docs/benchmarks.md), as they do
-    /// on CPU adapters. Grouped convolutions: the direct kernel.
-    pub fn choose(family: KernelFamily, coop: bool, groups: usize) -> Self {
+    /// (`coop`; tap by tap where it computes the convolution), else the register blocks — on
+    /// an H200 they ran the VQ decoder's 3×3 convolutions 1.6–2× faster than the plain
+    /// implicit GEMM (docs/benchmarks.md), as they do on CPU adapters. Grouped convolutions:
+    /// the direct kernel.
+    pub fn choose(
+        family: KernelFamily,
+        coop: bool,
+        groups: usize,
+        cin: usize,
+        kernel: (usize, usize),
+    ) -> Self {
         if groups != 1 {
             return ConvStrategy::Direct;
         }
         if family == KernelFamily::Tiled && coop {
-            ConvStrategy::Coop
+            if ConvStrategy::CoopTaps.supports(groups, cin, kernel) {
+                ConvStrategy::CoopTaps
+            } else {
+                ConvStrategy::Coop
+            }
         } else {
             ConvStrategy::Rows
         }
     }
 
-    /// The strategy `TESSERA_CONV` names (`direct`, `rows`, `gemm`, `coop`), read once: a
+    /// The strategy `TESSERA_CONV` names (`direct`, `rows`, `gemm`, `coop`, `cooptaps`), read once: a
     /// benchmarking override that convolutions use wherever that kernel computes them and the
     /// adapter runs it (the others keep [`choose`](Self::choose)'s pick).
     pub fn forced() -> Option<ConvStrategy> {
@@ -275,7 +314,8 @@ pub fn conv2d(
 /// benchmark that compare strategies.
 ///
 /// # Errors
-/// A strategy that does not compute this convolution (grouped on `Rows` or `Gemm`), and
+/// A strategy that does not compute this convolution (grouped on `Rows` or `Gemm`; see
+/// [`ConvStrategy::supports`]), and
 /// everything [`conv2d`] refuses.
 pub fn conv2d_with_strategy(
     rec: &mut Recorder<'_>,
@@ -325,20 +365,25 @@ pub fn conv2d_with_strategy(
     let shape = rec.ctx().cooperative_matrix();
     let strategy = strategy.unwrap_or_else(|| {
         ConvStrategy::forced()
-            .filter(|s| s.available(rec.ctx()) && s.supports(g))
-            .unwrap_or_else(|| ConvStrategy::choose(rec.kernel_family(), shape.is_some(), g))
+            .filter(|s| s.available(rec.ctx()) && s.supports(g, cin, (kh, kw)))
+            .unwrap_or_else(|| {
+                ConvStrategy::choose(rec.kernel_family(), shape.is_some(), g, cin, (kh, kw))
+            })
     });
+    if !strategy.supports(g, cin, (kh, kw)) {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "the {strategy:?} kernel does not compute {g} groups of {cin} input channels \
+                 with a {kh}×{kw} kernel"
+            ),
+        ));
+    }
     if !strategy.available(rec.ctx()) {
         return Err(Error::MissingFeature {
             op: OP,
             feature: super::COOP_FEATURE,
         });
-    }
-    if !strategy.supports(g) {
-        return Err(Error::shape(
-            OP,
-            format!("the {strategy:?} kernel does not compute {g} groups"),
-        ));
     }
     let max = rec.ctx().limits().max_compute_workgroups_per_dimension;
     let blocked = |pixels_per_group: usize, channels_per_group: usize| {
@@ -352,8 +397,12 @@ pub fn conv2d_with_strategy(
     let tiled = match strategy {
         ConvStrategy::Rows => Some((spec("conv2d_rows"), blocked(64, 32))),
         ConvStrategy::Gemm => Some((gemm_spec((kh, kw)), blocked(64, 64))),
-        ConvStrategy::Coop => Some((
-            coop_spec(shape.unwrap_or(CoopShape::M16), (kh, kw)),
+        ConvStrategy::Coop | ConvStrategy::CoopTaps => Some((
+            coop_spec(
+                shape.unwrap_or(CoopShape::M16),
+                (kh, kw),
+                strategy == ConvStrategy::CoopTaps,
+            ),
             blocked(64, 64),
         )),
         _ => None,

@@ -62,12 +62,12 @@ fn check(xs: [usize; 4], cout: usize, k: [usize; 2], s: Conv2dSpec, bias: bool, 
     // Every kernel strategy that computes this convolution, whatever the adapter would pick.
     for strategy in ConvStrategy::ALL
         .into_iter()
-        .filter(|st| st.supports(s.groups) && st.available(ctx()))
+        .filter(|st| st.supports(s.groups, cin, (k[0], k[1])) && st.available(ctx()))
     {
         let y = run(|rec| conv2d_with_strategy(rec, &tx, &tw, tb.as_ref(), &s, Some(strategy)));
         assert_eq!(y.shape(), &shape);
         // The cooperative-matrix kernel multiplies f16 roundings of the input and weights.
-        let (want, atol) = if strategy == ConvStrategy::Coop {
+        let (want, atol) = if strategy.tensor_cores() {
             let round = |v: &[f32]| -> Vec<f32> {
                 v.iter().map(|&a| half::f16::from_f32(a).to_f32()).collect()
             };
@@ -115,22 +115,36 @@ fn implicit_gemm_conv_edges() {
         groups: 1,
     };
     check([1, 5, 17, 10], 9, [5, 3], odd, true, 63);
-    assert_eq!(
-        ConvStrategy::choose(tessera_engine::gpu::KernelFamily::Tiled, false, 1),
-        ConvStrategy::Rows
-    );
-    assert_eq!(
-        ConvStrategy::choose(tessera_engine::gpu::KernelFamily::Tiled, true, 1),
-        ConvStrategy::Coop
-    );
-    assert_eq!(
-        ConvStrategy::choose(tessera_engine::gpu::KernelFamily::Cpu, true, 1),
-        ConvStrategy::Rows
-    );
-    assert_eq!(
-        ConvStrategy::choose(tessera_engine::gpu::KernelFamily::Tiled, true, 4),
-        ConvStrategy::Direct
-    );
+}
+
+#[test]
+fn conv_strategy_choice() {
+    use tessera_engine::gpu::KernelFamily::{Cpu, Tiled};
+    let choose = ConvStrategy::choose;
+    assert_eq!(choose(Tiled, false, 1, 128, (3, 3)), ConvStrategy::Rows);
+    assert_eq!(choose(Cpu, true, 1, 128, (3, 3)), ConvStrategy::Rows);
+    assert_eq!(choose(Tiled, true, 4, 128, (3, 3)), ConvStrategy::Direct);
+    // Tensor cores: tap by tap where the input channels fill the slices and there are taps.
+    assert_eq!(choose(Tiled, true, 1, 128, (3, 3)), ConvStrategy::CoopTaps);
+    assert_eq!(choose(Tiled, true, 1, 32, (4, 4)), ConvStrategy::CoopTaps);
+    assert_eq!(choose(Tiled, true, 1, 8, (3, 3)), ConvStrategy::Coop);
+    assert_eq!(choose(Tiled, true, 1, 48, (3, 3)), ConvStrategy::Coop);
+    assert_eq!(choose(Tiled, true, 1, 128, (1, 1)), ConvStrategy::Coop);
+    assert!(!ConvStrategy::CoopTaps.supports(2, 128, (3, 3)));
+    assert!(ConvStrategy::Direct.supports(4, 6, (3, 3)));
+}
+
+/// `CoopTaps` refuses what it does not compute instead of computing it wrong, on any adapter
+/// (the shape is checked before the feature).
+#[test]
+fn tap_major_conv_refuses_channels_off_its_slices() {
+    let x = upload("x", &[1, 48, 4, 4], &vec![0.0; 48 * 16]);
+    let w = upload("w", &[8, 48, 3, 3], &vec![0.0; 8 * 48 * 9]);
+    let mut rec = ctx().recorder();
+    let s = Conv2dSpec::same(1);
+    let err = conv2d_with_strategy(&mut rec, &x, &w, None, &s, Some(ConvStrategy::CoopTaps))
+        .expect_err("CoopTaps accepted 48 input channels");
+    assert!(err.to_string().contains("48 input channels"), "{err}");
 }
 
 /// The tensor-core implicit GEMM (`ConvStrategy::Coop`) on an adapter that has cooperative
@@ -164,6 +178,19 @@ fn coop_kernels_conv_on_an_adapter_with_cooperative_matrices() {
         groups: 1,
     };
     check([1, 9, 17, 15], 33, [4, 4], strided, true, 1503);
+    // Input channels that fill slices of 32: `CoopTaps` beside `Coop` (check runs both), one
+    // and several slices per tap, several tiles of output channels and pixels, edges off them.
+    check([1, 32, 9, 11], 70, [3, 3], Conv2dSpec::same(1), true, 1504);
+    check([2, 96, 13, 7], 64, [3, 3], Conv2dSpec::same(1), false, 1505);
+    check([1, 64, 17, 15], 33, [4, 4], strided, true, 1506);
+    check(
+        [1, 128, 5, 70],
+        130,
+        [3, 3],
+        Conv2dSpec::same(1),
+        true,
+        1507,
+    );
 }
 
 #[test]
