@@ -16,6 +16,7 @@ const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 const MATMUL_TILE64: &str = include_str!("../../shaders/matmul_tile64.wgsl");
 const MATMUL_COOP16: &str = include_str!("../../shaders/matmul_coop16.wgsl");
 const MATMUL_COOP64: &str = include_str!("../../shaders/matmul_coop64.wgsl");
+const MATMUL_COOP128: &str = include_str!("../../shaders/matmul_coop128.wgsl");
 const MATMUL_GEMV: &str = include_str!("../../shaders/matmul_gemv.wgsl");
 const TILE8X8: &str = include_str!("../../shaders/tile8x8.wgsl");
 const MATMUL_OPERANDS: &str = include_str!("../../shaders/matmul_operands.wgsl");
@@ -249,6 +250,9 @@ pub enum Module {
     /// The same cooperative matrices on 64×64 workgroup tiles of 128 invocations, vec4 loads
     /// staged through registers (`matmul_coop64.wgsl`); gated units too.
     MatmulCoop64(WeightFormat, CoopShape),
+    /// The same on tiles of 8×8 fragments (128×128 with 16×16 ones), 8 subgroups of 2×4
+    /// fragments each (`matmul_coop128.wgsl`); gated units too.
+    MatmulCoop128(WeightFormat, CoopShape),
     /// The register-blocked matmul for CPU adapters (`matmul_rows.wgsl`).
     MatmulRows(WeightFormat),
     /// Products of at most 8 rows, split along B's rows and K (`matmul_gemv.wgsl`).
@@ -286,6 +290,7 @@ impl Module {
         for shape in CoopShape::ALL {
             v.extend(formats.map(|w| Module::MatmulCoop16(w, shape)));
             v.extend(formats.map(|w| Module::MatmulCoop64(w, shape)));
+            v.extend(formats.map(|w| Module::MatmulCoop128(w, shape)));
             v.extend([false, true].map(|wide| Module::AttentionCoop { shape, wide }));
             v.push(Module::Conv2dCoop(shape));
         }
@@ -322,6 +327,9 @@ impl Module {
             Module::MatmulCoop64(w, shape) => {
                 format!("matmul_coop64_{}{}", format(w), shape.suffix())
             }
+            Module::MatmulCoop128(w, shape) => {
+                format!("matmul_coop128_{}{}", format(w), shape.suffix())
+            }
             Module::MatmulRows(w) => format!("matmul_rows_{}", format(w)),
             Module::MatmulGemv(w) => format!("matmul_gemv_{}", format(w)),
             Module::Attention => "attention".to_owned(),
@@ -356,6 +364,7 @@ impl Module {
             | Module::MatmulTile64(_)
             | Module::MatmulCoop16(..)
             | Module::MatmulCoop64(..)
+            | Module::MatmulCoop128(..)
             | Module::MatmulRows(_)
             | Module::MatmulGemv(_) => matmul::Params::LAYOUT,
             Module::Attention
@@ -404,16 +413,20 @@ impl Module {
                     coop = shape.prelude()
                 )
             }
-            Module::MatmulCoop64(w, shape) => {
+            Module::MatmulCoop64(w, shape) | Module::MatmulCoop128(w, shape) => {
                 let prelude = match w {
                     WeightFormat::F32 => WEIGHTS4_F32,
                     WeightFormat::F16 => WEIGHTS4_F16,
                     WeightFormat::F16Packed => WEIGHTS4_F16_PACKED,
                 }
                 .replace("enable f16;", "");
+                let kernel = if matches!(self, Module::MatmulCoop64(..)) {
+                    MATMUL_COOP64
+                } else {
+                    MATMUL_COOP128
+                };
                 format!(
-                    "{coop}\n{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{MATMUL_COOP64}\n\
-                     {MATMUL_EPILOGUE}",
+                    "{coop}\n{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{kernel}\n{MATMUL_EPILOGUE}",
                     coop = shape.prelude()
                 )
             }
@@ -467,6 +480,7 @@ impl Module {
                 | Module::MatmulGemv(WeightFormat::F16)
                 | Module::MatmulCoop16(..)
                 | Module::MatmulCoop64(..)
+                | Module::MatmulCoop128(..)
                 | Module::AttentionCoop { .. }
                 | Module::Conv2dCoop(_)
         )
@@ -479,6 +493,7 @@ impl Module {
             self,
             Module::MatmulCoop16(..)
                 | Module::MatmulCoop64(..)
+                | Module::MatmulCoop128(..)
                 | Module::AttentionCoop { .. }
                 | Module::Conv2dCoop(_)
         )

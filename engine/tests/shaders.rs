@@ -15,6 +15,12 @@ fn parse(module: Module) -> (naga::Module, naga::valid::ModuleInfo) {
     // SHADER_FLOAT16_IN_FLOAT32 (unpack2x16float) with the SHADER_F16_IN_F32 downlevel flag,
     // which every Vulkan, Metal and DX12 adapter has.
     let caps = match module {
+        // Cooperative matrices exist with the f16 feature on Vulkan and Metal only.
+        m if m.needs_cooperative_matrix() => {
+            Capabilities::COOPERATIVE_MATRIX
+                | Capabilities::SHADER_FLOAT16
+                | Capabilities::SHADER_FLOAT16_IN_FLOAT32
+        }
         Module::Matmul(WeightFormat::F16)
         | Module::MatmulTile64(WeightFormat::F16)
         | Module::MatmulRows(WeightFormat::F16)
@@ -23,15 +29,6 @@ fn parse(module: Module) -> (naga::Module, naga::valid::ModuleInfo) {
         | Module::MatmulTile64(WeightFormat::F16Packed)
         | Module::MatmulRows(WeightFormat::F16Packed)
         | Module::MatmulGemv(WeightFormat::F16Packed) => Capabilities::SHADER_FLOAT16_IN_FLOAT32,
-        // Cooperative matrices exist with the f16 feature on Vulkan and Metal only.
-        Module::MatmulCoop16(..)
-        | Module::MatmulCoop64(..)
-        | Module::AttentionCoop { .. }
-        | Module::Conv2dCoop(_) => {
-            Capabilities::COOPERATIVE_MATRIX
-                | Capabilities::SHADER_FLOAT16
-                | Capabilities::SHADER_FLOAT16_IN_FLOAT32
-        }
         _ => Capabilities::empty(),
     };
     let info = Validator::new(ValidationFlags::all(), caps)

@@ -61,10 +61,10 @@ pub(crate) fn subgroup_width(ctx: &GpuContext) -> Result<Option<u32>> {
 }
 
 /// Whether every tensor-core kernel computes a small problem off its tiles right with the
-/// shape `ctx` holds: the matmuls (`Coop64`, whose workgroups are the shape's 64×64-tile ones,
-/// and `Coop16`, one subgroup each) and the convolution (`conv2d_coop.wgsl`, the 64×64-tile
-/// mapping again) bit for bit against the CPU on small integers, whose f16 roundings, products
-/// and f32 sums are exact; attention (128 invocations, 128 / width subgroups) within 1e-2 of
+/// shape `ctx` holds: the matmuls (`Coop64`, whose workgroups are the shape's 64×64-tile ones;
+/// `Coop16`, one subgroup each; `Coop128`, eight) and the convolutions (`conv2d_coop.wgsl`, the
+/// 64×64-tile mapping again, K in both orders) bit for bit against the CPU on small integers,
+/// whose f16 roundings, products and f32 sums are exact; attention (128 invocations, 128 / width subgroups) within 1e-2 of
 /// the plain flash kernel on the same device (f16 roundings of Q, K, V and P). A mapping that
 /// does not fit the subgroups the kernels really run with almost surely fails one. Waits for
 /// the GPU.
@@ -82,9 +82,10 @@ fn ints(n: usize, step: usize, r: usize) -> Vec<f32> {
         .collect()
 }
 
-/// [72, 40] · [80, 40]ᵀ on `Coop64` and `Coop16`, exact.
+/// [136, 40] · [144, 40]ᵀ on `Coop64`, `Coop16` and, where the adapter's limits take it,
+/// `Coop128` (a whole 128×128 tile and parts of three more with 16×16 fragments), exact.
 fn matmul_trial(ctx: &GpuContext) -> Result<bool> {
-    let (m, k, n) = (72, 40, 80);
+    let (m, k, n) = (136, 40, 144);
     let (a, b) = (ints(m * k, 7, 4), ints(n * k, 5, 3));
     let want: Vec<f32> = (0..m * n)
         .map(|e| {
@@ -94,7 +95,12 @@ fn matmul_trial(ctx: &GpuContext) -> Result<bool> {
         .collect();
     let a = Tensor::from_f32(ctx, "trial A", &[m, k], &a)?;
     let b = Tensor::from_f32(ctx, "trial B", &[n, k], &b)?;
-    for strategy in [MatmulStrategy::Coop64, MatmulStrategy::Coop16] {
+    let strategies = [
+        MatmulStrategy::Coop64,
+        MatmulStrategy::Coop16,
+        MatmulStrategy::Coop128,
+    ];
+    for strategy in strategies.into_iter().filter(|s| s.available(ctx)) {
         let mut rec = ctx.recorder();
         let c = matmul::matmul_with_strategy(
             &mut rec,

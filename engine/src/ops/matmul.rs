@@ -103,6 +103,32 @@ fn coop64_spec(
     .with("KSPLIT", f64::from(k_split))
 }
 
+/// `matmul_coop128.wgsl`.
+fn coop128_spec(
+    format: WeightFormat,
+    shape: CoopShape,
+    trans_b: bool,
+    gated: bool,
+    act: Option<Activation>,
+) -> KernelSpec {
+    ungated_spec(
+        Module::MatmulCoop128(format, shape),
+        "matmul_coop128",
+        trans_b,
+        act,
+    )
+    .with("GATED", f64::from(u8::from(gated)))
+}
+
+/// `matmul_coop128.wgsl`'s tile side (8 fragments), invocations (8 subgroups) and workgroup
+/// memory in bytes (the A slice, B's with gates, one f32 fragment pair per subgroup) for
+/// `shape`.
+fn coop128_layout(shape: CoopShape) -> (u32, u32, u32) {
+    let tile = 8 * shape.size();
+    let storage = tile * 40 * 2 + 2 * tile * 40 * 2 + 16 * shape.size() * shape.size() * 4;
+    (tile, 8 * shape.subgroup(), storage)
+}
+
 fn gemv_spec(format: WeightFormat, act: Option<Activation>) -> KernelSpec {
     KernelSpec::new(Module::MatmulGemv(format), "matmul_gemv").with("ACT", act_code(act))
 }
@@ -163,6 +189,13 @@ pub enum MatmulStrategy {
     /// every other step of each K slice, their sums added at the end — twice the subgroups per
     /// tile for products with too few tiles to fill a GPU. What Coop64 computes.
     Coop64SlicedK,
+    /// `matmul_coop128.wgsl`: the same cooperative matrices on tiles of 8×8 fragments
+    /// (128×128 with 16×16 ones: 256 invocations with 32-wide subgroups), each subgroup 2×4
+    /// fragments — twice Coop64's multiply-adds per staged element and 8 multiplies per 6
+    /// fragment loads instead of 4 per 4. Where its 8 subgroups and its workgroup memory (46 KiB
+    /// with 16×16 fragments) fit the adapter's limits. What Coop64 computes; not chosen until
+    /// a GPU has measured it.
+    Coop128,
     /// `matmul_gemv.wgsl`: at most 8 rows, spread over B's rows and along K (memory-bound
     /// products: adaptive-norm projections of the pooled text, batch-1 products). B in
     /// `[N, K]` layout, K a multiple of 4; not for gated units.
@@ -170,7 +203,7 @@ pub enum MatmulStrategy {
 }
 
 impl MatmulStrategy {
-    pub const ALL: [MatmulStrategy; 7] = [
+    pub const ALL: [MatmulStrategy; 8] = [
         MatmulStrategy::Gemv,
         MatmulStrategy::Rows,
         MatmulStrategy::Tile32,
@@ -178,18 +211,22 @@ impl MatmulStrategy {
         MatmulStrategy::Coop16,
         MatmulStrategy::Coop64,
         MatmulStrategy::Coop64SlicedK,
+        MatmulStrategy::Coop128,
     ];
 
     /// Whether the kernel multiplies f16 roundings of its operands (cooperative matrices).
     pub fn rounds_to_f16(self) -> bool {
         matches!(
             self,
-            MatmulStrategy::Coop16 | MatmulStrategy::Coop64 | MatmulStrategy::Coop64SlicedK
+            MatmulStrategy::Coop16
+                | MatmulStrategy::Coop64
+                | MatmulStrategy::Coop64SlicedK
+                | MatmulStrategy::Coop128
         )
     }
 
     /// The strategy `TESSERA_MATMUL` names (`gemv`, `rows`, `tile32`, `tile64`, `coop16`,
-    /// `coop64`, `coop64slicedk`), read once: a benchmarking override that products use wherever
+    /// `coop64`, `coop64slicedk`, `coop128`), read once: a benchmarking override that products use wherever
     /// that kernel computes them and the adapter runs it (the others keep
     /// [`choose`](Self::choose)'s pick).
     pub fn forced() -> Option<MatmulStrategy> {
@@ -208,6 +245,12 @@ impl MatmulStrategy {
                 invocations <= SLICED_K_MAX_INVOCATIONS
                     && invocations <= ctx.limits().max_compute_invocations_per_workgroup
             }),
+            MatmulStrategy::Coop128 => ctx.cooperative_matrix().is_some_and(|shape| {
+                let (_, invocations, storage) = coop128_layout(shape);
+                let limits = ctx.limits();
+                invocations <= limits.max_compute_invocations_per_workgroup
+                    && storage <= limits.max_compute_workgroup_storage_size
+            }),
             _ => true,
         }
     }
@@ -223,7 +266,7 @@ impl MatmulStrategy {
             }
             MatmulStrategy::Tile32 => true,
             MatmulStrategy::Tile64 | MatmulStrategy::Coop16 => !problem.gated,
-            MatmulStrategy::Coop64 | MatmulStrategy::Coop64SlicedK => {
+            MatmulStrategy::Coop64 | MatmulStrategy::Coop64SlicedK | MatmulStrategy::Coop128 => {
                 problem.k.is_multiple_of(4)
                     && match problem.layout {
                         BLayout::NK => true,
@@ -289,6 +332,7 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
                     for k_split in k_splits(shape) {
                         v.push(coop64_spec(f, shape, t, false, act, k_split));
                     }
+                    v.push(coop128_spec(f, shape, t, false, act));
                 }
             }
             v.push(spec(f, true, true, act));
@@ -296,6 +340,7 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
                 for k_split in k_splits(shape) {
                     v.push(coop64_spec(f, shape, true, true, act, k_split));
                 }
+                v.push(coop128_spec(f, shape, true, true, act));
             }
             v.push(rows_spec(f, false, act));
             v.push(gemv_spec(f, act));
@@ -674,6 +719,23 @@ pub fn matmul_with_strategy(
                 params.batch,
             ],
         ),
+        MatmulStrategy::Coop128 => {
+            let (tile, _, _) = coop128_layout(coop_shape);
+            (
+                coop128_spec(
+                    format,
+                    coop_shape,
+                    layout == BLayout::NK,
+                    epilogue.gated,
+                    epilogue.activation,
+                ),
+                [
+                    params.n.div_ceil(tile),
+                    params.m.div_ceil(tile),
+                    params.batch,
+                ],
+            )
+        }
     };
     rec.dispatch(
         &kernel_spec,

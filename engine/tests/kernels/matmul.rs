@@ -678,7 +678,8 @@ fn coop_trial_passes_for_every_shape_as_wide_as_the_adapters_subgroups_or_wider(
 
 /// The tensor-core kernels on an adapter that has cooperative matrices (16×16 fragments and
 /// 32-wide subgroups on an NVIDIA GPU through Vulkan; 8×8 and 8 on lavapipe in Mesa 26):
-/// sizes on and off their 2×2-fragment and 64×64 tiles and K steps, both layouts, every weight
+/// sizes on and off their 2×2-fragment, 64×64 and 8×8-fragment (128×128 with 16×16 fragments)
+/// tiles and K steps, both layouts, every weight
 /// format, the epilogue (gated units: `epilogue_bias_activation_residual_and_gated_units`,
 /// which runs every available strategy). The project's CI lavapipe has none, so it runs where
 /// `tools/bench/run_device.sh` or `tools/dev/coop-lavapipe.sh` run the kernel tests with
@@ -687,7 +688,9 @@ fn coop_trial_passes_for_every_shape_as_wide_as_the_adapters_subgroups_or_wider(
 #[ignore = "needs cooperative matrices (a GPU, or lavapipe ≥ 26: tools/dev/coop-lavapipe.sh)"]
 fn coop_kernels_on_an_adapter_with_cooperative_matrices() {
     assert!(
-        MatmulStrategy::Coop16.available(ctx()) && MatmulStrategy::Coop64.available(ctx()),
+        MatmulStrategy::Coop16.available(ctx())
+            && MatmulStrategy::Coop64.available(ctx())
+            && MatmulStrategy::Coop128.available(ctx()),
         "this adapter ({}) has no cooperative matrices the kernels use: {:?}",
         ctx().info.name,
         ctx().cooperative_matrix_configs()
