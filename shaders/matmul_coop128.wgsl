@@ -17,10 +17,14 @@
 override TRANS_B: bool = true;
 override GATED: bool = false;
 
-// Params, the other bindings and ACT: matmul_io.wgsl (prepended).
-@group(0) @binding(1) var<storage, read> a_buf: array<vec4<f32>>;
+// Params, the other bindings and ACT: matmul_io.wgsl (prepended); A's binding and the
+// slices' staging (a_load, b_load, a_store, b_store, b_frag): matmul_coop_staging.wgsl
+// (appended).
 
+// The tile: BM × BN = TT × TT.
 const TT: u32 = 8u * FR;
+const BM: u32 = TT;
+const BN: u32 = TT;
 const BK: u32 = 32u;
 const THREADS: u32 = 8u * SG;
 // a_sh[m * SA + k]: the A slice, row-major, rows padded off the natural stride.
@@ -38,76 +42,6 @@ var<workgroup> a_sh: array<f16, TT * SA>;
 var<workgroup> b_sh: array<f16, 2u * TT * SB>;  // ≥ BK × SBN
 // One fragment per subgroup: values, then (gated) gates.
 var<workgroup> c_sh: array<f32, 16u * FR * FR>;
-
-// The A vec4 of share v: row v / 8 of the slice, 4 along K.
-fn a_load(a_base: u32, row0: u32, k0: u32, v: u32) -> vec4<f32> {
-    let m = row0 + v / 8u;
-    let k = k0 + 4u * (v % 8u);
-    if (m < p.m && k < p.k) {
-        return a_buf[(a_base + m * p.k + k) / 4u];
-    }
-    return vec4<f32>(0.0);
-}
-
-// The B vec4 of share v: TRANS_B, row r of the slice is B row n0 + r (gates: N + n0 + r - TT),
-// 4 along K; otherwise row r is K index k0 + r, 4 along N.
-fn b_load(b_base: u32, col0: u32, k0: u32, v: u32) -> vec4<f32> {
-    if (TRANS_B) {
-        let r = v / 8u;
-        let k = k0 + 4u * (v % 8u);
-        var n = col0 + (r % TT);
-        let valid = n < p.n && k < p.k;
-        if (r >= TT) {
-            n += p.n;
-        }
-        if (valid) {
-            return load_b4((b_base + n * p.k + k) / 4u);
-        }
-        return vec4<f32>(0.0);
-    }
-    let r = v / (TT / 4u);
-    let k = k0 + r;
-    let n = col0 + 4u * (v % (TT / 4u));
-    if (k < p.k && n < p.n) {
-        return load_b4((b_base + k * p.n + n) / 4u);
-    }
-    return vec4<f32>(0.0);
-}
-
-fn a_store(v: u32, x: vec4<f32>) {
-    let at = (v / 8u) * SA + 4u * (v % 8u);
-    a_sh[at] = f16(x.x);
-    a_sh[at + 1u] = f16(x.y);
-    a_sh[at + 2u] = f16(x.z);
-    a_sh[at + 3u] = f16(x.w);
-}
-
-fn b_store(v: u32, x: vec4<f32>) {
-    var at: u32;
-    if (TRANS_B) {
-        at = (v / 8u) * SB + 4u * (v % 8u);
-    } else {
-        at = (v / (TT / 4u)) * SBN + 4u * (v % (TT / 4u));
-    }
-    b_sh[at] = f16(x.x);
-    b_sh[at + 1u] = f16(x.y);
-    b_sh[at + 2u] = f16(x.z);
-    b_sh[at + 3u] = f16(x.w);
-}
-
-// Columns FR·j.. of op(B) for K rows FR·kk.. of the slice, as a B operand; `gate` picks the
-// gate rows (TRANS_B only).
-fn b_frag(j: u32, kk: u32, gate: bool) -> FragB {
-    if (TRANS_B) {
-        var r = FR * j;
-        if (gate) {
-            r += TT;
-        }
-        // Column-major: element (k, n) at b_sh[n * SB + k].
-        return coopLoad<FragB>(&b_sh[r * SB + FR * kk], SB);
-    }
-    return coopLoadT<FragB>(&b_sh[FR * kk * SBN + FR * j], SBN);
-}
 
 // Writes the fragment at C rows row.., columns col.. that subgroup sg has just stored in its
 // part of c_sh (its gates FR·FR·8 further on), through the epilogue: element lane + t·SG of

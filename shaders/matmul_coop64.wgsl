@@ -36,8 +36,9 @@ override TRANS_B: bool = true;
 override GATED: bool = false;
 override KSPLIT: u32 = 1u;
 
-// Params, the other bindings and ACT: matmul_io.wgsl (prepended).
-@group(0) @binding(1) var<storage, read> a_buf: array<vec4<f32>>;
+// Params, the other bindings and ACT: matmul_io.wgsl (prepended); A's binding and the
+// slices' staging (a_load, b_load, a_store, b_store, b_frag): matmul_coop_staging.wgsl
+// (appended).
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -52,77 +53,6 @@ const SBN: u32 = 72u;
 var<workgroup> a_sh: array<f16, 2560>;  // 64 × SA
 var<workgroup> b_sh: array<f16, 5120>;  // 128 × SB (≥ 32 × SBN)
 var<workgroup> c_sh: array<f32, 4096>;  // 64 × 64
-
-// The A vec4 this invocation stages as its i-th share: row and vec4 column of the slice.
-fn a_load(a_base: u32, row0: u32, k0: u32, v: u32) -> vec4<f32> {
-    let r = v / 8u;
-    let k = k0 + 4u * (v % 8u);
-    let m = row0 + r;
-    if (m < p.m && k < p.k) {
-        return a_buf[(a_base + m * p.k + k) / 4u];
-    }
-    return vec4<f32>(0.0);
-}
-
-// The B vec4 of the i-th share: TRANS_B, row r of the slice is B row n0 + r (gates: N + n0 + r
-// - 64), 4 along K; otherwise row r is K index k0 + r, 4 along N.
-fn b_load(b_base: u32, col0: u32, k0: u32, v: u32) -> vec4<f32> {
-    if (TRANS_B) {
-        let r = v / 8u;
-        let k = k0 + 4u * (v % 8u);
-        var n = col0 + (r % BN);
-        let valid = n < p.n && k < p.k;
-        if (r >= BN) {
-            n += p.n;
-        }
-        if (valid) {
-            return load_b4((b_base + n * p.k + k) / 4u);
-        }
-        return vec4<f32>(0.0);
-    }
-    let r = v / 16u;
-    let k = k0 + r;
-    let n = col0 + 4u * (v % 16u);
-    if (k < p.k && n < p.n) {
-        return load_b4((b_base + k * p.n + n) / 4u);
-    }
-    return vec4<f32>(0.0);
-}
-
-fn a_store(v: u32, x: vec4<f32>) {
-    let at = (v / 8u) * SA + 4u * (v % 8u);
-    a_sh[at] = f16(x.x);
-    a_sh[at + 1u] = f16(x.y);
-    a_sh[at + 2u] = f16(x.z);
-    a_sh[at + 3u] = f16(x.w);
-}
-
-fn b_store(v: u32, x: vec4<f32>) {
-    var at: u32;
-    if (TRANS_B) {
-        at = (v / 8u) * SB + 4u * (v % 8u);
-    } else {
-        at = (v / 16u) * SBN + 4u * (v % 16u);
-    }
-    b_sh[at] = f16(x.x);
-    b_sh[at + 1u] = f16(x.y);
-    b_sh[at + 2u] = f16(x.z);
-    b_sh[at + 3u] = f16(x.w);
-}
-
-// Columns FR·j.. of op(B) for K rows FR·kk.. of the slice, as a B operand; `gate` picks the
-// gate rows (TRANS_B only).
-fn b_frag(j: u32, kk: u32, gate: bool) -> FragB {
-    if (TRANS_B) {
-        var r = FR * j;
-        if (gate) {
-            r += BN;
-        }
-        // Column-major: element (k, n) at b_sh[n * SB + k].
-        return coopLoad<FragB>(&b_sh[r * SB + FR * kk], SB);
-    }
-    return coopLoadT<FragB>(&b_sh[FR * kk * SBN + FR * j], SBN);
-}
 
 @compute @workgroup_size(WG * KSPLIT, 1, 1)
 fn matmul_coop64(

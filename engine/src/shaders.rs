@@ -17,6 +17,7 @@ const MATMUL_TILE64: &str = include_str!("../../shaders/matmul_tile64.wgsl");
 const MATMUL_COOP16: &str = include_str!("../../shaders/matmul_coop16.wgsl");
 const MATMUL_COOP64: &str = include_str!("../../shaders/matmul_coop64.wgsl");
 const MATMUL_COOP128: &str = include_str!("../../shaders/matmul_coop128.wgsl");
+const MATMUL_COOP_STAGING: &str = include_str!("../../shaders/matmul_coop_staging.wgsl");
 const MATMUL_GEMV: &str = include_str!("../../shaders/matmul_gemv.wgsl");
 const TILE8X8: &str = include_str!("../../shaders/tile8x8.wgsl");
 const MATMUL_OPERANDS: &str = include_str!("../../shaders/matmul_operands.wgsl");
@@ -426,7 +427,8 @@ impl Module {
                     MATMUL_COOP128
                 };
                 format!(
-                    "{coop}\n{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{kernel}\n{MATMUL_EPILOGUE}",
+                    "{coop}\n{prelude}\n{ACTIVATION}\n{MATMUL_IO}\n{kernel}\n\
+                     {MATMUL_COOP_STAGING}\n{MATMUL_EPILOGUE}",
                     coop = shape.prelude()
                 )
             }
