@@ -7,6 +7,10 @@
 #   bash tools/dev/gpu-prep.sh blank    # before the training call: empty the committed default
 #                                       # model's weights and tools/train/v2/model's (it cannot
 #                                       # carry them; it keeps tools/train/v2/vq2, its VQ_DIR)
+#   bash tools/dev/gpu-prep.sh blank-base # before the warm-start training call (BASE_INIT): the
+#                                       # same as blank, but tools/train/v2/model's text encoder and
+#                                       # transformer stay (the base it continues); to fit, the
+#                                       # test fixtures and the fuzz corpus are emptied too
 #   bash tools/dev/gpu-prep.sh blank-v2 # before the benchmark call: empty tools/train/v2's weights
 #   bash tools/dev/gpu-prep.sh restore  # undo either (git checkout)
 #
@@ -39,19 +43,27 @@ weight_bytes() {
 }
 # (a folder that does not exist yet, such as v2/model before the base is trained, is skipped)
 empty_weights() { find "$@" -name '*.safetensors' -exec sh -c ': > "$1"' _ {} \; 2>/dev/null || true; }
+# what a training machine does not read: the tests' fixtures and the fuzz corpus, every file
+EXTRA=(tests/fixtures fuzz/corpus)
+empty_files() { find "$@" -type f -exec sh -c ': > "$1"' _ {} \; 2>/dev/null || true; }
 
 case "${1:-all}" in
   blank)
     empty_weights "$MODEL" "$V2/model"
     echo "emptied the weights under $MODEL and $V2/model; undo with: bash $0 restore"
     exit 0 ;;
+  blank-base)
+    empty_weights "$MODEL" "$V2/model/vqvae" "$V2/model/super_res"
+    empty_files "${EXTRA[@]}"
+    echo "emptied the weights under $MODEL, $V2/model/vqvae and $V2/model/super_res, and ${EXTRA[*]}; undo with: bash $0 restore"
+    exit 0 ;;
   blank-v2)
     empty_weights "$V2"
     echo "emptied the weights under $V2; undo with: bash $0 restore"
     exit 0 ;;
   restore)
-    git checkout -- "$MODEL" "$V2"
-    echo "restored $MODEL and $V2"
+    git checkout -- "$MODEL" "$V2" "${EXTRA[@]}"
+    echo "restored $MODEL, $V2 and ${EXTRA[*]}"
     exit 0 ;;
   all)
     exclude /.devbin/
@@ -81,7 +93,7 @@ for l in sys.stdin:
       apt-get $o update -qq && (cd .gl && apt-get $o download libvulkan1)
     fi ;;
   sizes) ;;
-  *) echo "Error: unknown command '$1' (all, sizes, blank, restore)" >&2; exit 1 ;;
+  *) echo "Error: unknown command '$1' (all, sizes, blank, blank-base, blank-v2, restore)" >&2; exit 1 ;;
 esac
 
 tree=$(tree_bytes)
@@ -93,6 +105,8 @@ weights=$(weight_bytes "$MODEL")
 v2_weights=$(weight_bytes "$V2")
 bench=$((tree - v2_weights + $(carried_bytes "${bench_carry[@]}")))
 train=$((tree - weights - $(weight_bytes "$V2/model") + $(carried_bytes "${train_carry[@]}")))
+extra=$(git ls-files -z -- "${EXTRA[@]}" | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+warm=$((tree - weights - $(weight_bytes "$V2/model/vqvae" "$V2/model/super_res") - extra + $(carried_bytes "${train_carry[@]}")))
 for f in .devbin/tessera.xz .devbin/kernels.xz tools/train/device/v2_data.xz \
          "$V2/vq2/result_vq2.json"; do
   [ -f "$f" ] || echo "missing: $f"
@@ -100,6 +114,7 @@ done
 echo "working tree $(mib "$tree") (the default model's weights $(mib "$weights"), $V2's $(mib "$v2_weights")); limit $(mib "$LIMIT")"
 echo "bench call:    $(mib "$bench") after blank-v2$([ "$bench" -le "$LIMIT" ] || echo '  OVER THE LIMIT')"
 echo "training call: $(mib "$train") after blank$([ "$train" -le "$LIMIT" ] || echo '  OVER THE LIMIT')"
+echo "warm-start training call: $(mib "$warm") after blank-base$([ "$warm" -le "$LIMIT" ] || echo '  OVER THE LIMIT')"
 tok=""
 tok_note=""
 if [ -f "$V2/model/tokenizer/vocab.json" ]; then
@@ -113,8 +128,13 @@ run(command = "for f in .gl/*.deb; do dpkg -x \$f /; done; ldconfig; n=/usr/loca
     carry = ["${bench_carry[0]}", "${bench_carry[1]}", "${bench_carry[2]}"], timeout_s = 420)
 
 2. The default model v2's training, in what is left (tools/train/README.md): within 30 s of the first call's
-   return the machine is still warm. First \`bash $0 restore && bash $0 blank\`, afterwards \`bash $0 restore\`;
-   TOTAL_MIN about 1.5 minutes under status's budget_left_s.$tok_note
+   return the machine is still warm. TOTAL_MIN about 1.5 minutes under status's budget_left_s.
+   Where tools/train/v2/model holds a base (the CPU-trained one), continue it: the GPU's minutes all go to
+   the base, on top of what it has seen (the super-resolution stage is then trained on the CPU:
+   run_cpu_v2.sh). First \`bash $0 restore && bash $0 blank-base\`, afterwards \`bash $0 restore\`.
+run(command = "TOTAL_MIN=7 VQ_DIR=v2/vq2 BASE_INIT=v2/model bash tools/train/run_device_v2.sh",
+    carry = ["${train_carry[0]}", "${train_carry[1]}"], timeout_s = 480)
+   Or the whole chain from scratch (base 4.25 and SR 2.5 minutes at most): first \`bash $0 restore && bash $0 blank\`.$tok_note
 run(command = "TOTAL_MIN=7 VQ_DIR=v2/vq2 ${tok:+$tok }bash tools/train/run_device_v2.sh",
     carry = ["${train_carry[0]}", "${train_carry[1]}"], timeout_s = 480)
 EOF

@@ -37,6 +37,14 @@
 # SR_BATCH (1024: the transformer steps are bound by the host side, so twice the shipped
 # model's 512 costs far less than twice the time; a batch that does not fit the GPU's memory
 # is halved in the first steps), OMP_NUM_THREADS (8).
+# BASE_INIT=DIR (an AmusedPipeline folder of these sizes, e.g. v2/model, the base kept in git
+# by run_cpu_v2.sh): the base is a warm restart from DIR's text encoder and transformer with DIR's
+# tokenizer (train_transformer.py --init-from; fresh optimiser, cosine from BASE_INIT_LR, 5e-4,
+# after 200 warm-up steps), so the GPU's samples add to those DIR has seen instead of starting
+# over; the card says so. With it, SR_MIN defaults to 0: no super-resolution stage here (the
+# returned folder is the base alone; run_cpu_v2.sh trains the SR stage on the CPU against it),
+# and the base gets the minutes (BASE_MIN 6.5; TOTAL_MIN shrinks it as usual). SR_MIN=0 skips
+# the SR stage in any run.
 # SMOKE=1: the same chain on the CPU with tiny models, 300 images for the SR cache and
 # budgets of a few seconds (outputs in runs/smoke/v2, OUT runs/smoke/v2/out); checks the chain
 # end to end in a few minutes.
@@ -51,6 +59,19 @@ PACK=${PACK:-device/v2_data.xz}
 if [ -z "${VQ_DIR:-}" ] && [ "${SMOKE:-0}" != 1 ] && [ -f v2/vq2/result_vq2.json ]; then VQ_DIR=v2/vq2; fi
 TOKENIZER_VOCAB=${TOKENIZER_VOCAB:-2048}
 positive() { awk -v m="$1" 'BEGIN { exit !(m > 0) }'; }  # is the number $1 above 0?
+if [ -n "${BASE_INIT:-}" ]; then
+  [ -f "$BASE_INIT/transformer/config.json" ] && [ -f "$BASE_INIT/text_encoder/config.json" ] \
+    || { echo "Error: BASE_INIT=$BASE_INIT is not a base pipeline folder (transformer/, text_encoder/)" >&2; exit 1; }
+  TOKENIZER=${TOKENIZER:-$BASE_INIT/tokenizer}
+  # Its tokens are VQ_DIR's as they are: a VQ trained or fine-tuned here would give other ids.
+  if [ -z "${VQ_DIR:-}" ] || positive "${VQ_MIN:-0}"; then
+    echo "Error: BASE_INIT continues a base trained on VQ_DIR's tokens: VQ_DIR is needed, VQ_MIN must be 0" >&2
+    exit 1
+  fi
+  VQ_MIN=0
+  SR_MIN=${SR_MIN:-0}
+  if ! positive "$SR_MIN" && [ "${SMOKE:-0}" != 1 ]; then BASE_MIN=${BASE_MIN:-6.5}; fi
+fi
 
 if [ "${SMOKE:-0}" = 1 ]; then
   RUNS=${RUNS:-runs/smoke/v2}
@@ -228,10 +249,12 @@ PYEOF
            model/vqvae/diffusion_pytorch_model.safetensors model/scheduler/scheduler_config.json \
            model/super_res/model_index.json model/super_res/tessera.json model/super_res/transformer/config.json \
            model/super_res/transformer/diffusion_pytorch_model.safetensors model/super_res/scheduler/scheduler_config.json; do
+    case "$p" in model/super_res/*) positive "$SR_MIN" || continue ;; esac
     tar -tf "$tarball" "./$p" > /dev/null 2>&1 || missing="$missing $p"
   done
   ls -l "$OUT"
   local verdict="complete two-stage folder in model/"
+  positive "$SR_MIN" || verdict="complete base folder in model/ (SR_MIN $SR_MIN: no super_res/; run_cpu_v2.sh trains it)"
   [ -n "$missing" ] && verdict="INCOMPLETE, the tar lacks:$missing"
   stamp "result: $(ls "$OUT" | wc -l) files, $(du -cb "$OUT"/* | tail -1 | cut -f1) bytes; $verdict"
   rm -rf "$keep" "$tarball"
@@ -316,17 +339,33 @@ run_stage cache "$PY" "${CACHE[@]}" --device "$DEVICE" $CACHE_ARGS \
   || { [ "$DEVICE" != cpu ] && run_stage cache_on_cpu "$PY" "${CACHE[@]}" --device cpu; } || exit 1
 
 # 4. base: text encoder + transformer on the lo tokens
-RESERVE=$(( OVH_BASE + OVH_EXPORT + $(secs "$SR_MIN") + OVH_SR + OVH_SREXPORT + OVH_PACK ))
+# (SR_MIN 0: no SR stage, so nothing of it is reserved)
+if positive "$SR_MIN"; then SR_RESERVE=$(( $(secs "$SR_MIN") + OVH_SR + OVH_SREXPORT )); else SR_RESERVE=0; fi
+RESERVE=$(( OVH_BASE + OVH_EXPORT + SR_RESERVE + OVH_PACK ))
 B=$(fit "$BASE_MIN" "$RESERVE")
+INIT=()
+NOTE=""
+if [ -n "${BASE_INIT:-}" ]; then
+  # A warm restart: the learning rate and warm-up of BASE_ARGS give way to the later flags.
+  INIT=(--init-from "$BASE_INIT" --lr "${BASE_INIT_LR:-5e-4}" --warmup 200)
+  case "$BASE_INIT" in /*) SHOWN=$BASE_INIT ;; *) SHOWN=tools/train/$BASE_INIT ;; esac
+  NOTE="Not from scratch in this run: warm-started from the base in $SHOWN (trained as its own card \
+says), then trained further on a GPU by run_device_v2.sh with BASE_INIT (fresh optimiser, cosine from peak LR \
+${BASE_INIT_LR:-5e-4}); the accuracy above is after that."
+fi
 run_stage base "$PY" train_transformer.py --out "$RUNS/base" --tokens "$RUNS/sr/sr_tokens.npz" --tokens-key lo \
   --tokenizer "$TOKENIZER" --device "$DEVICE" $BF16 --batch "$BASE_BATCH" --per-group 2 --save-fp16 \
-  --steps 1000000 --budget-minutes "$B" --finish-minutes "$(plus "$B" 0.15)" $BASE_ARGS \
+  --steps 1000000 --budget-minutes "$B" --finish-minutes "$(plus "$B" 0.15)" $BASE_ARGS "${INIT[@]}" \
   || [ -f "$RUNS/base/final/transformer/config.json" ] || exit 1
 
 # 5. the base pipeline folder with the new VQ
 rm -rf "$RUNS/export/v2"
 run_stage export "$PY" export.py --out "$RUNS/export/v2" --vq-dir "$RUNS/vq2/stage1" --transformer-dir "$RUNS/base/final" \
-  --tokenizer-dir "$TOKENIZER" --svg-data --sources "$DATA/SOURCES_svg.md" || exit 1
+  --tokenizer-dir "$TOKENIZER" --svg-data --sources "$DATA/SOURCES_svg.md" --training-note "$NOTE" || exit 1
+if ! positive "$SR_MIN"; then
+  stamp "SR_MIN $SR_MIN: no super-resolution stage in this run; chain done"
+  exit 0
+fi
 
 # 6. super-resolution stage on the hi tokens, conditioned by the exported base's text encoder
 RESERVE=$(( OVH_SR + OVH_SREXPORT + OVH_PACK ))
