@@ -34,7 +34,10 @@
 # Environment: MINUTES (150: this invocation's share of the session), PYTHON (python3), KEEP (v2),
 # RUNS (runs/v2cpu), DATA (data), OMP_NUM_THREADS (2), VQ_MAX / BASE_MAX / SR_MAX (the longest a
 # stage trains: 110 / 120 / 120 minutes), VQ_MIN_MIN / BASE_MIN_MIN / SR_MIN_MIN (60 / 75 / 75);
-# MORE_BASE=1 (one more base session, stage 2b below) with LR_MORE (its peak learning rate, 3e-4).
+# MORE_BASE=1 (one more base session, stage 2b below) with LR_MORE (its peak learning rate, 3e-4);
+# SR_FROM=DIR (stage 3 warm-starts from a finished SR stage: DIR/super_res, e.g. the one trained
+# against the base that a GPU run continued, kept aside before the new base replaced KEEP/model;
+# peak LR 3e-4, and SR_MAX defaults to 60 minutes).
 set -u
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -42,7 +45,8 @@ KEEP=${KEEP:-v2}
 RUNS=${RUNS:-runs/v2cpu}
 DATA=${DATA:-data}
 MINUTES=${MINUTES:-150}
-VQ_MAX=${VQ_MAX:-110}; BASE_MAX=${BASE_MAX:-120}; SR_MAX=${SR_MAX:-120}
+VQ_MAX=${VQ_MAX:-110}; BASE_MAX=${BASE_MAX:-120}
+if [ -n "${SR_FROM:-}" ]; then SR_MAX=${SR_MAX:-60}; SR_MIN_MIN=${SR_MIN_MIN:-30}; else SR_MAX=${SR_MAX:-120}; fi
 VQ_MIN_MIN=${VQ_MIN_MIN:-60}; BASE_MIN_MIN=${BASE_MIN_MIN:-75}; SR_MIN_MIN=${SR_MIN_MIN:-75}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 T0=$(date +%s)
@@ -136,14 +140,20 @@ weights (fresh optimiser, cosine from peak LR ${LR_MORE:-3e-4}); the accuracy ab
 sessions' logs: tools/train/v2/base*_log.txt)." --init-from "$KEEP/model"
 fi
 
-# 3. super-resolution (one session), conditioned by the kept base's frozen text encoder
+# 3. super-resolution (one session), conditioned by the kept base's frozen text encoder; with
+# SR_FROM, a warm start from that SR stage's weights (fresh optimiser, lower peak LR)
 if [ ! -d "$KEEP/model/super_res" ]; then
   cache
   b=$(budget sr "$SR_MAX" "$SR_MIN_MIN") || exit $?
+  SR_START=(--lr 6e-4)
+  if [ -n "${SR_FROM:-}" ]; then
+    [ -d "$SR_FROM/super_res" ] || { stamp "SR_FROM=$SR_FROM has no super_res/" >&2; exit 1; }
+    SR_START=(--lr "${LR_SR_FROM:-3e-4}" --init-from "$SR_FROM")
+  fi
   stamp "super-resolution for $b minutes"
   "$PY" train_super_res.py --stage train --out "$RUNS/sr" --base "$KEEP/model" --device cpu --bf16 --compile \
     --batch 32 --steps 1000000 --budget-minutes "$b" --finish-minutes "$(finish "$b")" --eval-every 500 \
-    --log-every 25 --lr 6e-4 --warmup 200 --resume || exit 1
+    --log-every 25 "${SR_START[@]}" --warmup 200 --resume || exit 1
   "$PY" train_super_res.py --stage export --out "$RUNS/sr" --model-out "$KEEP/model" --base "$KEEP/model" \
     --card || exit 1
   keep_logs "$RUNS/sr" sr

@@ -394,6 +394,18 @@ def train_stage(args):
     held_eval_idx = held_idx[np.linspace(0, len(held_idx) - 1, min(args.eval_n, len(held_idx))).astype(int)] if len(held_idx) else held_idx
     te_sha = file_sha256(args.base / "text_encoder" / "model.safetensors")
 
+    init_from = None
+    if args.init_from is not None and not (args.resume and (args.out / "ckpt.pt").exists()):
+        # A warm start: a finished SR stage's weights (its config must be this one), e.g. the
+        # stage trained against an earlier base, to adapt to a retrained base's text states.
+        # The EMA starts from them too; the optimiser is fresh.
+        src = args.init_from / "super_res" / "transformer" if (args.init_from / "super_res").is_dir() else args.init_from
+        start = SuperResTransformer.from_pretrained(src)
+        if start.config != model.config:
+            die(f"--init-from {src}: another configuration ({start.config}) than this run's ({model.config})")
+        model.load_state_dict(start.state_dict())
+        init_from = str(src)
+        log(f"initialised from {src}", log_path)
     model = model.to(device).train()
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
@@ -410,6 +422,7 @@ def train_stage(args):
             log(f"WARNING: {args.base}/text_encoder differs from the one {ckpt_path} was trained with", log_path)
         model.load_state_dict(ck["model"]), ema.load_state_dict(ck["ema"]), opt.load_state_dict(ck["opt"])
         step = ck["step"]
+        init_from = ck.get("init_from")
         set_rng_state(ck["rng"], py_rng)
         log(f"resumed from {ckpt_path} at step {step}", log_path)
     elif ckpt_path.exists():
@@ -430,7 +443,7 @@ def train_stage(args):
         save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
             "rng": rng_state(py_rng), "config": cfg, "mask_id": mask_id, "hi_px": px,
-            "text_encoder_sha256": te_sha, "base": str(args.base), "vq": cache["vq"],
+            "text_encoder_sha256": te_sha, "base": str(args.base), "vq": cache["vq"], "init_from": init_from,
         })
 
     def make_batch(sampler, step: int):
@@ -472,6 +485,7 @@ def train_stage(args):
         "minutes": (time.time() - t_start) / 60,
         "fp16_mb": n_params * 2 / 1e6, "forward_gflop": flops / 1e9, "config": cfg,
         "parent_copy_heldout": parent_agreement(hi[held_idx], lo[held_idx]) if len(held_idx) else None,
+        "init_from": init_from,
     })
     log(f"done: saved EMA weights to {args.out / 'final'}; held-out EMA {held}, raw {raw}", log_path)
 
@@ -655,7 +669,8 @@ def card_section(args, dest: Path, root: Path, defaults: dict, log_path):
         f"{res.get('params', 0) / 1e6:.2f}M parameters (hidden {cfg['hidden_size']}, {cfg['num_hidden_layers']} layers, "
         f"low-res encoder {cfg['low_res_hidden_size']} x {cfg['low_res_num_layers']} layers), fp16 weights "
         f"{weights.stat().st_size / 1e6:.1f} MB. Trained with `tools/train/train_super_res.py` (the base's text encoder "
-        f"frozen)" + (f": {res['steps']} steps at batch {res.get('batch', '?')}" if "steps" in res else "") + ".",
+        f"frozen)" + (f", warm-started from the SR stage in {res['init_from']}" if res.get("init_from") else "")
+        + (f": {res['steps']} steps at batch {res.get('batch', '?')}" if "steps" in res else "") + ".",
     ]
     if h:
         lines.append(
@@ -722,6 +737,9 @@ def main():
     ap.add_argument("--max-minutes", type=float, default=0.0)
     ap.add_argument("--stop-after", type=int, default=0, help="stop (with a checkpoint) after this many steps in this invocation")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="train: start from a finished SR stage's weights (a model folder with super_res/, or its "
+                         "super_res/transformer) with a fresh optimiser, instead of from random weights")
     ap.add_argument("--device", default="cpu", help="cache / train: torch device (cpu or cuda)")
     add_budget_args(ap)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA or a CPU with bf16 instructions)")
