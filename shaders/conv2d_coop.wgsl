@@ -65,10 +65,11 @@ fn cc_patch(bi: u32, k: u32, kdim: u32, iy0: i32, ix0: i32, pixel_ok: bool) -> f
     return 0.0;
 }
 
-// Where this invocation's shares of the tap-major slice of channels c0 .. c0 + 32 at tap t
-// start: `w` the weight index of its first share (its channel c0 + li % CC_BK, output channel
-// `co_row`), `x` the input index of its first share (channel c0 + li / CC_BN, the tap's pixel),
-// `ok` whether that pixel is inside the image (and the output pixel inside the output).
+// Where this invocation's shares of the tap-major slice at k0 (k = tap · cin + ci: channels
+// c0 .. c0 + 32 of tap t) start: `w` the weight index of its first share (its channel
+// c0 + li % CC_BK, output channel `co_row`), `x` the input index of its first share (channel
+// c0 + li / CC_BN, the tap's pixel), `ok` whether that pixel is inside the image (and the
+// output pixel inside the output).
 struct TapSlice {
     w: u32,
     x: u32,
@@ -78,13 +79,14 @@ struct TapSlice {
 fn cc_tap_slice(
     bi: u32,
     co_row: u32,
-    c0: u32,
-    t: u32,
+    k0: u32,
     iy0: i32,
     ix0: i32,
     pixel_ok: bool,
     li: u32,
 ) -> TapSlice {
+    let t = k0 / p.cin;
+    let c0 = k0 % p.cin;
     let iy = iy0 + i32(t / KW);
     let ix = ix0 + i32(t % KW);
     let ok = pixel_ok && iy >= 0 && ix >= 0 && u32(iy) < p.h && u32(ix) < p.w;
@@ -163,10 +165,8 @@ fn conv2d_coop(
     let co_step = CC_THREADS / CC_BK;
     let w_step = co_step * kdim;
     let x_step = tap_step * p.h * p.w;
-    var c0 = 0u;
-    var t = 0u;
     if (TAP_MAJOR) {
-        let s = cc_tap_slice(bi, co_row, 0u, 0u, iy0, ix0, pixel_ok, li);
+        let s = cc_tap_slice(bi, co_row, 0u, iy0, ix0, pixel_ok, li);
         cc_load_tap_slice(&rw, &rx, s, co_row, vec3<u32>(co_step, w_step, x_step));
     } else {
         for (var i = 0u; i < CC_SHARES; i++) {
@@ -183,15 +183,8 @@ fn conv2d_coop(
         }
         workgroupBarrier();
         let k1 = k0 + CC_BK;
-        if (TAP_MAJOR) {
-            c0 += CC_BK;
-            if (c0 == p.cin) {
-                c0 = 0u;
-                t += 1u;
-            }
-        }
         if (TAP_MAJOR && k1 < kdim) {
-            let s = cc_tap_slice(bi, co_row, c0, t, iy0, ix0, pixel_ok, li);
+            let s = cc_tap_slice(bi, co_row, k1, iy0, ix0, pixel_ok, li);
             cc_load_tap_slice(&rw, &rx, s, co_row, vec3<u32>(co_step, w_step, x_step));
         } else if (k1 < kdim) {
             for (var i = 0u; i < CC_SHARES; i++) {

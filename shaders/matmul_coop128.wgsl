@@ -5,7 +5,7 @@
 // CoopShape).
 //
 // Mapping: a workgroup of 8 subgroups (8·SG invocations: 256 for 16×16 fragments with 32-wide
-// subgroups) owns a TT×TT tile of C, TT = 8·FR; the subgroups stand 4 × 2, each owning
+// subgroups) owns a BM×BN tile of C, BM = BN = 8·FR; the subgroups stand 4 × 2, each owning
 // 2FR rows × 4FR columns as 2×4 accumulators (2×4 more for the gates). Against Coop64's 2×2
 // per subgroup on 64×64 tiles (with 16×16 fragments): 8 multiplies per 6 fragment loads from
 // workgroup memory instead of 4 per 4, and half the staged elements per multiply-add. K is
@@ -21,25 +21,25 @@ override GATED: bool = false;
 // slices' staging (a_load, b_load, a_store, b_store, b_frag): matmul_coop_staging.wgsl
 // (appended).
 
-// The tile: BM × BN = TT × TT.
-const TT: u32 = 8u * FR;
-const BM: u32 = TT;
-const BN: u32 = TT;
+// The tile: BM × BN, 8 fragments square.
+const BM: u32 = 8u * FR;
+const BN: u32 = BM;
 const BK: u32 = 32u;
 const THREADS: u32 = 8u * SG;
 // a_sh[m * SA + k]: the A slice, row-major, rows padded off the natural stride.
 const SA: u32 = 40u;
-// TRANS_B: b_sh[n * SB + k] (B's own layout; 2·TT rows when gated: values, then gates).
+// TRANS_B: b_sh[n * SB + k] (B's own layout; 2·BN rows when gated: values, then gates).
 // Otherwise b_sh[k * SBN + n].
 const SB: u32 = 40u;
-const SBN: u32 = TT + 8u;
-// Vec4s of an A slice (TT rows × 8) per invocation; B's are the same, twice when gated.
-const SHARES: u32 = TT * 8u / THREADS;
+const SBN: u32 = BN + 8u;
+// Vec4s of an A slice (BM rows × 8) per invocation; B's (BN rows) are the same, twice when
+// gated.
+const SHARES: u32 = BM * 8u / THREADS;
 // Elements of one FR×FR fragment per invocation of its subgroup.
 const FRAG_SHARES: u32 = FR * FR / SG;
 
-var<workgroup> a_sh: array<f16, TT * SA>;
-var<workgroup> b_sh: array<f16, 2u * TT * SB>;  // ≥ BK × SBN
+var<workgroup> a_sh: array<f16, BM * SA>;
+var<workgroup> b_sh: array<f16, 2u * BN * SB>;  // ≥ BK × SBN
 // One fragment per subgroup: values, then (gated) gates.
 var<workgroup> c_sh: array<f32, 16u * FR * FR>;
 
@@ -68,8 +68,8 @@ fn matmul_coop128(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let row0 = wid.y * TT;
-    let col0 = wid.x * TT;
+    let row0 = wid.y * BM;
+    let col0 = wid.x * BN;
     let a_base = wid.z * p.a_batch_stride;
     let b_base = wid.z * p.b_batch_stride;
     // This invocation's subgroup, its lane, and the 2FR × 4FR block of the tile it owns.

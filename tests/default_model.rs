@@ -361,7 +361,11 @@ fn hue_class(p: [u8; 3]) -> &'static str {
 fn dominant_hue(path: &Path) -> (&'static str, f64) {
     let img = image::open(path).expect("png").to_rgb8();
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
-    for p in img.pixels().filter(|p| p.0.iter().any(|&c| c < 235)) {
+    for (p, _) in img
+        .pixels()
+        .zip(ink_mask(&img, 235))
+        .filter(|(_, ink)| *ink)
+    {
         *counts.entry(hue_class(p.0)).or_default() += 1;
     }
     counts.remove("grey");

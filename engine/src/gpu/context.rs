@@ -422,8 +422,9 @@ impl GpuContext {
     /// convolution's and attention's) run with on this device: an f16 × f16 → f32
     /// configuration of that fragment size and subgroups of exactly the width the kernels
     /// need (measured where the adapter reports a range); `None` without the feature or such a
-    /// configuration. Whether they are *chosen* is up to the kernel family ([`KernelFamily::Tiled`] only): a CPU adapter that has them
-    /// (lavapipe in Mesa 26) runs them only when asked for, in the kernel tests.
+    /// configuration. Whether they are *chosen* is up to the kernel family
+    /// ([`KernelFamily::Tiled`] only): a CPU adapter that has them (lavapipe in Mesa 26) runs
+    /// them only when asked for, in the kernel tests.
     pub fn cooperative_matrix(&self) -> Option<CoopShape> {
         self.coop
     }

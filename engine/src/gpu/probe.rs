@@ -64,8 +64,9 @@ pub(crate) fn subgroup_width(ctx: &GpuContext) -> Result<Option<u32>> {
 /// shape `ctx` holds: the matmuls (`Coop64`, whose workgroups are the shape's 64×64-tile ones;
 /// `Coop16`, one subgroup each; `Coop128`, eight) and the convolutions (`conv2d_coop.wgsl`, the
 /// 64×64-tile mapping again, K in both orders) bit for bit against the CPU on small integers,
-/// whose f16 roundings, products and f32 sums are exact; attention (128 invocations, 128 / width subgroups) within 1e-2 of
-/// the plain flash kernel on the same device (f16 roundings of Q, K, V and P). A mapping that
+/// whose f16 roundings, products and f32 sums are exact; attention (128 invocations, 128 /
+/// width subgroups) within 1e-2 of the plain flash kernel on the same device (f16 roundings of
+/// Q, K, V and P). A mapping that
 /// does not fit the subgroups the kernels really run with almost surely fails one. Waits for
 /// the GPU.
 ///

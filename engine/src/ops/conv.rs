@@ -71,7 +71,8 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
     .into_iter()
     .map(spec)
     .chain([(1, 1), (3, 3), (4, 4)].into_iter().flat_map(|k| {
-        let tap_major: &[bool] = if k.0 * k.1 > 1 {
+        // The tap-by-tap order only where some input channel count takes it.
+        let tap_major: &[bool] = if ConvStrategy::CoopTaps.supports(1, COOP_SLICE, k) {
             &[false, true]
         } else {
             &[false]
@@ -289,9 +290,9 @@ impl ConvStrategy {
         }
     }
 
-    /// The strategy `TESSERA_CONV` names (`direct`, `rows`, `gemm`, `coop`, `cooptaps`), read once: a
-    /// benchmarking override that convolutions use wherever that kernel computes them and the
-    /// adapter runs it (the others keep [`choose`](Self::choose)'s pick).
+    /// The strategy `TESSERA_CONV` names (`direct`, `rows`, `gemm`, `coop`, `cooptaps`), read
+    /// once: a benchmarking override that convolutions use wherever that kernel computes them
+    /// and the adapter runs it (the others keep [`choose`](Self::choose)'s pick).
     pub fn forced() -> Option<ConvStrategy> {
         static FORCED: std::sync::OnceLock<Option<ConvStrategy>> = std::sync::OnceLock::new();
         *FORCED.get_or_init(|| super::strategy_from_env("TESSERA_CONV", &ConvStrategy::ALL))

@@ -121,8 +121,8 @@ fn coop128_spec(
 }
 
 /// `matmul_coop128.wgsl`'s tile side (8 fragments), invocations (8 subgroups) and workgroup
-/// memory in bytes (the A slice, B's with gates, one f32 fragment pair per subgroup) for
-/// `shape`.
+/// memory in bytes for `shape`: its `a_sh` (BM × SA f16, SA = 40), `b_sh` (2·BN × SB f16, SB =
+/// 40) and `c_sh` (16 f32 fragments: a value and a gate one per subgroup).
 fn coop128_layout(shape: CoopShape) -> (u32, u32, u32) {
     let tile = 8 * shape.size();
     let storage = tile * 40 * 2 + 2 * tile * 40 * 2 + 16 * shape.size() * shape.size() * 4;
@@ -181,8 +181,8 @@ pub enum MatmulStrategy {
     Coop16,
     /// `matmul_coop64.wgsl`: the same cooperative matrices on 64×64 tiles (128 invocations
     /// with NVIDIA's shape: [`CoopShape::workgroup`]), A and B read as vec4s and staged through
-    /// registers while the previous K slice is multiplied. K a multiple of 4; B in `[K, N]` layout needs N a multiple of 4;
-    /// gated units with B in `[N, K]` layout.
+    /// registers while the previous K slice is multiplied. K a multiple of 4; B in `[K, N]`
+    /// layout needs N a multiple of 4; gated units with B in `[N, K]` layout.
     Coop64,
     /// `matmul_coop64.wgsl` with sliced K: two groups of subgroups per 64×64 tile (256
     /// invocations with NVIDIA's shape; only where that is at most 512), each multiplying
@@ -226,8 +226,8 @@ impl MatmulStrategy {
     }
 
     /// The strategy `TESSERA_MATMUL` names (`gemv`, `rows`, `tile32`, `tile64`, `coop16`,
-    /// `coop64`, `coop64slicedk`, `coop128`), read once: a benchmarking override that products use wherever
-    /// that kernel computes them and the adapter runs it (the others keep
+    /// `coop64`, `coop64slicedk`, `coop128`), read once: a benchmarking override that products
+    /// use wherever that kernel computes them and the adapter runs it (the others keep
     /// [`choose`](Self::choose)'s pick).
     pub fn forced() -> Option<MatmulStrategy> {
         static FORCED: std::sync::OnceLock<Option<MatmulStrategy>> = std::sync::OnceLock::new();
