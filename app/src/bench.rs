@@ -50,6 +50,24 @@ pub struct BenchArgs {
     profile: bool,
 }
 
+fn tuning_json(ctx: &GpuContext) -> serde_json::Value {
+    let tuner = ctx.tuner();
+    let stats = tuner.stats();
+    let choices: serde_json::Map<String, serde_json::Value> = tuner
+        .choices()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    serde_json::json!({
+        "on": tuner.is_on(),
+        "file": tuner.file().map(|f| f.display().to_string()),
+        "loaded": stats.loaded,
+        "measured": stats.measured,
+        "ms": stats.ms,
+        "choices": choices,
+    })
+}
+
 /// The model `--model` names: a synthetic published configuration, or any model folder,
 /// checkpoint or hub id (`default`: the embedded model).
 fn bench_model(ctx: &GpuContext, name: &str) -> Result<Model> {
@@ -139,9 +157,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut timings = Vec::new();
     let mut emit = |t: KernelTiming| {
         if !args.json {
+            // A row without a named strategy says which one the engine picked.
+            let name = if t.name.contains('/') || t.name == "dispatch-host" {
+                t.name.clone()
+            } else {
+                format!("{} ({})", t.name, t.kernel)
+            };
             println!(
-                "{:<16} {:<24} {:<4} {:>10.3} ms {:>9.2} GFLOPS",
-                t.name,
+                "{:<28} {:<24} {:<4} {:>10.3} ms {:>9.2} GFLOPS",
+                name,
                 format!("{:?}", t.shape),
                 t.dtype,
                 t.ms,
@@ -153,17 +177,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if !args.no_kernels {
         emit(bench::dispatch_host(&ctx)?);
         for &n in &args.sizes {
-            emit(bench::matmul(&ctx, [n; 3], false, false, None, budget)?);
+            let f32_row = bench::matmul(&ctx, [n; 3], false, false, None, budget)?;
+            let picked = f32_row.kernel.clone();
+            emit(f32_row);
             emit(bench::matmul(&ctx, [n; 3], false, true, None, budget)?);
             // The same product by every other kernel strategy, to compare.
-            for s in bench::other_matmul_strategies(&ctx, [n; 3], false) {
+            for s in bench::other_matmul_strategies(&ctx, [n; 3], false, &picked) {
                 emit(bench::matmul(&ctx, [n; 3], false, false, Some(s), budget)?);
             }
         }
         if args.model_shapes {
             for (shape, gated) in bench::MODEL_MATMULS {
-                emit(bench::matmul(&ctx, shape, gated, true, None, budget)?);
-                for s in bench::other_matmul_strategies(&ctx, shape, gated) {
+                let row = bench::matmul(&ctx, shape, gated, true, None, budget)?;
+                let picked = row.kernel.clone();
+                emit(row);
+                for s in bench::other_matmul_strategies(&ctx, shape, gated, &picked) {
                     emit(bench::matmul(&ctx, shape, gated, true, Some(s), budget)?);
                 }
             }
@@ -171,26 +199,31 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         // aMUSEd-256 shapes with guidance (two rows): 16 heads × 64 over 256 image tokens,
         // self and cross (77 text tokens).
         for shape in [[2, 16, 256, 256, 64], [2, 16, 256, 77, 64]] {
-            emit(bench::attention(&ctx, shape, None, budget)?);
-            for k in bench::other_attention_kernels(&ctx, shape[4]) {
+            let row = bench::attention(&ctx, shape, None, budget)?;
+            let picked = row.kernel.clone();
+            emit(row);
+            for k in bench::other_attention_kernels(&ctx, shape[4], &picked) {
                 emit(bench::attention(&ctx, shape, Some(k), budget)?);
             }
         }
         // VQ decoder's widest 3×3 conv at 16×16 and its 128-channel conv at 64×64.
         for shape in [[768, 768, 16], [128, 128, 64]] {
-            emit(bench::conv3x3(&ctx, shape, None, budget)?);
-            for s in bench::other_conv_strategies(&ctx, shape[0]) {
+            let row = bench::conv3x3(&ctx, shape, None, budget)?;
+            let picked = row.kernel.clone();
+            emit(row);
+            for s in bench::other_conv_strategies(&ctx, shape[0], &picked) {
                 emit(bench::conv3x3(&ctx, shape, Some(s), budget)?);
             }
         }
     }
     // A first run compiles the pipelines (and warms caches); the figures come from the second.
-    let (e2e, first_run_ms) = if args.no_end_to_end {
+    let (e2e, first) = if args.no_end_to_end {
         (None, None)
     } else {
         let first = end_to_end(&ctx, args)?;
-        (Some(end_to_end(&ctx, args)?), Some(first.total_ms))
+        (Some(end_to_end(&ctx, args)?), Some(first))
     };
+    let first_run_ms = first.as_ref().map(|f| f.total_ms);
     // The breakdown comes from a second run: per-dispatch timing slows the run it measures.
     let profiled = if args.profile && !args.no_end_to_end {
         ctx.start_profile();
@@ -209,8 +242,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         } else {
             String::new()
         };
+        let tuning = match &first {
+            Some(f) if f.tuned_shapes > 0 => format!(
+                ", {:.1} ms of it tuning {} kernel shapes",
+                f.tune_ms, f.tuned_shapes
+            ),
+            _ => String::new(),
+        };
         println!(
-            "end to end ({}, {} steps, batch {}): text {:.1} ms ({:.1} recording), {:.1} ms/step ({:.1} recording){super_res}, decode {:.1} ms, total {:.1} ms (first run {:.1} ms), peak {:.1} MiB, {:.1} dispatches and {:.1} submits per step",
+            "end to end ({}, {} steps, batch {}): text {:.1} ms ({:.1} recording), {:.1} ms/step ({:.1} recording){super_res}, decode {:.1} ms, total {:.1} ms (first run {:.1} ms{tuning}), peak {:.1} MiB, {:.1} dispatches and {:.1} submits per step",
             e.model,
             e.steps,
             e.batch,
@@ -225,6 +265,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             e.dispatches_per_step,
             e.submits_per_step
         );
+    }
+    if !args.json {
+        let tuner = ctx.tuner();
+        let stats = tuner.stats();
+        if tuner.is_on() {
+            println!(
+                "kernel tuning: {} shapes measured in {:.1} ms, {} loaded from {}",
+                stats.measured,
+                stats.ms,
+                stats.loaded,
+                tuner
+                    .file()
+                    .map_or_else(|| "nowhere".to_owned(), |f| f.display().to_string())
+            );
+        } else {
+            println!("kernel tuning: off (TESSERA_TUNE=1 turns it on)");
+        }
     }
     if let (Some(p), false) = (&profiled, args.json) {
         for (phase, prof) in &p.phases {
@@ -265,7 +322,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .iter()
             .map(|t| {
                 serde_json::json!({
-                    "name": t.name, "shape": t.shape, "dtype": t.dtype, "ms": t.ms, "gflops": t.gflops
+                    "name": t.name, "kernel": t.kernel, "shape": t.shape, "dtype": t.dtype,
+                    "ms": t.ms, "gflops": t.gflops
                 })
             })
             .collect();
@@ -277,6 +335,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 "super_res_step_ms": e.super_res_step_ms,
                 "decode_ms": e.decode_ms, "total_ms": e.total_ms,
                 "first_run_ms": first_run_ms,
+                "first_run_tune_ms": first.as_ref().map(|f| f.tune_ms),
+                "first_run_tuned_shapes": first.as_ref().map(|f| f.tuned_shapes),
                 "peak_bytes": e.peak_bytes, "dispatches_per_step": e.dispatches_per_step,
                 "submits_per_step": e.submits_per_step
             })
@@ -296,6 +356,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "attention_kernel": tessera_engine::ops::attention::AttentionKernel::forced()
                 .map(|k| format!("{k:?}")),
             "shader_checks": format!("{:?}", tessera_engine::gpu::ShaderChecks::get()),
+            // Kernel tuning (TESSERA_TUNE): whether it is on, its file, what it had loaded and
+            // measured, and every choice it holds (call shape → strategy).
+            "tuning": tuning_json(&ctx),
             "kernels": kernels,
             "end_to_end": end_to_end,
             "profile": profile,

@@ -129,6 +129,19 @@ fn info() -> Result<()> {
             None => "off".to_owned(),
         }
     );
+    let tuner = ctx.tuner();
+    println!(
+        "kernel tuning: {}",
+        match (tuner.is_on(), tuner.file()) {
+            (false, _) => "off (the static choices; TESSERA_TUNE=1 turns it on)".to_owned(),
+            (true, Some(file)) => format!(
+                "on, {} choices measured so far in {}",
+                tuner.stats().loaded,
+                file.display()
+            ),
+            (true, None) => "on, for this process only".to_owned(),
+        }
+    );
     println!(
         "max_storage_buffer_binding_size: {} B, max_buffer_size: {} B, workgroup storage: {} B",
         l.max_storage_buffer_binding_size, l.max_buffer_size, l.max_compute_workgroup_storage_size

@@ -19,6 +19,9 @@ use crate::pipeline::{self, Condition, Model, ModelConditioning};
 #[derive(Clone, Debug)]
 pub struct KernelTiming {
     pub name: String,
+    /// The strategy that ran (`Debug` name): the named one, or for a row without one the
+    /// engine's pick ([`MatmulStrategy::picked`] and its siblings: static, forced or tuned).
+    pub kernel: String,
     pub shape: Vec<usize>,
     pub dtype: &'static str,
     pub ms: f64,
@@ -105,15 +108,35 @@ pub fn matmul(
         activation: gated.then_some(ops::matmul::Activation::GeluErf),
         ..Epilogue::default()
     };
-    // The weight format `matmul` itself would pick, so the rows measure what models run.
+    // The weight format and kernel `matmul` itself would pick, so the rows measure what
+    // models run.
+    let (format, kernel) = {
+        let rec = ctx.recorder();
+        let format = ops::matmul::weight_format(&rec, &b);
+        let problem = Problem {
+            m,
+            n,
+            k,
+            layout: BLayout::NK,
+            gated,
+        };
+        let call = ops::matmul::TuneCall {
+            format,
+            batch: 1,
+            b_batched: false,
+            activation: epilogue.activation,
+        };
+        let kernel = strategy.unwrap_or_else(|| MatmulStrategy::picked(&rec, &problem, &call));
+        (format, kernel)
+    };
     let ms = time_it(ctx, budget, |rec| {
-        let format = ops::matmul::weight_format(rec, &b);
-        ops::matmul::matmul_with_strategy(rec, &a, &b, &epilogue, BLayout::NK, format, strategy)
+        ops::matmul::matmul_with_strategy(rec, &a, &b, &epilogue, BLayout::NK, format, Some(kernel))
     })?;
     let flops = 2.0 * (m * k * b_rows) as f64;
     let base = if gated { "matmul-gated" } else { "matmul" };
     Ok(KernelTiming {
         name: strategy.map_or_else(|| base.into(), |s| format!("{base}/{s:?}")),
+        kernel: format!("{kernel:?}"),
         shape: vec![m, k, n],
         dtype: if f16 { "f16" } else { "f32" },
         ms,
@@ -121,12 +144,13 @@ pub fn matmul(
     })
 }
 
-/// The matmul strategies other than the chosen one that compute `[m, k] × [n, k]ᵀ` (for the
-/// kernel table's comparison rows).
+/// The matmul strategies other than `picked` (the [`KernelTiming::kernel`] of the row without
+/// one) that compute `[m, k] × [n, k]ᵀ`, for the kernel table's comparison rows.
 pub fn other_matmul_strategies(
     ctx: &GpuContext,
     [m, k, n]: [usize; 3],
     gated: bool,
+    picked: &str,
 ) -> Vec<MatmulStrategy> {
     let problem = Problem {
         m,
@@ -135,14 +159,9 @@ pub fn other_matmul_strategies(
         layout: BLayout::NK,
         gated,
     };
-    let chosen = MatmulStrategy::choose(
-        ctx.kernel_family(),
-        ctx.cooperative_matrix().is_some(),
-        &problem,
-    );
     MatmulStrategy::ALL
         .into_iter()
-        .filter(|s| *s != chosen && s.available(ctx) && s.supports(&problem))
+        .filter(|s| format!("{s:?}") != picked && s.available(ctx) && s.supports(&problem))
         .collect()
 }
 
@@ -182,6 +201,7 @@ pub fn dispatch_host(ctx: &GpuContext) -> Result<KernelTiming> {
     }
     Ok(KernelTiming {
         name: "dispatch-host".into(),
+        kernel: "Scale".into(),
         shape: vec![N],
         dtype: "f32",
         ms: best,
@@ -217,12 +237,17 @@ pub fn attention(
         &pseudo_random(batch * lk * w, 5),
     )?;
     let spec = AttentionSpec::new(heads, head_dim);
+    let shape = [batch, heads, lq, lk, head_dim];
+    let kernel_ran = kernel.unwrap_or_else(|| {
+        AttentionKernel::picked(&ctx.recorder(), shape, false, head_dim.is_multiple_of(4))
+    });
     let ms = time_it(ctx, budget, |rec| {
-        ops::attention::attention_with_kernel(rec, &q, &k, &v, &spec, kernel)
+        ops::attention::attention_with_kernel(rec, &q, &k, &v, &spec, Some(kernel_ran))
     })?;
     let flops = 4.0 * (batch * heads * lq * lk * head_dim) as f64;
     Ok(KernelTiming {
         name: kernel.map_or_else(|| "attention".into(), |k| format!("attention/{k:?}")),
+        kernel: format!("{kernel_ran:?}"),
         shape: vec![batch, heads, lq, lk, head_dim],
         dtype: "f32",
         ms,
@@ -250,12 +275,15 @@ pub fn conv3x3(
         &pseudo_random(cout * cin * 9, 7),
     )?;
     let spec = Conv2dSpec::same(1);
+    let kernel = strategy
+        .unwrap_or_else(|| ConvStrategy::picked(&ctx.recorder(), [1, cin, size, size], &wt, &spec));
     let ms = time_it(ctx, budget, |rec| {
-        ops::conv::conv2d_with_strategy(rec, &x, &wt, None, &spec, strategy)
+        ops::conv::conv2d_with_strategy(rec, &x, &wt, None, &spec, Some(kernel))
     })?;
     let flops = 2.0 * (cout * cin * 9 * size * size) as f64;
     Ok(KernelTiming {
         name: strategy.map_or_else(|| "conv3x3".into(), |s| format!("conv3x3/{s:?}")),
+        kernel: format!("{kernel:?}"),
         shape: vec![cin, cout, size, size],
         dtype: "f32",
         ms,
@@ -263,26 +291,31 @@ pub fn conv3x3(
     })
 }
 
-/// The attention kernels other than the chosen one that compute `head_dim` on this adapter
-/// (for the kernel table's comparison rows; vec4-aligned layouts).
-pub fn other_attention_kernels(ctx: &GpuContext, head_dim: usize) -> Vec<AttentionKernel> {
-    let chosen = AttentionKernel::chosen(ctx, ctx.kernel_family(), head_dim, true);
+/// The attention kernels other than `picked` (the [`KernelTiming::kernel`] of the row without
+/// one) that compute `head_dim` on this adapter, for the kernel table's comparison rows
+/// (vec4-aligned layouts; the staged kernel, for unaligned ones, only where it was picked).
+pub fn other_attention_kernels(
+    ctx: &GpuContext,
+    head_dim: usize,
+    picked: &str,
+) -> Vec<AttentionKernel> {
     AttentionKernel::ALL
         .into_iter()
         .filter(|k| {
-            *k != chosen && *k != AttentionKernel::Staged && k.available(ctx, head_dim, true)
+            format!("{k:?}") != picked
+                && *k != AttentionKernel::Staged
+                && k.available(ctx, head_dim, true)
         })
         .collect()
 }
 
-/// The convolution strategies other than the chosen one that compute [`conv3x3`] from `cin`
-/// channels (for the kernel table's comparison rows).
-pub fn other_conv_strategies(ctx: &GpuContext, cin: usize) -> Vec<ConvStrategy> {
-    let coop = ctx.cooperative_matrix().is_some();
-    let chosen = ConvStrategy::choose(ctx.kernel_family(), coop, 1, cin, (3, 3));
+/// The convolution strategies other than `picked` (the [`KernelTiming::kernel`] of the row
+/// without one) that compute [`conv3x3`] from `cin` channels, for the kernel table's
+/// comparison rows.
+pub fn other_conv_strategies(ctx: &GpuContext, cin: usize, picked: &str) -> Vec<ConvStrategy> {
     ConvStrategy::ALL
         .into_iter()
-        .filter(|s| *s != chosen && s.supports(1, cin, (3, 3)) && s.available(ctx))
+        .filter(|s| format!("{s:?}") != picked && s.supports(1, cin, (3, 3)) && s.available(ctx))
         .collect()
 }
 
@@ -312,6 +345,10 @@ pub struct EndToEnd {
     /// readback included), averaged over the steps.
     pub dispatches_per_step: f64,
     pub submits_per_step: f64,
+    /// Kernel tuning during this run ([`crate::gpu::Tuner`]): call shapes measured and the
+    /// wall time spent on them (inside `total_ms`; a first run's, as a rule).
+    pub tuned_shapes: usize,
+    pub tune_ms: f64,
     /// Per-kernel breakdown of each phase ("text", "steps", "decode") when the context was
     /// profiling ([`GpuContext::start_profile`]); empty otherwise.
     pub phases: Vec<(&'static str, Profile)>,
@@ -343,6 +380,7 @@ pub fn end_to_end(
     ctx.reset_peak();
     let t0 = Instant::now();
     let work0 = ctx.work_counts();
+    let tune0 = ctx.tuner().stats();
     let mut sampler = model.sampler_defaults(None, 0, false)?;
     sampler.steps = steps;
     let (condition, guidance) = match model.conditioning() {
@@ -403,7 +441,10 @@ pub fn end_to_end(
     let _ = model.decode(ctx, &generated.tokens, batch, generated.grid)?;
     let decode_ms = t2.elapsed().as_secs_f64() * 1e3;
     end_phase(ctx, &mut phases, "decode");
+    let tune = ctx.tuner().stats();
     Ok(EndToEnd {
+        tuned_shapes: tune.measured - tune0.measured,
+        tune_ms: tune.ms - tune0.ms,
         phases,
         model: name.to_owned(),
         steps,

@@ -89,6 +89,11 @@ pub enum Error {
     #[error("cancelled after step {step} of {steps}")]
     Cancelled { step: usize, steps: usize },
 
+    /// A kernel the driver refused while it was being timed for [`Tuner`](crate::gpu::Tuner)
+    /// (validation, out of memory, internal error): that candidate is skipped.
+    #[error("kernel tuning: the driver refused a candidate kernel: {reason}")]
+    Tuning { reason: String },
+
     #[error("reading back tensor {name:?} from the GPU failed: {reason}")]
     Readback { name: String, reason: String },
 

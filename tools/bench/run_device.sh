@@ -90,14 +90,16 @@ else
 fi
 # The amused-256 configuration on other kernel choices, after the reference (they are the
 # optional part): each VARIANTS word is one run's environment, assignments joined by commas —
-# every product on the sliced-K tensor-core matmul and on the 8×8-fragment-tile one (Coop128;
+# the static kernel choices without kernel tuning (TESSERA_TUNE=0: what tuning gained; the
+# other runs are tuned, their choices persisted under ~/.cache/tessera/tune by the first run
+# that measured them), every product on the sliced-K tensor-core matmul and on the 8×8-fragment-tile one (Coop128;
 # neither chosen by default yet), attention on the plain flash kernel instead of the
 # tensor-core one (chosen since 2026-11-30, not measured on a GPU before), the convolutions'
 # tensor-core kernel with K in PyTorch's order instead of tap by tap (CoopTaps, chosen since
 # 2026-12-01, not measured on a GPU before), the plain WGSL kernels (no cooperative matrices;
 # also the fallback should their pipelines fail on this driver). TESSERA_SHADER_CHECKS=full|none
 # are the other documented choices (docs/benchmarks.md, H200 section).
-VARIANTS="${VARIANTS:-TESSERA_MATMUL=coop64slicedk TESSERA_MATMUL=coop128 TESSERA_ATTENTION=flash TESSERA_CONV=coop TESSERA_KERNELS=tiled}"
+VARIANTS="${VARIANTS:-TESSERA_TUNE=0 TESSERA_MATMUL=coop64slicedk TESSERA_MATMUL=coop128 TESSERA_ATTENTION=flash TESSERA_CONV=coop TESSERA_KERNELS=tiled}"
 for v in $VARIANTS; do
     echo "$(date +%T) bench variant $v" >> "$LOG"
     env ${v//,/ } timeout 120 "$TESSERA_BIN" bench --json --no-kernels --profile \

@@ -50,16 +50,26 @@ def main():
         print(f"Adapter: {a.get('name')} ({a.get('backend')})\n")
     kernels = [k for t in tessera for k in (t.get("kernels") or [])]
     if kernels:
-        print("| kernel | shape | dtype | ms | GFLOPS |")
-        print("|---|---|---|---:|---:|")
+        print("| kernel | ran | shape | dtype | ms | GFLOPS |")
+        print("|---|---|---|---|---:|---:|")
         for k in kernels:
-            print(f"| {k['name']} | {k['shape']} | {k['dtype']} | {k['ms']:.3f} | {k['gflops']:.1f} |")
+            print(f"| {k['name']} | {k.get('kernel', '')} | {k['shape']} | {k['dtype']} | "
+                  f"{k['ms']:.3f} | {k['gflops']:.1f} |")
+        print()
+    # Kernel tuning: the choices the last run held (call shape → strategy), where it was on.
+    tuned = next((t["tuning"] for t in reversed(tessera) if (t.get("tuning") or {}).get("on")), None)
+    if tuned:
+        print(f"Kernel tuning: {len(tuned.get('choices', {}))} choices\n")
+        print("| call shape | tuned kernel |")
+        print("|---|---|")
+        for shape, kernel in sorted(tuned.get("choices", {}).items()):
+            print(f"| {shape} | {kernel} |")
         print()
     refs = {}
     for r in reference:
         e = r.get("end_to_end") or {}
         refs.setdefault(key(e.get("model", "")), {})[e.get("dtype")] = e
-    print("| model | who | text ms | ms/step | decode ms | total ms | first run ms | "
+    print("| model | who | text ms | ms/step | decode ms | total ms | first run ms (tuning) | "
           "dispatches/step | submits/step | peak MiB | diffusers ÷ tessera |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for t in tessera:
@@ -77,11 +87,17 @@ def main():
         forced = [f"{k}={t[k]}" for k in ("matmul_strategy", "conv_strategy", "attention_kernel") if t.get(k)]
         if t.get("shader_checks") not in (None, "Bounds"):
             forced.append(f"shader checks {t['shader_checks']}")
+        tuning = t.get("tuning") or {}
+        if tuning.get("on") is False:
+            forced.append("tuning off")
         if forced:
             who += " " + ", ".join(forced)
+        first = fmt(e.get("first_run_ms"))
+        if e.get("first_run_tune_ms"):
+            first += f" ({fmt(e['first_run_tune_ms'])}, {e.get('first_run_tuned_shapes')} shapes)"
         print(f"| {model} | {who} | {with_host(e, 'text_ms', 'text_record_ms')} | "
               f"{with_host(e, 'step_ms', 'step_record_ms')} | "
-              f"{fmt(e['decode_ms'])} | {fmt(e['total_ms'])} | {fmt(e.get('first_run_ms'))} | "
+              f"{fmt(e['decode_ms'])} | {fmt(e['total_ms'])} | {first} | "
               f"{fmt(e.get('dispatches_per_step'))} | {fmt(e.get('submits_per_step'))} | "
               f"{fmt(e['peak_bytes'] / 2**20)} | |")
         for dtype in ("float32", "float16"):

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::pipeline::Pipelines;
 use super::pool::BufferPool;
 use super::profile::{Profile, ProfileClock, ProfileState};
+use super::tune::Tuner;
 use crate::error::{Error, Result};
 use crate::shaders::CoopShape;
 
@@ -133,6 +134,7 @@ pub struct GpuContext {
     dispatches: std::sync::atomic::AtomicU64,
     submits: std::sync::atomic::AtomicU64,
     record_ns: std::sync::atomic::AtomicU64,
+    tuner: Tuner,
 }
 
 /// Work issued to the GPU through a context: compute dispatches recorded and command-buffer
@@ -485,8 +487,10 @@ impl GpuContext {
         let pipelines = Pipelines::new(&device, &info);
         let kernels = KernelFamily::choose(&info);
         log::info!("kernel family: {kernels:?}");
+        let tuner = Tuner::for_adapter(&info, kernels);
         Self {
             kernels,
+            tuner,
             profile: std::sync::Mutex::new(None),
             dispatches: Default::default(),
             submits: Default::default(),
@@ -576,6 +580,17 @@ impl GpuContext {
         self.kernels
     }
 
+    /// The kernel choices measured on this adapter ([`Tuner`]; on by default for GPUs,
+    /// `TESSERA_TUNE` overrides).
+    pub fn tuner(&self) -> &Tuner {
+        &self.tuner
+    }
+
+    /// Replaces the tuner (tests; a caller that wants its own file or none).
+    pub fn set_tuner(&mut self, tuner: Tuner) {
+        self.tuner = tuner;
+    }
+
     /// True when shaders may use `enable f16;`.
     pub fn has_f16(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_F16)
@@ -596,6 +611,14 @@ impl GpuContext {
         let ns = u64::try_from(host.as_nanos()).unwrap_or(u64::MAX);
         self.record_ns
             .fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// [`Self::submit_commands`] without counting the submission (kernel tuning's own work).
+    pub(crate) fn submit_uncounted(
+        &self,
+        commands: impl IntoIterator<Item = wgpu::CommandBuffer>,
+    ) -> wgpu::SubmissionIndex {
+        self.queue.submit(commands)
     }
 
     pub(crate) fn count_dispatch(&self) {

@@ -9,6 +9,7 @@ mod probe;
 pub mod profile;
 mod recorder;
 mod tensor;
+mod tune;
 
 pub use context::{
     COOPERATIVE_FEATURES, GpuContext, KernelFamily, WANTED_FEATURES, WorkCounts, device_features,
@@ -19,3 +20,4 @@ pub use profile::{OpTime, Profile, ProfileClock};
 pub use recorder::{Binding, Recorder, linear_workgroups};
 pub(crate) use tensor::byte_len;
 pub use tensor::{DType, Readback, Tensor};
+pub use tune::{TuneStats, Tuner, time_calls};

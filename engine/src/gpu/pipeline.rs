@@ -79,20 +79,7 @@ impl DiskPipelineCache {
         let Some(data) = self.cache.get_data() else {
             return;
         };
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            // Unique per process and save, so concurrent writers never share a temporary.
-            static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let tmp = self
-                .path
-                .with_extension(format!("tmp{}-{n}", std::process::id()));
-            std::fs::write(&tmp, &data)?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        match write() {
+        match write_atomically(&self.path, &data) {
             Ok(()) => log::debug!(
                 "pipeline cache {}: saved {} bytes",
                 self.path.display(),
@@ -101,6 +88,19 @@ impl DiskPipelineCache {
             Err(e) => log::warn!("pipeline cache {}: {e}", self.path.display()),
         }
     }
+}
+
+/// Writes `data` to `path` through a temporary file renamed over it, so that a reader never
+/// sees half a file and concurrent writers never share a temporary; creates the folder.
+pub(crate) fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The one unsafe call of the pipeline cache.

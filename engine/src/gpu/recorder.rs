@@ -34,6 +34,9 @@ pub struct Recorder<'a> {
     uniforms: UniformArena,
     /// This recorder's host time ([`WorkCounts::record_ns`](crate::gpu::WorkCounts::record_ns)).
     clock: HostClock,
+    /// Whether its dispatches, submissions and host time count in
+    /// [`GpuContext::work_counts`] (all but kernel tuning's).
+    counted: bool,
 }
 
 /// A recorder's host time: from its creation, less the queue's submit calls (lavapipe runs
@@ -51,10 +54,20 @@ impl HostClock {
         }
     }
 
-    /// Submits `commands` through `ctx`, the call's time left out of [`HostClock::host`].
-    fn submit(&mut self, ctx: &GpuContext, commands: wgpu::CommandBuffer) -> wgpu::SubmissionIndex {
+    /// Submits `commands` through `ctx` (counted or not), the call's time left out of
+    /// [`HostClock::host`].
+    fn submit(
+        &mut self,
+        ctx: &GpuContext,
+        commands: wgpu::CommandBuffer,
+        counted: bool,
+    ) -> wgpu::SubmissionIndex {
         let t = web_time::Instant::now();
-        let index = ctx.submit_commands([commands]);
+        let index = if counted {
+            ctx.submit_commands([commands])
+        } else {
+            ctx.submit_uncounted([commands])
+        };
         self.in_submit += t.elapsed();
         index
     }
@@ -168,6 +181,17 @@ impl GpuContext {
                 sets: Vec::new(),
                 labels: Vec::new(),
             }),
+            counted: true,
+        }
+    }
+
+    /// A recorder for kernel tuning's timing runs: never profiled, and its work is left out
+    /// of [`GpuContext::work_counts`].
+    pub(crate) fn tuning_recorder(&self) -> Recorder<'_> {
+        Recorder {
+            profile: None,
+            counted: false,
+            ..self.recorder()
         }
     }
 }
@@ -274,7 +298,9 @@ impl<'a> Recorder<'a> {
             entries: &entries,
         });
         self.dispatches += 1;
-        self.ctx.count_dispatch();
+        if self.counted {
+            self.ctx.count_dispatch();
+        }
         let Some(profile) = self.profile.as_mut() else {
             let pass = self.pass.get_or_insert_with(|| {
                 self.encoder
@@ -446,7 +472,7 @@ impl<'a> Recorder<'a> {
                     label: Some("tessera ops"),
                 }),
         );
-        self.clock.submit(self.ctx, encoder.finish());
+        self.clock.submit(self.ctx, encoder.finish(), self.counted);
         self.held.clear();
     }
 
@@ -459,6 +485,7 @@ impl<'a> Recorder<'a> {
                 self.ctx.count_record(self.clock.host());
                 self.submit_timed(p)
             }
+            _ if !self.counted => self.ctx.submit_uncounted([self.encoder.finish()]),
             _ => {
                 let commands = self.encoder.finish();
                 self.ctx.count_record(self.clock.host());

@@ -156,6 +156,54 @@ impl AttentionKernel {
     }
 }
 
+impl AttentionKernel {
+    /// The kernel [`attention`] runs `[batch, heads, lq, lk, head_dim]` with on `rec`
+    /// (`aligned`: head size, strides and offsets multiples of 4): `TESSERA_ATTENTION`'s where
+    /// it computes it here; else, where the context's [`Tuner`](crate::gpu::Tuner) is on, the
+    /// fastest measured at this shape (on contiguous Q, K and V) among the kernels of
+    /// [`choose_kernel`]'s precision class (the cooperative-matrix kernel rounds to f16: it is
+    /// only ever itself; the f32 ones against each other), `choose_kernel`'s pick unless another
+    /// beats it by the tuner's margin; else `choose_kernel`'s pick.
+    pub fn picked(
+        rec: &Recorder<'_>,
+        [batch, heads, lq, lk, head_dim]: [usize; 5],
+        causal: bool,
+        aligned: bool,
+    ) -> Self {
+        let ctx = rec.ctx();
+        if let Some(k) = Self::forced().filter(|k| k.available(ctx, head_dim, aligned)) {
+            return k;
+        }
+        let family = rec.kernel_family();
+        let chosen = Self::chosen(ctx, family, head_dim, aligned);
+        let tuner = ctx.tuner();
+        if !tuner.is_on() {
+            return chosen;
+        }
+        let f16 = |k: AttentionKernel| k == AttentionKernel::Coop;
+        let candidates: Vec<_> = Self::ALL
+            .into_iter()
+            .filter(|k| k.available(ctx, head_dim, aligned) && f16(*k) == f16(chosen))
+            .collect();
+        let key = format!(
+            "attention {family:?}{}{} [{batch}, {heads}, {lq}, {lk}, {head_dim}]",
+            if causal { " causal" } else { "" },
+            if aligned { "" } else { " unaligned" },
+        );
+        tuner.pick(&key, chosen, &candidates, |k| {
+            let width = heads * head_dim;
+            let q = Tensor::empty(ctx, "tune.q", &[batch, lq, width], DType::F32)?;
+            let kv = Tensor::empty(ctx, "tune.kv", &[batch, lk, width], DType::F32)?;
+            let mut spec_ = AttentionSpec::new(heads, head_dim);
+            spec_.causal = causal;
+            crate::gpu::time_calls(ctx, |r| {
+                r.set_kernel_family(family);
+                attention_with_kernel(r, &q, &kv, &kv, &spec_, Some(k))
+            })
+        })
+    }
+}
+
 /// Whether the cooperative-matrix kernel computes this head size and layout with `storage`
 /// bytes of workgroup memory.
 fn coop_fits(shape: CoopShape, storage: u32, head_dim: usize, aligned: bool) -> bool {
@@ -355,11 +403,7 @@ pub fn attention_with_kernel<'a>(
                 ),
             ));
         }
-        None => AttentionKernel::forced()
-            .filter(|k| k.available(ctx, head_dim, aligned))
-            .unwrap_or_else(|| {
-                AttentionKernel::chosen(ctx, rec.kernel_family(), head_dim, aligned)
-            }),
+        None => AttentionKernel::picked(rec, [bq, heads, lq, lk, head_dim], causal, aligned),
     };
     let (kernel_spec, per_group) = match kernel {
         AttentionKernel::Rows => (rows_spec(head_dim), ROWS_QUERIES_PER_GROUP),

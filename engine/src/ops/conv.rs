@@ -299,6 +299,64 @@ impl ConvStrategy {
     }
 }
 
+impl ConvStrategy {
+    /// The kernel [`conv2d`] runs a convolution of `[b, cin, h, w]` by `weight` under `s` with
+    /// on `rec`: `TESSERA_CONV`'s where that kernel computes it here; else, where the
+    /// context's [`Tuner`](crate::gpu::Tuner) is on, the fastest measured at this shape among
+    /// the tiled strategies of [`choose`](Self::choose)'s precision class (tensor-core ones
+    /// against each other, f32 ones against each other), `choose`'s pick unless another beats
+    /// it by the tuner's margin; else `choose`'s pick.
+    pub fn picked(
+        rec: &Recorder<'_>,
+        [b, cin, h, w]: [usize; 4],
+        weight: &Tensor,
+        s: &Conv2dSpec,
+    ) -> Self {
+        let ctx = rec.ctx();
+        let g = s.groups;
+        let (cout, kh, kw) = match *weight.shape() {
+            [cout, _, kh, kw] => (cout, kh, kw),
+            _ => (0, 1, 1),
+        };
+        if let Some(f) = Self::forced().filter(|f| f.available(ctx) && f.supports(g, cin, (kh, kw)))
+        {
+            return f;
+        }
+        let family = rec.kernel_family();
+        let chosen = Self::choose(family, ctx.cooperative_matrix().is_some(), g, cin, (kh, kw));
+        let tuner = ctx.tuner();
+        if !tuner.is_on() {
+            return chosen;
+        }
+        // The direct kernel only where nothing else computes it: it never wins elsewhere and
+        // would spend the most time being measured.
+        let candidates: Vec<_> = Self::ALL
+            .into_iter()
+            .filter(|c| {
+                c.available(ctx)
+                    && c.supports(g, cin, (kh, kw))
+                    && c.tensor_cores() == chosen.tensor_cores()
+                    && (*c != ConvStrategy::Direct || chosen == ConvStrategy::Direct)
+            })
+            .collect();
+        let key = format!(
+            "conv2d {family:?} {:?} [{b}, {cin}, {h}, {w}] by [{cout}, {kh}, {kw}] groups {g} \
+             stride {:?} padding {:?}",
+            weight.dtype(),
+            s.stride,
+            s.padding
+        );
+        tuner.pick(&key, chosen, &candidates, |c| {
+            let x = Tensor::empty(ctx, "tune.x", &[b, cin, h, w], DType::F32)?;
+            let wt = Tensor::empty(ctx, "tune.w", weight.shape(), weight.dtype())?;
+            crate::gpu::time_calls(ctx, |r| {
+                r.set_kernel_family(family);
+                conv2d_with_strategy(r, &x, &wt, None, s, Some(c))
+            })
+        })
+    }
+}
+
 /// Convolution; weight `[Cout, Cin/groups, kh, kw]` (PyTorch layout), bias `[Cout]`, by the
 /// kernel [`ConvStrategy::choose`] picks for the recorder's kernel family.
 pub fn conv2d(
@@ -364,13 +422,7 @@ pub fn conv2d_with_strategy(
         return Ok(out);
     }
     let shape = rec.ctx().cooperative_matrix();
-    let strategy = strategy.unwrap_or_else(|| {
-        ConvStrategy::forced()
-            .filter(|s| s.available(rec.ctx()) && s.supports(g, cin, (kh, kw)))
-            .unwrap_or_else(|| {
-                ConvStrategy::choose(rec.kernel_family(), shape.is_some(), g, cin, (kh, kw))
-            })
-    });
+    let strategy = strategy.unwrap_or_else(|| ConvStrategy::picked(rec, [b, cin, h, w], weight, s));
     if !strategy.supports(g, cin, (kh, kw)) {
         return Err(Error::shape(
             OP,

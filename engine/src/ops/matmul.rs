@@ -193,8 +193,8 @@ pub enum MatmulStrategy {
     /// (128×128 with 16×16 ones: 256 invocations with 32-wide subgroups), each subgroup 2×4
     /// fragments — twice Coop64's multiply-adds per staged element and 8 multiplies per 6
     /// fragment loads instead of 4 per 4. Where its 8 subgroups and its workgroup memory (46 KiB
-    /// with 16×16 fragments) fit the adapter's limits. What Coop64 computes; not chosen until
-    /// a GPU has measured it.
+    /// with 16×16 fragments) fit the adapter's limits. What Coop64 computes; not the static
+    /// choice, taken by kernel tuning ([`Tuner`](crate::gpu::Tuner)) where it measures faster.
     Coop128,
     /// `matmul_gemv.wgsl`: at most 8 rows, spread over B's rows and along K (memory-bound
     /// products: adaptive-norm projections of the pooled text, batch-1 products). B in
@@ -313,6 +313,87 @@ impl MatmulStrategy {
             }
             _ => MatmulStrategy::Tile32,
         }
+    }
+}
+
+/// What besides its [`Problem`] a product's timing needs ([`MatmulStrategy::picked`]).
+#[derive(Clone, Copy, Debug)]
+pub struct TuneCall {
+    /// How B is read.
+    pub format: WeightFormat,
+    /// Batch entries of the product after folding (1 where B is shared: they fold into M).
+    pub batch: usize,
+    /// Whether each batch entry has its own B.
+    pub b_batched: bool,
+    /// The epilogue's activation (a gated unit's, which the gated kernels apply to the gate).
+    pub activation: Option<Activation>,
+}
+
+impl MatmulStrategy {
+    /// The kernel [`matmul`] runs `problem` with on `rec`: `TESSERA_MATMUL`'s where that
+    /// kernel computes it here; else, where the context's [`Tuner`](crate::gpu::Tuner) is on,
+    /// the fastest measured at this shape among the strategies of
+    /// [`choose`](Self::choose)'s precision class (cooperative-matrix kernels against each
+    /// other, f32 ones against each other), `choose`'s pick unless another beats it by the
+    /// tuner's margin; else `choose`'s pick.
+    pub fn picked(rec: &Recorder<'_>, problem: &Problem, call: &TuneCall) -> Self {
+        let ctx = rec.ctx();
+        if let Some(s) = Self::forced().filter(|s| s.available(ctx) && s.supports(problem)) {
+            return s;
+        }
+        let family = rec.kernel_family();
+        let chosen = Self::choose(family, ctx.cooperative_matrix().is_some(), problem);
+        let tuner = ctx.tuner();
+        if !tuner.is_on() {
+            return chosen;
+        }
+        let candidates: Vec<_> = Self::ALL
+            .into_iter()
+            .filter(|s| {
+                s.available(ctx)
+                    && s.supports(problem)
+                    && s.rounds_to_f16() == chosen.rounds_to_f16()
+            })
+            .collect();
+        let Problem {
+            m,
+            n,
+            k,
+            layout,
+            gated,
+        } = *problem;
+        let key = format!(
+            "matmul {family:?} {:?} {layout:?}{}{} batch {} [{m}, {n}, {k}]",
+            call.format,
+            if gated { " gated" } else { "" },
+            if call.b_batched { " batched-B" } else { "" },
+            call.batch,
+        );
+        tuner.pick(&key, chosen, &candidates, |s| {
+            let b_rows = if gated { 2 * n } else { n };
+            let mut b_shape = match layout {
+                BLayout::NK => vec![b_rows, k],
+                BLayout::KN => vec![k, n],
+            };
+            if call.b_batched {
+                b_shape.insert(0, call.batch);
+            }
+            let b_dtype = match call.format {
+                WeightFormat::F32 => DType::F32,
+                WeightFormat::F16 | WeightFormat::F16Packed => DType::F16,
+            };
+            let a = Tensor::empty(ctx, "tune.a", &[call.batch, m, k], DType::F32)?;
+            let b = Tensor::empty(ctx, "tune.b", &b_shape, b_dtype)?;
+            let epilogue = Epilogue {
+                gated,
+                activation: call.activation,
+                ..Epilogue::default()
+            };
+            crate::gpu::time_calls(ctx, |r| {
+                r.set_kernel_family(family);
+                matmul_with_strategy(r, &a, &b, &epilogue, layout, call.format, Some(s))
+            })
+        })
     }
 }
 
@@ -617,11 +698,13 @@ pub fn matmul_with_strategy(
     };
     let shape = rec.ctx().cooperative_matrix();
     let strategy = strategy.unwrap_or_else(|| {
-        MatmulStrategy::forced()
-            .filter(|s| s.available(rec.ctx()) && s.supports(&problem))
-            .unwrap_or_else(|| {
-                MatmulStrategy::choose(rec.kernel_family(), shape.is_some(), &problem)
-            })
+        let call = TuneCall {
+            format,
+            batch: gbatch,
+            b_batched,
+            activation: epilogue.activation,
+        };
+        MatmulStrategy::picked(rec, &problem, &call)
     });
     if !strategy.available(rec.ctx()) {
         return Err(Error::MissingFeature {

@@ -7,7 +7,7 @@ use crate::common::*;
 
 /// softmax(q·kᵀ·scale [causal]) v per head, f64. Row r of q starts at r·q_w + q_off.
 #[allow(clippy::too_many_arguments)]
-fn reference(
+pub(crate) fn reference(
     q: &[f32],
     k: &[f32],
     v: &[f32],

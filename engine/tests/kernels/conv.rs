@@ -6,7 +6,7 @@ use tessera_engine::ops::conv::{
 use crate::common::*;
 
 #[allow(clippy::too_many_arguments)]
-fn conv_ref(
+pub(crate) fn conv_ref(
     x: &[f32],
     [b, cin, h, w]: [usize; 4],
     wt: &[f32],

@@ -13,3 +13,4 @@ mod matmul;
 mod norm;
 mod runtime;
 mod sampling;
+mod tuning;

@@ -9,7 +9,7 @@ use crate::common::*;
 
 /// C[b] = A[b]·op(B[b or shared]) + bias, in f64.
 #[allow(clippy::too_many_arguments)]
-fn reference(
+pub(crate) fn reference(
     a: &[f32],
     b: &[f32],
     bias: Option<&[f32]>,
