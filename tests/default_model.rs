@@ -107,6 +107,9 @@ fn with_kernels(kernels: &str, args: &[&str]) -> String {
         .args(args)
         .env("RUST_LOG", "error")
         .env("TESSERA_KERNELS", kernels)
+        // The family's static choices, not kernel tuning's (which may swap in f32 kernels
+        // where they measure faster: on a software adapter, everywhere).
+        .env("TESSERA_TUNE", "0")
         .output()
         .expect("run tessera");
     assert!(

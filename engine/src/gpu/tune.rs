@@ -6,9 +6,9 @@
 //! [`ConvStrategy::choose`](crate::ops::conv::ConvStrategy::choose),
 //! [`choose_kernel`](crate::ops::attention::choose_kernel)) stay the default: what runs where
 //! tuning is off (CPU adapters, the browser, `TESSERA_TUNE=0`), and what a candidate has to beat
-//! by more than [`MARGIN`] to replace. Candidates are only ever of the default's precision class
-//! (tensor-core kernels, which multiply f16 roundings, against each other; f32 kernels against
-//! each other), so tuning changes speed, not what is computed beyond summation order. The same
+//! by more than [`MARGIN`] to replace. Candidates are at least as precise as the default: where
+//! it is a tensor-core kernel (f16 roundings of its operands), every kernel; where it is an f32
+//! kernel, the f32 ones only. Tuning never lowers precision. The same
 //! pattern as burn's `tune` module and cuBLAS-style heuristics-then-measure, kept small: one
 //! measurement per distinct call shape.
 

@@ -160,10 +160,11 @@ impl AttentionKernel {
     /// The kernel [`attention`] runs `[batch, heads, lq, lk, head_dim]` with on `rec`
     /// (`aligned`: head size, strides and offsets multiples of 4): `TESSERA_ATTENTION`'s where
     /// it computes it here; else, where the context's [`Tuner`](crate::gpu::Tuner) is on, the
-    /// fastest measured at this shape (on contiguous Q, K and V) among the kernels of
-    /// [`choose_kernel`]'s precision class (the cooperative-matrix kernel rounds to f16: it is
-    /// only ever itself; the f32 ones against each other), `choose_kernel`'s pick unless another
-    /// beats it by the tuner's margin; else `choose_kernel`'s pick.
+    /// fastest measured at this shape (on contiguous Q, K and V) among the kernels at least as
+    /// precise as [`choose_kernel`]'s pick (every one where it is the cooperative-matrix
+    /// kernel, which rounds to f16; the f32 ones where it is f32: tuning never lowers
+    /// precision), `choose_kernel`'s pick unless another beats it by the tuner's margin; else
+    /// `choose_kernel`'s pick.
     pub fn picked(
         rec: &Recorder<'_>,
         [batch, heads, lq, lk, head_dim]: [usize; 5],
@@ -183,7 +184,7 @@ impl AttentionKernel {
         let f16 = |k: AttentionKernel| k == AttentionKernel::Coop;
         let candidates: Vec<_> = Self::ALL
             .into_iter()
-            .filter(|k| k.available(ctx, head_dim, aligned) && f16(*k) == f16(chosen))
+            .filter(|k| k.available(ctx, head_dim, aligned) && (!f16(*k) || f16(chosen)))
             .collect();
         let key = format!(
             "attention {family:?}{}{} [{batch}, {heads}, {lq}, {lk}, {head_dim}]",

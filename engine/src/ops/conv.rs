@@ -303,9 +303,10 @@ impl ConvStrategy {
     /// The kernel [`conv2d`] runs a convolution of `[b, cin, h, w]` by `weight` under `s` with
     /// on `rec`: `TESSERA_CONV`'s where that kernel computes it here; else, where the
     /// context's [`Tuner`](crate::gpu::Tuner) is on, the fastest measured at this shape among
-    /// the tiled strategies of [`choose`](Self::choose)'s precision class (tensor-core ones
-    /// against each other, f32 ones against each other), `choose`'s pick unless another beats
-    /// it by the tuner's margin; else `choose`'s pick.
+    /// the tiled strategies at least as precise as [`choose`](Self::choose)'s pick (every one
+    /// where it is a tensor-core kernel, which rounds to f16; the f32 ones where it is f32:
+    /// tuning never lowers precision), `choose`'s pick unless another beats it by the tuner's
+    /// margin; else `choose`'s pick.
     pub fn picked(
         rec: &Recorder<'_>,
         [b, cin, h, w]: [usize; 4],
@@ -335,7 +336,7 @@ impl ConvStrategy {
             .filter(|c| {
                 c.available(ctx)
                     && c.supports(g, cin, (kh, kw))
-                    && c.tensor_cores() == chosen.tensor_cores()
+                    && (!c.tensor_cores() || chosen.tensor_cores())
                     && (*c != ConvStrategy::Direct || chosen == ConvStrategy::Direct)
             })
             .collect();

@@ -332,10 +332,10 @@ pub struct TuneCall {
 impl MatmulStrategy {
     /// The kernel [`matmul`] runs `problem` with on `rec`: `TESSERA_MATMUL`'s where that
     /// kernel computes it here; else, where the context's [`Tuner`](crate::gpu::Tuner) is on,
-    /// the fastest measured at this shape among the strategies of
-    /// [`choose`](Self::choose)'s precision class (cooperative-matrix kernels against each
-    /// other, f32 ones against each other), `choose`'s pick unless another beats it by the
-    /// tuner's margin; else `choose`'s pick.
+    /// the fastest measured at this shape among the strategies at least as precise as
+    /// [`choose`](Self::choose)'s pick (every one where it is a cooperative-matrix kernel,
+    /// which rounds to f16; the f32 ones where it is f32: tuning never lowers precision),
+    /// `choose`'s pick unless another beats it by the tuner's margin; else `choose`'s pick.
     pub fn picked(rec: &Recorder<'_>, problem: &Problem, call: &TuneCall) -> Self {
         let ctx = rec.ctx();
         if let Some(s) = Self::forced().filter(|s| s.available(ctx) && s.supports(problem)) {
@@ -352,7 +352,7 @@ impl MatmulStrategy {
             .filter(|s| {
                 s.available(ctx)
                     && s.supports(problem)
-                    && s.rounds_to_f16() == chosen.rounds_to_f16()
+                    && (!s.rounds_to_f16() || chosen.rounds_to_f16())
             })
             .collect();
         let Problem {
