@@ -5,12 +5,13 @@
 #   bash tools/dev/gpu-prep.sh          # build + stage everything, then print the calls
 #   bash tools/dev/gpu-prep.sh sizes    # only check sizes and print the calls
 #   bash tools/dev/gpu-prep.sh blank    # before the training call: empty the committed default
-#                                       # model's weights and tools/train/v2/model's (it cannot
+#                                       # model's weights and tools/train/v2's bases (it cannot
 #                                       # carry them; it keeps tools/train/v2/vq2, its VQ_DIR)
 #   bash tools/dev/gpu-prep.sh blank-base # before the warm-start training call (BASE_INIT): the
-#                                       # same as blank, but tools/train/v2/model's text encoder and
-#                                       # transformer stay (the base it continues); to fit, the
-#                                       # test fixtures and the fuzz corpus are emptied too
+#                                       # same as blank, but the continued base's text encoder and
+#                                       # transformer stay (BASE: tools/train/v2/base_v1init where it
+#                                       # exists, else tools/train/v2/model); to fit, the test
+#                                       # fixtures and the fuzz corpus are emptied too
 #   bash tools/dev/gpu-prep.sh blank-v2 # before the benchmark call: empty tools/train/v2's weights
 #   bash tools/dev/gpu-prep.sh restore  # undo either (git checkout)
 #
@@ -29,6 +30,18 @@ LIMIT=$((64 * 1024 * 1024))
 MODEL=assets/models/emoji
 V2=tools/train/v2
 PY=${PYTHON:-python3}
+# The base a warm-start training call continues (BASE_INIT): the best one kept in git.
+if [ -z "${BASE:-}" ]; then
+  BASE=$V2/model
+  [ -f "$V2/base_v1init/transformer/config.json" ] && BASE=$V2/base_v1init
+fi
+# What blank-base empties besides the default model: BASE's VQ, and the rest of tools/train/v2's
+# pipeline folders (v2/vq2 stays: it is VQ_DIR)
+if [ "$BASE" = "$V2/model" ]; then
+  BASE_BLANK=("$V2/model/vqvae" "$V2/model/super_res")
+else
+  BASE_BLANK=("$BASE/vqvae" "$V2/model")
+fi
 
 exclude() { grep -qxF "$1" .git/info/exclude 2>/dev/null || echo "$1" >> .git/info/exclude; }
 # bytes that travel: tracked + untracked-not-ignored files as they are now, plus the carried paths
@@ -49,13 +62,13 @@ empty_files() { find "$@" -type f -exec sh -c ': > "$1"' _ {} \; 2>/dev/null || 
 
 case "${1:-all}" in
   blank)
-    empty_weights "$MODEL" "$V2/model"
-    echo "emptied the weights under $MODEL and $V2/model; undo with: bash $0 restore"
+    empty_weights "$MODEL" "$V2/model" "$V2/base_v1init"
+    echo "emptied the weights under $MODEL, $V2/model and $V2/base_v1init; undo with: bash $0 restore"
     exit 0 ;;
   blank-base)
-    empty_weights "$MODEL" "$V2/model/vqvae" "$V2/model/super_res"
+    empty_weights "$MODEL" "${BASE_BLANK[@]}"
     empty_files "${EXTRA[@]}"
-    echo "emptied the weights under $MODEL, $V2/model/vqvae and $V2/model/super_res, and ${EXTRA[*]}; undo with: bash $0 restore"
+    echo "emptied the weights under $MODEL and ${BASE_BLANK[*]}, and ${EXTRA[*]}; $BASE's text encoder and transformer stay; undo with: bash $0 restore"
     exit 0 ;;
   blank-v2)
     empty_weights "$V2"
@@ -104,9 +117,9 @@ train_carry=(tools/train/device tools/bench/wheels)
 weights=$(weight_bytes "$MODEL")
 v2_weights=$(weight_bytes "$V2")
 bench=$((tree - v2_weights + $(carried_bytes "${bench_carry[@]}")))
-train=$((tree - weights - $(weight_bytes "$V2/model") + $(carried_bytes "${train_carry[@]}")))
+train=$((tree - weights - $(weight_bytes "$V2/model" "$V2/base_v1init") + $(carried_bytes "${train_carry[@]}")))
 extra=$(git ls-files -z -- "${EXTRA[@]}" | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
-warm=$((tree - weights - $(weight_bytes "$V2/model/vqvae" "$V2/model/super_res") - extra + $(carried_bytes "${train_carry[@]}")))
+warm=$((tree - weights - $(weight_bytes "${BASE_BLANK[@]}") - extra + $(carried_bytes "${train_carry[@]}")))
 for f in .devbin/tessera.xz .devbin/kernels.xz tools/train/device/v2_data.xz \
          "$V2/vq2/result_vq2.json"; do
   [ -f "$f" ] || echo "missing: $f"
@@ -129,10 +142,10 @@ run(command = "for f in .gl/*.deb; do dpkg -x \$f /; done; ldconfig; n=/usr/loca
 
 2. The default model v2's training, in what is left (tools/train/README.md): within 30 s of the first call's
    return the machine is still warm. TOTAL_MIN about 1.5 minutes under status's budget_left_s.
-   Where tools/train/v2/model holds a base (the CPU-trained one), continue it: the GPU's minutes all go to
+   Where tools/train/v2 holds a base, continue the best one ($BASE): the GPU's minutes all go to
    the base, on top of what it has seen (the super-resolution stage is then trained on the CPU:
    run_cpu_v2.sh). First \`bash $0 restore && bash $0 blank-base\`, afterwards \`bash $0 restore\`.
-run(command = "TOTAL_MIN=7 VQ_DIR=v2/vq2 BASE_INIT=v2/model bash tools/train/run_device_v2.sh",
+run(command = "TOTAL_MIN=7 VQ_DIR=v2/vq2 BASE_INIT=${BASE#tools/train/} bash tools/train/run_device_v2.sh",
     carry = ["${train_carry[0]}", "${train_carry[1]}"], timeout_s = 480)
    Or the whole chain from scratch (base 4.25 and SR 2.5 minutes at most): first \`bash $0 restore && bash $0 blank\`.$tok_note
 run(command = "TOTAL_MIN=7 VQ_DIR=v2/vq2 ${tok:+$tok }bash tools/train/run_device_v2.sh",

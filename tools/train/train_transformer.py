@@ -427,6 +427,15 @@ def add_uvit_args(ap, layers: int):
     ap.add_argument("--downsample", type=int, default=1, help="1: transformer layers at half token resolution")
 
 
+def load_matching(model, state: dict, what: str, log_path: Path) -> None:
+    """Loads the tensors of `state` whose name and shape match `model`'s; logs what stays fresh."""
+    own = model.state_dict()
+    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    fresh = sorted(set(own) - set(keep))
+    model.load_state_dict(keep, strict=False)
+    log(f"{what}: {len(keep)} of {len(own)} tensors loaded; fresh: {', '.join(fresh) or 'none'}", log_path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=RUNS_DIR / "transformer")
@@ -472,6 +481,11 @@ def main():
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start from the weights of a finished run (a folder with text_encoder/ and transformer/, "
                          "as final/ holds) with a fresh optimiser, instead of from random weights")
+    ap.add_argument("--init-partial", action="store_true",
+                    help="with --init-from: take only the tensors whose name and shape match (another codebook "
+                         "size: the token embedding and output head start fresh), each model's loaded and fresh "
+                         "tensors logged; the text encoder's vocabulary is the tokenizer's, so --tokenizer should "
+                         "be the --init-from model's")
     add_budget_args(ap)  # --budget-minutes (the LR warm-up must outlast its measurement) / --finish-minutes
     ap.add_argument("--save-fp16", action="store_true", help="save the final EMA weights in fp16 (what export writes anyway)")
     ap.add_argument("--info", action="store_true", help="print configs, params and FLOPs, then exit")
@@ -522,9 +536,15 @@ def main():
         from diffusers import UVit2DModel
         from transformers import CLIPTextModelWithProjection
 
-        te.load_state_dict(CLIPTextModelWithProjection.from_pretrained(str(args.init_from / "text_encoder")).float().state_dict())
-        tr.load_state_dict(UVit2DModel.from_pretrained(str(args.init_from / "transformer")).float().state_dict())
-        log(f"initialised from {args.init_from}", log_path)
+        te_init = CLIPTextModelWithProjection.from_pretrained(str(args.init_from / "text_encoder")).float().state_dict()
+        tr_init = UVit2DModel.from_pretrained(str(args.init_from / "transformer")).float().state_dict()
+        if args.init_partial:
+            load_matching(te, te_init, "text encoder", log_path)
+            load_matching(tr, tr_init, "transformer", log_path)
+        else:
+            te.load_state_dict(te_init)
+            tr.load_state_dict(tr_init)
+        log(f"initialised from {args.init_from}{' (matching tensors only)' if args.init_partial else ''}", log_path)
     device = torch.device(args.device)
     amp = "bf16" if args.bf16 else None
     if device.type == "cuda":
