@@ -170,3 +170,25 @@ fn json_lines_override_the_command_line_and_bad_lines_stop_before_work() {
     let (ok, err) = batch(&list, &dir.join("x"), &["--shard", "3/2"], &[]);
     assert!(!ok && err.contains("--shard"), "{err}");
 }
+
+/// A batch that times kernels (the GPU kernel family forced, tuning kept in memory) says so on
+/// one line before its summary, as `--render` does; with tuning off it does not.
+#[test]
+fn a_batch_that_times_kernels_says_so() {
+    let dir = tmp("batch-tuning");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let list = dir.join("prompts.txt");
+    std::fs::write(&list, "blue heart\n").expect("list");
+    for (tune, says) in [("memory", true), ("0", false)] {
+        let out = dir.join(tune);
+        let env = [("TESSERA_KERNELS", "tiled"), ("TESSERA_TUNE", tune)];
+        let (ok, err) = batch(&list, &out, &[], &env);
+        assert!(ok, "TESSERA_TUNE={tune}: {err}");
+        assert_eq!(
+            err.lines().any(|l| l.starts_with("timed the kernels of")),
+            says,
+            "TESSERA_TUNE={tune}: {err}"
+        );
+    }
+}

@@ -1298,3 +1298,31 @@ fn awaited_readbacks_give_the_blocking_results() {
         assert_eq!(a, b);
     }
 }
+
+/// A run that times kernels (the GPU kernel family forced, tuning kept in memory) ends with
+/// one line saying so, which is why it took longer than the next run will; with tuning off it
+/// has no such line. Batch mode says the same.
+#[test]
+fn a_run_that_times_kernels_says_so() {
+    let model = fixture("tiny-b").join("model");
+    for (tune, says) in [("memory", true), ("0", false)] {
+        let out = tmp(&format!("tuning-{tune}.png"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["--render", s(&out), "--model", s(&model)])
+            .args(["--prompt", "blue heart", "--steps", "2"])
+            .env("TESSERA_KERNELS", "tiled")
+            .env("TESSERA_TUNE", tune)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "TESSERA_TUNE={tune}: {err}");
+        let line = err.lines().find(|l| l.starts_with("timed the kernels of"));
+        assert_eq!(line.is_some(), says, "TESSERA_TUNE={tune}: {err}");
+        if let Some(line) = line {
+            assert!(
+                line.contains("on this GPU") && line.ends_with("(kept for this process only)"),
+                "{line}"
+            );
+        }
+    }
+}

@@ -265,6 +265,9 @@ pub fn run(a: &BatchArgs) -> Result<()> {
         bar.set_message(path.display().to_string());
     }
     bar.finish_and_clear();
+    if let Some(line) = crate::render::tuning_line(&ctx) {
+        eprintln!("{line}");
+    }
     eprintln!("wrote {} images to {}", todo.len(), a.out.display());
     Ok(())
 }

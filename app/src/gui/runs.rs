@@ -6,6 +6,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 
 use egui::Vec2;
 
+use tessera_engine::GpuContext;
 use tessera_engine::pipeline::{Model, Start};
 use tessera_engine::sampling::{SamplerKind, Schedule};
 
@@ -53,6 +54,10 @@ pub struct Lane {
     pub result: Option<Finished>,
     pub error: Option<String>,
     pub running: bool,
+    /// The device it runs on and how many call shapes its kernel tuner had measured when the
+    /// lane started: until the first step arrives, the lane says when the engine is timing
+    /// kernels (a GPU's first run; [`tessera_engine::gpu::Tuner`]).
+    pub tuning: Option<(Arc<GpuContext>, usize)>,
 }
 
 impl Lane {
@@ -72,6 +77,28 @@ impl Lane {
             result: None,
             error: None,
             running: true,
+            tuning: None,
+        }
+    }
+
+    /// Call shapes whose kernels were timed since the lane started (0 without a device).
+    pub fn tuned_since_start(&self) -> usize {
+        self.tuning.as_ref().map_or(0, |(gpu, at_start)| {
+            gpu.tuner().stats().measured.saturating_sub(*at_start)
+        })
+    }
+
+    /// What the lane shows before its first step.
+    fn waiting_text(&self) -> String {
+        if !self.running {
+            return "no steps".to_owned();
+        }
+        match self.tuned_since_start() {
+            0 => "starting…".to_owned(),
+            n => format!(
+                "starting… timing this GPU's kernels, once: {n} call shape{}",
+                if n == 1 { "" } else { "s" }
+            ),
         }
     }
 
@@ -234,8 +261,9 @@ impl Runs {
                 super_res,
                 cancel: self.cancel.clone(),
             };
-            self.lanes
-                .push(Lane::new(s, class, model.clone(), model_name));
+            let mut lane = Lane::new(s, class, model.clone(), model_name);
+            lane.tuning = Some((gpu.clone(), gpu.tuner().stats().measured));
+            self.lanes.push(lane);
             worker::spawn(
                 gpu.clone(),
                 model.clone(),
@@ -321,10 +349,7 @@ impl Runs {
         };
         let mask_id = l.model.mask_id();
         let Some(last) = l.frames.len().checked_sub(1) else {
-            ui.add_sized(
-                [size * 2.0 + 8.0, size],
-                egui::Label::new(if l.running { "starting…" } else { "no steps" }),
-            );
+            ui.add_sized([size * 2.0 + 8.0, size], egui::Label::new(l.waiting_text()));
             return;
         };
         let idx = self.replay.unwrap_or(last).min(last);

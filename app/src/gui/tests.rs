@@ -237,3 +237,36 @@ fn smooth_toggle_and_fit_reset_the_lanes_view() {
     let v = h.state().views.borrow()[0];
     assert!(v.width() > 200.0, "{v:?}");
 }
+
+/// Before its first step a lane says "starting…", and, while the engine times kernels on this
+/// GPU (its first run there), how many call shapes it has timed since the lane started; a lane
+/// that ended without steps says so.
+#[test]
+fn a_lane_waiting_for_its_first_step_says_when_kernels_are_being_timed() {
+    use super::runs::Lane;
+    let model = std::sync::Arc::new(open("../tests/fixtures/amused/tiny-b/model"));
+    let settings = SettingsPanel::new(&RenderArgs::default(), Some(&model)).settings;
+    let mut gpu = GpuContext::new().expect("adapter");
+    gpu.set_tuner(tessera_engine::gpu::Tuner::in_memory());
+    let gpu = std::sync::Arc::new(gpu);
+    let mut lane = Lane::new(settings, None, model, None);
+    lane.tuning = Some((gpu.clone(), gpu.tuner().stats().measured));
+    let mut runs = Runs::default();
+    runs.lanes.push(lane);
+    let mut h = Harness::new_ui_state(|ui, runs: &mut Runs| runs.lane_view(ui, 0, 64.0), runs);
+    h.run();
+    assert!(h.query_by_label("starting…").is_some());
+    // One call shape timed (two candidates: the engine's own `pick`, as an op's launcher calls it).
+    let picked = gpu
+        .tuner()
+        .pick("lane test", 1u8, &[1, 2], |c| Ok(f64::from(c)));
+    assert_eq!(picked, 1);
+    h.run();
+    assert!(
+        h.query_by_label("starting… timing this GPU's kernels, once: 1 call shape")
+            .is_some()
+    );
+    h.state_mut().lanes[0].running = false;
+    h.run();
+    assert!(h.query_by_label("no steps").is_some());
+}

@@ -277,6 +277,9 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
     let frames = animation.finish()?;
     let (images, (w, h)) =
         model.decode(&ctx, &generated.tokens, generated.batch, generated.grid)?;
+    if let Some(line) = tuning_line(&ctx) {
+        eprintln!("{line}");
+    }
     let texts: Vec<_> = (0..generated.batch)
         .map(|k| settings_text(a, &model, &plan, &req, (w, h), k))
         .collect();
@@ -290,4 +293,24 @@ pub fn run(a: &RenderArgs, out: &Path) -> Result<()> {
         (generated.batch, generated.grid),
         &frames,
     )
+}
+
+/// A line saying that this process timed kernels on its GPU (its first run there, or a call
+/// shape new to the tune file: [`tessera_engine::gpu::Tuner`]), which is why it took longer
+/// than the next run will; `None` when it timed none.
+pub fn tuning_line(ctx: &GpuContext) -> Option<String> {
+    let tuner = ctx.tuner();
+    let stats = tuner.stats();
+    (stats.measured > 0).then(|| {
+        let kept = match tuner.file() {
+            Some(f) => format!("kept in {}", f.display()),
+            None => "kept for this process only".to_owned(),
+        };
+        format!(
+            "timed the kernels of {} call shape{} on this GPU in {:.1} s, once ({kept})",
+            stats.measured,
+            if stats.measured == 1 { "" } else { "s" },
+            stats.ms / 1e3
+        )
+    })
 }
