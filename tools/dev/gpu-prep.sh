@@ -9,7 +9,7 @@
 #                                       # carry them; it keeps tools/train/v2/vq2, its VQ_DIR)
 #   bash tools/dev/gpu-prep.sh blank-base # before the warm-start training call (BASE_INIT): the
 #                                       # same as blank, but the continued base's text encoder and
-#                                       # transformer stay (BASE: tools/train/v2/base_v1init where it
+#                                       # transformer stay (BASE: tools/train/v2/model_v1init where it
 #                                       # exists, else tools/train/v2/model); to fit, the test
 #                                       # fixtures and the fuzz corpus are emptied too
 #   bash tools/dev/gpu-prep.sh blank-v2 # before the benchmark call: empty tools/train/v2's weights
@@ -33,14 +33,14 @@ PY=${PYTHON:-python3}
 # The base a warm-start training call continues (BASE_INIT): the best one kept in git.
 if [ -z "${BASE:-}" ]; then
   BASE=$V2/model
-  [ -f "$V2/base_v1init/transformer/config.json" ] && BASE=$V2/base_v1init
+  [ -f "$V2/model_v1init/transformer/config.json" ] && BASE=$V2/model_v1init
 fi
 # What blank-base empties besides the default model: BASE's VQ, and the rest of tools/train/v2's
 # pipeline folders (v2/vq2 stays: it is VQ_DIR)
 if [ "$BASE" = "$V2/model" ]; then
   BASE_BLANK=("$V2/model/vqvae" "$V2/model/super_res")
 else
-  BASE_BLANK=("$BASE/vqvae" "$V2/model")
+  BASE_BLANK=("$BASE/vqvae" "$BASE/super_res" "$V2/model")
 fi
 
 exclude() { grep -qxF "$1" .git/info/exclude 2>/dev/null || echo "$1" >> .git/info/exclude; }
@@ -62,8 +62,8 @@ empty_files() { find "$@" -type f -exec sh -c ': > "$1"' _ {} \; 2>/dev/null || 
 
 case "${1:-all}" in
   blank)
-    empty_weights "$MODEL" "$V2/model" "$V2/base_v1init"
-    echo "emptied the weights under $MODEL, $V2/model and $V2/base_v1init; undo with: bash $0 restore"
+    empty_weights "$MODEL" "$V2/model" "$V2/model_v1init"
+    echo "emptied the weights under $MODEL, $V2/model and $V2/model_v1init; undo with: bash $0 restore"
     exit 0 ;;
   blank-base)
     empty_weights "$MODEL" "${BASE_BLANK[@]}"
@@ -117,7 +117,7 @@ train_carry=(tools/train/device tools/bench/wheels)
 weights=$(weight_bytes "$MODEL")
 v2_weights=$(weight_bytes "$V2")
 bench=$((tree - v2_weights + $(carried_bytes "${bench_carry[@]}")))
-train=$((tree - weights - $(weight_bytes "$V2/model" "$V2/base_v1init") + $(carried_bytes "${train_carry[@]}")))
+train=$((tree - weights - $(weight_bytes "$V2/model" "$V2/model_v1init") + $(carried_bytes "${train_carry[@]}")))
 extra=$(git ls-files -z -- "${EXTRA[@]}" | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
 warm=$((tree - weights - $(weight_bytes "${BASE_BLANK[@]}") - extra + $(carried_bytes "${train_carry[@]}")))
 for f in .devbin/tessera.xz .devbin/kernels.xz tools/train/device/v2_data.xz \
@@ -143,8 +143,8 @@ run(command = "for f in .gl/*.deb; do dpkg -x \$f /; done; ldconfig; n=/usr/loca
 2. The default model v2's training, in what is left (tools/train/README.md): within 30 s of the first call's
    return the machine is still warm. TOTAL_MIN about 1.5 minutes under status's budget_left_s.
    Where tools/train/v2 holds a base, continue the best one ($BASE): the GPU's minutes all go to
-   the base, on top of what it has seen (the super-resolution stage is then trained on the CPU:
-   run_cpu_v2.sh). First \`bash $0 restore && bash $0 blank-base\`, afterwards \`bash $0 restore\`.
+   the base, on top of what it has seen (where it has super_res/, its text encoder stays frozen and
+   that stage goes back beside the result: tools/train/README.md). First \`bash $0 restore && bash $0 blank-base\`, afterwards \`bash $0 restore\`.
 run(command = "TOTAL_MIN=7 VQ_DIR=v2/vq2 BASE_INIT=${BASE#tools/train/} bash tools/train/run_device_v2.sh",
     carry = ["${train_carry[0]}", "${train_carry[1]}"], timeout_s = 480)
    Or the whole chain from scratch (base 4.25 and SR 2.5 minutes at most): first \`bash $0 restore && bash $0 blank\`.$tok_note

@@ -34,7 +34,8 @@
 # Environment: MINUTES (150: this invocation's share of the session), PYTHON (python3), KEEP (v2),
 # RUNS (runs/v2cpu), DATA (data), OMP_NUM_THREADS (2), VQ_MAX / BASE_MAX / SR_MAX (the longest a
 # stage trains: 110 / 120 / 120 minutes), VQ_MIN_MIN / BASE_MIN_MIN / SR_MIN_MIN (60 / 75 / 75);
-# MORE_BASE=1 (one more base session, stage 2b below) with LR_MORE (its peak learning rate, 3e-4);
+# MORE_BASE=1 (one more base session, stage 2b below) with LR_MORE (its peak learning rate, 3e-4)
+# and MORE_PREFIX (its logs' prefix in KEEP, base_more);
 # SR_FROM=DIR (stage 3 warm-starts from a finished SR stage: DIR/super_res, e.g. the one trained
 # against the base that a GPU run continued, kept aside before the new base replaced KEEP/model;
 # peak LR 3e-4, and SR_MAX defaults to 60 minutes).
@@ -124,20 +125,51 @@ if [ ! -f "$KEEP/model/model_index.json" ]; then
   base_session base "$RUNS/tokenizer" 6e-4 base "" --resume
 fi
 
-# 2b. MORE_BASE=1 (a session instead of 3, as many times as wanted, before the SR stage): more
-# training for the kept base, which one CPU session leaves far short of the shipped model's shapes
-# (v2/README.md). A warm restart: from KEEP/model's weights (--init-from; fresh optimiser, its own
-# cosine schedule from LR_MORE) with KEEP/model's own tokenizer (a retrained one would differ in its
-# ids: tokenizer.py), exported over KEEP/model. Not after super_res/ exists: that stage
-# cross-attends to the base's frozen text encoder, which this would change.
+# 2b. MORE_BASE=1 (a session instead of 3, as many times as wanted): more training for the kept
+# base, which one CPU session leaves far short of the shipped model's shapes (v2/README.md). A warm
+# restart: from KEEP/model's weights (--init-from; fresh optimiser, its own cosine schedule from
+# LR_MORE) with KEEP/model's own tokenizer (a retrained one would differ in its ids: tokenizer.py),
+# exported over KEEP/model. Once KEEP/model has super_res/, that stage cross-attends to the base's
+# frozen text encoder, so the session trains the transformer alone (--freeze-text-encoder) and the
+# super-resolution stage stays valid: super_res/ and its card section are carried over to the new
+# export.
 if [ "${MORE_BASE:-0}" = 1 ]; then
-  [ -d "$KEEP/model/super_res" ] && { stamp "MORE_BASE: $KEEP/model already has super_res/" >&2; exit 1; }
-  rm -rf "$RUNS/base_more"
-  n=$(( $(ls "$KEEP"/base_more*_result.json 2> /dev/null | wc -l) + 1 ))
-  base_session base_more "$KEEP/model/tokenizer" "${LR_MORE:-3e-4}" "base_more$n" \
-    "Then $n more session(s) of the same objective (MORE_BASE=1), each a warm restart from the previous \
-weights (fresh optimiser, cosine from peak LR ${LR_MORE:-3e-4}); the accuracy above is the last one's (the \
-sessions' logs: tools/train/v2/base*_log.txt)." --init-from "$KEEP/model"
+  rm -rf "$RUNS/base_more" "$RUNS/kept_super_res"
+  FREEZE=()
+  if [ -d "$KEEP/model/super_res" ]; then
+    FREEZE=(--freeze-text-encoder)
+    mkdir -p "$RUNS/kept_super_res" && cp -r "$KEEP/model/super_res" "$RUNS/kept_super_res/" || exit 1
+    # the card's "## Super-resolution stage" section, up to the next "## " heading
+    awk '/^## /{on = ($0 ~ /^## Super-resolution stage/)} on' "$KEEP/model/MODEL_CARD.md" \
+      > "$RUNS/kept_super_res/card_section.md"
+  fi
+  # Logs kept as KEEP/<MORE_PREFIX>N_* (base_more, or base_v1init_more for the base started from
+  # v1's layers); the card's training note is the kept one's with this session added.
+  prefix=${MORE_PREFIX:-base_more}
+  n=$(( $(ls "$KEEP/$prefix"*_result.json 2> /dev/null | wc -l) + 1 ))
+  old_note=$(awk '/masked-token accuracy:/ {on = 1; next} on && /^ *$/ {exit} on' "$KEEP/model/MODEL_CARD.md" \
+    | sed 's/^ *//' | tr '\n' ' ' | sed 's/ *$//')
+  # base_session exits (3) once the base is exported: put super_res/ back first, from an EXIT trap
+  if [ ${#FREEZE[@]} -gt 0 ]; then
+    restore_super_res() {
+      [ -f "$KEEP/model/model_index.json" ] && [ ! -d "$KEEP/model/super_res" ] || return 0
+      cp -r "$RUNS/kept_super_res/super_res" "$KEEP/model/" \
+        && "$PY" - "$KEEP/model/MODEL_CARD.md" "$RUNS/kept_super_res/card_section.md" <<'PYEOF'
+import sys
+card, section = (open(p, encoding="utf-8").read() for p in sys.argv[1:3])
+at = card.find("## Limitations")
+card = card[:at] + section + card[at:] if at >= 0 else card + "\n" + section
+open(sys.argv[1], "w", encoding="utf-8").write(card)
+PYEOF
+      stamp "super_res/ and its card section carried over to the new base (its text encoder was frozen)"
+    }
+    trap restore_super_res EXIT
+  fi
+  base_session base_more "$KEEP/model/tokenizer" "${LR_MORE:-3e-4}" "$prefix$n" \
+    "${old_note:+$old_note }Then one more CPU session (run_cpu_v2.sh MORE_BASE=1, logs tools/train/v2/$prefix${n}_*): \
+a warm restart (fresh optimiser, cosine from peak LR ${LR_MORE:-3e-4})${FREEZE:+ with the text encoder frozen, so \
+that the super-resolution stage trained against it stays valid}; the accuracy above is after it." \
+    --init-from "$KEEP/model" "${FREEZE[@]}"
 fi
 
 # 3. super-resolution (one session), conditioned by the kept base's frozen text encoder; with

@@ -44,7 +44,10 @@
 # over; the card says so. With it, SR_MIN defaults to 0: no super-resolution stage here (the
 # returned folder is the base alone; run_cpu_v2.sh trains the SR stage on the CPU against it),
 # and the base gets the minutes (BASE_MIN 6.5; TOTAL_MIN shrinks it as usual). SR_MIN=0 skips
-# the SR stage in any run.
+# the SR stage in any run. Where DIR has super_res/ (its files may be emptied to travel), the base's
+# text encoder is frozen (train_transformer.py --freeze-text-encoder; FREEZE_TEXT=0 trains it), so
+# DIR's super-resolution stage, which cross-attends to it, stays valid: copy it back beside the
+# returned base instead of adapting it again.
 # SMOKE=1: the same chain on the CPU with tiny models, 300 images for the SR cache and
 # budgets of a few seconds (outputs in runs/smoke/v2, OUT runs/smoke/v2/out); checks the chain
 # end to end in a few minutes.
@@ -348,10 +351,15 @@ NOTE=""
 if [ -n "${BASE_INIT:-}" ]; then
   # A warm restart: the learning rate and warm-up of BASE_ARGS give way to the later flags.
   INIT=(--init-from "$BASE_INIT" --lr "${BASE_INIT_LR:-5e-4}" --warmup 200)
+  FROZEN=""
+  if [ -d "$BASE_INIT/super_res" ] && [ "${FREEZE_TEXT:-1}" = 1 ]; then
+    INIT+=(--freeze-text-encoder)
+    FROZEN=" with the text encoder frozen (so the super-resolution stage trained against it stays valid)"
+  fi
   case "$BASE_INIT" in /*) SHOWN=$BASE_INIT ;; *) SHOWN=tools/train/$BASE_INIT ;; esac
   NOTE="Not from scratch in this run: warm-started from the base in $SHOWN (trained as its own card \
 says), then trained further on a GPU by run_device_v2.sh with BASE_INIT (fresh optimiser, cosine from peak LR \
-${BASE_INIT_LR:-5e-4}); the accuracy above is after that."
+${BASE_INIT_LR:-5e-4})$FROZEN; the accuracy above is after that."
 fi
 run_stage base "$PY" train_transformer.py --out "$RUNS/base" --tokens "$RUNS/sr/sr_tokens.npz" --tokens-key lo \
   --tokenizer "$TOKENIZER" --device "$DEVICE" $BF16 --batch "$BASE_BATCH" --per-group 2 --save-fp16 \

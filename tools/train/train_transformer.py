@@ -486,6 +486,10 @@ def main():
                          "size: the token embedding and output head start fresh), each model's loaded and fresh "
                          "tensors logged; the text encoder's vocabulary is the tokenizer's, so --tokenizer should "
                          "be the --init-from model's")
+    ap.add_argument("--freeze-text-encoder", action="store_true",
+                    help="train the transformer only: the text encoder keeps its initial weights (with --init-from, "
+                         "that model's), so a super-resolution stage trained against them (train_super_res.py "
+                         "freezes the base's text encoder) stays valid across more base training")
     add_budget_args(ap)  # --budget-minutes (the LR warm-up must outlast its measurement) / --finish-minutes
     ap.add_argument("--save-fp16", action="store_true", help="save the final EMA weights in fp16 (what export writes anyway)")
     ap.add_argument("--info", action="store_true", help="print configs, params and FLOPs, then exit")
@@ -554,7 +558,13 @@ def main():
     ema_te, ema_tr = copy.deepcopy(te).eval(), copy.deepcopy(tr).eval()
     for p in list(ema_te.parameters()) + list(ema_tr.parameters()):
         p.requires_grad_(False)
-    opt = adamw((te, tr), args.lr, args.weight_decay, device)
+    # The trained modules and their EMA copies; a frozen text encoder is neither (its EMA copy
+    # stays equal to it, and that is what gets saved).
+    trained, trained_emas = ((tr,), (ema_tr,)) if args.freeze_text_encoder else ((te, tr), (ema_te, ema_tr))
+    if args.freeze_text_encoder:
+        te.requires_grad_(False)
+        log("text encoder frozen (--freeze-text-encoder): the transformer alone is trained", log_path)
+    opt = adamw(trained, args.lr, args.weight_decay, device)
     ckpt_path = args.out / "ckpt.pt"
     step = 0
     py_rng = random.Random(args.seed)
@@ -611,7 +621,7 @@ def main():
 
     te.train(), tr.train()
     step, t_start = train_loop(
-        args, step=step, models=(te, tr), emas=(ema_te, ema_tr), opt=opt, train_idx=train_idx,
+        args, step=step, models=trained, emas=trained_emas, opt=opt, train_idx=train_idx,
         groups=[r["group"] for r in records], make_batch=make_batch, forward=train_forward, evaluate_emas=evaluate_emas, checkpoint=checkpoint,
         codebook=codebook, device=device, log_path=log_path,
     )
