@@ -113,7 +113,19 @@ base_session() {
   "$PY" export.py --out "$RUNS/export/$name" --vq-dir "$KEEP/vq2/stage1" --transformer-dir "$RUNS/$name/final" \
     --tokenizer-dir "$tokenizer" --svg-data --sources "$DATA/SOURCES_svg.md" \
     --recipe run_cpu_v2.sh --training-note "$note" || exit 1
+  # A super-resolution stage (MORE_BASE=1 after stage 3, which froze the text encoder it
+  # cross-attends to) stays with the new base, and so does its card section.
+  local kept="$RUNS/$name/kept"
+  rm -rf "$kept"
+  if [ -d "$KEEP/model/super_res" ]; then
+    mkdir -p "$kept" && mv "$KEEP/model/super_res" "$KEEP/model/MODEL_CARD.md" "$kept/" || exit 1
+  fi
   rm -rf "$KEEP/model" && mkdir -p "$KEEP/model" && cp -r "$RUNS/export/$name/." "$KEEP/model/" || exit 1
+  if [ -d "$kept/super_res" ]; then
+    mv "$kept/super_res" "$KEEP/model/" && "$PY" -c 'import sys; from train_super_res import carry_card_section; \
+carry_card_section(*sys.argv[1:])' "$kept/MODEL_CARD.md" "$KEEP/model/MODEL_CARD.md" || exit 1
+    stamp "super_res/ and its card section carried over to the new base"
+  fi
   keep_logs "$RUNS/$name" "$prefix"
   done_stage "$prefix"
 }
@@ -134,37 +146,15 @@ fi
 # super-resolution stage stays valid: super_res/ and its card section are carried over to the new
 # export.
 if [ "${MORE_BASE:-0}" = 1 ]; then
-  rm -rf "$RUNS/base_more" "$RUNS/kept_super_res"
+  rm -rf "$RUNS/base_more"
   FREEZE=()
-  if [ -d "$KEEP/model/super_res" ]; then
-    FREEZE=(--freeze-text-encoder)
-    mkdir -p "$RUNS/kept_super_res" && cp -r "$KEEP/model/super_res" "$RUNS/kept_super_res/" || exit 1
-    # the card's "## Super-resolution stage" section, up to the next "## " heading
-    awk '/^## /{on = ($0 ~ /^## Super-resolution stage/)} on' "$KEEP/model/MODEL_CARD.md" \
-      > "$RUNS/kept_super_res/card_section.md"
-  fi
-  # Logs kept as KEEP/<MORE_PREFIX>N_* (base_more, or base_v1init_more for the base started from
-  # v1's layers); the card's training note is the kept one's with this session added.
+  [ -d "$KEEP/model/super_res" ] && FREEZE=(--freeze-text-encoder)  # base_session carries super_res/ over
+  # Logs kept as KEEP/<MORE_PREFIX>N_*; the card's training note is the kept one's with this
+  # session added.
   prefix=${MORE_PREFIX:-base_more}
   n=$(( $(ls "$KEEP/$prefix"*_result.json 2> /dev/null | wc -l) + 1 ))
   old_note=$(awk '/masked-token accuracy:/ {on = 1; next} on && /^ *$/ {exit} on' "$KEEP/model/MODEL_CARD.md" \
     | sed 's/^ *//' | tr '\n' ' ' | sed 's/ *$//')
-  # base_session exits (3) once the base is exported: put super_res/ back first, from an EXIT trap
-  if [ ${#FREEZE[@]} -gt 0 ]; then
-    restore_super_res() {
-      [ -f "$KEEP/model/model_index.json" ] && [ ! -d "$KEEP/model/super_res" ] || return 0
-      cp -r "$RUNS/kept_super_res/super_res" "$KEEP/model/" \
-        && "$PY" - "$KEEP/model/MODEL_CARD.md" "$RUNS/kept_super_res/card_section.md" <<'PYEOF'
-import sys
-card, section = (open(p, encoding="utf-8").read() for p in sys.argv[1:3])
-at = card.find("## Limitations")
-card = card[:at] + section + card[at:] if at >= 0 else card + "\n" + section
-open(sys.argv[1], "w", encoding="utf-8").write(card)
-PYEOF
-      stamp "super_res/ and its card section carried over to the new base (its text encoder was frozen)"
-    }
-    trap restore_super_res EXIT
-  fi
   base_session base_more "$KEEP/model/tokenizer" "${LR_MORE:-3e-4}" "$prefix$n" \
     "${old_note:+$old_note }Then one more CPU session (run_cpu_v2.sh MORE_BASE=1, logs tools/train/v2/$prefix${n}_*): \
 a warm restart (fresh optimiser, cosine from peak LR ${LR_MORE:-3e-4})${FREEZE:+ with the text encoder frozen, so \

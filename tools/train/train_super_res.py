@@ -678,17 +678,40 @@ def card_section(args, dest: Path, root: Path, defaults: dict, log_path):
             f"{h['acc@0.5'] * 100:.1f} % at 50 % masking, {h['acc@0.9'] * 100:.1f} % at 90 %"
             + (f" (copying the low-res parent token: {res['parent_copy_heldout'] * 100:.1f} %)."
                if res.get("parent_copy_heldout") is not None else "."))
-    section = "\n".join(lines) + "\n\n"
+    put_card_section(card, "\n".join(lines) + "\n\n")
+    log(f"--card: wrote the super-resolution section into {card}", log_path)
+
+
+CARD_SECTION = "## Super-resolution stage"
+
+
+def card_section_span(text: str) -> tuple[int, int] | None:
+    """Where a model card's super-resolution section is: from its heading up to the next "## "
+    heading (or the end); None when it has none."""
+    if CARD_SECTION not in text:
+        return None
+    a = text.index(CARD_SECTION)
+    b = text.find("\n## ", a + len(CARD_SECTION))
+    return a, (b + 1 if b >= 0 else len(text))
+
+
+def put_card_section(card: Path, section: str) -> None:
+    """Writes `section` into the model card `card` in place of its super-resolution section, or
+    before "## Limitations" (at the end when there is none)."""
     text = card.read_text(encoding="utf-8")
-    head = "## Super-resolution stage"
-    if head in text:  # replace the old section (up to the next "## " heading or the end)
-        a = text.index(head)
-        b = text.find("\n## ", a + len(head))
-        text = text[:a] + (text[b + 1 :] if b >= 0 else "")
+    if span := card_section_span(text):
+        text = text[: span[0]] + text[span[1] :]
     at = text.find("## Limitations")
     text = text[:at] + section + text[at:] if at >= 0 else text.rstrip("\n") + "\n\n" + section
     card.write_text(text, encoding="utf-8")
-    log(f"--card: wrote the super-resolution section into {card}", log_path)
+
+
+def carry_card_section(old_card: str, new_card: str) -> None:
+    """The super-resolution section of the card `old_card` into the card `new_card` (a base
+    re-exported with its text encoder frozen keeps its SR stage: run_cpu_v2.sh MORE_BASE=1)."""
+    text = Path(old_card).read_text(encoding="utf-8")
+    if span := card_section_span(text):
+        put_card_section(Path(new_card), text[span[0] : span[1]])
 
 
 def read_json_or_empty(path: Path) -> dict:
