@@ -82,7 +82,7 @@ impl Lane {
     }
 
     /// Call shapes whose kernels were timed since the lane started (0 without a device).
-    pub fn tuned_since_start(&self) -> usize {
+    fn tuned_since_start(&self) -> usize {
         self.tuning.as_ref().map_or(0, |(gpu, at_start)| {
             gpu.tuner().stats().measured.saturating_sub(*at_start)
         })
