@@ -16,9 +16,9 @@ identical ids to the trained one; total size <= --max-mb; one image generates.
 
 Usage: python export.py --out ../../assets/models/emoji
 
-The default model v2 (run_device_v2.sh): `--vq-dir` may be train_vq2.py's stage1/ (any VQModel
-folder works; the card then reports result_vq2.json's PSNR and colour probe instead of the two
-train_vq.py stages), `--svg-data` describes data_svg.py's three SVG sets in the card, and
+The default model v2 (run_device_v2.sh): `--vq-dir` may be train_vq2.py's stage1/ or decoder/ (any VQModel
+folder works; the card then reports result_vq2.json's PSNR and colour probe, and for decoder/ the
+decoder stage's result_decoder.json, instead of the two train_vq.py stages), `--svg-data` describes data_svg.py's three SVG sets in the card, and
 `--sources` names the attribution files the card includes (run_device_v2.sh: SOURCES_svg.md alone,
 which credits emoji-data's names too; the PNG sets of SOURCES.md are not used).
 """
@@ -139,8 +139,20 @@ def model_card(out: Path, pipe, sizes: dict, args) -> str:
             + (f", colour probe mean ΔE00 {vq2_res['probe_de00']:.1f} (15 colours; with the 24 most frequent"
                f" fills {vq2_res['probe_fills_de00']:.1f})" if "probe_de00" in vq2_res else "")
             + ("." if "heldout_psnr_db" in vq2_res else ""),
-            "2. Text encoder + transformer trained together from scratch with the masked-token objective",
         ]
+        if args.vq_dir.name == "decoder" and "after" in vq_res:  # train_vq2.py --decoder-only's folder
+            vq_lines.append(
+                "   Then a decoder stage (`train_vq2.py --decoder-only`): encoder and codebook frozen (the same"
+                f" tokens), post_quant_conv + decoder fine-tuned at {' and '.join(f'{s} px' for s in vq_res['sizes'])}"
+                " in turn (one decoder serves both stages). Held-out PSNR "
+                + ", ".join(f"{s} px {vq_res['before'][str(s)]['heldout_psnr_db']:.2f} -> "
+                            f"{vq_res['after'][str(s)]['heldout_psnr_db']:.2f} dB" for s in vq_res["sizes"])
+                + "; probe mean ΔE00 "
+                + ", ".join(f"{s} px {vq_res['before'][str(s)]['probe_de00']:.2f} -> "
+                            f"{vq_res['after'][str(s)]['probe_de00']:.2f}" for s in vq_res["sizes"])
+                + "."
+            )
+        vq_lines.append("2. Text encoder + transformer trained together from scratch with the masked-token objective")
         probe_lines = probe_table(vq, args.probe_before)
     else:
         probe_lines = []

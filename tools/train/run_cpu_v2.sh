@@ -110,7 +110,9 @@ base_session() {
     --tokenizer "$tokenizer" --device cpu --bf16 --compile --batch 32 --per-group 2 --save-fp16 \
     --steps 1000000 --budget-minutes "$b" --finish-minutes "$(finish "$b")" --eval-every 500 --log-every 25 \
     --lr "$lr" --warmup 200 "$@" || exit 1
-  "$PY" export.py --out "$RUNS/export/$name" --vq-dir "$KEEP/vq2/stage1" --transformer-dir "$RUNS/$name/final" \
+  local vq="$KEEP/vq2/stage1"  # the decoder stage's VQ (same tokens, train_vq2.py --decoder-only) if kept
+  [ -f "$KEEP/vq2/decoder/config.json" ] && vq="$KEEP/vq2/decoder"
+  "$PY" export.py --out "$RUNS/export/$name" --vq-dir "$vq" --transformer-dir "$RUNS/$name/final" \
     --tokenizer-dir "$tokenizer" --svg-data --sources "$DATA/SOURCES_svg.md" \
     --recipe run_cpu_v2.sh --training-note "$note" || exit 1
   # A super-resolution stage (MORE_BASE=1 after stage 3, which froze the text encoder it

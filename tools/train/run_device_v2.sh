@@ -324,6 +324,9 @@ PYEOF
     for f in result_vq2.json log_vq2.txt curve_vq2.jsonl recon_vq2.png; do
       [ -f "$VQ_DIR/$f" ] && cp "$VQ_DIR/$f" "$RUNS/vq2/$f"
     done
+    # its decoder stage (train_vq2.py --decoder-only: same encoder and codebook, so the same
+    # tokens), which the exported folders decode with
+    if [ -d "$VQ_DIR/decoder" ]; then cp -r "$VQ_DIR/decoder" "$RUNS/vq2/decoder" || exit 1; fi
   fi
 else
   RESERVE=$(( OVH_VQ + OVH_CACHE + $(secs "$BASE_MIN") + OVH_BASE + OVH_EXPORT + $(secs "$SR_MIN") + OVH_SR + OVH_SREXPORT + OVH_PACK ))
@@ -368,7 +371,9 @@ run_stage base "$PY" train_transformer.py --out "$RUNS/base" --tokens "$RUNS/sr/
 
 # 5. the base pipeline folder with the new VQ
 rm -rf "$RUNS/export/v2"
-run_stage export "$PY" export.py --out "$RUNS/export/v2" --vq-dir "$RUNS/vq2/stage1" --transformer-dir "$RUNS/base/final" \
+VQ_EXPORT="$RUNS/vq2/stage1"  # the decoder stage's VQ where there is one (a fine-tuned VQ_DIR has none)
+[ -f "$RUNS/vq2/decoder/config.json" ] && VQ_EXPORT="$RUNS/vq2/decoder"
+run_stage export "$PY" export.py --out "$RUNS/export/v2" --vq-dir "$VQ_EXPORT" --transformer-dir "$RUNS/base/final" \
   --tokenizer-dir "$TOKENIZER" --svg-data --sources "$DATA/SOURCES_svg.md" --training-note "$NOTE" || exit 1
 if ! positive "$SR_MIN"; then
   stamp "SR_MIN $SR_MIN: no super-resolution stage in this run; chain done"

@@ -107,16 +107,18 @@ import colour_probe  # noqa: E402  (tools/eval/colour_probe.py)
 # --------------------------------------------------------------------------------------
 
 
-def load_svg_data(mix_png: bool, data_dir: Path = DATA_DIR):
-    """Returns (images uint8 [N,64,64,3], heldout bool [N], weights float64 [N] (0 for
+def load_svg_data(mix_png: bool, data_dir: Path = DATA_DIR, size: int = 64):
+    """Returns (images uint8 [N,size,size,3], heldout bool [N], weights float64 [N] (0 for
     held-out images), hue names, per-hue train counts, hue ids [N of the SVG set])."""
-    z = np.load(data_dir / "emoji_svg64.npz")
+    z = np.load(data_dir / f"emoji_svg{size}.npz")
     images, heldout, hue = z["images"], z["heldout"].astype(bool), z["hue"].astype(np.int64)
     hues = json.loads((data_dir / "captions_svg.json").read_text(encoding="utf-8"))["hues"]
     counts = np.bincount(hue[~heldout], minlength=len(hues))
     class_w = 1.0 / np.sqrt(np.maximum(counts, 1))
     weights = np.where(heldout, 0.0, class_w[hue])
     if mix_png:
+        if size != 64:
+            die("--mix-png: data.py's PNG set is 64 px only")
         p = np.load(data_dir / "emoji64.npz")
         ph = p["heldout"].astype(bool)
         images = np.concatenate([images, p["images"]])
@@ -274,8 +276,8 @@ def probe_palettes(fills_path: Path, top: int):
     return base, fills
 
 
-def run_probe(model, base, fills) -> dict:
-    res = colour_probe.probe_vq(model, base + fills, size=64, value_range="01")
+def run_probe(model, base, fills, size: int = 64) -> dict:
+    res = colour_probe.probe_vq(model, base + fills, size=size, value_range="01")
     rows = res["rows"]
     base_rows = rows[: len(base)]
     worst = sorted(base_rows, key=lambda r: -r["mean_de00"])[:3]
@@ -476,16 +478,161 @@ def train(args):
     log(f"vq2 done: held-out PSNR {p:.2f} dB, codes used {u}, probe ΔE00 {pr['probe_de00']:.2f}; saved {final_dir}", log_path)
 
 
+def train_decoder(args):
+    """--decoder-only: the decoder stage. From --init-from's VQ (a finished stage1/), the
+    encoder, quant_conv and codebook frozen, so every token id (and every transformer trained
+    on them) stays valid; post_quant_conv + decoder fine-tuned on the exact inference path
+    (ids -> codebook -> post_quant_conv -> decoder) with stage 1's reconstruction and colour
+    losses, at every size in --sizes in turn (one size per step; batch scaled by
+    (64 / size)^2 so a step costs the same pixels), since one decoder serves both stages of a
+    two-stage model (64 px base, 128 px super-resolution). Same data, hue-balanced sampling
+    and synthetic flat colours as stage 1. Output: OUT/decoder/ (VQModel), log_decoder.txt,
+    curve_decoder.jsonl, result_decoder.json (held-out PSNR and colour probe per size,
+    before and after)."""
+    from diffusers import VQModel
+
+    out = args.out
+    ckpt_path, final_dir, log_path = out / "ckpt_decoder.pt", out / "decoder", out / "log_decoder.txt"
+    curve_path = out / "curve_decoder.jsonl"
+    if not args.init_from:
+        die("--decoder-only needs --init-from (the finished VQ whose decoder is fine-tuned)")
+    setup_torch(args.seed)
+    device = torch.device(args.device)
+    data = {}
+    for size in args.sizes:
+        images, heldout, weights, *_ = load_svg_data(False, args.data_dir, size)
+        data[size] = (images, torch.from_numpy(images).to(device))
+    held_idx = np.nonzero(heldout)[0]
+    if args.eval_n:
+        held_idx = held_idx[np.linspace(0, len(held_idx) - 1, min(args.eval_n, len(held_idx))).astype(int)]
+    w_t = torch.from_numpy(weights)
+    base_pal, fill_pal = probe_palettes(args.fills or args.data_dir / "fill_colours.json", args.fill_top)
+    model = VQModel.from_pretrained(str(args.init_from)).float().to(device)
+    frozen = [model.encoder, model.quant_conv, model.quantize]
+    for m in frozen:
+        m.requires_grad_(False)
+    params = list(model.post_quant_conv.parameters()) + list(model.decoder.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    amp = "bf16" if args.bf16 else None
+    codebook = model.quantize.embedding.weight
+
+    def measure() -> dict:
+        r = {}
+        for size in args.sizes:
+            p, _ = evaluate(model, data[size][0], held_idx)
+            pr = run_probe(model, base_pal, fill_pal, size)
+            r[str(size)] = {"heldout_psnr_db": p, **pr}
+        return r
+
+    step = 0
+    if args.resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, before = ck["step"], ck["before"]
+        set_rng_state(ck["rng"])
+        log(f"resumed the decoder stage from {ckpt_path} at step {step}", log_path)
+    else:
+        before = measure()
+        log(f"decoder stage from {args.init_from}: before: {json.dumps(before)}", log_path)
+    log(f"decoder stage: sizes {args.sizes}, batch {args.batch} at 64 px, steps {args.steps}, lr {args.lr}, "
+        f"colour weight {args.colour_weight}, trained params {sum(p.numel() for p in params) / 1e6:.3f}M, device {device}", log_path)
+    for m in frozen:
+        m.eval()
+
+    def batch_for(step: int):
+        size = args.sizes[step % len(args.sizes)]
+        n = max(2, round(args.batch * (64 / size) ** 2))
+        n_synth = int(round(n * args.synth_frac))
+        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        idx = torch.multinomial(w_t, n - n_synth, replacement=True, generator=g).numpy()
+        x = data[size][1][torch.from_numpy(np.sort(idx)).to(device)].permute(0, 3, 1, 2).float().div(255.0).contiguous()
+        if n_synth:
+            x = torch.cat([x, synthetic_batch(n_synth, size, g).to(device)])
+        flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(device)
+        return torch.where(flip[:, None, None, None], x.flip(3), x), size
+
+    def checkpoint():
+        save_checkpoint(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng_state(), "before": before})
+
+    def record(kind: str, **kv):
+        with open(curve_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, "kind": kind, "time": time.time(), **kv}) + "\n")
+
+    prog = Progress(args.steps, step, log_path)
+    t_start = last_ckpt = time.time()
+    budget = StepBudget(args, prog, device, log_path, t_start)
+    acc: dict = {}
+    model.decoder.train()
+    model.post_quant_conv.train()
+    while step < args.steps:
+        x, size = batch_for(step)
+        lr = cosine_lr(step, args.steps, args.lr, args.warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with torch.no_grad():
+            with amp_context(amp, device):
+                lat = model.encode(x).latents.float()
+            b, d, h, w = lat.shape
+            ids = nearest_codes(lat.permute(0, 2, 3, 1).reshape(-1, d), codebook)
+            quant = codebook[ids].reshape(b, h, w, d).permute(0, 3, 1, 2)
+        with amp_context(amp, device):
+            rec = model.decoder(model.post_quant_conv(quant)).float()
+        l1 = (rec - x).abs().mean()
+        l2 = F.mse_loss(rec, x)
+        le = edge_l1(rec, x)
+        lc = colour_loss(rec, x) if args.colour_weight else torch.zeros(())
+        loss = l1 + l2 + args.edge_weight * le + args.colour_weight * lc
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        prog.tick(step)
+        budget.after_step(step)
+        for k, v in {f"l1_{size}": l1, f"lab_{size}": lc}.items():
+            acc[k] = acc.get(k, 0.0) + v.detach().double()
+            acc["n_" + k] = acc.get("n_" + k, 0) + 1
+        if step % args.log_every == 0 or step == args.steps:
+            means = {k: float(v) / acc["n_" + k] for k, v in acc.items() if not k.startswith("n_")}
+            prog.line(step, f"lr {lr:.2e} " + " ".join(f"{k} {v:.4f}" for k, v in sorted(means.items())))
+            record("train", **means)
+            acc = {}
+        if step % args.eval_every == 0 or step == args.steps:
+            m = measure()
+            log(f"  eval step {step}: " + "; ".join(
+                f"{s} px PSNR {v['heldout_psnr_db']:.2f} dB, probe ΔE00 {v['probe_de00']:.2f} / {v['probe_fills_de00']:.2f} with fills"
+                for s, v in m.items()), log_path)
+            record("eval", **m)
+        if time.time() - last_ckpt > args.ckpt_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+        stop_early_if_asked(args, step, prog.start_step, t_start, checkpoint, log_path)
+
+    checkpoint()
+    model.eval()
+    model.save_pretrained(str(final_dir), safe_serialization=True)
+    after = measure()
+    write_json(out / "result_decoder.json", {"init_from": str(args.init_from), "steps": step, "batch": args.batch,
+                                             "sizes": args.sizes, "minutes": (time.time() - t_start) / 60,
+                                             "device": str(device), "before": before, "after": after})
+    log(f"decoder stage done: {json.dumps(after)}; saved {final_dir}", log_path)
+
+
 def keep(args):
     """--keep DIR: the finished OUT/stage1 as the fp16 folder that is committed to git (project
     machines do not keep runs/ from one session to the next). DIR/stage1 holds the VQModel with
     fp16 weights (diffusers loads them as fp32 by default; export.py writes fp16 anyway), and
     DIR/result_vq2.json the held-out PSNR and colour probe measured on those fp16 weights, with
-    the run's steps, batch and minutes; the run's log, curve and picture are copied beside."""
+    the run's steps, batch and minutes; the run's log, curve and picture are copied beside.
+    With --decoder-only: OUT/decoder as DIR/decoder, and DIR/result_decoder.json (held-out PSNR
+    and probe per size re-measured on the fp16 weights; the run's before / fp32 figures kept)."""
     import shutil
 
     from diffusers import VQModel
 
+    if args.decoder_only:
+        return keep_decoder(args)
     src = args.out / "stage1"
     if not (src / "config.json").exists():
         die(f"--keep: {src} has no finished VQ (config.json); train to the end first")
@@ -505,6 +652,35 @@ def keep(args):
             shutil.copy(args.out / name, dest / name)
     log(f"kept {src} as fp16 in {dest}: held-out PSNR {p:.2f} dB (fp32 {run['heldout_psnr_db']:.2f}), "
         f"probe ΔE00 {pr['probe_de00']:.2f} (fp32 {run['probe_de00']:.2f})")
+
+
+def keep_decoder(args):
+    """keep() for the decoder stage: OUT/decoder -> DIR/decoder (fp16), re-measured per size."""
+    import shutil
+
+    from diffusers import VQModel
+
+    src = args.out / "decoder"
+    if not (src / "config.json").exists():
+        die(f"--keep: {src} has no finished decoder stage (config.json); train to the end first")
+    dest = args.keep
+    dest.mkdir(parents=True, exist_ok=True)
+    model = VQModel.from_pretrained(str(src)).half()
+    model.save_pretrained(str(dest / "decoder"), safe_serialization=True)
+    model = model.float().eval()  # the fp16 weights, widened: what is measured is what was saved
+    base_pal, fill_pal = probe_palettes(args.fills or args.data_dir / "fill_colours.json", args.fill_top)
+    run = json.loads((args.out / "result_decoder.json").read_text(encoding="utf-8"))
+    after = {}
+    for size in run["sizes"]:
+        images, heldout, *_ = load_svg_data(False, args.data_dir, size)
+        p, _ = evaluate(model, images, np.nonzero(heldout)[0])
+        after[str(size)] = {"heldout_psnr_db": p, **run_probe(model, base_pal, fill_pal, size)}
+    write_json(dest / "result_decoder.json", {**run, "after": after, "weights": "fp16", "fp32_after": run["after"]})
+    for name in ("log_decoder.txt", "curve_decoder.jsonl"):
+        if (args.out / name).exists():
+            shutil.copy(args.out / name, dest / name)
+    log(f"kept {src} as fp16 in {dest}: " + "; ".join(
+        f"{s} px PSNR {v['heldout_psnr_db']:.2f} dB, probe ΔE00 {v['probe_de00']:.2f}" for s, v in after.items()))
 
 
 def main():
@@ -551,11 +727,18 @@ def main():
                          "the nearest-code search, EMA codebook, losses and evaluation stay fp32")
     ap.add_argument("--keep", type=Path, default=None,
                     help="do not train: write OUT's finished VQ with fp16 weights, re-measured, into this folder (see keep())")
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="the decoder stage (train_decoder): fine-tune --init-from's post_quant_conv + decoder, "
+                         "encoder and codebook frozen (token ids unchanged); output OUT/decoder/")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128],
+                    help="--decoder-only: image sizes trained in turn (data_svg.py's emoji_svg<size>.npz)")
     add_budget_args(ap)
     args = ap.parse_args()
     if args.keep:
         return keep(args)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.decoder_only:
+        return train_decoder(args)
     train(args)
 
 
