@@ -9,8 +9,7 @@
 #                                       # carry them; it keeps tools/train/v2/vq2, its VQ_DIR)
 #   bash tools/dev/gpu-prep.sh blank-base # before the warm-start training call (BASE_INIT): the
 #                                       # same as blank, but the continued base's text encoder and
-#                                       # transformer stay (BASE: tools/train/v2/model_v1init where it
-#                                       # exists, else tools/train/v2/model); to fit, the test
+#                                       # transformer stay (BASE: tools/train/v2/model); to fit, the test
 #                                       # fixtures and the fuzz corpus are emptied too
 #   bash tools/dev/gpu-prep.sh blank-v2 # before the benchmark call: empty tools/train/v2's weights
 #   bash tools/dev/gpu-prep.sh restore  # undo either (git checkout)
@@ -31,10 +30,7 @@ MODEL=assets/models/emoji
 V2=tools/train/v2
 PY=${PYTHON:-python3}
 # The base a warm-start training call continues (BASE_INIT): the best one kept in git.
-if [ -z "${BASE:-}" ]; then
-  BASE=$V2/model
-  [ -f "$V2/model_v1init/transformer/config.json" ] && BASE=$V2/model_v1init
-fi
+BASE=${BASE:-$V2/model}
 # What blank-base empties besides the default model: BASE's VQ, and the rest of tools/train/v2's
 # pipeline folders (v2/vq2 stays: it is VQ_DIR)
 if [ "$BASE" = "$V2/model" ]; then
@@ -62,8 +58,8 @@ empty_files() { find "$@" -type f -exec sh -c ': > "$1"' _ {} \; 2>/dev/null || 
 
 case "${1:-all}" in
   blank)
-    empty_weights "$MODEL" "$V2/model" "$V2/model_v1init"
-    echo "emptied the weights under $MODEL, $V2/model and $V2/model_v1init; undo with: bash $0 restore"
+    empty_weights "$MODEL" "$V2/model"
+    echo "emptied the weights under $MODEL and $V2/model; undo with: bash $0 restore"
     exit 0 ;;
   blank-base)
     empty_weights "$MODEL" "${BASE_BLANK[@]}"
@@ -117,7 +113,7 @@ train_carry=(tools/train/device tools/bench/wheels)
 weights=$(weight_bytes "$MODEL")
 v2_weights=$(weight_bytes "$V2")
 bench=$((tree - v2_weights + $(carried_bytes "${bench_carry[@]}")))
-train=$((tree - weights - $(weight_bytes "$V2/model" "$V2/model_v1init") + $(carried_bytes "${train_carry[@]}")))
+train=$((tree - weights - $(weight_bytes "$V2/model") + $(carried_bytes "${train_carry[@]}")))
 extra=$(git ls-files -z -- "${EXTRA[@]}" | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
 warm=$((tree - weights - $(weight_bytes "${BASE_BLANK[@]}") - extra + $(carried_bytes "${train_carry[@]}")))
 for f in .devbin/tessera.xz .devbin/kernels.xz tools/train/device/v2_data.xz \
