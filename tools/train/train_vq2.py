@@ -159,6 +159,29 @@ def synthetic_batch(n: int, size: int, g: torch.Generator) -> torch.Tensor:
     return x
 
 
+def sample_batch(images_dev: torch.Tensor, w_t: torch.Tensor, counts: tuple[int, int], seed: int, step: int):
+    """The training batch of `step`, the same for the same (seed, step): counts = (real, synthetic)
+    images, the real ones drawn with replacement by the sampling weights w_t from images_dev
+    (uint8 [N,S,S,3] on the model's device), then synthetic flat colours at S px, random flips.
+    Returns (x [B,3,S,S] in [0, 1] on that device, the generator, for later draws of the step)."""
+    n_real, n_synth = counts
+    device, size = images_dev.device, images_dev.shape[1]
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    idx = torch.multinomial(w_t, n_real, replacement=True, generator=g).numpy()
+    # = to_tensor(images[np.sort(idx)]), gathered on the model's device
+    x = images_dev[torch.from_numpy(np.sort(idx)).to(device)].permute(0, 3, 1, 2).float().div(255.0).contiguous()
+    if n_synth:
+        x = torch.cat([x, synthetic_batch(n_synth, size, g).to(device)])
+    flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(device)
+    return torch.where(flip[:, None, None, None], x.flip(3), x), g
+
+
+def append_curve(path: Path, step: int, kind: str, **kv):
+    """One line of OUT/curve_*.jsonl: {"step", "kind", "time", **kv}."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": step, "kind": kind, "time": time.time(), **kv}) + "\n")
+
+
 # --------------------------------------------------------------------------------------
 # Colour loss
 # --------------------------------------------------------------------------------------
@@ -371,15 +394,8 @@ def train(args):
     )
     log(f"  config {json.dumps(cfg)}", log_path)
 
-    def batch_for(step: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-        idx = torch.multinomial(w_t, n_real, replacement=True, generator=g).numpy()
-        # = to_tensor(images[np.sort(idx)]), gathered on the model's device
-        x = images_dev[torch.from_numpy(np.sort(idx)).to(device)].permute(0, 3, 1, 2).float().div(255.0).contiguous()
-        if n_synth:
-            x = torch.cat([x, synthetic_batch(n_synth, 64, g).to(device)])
-        flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(device)
-        return torch.where(flip[:, None, None, None], x.flip(3), x), g
+    def batch_for(step: int):
+        return sample_batch(images_dev, w_t, (n_real, n_synth), args.seed, step)
 
     def encode_flat(x):
         with amp_context(amp, device):
@@ -399,8 +415,7 @@ def train(args):
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.state(), "step": step, "rng": rng_state(), "config": cfg})
 
     def record(kind: str, **kv):
-        with open(curve_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, "kind": kind, "time": time.time(), **kv}) + "\n")
+        append_curve(curve_path, step, kind, **kv)
 
     prog = Progress(args.steps, step, log_path)
     t_start = last_ckpt = time.time()
@@ -544,20 +559,13 @@ def train_decoder(args):
         size = args.sizes[step % len(args.sizes)]
         n = max(2, round(args.batch * (64 / size) ** 2))
         n_synth = int(round(n * args.synth_frac))
-        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-        idx = torch.multinomial(w_t, n - n_synth, replacement=True, generator=g).numpy()
-        x = data[size][1][torch.from_numpy(np.sort(idx)).to(device)].permute(0, 3, 1, 2).float().div(255.0).contiguous()
-        if n_synth:
-            x = torch.cat([x, synthetic_batch(n_synth, size, g).to(device)])
-        flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(device)
-        return torch.where(flip[:, None, None, None], x.flip(3), x), size
+        return sample_batch(data[size][1], w_t, (n - n_synth, n_synth), args.seed, step)[0], size
 
     def checkpoint():
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng_state(), "before": before})
 
     def record(kind: str, **kv):
-        with open(curve_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, "kind": kind, "time": time.time(), **kv}) + "\n")
+        append_curve(curve_path, step, kind, **kv)
 
     prog = Progress(args.steps, step, log_path)
     t_start = last_ckpt = time.time()
