@@ -209,6 +209,16 @@ def colour_loss(rec: torch.Tensor, x: torch.Tensor, pool: int = 4) -> torch.Tens
     return (srgb_to_lab_t(F.avg_pool2d(rec, pool)) - srgb_to_lab_t(F.avg_pool2d(x, pool))).abs().mean()
 
 
+def recon_loss(rec: torch.Tensor, x: torch.Tensor, args):
+    """Both stages' reconstruction loss: L1 + MSE + --edge-weight x image-gradient L1 +
+    --colour-weight x colour_loss. Returns (loss, (l1, mse, edge, lab))."""
+    l1 = (rec - x).abs().mean()
+    l2 = F.mse_loss(rec, x)
+    le = edge_l1(rec, x)
+    lc = colour_loss(rec, x) if args.colour_weight else torch.zeros(())
+    return l1 + l2 + args.edge_weight * le + args.colour_weight * lc, (l1, l2, le, lc)
+
+
 # --------------------------------------------------------------------------------------
 # EMA codebook
 # --------------------------------------------------------------------------------------
@@ -309,6 +319,13 @@ def run_probe(model, base, fills, size: int = 64) -> dict:
         "probe_fills_de00": res["mean_de00"],
         "worst": [(r["colour"], round(r["mean_de00"], 1), r["decoded_mean_rgb"]) for r in worst],
     }
+
+
+def measure_sizes(model, images: dict, idx: np.ndarray, base, fills) -> dict:
+    """{"<size>": {"heldout_psnr_db", **run_probe}} for each size of `images` ({size: uint8
+    [N,size,size,3]}; PSNR over the images `idx`, the probe's discs at that size)."""
+    return {str(size): {"heldout_psnr_db": evaluate(model, imgs, idx)[0], **run_probe(model, base, fills, size)}
+            for size, imgs in images.items()}
 
 
 # --------------------------------------------------------------------------------------
@@ -435,11 +452,8 @@ def train(args):
         quant = (z + (zq - z).detach()).reshape(b, h, w, d).permute(0, 3, 1, 2)
         with amp_context(amp, device):
             rec = model.decoder(model.post_quant_conv(quant)).float()
-        l1 = (rec - x).abs().mean()
-        l2 = F.mse_loss(rec, x)
-        le = edge_l1(rec, x)
-        lc = colour_loss(rec, x) if args.colour_weight else torch.zeros(())
-        loss = l1 + l2 + args.edge_weight * le + args.colour_weight * lc + args.beta * l_commit
+        loss, (l1, l2, le, lc) = recon_loss(rec, x, args)
+        loss = loss + args.beta * l_commit
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -532,12 +546,7 @@ def train_decoder(args):
     codebook = model.quantize.embedding.weight
 
     def measure() -> dict:
-        r = {}
-        for size in args.sizes:
-            p, _ = evaluate(model, data[size][0], held_idx)
-            pr = run_probe(model, base_pal, fill_pal, size)
-            r[str(size)] = {"heldout_psnr_db": p, **pr}
-        return r
+        return measure_sizes(model, {size: d[0] for size, d in data.items()}, held_idx, base_pal, fill_pal)
 
     step = 0
     if args.resume and ckpt_path.exists():
@@ -586,11 +595,7 @@ def train_decoder(args):
             quant = codebook[ids].reshape(b, h, w, d).permute(0, 3, 1, 2)
         with amp_context(amp, device):
             rec = model.decoder(model.post_quant_conv(quant)).float()
-        l1 = (rec - x).abs().mean()
-        l2 = F.mse_loss(rec, x)
-        le = edge_l1(rec, x)
-        lc = colour_loss(rec, x) if args.colour_weight else torch.zeros(())
-        loss = l1 + l2 + args.edge_weight * le + args.colour_weight * lc
+        loss, (l1, _, _, lc) = recon_loss(rec, x, args)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -633,14 +638,11 @@ def keep(args):
     fp16 weights (diffusers loads them as fp32 by default; export.py writes fp16 anyway), and
     DIR/result_vq2.json the held-out PSNR and colour probe measured on those fp16 weights, with
     the run's steps, batch and minutes; the run's log, curve and picture are copied beside.
-    With --decoder-only: OUT/decoder as DIR/decoder, and DIR/result_decoder.json (held-out PSNR
-    and probe per size re-measured on the fp16 weights; the run's before / fp32 figures kept)."""
+    With --decoder-only, keep_decoder() instead."""
     import shutil
 
     from diffusers import VQModel
 
-    if args.decoder_only:
-        return keep_decoder(args)
     src = args.out / "stage1"
     if not (src / "config.json").exists():
         die(f"--keep: {src} has no finished VQ (config.json); train to the end first")
@@ -663,7 +665,9 @@ def keep(args):
 
 
 def keep_decoder(args):
-    """keep() for the decoder stage: OUT/decoder -> DIR/decoder (fp16), re-measured per size."""
+    """--keep DIR --decoder-only: keep() for the decoder stage. OUT/decoder as DIR/decoder (fp16), and
+    DIR/result_decoder.json: held-out PSNR and probe per size re-measured on the fp16 weights, the
+    run's before and fp32 figures kept."""
     import shutil
 
     from diffusers import VQModel
@@ -678,11 +682,9 @@ def keep_decoder(args):
     model = model.float().eval()  # the fp16 weights, widened: what is measured is what was saved
     base_pal, fill_pal = probe_palettes(args.fills or args.data_dir / "fill_colours.json", args.fill_top)
     run = json.loads((args.out / "result_decoder.json").read_text(encoding="utf-8"))
-    after = {}
-    for size in run["sizes"]:
-        images, heldout, *_ = load_svg_data(False, args.data_dir, size)
-        p, _ = evaluate(model, images, np.nonzero(heldout)[0])
-        after[str(size)] = {"heldout_psnr_db": p, **run_probe(model, base_pal, fill_pal, size)}
+    data = {size: load_svg_data(False, args.data_dir, size)[:2] for size in run["sizes"]}
+    heldout = next(iter(data.values()))[1]  # the same images at every size
+    after = measure_sizes(model, {size: d[0] for size, d in data.items()}, np.nonzero(heldout)[0], base_pal, fill_pal)
     write_json(dest / "result_decoder.json", {**run, "after": after, "weights": "fp16", "fp32_after": run["after"]})
     for name in ("log_decoder.txt", "curve_decoder.jsonl"):
         if (args.out / name).exists():
@@ -743,7 +745,7 @@ def main():
     add_budget_args(ap)
     args = ap.parse_args()
     if args.keep:
-        return keep(args)
+        return keep_decoder(args) if args.decoder_only else keep(args)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.decoder_only:
         return train_decoder(args)
