@@ -55,7 +55,8 @@ fn model_folder_defaults_apply_unless_flags_override() {
     let settings = model.join("tessera.json");
     std::fs::write(
         &settings,
-        r#"{ "guidance_scale": 3.5, "steps": 4, "choice_temperature": [0.5, 0.0] }"#,
+        r#"{ "guidance_scale": 3.5, "steps": 4, "choice_temperature": [0.5, 0.0],
+             "guidance_schedule": "first:2" }"#,
     )
     .expect("write");
     let png = tmp("defaults.png");
@@ -79,7 +80,12 @@ fn model_folder_defaults_apply_unless_flags_override() {
         png_text(&png)
     };
     let text = run(&[]);
-    for want in ["Steps: 4", "CFG scale: 3.5", "Choice temperature: 0.5:0"] {
+    for want in [
+        "Steps: 4",
+        "CFG scale: 3.5",
+        "Choice temperature: 0.5:0",
+        "Guidance schedule: first:2",
+    ] {
         assert!(text.contains(want), "parameters {text:?} lack {want:?}");
     }
     let text = run(&[
@@ -89,22 +95,35 @@ fn model_folder_defaults_apply_unless_flags_override() {
         "2",
         "--choice-temperature",
         "1:0",
+        "--guidance-schedule",
+        "linear",
     ]);
-    for want in ["Steps: 3", "CFG scale: 2", "Choice temperature: 1:0"] {
+    for want in [
+        "Steps: 3",
+        "CFG scale: 2",
+        "Choice temperature: 1:0",
+        "Guidance schedule: linear",
+    ] {
         assert!(text.contains(want), "parameters {text:?} lack {want:?}");
     }
-    // A misspelt key is one error naming the file, and nothing is written.
-    std::fs::write(&settings, r#"{ "guidance": 3 }"#).expect("write");
-    let _ = std::fs::remove_file(&png);
-    let args = render(&[]);
-    let o = tessera(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "a bad tessera.json was accepted");
-    assert!(
-        err.contains("tessera.json") && err.contains("guidance"),
-        "{err}"
-    );
-    assert!(!png.exists(), "left {}", png.display());
+    // A misspelt key or an unknown schedule name is one error naming the file, and nothing
+    // is written.
+    for (bad, names) in [
+        (r#"{ "guidance": 3 }"#, "guidance"),
+        (r#"{ "guidance_schedule": "ramp" }"#, "ramp"),
+    ] {
+        std::fs::write(&settings, bad).expect("write");
+        let _ = std::fs::remove_file(&png);
+        let args = render(&[]);
+        let o = tessera(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success(),
+            "a bad tessera.json ({bad}) was accepted"
+        );
+        assert!(err.contains("tessera.json") && err.contains(names), "{err}");
+        assert!(!png.exists(), "left {}", png.display());
+    }
 }
 
 #[test]

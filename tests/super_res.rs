@@ -416,6 +416,7 @@ fn bad_two_stage_input_is_one_error_line_before_work() {
         ("class", "model_index.json", "_class_name"),
         ("grid", "transformer/config.json", "low_res_sample_size"),
         ("vqvae", "vqvae", "second VQ"),
+        ("guidance", "tessera.json", "base folder's tessera.json"),
     ] {
         let bad = tmp(&format!("bad-sr-{what}"));
         copy_dir(&model, &bad);
@@ -433,6 +434,14 @@ fn bad_two_stage_input_is_one_error_line_before_work() {
                 let t = t.replace("\"sample_size\": 4", "\"sample_size\": 8");
                 assert!(t.contains("\"sample_size\": 8"));
                 std::fs::write(&p, t).expect("write");
+            }
+            "guidance" => {
+                // The stage runs with the base's guidance: its own would be ignored.
+                std::fs::write(
+                    sr.join(edit),
+                    r#"{ "steps": 2, "guidance_schedule": "first:1" }"#,
+                )
+                .expect("write");
             }
             _ => copy_dir(&bad.join("vqvae"), &sr.join(edit)),
         }

@@ -16,7 +16,7 @@ use super::clip_tokenizer::ClipTokenizer;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Recorder, Tensor};
 use crate::io::{ModelFolder, read_config};
-use crate::sampling::{SamplerKind, SamplerOptions};
+use crate::sampling::{GuidanceSchedule, SamplerKind, SamplerOptions};
 
 /// `scheduler/scheduler_config.json` of an `AmusedScheduler`.
 #[derive(Clone, Debug, Deserialize)]
@@ -33,10 +33,11 @@ fn cosine() -> String {
 /// The optional `tessera.json` beside `model_index.json`: generation settings the model was
 /// tuned for, used where the user gives none. diffusers ignores the file. Every key is optional;
 /// an absent file or key keeps the aMUSEd pipeline's defaults (guidance 10, 12 steps, choice
-/// temperature 2 → 0).
+/// temperature 2 → 0, guidance at every step).
 ///
 /// ```json
-/// { "guidance_scale": 4.0, "steps": 12, "choice_temperature": [1.0, 0.0] }
+/// { "guidance_scale": 4.0, "steps": 12, "choice_temperature": [1.0, 0.0],
+///   "guidance_schedule": "first:4" }
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +48,18 @@ pub struct GenerationDefaults {
     pub steps: Option<usize>,
     /// The aMUSEd sampler's re-masking temperature, start and end of the linear anneal.
     pub choice_temperature: Option<[f32; 2]>,
+    /// How the guidance scale varies over the steps, named as `--guidance-schedule` takes it
+    /// (`constant`, `linear`, `cosine`, `first:N`; [`GuidanceSchedule`]).
+    #[serde(default, deserialize_with = "guidance_schedule_name")]
+    pub guidance_schedule: Option<GuidanceSchedule>,
+}
+
+/// Reads `guidance_schedule` by its name (`"first:4"`); an unknown name is the file's error.
+fn guidance_schedule_name<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<GuidanceSchedule>, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 impl GenerationDefaults {
@@ -61,13 +74,16 @@ impl GenerationDefaults {
     }
 
     /// Sampler settings for `kind` on this model: `kind`'s own defaults, with the file's steps
-    /// (else the aMUSEd pipeline's 12, whatever the sampler) and, for the aMUSEd sampler, the
-    /// file's choice temperature.
+    /// (else the aMUSEd pipeline's 12, whatever the sampler) and guidance schedule and, for the
+    /// aMUSEd sampler, the file's choice temperature.
     pub fn sampler_options(&self, kind: SamplerKind, seed: u64) -> SamplerOptions {
         let mut o = SamplerOptions::for_kind(kind, seed);
         o.steps = self.steps.unwrap_or(SamplerOptions::amused(seed).steps);
         if let (SamplerKind::Amused, Some([t0, t1])) = (kind, self.choice_temperature) {
             o.choice_temperature = (t0, t1);
+        }
+        if let Some(g) = self.guidance_schedule {
+            o.guidance_schedule = g;
         }
         o
     }

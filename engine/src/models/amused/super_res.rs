@@ -27,7 +27,9 @@
 //! `"TesseraSuperResPipeline"`), `transformer/{config.json, diffusion_pytorch_model.safetensors}`
 //! (`_class_name` `"SuperResTransformer"`: every `UVit2DModel` key plus the `low_res_*` keys of
 //! [`Config`]), `scheduler/scheduler_config.json` (an `AmusedScheduler`'s), and an optional
-//! `tessera.json` of generation defaults (8 steps without one, as in the paper). The stage
+//! `tessera.json` of generation defaults (`steps`, 8 without one, as in the paper, and
+//! `choice_temperature`; guidance is the base stage's, so a `guidance_scale` or
+//! `guidance_schedule` there is refused). The stage
 //! decodes with the base pipeline's `vqvae` at its own, larger token grid: there is no second VQ.
 
 use std::path::Path;
@@ -348,6 +350,13 @@ impl SuperResPipeline {
         let sched_path = folder.component("scheduler")?.join("scheduler_config.json");
         let scheduler: SchedulerConfig = read_config(&sched_path)?;
         let mut defaults = GenerationDefaults::read(&folder)?;
+        if defaults.guidance_scale.is_some() || defaults.guidance_schedule.is_some() {
+            return Err(Error::file(
+                folder.root.join(GenerationDefaults::FILE),
+                "guidance_scale and guidance_schedule belong in the base folder's tessera.json: \
+                 the super-resolution stage runs with the base stage's guidance",
+            ));
+        }
         defaults.steps.get_or_insert(DEFAULT_STEPS);
         Ok(Self {
             folder,
