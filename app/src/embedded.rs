@@ -53,7 +53,7 @@ fn mount(root: &Path) {
     files::mount(root, m);
 }
 
-/// Without the embedded files (`--no-default-features`, a binary ~25 MB smaller): the source
+/// Without the embedded files (`--no-default-features`, a binary ~37 MB smaller): the source
 /// tree's folder, else `assets/models/emoji` under the working directory.
 fn folder_on_disk() -> Result<PathBuf> {
     let candidates = [
@@ -88,7 +88,8 @@ mod tests {
     use super::*;
 
     /// An installed binary's path: the embedded bytes served from memory open the model as
-    /// the source folder does (the same tokens from the same request).
+    /// the source folder does: the same settings from its `tessera.json` (guidance, choice
+    /// temperature, steps), the same tokens from the same request.
     #[test]
     fn the_embedded_bytes_open_from_memory_like_the_folder() {
         use std::ops::ControlFlow;
@@ -100,22 +101,31 @@ mod tests {
         let ctx = GpuContext::new().expect("adapter");
         let run = |path: &Path| {
             let model = Model::open(&ctx, path).expect("open");
+            let sampler = model.sampler_defaults(None, 3, false).expect("defaults");
+            let settings = (
+                model.default_guidance(),
+                sampler.choice_temperature,
+                sampler.steps,
+            );
             let req = Request {
                 condition: Condition::Text {
                     prompt: "red apple",
                     negative_prompt: "",
                 },
                 batch: 1,
-                guidance: 3.0,
-                sampler: model.sampler_defaults(None, 3, false).expect("defaults"),
+                guidance: settings.0,
+                sampler,
                 start: Start::Blank(model.grid()),
                 super_res: Default::default(),
             };
-            pipeline::generate(&ctx, &model, &req, &mut |_| ControlFlow::Continue(()))
+            let tokens = pipeline::generate(&ctx, &model, &req, &mut |_| ControlFlow::Continue(()))
                 .expect("generate")
-                .tokens
+                .tokens;
+            (settings, tokens)
         };
-        assert_eq!(run(&root), run(&disk));
+        let (from_memory, from_disk) = (run(&root), run(&disk));
+        assert_eq!(from_memory.0, from_disk.0, "settings from tessera.json");
+        assert_eq!(from_memory.1, from_disk.1, "tokens");
         assert!(!root.exists(), "nothing was written to disk");
     }
 

@@ -88,10 +88,12 @@ impl GenerationDefaults {
         o
     }
 
-    /// Reads `<root>/tessera.json`; `Default` when the file is absent.
+    /// Reads `<root>/tessera.json`; `Default` when the file is absent. Looked up through
+    /// [`files`](crate::io::files), so a folder served from memory (the embedded default
+    /// model, the browser's) has its file read as a folder on disk does.
     pub fn read(folder: &ModelFolder) -> Result<Self> {
         let path = folder.root.join(Self::FILE);
-        if !path.exists() {
+        if !crate::io::files::is_file(&path) {
             return Ok(Self::default());
         }
         let d: Self = read_config(&path)?;
