@@ -735,9 +735,10 @@ fn unknown_backend_and_file_as_model_are_named() {
 
 #[test]
 fn image_sizes_off_the_token_grid_are_resized_and_margins_refused_before_work() {
-    // The default model: VQ factor 4, and its transformer halves the token grid, so sides must
-    // be multiples of 8 px. A 68×64 image is resized to 64×64 (as diffusers' image processor
-    // does) instead of failing mid-run; its mask (68×64, the file's size) goes with it.
+    // The default model's base stage (`--stages 1`; the super-resolution stage's positions fix
+    // its size at 128 px): VQ factor 4, and its transformer halves the token grid, so sides
+    // must be multiples of 8 px. A 68×64 image is resized to 64×64 (as diffusers' image
+    // processor does) instead of failing mid-run; its mask (68×64, the file's size) goes with it.
     let img = tmp("off-grid.png");
     image::RgbImage::from_fn(68, 64, |x, y| {
         image::Rgb([(x * 3) as u8, (y * 4) as u8, 90])
@@ -759,6 +760,8 @@ fn image_sizes_off_the_token_grid_are_resized_and_margins_refused_before_work() 
             "--steps",
             "2",
             "--seed",
+            "1",
+            "--stages",
             "1",
         ];
         args.extend(extra);
@@ -782,6 +785,8 @@ fn image_sizes_off_the_token_grid_are_resized_and_margins_refused_before_work() 
         s(&img),
         "--outpaint",
         "4,0,0,0",
+        "--stages",
+        "1",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -989,7 +994,9 @@ fn out_of_gpu_memory_is_one_error_line_and_no_file() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let png = dir.join("out.png");
-    // 1 GB of address space: the engine and driver start, a batch of 128 does not fit.
+    // 1 GB of address space: the engine and driver start, a batch of 120 does not fit. (The
+    // default model's base stage without guidance: its logits, 120 MiB, pass the binding-size
+    // check that refuses larger batches before any work.)
     let o = std::process::Command::new("bash")
         .arg("-c")
         .arg(r#"ulimit -v 1000000 && exec "$0" "$@""#)
@@ -998,11 +1005,15 @@ fn out_of_gpu_memory_is_one_error_line_and_no_file() {
             "--render",
             s(&png),
             "--batch",
-            "128",
+            "120",
             "--steps",
             "1",
             "--seed",
             "3",
+            "--stages",
+            "1",
+            "--guidance",
+            "1",
         ])
         .env("RUST_LOG", "error")
         .output()
