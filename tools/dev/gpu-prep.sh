@@ -11,7 +11,9 @@
 #                                       # same as blank, but the continued base's text encoder and
 #                                       # transformer stay (BASE: tools/train/v2/model); to fit, the test
 #                                       # fixtures and the fuzz corpus are emptied too
-#   bash tools/dev/gpu-prep.sh blank-v2 # before the benchmark call: empty tools/train/v2's weights
+#   bash tools/dev/gpu-prep.sh blank-v2 # before the benchmark call: empty tools/train/v2's weights,
+#                                       # the test fixtures and the fuzz corpus (the benchmark reads
+#                                       # none of them; the default model, 37 MB, must travel)
 #   bash tools/dev/gpu-prep.sh restore  # undo either (git checkout)
 #
 # What it stages (all ignored by git through .git/info/exclude or .gitignore):
@@ -68,7 +70,8 @@ case "${1:-all}" in
     exit 0 ;;
   blank-v2)
     empty_weights "$V2"
-    echo "emptied the weights under $V2; undo with: bash $0 restore"
+    empty_files "${EXTRA[@]}"
+    echo "emptied the weights under $V2, and ${EXTRA[*]}; undo with: bash $0 restore"
     exit 0 ;;
   restore)
     git checkout -- "$MODEL" "$V2" "${EXTRA[@]}"
@@ -112,9 +115,9 @@ train_carry=(tools/train/device tools/bench/wheels)
 # call with the default model's and v2/model's (`blank`), if they are not already
 weights=$(weight_bytes "$MODEL")
 v2_weights=$(weight_bytes "$V2")
-bench=$((tree - v2_weights + $(carried_bytes "${bench_carry[@]}")))
-train=$((tree - weights - $(weight_bytes "$V2/model") + $(carried_bytes "${train_carry[@]}")))
 extra=$(git ls-files -z -- "${EXTRA[@]}" | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+bench=$((tree - v2_weights - extra + $(carried_bytes "${bench_carry[@]}")))
+train=$((tree - weights - $(weight_bytes "$V2/model") + $(carried_bytes "${train_carry[@]}")))
 warm=$((tree - weights - $(weight_bytes "${BASE_BLANK[@]}") - extra + $(carried_bytes "${train_carry[@]}")))
 for f in .devbin/tessera.xz .devbin/kernels.xz tools/train/device/v2_data.xz \
          "$V2/vq2/result_vq2.json"; do
