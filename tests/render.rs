@@ -927,8 +927,11 @@ fn off_grid_images_resize_as_the_reference_bit_for_bit() {
                 .collect()
         };
         let size = ints("size");
-        let fitted = tessera::files::read_image_fitted(&dir.join(format!("image-{name}.png")), 8)
-            .expect("read");
+        let fitted = tessera::files::read_image_fitted(
+            &dir.join(format!("image-{name}.png")),
+            tessera::files::Fit::Multiple(8),
+        )
+        .expect("read");
         assert_eq!((fitted.width, fitted.height), (size[0], size[1]), "{name}");
         let (w, h) = (fitted.width, fitted.height);
         let want = ints("rgb");

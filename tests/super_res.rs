@@ -261,6 +261,86 @@ fn two_stage_inpainting_keeps_the_image_outside_the_mask_at_full_resolution() {
     }
 }
 
+/// A two-stage model works at its output size only (the super-resolution stage's positions
+/// fix the grid), so an image of another size is resized to it, as diffusers' image processor
+/// resizes (Lanczos), and its mask with it: the run is the run on the resized image.
+#[test]
+fn an_image_of_another_size_is_resized_to_the_output_size() {
+    let dir = fixture();
+    let model = dir.join("model");
+    let small = dir.join("../tiny-a/encode_input.png");
+    let img = image::open(&small).expect("png").to_rgb8();
+    assert_eq!(img.dimensions(), (16, 16));
+    // The same image and mask at the output size: the mask's right quarter (token columns
+    // 6–7 of 8) at either size.
+    let resized = tmp("sr-resized-32.png");
+    tessera::pil_resize::resize_lanczos_rgb8(&img, (32, 32))
+        .save(&resized)
+        .expect("save");
+    let mask = |size: u32, path: &Path| {
+        let mut m = image::GrayImage::new(size, size);
+        for (x, _, p) in m.enumerate_pixels_mut() {
+            p[0] = if x >= size * 3 / 4 { 255 } else { 0 };
+        }
+        m.save(path).expect("save mask");
+    };
+    let (mask16, mask32) = (tmp("sr-mask-16.png"), tmp("sr-mask-32.png"));
+    mask(16, &mask16);
+    mask(32, &mask32);
+    let run = |name: &str, image: &Path, extra: &[&str]| {
+        let (out, tok) = (
+            tmp(&format!("sr-fit-{name}.png")),
+            tmp(&format!("sr-fit-{name}.st")),
+        );
+        let mut args = vec![
+            "--render",
+            s(&out),
+            "--model",
+            s(&model),
+            "--prompt",
+            "a red apple",
+            "--seed",
+            "5",
+            "--image",
+            s(image),
+            "--tokens-out",
+            s(&tok),
+        ];
+        args.extend_from_slice(extra);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{name}: {err}");
+        let png = image::open(&out).expect("png").to_rgb8();
+        (png.dimensions(), tokens(&tok), err)
+    };
+    for (name, extra16, extra32) in [
+        (
+            "img2img",
+            vec!["--strength", "0.6"],
+            vec!["--strength", "0.6"],
+        ),
+        (
+            "inpaint",
+            vec!["--mask", s(&mask16)],
+            vec!["--mask", s(&mask32)],
+        ),
+    ] {
+        let (size, got, err) = run(&format!("{name}-16"), &small, &extra16);
+        assert_eq!(size, (32, 32), "{name}: the output size");
+        assert!(
+            err.contains("resizing 16×16 to 32×32 (this model works on 32×32 px only)"),
+            "{name}: {err}"
+        );
+        let (_, want, err) = run(&format!("{name}-32"), &resized, &extra32);
+        assert!(!err.contains("resizing"), "{err}");
+        assert_eq!(got, want, "{name}: the run on the resized image");
+    }
+}
+
 #[test]
 fn bad_two_stage_input_is_one_error_line_before_work() {
     let dir = fixture();
@@ -300,7 +380,8 @@ fn bad_two_stage_input_is_one_error_line_before_work() {
         &out,
         "--sr-steps",
     );
-    // The stage's positions fix the grid: outpainting and other sizes are refused.
+    // The stage's positions fix the grid: outpainting is refused (other sizes are resized:
+    // `an_image_of_another_size_is_resized_to_the_output_size`).
     let input = image_32();
     fails(
         &render(
@@ -316,12 +397,6 @@ fn bad_two_stage_input_is_one_error_line_before_work() {
         ),
         &out,
         "fixed",
-    );
-    let small = dir.join("../tiny-a/encode_input.png");
-    fails(
-        &render(&out, &["--model", s(&model), "--image", s(&small)]),
-        &out,
-        "32×32",
     );
     // The inspection command: low-res tokens go with --stage super-res, on two-stage models.
     let lo = dir.join("tokens_lo.safetensors");
@@ -395,6 +470,7 @@ fn bad_two_stage_input_is_one_error_line_before_work() {
         &png,
         "two-stage",
     );
+    let small = dir.join("../tiny-a/encode_input.png");
     let st = tmp("never-encoded.st");
     fails(
         &[

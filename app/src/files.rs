@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use tessera_engine::pipeline::{Model, SuperResOptions};
 
 /// Writes `bytes` to `path` through a temporary sibling and a rename, so a failure never leaves
 /// a partial file.
@@ -156,12 +157,7 @@ pub fn decode_image(bytes: &[u8], path: &Path, what: &str) -> Result<image::Dyna
 
 /// Reads an image as RGB f32 NCHW `[1, 3, H, W]` with values in [0, 1] (alpha dropped).
 pub fn read_image(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
-    rgb_to_chw(&open_image(path, "image")?.to_rgb8())
-}
-
-/// [`read_image`] on a file's bytes (`path` names it in errors).
-pub fn image_from_bytes(bytes: &[u8], path: &Path) -> Result<(Vec<f32>, usize, usize)> {
-    rgb_to_chw(&decode_image(bytes, path, "image")?.to_rgb8())
+    image_to_chw(&open_image(path, "image")?.to_rgb8())
 }
 
 /// An image read for a model: RGB f32 NCHW values in [0, 1], its width and height as used,
@@ -173,40 +169,86 @@ pub struct FittedImage {
     pub file_size: (usize, usize),
 }
 
-/// [`read_image`] for a model whose sides must be multiples of `multiple` pixels: an image off
-/// that grid is resized down to the nearest multiples, as diffusers' image processor
-/// does (Pillow's 8-bit LANCZOS, bit for bit), with a log line. An image smaller than one multiple is refused.
-pub fn read_image_fitted(path: &Path, multiple: usize) -> Result<FittedImage> {
-    let img = open_image(path, "image")?.to_rgb8();
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let m = multiple.max(1);
-    let (fw, fh) = (w - w % m, h - h % m);
-    if fw == 0 || fh == 0 {
-        bail!(
-            "{}: image is {w}×{h}; this model needs at least {m}×{m} pixels (sides are multiples of {m})",
-            path.display()
-        );
+/// The image sizes a model runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fit {
+    /// Sides that are multiples of this many pixels ([`Model::pixel_multiple`]).
+    Multiple(usize),
+    /// This size (width, height) only: a model whose grid is fixed
+    /// ([`Model::fixed_image_size`]: MaskGIT, a two-stage model's super-resolution stage).
+    Exact(usize, usize),
+}
+
+impl Fit {
+    /// What `model` takes in a run with `super_res`.
+    pub fn for_model(model: &Model, super_res: SuperResOptions) -> Self {
+        match model.fixed_image_size(super_res) {
+            Some((w, h)) => Fit::Exact(w, h),
+            None => Fit::Multiple(model.pixel_multiple()),
+        }
     }
-    let img = if (fw, fh) == (w, h) {
-        img
-    } else {
-        log::warn!(
-            "{}: resizing {w}×{h} to {fw}×{fh} (this model needs sides that are multiples of {m})",
-            path.display()
+
+    /// The size an image of `(w, h)` is resized to; `None` for an image smaller than one
+    /// multiple.
+    fn size(self, (w, h): (usize, usize)) -> Option<(usize, usize)> {
+        match self {
+            Fit::Exact(fw, fh) => Some((fw, fh)),
+            Fit::Multiple(m) => {
+                let m = m.max(1);
+                let (fw, fh) = (w - w % m, h - h % m);
+                (fw > 0 && fh > 0).then_some((fw, fh))
+            }
+        }
+    }
+
+    /// Why an image is resized, for the log line.
+    fn reason(self) -> String {
+        match self {
+            Fit::Exact(w, h) => format!("this model works on {w}×{h} px only"),
+            Fit::Multiple(m) => format!("this model needs sides that are multiples of {m}"),
+        }
+    }
+}
+
+/// `img` resized to what `fit` takes (`name` names it in the log line and errors): an image
+/// off a multiple is resized down to the nearest multiples, one of another size than a fixed
+/// one to that size, as diffusers' image processor resizes (Pillow's 8-bit LANCZOS, bit for
+/// bit), with a log line. An image smaller than one multiple is refused.
+pub fn fit_image(img: image::RgbImage, fit: Fit, name: &str) -> Result<image::RgbImage> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let Some((fw, fh)) = fit.size((w, h)) else {
+        // (an exact fit always has a size)
+        let m = match fit {
+            Fit::Multiple(m) => m,
+            Fit::Exact(..) => 1,
+        };
+        bail!(
+            "{name}: image is {w}×{h}; this model needs at least {m}×{m} pixels (sides are multiples of {m})"
         );
-        // As diffusers' image processor does it: Pillow's 8-bit LANCZOS, bit for bit.
-        crate::pil_resize::resize_lanczos_rgb8(&img, (fw, fh))
     };
-    let (pixels, width, height) = rgb_to_chw(&img)?;
+    if (fw, fh) == (w, h) {
+        return Ok(img);
+    }
+    log::warn!("{name}: resizing {w}×{h} to {fw}×{fh} ({})", fit.reason());
+    Ok(crate::pil_resize::resize_lanczos_rgb8(&img, (fw, fh)))
+}
+
+/// [`read_image`] for a model: resized to what `fit` takes ([`fit_image`]).
+pub fn read_image_fitted(path: &Path, fit: Fit) -> Result<FittedImage> {
+    let img = open_image(path, "image")?.to_rgb8();
+    let file_size = (img.width() as usize, img.height() as usize);
+    let img = fit_image(img, fit, &path.display().to_string())?;
+    let (pixels, width, height) = image_to_chw(&img)?;
     Ok(FittedImage {
         pixels,
         width,
         height,
-        file_size: (w, h),
+        file_size,
     })
 }
 
-fn rgb_to_chw(img: &image::RgbImage) -> Result<(Vec<f32>, usize, usize)> {
+/// RGB pixels as f32 NCHW `[1, 3, H, W]` values in [0, 1], with the width and height.
+pub fn image_to_chw(img: &image::RgbImage) -> Result<(Vec<f32>, usize, usize)> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut out = vec![0.0f32; 3 * h * w];
     for (x, y, px) in img.enumerate_pixels() {

@@ -13,6 +13,7 @@ use super::save::save_buttons;
 use super::screenshot::Screenshot;
 use super::session::Session;
 use super::settings::{Settings, SettingsPanel};
+use crate::files::Fit;
 use crate::render::RenderArgs;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -156,20 +157,32 @@ impl App {
         }
     }
 
+    /// What the open model takes with the current settings (a two-stage model's output size
+    /// with its super-resolution stage on, the base's multiples with it off): images opened for
+    /// editing are resized to it.
+    fn image_fit(&self) -> Option<Fit> {
+        let model = self.session.model.as_deref()?;
+        Some(Fit::for_model(
+            model,
+            self.settings.settings.super_res_options(model),
+        ))
+    }
+
     /// Files dropped on the window: an image opens in the inpaint panel; in the browser a
     /// dropped model folder (read by the page's script) opens as the model.
     fn take_dropped(&mut self, ctx: &egui::Context) {
+        let fit = self.image_fit();
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(f) = ctx.input(|i| i.raw.dropped_files.first().cloned()) {
             self.inpaint
-                .load(ctx, &f.path().display().to_string(), &mut self.session);
+                .load(ctx, &f.path().display().to_string(), &mut self.session, fit);
             self.mode = Mode::Inpaint;
         }
         #[cfg(target_arch = "wasm32")]
         match super::page::take_dropped() {
             Some(super::page::Dropped::Image(name, bytes)) => {
                 self.inpaint
-                    .load_bytes(ctx, &name, &bytes, &mut self.session);
+                    .load_bytes(ctx, &name, &bytes, &mut self.session, fit);
                 self.mode = Mode::Inpaint;
             }
             Some(super::page::Dropped::Model(root)) => {
@@ -265,7 +278,9 @@ impl eframe::App for App {
                     self.runs.lane_view(ui, 0, size);
                 }
                 Mode::Inpaint => {
-                    if let Some(start) = self.inpaint.ui(ui, &mut self.session, &mut self.runs) {
+                    let fit = self.image_fit();
+                    if let Some(start) = self.inpaint.ui(ui, &mut self.session, &mut self.runs, fit)
+                    {
                         self.generate(ui.ctx(), Some(start));
                     }
                     if !self.runs.lanes.is_empty() {

@@ -5,6 +5,8 @@
 use egui::{Color32, ColorImage, Rect, TextureHandle, TextureOptions, Vec2};
 use tessera_engine::pipeline::Start;
 
+use crate::files::Fit;
+
 use super::canvas;
 use super::runs::Runs;
 use super::session::Session;
@@ -61,11 +63,14 @@ pub fn texture(
 
 impl InpaintPanel {
     /// The panel; returns the start of a run when Inpaint or Outpaint was clicked.
+    /// `fit`: what the model takes with the current settings ([`Fit::for_model`]), which
+    /// images loaded here are resized to.
     pub fn ui(
         &mut self,
         ui: &mut egui::Ui,
         session: &mut Session,
         runs: &mut Runs,
+        fit: Option<Fit>,
     ) -> Option<Start> {
         ui.horizontal(|ui| {
             ui.label("Image");
@@ -76,12 +81,12 @@ impl InpaintPanel {
                 );
                 if ui.button("Load").clicked() {
                     let p = self.image_path.clone();
-                    self.load(ui.ctx(), &p, session);
+                    self.load(ui.ctx(), &p, session, fit);
                 }
                 if ui.button("Browse…").clicked()
                     && let Some(p) = super::dialogs::open_image().path(&mut session.message)
                 {
-                    self.load(ui.ctx(), &p.display().to_string(), session);
+                    self.load(ui.ctx(), &p.display().to_string(), session, fit);
                 }
             } else if self.image_path.is_empty() {
                 ui.weak("drop an image on the page");
@@ -175,16 +180,56 @@ impl InpaintPanel {
         start
     }
 
-    /// Opens an image file (any format tessera reads) for editing.
-    pub fn load(&mut self, ctx: &egui::Context, path: &str, session: &mut Session) {
+    /// Opens an image file (any format tessera reads) for editing, resized to `fit`.
+    pub fn load(
+        &mut self,
+        ctx: &egui::Context,
+        path: &str,
+        session: &mut Session,
+        fit: Option<Fit>,
+    ) {
         self.image_path = path.to_owned();
-        match crate::files::read_image(std::path::Path::new(path)) {
+        let image = crate::files::open_image(std::path::Path::new(path), "image");
+        self.open(ctx, image, path, session, fit);
+    }
+
+    /// Shows a decoded image for editing, resized to what the model takes with the current
+    /// settings (`fit`, [`Fit::for_model`]: sides that are multiples of its VQ factor, or a
+    /// fixed grid's one size), as `--render --image` resizes it; the status line says when.
+    fn open(
+        &mut self,
+        ctx: &egui::Context,
+        image: anyhow::Result<image::DynamicImage>,
+        name: &str,
+        session: &mut Session,
+        fit: Option<Fit>,
+    ) {
+        let fitted = image.and_then(|img| {
+            let img = img.to_rgb8();
+            let size = (img.width(), img.height());
+            let img = match fit {
+                Some(fit) => crate::files::fit_image(img, fit, name)?,
+                None => img,
+            };
+            if (img.width(), img.height()) != size {
+                session.message = Some(format!(
+                    "resized {}×{} to {}×{} for this model",
+                    size.0,
+                    size.1,
+                    img.width(),
+                    img.height()
+                ));
+            }
+            crate::files::image_to_chw(&img)
+        });
+        match fitted {
             Ok((pixels, w, h)) => self.set_edit(ctx, pixels, (w, h)),
             Err(e) => session.message = Some(format!("{e:#}")),
         }
     }
 
-    /// Opens an image from its bytes (a file dropped on the page in the browser) for editing.
+    /// Opens an image from its bytes (a file dropped on the page in the browser) for editing,
+    /// resized to `fit`.
     #[cfg(target_arch = "wasm32")]
     pub fn load_bytes(
         &mut self,
@@ -192,12 +237,11 @@ impl InpaintPanel {
         name: &str,
         bytes: &[u8],
         session: &mut Session,
+        fit: Option<Fit>,
     ) {
         self.image_path = name.to_owned();
-        match crate::files::image_from_bytes(bytes, std::path::Path::new(name)) {
-            Ok((pixels, w, h)) => self.set_edit(ctx, pixels, (w, h)),
-            Err(e) => session.message = Some(format!("{e:#}")),
-        }
+        let image = crate::files::decode_image(bytes, std::path::Path::new(name), "image");
+        self.open(ctx, image, name, session, fit);
     }
 
     fn use_last_result(&mut self, ctx: &egui::Context, session: &mut Session, runs: &Runs) {
@@ -205,6 +249,12 @@ impl InpaintPanel {
             Some(f) => self.set_edit(ctx, f.pixels.clone(), f.size),
             None => session.message = Some("no result yet".into()),
         }
+    }
+
+    /// The edited image's size (width, height), once one is loaded.
+    #[cfg(test)]
+    pub fn edit_size(&self) -> Option<(usize, usize)> {
+        self.edit.as_ref().map(|e| e.size)
     }
 
     fn set_edit(&mut self, ctx: &egui::Context, pixels: Vec<f32>, size: (usize, usize)) {

@@ -89,6 +89,57 @@ fn two_stage_models_show_the_super_resolution_toggle() {
     );
 }
 
+/// An image loaded for editing is resized to what the open model takes with the settings, as
+/// `--render --image` resizes it: a two-stage model's one output size (the stage's positions
+/// fix it), the multiples of a one-stage model or of the base stage alone; the status line
+/// says when.
+#[test]
+fn loaded_images_are_resized_to_what_the_model_takes() {
+    use super::inpaint::InpaintPanel;
+    let small = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/amused/tiny-a/encode_input.png"
+    );
+    let ctx = egui::Context::default();
+    let stages_1 = tessera_engine::pipeline::SuperResOptions {
+        skip: true,
+        steps: None,
+    };
+    for (model, stages, want, resized) in [
+        (
+            "../tests/fixtures/amused/tiny-sr/model",
+            Default::default(),
+            (32, 32),
+            true,
+        ),
+        // The base stage alone takes multiples (of 8 px here): the image as it is.
+        (
+            "../tests/fixtures/amused/tiny-sr/model",
+            stages_1,
+            (16, 16),
+            false,
+        ),
+        (
+            "../tests/fixtures/amused/tiny-b/model",
+            Default::default(),
+            (16, 16),
+            false,
+        ),
+    ] {
+        let fit = crate::files::Fit::for_model(&open(model), stages);
+        let mut session = Session::new(None, String::new());
+        let mut panel = InpaintPanel::default();
+        panel.load(&ctx, small, &mut session, Some(fit));
+        assert_eq!(panel.edit_size(), Some(want), "{model}");
+        let message = session.message.unwrap_or_default();
+        assert_eq!(
+            message.contains("resized 16×16 to 32×32"),
+            resized,
+            "{model}: {message:?}"
+        );
+    }
+}
+
 #[test]
 fn cancel_is_disabled_while_nothing_runs() {
     let mut h = Harness::new_ui_state(

@@ -10,7 +10,7 @@ use tessera_engine::pipeline::{Model, ModelConditioning, Request, Stages, Start,
 use tessera_engine::sampling::{SamplerKind, SamplerOptions};
 
 use super::{RenderArgs, class_name};
-use crate::files::read_image_fitted;
+use crate::files::{Fit, read_image_fitted};
 
 /// Largest |guidance| and temperature accepted: with logits of any trained model (|x| ≲ 10³)
 /// the guided, scaled and exponentiated values stay finite in f32.
@@ -200,9 +200,14 @@ pub fn plan(a: &RenderArgs, model: &Model) -> Result<Plan> {
         (Some(img), mask) => {
             let f = model.vq_factor();
             // Sides must be multiples of the VQ factor times the transformer's own down/up
-            // sampling: resized to fit where they are not.
+            // sampling, or the one size of a fixed grid: resized to fit where they are not (to
+            // multiples only for outpainting, which a fixed grid refuses).
             let multiple = model.pixel_multiple();
-            let fitted = read_image_fitted(img, multiple)?;
+            let fit = match Fit::for_model(model, super_res) {
+                Fit::Exact(..) if a.outpaint.is_some() => Fit::Multiple(multiple),
+                fit => fit,
+            };
+            let fitted = read_image_fitted(img, fit)?;
             let (pixels, w, h, file_size) =
                 (fitted.pixels, fitted.width, fitted.height, fitted.file_size);
             if let Some(spec) = &a.edit {

@@ -289,6 +289,15 @@ impl Model {
         }
     }
 
+    /// The one image size (width, height) in pixels that a run with `super_res` takes, where
+    /// its grid is fixed ([`Self::fixed_grid_for`]: MaskGIT's 256×256, a two-stage model's
+    /// output size); `None` where any sides that are multiples of [`Self::pixel_multiple`] run.
+    pub fn fixed_image_size(&self, super_res: SuperResOptions) -> Option<(usize, usize)> {
+        let (h, w) = self.grid_for(super_res);
+        let f = self.vq_factor();
+        self.fixed_grid_for(super_res).then_some((w * f, h * f))
+    }
+
     /// What input image sides must be multiples of, in pixels: the VQ factor, times 2 for a
     /// transformer that halves the token grid.
     pub fn pixel_multiple(&self) -> usize {
