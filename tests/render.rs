@@ -432,8 +432,9 @@ fn guidance_is_uncond_plus_scale_times_difference() {
 
 #[test]
 fn bench_json_has_the_documented_fields() {
+    // The default model's base stage (its two stages: tests/super_res.rs).
     let o = tessera(&[
-        "bench", "--json", "--sizes", "32", "--budget", "0", "--steps", "2",
+        "bench", "--json", "--sizes", "32", "--budget", "0", "--steps", "2", "--stages", "1",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value =
@@ -459,6 +460,10 @@ fn bench_json_has_the_documented_fields() {
     }
     let e = &v["end_to_end"];
     assert_eq!(e["steps"], 2);
+    assert_eq!(
+        (&e["stages"], &e["super_res_steps"]),
+        (&1.into(), &0.into())
+    );
     for key in ["text_ms", "step_ms", "decode_ms", "total_ms"] {
         assert!(e[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {e}");
     }

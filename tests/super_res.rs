@@ -341,6 +341,72 @@ fn an_image_of_another_size_is_resized_to_the_output_size() {
     }
 }
 
+/// `tessera bench` on a two-stage model: both stages by default (the super-resolution
+/// steps apart in the JSON), the base alone with `--stages 1` (as diffusers runs the base
+/// folder, for like-for-like ratios); stage options where they do not apply are refused.
+#[test]
+fn bench_runs_both_stages_or_the_base_alone() {
+    let dir = fixture();
+    let model = dir.join("model");
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--json",
+            "--no-kernels",
+            "--steps",
+            "2",
+            "--model",
+            s(&model),
+        ];
+        args.extend_from_slice(extra);
+        let o = common::tessera(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+        v["end_to_end"].clone()
+    };
+    let both = bench(&["--sr-steps", "3"]);
+    assert_eq!(
+        (&both["stages"], &both["super_res_steps"]),
+        (&2.into(), &3.into()),
+        "{both}"
+    );
+    assert!(
+        both["super_res_step_ms"].as_f64().is_some_and(|x| x > 0.0),
+        "{both}"
+    );
+    let base = bench(&["--stages", "1"]);
+    assert_eq!(
+        (&base["stages"], &base["super_res_steps"]),
+        (&1.into(), &0.into()),
+        "{base}"
+    );
+    let one_stage = dir.join("../tiny-a/model");
+    for (args, expect) in [
+        (vec!["--model", s(&one_stage), "--stages", "2"], "two-stage"),
+        (vec!["--model", s(&one_stage), "--stages", "1"], "two-stage"),
+        (vec!["--model", s(&model), "--stages", "3"], "--stages"),
+        (
+            vec!["--model", s(&model), "--stages", "1", "--sr-steps", "2"],
+            "--stages 1",
+        ),
+        (
+            vec!["--model", s(&model), "--stages", "1", "--no-end-to-end"],
+            "--no-end-to-end",
+        ),
+    ] {
+        let mut all = vec!["bench", "--no-kernels"];
+        all.extend_from_slice(&args);
+        let o = common::tessera(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("Error:")).collect();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            lines.len() == 1 && lines[0].contains(expect),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 #[test]
 fn bad_two_stage_input_is_one_error_line_before_work() {
     let dir = fixture();

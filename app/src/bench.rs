@@ -8,7 +8,7 @@ use tessera_engine::GpuContext;
 use tessera_engine::bench::{self, KernelTiming};
 use tessera_engine::ops::conv::ConvStrategy;
 use tessera_engine::ops::matmul::MatmulStrategy;
-use tessera_engine::pipeline::Model;
+use tessera_engine::pipeline::{Model, SuperResOptions};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -34,6 +34,13 @@ pub struct BenchArgs {
     /// Images per run (the transformer sees twice as many rows with guidance).
     #[arg(long, default_value_t = 1, value_name = "N")]
     batch: usize,
+    /// Stages of a two-stage model to run end to end: 2 (the default: base, then
+    /// super-resolution) or 1 (the base stage alone, as diffusers runs the base folder).
+    #[arg(long, value_name = "1|2")]
+    stages: Option<usize>,
+    /// Steps of a two-stage model's super-resolution stage (default: the model's).
+    #[arg(long, value_name = "N")]
+    sr_steps: Option<usize>,
     /// Add kernel rows for the products of the aMUSEd-256 configuration (f16 weights, every
     /// matmul strategy the adapter runs).
     #[arg(long)]
@@ -139,10 +146,37 @@ fn end_to_end(ctx: &GpuContext, a: &BenchArgs) -> Result<bench::EndToEnd> {
         anyhow::bail!("--steps and --batch must be at least 1");
     }
     let model = bench_model(ctx, &a.model)?;
-    Ok(bench::end_to_end(ctx, &a.model, &model, a.steps, a.batch)?)
+    if a.stages == Some(2) && model.stages() == 1 {
+        anyhow::bail!(
+            "--stages 2 applies to two-stage models (a super_res/ folder); this model has one stage"
+        );
+    }
+    let super_res = SuperResOptions {
+        skip: a.stages == Some(1),
+        steps: a.sr_steps,
+    };
+    Ok(bench::end_to_end(
+        ctx, &a.model, &model, a.steps, a.batch, super_res,
+    )?)
+}
+
+/// `--stages` out of range, stage options without an end-to-end run (the engine's request
+/// check refuses the rest: `--stages 1` or `--sr-steps` on a model of one stage, both at once,
+/// zero steps).
+fn check_stages(a: &BenchArgs) -> Result<()> {
+    if let Some(n) = a.stages.filter(|n| !(1..=2).contains(n)) {
+        anyhow::bail!("--stages must be 1 or 2, got {n}");
+    }
+    if a.no_end_to_end && (a.stages.is_some() || a.sr_steps.is_some()) {
+        anyhow::bail!(
+            "--stages and --sr-steps set the end-to-end run, which --no-end-to-end skips"
+        );
+    }
+    Ok(())
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    check_stages(args)?;
     let ctx = GpuContext::new()?;
     if !(args.budget >= 0.0 && args.budget.is_finite()) {
         anyhow::bail!(
@@ -333,6 +367,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 "text_record_ms": e.text_record_ms,
                 "step_ms": e.step_ms, "step_record_ms": e.step_record_ms, "super_res_steps": e.super_res_steps,
                 "super_res_step_ms": e.super_res_step_ms,
+                "stages": if e.super_res_steps > 0 { 2 } else { 1 },
                 "decode_ms": e.decode_ms, "total_ms": e.total_ms,
                 "first_run_ms": first_run_ms,
                 "first_run_tune_ms": first.as_ref().map(|f| f.tune_ms),

@@ -13,7 +13,7 @@ use crate::ops;
 use crate::ops::attention::{AttentionKernel, AttentionSpec};
 use crate::ops::conv::{Conv2dSpec, ConvStrategy};
 use crate::ops::matmul::{BLayout, Epilogue, MatmulStrategy, Problem};
-use crate::pipeline::{self, Condition, Model, ModelConditioning};
+use crate::pipeline::{self, Condition, Model, ModelConditioning, SuperResOptions};
 
 /// One measured kernel configuration.
 #[derive(Clone, Debug)]
@@ -365,14 +365,16 @@ fn end_phase(ctx: &GpuContext, phases: &mut Vec<(&'static str, Profile)>, name: 
 /// Times a run through the same pipeline code as `--render` ([`pipeline::plan`],
 /// [`pipeline::Plan::run`], [`pipeline::Model::decode`]): for a text model a short prompt
 /// against the empty prompt at guidance 10 (the aMUSEd pipeline's default), for a
-/// class-conditional one class 0; `steps` steps of the model's own sampler, then the VQ decode
-/// of every image.
+/// class-conditional one class 0; `steps` steps of the model's own sampler, then a two-stage
+/// model's super-resolution stage unless `super_res` skips it (its steps: `super_res.steps`,
+/// else the model's), then the VQ decode of every image.
 pub fn end_to_end(
     ctx: &GpuContext,
     name: &str,
     model: &Model,
     steps: usize,
     batch: usize,
+    super_res: SuperResOptions,
 ) -> Result<EndToEnd> {
     // The pool keeps the buffers of earlier runs, as PyTorch's caching allocator keeps the
     // reference's after its warm-up: the measured (second) run allocates nothing new, and the
@@ -404,8 +406,8 @@ pub fn end_to_end(
         batch,
         guidance,
         sampler,
-        start: pipeline::Start::Blank(model.grid()),
-        super_res: Default::default(),
+        start: pipeline::Start::Blank(model.grid_for(super_res)),
+        super_res,
     };
     let plan = pipeline::plan(ctx, model, &req)?;
     ctx.wait_idle();

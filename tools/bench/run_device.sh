@@ -15,10 +15,13 @@
 #   KERNEL_TESTS  the prebuilt kernel-test binary (`cargo test --release -p tessera-engine
 #                 --test kernels --no-run` prints its path); skipped when absent.
 #   REF_MODELS    models the PyTorch reference runs (default: MODELS)
-#   VARIANTS      extra amused-256 runs, one environment each (see below)
-#   MODELS        end-to-end models (default: default amused-256-random amused-512-random
-#                 maskgit-256-random); STEPS (12); SIZES (matmul sizes of the kernel table,
-#                 default 256,512,1024,2048).
+#   VARIANTS      extra amused-256 runs, one environment each (see below; empty: none)
+#   MODELS        end-to-end models (default: default default@1 amused-256-random
+#                 amused-512-random maskgit-256-random; NAME@1 runs a two-stage model's base
+#                 stage alone, `--stages 1`: the embedded default model has two stages and
+#                 diffusers runs its base folder alone, so its ratio comes from default@1);
+#                 STEPS (12); SIZES (matmul sizes of the kernel table, default
+#                 256,512,1024,2048).
 #   Python with torch and transformers; diffusers comes from tools/bench/wheels when not
 #   installed (tools/bench/fetch_wheels.sh fills it; carry that folder to the GPU machine).
 set -uo pipefail
@@ -27,7 +30,7 @@ OUT="${OUT:-bench-out}"
 mkdir -p "$OUT"
 STEPS="${STEPS:-12}"
 SIZES="${SIZES:-256,512,1024,2048}"
-MODELS="${MODELS:-default amused-256-random amused-512-random maskgit-256-random}"
+MODELS="${MODELS:-default default@1 amused-256-random amused-512-random maskgit-256-random}"
 LOG="$OUT/log.txt"
 : > "$LOG"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
@@ -55,13 +58,15 @@ fi
 : > "$OUT/tessera.jsonl"
 first=1
 for m in $MODELS; do
+    stages=()
+    case "$m" in *@1) stages=(--stages 1); m="${m%@1}" ;; esac
     kernels=--no-kernels
     [ "$first" = 1 ] && kernels=--model-shapes
     first=0
     # --profile: a second, per-kernel-timed run, whose breakdown lands in the JSON.
-    echo "$(date +%T) bench $m" >> "$LOG"
+    echo "$(date +%T) bench $m ${stages[*]}" >> "$LOG"
     timeout 180 "$TESSERA_BIN" bench --json $kernels --profile --sizes "$SIZES" --budget 0.5 \
-        --model "$m" --steps "$STEPS" \
+        --model "$m" --steps "$STEPS" "${stages[@]}" \
         >> "$OUT/tessera.jsonl" 2>> "$LOG" || echo "tessera bench $m failed (exit $?)" >> "$LOG"
 done
 PY="${PYTHON:-python3}"
@@ -74,7 +79,8 @@ if ! "$PY" -c "import diffusers, transformers" 2>/dev/null && [ -d tools/bench/w
 fi
 : > "$OUT/reference.jsonl"
 if "$PY" -c "import torch, diffusers, transformers" >> "$LOG" 2>&1; then
-    for m in ${REF_MODELS:-$MODELS}; do
+    # NAME and NAME@1 share one reference run (diffusers runs a base folder alone).
+    for m in $(printf '%s\n' ${REF_MODELS:-$MODELS} | sed 's/@1$//' | awk '!seen[$0]++'); do
         case "$m" in
             maskgit-*) continue ;;  # no diffusers counterpart
             default) ref=assets/models/emoji ;;
@@ -99,7 +105,7 @@ fi
 # 2026-12-01, not measured on a GPU before), the plain WGSL kernels (no cooperative matrices;
 # also the fallback should their pipelines fail on this driver). TESSERA_SHADER_CHECKS=full|none
 # are the other documented choices (docs/benchmarks.md, H200 section).
-VARIANTS="${VARIANTS:-TESSERA_TUNE=0 TESSERA_MATMUL=coop64slicedk TESSERA_MATMUL=coop128 TESSERA_ATTENTION=flash TESSERA_CONV=coop TESSERA_KERNELS=tiled}"
+VARIANTS="${VARIANTS-TESSERA_TUNE=0 TESSERA_MATMUL=coop64slicedk TESSERA_MATMUL=coop128 TESSERA_ATTENTION=flash TESSERA_CONV=coop TESSERA_KERNELS=tiled}"
 for v in $VARIANTS; do
     echo "$(date +%T) bench variant $v" >> "$LOG"
     env ${v//,/ } timeout 120 "$TESSERA_BIN" bench --json --no-kernels --profile \

@@ -69,15 +69,21 @@ def main():
     for r in reference:
         e = r.get("end_to_end") or {}
         refs.setdefault(key(e.get("model", "")), {})[e.get("dtype")] = e
-    print("| model | who | text ms | ms/step | decode ms | total ms | first run ms (tuning) | "
-          "dispatches/step | submits/step | peak MiB | diffusers ÷ tessera |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | who | text ms | ms/step | super-res ms/step (steps) | decode ms | total ms | "
+          "first run ms (tuning) | dispatches/step | submits/step | peak MiB | diffusers ÷ tessera |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for t in tessera:
         e = t.get("end_to_end")
         if not e:
             continue
         name = e["model"]
         model = "default" if name.rstrip("/").endswith("models/emoji") else name
+        # A two-stage model's full run has no diffusers counterpart (diffusers runs the base
+        # folder alone): the reference rows go with the same model's `--stages 1` run.
+        two_stage = e.get("stages", 1) == 2
+        label = model + (" (two stages)" if two_stage else "")
+        sr = (f"{fmt(e['super_res_step_ms'])} ({e['super_res_steps']})"
+              if e.get("super_res_steps") else "–")
         coop = t.get("cooperative_matrix", t.get("cooperative_matrix_16"))
         width = t.get("cooperative_matrix_subgroup")
         shape = f" {coop}×{coop}, {width}-wide subgroups" if coop and width else ""
@@ -95,18 +101,18 @@ def main():
         first = fmt(e.get("first_run_ms"))
         if e.get("first_run_tune_ms"):
             first += f" ({fmt(e['first_run_tune_ms'])}, {e.get('first_run_tuned_shapes')} shapes)"
-        print(f"| {model} | {who} | {with_host(e, 'text_ms', 'text_record_ms')} | "
-              f"{with_host(e, 'step_ms', 'step_record_ms')} | "
+        print(f"| {label} | {who} | {with_host(e, 'text_ms', 'text_record_ms')} | "
+              f"{with_host(e, 'step_ms', 'step_record_ms')} | {sr} | "
               f"{fmt(e['decode_ms'])} | {fmt(e['total_ms'])} | {first} | "
               f"{fmt(e.get('dispatches_per_step'))} | {fmt(e.get('submits_per_step'))} | "
               f"{fmt(e['peak_bytes'] / 2**20)} | |")
         for dtype in ("float32", "float16"):
-            r = refs.get(model, {}).get(dtype)
+            r = None if two_stage else refs.get(model, {}).get(dtype)
             if not r:
                 continue
             peak = r.get("peak_bytes")
             ratio = r["total_ms"] / e["total_ms"] if e["total_ms"] else None
-            print(f"| {model} | diffusers {dtype} | {fmt(r['text_ms'])} | {fmt(r['step_ms'])} | "
+            print(f"| {label} | diffusers {dtype} | {fmt(r['text_ms'])} | {fmt(r['step_ms'])} | – | "
                   f"{fmt(r['decode_ms'])} | {fmt(r['total_ms'])} | | | | "
                   f"{fmt(peak / 2**20 if peak else None)} | {fmt(ratio, 2)} |")
 
