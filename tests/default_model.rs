@@ -67,6 +67,63 @@ fn decode_args(png: &Path, raw: &Path) -> Vec<String> {
     ])
 }
 
+/// `tessera forward --stage super-res` of the super-resolution fixture's tokens with the
+/// fixture's prompt, logits to `out`.
+fn forward_sr_args(out: &Path) -> Vec<String> {
+    let (hi, lo) = (
+        fixture("tokens_hi_masked.safetensors"),
+        fixture("tokens_lo.safetensors"),
+    );
+    owned(&[
+        "forward",
+        "--stage",
+        "super-res",
+        "--tokens",
+        s(&hi),
+        "--low-res-tokens",
+        s(&lo),
+        "--prompt",
+        &prompt(),
+        "--out",
+        s(out),
+    ])
+}
+
+/// The super-resolution logits `[1, h·w, codebook]` in `out` at the fixture's sampled
+/// positions, beside the reference's there (both flat, row-major), and the codebook size.
+fn sr_rows(out: &Path) -> (Vec<f64>, Vec<f64>, usize) {
+    let (shape, got) = field(out, "logits");
+    let (_, rows) = field(&fixture("forward_sr.safetensors"), "rows");
+    let (ws, want) = field(&fixture("forward_sr.safetensors"), "logits");
+    let vocab = *ws.last().expect("vocab axis");
+    assert_eq!(shape.len(), 3, "logits {shape:?}");
+    assert_eq!(shape[2], vocab, "logits {shape:?}");
+    let got = rows
+        .iter()
+        .flat_map(|&r| {
+            let r = r as usize;
+            got[r * vocab..(r + 1) * vocab].iter().copied()
+        })
+        .collect();
+    (got, want, vocab)
+}
+
+/// Row argmaxes of flat `[rows, vocab]` logits.
+fn argmax(v: &[f64], vocab: usize) -> Vec<usize> {
+    v.chunks(vocab)
+        .map(|row| {
+            (0..vocab)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// The share of equal entries.
+fn agreement(a: &[usize], b: &[usize]) -> f64 {
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / b.len().max(1) as f64
+}
+
 fn owned(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| (*a).to_owned()).collect()
 }
@@ -80,6 +137,18 @@ fn forward_matches_diffusers() {
     let out = tmp("default-forward.safetensors");
     ok(&refs(&forward_args(&out)));
     assert_matches_fixture(&out, "forward.safetensors", "logits");
+}
+
+/// The shipped super-resolution stage at its own size (32×32 tokens, 16×16 low-res, 77 + 256
+/// cross-attention keys), against its PyTorch reference (tools/train/super_res_model.py, via
+/// tools/fixtures/make_emoji_fixtures.py) at 64 sampled positions.
+#[test]
+fn super_res_forward_matches_its_reference() {
+    let out = tmp("default-forward-sr.safetensors");
+    ok(&refs(&forward_sr_args(&out)));
+    let (got, want, _) = sr_rows(&out);
+    let e = rel_err(&got, &want);
+    assert!(e < 1e-4, "super-resolution logits: relative error {e:.2e}");
 }
 
 #[test]
@@ -145,18 +214,19 @@ fn tensor_cores_end_to_end_match_diffusers_and_the_plain_kernels() {
     let e = rel_err(&got, &want);
     assert!(e < 5e-3, "logits: relative error {e:.2e}");
     let vocab = *ws.last().expect("vocab axis");
-    let argmax = |v: &[f64]| -> Vec<usize> {
-        v.chunks(vocab)
-            .map(|row| {
-                (0..vocab)
-                    .max_by(|&a, &b| row[a].total_cmp(&row[b]))
-                    .unwrap_or(0)
-            })
-            .collect()
-    };
-    let (ga, wa) = (argmax(&got), argmax(&want));
-    let same = ga.iter().zip(&wa).filter(|(a, b)| a == b).count() as f64 / wa.len() as f64;
+    let same = agreement(&argmax(&got, vocab), &argmax(&want, vocab));
     assert!(same >= 0.97, "logits: argmax agrees at {same:.3}");
+    // The super-resolution stage likewise, at its sampled positions.
+    let out = tmp("coop-forward-sr.safetensors");
+    with_kernels("coop", &refs(&forward_sr_args(&out)));
+    let (got, want, vocab) = sr_rows(&out);
+    let e = rel_err(&got, &want);
+    assert!(e < 5e-3, "super-resolution logits: relative error {e:.2e}");
+    let same = agreement(&argmax(&got, vocab), &argmax(&want, vocab));
+    assert!(
+        same >= 0.97,
+        "super-resolution logits: argmax agrees at {same:.3}"
+    );
 
     let (png, raw) = (tmp("coop-decode.png"), tmp("coop-decode.safetensors"));
     with_kernels("coop", &refs(&decode_args(&png, &raw)));
