@@ -10,9 +10,7 @@ use common::*;
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/emoji")
-        .join(name)
+    repo_root().join("tests/fixtures/emoji").join(name)
 }
 
 fn case() -> serde_json::Value {
@@ -173,7 +171,7 @@ fn decode_and_encode_match_diffusers() {
 
 /// Runs the binary with `TESSERA_KERNELS=kernels`; asserts success; returns stdout.
 fn with_kernels(kernels: &str, args: &[&str]) -> String {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+    let o = std::process::Command::new(bin())
         .args(args)
         .env("RUST_LOG", "error")
         .env("TESSERA_KERNELS", kernels)

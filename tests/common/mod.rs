@@ -8,9 +8,26 @@ use std::process::{Command, Output};
 
 use safetensors::{Dtype, SafeTensors};
 
+/// The binary under test: cargo's build of it, or `TESSERA_TEST_BIN` (a prebuilt test binary
+/// run on another machine: tools/bench/run_device.sh on a lent GPU).
+pub fn bin() -> PathBuf {
+    std::env::var_os("TESSERA_TEST_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_tessera")),
+        PathBuf::from,
+    )
+}
+
+/// The repository's root: this checkout's, or `TESSERA_TEST_ROOT` (likewise).
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("TESSERA_TEST_ROOT").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+        PathBuf::from,
+    )
+}
+
 /// Runs the binary under test with quiet logging.
 pub fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
+    Command::new(bin())
         .args(args)
         .env("RUST_LOG", "error")
         .output()

@@ -14,6 +14,10 @@
 #                 without it, cargo builds one.
 #   KERNEL_TESTS  the prebuilt kernel-test binary (`cargo test --release -p tessera-engine
 #                 --test kernels --no-run` prints its path); skipped when absent.
+#   MODEL_TESTS   the prebuilt tests/default_model.rs binary (`cargo test --release -p tessera
+#                 --test default_model --no-run`): its tensor-core test runs the default model's
+#                 two stages on this adapter's cooperative matrices against the PyTorch
+#                 fixtures (tests/fixtures/emoji) with TESSERA_BIN; skipped when absent.
 #   REF_MODELS    models the PyTorch reference runs (default: MODELS)
 #   VARIANTS      extra amused-256 runs, one environment each (see below; empty: none)
 #   MODELS        end-to-end models (default: default default@1 amused-256-random
@@ -53,6 +57,13 @@ if [ -n "${KERNEL_TESTS:-}" ] && [ -x "$KERNEL_TESTS" ]; then
     # adapter's subgroups (on NVIDIA also M16W64, AMD's wave64 mapping).
     timeout 60 "$KERNEL_TESTS" --ignored coop >> "$OUT/kernel-tests.txt" 2>&1 \
         || echo "cooperative-matrix test failed or timed out (exit $?)" >> "$OUT/kernel-tests.txt"
+fi
+if [ -n "${MODEL_TESTS:-}" ] && [ -x "$MODEL_TESTS" ] && [ -x "$TESSERA_BIN" ]; then
+    # The test binary runs TESSERA_BIN, not the one its build made, and reads the fixtures
+    # under this checkout (tests/common: TESSERA_TEST_BIN, TESSERA_TEST_ROOT).
+    TESSERA_TEST_BIN="$(realpath "$TESSERA_BIN")" TESSERA_TEST_ROOT="$PWD" timeout 90 \
+        "$MODEL_TESTS" --ignored tensor_cores >> "$OUT/kernel-tests.txt" 2>&1 \
+        || echo "default-model tensor-core test failed or timed out (exit $?)" >> "$OUT/kernel-tests.txt"
 fi
 
 : > "$OUT/tessera.jsonl"

@@ -12,13 +12,16 @@
 #                                       # transformer stay (BASE: tools/train/v2/model); to fit, the test
 #                                       # fixtures and the fuzz corpus are emptied too
 #   bash tools/dev/gpu-prep.sh blank-v2 # before the benchmark call: empty tools/train/v2's weights,
-#                                       # the test fixtures and the fuzz corpus (the benchmark reads
-#                                       # none of them; the default model, 37 MB, must travel)
+#                                       # the test fixtures but the default model's, and the fuzz
+#                                       # corpus (the benchmark reads none of them; the default
+#                                       # model, 37 MB, must travel, and its fixtures, 1.4 MB, for
+#                                       # its tensor-core test)
 #   bash tools/dev/gpu-prep.sh restore  # undo either (git checkout)
 #
 # What it stages (all ignored by git through .git/info/exclude or .gitignore):
-#   .devbin/tessera.xz, .devbin/kernels.xz  `tessera --no-default-features` and the engine's
-#       kernel-test binary, stripped and xz-compressed (docs/benchmarks.md "Measuring on a GPU")
+#   .devbin/tessera.xz, .devbin/kernels.xz, .devbin/model_tests.xz  `tessera
+#       --no-default-features`, the engine's kernel-test binary and tests/default_model.rs's,
+#       stripped and xz-compressed (docs/benchmarks.md "Measuring on a GPU")
 #   .gl/*.deb          the Vulkan loader (libvulkan1): the GPU machine has the NVIDIA driver
 #       but no loader (/work/.library/device/README.md)
 #   tools/bench/wheels diffusers for tools/bench/reference.py (fetch_wheels.sh)
@@ -57,6 +60,8 @@ empty_weights() { find "$@" -name '*.safetensors' -exec sh -c ': > "$1"' _ {} \;
 # what a training machine does not read: the tests' fixtures and the fuzz corpus, every file
 EXTRA=(tests/fixtures fuzz/corpus)
 empty_files() { find "$@" -type f -exec sh -c ': > "$1"' _ {} \; 2>/dev/null || true; }
+# what the benchmark call keeps of them: the default model's fixtures (its tensor-core test)
+KEEP=tests/fixtures/emoji
 
 case "${1:-all}" in
   blank)
@@ -71,7 +76,8 @@ case "${1:-all}" in
   blank-v2)
     empty_weights "$V2"
     empty_files "${EXTRA[@]}"
-    echo "emptied the weights under $V2, and ${EXTRA[*]}; undo with: bash $0 restore"
+    git checkout -- "$KEEP"
+    echo "emptied the weights under $V2, and ${EXTRA[*]} but $KEEP; undo with: bash $0 restore"
     exit 0 ;;
   restore)
     git checkout -- "$MODEL" "$V2" "${EXTRA[@]}"
@@ -81,15 +87,23 @@ case "${1:-all}" in
     exclude /.devbin/
     exclude /.gl/
     mkdir -p .devbin
-    cargo build --release -p tessera --no-default-features
-    tests=$(cargo test --release -p tessera-engine --test kernels --no-run --message-format=json 2>/dev/null \
-      | python3 -c 'import json, sys
+    # a test binary's path: cargo test --no-run's executable for test target $2 of package $1
+    test_bin() {
+      cargo test --release -p "$1" --test "$2" --no-run --message-format=json 2>/dev/null \
+        | python3 -c 'import json, sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "kernels":
-        print(m["executable"])' | tail -1)
-    [ -x "$tests" ] || { echo "Error: no kernel-test binary from cargo test --no-run" >&2; exit 1; }
-    for pair in "target/release/tessera:tessera" "$tests:kernels"; do
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "$2" | tail -1
+    }
+    tests=$(test_bin tessera-engine kernels)
+    model_tests=$(test_bin tessera default_model)
+    [ -x "$tests" ] && [ -x "$model_tests" ] \
+      || { echo "Error: no kernel-test or default-model test binary from cargo test --no-run" >&2; exit 1; }
+    # after the test builds, which make target/release/tessera with the default features (the
+    # embedded model, 37 MB more)
+    cargo build --release -p tessera --no-default-features
+    for pair in "target/release/tessera:tessera" "$tests:kernels" "$model_tests:model_tests"; do
       src=${pair%%:*} name=${pair##*:}
       strip -o ".devbin/$name" "$src"
       xz -6 -f ".devbin/$name"
@@ -116,10 +130,11 @@ train_carry=(tools/train/device tools/bench/wheels)
 weights=$(weight_bytes "$MODEL")
 v2_weights=$(weight_bytes "$V2")
 extra=$(git ls-files -z -- "${EXTRA[@]}" | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
-bench=$((tree - v2_weights - extra + $(carried_bytes "${bench_carry[@]}")))
+kept=$(git ls-files -z -- "$KEEP" | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+bench=$((tree - v2_weights - extra + kept + $(carried_bytes "${bench_carry[@]}")))
 train=$((tree - weights - $(weight_bytes "$V2/model") + $(carried_bytes "${train_carry[@]}")))
 warm=$((tree - weights - $(weight_bytes "${BASE_BLANK[@]}") - extra + $(carried_bytes "${train_carry[@]}")))
-for f in .devbin/tessera.xz .devbin/kernels.xz tools/train/device/v2_data.xz \
+for f in .devbin/tessera.xz .devbin/kernels.xz .devbin/model_tests.xz tools/train/device/v2_data.xz \
          "$V2/vq2/result_vq2.json"; do
   [ -f "$f" ] || echo "missing: $f"
 done
@@ -136,7 +151,7 @@ fi
 cat <<EOF
 
 1. The GPU-speed benchmark (first claim), ~4-5 minutes (docs/benchmarks.md). First \`bash $0 blank-v2\`.
-run(command = "for f in .gl/*.deb; do dpkg -x \$f /; done; ldconfig; n=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json; [ -f \$n ] && export VK_DRIVER_FILES=\$n; xz -dkf .devbin/tessera.xz .devbin/kernels.xz && chmod +x .devbin/tessera .devbin/kernels && TESSERA_BIN=.devbin/tessera KERNEL_TESTS=.devbin/kernels OUT=\$OUT bash tools/bench/run_device.sh",
+run(command = "for f in .gl/*.deb; do dpkg -x \$f /; done; ldconfig; n=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json; [ -f \$n ] && export VK_DRIVER_FILES=\$n; xz -dkf .devbin/tessera.xz .devbin/kernels.xz .devbin/model_tests.xz && chmod +x .devbin/tessera .devbin/kernels .devbin/model_tests && TESSERA_BIN=.devbin/tessera KERNEL_TESTS=.devbin/kernels MODEL_TESTS=.devbin/model_tests OUT=\$OUT bash tools/bench/run_device.sh",
     carry = ["${bench_carry[0]}", "${bench_carry[1]}", "${bench_carry[2]}"], timeout_s = 420)
 
 2. The default model v2's training, in what is left (tools/train/README.md): within 30 s of the first call's
