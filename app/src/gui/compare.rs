@@ -2,6 +2,7 @@
 //! with the same prompt and seed side by side, with the tokens fixed per step and the mask
 //! schedule of each.
 
+use egui::Color32;
 use tessera_engine::sampling::{SamplerKind, Schedule};
 
 use super::runs::Runs;
@@ -90,27 +91,36 @@ impl ComparePanel {
                 });
             }
         });
-        let curves: Vec<(String, Vec<[f64; 2]>)> = runs
+        // Per lane (one colour each): tokens fixed after each step, and the fraction of tokens
+        // its mask schedule leaves masked, one line per stage: a two-stage run's
+        // super-resolution stage starts again, all masked, after the base's steps, on its own
+        // schedule.
+        let lanes: Vec<(String, Color32, Lines, Lines)> = runs
             .lanes
             .iter()
-            .map(|l| (l.label(), l.fixed_curve()))
-            .collect();
-        // Each lane's mask schedule: the fraction of tokens the schedule leaves masked after
-        // each step, beside the tokens it fixed.
-        let schedules: Vec<(String, Vec<[f64; 2]>)> = runs
-            .lanes
-            .iter()
-            .map(|l| {
-                let steps = l.steps.max(1);
-                let pts = (0..=steps)
-                    .map(|s| {
-                        let r = s as f64 / steps as f64;
-                        [s as f64, l.settings.schedule.mask_ratio(r, 1024)]
-                    })
-                    .collect();
-                (l.label(), pts)
+            .enumerate()
+            .map(|(i, l)| {
+                let base = l.settings.steps.clamp(1, l.steps.max(1));
+                let mut schedule = vec![schedule_points(l.settings.schedule, 0, base)];
+                let super_res = l.steps - base;
+                if super_res > 0
+                    && let Some(s) = l.model.super_res_schedule()
+                {
+                    schedule.push(schedule_points(s, base, super_res));
+                }
+                let colour = LANE_COLOURS[i % LANE_COLOURS.len()];
+                (l.label(), colour, l.fixed_curves(), schedule)
             })
             .collect();
+        let lines =
+            |plot: &mut egui_plot::PlotUi<'_>, name: &str, colour, lines: &[Vec<[f64; 2]>]| {
+                for pts in lines {
+                    plot.line(
+                        egui_plot::Line::new(name, egui_plot::PlotPoints::from(pts.clone()))
+                            .color(colour),
+                    );
+                }
+            };
         ui.columns(2, |cols| {
             egui_plot::Plot::new("fixed-vs-step")
                 .height(180.0)
@@ -118,8 +128,8 @@ impl ComparePanel {
                 .x_axis_label("step")
                 .y_axis_label("tokens fixed")
                 .show(&mut cols[0], |plot| {
-                    for (name, pts) in curves {
-                        plot.line(egui_plot::Line::new(name, egui_plot::PlotPoints::from(pts)));
+                    for (name, colour, fixed, _) in &lanes {
+                        lines(plot, name, *colour, fixed);
                     }
                 });
             egui_plot::Plot::new("mask-schedule")
@@ -128,11 +138,50 @@ impl ComparePanel {
                 .x_axis_label("step")
                 .y_axis_label("masked fraction")
                 .show(&mut cols[1], |plot| {
-                    for (name, pts) in schedules {
-                        plot.line(egui_plot::Line::new(name, egui_plot::PlotPoints::from(pts)));
+                    for (name, colour, _, schedule) in &lanes {
+                        lines(plot, name, *colour, schedule);
                     }
                 });
         });
         run
+    }
+}
+
+/// A plot's lines for one lane: `[x, y]` points, one line per stage.
+type Lines = Vec<Vec<[f64; 2]>>;
+
+/// One colour per lane, the same in both plots (a lane draws a line per stage).
+const LANE_COLOURS: [Color32; 4] = [
+    Color32::from_rgb(230, 95, 85),
+    Color32::from_rgb(90, 145, 235),
+    Color32::from_rgb(110, 190, 95),
+    Color32::from_rgb(225, 175, 60),
+];
+
+/// `[step, masked fraction]` after each of a stage's `steps` steps on `schedule`, from `first`
+/// (its start, all masked) on.
+fn schedule_points(schedule: Schedule, first: usize, steps: usize) -> Vec<[f64; 2]> {
+    (0..=steps)
+        .map(|s| {
+            let r = s as f64 / steps.max(1) as f64;
+            [(first + s) as f64, schedule.mask_ratio(r, 1024)]
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A super-resolution stage's points start masked at the base's last step and end
+    /// unmasked after its own.
+    #[test]
+    fn a_stage_schedule_runs_from_all_masked_to_none() {
+        let pts = schedule_points(Schedule::Cosine, 12, 8);
+        assert_eq!(pts.len(), 9);
+        assert_eq!(pts[0], [12.0, 1.0]);
+        assert_eq!(pts[8][0], 20.0);
+        assert!(pts[8][1] <= 1e-6, "{pts:?}");
+        assert!(pts.windows(2).all(|w| w[1][1] <= w[0][1]), "{pts:?}");
     }
 }

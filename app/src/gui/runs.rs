@@ -110,12 +110,21 @@ impl Lane {
         }
     }
 
-    /// Tokens settled after each step.
-    pub fn fixed_curve(&self) -> Vec<[f64; 2]> {
-        self.frames
-            .iter()
-            .map(|f| [(f.step + 1) as f64, f.fixed_total as f64])
-            .collect()
+    /// Tokens fixed after each step, `[step (1-based), count]`, one line per stage (a two-stage
+    /// run's super-resolution stage starts again from none fixed, on its larger grid).
+    pub fn fixed_curves(&self) -> Vec<Vec<[f64; 2]>> {
+        let mut lines: Vec<Vec<[f64; 2]>> = Vec::new();
+        let mut stage = None;
+        for f in &self.frames {
+            if stage != Some(f.stage) {
+                stage = Some(f.stage);
+                lines.push(Vec::new());
+            }
+            if let Some(line) = lines.last_mut() {
+                line.push([(f.step + 1) as f64, f.fixed_total as f64]);
+            }
+        }
+        lines
     }
 }
 

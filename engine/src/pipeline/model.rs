@@ -233,6 +233,14 @@ impl Model {
         matches!(self, Model::MaskGit(_)) || !super_res.skip && self.super_res_stage().is_some()
     }
 
+    /// A two-stage model's super-resolution masking schedule (its `super_res/scheduler`'s, as
+    /// [`Self::super_res_sampler`] takes it outside inpainting); `None` for a model of one stage
+    /// or a name the engine does not know (which a run refuses).
+    pub fn super_res_schedule(&self) -> Option<Schedule> {
+        let (_, sr) = self.super_res_stage()?;
+        sr.scheduler.masking_schedule.parse().ok()
+    }
+
     /// The super-resolution stage's sampler for `req`: the base's kind, guidance schedule and
     /// seed stream moved on (so the two stages draw apart), the stage's own steps (the
     /// request's, else its `tessera.json`'s, else 8), choice temperature and masking schedule
