@@ -92,6 +92,31 @@ fn image_32() -> PathBuf {
     path
 }
 
+/// `--render` of "a red apple" from `image` on `model` with `seed`: the PNG to `out`, the
+/// tokens to `tok`.
+fn render_image<'a>(
+    out: &'a Path,
+    tok: &'a Path,
+    model: &'a Path,
+    image: &'a Path,
+    seed: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "--render",
+        s(out),
+        "--model",
+        s(model),
+        "--prompt",
+        "a red apple",
+        "--seed",
+        seed,
+        "--image",
+        s(image),
+        "--tokens-out",
+        s(tok),
+    ]
+}
+
 fn tokens(path: &Path) -> (Vec<usize>, Vec<f64>) {
     read(path).remove("tokens").expect("tokens")
 }
@@ -229,20 +254,7 @@ fn two_stage_inpainting_keeps_the_image_outside_the_mask_at_full_resolution() {
             tmp(&format!("sr-{name}.png")),
             tmp(&format!("sr-{name}.st")),
         );
-        let mut args = vec![
-            "--render",
-            s(&out),
-            "--model",
-            s(&model),
-            "--prompt",
-            "a red apple",
-            "--seed",
-            "3",
-            "--image",
-            s(&input),
-            "--tokens-out",
-            s(&tok),
-        ];
+        let mut args = render_image(&out, &tok, &model, &input, "3");
         args.extend(extra);
         ok(&args);
         let (shape, got) = tokens(&tok);
@@ -292,20 +304,7 @@ fn an_image_of_another_size_is_resized_to_the_output_size() {
             tmp(&format!("sr-fit-{name}.png")),
             tmp(&format!("sr-fit-{name}.st")),
         );
-        let mut args = vec![
-            "--render",
-            s(&out),
-            "--model",
-            s(&model),
-            "--prompt",
-            "a red apple",
-            "--seed",
-            "5",
-            "--image",
-            s(image),
-            "--tokens-out",
-            s(&tok),
-        ];
+        let mut args = render_image(&out, &tok, &model, image, "5");
         args.extend_from_slice(extra);
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args(&args)
