@@ -16,7 +16,8 @@
 //               exactly by bisection on the scores' bit patterns (non-negative floats order as
 //               their bits), no sort.
 //
-// Thread mapping: one workgroup of 256 invocations per row.
+// Thread mapping: one workgroup of 256 invocations per row (categorical_rows, for CPU adapters:
+// one invocation per row).
 
 // struct Params: generated from the Rust declaration (ops::sampling::Params, kernel_params!)
 // and appended by shaders::Module::source.
@@ -335,5 +336,103 @@ fn typical_filter(
         let x = logits[base + j];
         let keep = bitcast<u32>(abs(-(x - lse) - entropy)) <= lo;
         vals[out + j] = select(NEG, x, keep);
+    }
+}
+
+// categorical_rows: `categorical` for adapters that run on the CPU — one invocation per row, no
+// workgroup memory and no barriers (lavapipe runs each barrier of a 256-invocation workgroup as
+// a switch between its 32 SIMD groups; `categorical`'s ~30 per row cost 10 ms a step at 256 rows
+// of 1 024 logits). It does `categorical`'s float operations in the same order — the same
+// chunks of the row summed in order, the same pairwise tree for the temperature-free total, the
+// same Hillis–Steele scan over the 256 chunk sums — in private arrays, so its ids and values
+// are `categorical`'s bit for bit (tested). Row = 8 · workgroup + invocation.
+@compute @workgroup_size(8, 1, 1)
+fn categorical_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row = row_index(wid, nwg) * 8u + li;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.row_stride;
+    // The maximum (exact in any order).
+    var mx = NEG;
+    for (var j = 0u; j < p.cols; j++) {
+        mx = max(mx, logits[base + j]);
+    }
+    // Chunk v of the row is what invocation v of `categorical` sums.
+    let chunk = (p.cols + WG - 1u) / WG;
+    let inv_t = 1.0 / p.temperature;
+    var scan_v: array<f32, WG>;
+    var sum_v: array<f32, WG>;
+    for (var v = 0u; v < WG; v++) {
+        let start = min(v * chunk, p.cols);
+        let end = min(start + chunk, p.cols);
+        var part = 0.0;
+        var part1 = 0.0;
+        for (var j = start; j < end; j++) {
+            let l = logits[base + j] - mx;
+            part += exp(l * inv_t);
+            part1 += exp(l);
+        }
+        scan_v[v] = part;
+        sum_v[v] = part1;
+    }
+    // reduce_sum's tree: in round s, entry i < s adds entry i + s (not yet changed this round).
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        for (var i = 0u; i < s; i++) {
+            sum_v[i] += sum_v[i + s];
+        }
+    }
+    let total1 = sum_v[0];
+    // The inclusive scan: in round off, entry i ≥ off adds entry i − off as it was before the
+    // round, kept in sum_v (free once total1 is read). (In place and descending is the same
+    // arithmetic, but Mesa 26's lavapipe miscompiled that loop: wrong draws.)
+    for (var off = 1u; off < WG; off <<= 1u) {
+        for (var i = 0u; i < WG; i++) {
+            sum_v[i] = scan_v[i];
+        }
+        for (var i = off; i < WG; i++) {
+            scan_v[i] += sum_v[i - off];
+        }
+    }
+    let total = scan_v[(max(p.cols, 1u) - 1u) / chunk];
+    if (!(total > 0.0 && total <= 3.4e38 && total1 > 0.0 && total1 <= 3.4e38)) {
+        ids[row] = NONE;
+        vals[row] = 0.0;
+        return;
+    }
+    let goal = min(uniforms[row] * total, bitcast<f32>(bitcast<u32>(total) - 1u));
+    for (var v = 0u; v < WG; v++) {
+        let start = min(v * chunk, p.cols);
+        let end = min(start + chunk, p.cols);
+        var excl = 0.0;
+        if (v > 0u) {
+            excl = scan_v[v - 1u];
+        }
+        if (start < end && excl <= goal && goal < scan_v[v]) {
+            var acc = excl;
+            var pick = NONE;
+            var last = start;
+            for (var j = start; j < end; j++) {
+                let e = exp((logits[base + j] - mx) * inv_t);
+                if (e > 0.0) {
+                    last = j;
+                }
+                acc += e;
+                if (acc > goal) {
+                    pick = j;
+                    break;
+                }
+            }
+            if (pick == NONE) {
+                pick = last;
+            }
+            ids[row] = pick;
+            vals[row] = exp(logits[base + pick] - mx) / total1;
+            return;
+        }
     }
 }

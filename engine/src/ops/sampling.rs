@@ -3,7 +3,7 @@
 
 use super::{groups_for, to_u32};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, DType, Recorder, Tensor};
+use crate::gpu::{Binding, DType, KernelFamily, Recorder, Tensor};
 use crate::shaders::{KernelSpec, Module, kernel_params};
 
 kernel_params! {
@@ -32,6 +32,7 @@ pub(crate) fn specs() -> Vec<KernelSpec> {
         spec("argmax"),
         spec("topk"),
         spec("categorical"),
+        spec("categorical_rows"),
         spec("nearest_code"),
         spec("typical_filter"),
     ]
@@ -99,6 +100,27 @@ pub fn topk(rec: &mut Recorder<'_>, logits: &Tensor, k: usize) -> Result<(Tensor
     Ok((ids, vals))
 }
 
+/// The kernels of [`categorical`], which give the same ids and values bit for bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CategoricalKernel {
+    /// `categorical`: a workgroup of 256 invocations per row (GPUs).
+    Workgroup,
+    /// `categorical_rows`: one invocation per row, no barriers (adapters that run on the CPU).
+    Rows,
+}
+
+impl CategoricalKernel {
+    pub const ALL: [CategoricalKernel; 2] = [CategoricalKernel::Workgroup, CategoricalKernel::Rows];
+
+    /// The kernel for a kernel family: one invocation per row on CPU adapters.
+    pub fn choose(family: KernelFamily) -> Self {
+        match family {
+            KernelFamily::Cpu => CategoricalKernel::Rows,
+            KernelFamily::Tiled => CategoricalKernel::Workgroup,
+        }
+    }
+}
+
 /// Draws one id per row from softmax(logits / temperature) using `uniforms` f32 (one value in
 /// [0, 1) per row) by inverse CDF. Returns the ids (u32) and each id's probability under the
 /// temperature-free softmax (f32).
@@ -107,6 +129,18 @@ pub fn categorical(
     logits: &Tensor,
     uniforms: &Tensor,
     temperature: f32,
+) -> Result<(Tensor, Tensor)> {
+    categorical_with_kernel(rec, logits, uniforms, temperature, None)
+}
+
+/// [`categorical`] on a given kernel (`None`: [`CategoricalKernel::choose`]'s for the
+/// recorder's family).
+pub fn categorical_with_kernel(
+    rec: &mut Recorder<'_>,
+    logits: &Tensor,
+    uniforms: &Tensor,
+    temperature: f32,
+    kernel: Option<CategoricalKernel>,
 ) -> Result<(Tensor, Tensor)> {
     const OP: &str = "categorical";
     let (rows, cols) = rows_cols(OP, logits)?;
@@ -137,15 +171,20 @@ pub fn categorical(
         temperature,
         ..Default::default()
     };
+    let (entry, rows_per_group) =
+        match kernel.unwrap_or_else(|| CategoricalKernel::choose(rec.kernel_family())) {
+            CategoricalKernel::Workgroup => ("categorical", 1),
+            CategoricalKernel::Rows => ("categorical_rows", 8),
+        };
     dispatch(
         rec,
-        "categorical",
+        entry,
         &params,
         logits,
         Some(uniforms),
         &ids,
         &vals,
-        rows,
+        rows.div_ceil(rows_per_group),
     )?;
     Ok((ids, vals))
 }
@@ -242,9 +281,9 @@ fn dispatch(
     uniforms: Option<&Tensor>,
     ids: &Tensor,
     vals: &Tensor,
-    rows: usize,
+    workgroups: usize,
 ) -> Result<()> {
-    let groups = groups_for(rec, rows, 1)?;
+    let groups = groups_for(rec, workgroups, 1)?;
     let mut bindings = vec![
         (1, Binding::Tensor(logits)),
         (3, Binding::Tensor(ids)),

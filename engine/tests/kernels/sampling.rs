@@ -1,4 +1,6 @@
-use tessera_engine::ops::sampling::{argmax, categorical, topk, typical_filter};
+use tessera_engine::ops::sampling::{
+    CategoricalKernel, argmax, categorical, categorical_with_kernel, topk, typical_filter,
+};
 use tessera_engine::{Error, Tensor};
 
 use crate::common::*;
@@ -84,26 +86,31 @@ fn categorical_follows_inverse_cdf_of_tempered_softmax() {
             upload("logits", &[rows, cols], &x),
             upload("u", &[rows], &u),
         );
-        let (ids, probs) = run(|rec| categorical(rec, &tx, &tu, temp));
-        let ids = ids.to_u32(ctx()).expect("ids");
-        let probs = download(&probs);
-        let mut checked = 0;
-        for (ri, row) in x.chunks(cols).enumerate() {
-            let (want, margin, p) = cdf_pick(row, f64::from(temp), f64::from(u[ri]));
-            // Float summation order may move a target sitting on a boundary; skip those.
-            if margin > 1e-5 {
-                assert_eq!(ids[ri] as usize, want, "{cols} cols, T={temp}, row {ri}");
-                assert!(
-                    (f64::from(probs[ri]) - p).abs() < 1e-5 + 1e-4 * p,
-                    "prob row {ri}"
-                );
-                checked += 1;
+        for k in CategoricalKernel::ALL {
+            let (ids, probs) = run(|rec| categorical_with_kernel(rec, &tx, &tu, temp, Some(k)));
+            let ids = ids.to_u32(ctx()).expect("ids");
+            let probs = download(&probs);
+            let mut checked = 0;
+            for (ri, row) in x.chunks(cols).enumerate() {
+                let (want, margin, p) = cdf_pick(row, f64::from(temp), f64::from(u[ri]));
+                // Float summation order may move a target sitting on a boundary; skip those.
+                if margin > 1e-5 {
+                    assert_eq!(
+                        ids[ri] as usize, want,
+                        "{k:?}: {cols} cols, T={temp}, row {ri}"
+                    );
+                    assert!(
+                        (f64::from(probs[ri]) - p).abs() < 1e-5 + 1e-4 * p,
+                        "{k:?}: prob row {ri}"
+                    );
+                    checked += 1;
+                }
             }
+            assert!(
+                checked > rows * 9 / 10,
+                "{k:?}: only {checked}/{rows} rows away from boundaries"
+            );
         }
-        assert!(
-            checked > rows * 9 / 10,
-            "only {checked}/{rows} rows away from boundaries"
-        );
     }
 }
 
@@ -122,6 +129,8 @@ fn categorical_frequencies_match_probabilities() {
         .map(|_| rand::RngExt::random::<f32>(&mut r))
         .collect();
     let (tx, tu) = (upload("logits", &[rows, 5], &x), upload("u", &[rows], &u));
+    // The kernels give the same ids (categorical_kernels_agree_bit_for_bit); the frequencies
+    // of the adapter's own.
     let (ids, _) = run(|rec| categorical(rec, &tx, &tu, 1.0));
     let ids = ids.to_u32(ctx()).expect("ids");
     let z: f64 = logits.iter().map(|&v| f64::from(v).exp()).sum();
@@ -141,9 +150,11 @@ fn categorical_extreme_uniforms_stay_in_range() {
     let x = [0.0f32, -100.0, 3.0, -1e9];
     let tx = upload("logits", &[2, 4], &[x, x].concat());
     let tu = Tensor::from_f32(ctx(), "u", &[2], &[0.0, 0.99999994]).expect("u");
-    let (ids, _) = run(|rec| categorical(rec, &tx, &tu, 1.0));
-    let ids = ids.to_u32(ctx()).expect("ids");
-    assert!(ids.iter().all(|&i| i < 3), "{ids:?}");
+    for k in CategoricalKernel::ALL {
+        let (ids, _) = run(|rec| categorical_with_kernel(rec, &tx, &tu, 1.0, Some(k)));
+        let ids = ids.to_u32(ctx()).expect("ids");
+        assert!(ids.iter().all(|&i| i < 3), "{k:?}: {ids:?}");
+    }
 }
 
 /// Rows narrower than the workgroup (96 columns: a Paella codebook) with u at the top of
@@ -156,8 +167,11 @@ fn categorical_top_uniform_stays_in_narrow_rows() {
     let x: Vec<f32> = randn(&mut r, rows * cols).iter().map(|v| v * 3.0).collect();
     let tx = upload("logits", &[rows, cols], &x);
     let tu = Tensor::from_f32(ctx(), "u", &[rows], &vec![0.99999994; rows]).expect("u");
-    for temperature in [1.0, 0.2] {
-        let (ids, _) = run(|rec| categorical(rec, &tx, &tu, temperature));
+    for (temperature, k) in [1.0, 0.2]
+        .into_iter()
+        .flat_map(|t| CategoricalKernel::ALL.map(|k| (t, k)))
+    {
+        let (ids, _) = run(|rec| categorical_with_kernel(rec, &tx, &tu, temperature, Some(k)));
         let ids = ids.to_u32(ctx()).expect("ids");
         let bad: Vec<_> = ids
             .iter()
@@ -166,8 +180,47 @@ fn categorical_top_uniform_stays_in_narrow_rows() {
             .collect();
         assert!(
             bad.is_empty(),
-            "temperature {temperature}: rows with ids ≥ {cols}: {bad:?}"
+            "{k:?}, temperature {temperature}: rows with ids ≥ {cols}: {bad:?}"
         );
+    }
+}
+
+/// The per-row kernel (CPU adapters) does the workgroup kernel's float operations in the same
+/// order: the same ids and values bit for bit, on rows narrower and wider than the 256 chunks,
+/// off and on multiples of them, at three temperatures, with −∞, huge and overflowing logits
+/// (whose rows both mark as no choice) and uniforms at the ends of [0, 1).
+#[test]
+fn categorical_kernels_agree_bit_for_bit() {
+    let mut r = rng(0xca7);
+    for &cols in &[1usize, 5, 96, 255, 256, 257, 1000, 1024, 8195] {
+        let rows = 37;
+        let mut x: Vec<f32> = randn(&mut r, rows * cols).iter().map(|v| v * 6.0).collect();
+        x[cols / 2] = f32::NEG_INFINITY;
+        x[cols + cols / 3] = 80.0;
+        if cols > 1 {
+            x[2 * cols..3 * cols].fill(f32::NEG_INFINITY);
+            x[3 * cols] = f32::INFINITY;
+        }
+        let mut u: Vec<f32> = randn(&mut r, rows)
+            .iter()
+            .map(|v| (v + 1.0) / 2.0)
+            .collect();
+        u[4] = 0.0;
+        u[5] = 0.99999994;
+        let (tx, tu) = (
+            upload("logits", &[rows, cols], &x),
+            upload("u", &[rows], &u),
+        );
+        for temperature in [1.0, 0.35, 2.5] {
+            let [(ids_w, vals_w), (ids_r, vals_r)] = CategoricalKernel::ALL.map(|k| {
+                let (ids, vals) =
+                    run(|rec| categorical_with_kernel(rec, &tx, &tu, temperature, Some(k)));
+                let bits: Vec<u32> = download(&vals).iter().map(|v| v.to_bits()).collect();
+                (ids.to_u32(ctx()).expect("ids"), bits)
+            });
+            assert_eq!(ids_w, ids_r, "{cols} cols, T={temperature}: ids");
+            assert_eq!(vals_w, vals_r, "{cols} cols, T={temperature}: values");
+        }
     }
 }
 
