@@ -168,14 +168,9 @@ fn categorical(
     let start = min(li * chunk, p.cols);
     let end = min(start + chunk, p.cols);
     let inv_t = 1.0 / p.temperature;
-    var part = 0.0;
-    var part1 = 0.0;
-    for (var j = start; j < end; j++) {
-        let l = logits[base + j] - mx;
-        part += exp(l * inv_t);
-        part1 += exp(l);
-    }
-    let total1 = reduce_sum(li, part1);
+    let sums = chunk_sums(base, start, end, mx, inv_t);
+    let part = sums.x;
+    let total1 = reduce_sum(li, sums.y);
 
     // Inclusive Hillis–Steele scan of the chunk sums.
     scan[li] = part;
@@ -210,26 +205,49 @@ fn categorical(
     // Strictly below total, so a non-empty chunk owns the goal: the first whose entry exceeds it.
     let goal = min(uniforms[row] * total, bitcast<f32>(bitcast<u32>(total) - 1u));
     if (start < end && excl <= goal && goal < incl) {
-        var acc = excl;
-        var pick = NONE;
-        var last = start;
-        for (var j = start; j < end; j++) {
-            let e = exp((logits[base + j] - mx) * inv_t);
-            if (e > 0.0) {
-                last = j;
-            }
-            acc += e;
-            if (acc > goal) {
-                pick = j;
-                break;
-            }
-        }
-        if (pick == NONE) {
-            pick = last;
-        }
+        let pick = pick_in_chunk(base, start, end, mx, inv_t, excl, goal);
         ids[row] = pick;
         vals[row] = exp(logits[base + pick] - mx) / total1;
     }
+}
+
+// The row's chunk [start, end) summed in order: exp((logit − mx) · inv_t) and exp(logit − mx).
+fn chunk_sums(base: u32, start: u32, end: u32, mx: f32, inv_t: f32) -> vec2<f32> {
+    var part = 0.0;
+    var part1 = 0.0;
+    for (var j = start; j < end; j++) {
+        let l = logits[base + j] - mx;
+        part += exp(l * inv_t);
+        part1 += exp(l);
+    }
+    return vec2<f32>(part, part1);
+}
+
+// The column of the row's chunk [start, end) where the running sum of exp((logit − mx) · inv_t),
+// from excl, first exceeds goal; where rounding leaves it short, the chunk's last column with
+// weight.
+fn pick_in_chunk(
+    base: u32,
+    start: u32,
+    end: u32,
+    mx: f32,
+    inv_t: f32,
+    excl: f32,
+    goal: f32,
+) -> u32 {
+    var acc = excl;
+    var last = start;
+    for (var j = start; j < end; j++) {
+        let e = exp((logits[base + j] - mx) * inv_t);
+        if (e > 0.0) {
+            last = j;
+        }
+        acc += e;
+        if (acc > goal) {
+            return j;
+        }
+    }
+    return last;
 }
 
 // nearest_code: ids[r] = argmin_j ‖z_r − codebook_j‖² over k codes of `cols` dims (first on
@@ -370,15 +388,9 @@ fn categorical_rows(
     for (var v = 0u; v < WG; v++) {
         let start = min(v * chunk, p.cols);
         let end = min(start + chunk, p.cols);
-        var part = 0.0;
-        var part1 = 0.0;
-        for (var j = start; j < end; j++) {
-            let l = logits[base + j] - mx;
-            part += exp(l * inv_t);
-            part1 += exp(l);
-        }
-        scan_v[v] = part;
-        sum_v[v] = part1;
+        let sums = chunk_sums(base, start, end, mx, inv_t);
+        scan_v[v] = sums.x;
+        sum_v[v] = sums.y;
     }
     // reduce_sum's tree: in round s, entry i < s adds entry i + s (not yet changed this round).
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -413,23 +425,7 @@ fn categorical_rows(
             excl = scan_v[v - 1u];
         }
         if (start < end && excl <= goal && goal < scan_v[v]) {
-            var acc = excl;
-            var pick = NONE;
-            var last = start;
-            for (var j = start; j < end; j++) {
-                let e = exp((logits[base + j] - mx) * inv_t);
-                if (e > 0.0) {
-                    last = j;
-                }
-                acc += e;
-                if (acc > goal) {
-                    pick = j;
-                    break;
-                }
-            }
-            if (pick == NONE) {
-                pick = last;
-            }
+            let pick = pick_in_chunk(base, start, end, mx, inv_t, excl, goal);
             ids[row] = pick;
             vals[row] = exp(logits[base + pick] - mx) / total1;
             return;
