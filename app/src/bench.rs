@@ -146,11 +146,7 @@ fn end_to_end(ctx: &GpuContext, a: &BenchArgs) -> Result<bench::EndToEnd> {
         anyhow::bail!("--steps and --batch must be at least 1");
     }
     let model = bench_model(ctx, &a.model)?;
-    if a.stages == Some(2) && model.stages() == 1 {
-        anyhow::bail!(
-            "--stages 2 applies to two-stage models (a super_res/ folder); this model has one stage"
-        );
-    }
+    crate::render::check_stages_for(a.stages, &model)?;
     let super_res = SuperResOptions {
         skip: a.stages == Some(1),
         steps: a.sr_steps,
@@ -164,9 +160,7 @@ fn end_to_end(ctx: &GpuContext, a: &BenchArgs) -> Result<bench::EndToEnd> {
 /// check refuses the rest: `--stages 1` or `--sr-steps` on a model of one stage, both at once,
 /// zero steps).
 fn check_stages(a: &BenchArgs) -> Result<()> {
-    if let Some(n) = a.stages.filter(|n| !(1..=2).contains(n)) {
-        anyhow::bail!("--stages must be 1 or 2, got {n}");
-    }
+    crate::render::check_stages(a.stages)?;
     if a.no_end_to_end && (a.stages.is_some() || a.sr_steps.is_some()) {
         anyhow::bail!(
             "--stages and --sr-steps set the end-to-end run, which --no-end-to-end skips"

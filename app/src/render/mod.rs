@@ -25,7 +25,7 @@ pub use animation::frame;
 pub use output::gif_bytes;
 use output::{check_outputs, write_outputs};
 pub use plan::{Plan, mask_to_grid, plan};
-pub use plan::{check_options, request};
+pub use plan::{check_options, check_stages, check_stages_for, request};
 
 /// What to generate and how: the options `--render`, `tessera batch` and the app share.
 #[derive(Args, Clone, Default)]

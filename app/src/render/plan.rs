@@ -159,11 +159,7 @@ pub fn plan(a: &RenderArgs, model: &Model) -> Result<Plan> {
     // Stage options on a model of one stage are refused by the engine's check below.
     let super_res_steps = a.sr_steps.or(model.default_super_res_steps());
     let stages = Stages::of(model, &super_res, super_res_steps.unwrap_or_default());
-    if a.stages == Some(2) && model.stages() == 1 {
-        bail!(
-            "--stages 2 applies to two-stage models (a super_res/ folder); this model has one stage"
-        );
-    }
+    check_stages_for(a.stages, model)?;
     let check = |start: Start| -> Result<Plan> {
         let plan = Plan {
             opts: opts.clone(),
@@ -374,11 +370,7 @@ pub fn check_options(a: &RenderArgs) -> Result<()> {
     {
         bail!("--sr-steps must be from 1 to {MAX_STEPS}, got {steps}");
     }
-    if let Some(n) = a.stages
-        && !(1..=2).contains(&n)
-    {
-        bail!("--stages must be 1 or 2, got {n}");
-    }
+    check_stages(a.stages)?;
     if a.stages == Some(1) && a.sr_steps.is_some() {
         bail!("--sr-steps sets the super-resolution stage, which --stages 1 skips");
     }
@@ -400,6 +392,27 @@ pub fn check_options(a: &RenderArgs) -> Result<()> {
         && !(s > 0.0 && s <= 1.0)
     {
         bail!("--strength {s} must be in (0, 1]");
+    }
+    Ok(())
+}
+
+/// `--stages` (of `--render` and `tessera bench`) before the model opens: 1 or 2.
+pub fn check_stages(stages: Option<usize>) -> Result<()> {
+    if let Some(n) = stages
+        && !(1..=2).contains(&n)
+    {
+        bail!("--stages must be 1 or 2, got {n}");
+    }
+    Ok(())
+}
+
+/// `--stages` against the opened model: 2 only for a two-stage model (the engine's request
+/// check refuses `--stages 1` on a model of one stage).
+pub fn check_stages_for(stages: Option<usize>, model: &Model) -> Result<()> {
+    if stages == Some(2) && model.stages() == 1 {
+        bail!(
+            "--stages 2 applies to two-stage models (a super_res/ folder); this model has one stage"
+        );
     }
     Ok(())
 }
